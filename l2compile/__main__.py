@@ -1,0 +1,3 @@
+from l2compile.cli import main
+
+main()

@@ -1,0 +1,270 @@
+"""Build: train the model that the generated code builds, export and measure it.
+
+There is one way to build a model: the generated module. The build writes it,
+imports it, and calls its `preprocess`, `build_model`, `compile_model` and
+`train`, so what a user checks in is exactly what was trained.
+
+Every output is written into a work folder beside `--out` and moved into place
+only when all artifacts and checks have succeeded; a failed build leaves the
+previous build untouched and no partial folder behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from l2compile import __version__, export
+from l2compile.datasets import Dataset, load_dataset
+from l2compile.errors import BuildError
+from l2compile.plan import ModelPlan
+
+#: TFLite float32 must agree with Keras to this accuracy on the test split.
+TFLITE_TOLERANCE = 0.001
+MANIFEST = "manifest.json"
+METRICS = "metrics.json"
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a finished build wrote and measured."""
+
+    out: Path
+    metrics: dict[str, Any]
+    artifacts: tuple[str, ...]
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse to replace a folder that is not an earlier l2compile build."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise BuildError(f"--out {out}: exists and is not a folder")
+    if any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise BuildError(
+            f"--out {out}: the folder is not empty and holds no {MANIFEST}, so it "
+            "is not an earlier l2compile build; refusing to replace it"
+        )
+
+
+def build(
+    plan: ModelPlan,
+    code: str,
+    out: Path,
+    *,
+    data: Path | None = None,
+    epochs: int | None = None,
+    log: Log = print,
+) -> BuildResult:
+    """Train, evaluate and export `plan`'s model into `out`, atomically."""
+    check_out_dir(out)
+    dataset = load_dataset(plan.recipe, data)
+    log(
+        f"data: {dataset.source} ({len(dataset.x_train):,} train, "
+        f"{len(dataset.x_test):,} test samples)"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        work.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a build is not
+        metrics = _build_into(work, plan, code, dataset, epochs, log)
+        _publish(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    artifacts = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+    return BuildResult(out, metrics, tuple(artifacts))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(work: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / out.name)
+    os.replace(work, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def import_generated(path: Path, name: str) -> ModuleType:
+    """Import a generated module from its file, without touching sys.path."""
+    spec = importlib.util.spec_from_file_location(f"l2compile_generated_{name}", path)
+    if spec is None or spec.loader is None:
+        raise BuildError(f"cannot import the generated module {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _build_into(
+    work: Path,
+    plan: ModelPlan,
+    code: str,
+    dataset: Dataset,
+    epochs: int | None,
+    log: Log,
+) -> dict[str, Any]:
+    module_path = work / f"{plan.name}.py"
+    module_path.write_text(code, encoding="utf-8")
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ chatter out
+    import keras
+
+    generated = import_generated(module_path, plan.name)
+    epochs = plan.epochs if epochs is None else epochs
+
+    keras.utils.set_random_seed(plan.seed)
+    x_train, y_train = generated.preprocess(dataset.x_train, dataset.y_train)
+    x_test, y_test = generated.preprocess(dataset.x_test, dataset.y_test)
+    model = generated.compile_model(generated.build_model())
+    log(f"training {plan.name}: {plan.params:,} parameters, {epochs} epochs")
+    # Keras' progress bar in a terminal; one line per epoch in a log file.
+    verbose = 1 if sys.stdout.isatty() else 2
+    history = generated.train(
+        model, x_train, y_train, x_test, y_test, epochs=epochs, verbose=verbose
+    )
+
+    scores = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
+    test_loss = float(scores["loss"])
+    test_accuracy = float(scores["accuracy"])
+    print("Test loss:", test_loss)
+    print("Test accuracy:", test_accuracy)
+
+    probabilities = np.asarray(model.predict(x_test, batch_size=1000, verbose=0))
+    data_loss = float(
+        np.mean(keras.losses.sparse_categorical_crossentropy(y_test, probabilities))
+    )
+    penalty = float(sum(float(loss) for loss in model.losses))
+
+    metrics: dict[str, Any] = {
+        "test_loss": test_loss,
+        "test_accuracy": test_accuracy,
+        "test_loss_split": {"data_loss": data_loss, "l2_penalty": penalty},
+        "epochs": epochs,
+        "parameters": plan.params,
+        "regularized_parameters": plan.regularized_params,
+        "history": {
+            key: [float(v) for v in values] for key, values in history.history.items()
+        },
+    }
+
+    formats = plan.export_formats
+    if "keras" in formats:
+        log("saving model.keras")
+        export.save_keras(model, work / "model.keras")
+    if "saved_model" in formats or "tflite" in formats:
+        log("exporting saved_model/")
+        export.export_saved_model(model, work / "saved_model")
+    if "tflite" in formats:
+        log("converting model.tflite (float32, from the SavedModel)")
+        export.convert_tflite(work / "saved_model", work / "model.tflite")
+        metrics["tflite"] = _check_tflite(
+            work / "model.tflite", x_test, y_test, probabilities, test_accuracy, log
+        )
+    if "saved_model" not in formats:
+        shutil.rmtree(work / "saved_model", ignore_errors=True)
+
+    _write_json(work / METRICS, metrics)
+    _write_manifest(work, plan, dataset, module_path.name)
+    return metrics
+
+
+def _check_tflite(
+    path: Path,
+    x_test: Any,
+    y_test: Any,
+    keras_probabilities: Any,
+    keras_accuracy: float,
+    log: Log,
+) -> dict[str, float]:
+    log("checking model.tflite on the test split with the LiteRT interpreter")
+    predictions = export.tflite_predict(path, x_test)
+    labels = np.asarray(y_test).reshape(-1)
+    accuracy = float(np.mean(np.argmax(predictions, axis=-1) == labels))
+    agreement = float(
+        np.mean(
+            np.argmax(predictions, axis=-1) == np.argmax(keras_probabilities, axis=-1)
+        )
+    )
+    drop = keras_accuracy - accuracy
+    if abs(drop) > TFLITE_TOLERANCE:
+        raise BuildError(
+            f"model.tflite scores test accuracy {accuracy:.4f} but the Keras model "
+            f"scores {keras_accuracy:.4f}: more than {TFLITE_TOLERANCE} apart"
+        )
+    return {
+        "test_accuracy": accuracy,
+        "accuracy_drop": drop,
+        "prediction_agreement": agreement,
+        "size_bytes": path.stat().st_size,
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _write_manifest(work: Path, plan: ModelPlan, dataset: Dataset, module: str) -> None:
+    files = sorted(p for p in work.rglob("*") if p.is_file() and p.name != MANIFEST)
+    artifacts = [
+        {
+            "path": p.relative_to(work).as_posix(),
+            "sha256": _sha256(p),
+            "size": p.stat().st_size,
+        }
+        for p in files
+    ]
+    manifest = {
+        "name": plan.name,
+        "spec": {"file": plan.source_file, "sha256": plan.spec_sha256},
+        "generated_module": module,
+        "seed": plan.seed,
+        "data": dataset.source,
+        "versions": {
+            "l2compile": __version__,
+            "tensorflow": _version("tensorflow"),
+            "keras": _version("keras"),
+            "numpy": _version("numpy"),
+            "ai-edge-litert": _version("ai-edge-litert"),
+            "python": platform.python_version(),
+        },
+        "artifacts": artifacts,
+    }
+    _write_json(work / MANIFEST, manifest)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")

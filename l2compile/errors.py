@@ -1,0 +1,70 @@
+"""Errors as values: every problem a user can cause carries its place."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+#: A path into the spec document: mapping keys and sequence indexes.
+FieldPath = tuple[str | int, ...]
+
+
+def format_path(path: FieldPath) -> str:
+    """Render a field path the way a user writes it: ``layers[1].activation``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def closest(word: object, choices: Iterable[str]) -> str | None:
+    """The valid name closest to a misspelled one, if any is close enough."""
+    if not isinstance(word, str):
+        return None
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class SpecError:
+    """One problem in a spec file, with its place and, where known, a fix."""
+
+    file: str
+    line: int | None
+    column: int | None
+    path: FieldPath
+    message: str
+    suggestion: str | None = None
+    expected: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        text = f"{where}: error: "
+        if self.path:
+            text += f"{format_path(self.path)}: "
+        text += self.message
+        if self.suggestion is not None:
+            text += f"; did you mean {self.suggestion!r}?"
+        elif self.expected:
+            text += f" (expected one of: {', '.join(self.expected)})"
+        return text
+
+
+class SpecErrors(Exception):
+    """Raised at the edge (CLI, build) to carry a file's collected errors."""
+
+    def __init__(self, errors: Sequence[SpecError]) -> None:
+        self.errors = tuple(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+class BuildError(Exception):
+    """A build could not finish: missing data, failed training or export."""

@@ -1,0 +1,375 @@
+"""The spec: what a user writes, as pydantic models, and its validation.
+
+This stage only checks that each field is well-formed on its own. What depends
+on several fields at once (shapes, the recipe's classes) is checked while
+planning, in `l2compile.plan`.
+"""
+
+from __future__ import annotations
+
+import keyword
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+from pydantic_core import ErrorDetails
+
+from l2compile.errors import FieldPath, SpecError, closest
+from l2compile.source import Document, read_spec_file
+
+# Names the generated module imports; a model named after one of them would
+# shadow it when the generated file is run as a script.
+_SHADOWED = frozenset(sys.stdlib_module_names) | {"keras", "numpy", "tensorflow"}
+
+
+def _check_identifier(value: str) -> str:
+    if (
+        not value
+        or not (value[0].isascii() and value[0].isalpha())
+        or not all(
+            c.isascii() and (c.islower() or c.isdigit() or c == "_") for c in value
+        )
+    ):
+        raise ValueError(
+            "must be lowercase letters, digits and underscores, starting with a "
+            "letter (it becomes a Python name)"
+        )
+    if keyword.iskeyword(value):
+        raise ValueError(f"{value!r} is a Python keyword")
+    return value
+
+
+def _check_module_name(value: str) -> str:
+    if value in _SHADOWED:
+        raise ValueError(
+            f"{value!r} would shadow the Python module of the same name "
+            "in the generated code; choose another name"
+        )
+    return value
+
+
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=64), AfterValidator(_check_identifier)
+]
+ModuleName = Annotated[Identifier, AfterValidator(_check_module_name)]
+PositiveInt = Annotated[int, Field(gt=0, le=2**31 - 1)]
+L2Coefficient = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+Activation = Literal[
+    "linear",
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "gelu",
+    "silu",
+    "swish",
+    "mish",
+    "sigmoid",
+    "hard_sigmoid",
+    "tanh",
+    "softmax",
+    "log_softmax",
+    "softplus",
+    "softsign",
+    "exponential",
+]
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are errors; a spec is never silently half-read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Layer(StrictModel):
+    name: Identifier | None = Field(
+        default=None, description="Layer name; defaults to <type>_<n>."
+    )
+
+
+class DenseLayer(_Layer):
+    """A fully connected layer (`keras.layers.Dense`)."""
+
+    type: Literal["dense"]
+    units: PositiveInt
+    activation: Activation = "linear"
+    use_bias: bool = True
+    l2: L2Coefficient | None = Field(
+        default=None,
+        description="Overrides the global l2 for this layer; 0 turns it off.",
+    )
+
+
+class DropoutLayer(_Layer):
+    """Randomly zeroes a fraction of its inputs while training."""
+
+    type: Literal["dropout"]
+    rate: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+
+
+class FlattenLayer(_Layer):
+    """Flattens everything but the batch dimension."""
+
+    type: Literal["flatten"]
+
+
+class ReshapeLayer(_Layer):
+    """Reshapes everything but the batch dimension."""
+
+    type: Literal["reshape"]
+    target_shape: Annotated[
+        list[Annotated[int, Field(ge=-1, le=2**31 - 1)]],
+        Field(min_length=1, max_length=8),
+    ]
+
+
+Layer = Annotated[
+    Union[DenseLayer, DropoutLayer, FlattenLayer, ReshapeLayer],  # noqa: UP007
+    Field(discriminator="type"),
+]
+
+
+class InputSpec(StrictModel):
+    shape: Annotated[list[PositiveInt], Field(min_length=1, max_length=8)]
+
+
+def _unique(value: list[str]) -> list[str]:
+    repeated = sorted({f for f in value if value.count(f) > 1})
+    if repeated:
+        raise ValueError(f"{repeated[0]!r} is listed more than once")
+    return value
+
+
+class OptimizerSpec(StrictModel):
+    type: Literal["adam", "sgd", "rmsprop"] = "adam"
+    learning_rate: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.001
+
+
+class TrainSpec(StrictModel):
+    recipe: Literal["mnist"]
+    optimizer: OptimizerSpec = OptimizerSpec()
+    loss: Literal["sparse_categorical_crossentropy"] = "sparse_categorical_crossentropy"
+    metrics: Annotated[
+        list[Literal["accuracy"]], Field(min_length=1), AfterValidator(_unique)
+    ] = ["accuracy"]
+    epochs: Annotated[int, Field(gt=0, le=100_000)]
+    batch_size: Annotated[int, Field(gt=0, le=1_000_000)]
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+
+
+ExportFormat = Literal["keras", "saved_model", "tflite"]
+
+
+class ExportSpec(StrictModel):
+    formats: Annotated[list[ExportFormat], AfterValidator(_unique)] = [
+        "keras",
+        "saved_model",
+        "tflite",
+    ]
+
+
+class Spec(StrictModel):
+    """A model spec: input, layers, regularization, training and export."""
+
+    name: ModuleName
+    description: Annotated[str, Field(max_length=2000)] = ""
+    input: InputSpec
+    l2: L2Coefficient = Field(
+        default=0.0,
+        description="L2 coefficient for the kernel of every weight-bearing layer.",
+    )
+    l2_bias: bool = Field(
+        default=False, description="Also regularize biases with the same coefficient."
+    )
+    layers: Annotated[list[Layer], Field(min_length=1, max_length=1000)]
+    train: TrainSpec
+    export: ExportSpec = ExportSpec()
+
+
+LAYER_TYPES: tuple[str, ...] = tuple(
+    get_args(model.model_fields["type"].annotation)[0]
+    for model in get_args(get_args(Layer)[0])
+)
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    """A valid spec with the source it came from (for located errors later)."""
+
+    spec: Spec
+    source: Document
+
+
+def load_spec(path: Path, display: str | None = None) -> LoadedSpec | list[SpecError]:
+    """Read, parse and validate one spec file; all its errors, or the spec."""
+    doc = read_spec_file(path, display)
+    if isinstance(doc, list):
+        return doc
+    return validate_document(doc)
+
+
+def validate_document(doc: Document) -> LoadedSpec | list[SpecError]:
+    """Validate parsed spec data against the spec models."""
+    errors = list(doc.problems)
+    try:
+        spec = Spec.model_validate(doc.data)
+    except ValidationError as exc:
+        # A value the reader already rejected (an unsupported tag) is null by
+        # now; don't report it a second time.
+        known = {e.path for e in doc.problems}
+        for err in exc.errors():
+            located = _to_spec_error(doc, err)
+            if not any(located.path[: len(p)] == p for p in known if p):
+                errors.append(located)
+    if errors:
+        return _sorted_unique(errors)
+    return LoadedSpec(spec, doc)
+
+
+def _sorted_unique(errors: list[SpecError]) -> list[SpecError]:
+    seen: set[str] = set()
+    out = []
+    for err in sorted(errors, key=lambda e: (e.line or 0, e.column or 0)):
+        if str(err) not in seen:
+            seen.add(str(err))
+            out.append(err)
+    return out
+
+
+# --- from pydantic's errors to located, readable ones ------------------------
+
+
+def _clean_path(loc: tuple[Any, ...], data: Any) -> FieldPath:
+    """Drop the discriminator tags pydantic puts in union paths."""
+    path: list[str | int] = []
+    for part in loc:
+        if (
+            isinstance(data, dict)
+            and isinstance(part, str)
+            and part not in data
+            and data.get("type") == part
+        ):
+            continue
+        path.append(part)
+        if isinstance(data, dict) and isinstance(part, str):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            data = None
+    return tuple(path)
+
+
+def _unwrap(annotation: Any, data: Any) -> Any:
+    """Strip Annotated/Optional; pick a union member by the data's `type`."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(get_args(annotation)[0], data)
+    if origin is Union or origin is types.UnionType:
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return _unwrap(members[0], data)
+        if isinstance(data, dict):
+            for member in members:
+                fields = getattr(member, "model_fields", {})
+                if "type" in fields and data.get("type") in get_args(
+                    fields["type"].annotation
+                ):
+                    return member
+        return None
+    return annotation
+
+
+def _annotation_at(path: FieldPath, data: Any) -> Any:
+    """The declared type of the field at `path` (None where unknown)."""
+    annotation: Any = Spec
+    for part in path:
+        annotation = _unwrap(annotation, data)
+        if isinstance(part, int):
+            if get_origin(annotation) is not list:
+                return None
+            annotation = get_args(annotation)[0]
+            data = data[part] if isinstance(data, list) and part < len(data) else None
+        else:
+            fields = getattr(annotation, "model_fields", None)
+            if fields is None or part not in fields:
+                return None
+            annotation = fields[part].annotation
+            data = data.get(part) if isinstance(data, dict) else None
+    return _unwrap(annotation, data)
+
+
+def _choices(annotation: Any) -> tuple[str, ...]:
+    if get_origin(annotation) is Literal:
+        return tuple(str(a) for a in get_args(annotation))
+    return ()
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    return repr(value)
+
+
+def _to_spec_error(doc: Document, err: ErrorDetails) -> SpecError:
+    path = _clean_path(tuple(err["loc"]), doc.data)
+    kind = err["type"]
+    value = err.get("input")
+    ctx = err.get("ctx", {})
+
+    if kind == "missing":
+        return doc.error(path, "required field is missing")
+    if kind == "extra_forbidden":
+        parent = getattr(_annotation_at(path[:-1], doc.data), "model_fields", {})
+        name = path[-1]
+        return doc.error(
+            path,
+            f"unknown field {name!r}",
+            key=True,
+            suggestion=closest(name, parent),
+        )
+    if kind == "union_tag_not_found":
+        return doc.error(path, "a layer needs a 'type'", expected=LAYER_TYPES)
+    if kind == "union_tag_invalid":
+        tag = ctx.get("tag")
+        return doc.error(
+            (*path, "type"),
+            f"unknown layer type {tag!r}",
+            suggestion=closest(tag, LAYER_TYPES),
+            expected=LAYER_TYPES,
+        )
+    if kind == "literal_error":
+        choices = _choices(_annotation_at(path, doc.data))
+        return doc.error(
+            path,
+            f"unknown value {_describe(value)}",
+            suggestion=closest(value, choices),
+            expected=choices,
+        )
+    if kind == "model_type" or kind == "dict_type":
+        return doc.error(path, f"must be a mapping of fields, got {_describe(value)}")
+    if kind == "list_type":
+        return doc.error(path, f"must be a list, got {_describe(value)}")
+    if kind == "value_error":
+        message = str(ctx.get("error", err["msg"]))
+        return doc.error(path, message)
+
+    message = err["msg"]
+    if message.startswith("Input should"):
+        message = "must" + message[len("Input should") :]
+    return doc.error(path, f"{message}, got {_describe(value)}")

@@ -1,0 +1,75 @@
+"""Shared test setup.
+
+The real MNIST is found the way a user points l2compile at it: through
+L2COMPILE_DATA. Where the workspace keeps a copy beside the repository
+(../shared/datasets, as on CI), the tests use it unless the variable is set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+_SHARED_DATA = ROOT.parent / "shared" / "datasets"
+if "L2COMPILE_DATA" not in os.environ and _SHARED_DATA.is_dir():
+    os.environ["L2COMPILE_DATA"] = str(_SHARED_DATA)
+
+SMALL_SPEC = """\
+name: small_mlp
+description: a small MLP for fast tests
+input: {shape: [28, 28]}
+l2: 0.01
+layers:
+  - {type: flatten}
+  - {type: dense, units: 16, activation: relu}
+  - {type: dropout, rate: 0.1}
+  - {type: dense, units: 10, activation: softmax}
+train:
+  recipe: mnist
+  epochs: 1
+  batch_size: 32
+  seed: 7
+"""
+
+
+def make_mnist_npz(
+    path: Path, n_train: int = 256, n_test: int = 128, seed: int = 0
+) -> Path:
+    """A small file in Keras' mnist.npz layout, with learnable labels."""
+    rng = np.random.default_rng(seed)
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 10, size=n).astype(np.uint8)
+        x = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
+        for i, label in enumerate(y):  # a bright stripe per class: learnable
+            x[i, label * 2 : label * 2 + 3, :] = 250
+        return x, y
+
+    x_train, y_train = split(n_train)
+    x_test, y_test = split(n_test)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path: Path) -> Path:
+    return make_mnist_npz(tmp_path / "data" / "mnist.npz")
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path) -> Callable[..., Path]:
+    def write(text: str, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write

@@ -1,0 +1,332 @@
+"""Every mistake a user can make gets one exact, located message."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from l2compile.cli import compile_spec
+from l2compile.spec import LoadedSpec, load_spec
+
+from .conftest import SPECS
+
+GOOD = (SPECS / "mnist.yaml").read_text(encoding="utf-8")
+
+
+def errors(text: str, tmp_path: Path) -> list[str]:
+    """The messages a user sees for this spec text (file shown as spec.yaml)."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(text, encoding="utf-8")
+    loaded = load_spec(path, "spec.yaml")
+    assert isinstance(loaded, list), "expected the spec to be rejected"
+    return [str(e) for e in loaded]
+
+
+def plan_errors(text: str, tmp_path: Path) -> list[str]:
+    """Messages from the whole compile (spec and plan), for cross-field checks."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(text, encoding="utf-8")
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        result = compile_spec(Path("spec.yaml"))
+    finally:
+        os.chdir(cwd)
+    assert isinstance(result, list), "expected the spec to be rejected"
+    return [str(e) for e in result]
+
+
+def test_the_article_spec_is_valid() -> None:
+    assert isinstance(load_spec(SPECS / "mnist.yaml"), LoadedSpec)
+
+
+def test_misspelled_activation_names_line_field_and_closest_value(
+    tmp_path: Path,
+) -> None:
+    text = GOOD.replace("units: 64, activation: relu", "units: 64, activation: rellu")
+    assert errors(text, tmp_path) == [
+        "spec.yaml:10:42: error: layers[1].activation: unknown value 'rellu'; "
+        "did you mean 'relu'?"
+    ]
+
+
+def test_misspelled_layer_type_suggests_the_closest_type(tmp_path: Path) -> None:
+    text = GOOD.replace("{type: dense, units: 64", "{type: dense_layer, units: 64")
+    assert errors(text, tmp_path) == [
+        "spec.yaml:10:12: error: layers[1].type: unknown layer type 'dense_layer'; "
+        "did you mean 'dense'?"
+    ]
+
+
+def test_unknown_layer_type_without_a_close_match_lists_the_valid_ones(
+    tmp_path: Path,
+) -> None:
+    text = GOOD.replace("{type: dense, units: 64", "{type: transformer, units: 64")
+    assert errors(text, tmp_path) == [
+        "spec.yaml:10:12: error: layers[1].type: unknown layer type 'transformer' "
+        "(expected one of: dense, dropout, flatten, reshape)"
+    ]
+
+
+def test_unknown_field_points_at_the_key_and_suggests_the_field(tmp_path: Path) -> None:
+    text = GOOD.replace("batch_size: 32", "batchsize: 32")
+    assert errors(text, tmp_path) == [
+        "spec.yaml:13:3: error: train.batch_size: required field is missing",
+        "spec.yaml:18:3: error: train.batchsize: unknown field 'batchsize'; "
+        "did you mean 'batch_size'?",
+    ]
+
+
+def test_layer_without_type_is_reported(tmp_path: Path) -> None:
+    text = GOOD.replace("{type: dense, units: 64", "{units: 64")
+    assert errors(text, tmp_path) == [
+        "spec.yaml:10:5: error: layers[1]: a layer needs a 'type' "
+        "(expected one of: dense, dropout, flatten, reshape)"
+    ]
+
+
+def test_wrong_types_and_ranges_show_the_value(tmp_path: Path) -> None:
+    text = (
+        GOOD.replace("units: 128", "units: many")
+        .replace("l2: 0.01", "l2: -0.5")
+        .replace("epochs: 10", "epochs: 0")
+    )
+    assert errors(text, tmp_path) == [
+        "spec.yaml:7:5: error: l2: must be greater than or equal to 0, got -0.5",
+        "spec.yaml:9:26: error: layers[0].units: must be a valid integer, unable to "
+        "parse string as an integer, got 'many'",
+        "spec.yaml:17:11: error: train.epochs: must be greater than 0, got 0",
+    ]
+
+
+def test_nan_is_not_a_coefficient(tmp_path: Path) -> None:
+    assert errors(GOOD.replace("l2: 0.01", "l2: .nan"), tmp_path) == [
+        "spec.yaml:7:5: error: l2: must be a finite number, got nan"
+    ]
+
+
+def test_duplicate_key_is_an_error_not_an_overwrite(tmp_path: Path) -> None:
+    text = GOOD.replace("l2: 0.01", "l2: 0.01\nl2: 0.0")
+    assert errors(text, tmp_path) == [
+        "spec.yaml:8:1: error: l2: duplicate key 'l2' (first written at line 7); "
+        "each field may appear once"
+    ]
+
+
+def test_duplicate_key_inside_a_flow_mapping(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "{type: dense, units: 64,", "{type: dense, units: 64, units: 65,"
+    )
+    assert errors(text, tmp_path) == [
+        "spec.yaml:10:30: error: layers[1].units: duplicate key 'units' "
+        "(first written at line 10); each field may appear once"
+    ]
+
+
+def test_all_errors_of_a_file_are_reported_at_once(tmp_path: Path) -> None:
+    text = (
+        GOOD.replace("name: mnist_mlp", "name: mnist_mlp\nname: again")
+        .replace("activation: relu}", "activaton: relu}", 1)
+        .replace("recipe: mnist", "recipe: minst")
+        .replace("tflite]", "onnx]")
+    )
+    assert errors(text, tmp_path) == [
+        "spec.yaml:5:1: error: name: duplicate key 'name' (first written at line 4); "
+        "each field may appear once",
+        "spec.yaml:10:31: error: layers[0].activaton: unknown field 'activaton'; "
+        "did you mean 'activation'?",
+        "spec.yaml:14:11: error: train.recipe: unknown value 'minst'; "
+        "did you mean 'mnist'?",
+        "spec.yaml:21:40: error: export.formats[2]: unknown value 'onnx' "
+        "(expected one of: keras, saved_model, tflite)",
+    ]
+
+
+def test_repeated_export_format(tmp_path: Path) -> None:
+    assert errors(GOOD.replace("tflite]", "keras]"), tmp_path) == [
+        "spec.yaml:20:19: error: export.formats: 'keras' is listed more than once"
+    ]
+
+
+def test_yaml_syntax_error_is_located(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "{type: dense, units: 64, activation: relu}", "{type: dense, units: 64"
+    )
+    assert errors(text, tmp_path) == [
+        "spec.yaml:11:5: error: invalid YAML: expected ',' or '}', but got '{' "
+        "(while parsing a flow mapping at line 10, column 5)"
+    ]
+
+
+def test_tab_indentation_is_located(tmp_path: Path) -> None:
+    text = GOOD.replace("  epochs: 10", "\tepochs: 10")
+    (message,) = errors(text, tmp_path)
+    assert message.startswith(
+        "spec.yaml:17:1: error: invalid YAML: found character '\\t'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "spec.yaml:1:1: error: the spec is empty"),
+        ("# only a comment\n", "spec.yaml:1:1: error: the spec is empty"),
+        (
+            "- a\n- b\n",
+            "spec.yaml:1:1: error: a spec must be a mapping of fields "
+            "(name:, input:, layers:, ...)",
+        ),
+        (
+            "a: 1\n---\nb: 2\n",
+            "spec.yaml:2:1: error: invalid YAML: expected a single document in the "
+            "stream, but found another document",
+        ),
+    ],
+)
+def test_documents_that_are_not_one_mapping(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    assert errors(text, tmp_path) == [message]
+
+
+def test_python_tags_are_refused_and_never_run(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    text = GOOD.replace(
+        "description: 784",
+        f"description: !!python/object/apply:os.system ['touch {marker}']\nx: 784",
+    )
+    assert errors(text, tmp_path)[0] == (
+        "spec.yaml:5:14: error: description: unsupported YAML tag "
+        "'tag:yaml.org,2002:python/object/apply:os.system'; specs are plain data"
+    )
+    assert not marker.exists()
+
+
+def test_merge_keys_are_refused(tmp_path: Path) -> None:
+    text = GOOD.replace("train:\n", "base: &b {epochs: 3}\ntrain:\n  <<: *b\n")
+    assert errors(text, tmp_path)[:2] == [
+        "spec.yaml:12:1: error: base: unknown field 'base'",
+        "spec.yaml:14:3: error: train: YAML merge keys ('<<') are not supported; "
+        "write the fields out",
+    ]
+
+
+def test_alias_bomb_fails_fast_with_bounded_memory(tmp_path: Path) -> None:
+    # "Billion laughs": 9 levels of 9 aliases each expand to 9**9 values.
+    lines = ['a0: &a0 ["lol"]']
+    for level in range(1, 10):
+        refs = ", ".join([f"*a{level - 1}"] * 9)
+        lines.append(f"a{level}: &a{level} [{refs}]")
+    text = "\n".join(lines) + "\n"
+    tracemalloc.start()
+    try:
+        found = errors(text, tmp_path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert found == [
+        "spec.yaml:5:1: error: a4: the spec expands to more than 10,000 values; YAML "
+        "anchors and aliases are nested too deeply (an alias bomb?)"
+    ]
+    assert peak < 50 * 2**20
+
+
+def test_deep_nesting_is_refused(tmp_path: Path) -> None:
+    text = "name: " + "[" * 40 + "]" * 40 + "\n"
+    assert errors(text, tmp_path) == [
+        "spec.yaml:1:39: error: name: values are nested more than 32 deep"
+    ]
+
+
+def test_name_that_would_inject_code_is_rejected(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "name: mnist_mlp", "name: \"x'); __import__('os').system('id') #\""
+    )
+    assert errors(text, tmp_path) == [
+        "spec.yaml:4:7: error: name: must be lowercase letters, digits and "
+        "underscores, starting with a letter (it becomes a Python name)"
+    ]
+
+
+def test_name_that_would_shadow_an_import_is_rejected(tmp_path: Path) -> None:
+    assert errors(GOOD.replace("name: mnist_mlp", "name: keras"), tmp_path) == [
+        "spec.yaml:4:7: error: name: 'keras' would shadow the Python module of the "
+        "same name in the generated code; choose another name"
+    ]
+
+
+def test_python_keyword_name_is_rejected(tmp_path: Path) -> None:
+    assert errors(GOOD.replace("name: mnist_mlp", "name: lambda"), tmp_path) == [
+        "spec.yaml:4:7: error: name: 'lambda' is a Python keyword"
+    ]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    assert [str(e) for e in load_spec(tmp_path / "nope.yaml", "nope.yaml")] == [  # type: ignore[union-attr]
+        "nope.yaml: error: no such file"
+    ]
+
+
+def test_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(b"name: a\ndescription: caf\xe9\n")
+    assert [str(e) for e in load_spec(path, "spec.yaml")] == [  # type: ignore[union-attr]
+        "spec.yaml:2: error: the file is not valid UTF-8"
+    ]
+
+
+# --- checks across fields, found while planning ------------------------------
+
+
+def test_output_units_must_match_the_recipe_classes(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "units: 10, activation: softmax", "units: 5, activation: softmax"
+    )
+    assert plan_errors(text, tmp_path) == [
+        "spec.yaml:11:5: error: layers[2]: the model's output shape is (5,), but "
+        "recipe 'mnist' has 10 classes: the last layer must output (10,)"
+    ]
+
+
+def test_input_shape_must_hold_the_recipe_images(tmp_path: Path) -> None:
+    text = GOOD.replace("shape: [784]", "shape: [28, 27]")
+    assert plan_errors(text, tmp_path) == [
+        "spec.yaml:6:16: error: input.shape: recipe 'mnist' gives 28x28 images "
+        "(784 values each), but this shape holds 756",
+        # Dense layers act on the last axis, so the output is (28, 10) too.
+        "spec.yaml:11:5: error: layers[2]: the model's output shape is (28, 10), but "
+        "recipe 'mnist' has 10 classes: the last layer must output (10,)",
+    ]
+
+
+def test_reshape_that_does_not_multiply_out_is_located(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "layers:\n", "layers:\n  - {type: reshape, target_shape: [28, 29]}\n"
+    )
+    assert plan_errors(text, tmp_path) == [
+        "spec.yaml:9:35: error: layers[0].target_shape: cannot reshape (784,) "
+        "(784 values) to [28, 29] (812 values)"
+    ]
+
+
+def test_last_dense_layer_must_be_softmax(tmp_path: Path) -> None:
+    text = GOOD.replace("activation: softmax", "activation: relu")
+    assert plan_errors(text, tmp_path) == [
+        "spec.yaml:11:42: error: layers[2].activation: the last dense layer must use "
+        "activation 'softmax': loss 'sparse_categorical_crossentropy' expects class "
+        "probabilities"
+    ]
+
+
+def test_duplicate_layer_names(tmp_path: Path) -> None:
+    text = GOOD.replace("units: 128,", "units: 128, name: hidden,").replace(
+        "units: 64,", "units: 64, name: hidden,"
+    )
+    assert plan_errors(text, tmp_path) == [
+        "spec.yaml:10:36: error: layers[1].name: layer name 'hidden' is already "
+        "used by layers[0]"
+    ]
