@@ -1,0 +1,163 @@
+"""The command line: output, exit codes, and no TensorFlow where none is needed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from l2compile import __version__
+from l2compile.cli import EXIT_FAILURE, EXIT_OK, EXIT_SPEC_ERROR, main
+
+from .conftest import GOLDEN, ROOT, SPECS
+
+BAD = (SPECS / "mnist.yaml").read_text(encoding="utf-8").replace("relu}", "rellu}", 1)
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_validate_reports_ok_with_the_model_size() -> None:
+    code, out, err = run("validate", str(SPECS / "mnist.yaml"))
+    assert code == EXIT_OK
+    assert err == ""
+    assert out.endswith(
+        "mnist.yaml: ok (mnist_mlp: 3 layers, 109,386 parameters, 109,184 with L2)\n"
+    )
+
+
+def test_validate_reports_every_file_and_fails_on_any(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD, encoding="utf-8")
+    code, out, err = run("validate", str(SPECS / "mnist.yaml"), str(bad))
+    assert code == EXIT_SPEC_ERROR
+    assert "ok (mnist_mlp" in out
+    assert err == (
+        f"{bad}:9:43: error: layers[0].activation: unknown value 'rellu'; "
+        "did you mean 'relu'?\n"
+        f"1 error in {bad}\n"
+    )
+
+
+def test_exit_codes_are_documented_in_help() -> None:
+    for args in ([], ["validate"], ["generate"], ["build"]):
+        code, out, _ = run(*args, "--help")
+        assert code == 0
+        assert "Exit codes" in out
+        assert f"{EXIT_SPEC_ERROR}    a spec" in out
+        assert f"{EXIT_FAILURE}    anything else failed" in out
+
+
+def test_generate_writes_the_golden_module(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "model.py"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "l2compile",
+            "generate",
+            "specs/mnist.yaml",
+            "-o",
+            str(target),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    assert result.stdout == f"wrote {target}\n"
+    assert target.read_bytes() == (GOLDEN / "mnist_mlp.py").read_bytes()
+
+
+def test_generate_into_a_folder_names_the_file_after_the_spec(tmp_path: Path) -> None:
+    code, out, _ = run("generate", str(SPECS / "mnist.yaml"), "-o", str(tmp_path))
+    assert code == EXIT_OK
+    assert out == f"wrote {tmp_path / 'mnist_mlp.py'}\n"
+    assert (tmp_path / "mnist_mlp.py").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist_mlp.py"]
+
+
+def test_generate_with_a_bad_spec_writes_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD, encoding="utf-8")
+    out_dir = tmp_path / "gen"
+    out_dir.mkdir()
+    code, _, err = run("generate", str(bad), "-o", str(out_dir))
+    assert code == EXIT_SPEC_ERROR
+    assert "unknown value 'rellu'" in err
+    assert list(out_dir.iterdir()) == []
+
+
+def test_build_with_a_bad_spec_writes_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD, encoding="utf-8")
+    code, _, _ = run("build", str(bad), "--out", str(tmp_path / "b"))
+    assert code == EXIT_SPEC_ERROR
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_build_without_data_fails_cleanly(tmp_path: Path) -> None:
+    code, _, err = run(
+        "build",
+        str(SPECS / "mnist.yaml"),
+        "--out",
+        str(tmp_path / "b"),
+        "--data",
+        str(tmp_path / "none.npz"),
+    )
+    assert code == EXIT_FAILURE
+    assert err == f"error: --data {tmp_path / 'none.npz'}: no such file\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_refuses_to_replace_a_folder_that_is_not_a_build(tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    code, _, err = run("build", str(SPECS / "mnist.yaml"), "--out", str(precious))
+    assert code == EXIT_FAILURE
+    assert "is not an earlier l2compile build; refusing to replace it" in err
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_missing_spec_file_is_a_spec_error(tmp_path: Path) -> None:
+    code, _, err = run("validate", str(tmp_path / "nope.yaml"))
+    assert code == EXIT_SPEC_ERROR
+    assert err.startswith(f"{tmp_path / 'nope.yaml'}: error: no such file\n")
+
+
+@pytest.mark.parametrize("command", ["validate", "generate"])
+def test_validate_and_generate_never_import_tensorflow(
+    tmp_path: Path, command: str
+) -> None:
+    probe = (
+        "import sys\n"
+        "from l2compile.cli import main\n"
+        "try:\n"
+        f"    main([{command!r}, 'specs/mnist.yaml', *sys.argv[1:]])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras', 'ai_edge_litert') "
+        "if m in sys.modules)\n"
+        "print('heavy modules:', ','.join(heavy))\n"
+    )
+    extra = ["-o", str(tmp_path)] if command == "generate" else []
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "heavy modules: "
+
+
+def test_version() -> None:
+    code, out, _ = run("--version")
+    assert code == 0
+    assert out == f"l2compile, version {__version__}\n"

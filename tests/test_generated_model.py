@@ -1,0 +1,106 @@
+"""The generated module builds the planned model and runs on its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from l2compile.build import import_generated
+from l2compile.plan import plan_spec
+from l2compile.spec import load_spec
+
+from .conftest import GOLDEN, SPECS
+
+
+@pytest.fixture(scope="module")
+def article_module():  # type: ignore[no-untyped-def]
+    return import_generated(GOLDEN / "mnist_mlp.py", "mnist_mlp_golden")
+
+
+def test_built_model_matches_the_plan(article_module) -> None:  # type: ignore[no-untyped-def]
+    loaded = load_spec(SPECS / "mnist.yaml")
+    assert not isinstance(loaded, list)
+    plan = plan_spec(loaded)
+    assert not isinstance(plan, list)
+    model = article_module.build_model()
+    assert model.count_params() == plan.params == 109_386
+    assert [layer.name for layer in model.layers] == ["dense_1", "dense_2", "dense_3"]
+    assert [tuple(w.shape) for w in model.weights] == [
+        w.shape for layer in plan.layers for w in layer.weights
+    ]
+
+
+def test_regularization_losses_are_l2_of_every_kernel(article_module) -> None:  # type: ignore[no-untyped-def]
+    model = article_module.build_model()
+    kernels = [np.asarray(layer.kernel) for layer in model.layers]
+    expected = sum(0.01 * float(np.sum(k.astype(np.float64) ** 2)) for k in kernels)
+    losses = [float(loss) for loss in model.losses]
+    assert len(losses) == 3
+    assert sum(losses) == pytest.approx(expected, rel=1e-5)
+
+
+def test_compiled_model_uses_the_recipe(article_module) -> None:  # type: ignore[no-untyped-def]
+    model = article_module.compile_model(article_module.build_model())
+    assert type(model.optimizer).__name__ == "Adam"
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.001)
+    assert model.loss == "sparse_categorical_crossentropy"
+
+
+def test_preprocess_scales_to_unit_range_and_flattens(article_module) -> None:  # type: ignore[no-untyped-def]
+    x = np.full((3, 28, 28), 255, dtype=np.uint8)
+    y = np.array([1, 2, 3], dtype=np.uint8)
+    px, py = article_module.preprocess(x, y)
+    assert px.shape == (3, 784)
+    assert px.dtype == np.float32
+    assert float(px.max()) == 1.0
+    assert list(py) == [1, 2, 3]
+
+
+def test_generated_file_trains_as_a_script(tmp_path: Path, tiny_mnist: Path) -> None:
+    # Run from a folder holding only the generated file, with the Python
+    # isolated (-I: no cwd, PYTHONPATH or user site on sys.path) and a guard
+    # that fails if anything imports l2compile.
+    script = tmp_path / "mnist_mlp.py"
+    script.write_text((GOLDEN / "mnist_mlp.py").read_text(encoding="utf-8"))
+    guard = tmp_path / "run.py"
+    guard.write_text(
+        "import runpy, sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'l2compile':\n"
+        "            raise ImportError('the generated code imported l2compile')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "sys.argv = [sys.argv[1], *sys.argv[2:]]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    out = tmp_path / "trained.keras"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            str(guard),
+            str(script),
+            "--data",
+            str(tiny_mnist),
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("Test loss: ") for line in lines)
+    assert any(line.startswith("Test accuracy: ") for line in lines)
+    assert out.is_file() and out.stat().st_size > 0

@@ -1,0 +1,49 @@
+"""Golden records: the generated module of every spec in specs/.
+
+Regenerate them after an intended change to the templates or the specs:
+
+    python -m tests.update_golden
+
+and review the diff like any code change.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from l2compile.plan import plan_spec
+from l2compile.render import render_module
+from l2compile.spec import load_spec
+
+from .conftest import GOLDEN, ROOT, SPECS
+
+
+def expected_records() -> dict[str, str]:
+    """File name -> generated source, for every spec in specs/."""
+    records = {}
+    for path in sorted(SPECS.glob("*.yaml")):
+        loaded = load_spec(path, path.relative_to(ROOT).as_posix())
+        assert not isinstance(loaded, list), [str(e) for e in loaded]
+        plan = plan_spec(loaded)
+        assert not isinstance(plan, list), [str(e) for e in plan]
+        records[f"{plan.name}.py"] = render_module(plan)
+    return records
+
+
+def main() -> int:
+    records = expected_records()
+    GOLDEN.mkdir(exist_ok=True)
+    for stale in GOLDEN.glob("*.py"):
+        if stale.name not in records:
+            stale.unlink()
+            print(f"removed {stale.relative_to(ROOT)}")
+    for name, code in records.items():
+        target = GOLDEN / name
+        if not target.exists() or target.read_text(encoding="utf-8") != code:
+            target.write_text(code, encoding="utf-8", newline="\n")
+            print(f"wrote {target.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
