@@ -7,6 +7,7 @@ and only once the spec is valid and the data found.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -85,6 +86,10 @@ def _compile_or_exit(path: Path) -> Compiled:
         _report(compiled)
         sys.exit(EXIT_SPEC_ERROR)
     return compiled
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -176,6 +181,9 @@ def build(spec: Path, out: Path | None, data: Path | None, epochs: int | None) -
     from l2compile import build as builder  # imports TensorFlow when it trains
 
     out = out or Path("build") / compiled.plan.name
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the work folder
+    # is removed and the previous build is left as it was.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = builder.build(
             compiled.plan,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from l2compile import __version__
-from l2compile.cli import EXIT_FAILURE, EXIT_OK, EXIT_SPEC_ERROR, main
+from l2compile.cli import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SPEC_ERROR,
+    main,
+)
 
 from .conftest import GOLDEN, ROOT, SPECS
 
@@ -161,3 +168,38 @@ def test_version() -> None:
     code, out, _ = run("--version")
     assert code == 0
     assert out == f"l2compile, version {__version__}\n"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_build_leaves_nothing_behind(
+    tmp_path: Path, tiny_mnist: Path, sig: signal.Signals
+) -> None:
+    out = tmp_path / "build"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "l2compile",
+            "build",
+            "specs/mnist.yaml",
+            "--out",
+            str(out),
+            "--data",
+            str(tiny_mnist),
+            "--epochs",
+            "100000",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait until it is training
+        if line.startswith("l2compile: training"):
+            break
+    proc.send_signal(sig)
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_INTERRUPTED
+    assert rest.splitlines()[-1] == f"error: interrupted; {out} was not changed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
