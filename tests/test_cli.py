@@ -203,3 +203,18 @@ def test_interrupted_build_leaves_nothing_behind(
     assert proc.returncode == EXIT_INTERRUPTED
     assert rest.splitlines()[-1] == f"error: interrupted; {out} was not changed"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_readme_error_example_is_what_a_user_sees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Errors", 1)[1]
+    spec = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    shown = section.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+    assert shown[0] == "$ l2compile validate bad.yaml"
+    (tmp_path / "bad.yaml").write_text(spec, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run("validate", "bad.yaml")
+    assert err.splitlines() == shown[1:-2]
+    assert shown[-2:] == ["$ echo $?", str(code)]
