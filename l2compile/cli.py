@@ -6,6 +6,7 @@ and only once the spec is valid and the data found.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ from typing import NoReturn
 
 import click
 
-from l2compile import __version__
+from l2compile import __version__, report
 from l2compile.errors import BuildError, SpecError
 from l2compile.plan import ModelPlan, plan_spec
 from l2compile.render import render_module
@@ -133,18 +134,32 @@ def validate(specs: tuple[Path, ...]) -> None:
 
 @main.command(epilog=_EXIT_CODES)
 @click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def inspect(spec: Path, as_json: bool) -> None:
+    """List every weight of SPEC's model: shape, parameters, L2 and weight decay."""
+    plan = _compile_or_exit(spec).plan
+    if as_json:
+        click.echo(json.dumps(report.as_data(plan), indent=2))
+    else:
+        click.echo(report.as_table(plan))
+
+
+@main.command(epilog=_EXIT_CODES)
+@click.argument("spec", type=click.Path(path_type=Path))
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
-    help="File to write, or a folder for <name>.py. Default: ./<name>.py",
+    type=click.Path(),
+    help="File to write, or a folder (existing, or ending in /) for <name>.py. "
+    "Default: ./<name>.py",
 )
-def generate(spec: Path, output: Path | None) -> None:
+def generate(spec: Path, output: str | None) -> None:
     """Write the Keras module for SPEC, without training."""
     compiled = _compile_or_exit(spec)
-    target = output or Path(f"{compiled.plan.name}.py")
-    if target.is_dir():
-        target = target / f"{compiled.plan.name}.py"
+    filename = f"{compiled.plan.name}.py"
+    target = Path(output or filename)
+    if target.is_dir() or (output or "").endswith(("/", os.sep)):
+        target = target / filename
     try:
         write_atomically(target, compiled.code)
     except OSError as exc:

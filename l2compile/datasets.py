@@ -22,34 +22,65 @@ DATA_ENV = "L2COMPILE_DATA"
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
+#: Keras' file names for Fashion-MNIST, in its `fashion-mnist/` folder.
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """A built-in data recipe: a dataset in Keras' own file layout."""
+    """A data recipe: a dataset in Keras' file layout, or a user's .npz.
+
+    `layout` is "npz" (one .npz file, named `filename` for built-in recipes)
+    or "idx" (a folder `filename` of the four gzip IDX files). `image_shape`
+    is None where the data, not the recipe, decides it (the npz recipe).
+    """
 
     name: str
     title: str
+    layout: str
     filename: str
-    keras_dataset: str
-    image_shape: tuple[int, ...]
+    keras_dataset: str | None
+    image_shape: tuple[int, ...] | None
     num_classes: int
-    pixel_scale: float
 
     @property
     def input_size(self) -> int:
-        return int(np.prod(self.image_shape))
+        return int(np.prod(self.image_shape or ()))
 
 
 RECIPES: dict[str, Recipe] = {
     "mnist": Recipe(
         name="mnist",
         title="MNIST",
+        layout="npz",
         filename="mnist.npz",
         keras_dataset="mnist",
         image_shape=(28, 28),
         num_classes=10,
-        pixel_scale=255.0,
+    ),
+    "fashion_mnist": Recipe(
+        name="fashion_mnist",
+        title="Fashion-MNIST",
+        layout="idx",
+        filename="fashion-mnist",
+        keras_dataset="fashion_mnist",
+        image_shape=(28, 28),
+        num_classes=10,
     ),
 }
+
+
+def recipe_for(name: str, num_classes: int | None = None) -> Recipe:
+    """The recipe a spec names; `npz` is the user's own file of `num_classes`."""
+    if name == "npz":
+        assert num_classes is not None  # the spec requires it
+        return Recipe("npz", "npz", "npz", "", None, None, num_classes)
+    return RECIPES[name]
 
 
 @dataclass(frozen=True)
@@ -78,7 +109,9 @@ def candidates(
 ) -> list[tuple[str, Path]]:
     """Where to look, in order: (what the place is, the file path)."""
     if data is not None:
-        path = data / recipe.filename if data.is_dir() else data
+        path = data
+        if data.is_dir() and recipe.filename and not _holds(recipe, data):
+            path = data / recipe.filename
         return [("--data", path)]
     places = []
     folder = env.get(DATA_ENV)
@@ -103,9 +136,18 @@ def load_dataset(
     """
     env = os.environ if env is None else env
     places = candidates(recipe, data, env)
+    if recipe.name == "npz" and data is None:
+        raise BuildError(
+            "the npz recipe needs its data file: set train.data in the spec, "
+            "or pass --data PATH"
+        )
     for _, path in places:
-        if path.is_file():
-            return read_npz(recipe, path)
+        if _holds(recipe, path):
+            return (
+                read_idx(recipe, path)
+                if recipe.layout == "idx"
+                else read_npz(recipe, path)
+            )
     if data is not None:
         raise BuildError(
             f"--data {data}: no such file"
@@ -116,6 +158,12 @@ def load_dataset(
         return downloader(recipe)
     except Exception as exc:
         raise BuildError(_not_found_message(recipe, env, places, exc)) from exc
+
+
+def _holds(recipe: Recipe, path: Path) -> bool:
+    if recipe.layout == "idx":
+        return path.is_dir() and all((path / f).is_file() for f in IDX_FILES.values())
+    return path.is_file()
 
 
 def _not_found_message(
@@ -142,6 +190,7 @@ def keras_download(recipe: Recipe) -> Dataset:
     """Keras' own loader: downloads into the Keras cache when online."""
     import keras  # deferred: heavy, and only needed as the last resort
 
+    assert recipe.keras_dataset is not None
     loader = getattr(keras.datasets, recipe.keras_dataset)
     (x_train, y_train), (x_test, y_test) = loader.load_data()
     source = str(keras_cache_dir(os.environ) / recipe.filename)
@@ -150,6 +199,36 @@ def keras_download(recipe: Recipe) -> Dataset:
         {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test},
         source,
     )
+
+
+def _read_idx_file(path: Path, rank: int) -> npt.NDArray[np.uint8]:
+    """One gzip IDX file of unsigned bytes (the MNIST family's format)."""
+    import gzip
+
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    header = 4 + 4 * rank
+    if len(raw) < header or raw[:3] != b"\x00\x00\x08" or raw[3] != rank:
+        raise BuildError(
+            f"{path}: not an IDX file of unsigned bytes with {rank} dimensions"
+        )
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank))
+    if len(raw) - header != int(np.prod(dims)):
+        raise BuildError(f"{path}: holds {len(raw) - header} bytes of data, not {dims}")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def read_idx(recipe: Recipe, folder: Path) -> Dataset:
+    """Read Keras' folder of four gzip IDX files and check them."""
+    import gzip
+
+    arrays = {}
+    for key, name in IDX_FILES.items():
+        try:
+            arrays[key] = _read_idx_file(folder / name, 3 if key.startswith("x") else 1)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise BuildError(f"{folder / name}: cannot read: {exc}") from exc
+    return check_arrays(recipe, arrays, str(folder))
 
 
 def read_npz(recipe: Recipe, path: Path) -> Dataset:
@@ -178,11 +257,23 @@ def check_arrays(
     problems = []
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.dtype != np.uint8:
-            problems.append(f"x_{split} has dtype {x.dtype}; expected uint8 pixels")
-        if x.ndim != 1 + len(recipe.image_shape) or x.shape[1:] != recipe.image_shape:
-            want = ", ".join(str(d) for d in recipe.image_shape)
-            problems.append(f"x_{split} has shape {x.shape}; expected (N, {want})")
+        if recipe.image_shape is None:
+            if not (
+                np.issubdtype(x.dtype, np.integer)
+                or np.issubdtype(x.dtype, np.floating)
+            ):
+                problems.append(f"x_{split} has dtype {x.dtype}; expected numbers")
+            if x.ndim < 2:
+                problems.append(f"x_{split} has shape {x.shape}; expected (N, ...)")
+        else:
+            if x.dtype != np.uint8:
+                problems.append(f"x_{split} has dtype {x.dtype}; expected uint8 pixels")
+            if (
+                x.ndim != 1 + len(recipe.image_shape)
+                or x.shape[1:] != recipe.image_shape
+            ):
+                want = ", ".join(str(d) for d in recipe.image_shape)
+                problems.append(f"x_{split} has shape {x.shape}; expected (N, {want})")
         if not np.issubdtype(y.dtype, np.integer):
             problems.append(f"y_{split} has dtype {y.dtype}; expected integer labels")
         elif y.size and (y.min() < 0 or y.max() >= recipe.num_classes):

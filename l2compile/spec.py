@@ -17,11 +17,13 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    model_validator,
 )
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from l2compile.errors import FieldPath, SpecError, closest
 from l2compile.source import Document, read_spec_file
@@ -98,24 +100,162 @@ class _Layer(StrictModel):
     )
 
 
-class DenseLayer(_Layer):
-    """A fully connected layer (`keras.layers.Dense`)."""
+class _Weighted(_Layer):
+    """A layer with weights: its `l2` overrides the spec's global `l2`."""
 
-    type: Literal["dense"]
-    units: PositiveInt
-    activation: Activation = "linear"
-    use_bias: bool = True
     l2: L2Coefficient | None = Field(
         default=None,
         description="Overrides the global l2 for this layer; 0 turns it off.",
     )
 
 
+def _pair(value: Any) -> Any:
+    """`3` means `(3, 3)`: Keras' own shorthand for 2-D sizes."""
+    return [value, value] if isinstance(value, int) else value
+
+
+Pair = Annotated[tuple[PositiveInt, PositiveInt], BeforeValidator(_pair)]
+Padding = Literal["valid", "same"]
+Rate = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+
+
+class DenseLayer(_Weighted):
+    """A fully connected layer (`keras.layers.Dense`)."""
+
+    type: Literal["dense"]
+    units: PositiveInt
+    activation: Activation = "linear"
+    use_bias: bool = True
+
+
+class Conv1DLayer(_Weighted):
+    """A 1-D convolution over (steps, channels)."""
+
+    type: Literal["conv1d"]
+    filters: PositiveInt
+    kernel_size: PositiveInt
+    strides: PositiveInt = 1
+    padding: Padding = "valid"
+    activation: Activation = "linear"
+    use_bias: bool = True
+
+
+class Conv2DLayer(_Weighted):
+    """A 2-D convolution over (height, width, channels)."""
+
+    type: Literal["conv2d"]
+    filters: PositiveInt
+    kernel_size: Pair
+    strides: Pair = (1, 1)
+    padding: Padding = "valid"
+    activation: Activation = "linear"
+    use_bias: bool = True
+
+
+class DepthwiseConv2DLayer(_Weighted):
+    """One 2-D filter per input channel (times `depth_multiplier`)."""
+
+    type: Literal["depthwise_conv2d"]
+    kernel_size: Pair
+    strides: Pair = (1, 1)
+    padding: Padding = "valid"
+    depth_multiplier: PositiveInt = 1
+    activation: Activation = "linear"
+    use_bias: bool = True
+
+
+class SeparableConv2DLayer(_Weighted):
+    """A depthwise convolution followed by a 1x1 pointwise convolution."""
+
+    type: Literal["separable_conv2d"]
+    filters: PositiveInt
+    kernel_size: Pair
+    strides: Pair = (1, 1)
+    padding: Padding = "valid"
+    depth_multiplier: PositiveInt = 1
+    activation: Activation = "linear"
+    use_bias: bool = True
+
+
+class MaxPooling2DLayer(_Layer):
+    """The maximum over each pool_size window."""
+
+    type: Literal["max_pooling2d"]
+    pool_size: Pair = (2, 2)
+    strides: Pair | None = Field(default=None, description="Defaults to pool_size.")
+    padding: Padding = "valid"
+
+
+class AveragePooling2DLayer(_Layer):
+    """The mean over each pool_size window."""
+
+    type: Literal["average_pooling2d"]
+    pool_size: Pair = (2, 2)
+    strides: Pair | None = Field(default=None, description="Defaults to pool_size.")
+    padding: Padding = "valid"
+
+
+class GlobalAveragePooling2DLayer(_Layer):
+    """The mean over height and width: (h, w, c) -> (c,)."""
+
+    type: Literal["global_average_pooling2d"]
+
+
+class BatchNormalizationLayer(_Weighted):
+    """Normalizes over the batch; gamma and beta are learned."""
+
+    type: Literal["batch_normalization"]
+    momentum: Rate = 0.99
+    epsilon: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.001
+
+
+class LayerNormalizationLayer(_Weighted):
+    """Normalizes over the last axis of each sample; gamma and beta are learned."""
+
+    type: Literal["layer_normalization"]
+    epsilon: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.001
+
+
+class EmbeddingLayer(_Weighted):
+    """Integer ids -> vectors: (length,) -> (length, output_dim)."""
+
+    type: Literal["embedding"]
+    input_dim: PositiveInt
+    output_dim: PositiveInt
+
+
+class _Recurrent(_Weighted):
+    units: PositiveInt
+    activation: Activation = "tanh"
+    use_bias: bool = True
+    return_sequences: bool = False
+    dropout: Rate = 0.0
+    recurrent_dropout: Rate = 0.0
+
+
+class LSTMLayer(_Recurrent):
+    """Long short-term memory over (timesteps, features)."""
+
+    type: Literal["lstm"]
+
+
+class GRULayer(_Recurrent):
+    """Gated recurrent unit over (timesteps, features)."""
+
+    type: Literal["gru"]
+
+
+class SimpleRNNLayer(_Recurrent):
+    """A fully connected recurrent layer over (timesteps, features)."""
+
+    type: Literal["simple_rnn"]
+
+
 class DropoutLayer(_Layer):
     """Randomly zeroes a fraction of its inputs while training."""
 
     type: Literal["dropout"]
-    rate: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+    rate: Rate
 
 
 class FlattenLayer(_Layer):
@@ -134,8 +274,43 @@ class ReshapeLayer(_Layer):
     ]
 
 
+class RescalingLayer(_Layer):
+    """Multiplies by `scale`, then adds `offset`."""
+
+    type: Literal["rescaling"]
+    scale: Annotated[float, Field(allow_inf_nan=False)]
+    offset: Annotated[float, Field(allow_inf_nan=False)] = 0.0
+
+
+class ActivationLayer(_Layer):
+    """Applies an activation function on its own."""
+
+    type: Literal["activation"]
+    activation: Activation
+
+
 Layer = Annotated[
-    Union[DenseLayer, DropoutLayer, FlattenLayer, ReshapeLayer],  # noqa: UP007
+    Union[  # noqa: UP007
+        DenseLayer,
+        Conv1DLayer,
+        Conv2DLayer,
+        DepthwiseConv2DLayer,
+        SeparableConv2DLayer,
+        MaxPooling2DLayer,
+        AveragePooling2DLayer,
+        GlobalAveragePooling2DLayer,
+        BatchNormalizationLayer,
+        LayerNormalizationLayer,
+        EmbeddingLayer,
+        LSTMLayer,
+        GRULayer,
+        SimpleRNNLayer,
+        DropoutLayer,
+        FlattenLayer,
+        ReshapeLayer,
+        RescalingLayer,
+        ActivationLayer,
+    ],
     Field(discriminator="type"),
 ]
 
@@ -154,10 +329,27 @@ def _unique(value: list[str]) -> list[str]:
 class OptimizerSpec(StrictModel):
     type: Literal["adam", "sgd", "rmsprop"] = "adam"
     learning_rate: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.001
+    weight_decay: L2Coefficient = Field(
+        default=0.0,
+        description="Decoupled weight decay (AdamW for adam) on the weights the "
+        "l2 rules reach.",
+    )
+    weight_decay_with_l2: bool = Field(
+        default=False,
+        description="Allow weight decay and an L2 penalty on the same weights.",
+    )
 
 
 class TrainSpec(StrictModel):
-    recipe: Literal["mnist"]
+    recipe: Literal["mnist", "fashion_mnist", "npz"]
+    data: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        default=None,
+        description="npz recipe: the .npz file (relative to the working folder); "
+        "--data overrides it.",
+    )
+    num_classes: Annotated[int, Field(ge=2, le=1_000_000)] | None = Field(
+        default=None, description="npz recipe: how many classes the labels have."
+    )
     optimizer: OptimizerSpec = OptimizerSpec()
     loss: Literal["sparse_categorical_crossentropy"] = "sparse_categorical_crossentropy"
     metrics: Annotated[
@@ -166,6 +358,18 @@ class TrainSpec(StrictModel):
     epochs: Annotated[int, Field(gt=0, le=100_000)]
     batch_size: Annotated[int, Field(gt=0, le=1_000_000)]
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+
+    @model_validator(mode="after")
+    def _recipe_fields(self) -> TrainSpec:
+        if self.recipe == "npz" and self.num_classes is None:
+            raise PydanticCustomError("npz_classes", "the npz recipe needs num_classes")
+        if self.recipe != "npz" and self.num_classes is not None:
+            raise PydanticCustomError(
+                "recipe_classes",
+                "num_classes is only for the npz recipe; {recipe!r} knows its classes",
+                {"recipe": self.recipe},
+            )
+        return self
 
 
 ExportFormat = Literal["keras", "saved_model", "tflite"]
@@ -191,6 +395,10 @@ class Spec(StrictModel):
     )
     l2_bias: bool = Field(
         default=False, description="Also regularize biases with the same coefficient."
+    )
+    l2_norm: bool = Field(
+        default=False,
+        description="Also regularize normalization gamma and beta.",
     )
     layers: Annotated[list[Layer], Field(min_length=1, max_length=1000)]
     train: TrainSpec
@@ -365,6 +573,8 @@ def _to_spec_error(doc: Document, err: ErrorDetails) -> SpecError:
         return doc.error(path, f"must be a mapping of fields, got {_describe(value)}")
     if kind == "list_type":
         return doc.error(path, f"must be a list, got {_describe(value)}")
+    if kind in ("npz_classes", "recipe_classes"):
+        return doc.error(path, err["msg"])
     if kind == "value_error":
         message = str(ctx.get("error", err["msg"]))
         return doc.error(path, message)

@@ -154,15 +154,26 @@ def test_templates_fail_on_an_undefined_variable(tmp_path: Path) -> None:
         environment(tmp_path).get_template("t.jinja").render({})
 
 
-def test_module_template_needs_every_context_value(tmp_path: Path) -> None:
-    plan = compile_text((SPECS / "mnist.yaml").read_text(encoding="utf-8"), tmp_path)
-    full = context(plan)
+def test_module_template_needs_every_context_value() -> None:
+    """Each value the renderer passes is used by the template for some spec."""
     template = environment().get_template("module.py.jinja")
-    template.render(full)
-    for key in full:
-        partial = {k: v for k, v in full.items() if k != key}
-        with pytest.raises(jinja2.UndefinedError):
-            template.render(partial)
+    specs = [*SPECS.glob("*.yaml"), *(SPECS.parent / "tests" / "specs").glob("*.yaml")]
+    contexts = []
+    for path in specs:
+        loaded = load_spec(path)
+        assert not isinstance(loaded, list)
+        plan = plan_spec(loaded)
+        assert not isinstance(plan, list)
+        contexts.append(context(plan))
+    for key in contexts[0]:
+        failures = 0
+        for full in contexts:
+            template.render(full)
+            try:
+                template.render({k: v for k, v in full.items() if k != key})
+            except jinja2.UndefinedError:
+                failures += 1
+        assert failures, f"context value {key!r} is never used"
 
 
 def test_long_layer_lines_are_split_short_ones_are_not(tmp_path: Path) -> None:

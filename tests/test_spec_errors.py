@@ -13,6 +13,12 @@ from l2compile.spec import LoadedSpec, load_spec
 from .conftest import SPECS
 
 GOOD = (SPECS / "mnist.yaml").read_text(encoding="utf-8")
+ALL_TYPES = (
+    "dense, conv1d, conv2d, depthwise_conv2d, separable_conv2d, max_pooling2d, "
+    "average_pooling2d, global_average_pooling2d, batch_normalization, "
+    "layer_normalization, embedding, lstm, gru, simple_rnn, dropout, flatten, "
+    "reshape, rescaling, activation"
+)
 
 
 def errors(text: str, tmp_path: Path) -> list[str]:
@@ -68,7 +74,7 @@ def test_unknown_layer_type_without_a_close_match_lists_the_valid_ones(
     text = GOOD.replace("{type: dense, units: 64", "{type: transformer, units: 64")
     assert errors(text, tmp_path) == [
         "spec.yaml:10:12: error: layers[1].type: unknown layer type 'transformer' "
-        "(expected one of: dense, dropout, flatten, reshape)"
+        f"(expected one of: {ALL_TYPES})"
     ]
 
 
@@ -85,7 +91,7 @@ def test_layer_without_type_is_reported(tmp_path: Path) -> None:
     text = GOOD.replace("{type: dense, units: 64", "{units: 64")
     assert errors(text, tmp_path) == [
         "spec.yaml:10:5: error: layers[1]: a layer needs a 'type' "
-        "(expected one of: dense, dropout, flatten, reshape)"
+        f"(expected one of: {ALL_TYPES})"
     ]
 
 

@@ -16,11 +16,12 @@ import numpy as np
 from keras import layers, regularizers
 
 INPUT_SHAPE = (784,)
-L2 = 0.01  # L2 coefficient of every kernel (biases are not regularized)
+L2 = 0.01  # L2 coefficient of every kernel (biases not regularized)
 LEARNING_RATE = 0.001
 EPOCHS = 10
 BATCH_SIZE = 32
 SEED = 1234
+OUT = "mnist_mlp.keras"  # where main() saves the model
 
 
 def build_model() -> keras.Model:
@@ -53,8 +54,9 @@ def build_model() -> keras.Model:
 
 def compile_model(model: keras.Model) -> keras.Model:
     """Attach the optimizer, the loss and the metrics."""
+    optimizer = keras.optimizers.Adam(learning_rate=LEARNING_RATE)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE),
+        optimizer=optimizer,
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train mnist_mlp.")
     parser.add_argument("--data", help="mnist.npz in Keras' layout")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--out", default="mnist_mlp.keras", help="where to save")
+    parser.add_argument("--out", default=OUT, help="where to save the model")
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(SEED)
