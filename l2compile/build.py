@@ -15,6 +15,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import platform
 import shutil
@@ -74,7 +75,10 @@ def build(
 ) -> BuildResult:
     """Train, evaluate and export `plan`'s model into `out`, atomically."""
     check_out_dir(out)
+    if data is None and plan.data is not None:
+        data = Path(plan.data)
     dataset = load_dataset(plan.recipe, data)
+    _check_input_shape(plan, dataset)
     log(
         f"data: {dataset.source} ({len(dataset.x_train):,} train, "
         f"{len(dataset.x_test):,} test samples)"
@@ -90,6 +94,16 @@ def build(
         raise
     artifacts = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
     return BuildResult(out, metrics, tuple(artifacts))
+
+
+def _check_input_shape(plan: ModelPlan, dataset: Dataset) -> None:
+    sample = dataset.x_train.shape[1:]
+    if math.prod(sample) != math.prod(plan.input_shape):
+        raise BuildError(
+            f"{dataset.source}: each sample has shape {sample}, which does not fit "
+            f"input.shape {list(plan.input_shape)} ({math.prod(sample)} values, "
+            f"not {math.prod(plan.input_shape)})"
+        )
 
 
 def _umask() -> int:
@@ -142,8 +156,16 @@ def _build_into(
     log(f"training {plan.name}: {plan.params:,} parameters, {epochs} epochs")
     # Keras' progress bar in a terminal; one line per epoch in a log file.
     verbose = 1 if sys.stdout.isatty() else 2
+    penalties: list[float] = []
     history = generated.train(
-        model, x_train, y_train, x_test, y_test, epochs=epochs, verbose=verbose
+        model,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        epochs=epochs,
+        verbose=verbose,
+        callbacks=[_penalty_recorder(keras, penalties)],
     )
 
     scores = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
@@ -168,6 +190,8 @@ def _build_into(
         "history": {
             key: [float(v) for v in values] for key, values in history.history.items()
         },
+        "history_split": _history_split(history.history, penalties),
+        "l2_norms": _l2_norms(model, plan),
     }
 
     formats = plan.export_formats
@@ -189,6 +213,47 @@ def _build_into(
     _write_json(work / METRICS, metrics)
     _write_manifest(work, plan, dataset, module_path.name)
     return metrics
+
+
+def _penalty_recorder(keras: Any, penalties: list[float]) -> Any:
+    """A callback noting the L2 penalty of the weights at each epoch's end."""
+
+    class PenaltyRecorder(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            penalties.append(float(sum(float(loss) for loss in self.model.losses)))
+
+    return PenaltyRecorder()
+
+
+def _history_split(history: dict[str, Any], penalties: list[float]) -> dict[str, Any]:
+    """Per epoch: the L2 penalty at the epoch's end and the losses without it.
+
+    The validation split is exact (the weights are fixed while validating);
+    the training loss is a mean over the epoch's batches, so its split uses
+    the end-of-epoch penalty and is approximate.
+    """
+    split: dict[str, Any] = {"l2_penalty": penalties}
+    for key, name in (("val_loss", "val_data_loss"), ("loss", "data_loss")):
+        if key in history:
+            split[name] = [
+                float(v) - p for v, p in zip(history[key], penalties, strict=True)
+            ]
+    return split
+
+
+def _l2_norms(model: Any, plan: ModelPlan) -> dict[str, float]:
+    """The L2 norm of every regularized weight at the end of training."""
+    wanted = {
+        w.path(plan.name, layer.name)
+        for layer in plan.layers
+        for w in layer.weights
+        if w.l2 > 0 or w.weight_decay > 0
+    }
+    return {
+        v.path: float(np.linalg.norm(np.asarray(v, dtype=np.float64)))
+        for v in model.weights
+        if v.path in wanted
+    }
 
 
 def _check_tflite(

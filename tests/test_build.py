@@ -13,8 +13,9 @@ from l2compile import build as builder
 from l2compile import export
 from l2compile.cli import Compiled, compile_spec
 from l2compile.datasets import RECIPES, read_npz
+from l2compile.errors import BuildError
 
-from .conftest import SMALL_SPEC
+from .conftest import ROOT, SMALL_SPEC
 
 
 def compiled(tmp_path: Path, text: str = SMALL_SPEC) -> Compiled:
@@ -140,3 +141,67 @@ def test_only_the_requested_formats_are_written(
         "model.tflite",
         "small_mlp.py",
     )
+
+
+def test_metrics_hold_the_split_per_epoch_and_the_weight_norms(
+    small_build: builder.BuildResult,
+) -> None:
+    metrics = json.loads((small_build.out / "metrics.json").read_text())
+    split = metrics["history_split"]
+    (penalty,) = split["l2_penalty"]
+    (val_loss,) = metrics["history"]["val_loss"]
+    assert split["val_data_loss"] == [pytest.approx(val_loss - penalty)]
+    assert penalty == pytest.approx(metrics["test_loss_split"]["l2_penalty"], rel=1e-5)
+    assert sorted(metrics["l2_norms"]) == [
+        "small_mlp/dense_1/kernel",
+        "small_mlp/dense_2/kernel",
+    ]
+    # The penalty is 0.01 * the sum of the squared norms of those weights.
+    squares = sum(n**2 for n in metrics["l2_norms"].values())
+    assert penalty == pytest.approx(0.01 * squares, rel=1e-4)
+
+
+def test_npz_recipe_builds_from_the_specs_data_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 50, size=(90, 12)).astype(np.int64)
+    y = (x[:, 0] % 3).astype(np.int64)
+    np.savez(
+        tmp_path / "tokens.npz",
+        x_train=x[:60],
+        y_train=y[:60],
+        x_test=x[60:],
+        y_test=y[60:],
+    )
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / "tests" / "specs" / "embedding.yaml").read_text(encoding="utf-8")
+    spec = compiled(tmp_path, text)
+    result = builder.build(spec.plan, spec.code, tmp_path / "out", log=lambda m: None)
+    metrics = result.metrics
+    assert 0 <= metrics["test_accuracy"] <= 1
+    assert "embedding_classifier/embedding_1/embeddings" in metrics["l2_norms"]
+    assert "embedding_classifier/layer_normalization_1/gamma" in metrics["l2_norms"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["data"] == "tokens.npz"
+
+
+def test_npz_data_that_does_not_fit_the_input_shape(tmp_path: Path) -> None:
+    np.savez(
+        tmp_path / "tokens.npz",
+        x_train=np.zeros((4, 10), np.int64),
+        y_train=np.zeros(4, np.int64),
+        x_test=np.zeros((2, 10), np.int64),
+        y_test=np.zeros(2, np.int64),
+    )
+    text = (ROOT / "tests" / "specs" / "embedding.yaml").read_text(encoding="utf-8")
+    spec = compiled(tmp_path, text)
+    with pytest.raises(BuildError) as err:
+        builder.build(
+            spec.plan, spec.code, tmp_path / "out", data=tmp_path / "tokens.npz"
+        )
+    assert str(err.value) == (
+        f"{tmp_path / 'tokens.npz'}: each sample has shape (10,), which does not fit "
+        "input.shape [12] (10 values, not 12)"
+    )
+    assert not (tmp_path / "out").exists()

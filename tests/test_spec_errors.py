@@ -336,3 +336,88 @@ def test_duplicate_layer_names(tmp_path: Path) -> None:
         "spec.yaml:10:36: error: layers[1].name: layer name 'hidden' is already "
         "used by layers[0]"
     ]
+
+
+def test_conv2d_on_a_flat_input_says_what_it_needs(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "  - {type: dense, units: 128,",
+        "  - {type: conv2d, filters: 8, kernel_size: 3}\n  - {type: dense, units: 128,",
+    )
+    assert plan_errors(text, tmp_path) == [
+        "spec.yaml:9:12: error: layers[0].type: conv2d needs input of shape "
+        "(height, width, channels), but its input is (784,); add a reshape layer "
+        "before it, e.g. target_shape: [28, 28, 1]"
+    ]
+
+
+def test_lstm_on_a_flat_input_says_what_it_needs(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "  - {type: dense, units: 128,",
+        "  - {type: lstm, units: 32}\n  - {type: dense, units: 128,",
+    )
+    assert plan_errors(text, tmp_path) == [
+        "spec.yaml:9:12: error: layers[0].type: lstm needs input of shape "
+        "(timesteps, features), but its input is (784,); add a reshape layer "
+        "before it, e.g. target_shape: [28, 28]"
+    ]
+
+
+def test_kernel_larger_than_its_input(tmp_path: Path) -> None:
+    text = GOOD.replace("shape: [784]", "shape: [28, 28, 1]").replace(
+        "  - {type: dense, units: 128,",
+        "  - {type: conv2d, filters: 8, kernel_size: 5, strides: 4}\n"
+        "  - {type: conv2d, filters: 8, kernel_size: [9, 3]}\n"
+        "  - {type: flatten}\n"
+        "  - {type: dense, units: 128,",
+    )
+    assert plan_errors(text, tmp_path) == [
+        "spec.yaml:10:45: error: layers[1].kernel_size: (9, 3) is larger than the "
+        "input (6, 6) with padding 'valid'"
+    ]
+
+
+def test_embedding_needs_a_sequence_of_ids(tmp_path: Path) -> None:
+    text = GOOD.replace("shape: [784]", "shape: [28, 28]").replace(
+        "  - {type: dense, units: 128,",
+        "  - {type: embedding, input_dim: 256, output_dim: 4}\n"
+        "  - {type: dense, units: 128,",
+    )
+    assert plan_errors(text, tmp_path) == [
+        "spec.yaml:9:12: error: layers[0].type: embedding needs input of shape "
+        "(sequence_length,), but its input is (28, 28)"
+    ]
+
+
+def test_pool_with_a_padding_typo(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "  - {type: dense, units: 128,",
+        "  - {type: max_pooling2d, padding: smae}\n  - {type: dense, units: 128,",
+    )
+    assert errors(text, tmp_path) == [
+        "spec.yaml:9:36: error: layers[0].padding: unknown value 'smae'; "
+        "did you mean 'same'?"
+    ]
+
+
+def test_weight_decay_and_l2_on_the_same_weights_need_consent(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "learning_rate: 0.001}", "learning_rate: 0.001, weight_decay: 0.004}"
+    )
+    assert plan_errors(text, tmp_path) == [
+        "spec.yaml:14:63: error: train.optimizer.weight_decay: weight decay and an "
+        "L2 penalty would both reach dense_1/kernel, dense_2/kernel, dense_3/kernel; "
+        "use one (set l2: 0), or set weight_decay_with_l2: true to use both"
+    ]
+    both = text.replace(
+        "weight_decay: 0.004}", "weight_decay: 0.004, weight_decay_with_l2: true}"
+    )
+    path = tmp_path / "both.yaml"
+    path.write_text(both, encoding="utf-8")
+    assert not isinstance(compile_spec(path), list)
+
+
+def test_npz_recipe_needs_its_classes(tmp_path: Path) -> None:
+    text = GOOD.replace("recipe: mnist", "recipe: npz")
+    assert errors(text, tmp_path) == [
+        "spec.yaml:13:3: error: train: the npz recipe needs num_classes"
+    ]

@@ -87,6 +87,7 @@ def train(
     y_val: np.ndarray,
     epochs: int = EPOCHS,
     verbose: str | int = "auto",
+    callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> keras.callbacks.History:
     """Fit the model, evaluating it on the validation data after every epoch."""
     return model.fit(
@@ -96,6 +97,7 @@ def train(
         batch_size=BATCH_SIZE,
         validation_data=(x_val, y_val),
         verbose=verbose,
+        callbacks=callbacks,
     )
 
 
