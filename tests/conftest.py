@@ -73,3 +73,25 @@ def write_spec(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+def make_fashion_idx(folder: Path, n_train: int = 64, n_test: int = 32) -> Path:
+    """Keras' fashion-mnist/ folder of four gzip IDX files, small."""
+    import gzip
+
+    rng = np.random.default_rng(3)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, size=n).astype(np.uint8)
+        images = rng.integers(0, 256, size=(n, 28, 28)).astype(np.uint8)
+        header = b"\x00\x00\x08\x01" + n.to_bytes(4, "big")
+        (folder / f"{split}-labels-idx1-ubyte.gz").write_bytes(
+            gzip.compress(header + labels.tobytes())
+        )
+        header = b"\x00\x00\x08\x03" + b"".join(
+            d.to_bytes(4, "big") for d in (n, 28, 28)
+        )
+        (folder / f"{split}-images-idx3-ubyte.gz").write_bytes(
+            gzip.compress(header + images.tobytes())
+        )
+    return folder

@@ -10,7 +10,7 @@ import pytest
 from l2compile.datasets import RECIPES, Dataset, Recipe, load_dataset
 from l2compile.errors import BuildError
 
-from .conftest import ROOT, make_mnist_npz
+from .conftest import ROOT, make_fashion_idx, make_mnist_npz
 
 MNIST = RECIPES["mnist"]
 
@@ -182,3 +182,58 @@ def test_a_file_that_is_not_npz(tmp_path: Path) -> None:
 def test_the_package_never_names_the_workspace_data_folder() -> None:
     for source in (ROOT / "l2compile").rglob("*.py"):
         assert "shared/datasets" not in source.read_text(encoding="utf-8"), source
+
+
+FASHION = RECIPES["fashion_mnist"]
+
+
+def test_fashion_idx_folder_from_the_env_folder(tmp_path: Path) -> None:
+    folder = make_fashion_idx(tmp_path / "data" / "fashion-mnist")
+    env = {"L2COMPILE_DATA": str(tmp_path / "data")}
+    data = load_dataset(FASHION, None, env=env, download=no_download)
+    assert data.source == str(folder)
+    assert data.x_train.shape == (64, 28, 28)
+    assert data.y_test.shape == (32,)
+
+
+def test_fashion_data_option_is_the_folder_or_its_parent(tmp_path: Path) -> None:
+    folder = make_fashion_idx(tmp_path / "fashion-mnist")
+    for given in (folder, tmp_path):
+        data = load_dataset(FASHION, given, env={}, download=no_download)
+        assert data.source == str(folder)
+
+
+def test_fashion_in_the_keras_cache(tmp_path: Path) -> None:
+    folder = make_fashion_idx(tmp_path / "k" / "datasets" / "fashion-mnist")
+    env = {"KERAS_HOME": str(tmp_path / "k")}
+    assert load_dataset(FASHION, None, env=env, download=no_download).source == str(
+        folder
+    )
+
+
+def test_a_truncated_idx_file_is_named(tmp_path: Path) -> None:
+    import gzip
+
+    folder = make_fashion_idx(tmp_path / "fashion-mnist")
+    bad = folder / "t10k-images-idx3-ubyte.gz"
+    bad.write_bytes(gzip.compress(gzip.decompress(bad.read_bytes())[:-5]))
+    with pytest.raises(BuildError) as err:
+        load_dataset(FASHION, folder, env={}, download=no_download)
+    assert str(err.value) == f"{bad}: holds 25083 bytes of data, not (32, 28, 28)"
+
+
+def test_generated_fashion_loader_reads_the_same_arrays(tmp_path: Path) -> None:
+    from l2compile.build import import_generated
+    from l2compile.cli import compile_spec
+
+    folder = make_fashion_idx(tmp_path / "fashion-mnist")
+    compiled = compile_spec(ROOT / "specs" / "fashion_mnist.yaml")
+    assert not isinstance(compiled, list)
+    (tmp_path / "fashion_mlp.py").write_text(compiled.code)
+    module = import_generated(tmp_path / "fashion_mlp.py", "fashion_loader")
+    (x_train, y_train), (x_test, y_test) = module.load_data(str(folder))
+    ours = load_dataset(FASHION, folder, env={}, download=no_download)
+    np.testing.assert_array_equal(x_train, ours.x_train)
+    np.testing.assert_array_equal(y_train, ours.y_train)
+    np.testing.assert_array_equal(x_test, ours.x_test)
+    np.testing.assert_array_equal(y_test, ours.y_test)
