@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -138,8 +139,8 @@ def test_missing_spec_file_is_a_spec_error(tmp_path: Path) -> None:
     assert err.startswith(f"{tmp_path / 'nope.yaml'}: error: no such file\n")
 
 
-@pytest.mark.parametrize("command", ["validate", "generate"])
-def test_validate_and_generate_never_import_tensorflow(
+@pytest.mark.parametrize("command", ["validate", "generate", "inspect"])
+def test_validate_generate_and_inspect_never_import_tensorflow(
     tmp_path: Path, command: str
 ) -> None:
     probe = (
@@ -218,3 +219,34 @@ def test_readme_error_example_is_what_a_user_sees(
     code, _, err = run("validate", "bad.yaml")
     assert err.splitlines() == shown[1:-2]
     assert shown[-2:] == ["$ echo $?", str(code)]
+
+
+def test_readme_inspect_example_is_what_a_user_sees(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Inspecting a spec", 1)[1]
+    shown = section.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+    assert shown[0] == "$ l2compile inspect specs/mnist.yaml"
+    monkeypatch.chdir(ROOT)
+    code, out, _ = run("inspect", "specs/mnist.yaml")
+    assert code == EXIT_OK
+    assert out.splitlines() == shown[1:]
+
+
+def test_inspect_json_totals(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    code, out, _ = run("inspect", "--json", "tests/specs/every_recurrent_layer.yaml")
+    assert code == EXIT_OK
+    data = json.loads(out)
+    assert data["totals"] == {
+        "params": 1592,
+        "regularized_params": 1592,
+        "weight_decay_params": 0,
+    }
+    gru = [w for w in data["weights"] if w["layer"] == "gru_1"]
+    assert [(w["weight"], w["shape"], w["l2"]) for w in gru] == [
+        ("kernel", [8, 18], 0.001),
+        ("recurrent_kernel", [6, 18], 0.001),
+        ("bias", [2, 18], 0.001),
+    ]
