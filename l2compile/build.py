@@ -202,8 +202,14 @@ def _build_into(
         log("exporting saved_model/")
         export.export_saved_model(model, work / "saved_model")
     if "tflite" in formats:
-        log("converting model.tflite (float32, from the SavedModel)")
-        export.convert_tflite(work / "saved_model", work / "model.tflite")
+        source = work / "saved_model"
+        if plan.recurrent:
+            source = work / "saved_model_batch1"
+            export.export_static_batch(model, source, plan.input_shape)
+        log(f"converting model.tflite (float32, from {source.name}/)")
+        export.convert_tflite(source, work / "model.tflite")
+        if plan.recurrent:
+            shutil.rmtree(source)
         metrics["tflite"] = _check_tflite(
             work / "model.tflite", x_test, y_test, probabilities, test_accuracy, log
         )

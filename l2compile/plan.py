@@ -181,6 +181,11 @@ class ModelPlan:
         )
 
     @property
+    def recurrent(self) -> bool:
+        """Whether the model has recurrent layers (TFLite needs a static batch)."""
+        return any(layer.type in ("lstm", "gru", "simple_rnn") for layer in self.layers)
+
+    @property
     def output_shape(self) -> Shape:
         return self.layers[-1].output_shape
 

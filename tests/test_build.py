@@ -205,3 +205,31 @@ def test_npz_data_that_does_not_fit_the_input_shape(tmp_path: Path) -> None:
         "input.shape [12] (10 values, not 12)"
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "spec_file", ["every_conv_layer", "every_recurrent_layer", "weight_decay"]
+)
+def test_every_layer_trains_exports_and_converts(
+    tmp_path: Path, tiny_mnist: Path, spec_file: str
+) -> None:
+    text = (ROOT / "tests" / "specs" / f"{spec_file}.yaml").read_text(encoding="utf-8")
+    spec = compiled(tmp_path, text)
+    result = builder.build(
+        spec.plan, spec.code, tmp_path / "out", data=tiny_mnist, log=lambda m: None
+    )
+    assert "model.tflite" in result.artifacts
+    assert abs(result.metrics["tflite"]["accuracy_drop"]) <= 0.001
+    expected_norms = {
+        w.path(spec.plan.name, layer.name)
+        for layer in spec.plan.layers
+        for w in layer.weights
+        if w.l2 > 0 or w.weight_decay > 0
+    }
+    assert set(result.metrics["l2_norms"]) == expected_norms
+    from ai_edge_litert.interpreter import Interpreter
+
+    (inp,) = Interpreter(str(result.out / "model.tflite")).get_input_details()
+    # Recurrent layers convert to TFLite built-ins only with a static batch.
+    batch = 1 if spec.plan.recurrent else -1
+    assert list(inp["shape_signature"]) == [batch, *spec.plan.input_shape]
