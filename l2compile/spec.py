@@ -140,59 +140,52 @@ class Conv1DLayer(_Weighted):
     use_bias: bool = True
 
 
-class Conv2DLayer(_Weighted):
+class _Conv2D(_Weighted):
+    kernel_size: Pair
+    strides: Pair = (1, 1)
+    padding: Padding = "valid"
+    activation: Activation = "linear"
+    use_bias: bool = True
+
+
+class Conv2DLayer(_Conv2D):
     """A 2-D convolution over (height, width, channels)."""
 
     type: Literal["conv2d"]
     filters: PositiveInt
-    kernel_size: Pair
-    strides: Pair = (1, 1)
-    padding: Padding = "valid"
-    activation: Activation = "linear"
-    use_bias: bool = True
 
 
-class DepthwiseConv2DLayer(_Weighted):
+class DepthwiseConv2DLayer(_Conv2D):
     """One 2-D filter per input channel (times `depth_multiplier`)."""
 
     type: Literal["depthwise_conv2d"]
-    kernel_size: Pair
-    strides: Pair = (1, 1)
-    padding: Padding = "valid"
     depth_multiplier: PositiveInt = 1
-    activation: Activation = "linear"
-    use_bias: bool = True
 
 
-class SeparableConv2DLayer(_Weighted):
+class SeparableConv2DLayer(_Conv2D):
     """A depthwise convolution followed by a 1x1 pointwise convolution."""
 
     type: Literal["separable_conv2d"]
     filters: PositiveInt
-    kernel_size: Pair
-    strides: Pair = (1, 1)
-    padding: Padding = "valid"
     depth_multiplier: PositiveInt = 1
-    activation: Activation = "linear"
-    use_bias: bool = True
 
 
-class MaxPooling2DLayer(_Layer):
+class _Pooling2D(_Layer):
+    pool_size: Pair = (2, 2)
+    strides: Pair | None = Field(default=None, description="Defaults to pool_size.")
+    padding: Padding = "valid"
+
+
+class MaxPooling2DLayer(_Pooling2D):
     """The maximum over each pool_size window."""
 
     type: Literal["max_pooling2d"]
-    pool_size: Pair = (2, 2)
-    strides: Pair | None = Field(default=None, description="Defaults to pool_size.")
-    padding: Padding = "valid"
 
 
-class AveragePooling2DLayer(_Layer):
+class AveragePooling2DLayer(_Pooling2D):
     """The mean over each pool_size window."""
 
     type: Literal["average_pooling2d"]
-    pool_size: Pair = (2, 2)
-    strides: Pair | None = Field(default=None, description="Defaults to pool_size.")
-    padding: Padding = "valid"
 
 
 class GlobalAveragePooling2DLayer(_Layer):

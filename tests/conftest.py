@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from l2compile.plan import ModelPlan, plan_spec
+from l2compile.spec import load_spec
+
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -95,3 +98,19 @@ def make_fashion_idx(folder: Path, n_train: int = 64, n_test: int = 32) -> Path:
             gzip.compress(header + images.tobytes())
         )
     return folder
+
+
+def plan_file(path: Path, display: str | None = None) -> ModelPlan:
+    """The plan of a spec file that must be valid."""
+    loaded = load_spec(path, display)
+    assert not isinstance(loaded, list), [str(e) for e in loaded]
+    plan = plan_spec(loaded)
+    assert not isinstance(plan, list), [str(e) for e in plan]
+    return plan
+
+
+def plan_text(text: str, tmp_path: Path) -> ModelPlan:
+    """The plan of spec text that must be valid (shown as spec.yaml)."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(text, encoding="utf-8")
+    return plan_file(path, "spec.yaml")

@@ -7,7 +7,6 @@ regularization that `l2compile inspect` reports, weight by weight.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,30 +14,21 @@ import pytest
 
 from l2compile import report
 from l2compile.build import import_generated
-from l2compile.plan import ModelPlan, plan_spec
+from l2compile.plan import ModelPlan
 from l2compile.render import render_module
-from l2compile.spec import load_spec
 
-from .conftest import ROOT, SPECS
+from .conftest import ROOT, SPECS, plan_file
 
 ALL_SPECS = sorted(SPECS.glob("*.yaml")) + sorted(
     (ROOT / "tests" / "specs").glob("*.yaml")
 )
 
 
-def _plan(path: Path) -> ModelPlan:
-    loaded = load_spec(path)
-    assert not isinstance(loaded, list), [str(e) for e in loaded]
-    plan = plan_spec(loaded)
-    assert not isinstance(plan, list), [str(e) for e in plan]
-    return plan
-
-
 @pytest.fixture(scope="module", params=ALL_SPECS, ids=lambda p: p.stem)
 def built(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[ModelPlan, Any, Any]:
-    plan = _plan(request.param)
+    plan = plan_file(request.param)
     module_path = tmp_path_factory.mktemp("gen") / f"{plan.name}.py"
     module_path.write_text(render_module(plan), encoding="utf-8")
     module = import_generated(module_path, f"parity_{plan.name}")

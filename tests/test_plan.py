@@ -4,21 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from l2compile.plan import ModelPlan, plan_spec
+from l2compile.plan import ModelPlan
 from l2compile.render import render_module
-from l2compile.spec import load_spec
 
-from .conftest import SMALL_SPEC, SPECS
-
-
-def plan_of(text: str, tmp_path: Path) -> ModelPlan:
-    path = tmp_path / "spec.yaml"
-    path.write_text(text, encoding="utf-8")
-    loaded = load_spec(path, "spec.yaml")
-    assert not isinstance(loaded, list), [str(e) for e in loaded]
-    plan = plan_spec(loaded)
-    assert not isinstance(plan, list), [str(e) for e in plan]
-    return plan
+from .conftest import SMALL_SPEC, SPECS, plan_text
 
 
 def coefficients(plan: ModelPlan) -> dict[str, float]:
@@ -29,7 +18,7 @@ ARTICLE = (SPECS / "mnist.yaml").read_text(encoding="utf-8")
 
 
 def test_article_model_has_the_articles_parameters(tmp_path: Path) -> None:
-    plan = plan_of(ARTICLE, tmp_path)
+    plan = plan_text(ARTICLE, tmp_path)
     assert [lay.output_shape for lay in plan.layers] == [(128,), (64,), (10,)]
     # 784*128+128 + 128*64+64 + 64*10+10
     assert plan.params == 109_386
@@ -37,7 +26,7 @@ def test_article_model_has_the_articles_parameters(tmp_path: Path) -> None:
 
 
 def test_global_l2_reaches_every_kernel_and_no_bias(tmp_path: Path) -> None:
-    assert coefficients(plan_of(ARTICLE, tmp_path)) == {
+    assert coefficients(plan_text(ARTICLE, tmp_path)) == {
         "dense_1/kernel": 0.01,
         "dense_1/bias": 0.0,
         "dense_2/kernel": 0.01,
@@ -48,7 +37,7 @@ def test_global_l2_reaches_every_kernel_and_no_bias(tmp_path: Path) -> None:
 
 
 def test_l2_bias_brings_biases_in(tmp_path: Path) -> None:
-    plan = plan_of(ARTICLE.replace("l2: 0.01", "l2: 0.01\nl2_bias: true"), tmp_path)
+    plan = plan_text(ARTICLE.replace("l2: 0.01", "l2: 0.01\nl2_bias: true"), tmp_path)
     assert set(coefficients(plan).values()) == {0.01}
     assert render_module(plan).count("bias_regularizer=regularizers.L2(L2)") == 3
 
@@ -57,7 +46,7 @@ def test_per_layer_l2_overrides_and_zero_turns_it_off(tmp_path: Path) -> None:
     text = ARTICLE.replace("units: 128,", "units: 128, l2: 0.001,").replace(
         "units: 64,", "units: 64, l2: 0,"
     )
-    plan = plan_of(text, tmp_path)
+    plan = plan_text(text, tmp_path)
     assert coefficients(plan) == {
         "dense_1/kernel": 0.001,
         "dense_1/bias": 0.0,
@@ -73,13 +62,13 @@ def test_per_layer_l2_overrides_and_zero_turns_it_off(tmp_path: Path) -> None:
 
 
 def test_no_global_l2_means_no_regularizer(tmp_path: Path) -> None:
-    plan = plan_of(ARTICLE.replace("l2: 0.01", "l2: 0"), tmp_path)
+    plan = plan_text(ARTICLE.replace("l2: 0.01", "l2: 0"), tmp_path)
     assert set(coefficients(plan).values()) == {0.0}
     assert "regularizers.L2" not in render_module(plan)
 
 
 def test_dense_without_bias_has_only_a_kernel(tmp_path: Path) -> None:
-    plan = plan_of(
+    plan = plan_text(
         ARTICLE.replace("units: 64,", "units: 64, use_bias: false,"), tmp_path
     )
     assert [w.name for w in plan.layers[1].weights] == ["kernel"]
@@ -91,7 +80,7 @@ def test_flatten_dropout_reshape_shapes(tmp_path: Path) -> None:
         "  - {type: flatten}\n",
         "  - {type: reshape, target_shape: [-1, 4]}\n  - {type: flatten}\n",
     )
-    plan = plan_of(text, tmp_path)
+    plan = plan_text(text, tmp_path)
     assert [(lay.name, lay.output_shape) for lay in plan.layers] == [
         ("reshape_1", (196, 4)),
         ("flatten_1", (784,)),
@@ -104,5 +93,5 @@ def test_flatten_dropout_reshape_shapes(tmp_path: Path) -> None:
 
 def test_explicit_names_are_kept_and_defaults_avoid_them(tmp_path: Path) -> None:
     text = ARTICLE.replace("units: 64,", "units: 64, name: dense_1,")
-    plan = plan_of(text, tmp_path)
+    plan = plan_text(text, tmp_path)
     assert [lay.name for lay in plan.layers] == ["dense_2", "dense_1", "dense_3"]

@@ -9,22 +9,12 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from l2compile.plan import ModelPlan, plan_spec
+from l2compile.plan import plan_spec
 from l2compile.render import context, docstring, environment, render_module
 from l2compile.spec import load_spec
 
-from .conftest import GOLDEN, SPECS
+from .conftest import GOLDEN, SPECS, plan_file, plan_text
 from .update_golden import expected_records
-
-
-def compile_text(text: str, tmp_path: Path) -> ModelPlan:
-    path = tmp_path / "spec.yaml"
-    path.write_text(text, encoding="utf-8")
-    loaded = load_spec(path, "spec.yaml")
-    assert not isinstance(loaded, list), [str(e) for e in loaded]
-    plan = plan_spec(loaded)
-    assert not isinstance(plan, list), [str(e) for e in plan]
-    return plan
 
 
 def test_golden_records_match_byte_for_byte() -> None:
@@ -42,8 +32,8 @@ def test_every_spec_has_a_golden_record() -> None:
 
 def test_same_spec_gives_the_same_bytes(tmp_path: Path) -> None:
     text = (SPECS / "mnist.yaml").read_text(encoding="utf-8")
-    first = render_module(compile_text(text, tmp_path))
-    second = render_module(compile_text(text, tmp_path))
+    first = render_module(plan_text(text, tmp_path))
+    second = render_module(plan_text(text, tmp_path))
     assert first == second
     assert "20" + "26" not in first  # no timestamp sneaks in
 
@@ -111,7 +101,7 @@ def test_description_lands_as_inert_text(tmp_path: Path, description: str) -> No
         "description: 784-128-64-10 MLP with L2(0.01) on every kernel",
         f"description: {quoted}",
     )
-    plan = compile_text(text, tmp_path)
+    plan = plan_text(text, tmp_path)
     assert plan.description == description
     code = render_module(plan)
     tree = ast.parse(code)
@@ -158,13 +148,7 @@ def test_module_template_needs_every_context_value() -> None:
     """Each value the renderer passes is used by the template for some spec."""
     template = environment().get_template("module.py.jinja")
     specs = [*SPECS.glob("*.yaml"), *(SPECS.parent / "tests" / "specs").glob("*.yaml")]
-    contexts = []
-    for path in specs:
-        loaded = load_spec(path)
-        assert not isinstance(loaded, list)
-        plan = plan_spec(loaded)
-        assert not isinstance(plan, list)
-        contexts.append(context(plan))
+    contexts = [context(plan_file(path)) for path in specs]
     for key in contexts[0]:
         failures = 0
         for full in contexts:
@@ -182,7 +166,7 @@ def test_long_layer_lines_are_split_short_ones_are_not(tmp_path: Path) -> None:
         .read_text(encoding="utf-8")
         .replace("layers:\n", "layers:\n  - {type: dropout, rate: 0.2}\n")
     )
-    code = render_module(compile_text(text, tmp_path))
+    code = render_module(plan_text(text, tmp_path))
     assert '            layers.Dropout(0.2, name="dropout_1"),\n' in code
     assert "            layers.Dense(\n                128,\n" in code
     assert max(len(line) for line in code.splitlines()) <= 88

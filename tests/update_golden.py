@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import sys
 
-from l2compile.plan import plan_spec
 from l2compile.render import render_module
-from l2compile.spec import load_spec
 
-from .conftest import GOLDEN, ROOT, SPECS
+from .conftest import GOLDEN, ROOT, SPECS, plan_file
 
 
 def expected_records() -> dict[str, str]:
     """File name -> generated source, for every spec in specs/."""
     records = {}
     for path in sorted(SPECS.glob("*.yaml")):
-        loaded = load_spec(path, path.relative_to(ROOT).as_posix())
-        assert not isinstance(loaded, list), [str(e) for e in loaded]
-        plan = plan_spec(loaded)
-        assert not isinstance(plan, list), [str(e) for e in plan]
+        plan = plan_file(path, path.relative_to(ROOT).as_posix())
         records[f"{plan.name}.py"] = render_module(plan)
     return records
 
