@@ -91,3 +91,27 @@ def test_tflite_matches_keras_on_the_real_test_set(
         predicted.append(np.argmax(interpreter.get_tensor(outp["index"]), axis=-1))
     accuracy = float(np.mean(np.concatenate(predicted) == data.y_test))
     assert abs(accuracy - metrics["test_accuracy"]) <= 0.001
+
+
+@pytest.mark.parametrize(
+    ("spec", "floor"), [("specs/mnist_cnn.yaml", 0.99), ("specs/mnist_lstm.yaml", 0.97)]
+)
+def test_spec_reaches_its_accuracy_on_the_real_test_set(
+    tmp_path: Path, spec: str, floor: float
+) -> None:
+    out = tmp_path / "build"
+    result = subprocess.run(
+        [sys.executable, "-m", "l2compile", "build", spec, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= floor
+    assert abs(metrics["tflite"]["accuracy_drop"]) <= 0.001
+    # L2 is on: the penalty is part of the loss, and every kernel has a norm.
+    assert metrics["test_loss_split"]["l2_penalty"] > 0
+    assert metrics["l2_norms"]
