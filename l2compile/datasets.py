@@ -177,7 +177,10 @@ def _not_found_message(
     )
     lines = [
         f"{recipe.title} data not found, and Keras could not download it ({reason}).",
-        f"Put Keras' {recipe.filename} (arrays {', '.join(_KEYS)}) in one of:",
+        f"Put Keras' {recipe.filename}/ folder ({', '.join(IDX_FILES.values())}) "
+        "in one of:"
+        if recipe.layout == "idx"
+        else f"Put Keras' {recipe.filename} (arrays {', '.join(_KEYS)}) in one of:",
         "  - any path, passed as --data PATH",
     ]
     if DATA_ENV not in places[0][0]:

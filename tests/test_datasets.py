@@ -237,3 +237,17 @@ def test_generated_fashion_loader_reads_the_same_arrays(tmp_path: Path) -> None:
     np.testing.assert_array_equal(y_train, ours.y_train)
     np.testing.assert_array_equal(x_test, ours.x_test)
     np.testing.assert_array_equal(y_test, ours.y_test)
+
+
+def test_offline_fashion_message_names_the_folder_and_its_files(tmp_path: Path) -> None:
+    env = {"KERAS_HOME": str(tmp_path / "k"), "L2COMPILE_DATA": str(tmp_path / "d")}
+    with pytest.raises(BuildError) as err:
+        load_dataset(FASHION, None, env=env, download=offline)
+    assert str(err.value).splitlines()[1:] == [
+        "Put Keras' fashion-mnist/ folder (train-images-idx3-ubyte.gz, "
+        "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+        "t10k-labels-idx1-ubyte.gz) in one of:",
+        "  - any path, passed as --data PATH",
+        f"  - {tmp_path / 'd' / 'fashion-mnist'} ($L2COMPILE_DATA)",
+        f"  - {tmp_path / 'k' / 'datasets' / 'fashion-mnist'} (the Keras cache)",
+    ]
