@@ -11,19 +11,19 @@ import os
 import signal
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
 import click
 
 from l2compile import __version__, report
+from l2compile import generate as generate_
 from l2compile.errors import BuildError, SpecError
-from l2compile.plan import ModelPlan, plan_spec
-from l2compile.render import render_module
-from l2compile.spec import load_spec
+from l2compile.generate import Compiled, compile_spec, display_path
+from l2compile.spec import json_schema
 
 EXIT_OK = 0
+EXIT_STALE = 1
 EXIT_SPEC_ERROR = 2
 EXIT_FAILURE = 3
 EXIT_INTERRUPTED = 130
@@ -31,6 +31,7 @@ EXIT_INTERRUPTED = 130
 _EXIT_CODES = f"""\b
 Exit codes, the same for every command:
   {EXIT_OK}    success
+  {EXIT_STALE}    generate --check: a generated module is missing or out of date
   {EXIT_SPEC_ERROR}    a spec (or the command line) is invalid; nothing was written
   {EXIT_FAILURE}    anything else failed (data not found, training or export
        failed); nothing was written or replaced
@@ -38,33 +39,6 @@ Exit codes, the same for every command:
 """
 
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
-
-
-@dataclass(frozen=True)
-class Compiled:
-    """A spec compiled to a plan and the generated module's source."""
-
-    plan: ModelPlan
-    code: str
-
-
-def display_path(path: Path) -> str:
-    """How a spec is named in messages and headers: relative to the cwd if inside."""
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
-def compile_spec(path: Path) -> Compiled | list[SpecError]:
-    """Spec file -> spec -> plan -> source; every error of the file otherwise."""
-    loaded = load_spec(path, display_path(path))
-    if isinstance(loaded, list):
-        return loaded
-    plan = plan_spec(loaded)
-    if isinstance(plan, list):
-        return plan
-    return Compiled(plan, render_module(plan))
 
 
 def _report(errors: list[SpecError]) -> None:
@@ -145,26 +119,74 @@ def inspect(spec: Path, as_json: bool) -> None:
 
 
 @main.command(epilog=_EXIT_CODES)
-@click.argument("spec", type=click.Path(path_type=Path))
+def schema() -> None:
+    """Print the JSON Schema of spec files, for editor completion and checks."""
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+@main.command(epilog=_EXIT_CODES)
+@click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "-o",
     "--output",
     type=click.Path(),
-    help="File to write, or a folder (existing, or ending in /) for <name>.py. "
-    "Default: ./<name>.py",
+    help="For one spec: the file to write, or a folder (existing, or ending in /). "
+    "For several: the folder. Default: the working folder, <name>.py each.",
 )
-def generate(spec: Path, output: str | None) -> None:
-    """Write the Keras module for SPEC, without training."""
-    compiled = _compile_or_exit(spec)
-    filename = f"{compiled.plan.name}.py"
-    target = Path(output or filename)
-    if target.is_dir() or (output or "").endswith(("/", os.sep)):
-        target = target / filename
-    try:
-        write_atomically(target, compiled.code)
-    except OSError as exc:
-        _fail(f"cannot write {target}: {exc.strerror or exc}")
-    click.echo(f"wrote {target}")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Write nothing: exit 1 and show a diff if a module is missing or differs.",
+)
+@click.option(
+    "--no-version-header",
+    is_flag=True,
+    help="Leave the l2compile version out of the header, so that upgrading "
+    "l2compile does not change the output.",
+)
+def generate(
+    specs: tuple[Path, ...], output: str | None, check: bool, no_version_header: bool
+) -> None:
+    """Write one Keras module per spec in SPECS (files or folders), without training."""
+    files = generate_.spec_files(list(specs))
+    if not files:
+        _fail(
+            f"no spec files (*.yaml, *.yml) in {', '.join(map(str, specs))}",
+            EXIT_SPEC_ERROR,
+        )
+    compiled = []
+    failed = False
+    for path in files:
+        result = compile_spec(path, version_header=not no_version_header)
+        if isinstance(result, list):
+            _report(result)
+            failed = True
+        else:
+            compiled.append((path, result))
+    if failed:
+        sys.exit(EXIT_SPEC_ERROR)  # all or nothing: no module from a half-valid set
+    outputs = generate_.plan_outputs(compiled, output)
+    if isinstance(outputs, str):
+        _fail(outputs, EXIT_SPEC_ERROR)
+    if check:
+        stale = [d for d in map(generate_.difference, outputs) if d is not None]
+        for message in stale:
+            click.echo(message)
+        if stale:
+            click.echo(
+                f"{len(stale)} of {len(outputs)} generated module(s) out of date; "
+                "run the same command without --check to update them",
+                err=True,
+            )
+            sys.exit(EXIT_STALE)
+        click.echo(f"{len(outputs)} generated module(s) up to date")
+        return
+    for item in outputs:
+        try:
+            write_atomically(item.target, item.code)
+        except OSError as exc:
+            _fail(f"cannot write {item.target}: {exc.strerror or exc}")
+        click.echo(f"wrote {item.target}")
 
 
 @main.command(epilog=_EXIT_CODES)

@@ -109,12 +109,12 @@ def _data_layout(plan: ModelPlan) -> str:
     return "idx" if plan.recipe.layout == "idx" else "keras_npz"
 
 
-def context(plan: ModelPlan) -> dict[str, Any]:
+def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
     """Everything the module template prints, as ready strings."""
     return {
         "source_file": comment_text(plan.source_file),
         "spec_sha256": plan.spec_sha256,
-        "version": __version__,
+        "version": __version__ if version_header else None,
         "docstring": _module_docstring(plan),
         "name": plan.name,
         "model_name": py_str(plan.name),
@@ -135,7 +135,14 @@ def context(plan: ModelPlan) -> dict[str, Any]:
     }
 
 
-def render_module(plan: ModelPlan, env: jinja2.Environment | None = None) -> str:
+def render_module(
+    plan: ModelPlan,
+    env: jinja2.Environment | None = None,
+    *,
+    version_header: bool = True,
+) -> str:
     """The generated module's source for a plan; the same plan, the same bytes."""
     env = env or environment()
-    return env.get_template(MODULE_TEMPLATE).render(context(plan))
+    return env.get_template(MODULE_TEMPLATE).render(
+        context(plan, version_header=version_header)
+    )

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
@@ -114,7 +115,20 @@ def _pair(value: Any) -> Any:
     return [value, value] if isinstance(value, int) else value
 
 
-Pair = Annotated[tuple[PositiveInt, PositiveInt], BeforeValidator(_pair)]
+_POSITIVE = {"type": "integer", "exclusiveMinimum": 0}
+Pair = Annotated[
+    tuple[PositiveInt, PositiveInt],
+    BeforeValidator(_pair),
+    # Editors should accept `3` as well as `[3, 3]`, as the validator does.
+    WithJsonSchema(
+        {
+            "anyOf": [
+                _POSITIVE,
+                {"type": "array", "items": _POSITIVE, "minItems": 2, "maxItems": 2},
+            ]
+        }
+    ),
+]
 Padding = Literal["valid", "same"]
 Rate = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
 
@@ -410,6 +424,15 @@ class LoadedSpec:
 
     spec: Spec
     source: Document
+
+
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a spec file, for editors (yaml-language-server)."""
+    schema = Spec.model_json_schema(mode="validation")
+    return {**schema, "$schema": SCHEMA_DIALECT, "title": "l2compile spec"}
 
 
 def load_spec(path: Path, display: str | None = None) -> LoadedSpec | list[SpecError]:

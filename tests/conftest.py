@@ -19,6 +19,7 @@ from l2compile.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
+TEST_SPECS = ROOT / "tests" / "specs"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 _SHARED_DATA = ROOT.parent / "shared" / "datasets"

@@ -11,9 +11,9 @@ import pytest
 
 from l2compile import build as builder
 from l2compile import export
-from l2compile.cli import Compiled, compile_spec
 from l2compile.datasets import RECIPES, read_npz
 from l2compile.errors import BuildError
+from l2compile.generate import Compiled, compile_spec
 
 from .conftest import ROOT, SMALL_SPEC
 

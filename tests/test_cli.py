@@ -46,7 +46,7 @@ def test_validate_reports_every_file_and_fails_on_any(tmp_path: Path) -> None:
     assert code == EXIT_SPEC_ERROR
     assert "ok (mnist_mlp" in out
     assert err == (
-        f"{bad}:9:43: error: layers[0].activation: unknown value 'rellu'; "
+        f"{bad}:10:43: error: layers[0].activation: unknown value 'rellu'; "
         "did you mean 'relu'?\n"
         f"1 error in {bad}\n"
     )

@@ -224,7 +224,7 @@ def test_a_truncated_idx_file_is_named(tmp_path: Path) -> None:
 
 def test_generated_fashion_loader_reads_the_same_arrays(tmp_path: Path) -> None:
     from l2compile.build import import_generated
-    from l2compile.cli import compile_spec
+    from l2compile.generate import compile_spec
 
     folder = make_fashion_idx(tmp_path / "fashion-mnist")
     compiled = compile_spec(ROOT / "specs" / "fashion_mnist.yaml")

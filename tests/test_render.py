@@ -11,10 +11,10 @@ import pytest
 
 from l2compile.plan import plan_spec
 from l2compile.render import context, docstring, environment, render_module
-from l2compile.spec import load_spec
+from l2compile.spec import LAYER_TYPES, load_spec
 
 from .conftest import GOLDEN, SPECS, plan_file, plan_text
-from .update_golden import expected_records
+from .update_golden import all_specs, expected_records
 
 
 def test_golden_records_match_byte_for_byte() -> None:
@@ -27,7 +27,28 @@ def test_golden_records_match_byte_for_byte() -> None:
 
 
 def test_every_spec_has_a_golden_record() -> None:
-    assert len(expected_records()) == len(list(SPECS.glob("*.yaml"))) >= 1
+    assert len(expected_records()) == len(all_specs()) >= 8
+
+
+def test_test_specs_cover_every_layer_type_and_l2_rule() -> None:
+    plans = [plan_file(path) for path in all_specs()]
+    assert {lay.type for p in plans for lay in p.layers} == set(LAYER_TYPES)
+    weights = [w for p in plans for lay in p.layers for w in lay.weights]
+    assert any(w.role == "bias" and w.l2 > 0 for w in weights)  # l2_bias
+    assert any(w.role == "norm" and w.l2 > 0 for w in weights)  # l2_norm
+    assert any(w.weight_decay > 0 for w in weights)  # weight decay
+    assert any(
+        p.l2 > 0 and w.l2 not in (0, p.l2)
+        for p in plans
+        for lay in p.layers
+        for w in lay.weights
+    )  # override
+    assert any(
+        p.l2 > 0 and w.role == "kernel" and w.l2 == 0
+        for p in plans
+        for lay in p.layers
+        for w in lay.weights
+    )  # l2: 0
 
 
 def test_same_spec_gives_the_same_bytes(tmp_path: Path) -> None:
@@ -147,8 +168,7 @@ def test_templates_fail_on_an_undefined_variable(tmp_path: Path) -> None:
 def test_module_template_needs_every_context_value() -> None:
     """Each value the renderer passes is used by the template for some spec."""
     template = environment().get_template("module.py.jinja")
-    specs = [*SPECS.glob("*.yaml"), *(SPECS.parent / "tests" / "specs").glob("*.yaml")]
-    contexts = [context(plan_file(path)) for path in specs]
+    contexts = [context(plan_file(path)) for path in all_specs()]
     for key in contexts[0]:
         failures = 0
         for full in contexts:

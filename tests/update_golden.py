@@ -1,4 +1,8 @@
-"""Golden records: the generated module of every spec in specs/.
+"""Golden records: the generated module of every spec in specs/ and tests/specs/.
+
+tests/specs/ holds specs that exist for testing: together they use every layer
+type and every l2 rule (global, per-layer override, 0, l2_bias, l2_norm,
+decoupled weight decay).
 
 Regenerate them after an intended change to the templates or the specs:
 
@@ -10,19 +14,26 @@ and review the diff like any code change.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from l2compile.render import render_module
 
-from .conftest import GOLDEN, ROOT, SPECS, plan_file
+from .conftest import GOLDEN, ROOT, SPECS, TEST_SPECS, plan_file
 
 
 def expected_records() -> dict[str, str]:
-    """File name -> generated source, for every spec in specs/."""
+    """File name -> generated source, for every spec in specs/ and tests/specs/."""
     records = {}
-    for path in sorted(SPECS.glob("*.yaml")):
+    for path in all_specs():
         plan = plan_file(path, path.relative_to(ROOT).as_posix())
+        assert f"{plan.name}.py" not in records, f"two specs named {plan.name}"
         records[f"{plan.name}.py"] = render_module(plan)
     return records
+
+
+def all_specs() -> list[Path]:
+    """The specs that have golden records."""
+    return sorted(SPECS.glob("*.yaml")) + sorted(TEST_SPECS.glob("*.yaml"))
 
 
 def main() -> int:

@@ -1,0 +1,118 @@
+"""Generating modules: specs in, one module per spec out, or a check of them.
+
+Like `sqlc diff` or `black --check`, check mode renders in memory and compares
+with what is on disk, so another repository's CI can tell when the code it
+checked in no longer matches its specs.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+from l2compile.errors import SpecError
+from l2compile.plan import ModelPlan, plan_spec
+from l2compile.render import render_module
+from l2compile.spec import load_spec
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A spec compiled to a plan and the generated module's source."""
+
+    plan: ModelPlan
+    code: str
+
+
+@dataclass(frozen=True)
+class Output:
+    """One module to write (or check): where, and from which spec."""
+
+    spec: Path
+    target: Path
+    code: str
+
+
+def display_path(path: Path) -> str:
+    """How a spec is named in messages and headers: relative to the cwd if inside."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def compile_spec(
+    path: Path, *, version_header: bool = True
+) -> Compiled | list[SpecError]:
+    """Spec file -> spec -> plan -> source; every error of the file otherwise."""
+    loaded = load_spec(path, display_path(path))
+    if isinstance(loaded, list):
+        return loaded
+    plan = plan_spec(loaded)
+    if isinstance(plan, list):
+        return plan
+    return Compiled(plan, render_module(plan, version_header=version_header))
+
+
+def spec_files(paths: list[Path]) -> list[Path]:
+    """The spec files named, with folders expanded to their *.yaml and *.yml."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(
+                p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file()
+            )
+        else:
+            files.append(path)
+    return files
+
+
+def plan_outputs(
+    compiled: list[tuple[Path, Compiled]], output: str | None
+) -> list[Output] | str:
+    """Where each module goes; a message if that cannot be decided cleanly.
+
+    One spec and an `output` that is not a folder: that file. Otherwise a
+    folder (`output`, default the working folder) with one `<name>.py` each.
+    """
+    folder_given = output is not None and (
+        Path(output).is_dir() or output.endswith(("/", "\\"))
+    )
+    if len(compiled) == 1 and output is not None and not folder_given:
+        spec, result = compiled[0]
+        return [Output(spec, Path(output), result.code)]
+    if len(compiled) > 1 and output is not None and Path(output).is_file():
+        return f"-o {output}: several specs need a folder, not a file"
+    folder = Path(output) if output is not None else Path()
+    outputs: list[Output] = []
+    seen: dict[str, Path] = {}
+    for spec, result in compiled:
+        name = result.plan.name
+        if name in seen:
+            return (
+                f"{display_path(seen[name])} and {display_path(spec)} are both named "
+                f"{name!r}; each spec needs its own name to get its own module"
+            )
+        seen[name] = spec
+        outputs.append(Output(spec, folder / f"{name}.py", result.code))
+    return outputs
+
+
+def difference(output: Output) -> str | None:
+    """None when the file on disk is current; else `missing PATH` or a diff."""
+    try:
+        current = output.target.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return f"missing {output.target}"
+    if current == output.code:
+        return None
+    diff = difflib.unified_diff(
+        current.splitlines(keepends=True),
+        output.code.splitlines(keepends=True),
+        fromfile=f"{output.target} (on disk)",
+        tofile=f"{output.target} (from {display_path(output.spec)})",
+    )
+    return "".join(diff).rstrip("\n")
