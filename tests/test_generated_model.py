@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,8 @@ from l2compile.build import import_generated
 from l2compile.plan import plan_spec
 from l2compile.spec import load_spec
 
-from .conftest import GOLDEN, SPECS
+from .conftest import GOLDEN, SPECS, plan_file
+from .update_golden import all_specs
 
 
 @pytest.fixture(scope="module")
@@ -61,46 +63,77 @@ def test_preprocess_scales_to_unit_range_and_flattens(article_module) -> None:  
     assert list(py) == [1, 2, 3]
 
 
-def test_generated_file_trains_as_a_script(tmp_path: Path, tiny_mnist: Path) -> None:
-    # Run from a folder holding only the generated file, with the Python
-    # isolated (-I: no cwd, PYTHONPATH or user site on sys.path) and a guard
-    # that fails if anything imports l2compile.
-    script = tmp_path / "mnist_mlp.py"
-    script.write_text((GOLDEN / "mnist_mlp.py").read_text(encoding="utf-8"))
-    guard = tmp_path / "run.py"
-    guard.write_text(
-        "import runpy, sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'l2compile':\n"
-        "            raise ImportError('the generated code imported l2compile')\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "sys.argv = [sys.argv[1], *sys.argv[2:]]\n"
-        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
-    )
-    out = tmp_path / "trained.keras"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            str(guard),
-            str(script),
-            "--data",
-            str(tiny_mnist),
-            "--epochs",
-            "1",
-            "--out",
-            str(out),
-        ],
+# Run Python isolated (-I: no cwd, PYTHONPATH or user site on sys.path), from a
+# folder holding only the generated file, with a guard that fails on any import
+# of l2compile: the environment of a repository that has only TensorFlow.
+_ISOLATED = (
+    "import runpy, sys\n"
+    "class Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] == 'l2compile':\n"
+    "            raise ImportError('the generated code imported l2compile')\n"
+    "sys.meta_path.insert(0, Block())\n"
+    "sys.path.insert(0, '.')\n"
+)
+
+
+def _isolated(
+    tmp_path: Path, code: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "isolated.py").write_text(_ISOLATED + code)
+    return subprocess.run(
+        [sys.executable, "-I", "isolated.py", *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        env=env,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         timeout=300,
+    )
+
+
+def test_generated_modules_build_their_models_without_l2compile(
+    tmp_path: Path,
+) -> None:
+    names = sorted(p.stem for p in GOLDEN.glob("*.py"))
+    for name in names:
+        (tmp_path / f"{name}.py").write_text((GOLDEN / f"{name}.py").read_text())
+    result = _isolated(
+        tmp_path,
+        "import json, importlib\n"
+        "found = {}\n"
+        "for name in sys.argv[1:]:\n"
+        "    module = importlib.import_module(name)\n"
+        "    model = module.compile_model(module.build_model())\n"
+        "    found[name] = [model.count_params(), len(model.losses)]\n"
+        "print(json.dumps(found))\n",
+        *names,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    plans = {plan.name: plan for plan in map(plan_file, all_specs())}
+    assert json.loads(result.stdout.splitlines()[-1]) == {
+        name: [
+            plans[name].params,
+            sum(1 for lay in plans[name].layers for w in lay.weights if w.l2 > 0),
+        ]
+        for name in names
+    }
+
+
+def test_generated_file_trains_as_a_script(tmp_path: Path, tiny_mnist: Path) -> None:
+    (tmp_path / "mnist_mlp.py").write_text((GOLDEN / "mnist_mlp.py").read_text())
+    result = _isolated(
+        tmp_path,
+        "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n",
+        "mnist_mlp.py",
+        "--data",
+        str(tiny_mnist),
+        "--epochs",
+        "1",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert any(line.startswith("Test loss: ") for line in lines)
     assert any(line.startswith("Test accuracy: ") for line in lines)
-    assert out.is_file() and out.stat().st_size > 0
+    # main() saves to <name>.keras in the working folder by default.
+    assert lines[-1] == "Saved mnist_mlp.keras"
+    assert (tmp_path / "mnist_mlp.keras").stat().st_size > 0

@@ -1,0 +1,221 @@
+"""Generated code as a product: formatted, lint- and type-clean, checkable."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from l2compile import render
+from l2compile.cli import EXIT_OK, EXIT_SPEC_ERROR, EXIT_STALE, main
+from l2compile.spec import json_schema
+
+from .conftest import GOLDEN, ROOT, SPECS
+from .update_golden import all_specs
+
+SCHEMA_FILE = SPECS / "l2compile.schema.json"
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def tool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True
+    )
+
+
+# --- the golden records pass the project's own quality bar --------------------
+
+
+def test_generated_code_is_ruff_formatted() -> None:
+    result = tool("ruff", "format", "--check", "--no-cache", str(GOLDEN))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_generated_code_is_ruff_clean() -> None:
+    result = tool("ruff", "check", "--no-cache", str(GOLDEN))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_generated_code_is_mypy_strict_clean(tmp_path: Path) -> None:
+    # An empty config file: the user's strictest setting, not this project's.
+    (tmp_path / "none.ini").write_text("[mypy]\n")
+    result = tool(
+        "mypy",
+        "--strict",
+        "--ignore-missing-imports",
+        "--config-file",
+        str(tmp_path / "none.ini"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        *sorted(str(p) for p in GOLDEN.glob("*.py")),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- check mode ----------------------------------------------------------------
+
+
+@pytest.fixture
+def checked_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A repository that has generated its modules from specs/ into gen/."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "gen"
+    code, stdout, _ = run("generate", "specs", "-o", f"{out}/")
+    assert code == EXIT_OK
+    assert sorted(p.name for p in out.iterdir()) == [
+        "fashion_mlp.py",
+        "mnist_cnn.py",
+        "mnist_lstm.py",
+        "mnist_mlp.py",
+    ]
+    assert stdout.count("wrote ") == 4
+    return out
+
+
+def test_check_passes_when_every_module_is_current(checked_in: Path) -> None:
+    before = {p.name: p.stat().st_mtime_ns for p in checked_in.iterdir()}
+    code, out, _ = run("generate", "--check", "specs", "-o", str(checked_in))
+    assert (code, out) == (EXIT_OK, "4 generated module(s) up to date\n")
+    assert {p.name: p.stat().st_mtime_ns for p in checked_in.iterdir()} == before
+
+
+def test_check_reports_a_missing_module(checked_in: Path) -> None:
+    (checked_in / "mnist_cnn.py").unlink()
+    code, out, err = run("generate", "--check", "specs", "-o", str(checked_in))
+    assert code == EXIT_STALE
+    assert out == f"missing {checked_in / 'mnist_cnn.py'}\n"
+    assert err == (
+        "1 of 4 generated module(s) out of date; run the same command without "
+        "--check to update them\n"
+    )
+    assert not (checked_in / "mnist_cnn.py").exists()
+
+
+def test_check_shows_a_unified_diff_for_a_changed_module(checked_in: Path) -> None:
+    target = checked_in / "mnist_mlp.py"
+    target.write_text(target.read_text().replace("EPOCHS = 10", "EPOCHS = 12"))
+    code, out, _ = run("generate", "--check", "specs", "-o", str(checked_in))
+    assert code == EXIT_STALE
+    lines = out.splitlines()
+    assert lines[0] == f"--- {target} (on disk)"
+    assert lines[1] == f"+++ {target} (from specs/mnist.yaml)"
+    assert "-EPOCHS = 12" in lines
+    assert "+EPOCHS = 10" in lines
+    assert "12" in target.read_text()  # check mode never writes
+
+
+def test_check_with_a_spec_error_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((SPECS / "mnist.yaml").read_text().replace("relu}", "rellu}", 1))
+    code, out, err = run("generate", "--check", str(bad), "-o", str(tmp_path))
+    assert code == EXIT_SPEC_ERROR
+    assert out == ""
+    assert "did you mean 'relu'?" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_one_bad_spec_means_no_module_is_written(tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "a.yaml").write_text((SPECS / "mnist.yaml").read_text())
+    (specs / "b.yaml").write_text("name: b\n")
+    code, _, _ = run("generate", str(specs), "-o", str(tmp_path / "gen/"))
+    assert code == EXIT_SPEC_ERROR
+    assert not (tmp_path / "gen").exists()
+
+
+def test_two_specs_with_one_name_are_refused(tmp_path: Path) -> None:
+    for name in ("a.yaml", "b.yml"):
+        (tmp_path / name).write_text((SPECS / "mnist.yaml").read_text())
+    code, _, err = run("generate", str(tmp_path), "-o", str(tmp_path / "gen/"))
+    assert code == EXIT_SPEC_ERROR
+    assert err == (
+        f"error: {tmp_path / 'a.yaml'} and {tmp_path / 'b.yml'} are both named "
+        "'mnist_mlp'; each spec needs its own name to get its own module\n"
+    )
+
+
+def test_a_folder_without_specs(tmp_path: Path) -> None:
+    code, _, err = run("generate", str(tmp_path))
+    assert code == EXIT_SPEC_ERROR
+    assert err == f"error: no spec files (*.yaml, *.yml) in {tmp_path}\n"
+
+
+def test_without_the_version_line_an_upgrade_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "mnist_mlp.py"
+    assert (
+        run("generate", "--no-version-header", "specs/mnist.yaml", "-o", str(out))[0]
+        == 0
+    )
+    assert "l2compile version" not in out.read_text()
+    assert (
+        out.read_text().splitlines()[2]
+        == '"""mnist_mlp: 784-128-64-10 MLP with L2(0.01) on every kernel'
+    )
+    monkeypatch.setattr(render, "__version__", "99.0.0")
+    args = ["generate", "--check", "specs/mnist.yaml", "-o", str(out)]
+    assert run(*args[:2], "--no-version-header", *args[2:])[0] == EXIT_OK
+    # With the version line, the same upgrade makes the file stale.
+    code, diff, _ = run(*args)
+    assert code == EXIT_STALE
+    assert "+# l2compile version: 99.0.0" in diff.splitlines()
+
+
+# --- the JSON Schema for editors -------------------------------------------------
+
+
+def test_committed_schema_is_current() -> None:
+    """Regenerate with: l2compile schema > specs/l2compile.schema.json"""
+    code, out, _ = run("schema")
+    assert code == EXIT_OK
+    assert json.loads(out) == json_schema()
+    assert SCHEMA_FILE.read_text(encoding="utf-8") == out
+
+
+def test_every_spec_validates_against_the_schema_and_names_it() -> None:
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in all_specs():
+        text = path.read_text(encoding="utf-8")
+        assert not list(validator.iter_errors(yaml.safe_load(text))), path
+        first = text.splitlines()[0]
+        assert first.startswith("# yaml-language-server: $schema="), path
+        named = (path.parent / first.split("=", 1)[1]).resolve()
+        assert named == SCHEMA_FILE.resolve(), path
+
+
+def test_schema_rejects_what_validate_rejects() -> None:
+    validator = jsonschema.Draft202012Validator(json_schema())
+    spec = yaml.safe_load((SPECS / "mnist.yaml").read_text(encoding="utf-8"))
+    for broken in (
+        {**spec, "l2": -1},
+        {**spec, "lr": 0.1},
+        {**spec, "layers": [{"type": "dense_layer", "units": 3}]},
+        {**spec, "layers": [{"type": "conv2d", "filters": 3, "kernel_size": [3]}]},
+    ):
+        assert list(validator.iter_errors(broken)), broken
+
+
+def test_readme_excerpt_is_the_golden_record() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    excerpt = readme.split("```python\n", 1)[1].split("```", 1)[0].splitlines()
+    golden = (GOLDEN / "mnist_mlp.py").read_text(encoding="utf-8").splitlines()
+    shown = [line for line in excerpt if line.strip() != "..."]
+    # Every line shown is in the real file, in the same order.
+    position = 0
+    for line in shown:
+        position = golden.index(line, position) + 1
