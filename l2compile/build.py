@@ -32,7 +32,7 @@ import numpy as np
 from l2compile import __version__, export
 from l2compile.datasets import Dataset, load_dataset
 from l2compile.errors import BuildError
-from l2compile.plan import ModelPlan
+from l2compile.plan import ModelPlan, TFLitePlan
 
 #: TFLite float32 must agree with Keras to this accuracy on the test split.
 TFLITE_TOLERANCE = 0.001
@@ -89,6 +89,11 @@ def build(
         work.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a build is not
         metrics = _build_into(work, plan, code, dataset, epochs, log)
         _publish(work, out)
+    except ParityError as exc:
+        raise BuildError(
+            f"{exc}\nNothing was published and {out} was not changed; this "
+            f"build's files are kept for inspection in {work}"
+        ) from exc
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -198,23 +203,25 @@ def _build_into(
     if "keras" in formats:
         log("saving model.keras")
         export.save_keras(model, work / "model.keras")
-    if "saved_model" in formats or "tflite" in formats:
+    if "saved_model" in formats:
         log("exporting saved_model/")
         export.export_saved_model(model, work / "saved_model")
-    if "tflite" in formats:
-        source = work / "saved_model"
-        if plan.recurrent:
-            source = work / "saved_model_batch1"
-            export.export_static_batch(model, source, plan.input_shape)
-        log(f"converting model.tflite (float32, from {source.name}/)")
-        export.convert_tflite(source, work / "model.tflite")
-        if plan.recurrent:
-            shutil.rmtree(source)
-        metrics["tflite"] = _check_tflite(
-            work / "model.tflite", x_test, y_test, probabilities, test_accuracy, log
-        )
     if "saved_model" not in formats:
         shutil.rmtree(work / "saved_model", ignore_errors=True)
+    if plan.tflite is not None:
+        metrics["tflite"] = _export_tflite(
+            work,
+            plan,
+            plan.tflite,
+            model,
+            generated,
+            dataset,
+            x_test,
+            y_test,
+            test_accuracy,
+            log,
+        )
+        _write_deploy_files(work, plan, plan.tflite, dataset, metrics["tflite"])
 
     _write_json(work / METRICS, metrics)
     _write_manifest(work, plan, dataset, module_path.name)
@@ -262,35 +269,151 @@ def _l2_norms(model: Any, plan: ModelPlan) -> dict[str, float]:
     }
 
 
-def _check_tflite(
-    path: Path,
+_MODES = {
+    "none": "float32",
+    "float16": "float16 weights",
+    "dynamic": "dynamic range: int8 weights, float activations",
+    "int8": "full integer, calibrated",
+}
+
+
+class ParityError(BuildError):
+    """A TFLite file predicts worse than allowed; its artifacts are kept."""
+
+
+def _export_tflite(
+    work: Path,
+    plan: ModelPlan,
+    options: TFLitePlan,
+    model: Any,
+    generated: ModuleType,
+    dataset: Dataset,
     x_test: Any,
     y_test: Any,
-    keras_probabilities: Any,
     keras_accuracy: float,
     log: Log,
-) -> dict[str, float]:
-    log("checking model.tflite on the test split with the LiteRT interpreter")
-    predictions = export.tflite_predict(path, x_test)
-    labels = np.asarray(y_test).reshape(-1)
-    accuracy = float(np.mean(np.argmax(predictions, axis=-1) == labels))
-    agreement = float(
-        np.mean(
-            np.argmax(predictions, axis=-1) == np.argmax(keras_probabilities, axis=-1)
+) -> dict[str, Any]:
+    """Convert one TFLite file per mode, score each on the test split, and
+    fail (keeping the files) if one loses more accuracy than allowed."""
+    source = work / "tflite_source"
+    log("exporting the SavedModel that TFLite is converted from")
+    export.export_tflite_source(model, source, plan.input_shape, options.batch)
+    representative = None
+    if "int8" in options.quantize:
+        # Calibration data: the training split, preprocessed, seeded.
+        rng = np.random.default_rng(plan.seed)
+        count = min(options.representative_samples, len(dataset.x_train))
+        pick = np.sort(rng.choice(len(dataset.x_train), size=count, replace=False))
+        representative, _ = generated.preprocess(
+            dataset.x_train[pick], dataset.y_train[pick]
         )
-    )
-    drop = keras_accuracy - accuracy
-    if abs(drop) > TFLITE_TOLERANCE:
-        raise BuildError(
-            f"model.tflite scores test accuracy {accuracy:.4f} but the Keras model "
-            f"scores {keras_accuracy:.4f}: more than {TFLITE_TOLERANCE} apart"
-        )
-    return {
-        "test_accuracy": accuracy,
-        "accuracy_drop": drop,
-        "prediction_agreement": agreement,
-        "size_bytes": path.stat().st_size,
+    scores: dict[str, Any] = {"keras_test_accuracy": keras_accuracy, "files": {}}
+    failures = []
+    for mode in options.quantize:
+        name = export.TFLITE_FILES[mode]
+        log(f"converting {name} ({_MODES[mode]})")
+        try:
+            export.convert_tflite(
+                source, work / name, mode, representative, options.int8_io
+            )
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise BuildError(
+                f"export.tflite.quantize: the TFLite converter could not make {name} "
+                f"({mode}): {type(exc).__name__}: {reason}"
+            ) from exc
+        log(f"checking {name} on the test split with the LiteRT interpreter")
+        score = export.score_tflite(work / name, x_test, y_test)
+        drop = keras_accuracy - score.accuracy
+        limit = TFLITE_TOLERANCE if mode == "none" else options.max_accuracy_drop
+        scores["files"][mode] = {
+            "file": name,
+            "size_bytes": score.size_bytes,
+            "test_accuracy": score.accuracy,
+            "accuracy_drop": drop,
+            "test_data_loss": score.data_loss,
+            "mean_latency_ms": score.mean_latency_ms,
+            "latency_batch": score.batch,
+        }
+        if (abs(drop) if mode == "none" else drop) > limit:
+            failures.append(
+                f"{name} ({mode}) scores test accuracy {score.accuracy:.4f} against "
+                f"the Keras model's {keras_accuracy:.4f}: a drop of {drop:.4f}, more "
+                f"than the {limit} allowed"
+                + ("" if mode == "none" else " (export.tflite.max_accuracy_drop)")
+            )
+    shutil.rmtree(source)
+    if failures:
+        _write_json(work / METRICS, {"tflite": scores})
+        raise ParityError("\n".join(failures))
+    return scores
+
+
+def _write_deploy_files(
+    work: Path,
+    plan: ModelPlan,
+    options: TFLitePlan,
+    dataset: Dataset,
+    scores: dict[str, Any],
+) -> None:
+    """labels.txt and model.json: what an app needs to feed and read the model."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    recipe = plan.recipe
+    (work / "labels.txt").write_text("".join(f"{name}\n" for name in recipe.labels))
+    pixels = dataset.x_train.dtype == np.uint8
+    if recipe.image_shape is not None:
+        size = "x".join(str(d) for d in recipe.image_shape)
+        source = f"a {size} grayscale image as uint8 pixels (0-255), row by row"
+    else:
+        source = f"one sample of the npz's x arrays ({dataset.x_train.dtype})"
+    files = {}
+    for mode, score in scores["files"].items():
+        interpreter = Interpreter(model_path=str(work / score["file"]))
+        (inp,) = interpreter.get_input_details()
+        (out,) = interpreter.get_output_details()
+        files[mode] = {
+            "file": score["file"],
+            "input": _tensor(inp),
+            "output": _tensor(out),
+        }
+    batch = options.batch if options.batch is not None else -1
+    model_json = {
+        "name": plan.name,
+        "signature": export.SIGNATURE,
+        "input": {
+            "name": export.INPUT_NAME,
+            "shape": [batch, *plan.input_shape],
+            "dtype": "float32",
+            "source": source,
+            "preprocessing": {
+                "formula": "input = (value * scale - mean) / std, reshaped to shape",
+                "scale": 1 / 255 if pixels else 1.0,
+                "mean": 0.0,
+                "std": 1.0,
+            },
+        },
+        "output": {
+            "name": export.OUTPUT_NAME,
+            "shape": [batch, recipe.num_classes],
+            "meaning": "one probability per class; the class names, in order, "
+            "are the lines of labels.txt",
+            "labels": "labels.txt",
+        },
+        "files": files,
     }
+    _write_json(work / "model.json", model_json)
+
+
+def _tensor(details: dict[str, Any]) -> dict[str, Any]:
+    scale, zero_point = details["quantization"]
+    tensor: dict[str, Any] = {
+        "dtype": np.dtype(details["dtype"]).name,
+        "shape": [int(d) for d in details["shape_signature"]],
+    }
+    if scale:
+        tensor["quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
+    return tensor
 
 
 def _sha256(path: Path) -> str:

@@ -118,6 +118,41 @@ def inspect(spec: Path, as_json: bool) -> None:
         click.echo(report.as_table(plan))
 
 
+@main.command("eval", epilog=_EXIT_CODES)
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option(
+    "--spec",
+    "spec_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The spec the artifact was built from (its recipe and preprocessing).",
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="The recipe's data, as for build. Default: as for build.",
+)
+def eval_(artifact: Path, spec_path: Path, data: Path | None) -> None:
+    """Score ARTIFACT (a .keras file, a SavedModel folder or a .tflite file) on
+    the test split of the spec's recipe: accuracy, loss, size and latency."""
+    compiled = _compile_or_exit(spec_path)
+    from l2compile.evaluate import evaluate_artifact  # imports TensorFlow
+
+    try:
+        result = evaluate_artifact(artifact, compiled.plan, compiled.code, data)
+    except BuildError as exc:
+        _fail(str(exc))
+    click.echo(f"artifact:  {artifact} ({result.kind})")
+    click.echo(f"data:      {result.data} ({result.samples:,} test samples)")
+    click.echo(f"accuracy:  {result.accuracy:.4f}")
+    click.echo(f"loss:      {result.loss:.4f} ({result.loss_note})")
+    click.echo(f"size:      {result.size_bytes:,} bytes")
+    click.echo(
+        f"latency:   {result.mean_latency_ms:.4f} ms per sample "
+        f"(mean, in batches of {result.batch})"
+    )
+
+
 @main.command(epilog=_EXIT_CODES)
 def schema() -> None:
     """Print the JSON Schema of spec files, for editor completion and checks."""

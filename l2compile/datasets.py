@@ -47,6 +47,7 @@ class Recipe:
     keras_dataset: str | None
     image_shape: tuple[int, ...] | None
     num_classes: int
+    labels: tuple[str, ...] = ()
 
     @property
     def input_size(self) -> int:
@@ -62,6 +63,7 @@ RECIPES: dict[str, Recipe] = {
         keras_dataset="mnist",
         image_shape=(28, 28),
         num_classes=10,
+        labels=tuple(str(digit) for digit in range(10)),
     ),
     "fashion_mnist": Recipe(
         name="fashion_mnist",
@@ -71,15 +73,31 @@ RECIPES: dict[str, Recipe] = {
         keras_dataset="fashion_mnist",
         image_shape=(28, 28),
         num_classes=10,
+        # Keras' documented class names, in label order.
+        labels=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
     ),
 }
 
 
-def recipe_for(name: str, num_classes: int | None = None) -> Recipe:
+def recipe_for(
+    name: str, num_classes: int | None = None, labels: list[str] | None = None
+) -> Recipe:
     """The recipe a spec names; `npz` is the user's own file of `num_classes`."""
     if name == "npz":
         assert num_classes is not None  # the spec requires it
-        return Recipe("npz", "npz", "npz", "", None, None, num_classes)
+        names = tuple(labels) if labels else tuple(str(i) for i in range(num_classes))
+        return Recipe("npz", "npz", "npz", "", None, None, num_classes, names)
     return RECIPES[name]
 
 

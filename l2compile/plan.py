@@ -63,6 +63,7 @@ Shape = tuple[int, ...]
 Role = Literal["kernel", "bias", "norm", "statistic"]
 
 _OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}
+_RECURRENT = ("lstm", "gru", "simple_rnn")
 
 
 def py_str(text: str) -> str:
@@ -137,6 +138,17 @@ class Constant:
 
 
 @dataclass(frozen=True)
+class TFLitePlan:
+    """Which TFLite files to make and how to check them."""
+
+    quantize: tuple[str, ...]
+    int8_io: bool
+    representative_samples: int
+    max_accuracy_drop: float
+    batch: int | None  # None: a dynamic batch dimension
+
+
+@dataclass(frozen=True)
 class ModelPlan:
     """Everything needed to render and build one spec."""
 
@@ -158,6 +170,7 @@ class ModelPlan:
     seed: int
     export_formats: tuple[str, ...]
     constants: tuple[Constant, ...] = field(default=())
+    tflite: TFLitePlan | None = None
     weight_decay: float = 0.0
     #: Trainable weights that weight decay must leave alone (Keras paths).
     no_weight_decay: tuple[str, ...] = ()
@@ -179,11 +192,6 @@ class ModelPlan:
             for w in layer.weights
             if w.weight_decay > 0
         )
-
-    @property
-    def recurrent(self) -> bool:
-        """Whether the model has recurrent layers (TFLite needs a static batch)."""
-        return any(layer.type in ("lstm", "gru", "simple_rnn") for layer in self.layers)
 
     @property
     def output_shape(self) -> Shape:
@@ -647,6 +655,39 @@ class _Planner:
                 f"{spec.train.loss!r} expects class probabilities",
             )
 
+    def tflite_plan(self, layers: list[LayerPlan]) -> TFLitePlan | None:
+        export = self.spec.export
+        if "tflite" not in export.formats:
+            return None
+        t = export.tflite
+        return TFLitePlan(
+            quantize=tuple(t.quantize),
+            int8_io=t.int8_io,
+            representative_samples=t.representative_samples,
+            max_accuracy_drop=t.max_accuracy_drop,
+            batch=None if t.batch == "dynamic" else t.batch,
+        )
+
+    def check_tflite(self, layers: list[LayerPlan]) -> None:
+        """What the TFLite converter is known to refuse, before any training."""
+        export = self.spec.export
+        if "tflite" not in export.formats:
+            return
+        recurrent = [lay for lay in layers if lay.type in _RECURRENT]
+        if recurrent and export.tflite.batch == "dynamic":
+            self.error(
+                ("export", "tflite", "batch"),
+                f"layers[{recurrent[0].index}] ({recurrent[0].type}) converts to "
+                "TFLite only with a static batch; use batch: 1",
+            )
+        if recurrent and "int8" in export.tflite.quantize:
+            self.error(
+                ("export", "tflite", "quantize"),
+                f"int8 cannot quantize layers[{recurrent[0].index}] "
+                f"({recurrent[0].type}): full-integer conversion of recurrent "
+                "layers crashes the TFLite converter; use none, float16 or dynamic",
+            )
+
     def check_weight_decay(self, layers: list[LayerPlan]) -> None:
         opt = self.spec.train.optimizer
         if opt.weight_decay == 0 or opt.weight_decay_with_l2:
@@ -669,7 +710,9 @@ class _Planner:
 
     def plan(self) -> ModelPlan | list[SpecError]:
         spec = self.spec
-        recipe = recipe_for(spec.train.recipe, spec.train.num_classes)
+        recipe = recipe_for(
+            spec.train.recipe, spec.train.num_classes, spec.train.labels
+        )
         names = self.names()
         shape: Shape = tuple(spec.input.shape)
         layers: list[LayerPlan] = []
@@ -681,6 +724,7 @@ class _Planner:
             shape = planned.output_shape
         self.check_recipe(recipe, layers)
         self.check_weight_decay(layers)
+        self.check_tflite(layers)
         if self.errors:
             return self.errors
 
@@ -750,6 +794,7 @@ class _Planner:
             seed=spec.train.seed,
             export_formats=tuple(spec.export.formats),
             constants=tuple(constants),
+            tflite=self.tflite_plan(layers),
             weight_decay=opt.weight_decay,
             no_weight_decay=no_decay,
             data=spec.train.data,

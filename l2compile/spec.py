@@ -357,6 +357,10 @@ class TrainSpec(StrictModel):
     num_classes: Annotated[int, Field(ge=2, le=1_000_000)] | None = Field(
         default=None, description="npz recipe: how many classes the labels have."
     )
+    labels: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None,
+        description="npz recipe: class names for labels.txt, one per class.",
+    )
     optimizer: OptimizerSpec = OptimizerSpec()
     loss: Literal["sparse_categorical_crossentropy"] = "sparse_categorical_crossentropy"
     metrics: Annotated[
@@ -376,10 +380,65 @@ class TrainSpec(StrictModel):
                 "num_classes is only for the npz recipe; {recipe!r} knows its classes",
                 {"recipe": self.recipe},
             )
+        if self.labels is not None and self.recipe != "npz":
+            raise PydanticCustomError(
+                "labels_count",
+                "labels are only for the npz recipe; {recipe!r} names its classes",
+                {"recipe": self.recipe},
+            )
+        if self.labels is not None and len(self.labels) != self.num_classes:
+            raise PydanticCustomError(
+                "labels_count",
+                "labels lists {given} names for {classes} classes",
+                {"given": len(self.labels), "classes": self.num_classes},
+            )
         return self
 
 
 ExportFormat = Literal["keras", "saved_model", "tflite"]
+
+
+QuantizeMode = Literal["none", "float16", "dynamic", "int8"]
+QUANTIZE_MODES: tuple[str, ...] = get_args(QuantizeMode)
+
+
+class TFLiteSpec(StrictModel):
+    """How the TFLite files are made: one file per quantization mode."""
+
+    quantize: Annotated[
+        list[QuantizeMode], Field(min_length=1), AfterValidator(_unique)
+    ] = Field(
+        default=["none", "float16", "dynamic", "int8"],
+        description="none: float32; float16: float16 weights; dynamic: int8 "
+        "weights, float activations; int8: full integer (calibrated).",
+    )
+    int8_io: bool = Field(
+        default=False,
+        description="int8 mode: int8 input and output tensors "
+        "(microcontrollers, Edge TPU) instead of float32.",
+    )
+    representative_samples: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        default=500,
+        description="int8 mode: training samples (seeded) used to calibrate.",
+    )
+    max_accuracy_drop: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = Field(
+        default=0.01,
+        description="A quantized file that loses more test accuracy than "
+        "this fails the build.",
+    )
+    batch: Literal[1, "dynamic"] = Field(
+        default=1, description="The batch dimension of the TFLite input."
+    )
+
+    @model_validator(mode="after")
+    def _calibration(self) -> TFLiteSpec:
+        if "int8" in self.quantize and self.representative_samples == 0:
+            raise PydanticCustomError(
+                "int8_samples",
+                "int8 quantization calibrates on representative samples; "
+                "representative_samples must be at least 1",
+            )
+        return self
 
 
 class ExportSpec(StrictModel):
@@ -388,6 +447,7 @@ class ExportSpec(StrictModel):
         "saved_model",
         "tflite",
     ]
+    tflite: TFLiteSpec = TFLiteSpec()
 
 
 class Spec(StrictModel):
@@ -589,8 +649,10 @@ def _to_spec_error(doc: Document, err: ErrorDetails) -> SpecError:
         return doc.error(path, f"must be a mapping of fields, got {_describe(value)}")
     if kind == "list_type":
         return doc.error(path, f"must be a list, got {_describe(value)}")
-    if kind in ("npz_classes", "recipe_classes"):
+    if kind in ("npz_classes", "recipe_classes", "labels_count"):
         return doc.error(path, err["msg"])
+    if kind == "int8_samples":
+        return doc.error((*path, "representative_samples"), err["msg"])
     if kind == "value_error":
         message = str(ctx.get("error", err["msg"]))
         return doc.error(path, message)

@@ -43,8 +43,13 @@ def small_build(tmp_path_factory: pytest.TempPathFactory) -> builder.BuildResult
 
 def test_build_writes_every_artifact(small_build: builder.BuildResult) -> None:
     assert small_build.artifacts == (
+        "labels.txt",
         "manifest.json",
         "metrics.json",
+        "model.dynamic.tflite",
+        "model.float16.tflite",
+        "model.int8.tflite",
+        "model.json",
         "model.keras",
         "model.tflite",
         "saved_model/",
@@ -95,11 +100,12 @@ def test_tflite_predicts_like_the_keras_model(small_build: builder.BuildResult) 
     )
     x = data.x_test.reshape(-1, 28, 28).astype("float32") / 255.0
     expected = np.asarray(model.predict(x, verbose=0))
-    got = export.tflite_predict(small_build.out / "model.tflite", x, batch_size=50)
+    got, _, batch = export.tflite_predict(small_build.out / "model.tflite", x)
+    assert batch == 1
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=1e-5)
     metrics = json.loads((small_build.out / "metrics.json").read_text())
-    assert abs(metrics["tflite"]["accuracy_drop"]) <= 0.001
+    assert abs(metrics["tflite"]["files"]["none"]["accuracy_drop"]) <= 0.001
 
 
 def test_build_folder_holds_the_generated_module(
@@ -136,8 +142,13 @@ def test_only_the_requested_formats_are_written(
         spec.plan, spec.code, tmp_path / "out", data=tiny_mnist, log=lambda m: None
     )
     assert result.artifacts == (
+        "labels.txt",
         "manifest.json",
         "metrics.json",
+        "model.dynamic.tflite",
+        "model.float16.tflite",
+        "model.int8.tflite",
+        "model.json",
         "model.tflite",
         "small_mlp.py",
     )
@@ -219,7 +230,7 @@ def test_every_layer_trains_exports_and_converts(
         spec.plan, spec.code, tmp_path / "out", data=tiny_mnist, log=lambda m: None
     )
     assert "model.tflite" in result.artifacts
-    assert abs(result.metrics["tflite"]["accuracy_drop"]) <= 0.001
+    assert abs(result.metrics["tflite"]["files"]["none"]["accuracy_drop"]) <= 0.001
     expected_norms = {
         w.path(spec.plan.name, layer.name)
         for layer in spec.plan.layers
@@ -230,6 +241,5 @@ def test_every_layer_trains_exports_and_converts(
     from ai_edge_litert.interpreter import Interpreter
 
     (inp,) = Interpreter(str(result.out / "model.tflite")).get_input_details()
-    # Recurrent layers convert to TFLite built-ins only with a static batch.
-    batch = 1 if spec.plan.recurrent else -1
-    assert list(inp["shape_signature"]) == [batch, *spec.plan.input_shape]
+    # The default TFLite batch is 1, which recurrent layers need anyway.
+    assert list(inp["shape_signature"]) == [1, *spec.plan.input_shape]
