@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -243,3 +244,165 @@ def test_every_layer_trains_exports_and_converts(
     (inp,) = Interpreter(str(result.out / "model.tflite")).get_input_details()
     # The default TFLite batch is 1, which recurrent layers need anyway.
     assert list(inp["shape_signature"]) == [1, *spec.plan.input_shape]
+
+
+# --- TFLite for phones ------------------------------------------------------------
+
+MODES = {
+    "none": "model.tflite",
+    "float16": "model.float16.tflite",
+    "dynamic": "model.dynamic.tflite",
+    "int8": "model.int8.tflite",
+}
+
+
+def test_every_tflite_file_has_the_named_signature(
+    small_build: builder.BuildResult,
+) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    for name in MODES.values():
+        interpreter = Interpreter(str(small_build.out / name))
+        assert interpreter.get_signature_list() == {
+            "serving_default": {"inputs": ["input"], "outputs": ["probabilities"]}
+        }, name
+        (inp,) = interpreter.get_input_details()
+        assert list(inp["shape_signature"]) == [1, 28, 28]  # batch 1 by default
+
+
+def test_metrics_score_every_tflite_file(small_build: builder.BuildResult) -> None:
+    metrics = json.loads((small_build.out / "metrics.json").read_text())
+    files = metrics["tflite"]["files"]
+    assert list(files) == list(MODES)
+    for mode, entry in files.items():
+        assert entry["file"] == MODES[mode]
+        assert entry["size_bytes"] == (small_build.out / MODES[mode]).stat().st_size
+        assert entry["test_accuracy"] == pytest.approx(
+            metrics["test_accuracy"] - entry["accuracy_drop"]
+        )
+        assert entry["mean_latency_ms"] > 0
+        assert entry["latency_batch"] == 1
+    sizes = [files[m]["size_bytes"] for m in ("none", "float16", "dynamic")]
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_labels_and_model_json_tell_an_app_how_to_use_the_model(
+    small_build: builder.BuildResult,
+) -> None:
+    labels = (small_build.out / "labels.txt").read_text().splitlines()
+    assert labels == [str(d) for d in range(10)]
+    model = json.loads((small_build.out / "model.json").read_text())
+    assert model["signature"] == "serving_default"
+    assert model["input"]["name"] == "input"
+    assert model["input"]["shape"] == [1, 28, 28]
+    assert model["input"]["preprocessing"]["scale"] == pytest.approx(1 / 255)
+    assert model["output"] == {
+        "name": "probabilities",
+        "shape": [1, 10],
+        "meaning": "one probability per class; the class names, in order, are "
+        "the lines of labels.txt",
+        "labels": "labels.txt",
+    }
+    assert {m: f["file"] for m, f in model["files"].items()} == MODES
+    assert model["files"]["int8"]["input"] == {"dtype": "float32", "shape": [1, 28, 28]}
+
+
+def test_int8_io_gives_int8_tensors_with_their_quantization(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    text = SMALL_SPEC + (
+        "export:\n  formats: [tflite]\n"
+        "  tflite: {quantize: [int8], int8_io: true, representative_samples: 50,"
+        " batch: dynamic}\n"
+    )
+    spec = compiled(tmp_path, text)
+    result = builder.build(
+        spec.plan, spec.code, tmp_path / "out", data=tiny_mnist, log=lambda m: None
+    )
+    model = json.loads((tmp_path / "out" / "model.json").read_text())
+    int8 = model["files"]["int8"]
+    assert int8["input"]["dtype"] == "int8"
+    assert int8["input"]["shape"] == [-1, 28, 28]
+    assert set(int8["input"]["quantization"]) == {"scale", "zero_point"}
+    assert int8["output"]["dtype"] == "int8"
+    entry = result.metrics["tflite"]["files"]["int8"]
+    assert entry["latency_batch"] == 1000
+    assert entry["accuracy_drop"] <= 0.01
+
+
+def test_a_quantized_file_that_loses_too_much_fails_and_is_kept(
+    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = (
+        SMALL_SPEC
+        + "export:\n  formats: [tflite]\n  tflite: {quantize: [none, dynamic]}\n"
+    )
+    spec = compiled(tmp_path, text)
+    real = export.score_tflite
+
+    def worse(path: Path, x: object, y: object) -> export.TFLiteScore:
+        score = real(path, x, y)  # type: ignore[arg-type]
+        if path.name == "model.dynamic.tflite":
+            return dataclasses.replace(score, accuracy=score.accuracy - 0.05)
+        return score
+
+    monkeypatch.setattr(export, "score_tflite", worse)
+    out = tmp_path / "out"
+    with pytest.raises(BuildError) as err:
+        builder.build(spec.plan, spec.code, out, data=tiny_mnist, log=lambda m: None)
+    (kept,) = [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")]
+    message = str(err.value).splitlines()
+    assert message[0].startswith("model.dynamic.tflite (dynamic) scores test accuracy ")
+    assert message[0].endswith(
+        ": a drop of 0.0500, more than the 0.01 allowed "
+        "(export.tflite.max_accuracy_drop)"
+    )
+    assert message[1] == (
+        f"Nothing was published and {out} was not changed; this build's files are "
+        f"kept for inspection in {kept}"
+    )
+    assert not out.exists()
+    assert (kept / "model.dynamic.tflite").is_file()
+    assert (
+        "dynamic" in json.loads((kept / "metrics.json").read_text())["tflite"]["files"]
+    )
+
+
+def test_eval_scores_every_kind_of_artifact_like_the_build(
+    small_build: builder.BuildResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from l2compile.cli import main
+
+    manifest = json.loads((small_build.out / "manifest.json").read_text())
+    metrics = json.loads((small_build.out / "metrics.json").read_text())
+    spec = small_build.out.parent / "small.yaml"
+    for artifact, accuracy in (
+        ("model.keras", metrics["test_accuracy"]),
+        ("saved_model", metrics["test_accuracy"]),
+        ("model.int8.tflite", metrics["tflite"]["files"]["int8"]["test_accuracy"]),
+    ):
+        result = CliRunner().invoke(
+            main,
+            [
+                "eval",
+                str(small_build.out / artifact),
+                "--spec",
+                str(spec),
+                "--data",
+                manifest["data"],
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
+        assert float(lines["accuracy"]) == pytest.approx(accuracy, abs=1e-4), artifact
+        assert "test samples" in lines["data"]
+    missing = CliRunner().invoke(
+        main, ["eval", str(small_build.out / "nope.tflite"), "--spec", str(spec)]
+    )
+    assert missing.exit_code == 3
+    assert (
+        missing.stderr
+        == f"error: {small_build.out / 'nope.tflite'}: no such file or folder\n"
+    )

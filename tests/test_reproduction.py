@@ -68,29 +68,65 @@ def test_build_reproduces_the_articles_accuracy_and_loss(
     assert lines[-1] == f"  {out / 'saved_model'}"
 
 
-def test_tflite_matches_keras_on_the_real_test_set(
+# The article's model has 109,386 parameters: 4 bytes each in float32, 2 in
+# float16, and about 1 (107 KiB) at 8 bits. Each file may exceed that floor by
+# a little for its graph and quantization parameters.
+SIZE_LIMITS = {
+    "model.tflite": 4 * 109_386 * 1.01,
+    "model.float16.tflite": 2 * 109_386 * 1.05,
+    "model.dynamic.tflite": 109_386 * 1.10,
+    "model.int8.tflite": 109_386 * 1.10,
+}
+# How far below the Keras model's test accuracy each file may score.
+ACCURACY_DROPS = {
+    "model.tflite": 0.001,
+    "model.float16.tflite": 0.001,
+    "model.dynamic.tflite": 0.003,
+    "model.int8.tflite": 0.003,
+}
+
+
+def test_tflite_files_are_small_named_labelled_and_accurate(
     article_build: tuple[Path, str],
 ) -> None:
+    """Each TFLite file, run here sample by sample through its named signature
+    with the LiteRT interpreter on the real test set."""
     from ai_edge_litert.interpreter import Interpreter
 
     out, _ = article_build
     metrics = json.loads((out / "metrics.json").read_text())
+    keras_accuracy = metrics["test_accuracy"]
+    assert (out / "labels.txt").read_text().splitlines() == list("0123456789")
     data = load_dataset(RECIPES["mnist"])
     assert len(data.x_test) == 10_000
-    x = data.x_test.reshape(-1, 784).astype(np.float32) / 255.0
+    x = data.x_test.reshape(-1, 1, 784).astype(np.float32) / 255.0
+    for name, limit in SIZE_LIMITS.items():
+        size = (out / name).stat().st_size
+        assert size <= limit, (name, size)
+        interpreter = Interpreter(model_path=str(out / name))
+        assert interpreter.get_signature_list() == {
+            "serving_default": {"inputs": ["input"], "outputs": ["probabilities"]}
+        }
+        runner = interpreter.get_signature_runner("serving_default")
+        predicted = np.array(
+            [np.argmax(runner(input=sample)["probabilities"]) for sample in x]
+        )
+        accuracy = float(np.mean(predicted == data.y_test))
+        assert accuracy >= keras_accuracy - ACCURACY_DROPS[name], (name, accuracy)
+        if name == "model.tflite":
+            assert abs(accuracy - keras_accuracy) <= 0.001
+        mode = {v: k for k, v in MODES.items()}[name]
+        assert metrics["tflite"]["files"][mode]["test_accuracy"] == pytest.approx(
+            accuracy
+        )
 
-    interpreter = Interpreter(model_path=str(out / "model.tflite"))
-    (inp,) = interpreter.get_input_details()
-    (outp,) = interpreter.get_output_details()
-    interpreter.resize_tensor_input(inp["index"], [1000, 784])
-    interpreter.allocate_tensors()
-    predicted = []
-    for start in range(0, len(x), 1000):
-        interpreter.set_tensor(inp["index"], x[start : start + 1000])
-        interpreter.invoke()
-        predicted.append(np.argmax(interpreter.get_tensor(outp["index"]), axis=-1))
-    accuracy = float(np.mean(np.concatenate(predicted) == data.y_test))
-    assert abs(accuracy - metrics["test_accuracy"]) <= 0.001
+
+MODES = {
+    "none": "model.tflite",
+    "float16": "model.float16.tflite",
+    "dynamic": "model.dynamic.tflite",
+    "int8": "model.int8.tflite",
+}
 
 
 @pytest.mark.parametrize(

@@ -423,3 +423,51 @@ def test_npz_recipe_needs_its_classes(tmp_path: Path) -> None:
     assert errors(text, tmp_path) == [
         "spec.yaml:13:3: error: train: the npz recipe needs num_classes"
     ]
+
+
+def test_unknown_quantization_mode_suggests_the_closest(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "export: {formats: [keras, saved_model, tflite]}",
+        "export:\n  tflite: {quantize: [none, int4, float61]}",
+    )
+    assert errors(text, tmp_path) == [
+        "spec.yaml:21:29: error: export.tflite.quantize[1]: unknown value 'int4'; "
+        "did you mean 'int8'?",
+        "spec.yaml:21:35: error: export.tflite.quantize[2]: unknown value 'float61'; "
+        "did you mean 'float16'?",
+    ]
+
+
+def test_int8_needs_representative_samples(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "export: {formats: [keras, saved_model, tflite]}",
+        "export:\n  tflite: {quantize: [int8], representative_samples: 0}",
+    )
+    assert errors(text, tmp_path) == [
+        "spec.yaml:21:54: error: export.tflite.representative_samples: int8 "
+        "quantization calibrates on representative samples; representative_samples "
+        "must be at least 1"
+    ]
+
+
+def test_int8_and_dynamic_batch_are_refused_for_recurrent_layers(
+    tmp_path: Path,
+) -> None:
+    text = (
+        GOOD.replace("shape: [784]", "shape: [28, 28]")
+        .replace(
+            "  - {type: dense, units: 128,",
+            "  - {type: lstm, units: 32}\n  - {type: dense, units: 128,",
+        )
+        .replace(
+            "export: {formats: [keras, saved_model, tflite]}",
+            "export:\n  tflite: {quantize: [none, int8], batch: dynamic}",
+        )
+    )
+    assert plan_errors(text, tmp_path) == [
+        "spec.yaml:22:43: error: export.tflite.batch: layers[0] (lstm) converts to "
+        "TFLite only with a static batch; use batch: 1",
+        "spec.yaml:22:22: error: export.tflite.quantize: int8 cannot quantize "
+        "layers[0] (lstm): full-integer conversion of recurrent layers crashes the "
+        "TFLite converter; use none, float16 or dynamic",
+    ]
