@@ -21,6 +21,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +163,7 @@ def _build_into(
     # Keras' progress bar in a terminal; one line per epoch in a log file.
     verbose = 1 if sys.stdout.isatty() else 2
     penalties: list[float] = []
+    began = time.perf_counter()
     history = generated.train(
         model,
         x_train,
@@ -173,6 +175,7 @@ def _build_into(
         callbacks=[_penalty_recorder(keras, penalties)],
     )
 
+    train_seconds = time.perf_counter() - began
     scores = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
     test_loss = float(scores["loss"])
     test_accuracy = float(scores["accuracy"])
@@ -195,6 +198,7 @@ def _build_into(
         "history": {
             key: [float(v) for v in values] for key, values in history.history.items()
         },
+        "timing": {"train_seconds": train_seconds},
         "history_split": _history_split(history.history, penalties),
         "l2_norms": _l2_norms(model, plan),
     }
