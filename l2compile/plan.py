@@ -772,6 +772,16 @@ class _Planner:
             Constant("BATCH_SIZE", repr(spec.train.batch_size)),
             Constant("SEED", repr(spec.train.seed)),
             Constant(
+                "STEPS_PER_EXECUTION",
+                repr(spec.train.steps_per_execution),
+                "steps per call into TensorFlow: same math, less overhead",
+            ),
+            Constant(
+                "JIT_COMPILE",
+                repr(spec.train.jit_compile),
+                "compile the training step with XLA",
+            ),
+            Constant(
                 "OUT", py_str(f"{spec.name}.keras"), "where main() saves the model"
             ),
         ]

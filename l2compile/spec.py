@@ -369,6 +369,16 @@ class TrainSpec(StrictModel):
     epochs: Annotated[int, Field(gt=0, le=100_000)]
     batch_size: Annotated[int, Field(gt=0, le=1_000_000)]
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    steps_per_execution: Annotated[int, Field(gt=0, le=100_000)] = Field(
+        default=64,
+        description="Training steps per call into TensorFlow: the same math "
+        "with less per-step overhead.",
+    )
+    jit_compile: bool = Field(
+        default=False,
+        description="Compile the training step with XLA (measured: no faster "
+        "on a 2-core CPU for the specs in specs/; try it on a GPU).",
+    )
 
     @model_validator(mode="after")
     def _recipe_fields(self) -> TrainSpec:
