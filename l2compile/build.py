@@ -311,6 +311,7 @@ def _export_tflite(
         representative, _ = generated.preprocess(
             dataset.x_train[pick], dataset.y_train[pick]
         )
+        representative = np.asarray(representative, dtype=np.float32)
     scores: dict[str, Any] = {"keras_test_accuracy": keras_accuracy, "files": {}}
     failures = []
     for mode in options.quantize:
@@ -365,7 +366,7 @@ def _write_deploy_files(
 
     recipe = plan.recipe
     (work / "labels.txt").write_text("".join(f"{name}\n" for name in recipe.labels))
-    pixels = dataset.x_train.dtype == np.uint8
+    pixels = dataset.x_train.dtype == np.uint8 and not plan.integer_input
     if recipe.image_shape is not None:
         size = "x".join(str(d) for d in recipe.image_shape)
         source = f"a {size} grayscale image as uint8 pixels (0-255), row by row"

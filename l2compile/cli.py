@@ -74,6 +74,14 @@ def write_atomically(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
+        # mkstemp makes the file private; keep the old file's mode, or the umask's.
+        try:
+            mode = path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -92,7 +100,7 @@ def main() -> None:
 def validate(specs: tuple[Path, ...]) -> None:
     """Check SPECS and report every error, with its file, line and field."""
     failed = False
-    for path in specs:
+    for path in generate_.spec_files(list(specs)):
         compiled = compile_spec(path)
         if isinstance(compiled, list):
             _report(compiled)
@@ -142,6 +150,11 @@ def eval_(artifact: Path, spec_path: Path, data: Path | None) -> None:
         result = evaluate_artifact(artifact, compiled.plan, compiled.code, data)
     except BuildError as exc:
         _fail(str(exc))
+    except Exception as exc:
+        if os.environ.get("L2COMPILE_DEBUG"):
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        _fail(f"cannot evaluate {artifact}: {type(exc).__name__}: {reason}")
     click.echo(f"artifact:  {artifact} ({result.kind})")
     click.echo(f"data:      {result.data} ({result.samples:,} test samples)")
     click.echo(f"accuracy:  {result.accuracy:.4f}")

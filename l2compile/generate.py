@@ -83,6 +83,8 @@ def plan_outputs(
     )
     if len(compiled) == 1 and output is not None and not folder_given:
         spec, result = compiled[0]
+        if Path(output).resolve() == spec.resolve():
+            return f"-o {output} is the spec itself; write the module elsewhere"
         return [Output(spec, Path(output), result.code)]
     if len(compiled) > 1 and output is not None and Path(output).is_file():
         return f"-o {output}: several specs need a folder, not a file"

@@ -181,6 +181,11 @@ class ModelPlan:
         return sum(layer.params for layer in self.layers)
 
     @property
+    def integer_input(self) -> bool:
+        """Whether the model reads integer ids (it starts with an embedding)."""
+        return self.layers[0].type == "embedding"
+
+    @property
     def regularized_params(self) -> int:
         return sum(w.params for layer in self.layers for w in layer.weights if w.l2 > 0)
 
@@ -642,26 +647,54 @@ class _Planner:
                 f"recipe {recipe.name!r} has {recipe.num_classes} classes: the last "
                 f"layer must output ({recipe.num_classes},)",
             )
-        activated = [
+        # The model's last transformation must be a softmax: layers that only
+        # move values around (dropout, flatten, reshape) may follow it.
+        final = [
             (i, lay)
             for i, lay in enumerate(spec.layers)
-            if isinstance(lay, (DenseLayer, ActivationLayer))
+            if not isinstance(lay, (DropoutLayer, FlattenLayer, ReshapeLayer))
         ]
-        if activated and activated[-1][1].activation != "softmax":
-            i, lay = activated[-1]
-            self.error(
-                ("layers", i, "activation"),
-                f"the last {lay.type} layer must use activation 'softmax': loss "
-                f"{spec.train.loss!r} expects class probabilities",
-            )
+        if final:
+            i, lay = final[-1]
+            if not isinstance(lay, (DenseLayer, ActivationLayer)):
+                self.error(
+                    ("layers", i),
+                    f"the model ends with a {lay.type} layer, but loss "
+                    f"{spec.train.loss!r} expects class probabilities: end with a "
+                    "dense or activation layer with activation 'softmax'",
+                )
+            elif lay.activation != "softmax":
+                self.error(
+                    ("layers", i, "activation"),
+                    f"the last {lay.type} layer must use activation 'softmax': loss "
+                    f"{spec.train.loss!r} expects class probabilities",
+                )
+        # Embeddings look up integer ids: they must see the data unscaled.
+        for i, embedding in enumerate(spec.layers):
+            if isinstance(embedding, EmbeddingLayer) and (i > 0 or recipe.image_shape):
+                self.error(
+                    ("layers", i, "type"),
+                    "an embedding looks up integer ids, so it must be the first "
+                    "layer and read an npz recipe's integers"
+                    + (
+                        f"; recipe {recipe.name!r} gives scaled pixels"
+                        if recipe.image_shape
+                        else ""
+                    ),
+                )
 
     def tflite_plan(self, layers: list[LayerPlan]) -> TFLitePlan | None:
         export = self.spec.export
         if "tflite" not in export.formats:
             return None
         t = export.tflite
+        quantize = tuple(t.quantize)
+        if "quantize" not in t.model_fields_set and any(
+            lay.type in _RECURRENT for lay in layers
+        ):
+            quantize = tuple(m for m in quantize if m != "int8")  # see check_tflite
         return TFLitePlan(
-            quantize=tuple(t.quantize),
+            quantize=quantize,
             int8_io=t.int8_io,
             representative_samples=t.representative_samples,
             max_accuracy_drop=t.max_accuracy_drop,
@@ -680,7 +713,11 @@ class _Planner:
                 f"layers[{recurrent[0].index}] ({recurrent[0].type}) converts to "
                 "TFLite only with a static batch; use batch: 1",
             )
-        if recurrent and "int8" in export.tflite.quantize:
+        if (
+            recurrent
+            and "int8" in export.tflite.quantize
+            and "quantize" in export.tflite.model_fields_set
+        ):
             self.error(
                 ("export", "tflite", "quantize"),
                 f"int8 cannot quantize layers[{recurrent[0].index}] "

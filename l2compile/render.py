@@ -132,6 +132,7 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "recipe": plan.recipe,
         "data_layout": _data_layout(plan),
         "data_default": plan.data is not None,
+        "integer_input": plan.integer_input,
     }
 
 

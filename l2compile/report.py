@@ -66,9 +66,9 @@ def as_table(plan: ModelPlan) -> str:
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
-    total = plan.params
+    total = max(plan.params, 1)  # a model of only weightless layers has 0
     lines.append("")
-    lines.append(f"parameters:             {total:,}")
+    lines.append(f"parameters:             {plan.params:,}")
     lines.append(
         f"with an L2 penalty:     {plan.regularized_params:,}"
         f" ({plan.regularized_params / total:.1%})"

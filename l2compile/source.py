@@ -11,6 +11,7 @@ alias expansions beyond a small bound ("billion laughs").
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,22 @@ MAX_DEPTH = 32
 
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
+_PLAIN_TAGS = {
+    f"tag:yaml.org,2002:{kind}" for kind in ("str", "int", "float", "bool", "null")
+}
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, reading `1e-3` as a number as YAML 1.2 does (1.1 needs
+    a dot, so PyYAML would read it as text)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 @dataclass(frozen=True)
@@ -103,7 +120,7 @@ def _error_at(file: str, node: yaml.Node, path: FieldPath, message: str) -> Spec
 
 
 class _Converter:
-    def __init__(self, file: str, loader: yaml.SafeLoader) -> None:
+    def __init__(self, file: str, loader: _Loader) -> None:
         self.file = file
         self.loader = loader
         self.count = 0
@@ -147,6 +164,11 @@ class _Converter:
         )
 
     def _scalar(self, node: yaml.Node, path: FieldPath) -> Any:
+        if node.tag == _TIMESTAMP_TAG and isinstance(node, yaml.ScalarNode):
+            return node.value  # a date where text is expected stays text
+        if node.tag not in _PLAIN_TAGS:
+            self.errors.append(self._tag_error(node, path))
+            return None
         try:
             return self.loader.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError:
@@ -206,7 +228,7 @@ class _Converter:
 def parse_yaml(text: str, file: str) -> Document | list[SpecError]:
     """Parse spec text into a `Document`, or every error found in it."""
     sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:

@@ -31,7 +31,36 @@ from l2compile.source import Document, read_spec_file
 
 # Names the generated module imports; a model named after one of them would
 # shadow it when the generated file is run as a script.
-_SHADOWED = frozenset(sys.stdlib_module_names) | {"keras", "numpy", "tensorflow"}
+_SHADOWED = frozenset(sys.stdlib_module_names) | {
+    "keras",
+    "numpy",
+    "tensorflow",
+    "tf",
+    # What keras and tensorflow import when they load.
+    "absl",
+    "google",
+    "h5py",
+    "ml_dtypes",
+    "namex",
+    "optree",
+    "rich",
+    "packaging",
+    "six",
+    "wrapt",
+    "jax",
+    "gast",
+    "opt_einsum",
+    "termcolor",
+    "flatbuffers",
+    "astunparse",
+    "grpc",
+    "tensorboard",
+    "libclang",
+    "requests",
+    "typing_extensions",
+    "markdown_it",
+    "pygments",
+}
 
 
 def _check_identifier(value: str) -> str:
@@ -48,6 +77,14 @@ def _check_identifier(value: str) -> str:
         )
     if keyword.iskeyword(value):
         raise ValueError(f"{value!r} is a Python keyword")
+    return value
+
+
+def _one_line(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError(
+            "must be printable text on one line (it is a line of labels.txt)"
+        )
     return value
 
 
@@ -90,9 +127,13 @@ Activation = Literal[
 
 
 class StrictModel(BaseModel):
-    """Unknown fields are errors; a spec is never silently half-read."""
+    """Unknown fields are errors; a spec is never silently half-read.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Values are taken as YAML typed them: `units: true` or `units: "10"` is an
+    error, not 1 or 10 (an int is still a fine float).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class _Layer(StrictModel):
@@ -112,7 +153,9 @@ class _Weighted(_Layer):
 
 def _pair(value: Any) -> Any:
     """`3` means `(3, 3)`: Keras' own shorthand for 2-D sizes."""
-    return [value, value] if isinstance(value, int) else value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    return tuple(value) if isinstance(value, list) else value
 
 
 _POSITIVE = {"type": "integer", "exclusiveMinimum": 0}
@@ -357,7 +400,14 @@ class TrainSpec(StrictModel):
     num_classes: Annotated[int, Field(ge=2, le=1_000_000)] | None = Field(
         default=None, description="npz recipe: how many classes the labels have."
     )
-    labels: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+    labels: (
+        list[
+            Annotated[
+                str, Field(min_length=1, max_length=200), AfterValidator(_one_line)
+            ]
+        ]
+        | None
+    ) = Field(
         default=None,
         description="npz recipe: class names for labels.txt, one per class.",
     )
@@ -387,13 +437,20 @@ class TrainSpec(StrictModel):
         if self.recipe != "npz" and self.num_classes is not None:
             raise PydanticCustomError(
                 "recipe_classes",
-                "num_classes is only for the npz recipe; {recipe!r} knows its classes",
+                "num_classes is only for the npz recipe; '{recipe}' knows its classes",
+                {"recipe": self.recipe},
+            )
+        if self.data is not None and self.recipe != "npz":
+            raise PydanticCustomError(
+                "labels_count",
+                "data is only for the npz recipe; '{recipe}' is found as the "
+                "README's Data section says, or with --data",
                 {"recipe": self.recipe},
             )
         if self.labels is not None and self.recipe != "npz":
             raise PydanticCustomError(
                 "labels_count",
-                "labels are only for the npz recipe; {recipe!r} names its classes",
+                "labels are only for the npz recipe; '{recipe}' names its classes",
                 {"recipe": self.recipe},
             )
         if self.labels is not None and len(self.labels) != self.num_classes:

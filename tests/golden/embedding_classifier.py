@@ -86,11 +86,8 @@ def load_data(
 
 
 def preprocess(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Shape each sample as INPUT_SHAPE; scale 8-bit pixels to [0, 1]."""
-    x = x.reshape((-1, *INPUT_SHAPE))
-    if x.dtype == np.uint8:
-        x = x / 255.0
-    return x.astype("float32"), y
+    """Shape each sample as INPUT_SHAPE; the embedding reads integer ids."""
+    return x.reshape((-1, *INPUT_SHAPE)).astype("int32"), y
 
 
 def train(
