@@ -115,3 +115,20 @@ def plan_text(text: str, tmp_path: Path) -> ModelPlan:
     path = tmp_path / "spec.yaml"
     path.write_text(text, encoding="utf-8")
     return plan_file(path, "spec.yaml")
+
+
+def compile_errors(text: str, tmp_path: Path) -> list[str]:
+    """The messages of the whole compile (spec and plan) of spec text that must
+    be rejected, as a user running from its folder sees them."""
+    from l2compile.generate import compile_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(text, encoding="utf-8")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        result = compile_spec(Path("spec.yaml"))
+    finally:
+        os.chdir(cwd)
+    assert isinstance(result, list), "expected the spec to be rejected"
+    return [str(e) for e in result]

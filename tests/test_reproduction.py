@@ -27,19 +27,10 @@ ACCURACY_BAND = (0.906, 0.926)
 LOSS_BAND = (0.696, 0.796)
 
 
-@pytest.fixture(scope="module")
-def article_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    out = tmp_path_factory.mktemp("article") / "mnist_mlp"
+def build(spec: str, out: Path) -> str:
+    """Run `l2compile build SPEC --out OUT` as a user would; its stdout."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "l2compile",
-            "build",
-            "specs/mnist.yaml",
-            "--out",
-            str(out),
-        ],
+        [sys.executable, "-m", "l2compile", "build", spec, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -47,7 +38,13 @@ def article_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         timeout=1800,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return out, result.stdout
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def article_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("article") / "mnist_mlp"
+    return out, build("specs/mnist.yaml", out)
 
 
 def test_build_reproduces_the_articles_accuracy_and_loss(
@@ -136,15 +133,7 @@ def test_spec_reaches_its_accuracy_on_the_real_test_set(
     tmp_path: Path, spec: str, floor: float
 ) -> None:
     out = tmp_path / "build"
-    result = subprocess.run(
-        [sys.executable, "-m", "l2compile", "build", spec, "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        timeout=1800,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    build(spec, out)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= floor
     assert abs(metrics["tflite"]["files"]["none"]["accuracy_drop"]) <= 0.001

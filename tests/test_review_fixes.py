@@ -14,23 +14,10 @@ from l2compile.build import import_generated
 from l2compile.cli import EXIT_FAILURE, EXIT_OK, EXIT_SPEC_ERROR, main
 from l2compile.generate import compile_spec
 
-from .conftest import SPECS, plan_text
+from .conftest import SPECS, compile_errors, plan_text
 
 GOOD = (SPECS / "mnist.yaml").read_text(encoding="utf-8").split("\n", 1)[1]
 NPZ_TRAIN = "train:\n  recipe: npz\n  num_classes: 3\n  epochs: 1\n  batch_size: 8\n"
-
-
-def messages(text: str, tmp_path: Path) -> list[str]:
-    path = tmp_path / "spec.yaml"
-    path.write_text(text, encoding="utf-8")
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        result = compile_spec(Path("spec.yaml"))
-    finally:
-        os.chdir(cwd)
-    assert isinstance(result, list), "expected the spec to be rejected"
-    return [str(e) for e in result]
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -81,7 +68,7 @@ def run(*args: str) -> tuple[int, str, str]:
 def test_values_are_taken_as_yaml_typed_them(
     tmp_path: Path, old: str, new: str, message: str
 ) -> None:
-    assert messages(GOOD.replace(old, new), tmp_path) == [message]
+    assert compile_errors(GOOD.replace(old, new), tmp_path) == [message]
 
 
 def test_exponent_without_a_dot_is_a_number(tmp_path: Path) -> None:
@@ -96,7 +83,7 @@ def test_labels_must_be_one_printable_line(tmp_path: Path) -> None:
         + NPZ_TRAIN
         + '  labels: [a, "b\\nc", d]\n'
     )
-    assert messages(text, tmp_path) == [
+    assert compile_errors(text, tmp_path) == [
         "spec.yaml:10:15: error: train.labels[1]: must be printable text on one "
         "line (it is a line of labels.txt)"
     ]
@@ -138,7 +125,7 @@ def test_models_that_cannot_train_as_specified(
         + layers
         + "train: {recipe: mnist, epochs: 1, batch_size: 8}\n"
     )
-    assert messages(text, tmp_path) == [message]
+    assert compile_errors(text, tmp_path) == [message]
 
 
 def test_embedding_reads_its_ids_unscaled(tmp_path: Path) -> None:

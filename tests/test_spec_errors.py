@@ -10,7 +10,7 @@ import pytest
 from l2compile.generate import compile_spec
 from l2compile.spec import LoadedSpec, load_spec
 
-from .conftest import SPECS
+from .conftest import SPECS, compile_errors
 
 # The article's spec without its first line (the editor schema comment), so
 # that the line numbers below count from its `name:` at line 4.
@@ -30,22 +30,6 @@ def errors(text: str, tmp_path: Path) -> list[str]:
     loaded = load_spec(path, "spec.yaml")
     assert isinstance(loaded, list), "expected the spec to be rejected"
     return [str(e) for e in loaded]
-
-
-def plan_errors(text: str, tmp_path: Path) -> list[str]:
-    """Messages from the whole compile (spec and plan), for cross-field checks."""
-    path = tmp_path / "spec.yaml"
-    path.write_text(text, encoding="utf-8")
-    import os
-
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        result = compile_spec(Path("spec.yaml"))
-    finally:
-        os.chdir(cwd)
-    assert isinstance(result, list), "expected the spec to be rejected"
-    return [str(e) for e in result]
 
 
 def test_the_article_spec_is_valid() -> None:
@@ -293,7 +277,7 @@ def test_output_units_must_match_the_recipe_classes(tmp_path: Path) -> None:
     text = GOOD.replace(
         "units: 10, activation: softmax", "units: 5, activation: softmax"
     )
-    assert plan_errors(text, tmp_path) == [
+    assert compile_errors(text, tmp_path) == [
         "spec.yaml:11:5: error: layers[2]: the model's output shape is (5,), but "
         "recipe 'mnist' has 10 classes: the last layer must output (10,)"
     ]
@@ -301,7 +285,7 @@ def test_output_units_must_match_the_recipe_classes(tmp_path: Path) -> None:
 
 def test_input_shape_must_hold_the_recipe_images(tmp_path: Path) -> None:
     text = GOOD.replace("shape: [784]", "shape: [28, 27]")
-    assert plan_errors(text, tmp_path) == [
+    assert compile_errors(text, tmp_path) == [
         "spec.yaml:6:16: error: input.shape: recipe 'mnist' gives 28x28 images "
         "(784 values each), but this shape holds 756",
         # Dense layers act on the last axis, so the output is (28, 10) too.
@@ -314,7 +298,7 @@ def test_reshape_that_does_not_multiply_out_is_located(tmp_path: Path) -> None:
     text = GOOD.replace(
         "layers:\n", "layers:\n  - {type: reshape, target_shape: [28, 29]}\n"
     )
-    assert plan_errors(text, tmp_path) == [
+    assert compile_errors(text, tmp_path) == [
         "spec.yaml:9:35: error: layers[0].target_shape: cannot reshape (784,) "
         "(784 values) to [28, 29] (812 values)"
     ]
@@ -322,7 +306,7 @@ def test_reshape_that_does_not_multiply_out_is_located(tmp_path: Path) -> None:
 
 def test_last_dense_layer_must_be_softmax(tmp_path: Path) -> None:
     text = GOOD.replace("activation: softmax", "activation: relu")
-    assert plan_errors(text, tmp_path) == [
+    assert compile_errors(text, tmp_path) == [
         "spec.yaml:11:42: error: layers[2].activation: the last dense layer must use "
         "activation 'softmax': loss 'sparse_categorical_crossentropy' expects class "
         "probabilities"
@@ -333,7 +317,7 @@ def test_duplicate_layer_names(tmp_path: Path) -> None:
     text = GOOD.replace("units: 128,", "units: 128, name: hidden,").replace(
         "units: 64,", "units: 64, name: hidden,"
     )
-    assert plan_errors(text, tmp_path) == [
+    assert compile_errors(text, tmp_path) == [
         "spec.yaml:10:36: error: layers[1].name: layer name 'hidden' is already "
         "used by layers[0]"
     ]
@@ -344,7 +328,7 @@ def test_conv2d_on_a_flat_input_says_what_it_needs(tmp_path: Path) -> None:
         "  - {type: dense, units: 128,",
         "  - {type: conv2d, filters: 8, kernel_size: 3}\n  - {type: dense, units: 128,",
     )
-    assert plan_errors(text, tmp_path) == [
+    assert compile_errors(text, tmp_path) == [
         "spec.yaml:9:12: error: layers[0].type: conv2d needs input of shape "
         "(height, width, channels), but its input is (784,); add a reshape layer "
         "before it, e.g. target_shape: [28, 28, 1]"
@@ -356,7 +340,7 @@ def test_lstm_on_a_flat_input_says_what_it_needs(tmp_path: Path) -> None:
         "  - {type: dense, units: 128,",
         "  - {type: lstm, units: 32}\n  - {type: dense, units: 128,",
     )
-    assert plan_errors(text, tmp_path) == [
+    assert compile_errors(text, tmp_path) == [
         "spec.yaml:9:12: error: layers[0].type: lstm needs input of shape "
         "(timesteps, features), but its input is (784,); add a reshape layer "
         "before it, e.g. target_shape: [28, 28]"
@@ -371,7 +355,7 @@ def test_kernel_larger_than_its_input(tmp_path: Path) -> None:
         "  - {type: flatten}\n"
         "  - {type: dense, units: 128,",
     )
-    assert plan_errors(text, tmp_path) == [
+    assert compile_errors(text, tmp_path) == [
         "spec.yaml:10:45: error: layers[1].kernel_size: (9, 3) is larger than the "
         "input (6, 6) with padding 'valid'"
     ]
@@ -383,7 +367,7 @@ def test_embedding_needs_a_sequence_of_ids(tmp_path: Path) -> None:
         "  - {type: embedding, input_dim: 256, output_dim: 4}\n"
         "  - {type: dense, units: 128,",
     )
-    assert plan_errors(text, tmp_path) == [
+    assert compile_errors(text, tmp_path) == [
         "spec.yaml:9:12: error: layers[0].type: embedding needs input of shape "
         "(sequence_length,), but its input is (28, 28)"
     ]
@@ -404,7 +388,7 @@ def test_weight_decay_and_l2_on_the_same_weights_need_consent(tmp_path: Path) ->
     text = GOOD.replace(
         "learning_rate: 0.001}", "learning_rate: 0.001, weight_decay: 0.004}"
     )
-    assert plan_errors(text, tmp_path) == [
+    assert compile_errors(text, tmp_path) == [
         "spec.yaml:14:63: error: train.optimizer.weight_decay: weight decay and an "
         "L2 penalty would both reach dense_1/kernel, dense_2/kernel, dense_3/kernel; "
         "use one (set l2: 0), or set weight_decay_with_l2: true to use both"
@@ -463,7 +447,7 @@ def test_int8_and_dynamic_batch_are_refused_for_recurrent_layers(
             "export:\n  tflite: {quantize: [none, int8], batch: dynamic}",
         )
     )
-    assert plan_errors(text, tmp_path) == [
+    assert compile_errors(text, tmp_path) == [
         "spec.yaml:22:43: error: export.tflite.batch: layers[0] (lstm) converts to "
         "TFLite only with a static batch; use batch: 1",
         "spec.yaml:22:22: error: export.tflite.quantize: int8 cannot quantize "
