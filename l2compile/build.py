@@ -158,8 +158,18 @@ def _build_into(
     keras.utils.set_random_seed(plan.seed)
     x_train, y_train = generated.preprocess(dataset.x_train, dataset.y_train)
     x_test, y_test = generated.preprocess(dataset.x_test, dataset.y_test)
-    model = generated.compile_model(generated.build_model())
-    log(f"training {plan.name}: {plan.params:,} parameters, {epochs} epochs")
+    replicas = 1
+    if plan.distribute == "mirrored":
+        strategy = generated.make_strategy()
+        replicas = strategy.num_replicas_in_sync
+        with strategy.scope():
+            model = generated.compile_model(generated.build_model())
+    else:
+        model = generated.compile_model(generated.build_model())
+    log(
+        f"training {plan.name}: {plan.params:,} parameters, {epochs} epochs"
+        + (f", {replicas} replicas" if plan.distribute != "none" else "")
+    )
     # Keras' progress bar in a terminal; one line per epoch in a log file.
     verbose = 1 if sys.stdout.isatty() else 2
     penalties: list[float] = []
@@ -199,6 +209,7 @@ def _build_into(
             key: [float(v) for v in values] for key, values in history.history.items()
         },
         "timing": {"train_seconds": train_seconds},
+        "replicas": replicas,
         "history_split": _history_split(history.history, penalties),
         "l2_norms": _l2_norms(model, plan),
     }

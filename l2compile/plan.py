@@ -171,6 +171,7 @@ class ModelPlan:
     export_formats: tuple[str, ...]
     constants: tuple[Constant, ...] = field(default=())
     tflite: TFLitePlan | None = None
+    distribute: str = "none"
     weight_decay: float = 0.0
     #: Trainable weights that weight decay must leave alone (Keras paths).
     no_weight_decay: tuple[str, ...] = ()
@@ -725,6 +726,24 @@ class _Planner:
                 "layers crashes the TFLite converter; use none, float16 or dynamic",
             )
 
+    def steps_per_execution(self) -> int:
+        """The spec's, except under MirroredStrategy, where Keras 3's multi-step
+        loop fails ('You must feed a value for placeholder tensor',
+        keras-team/keras issue 19246): there it is 1."""
+        train = self.spec.train
+        if train.distribute == "none":
+            return train.steps_per_execution
+        if "steps_per_execution" in train.model_fields_set and (
+            train.steps_per_execution > 1
+        ):
+            self.error(
+                ("train", "steps_per_execution"),
+                f"distribute: {train.distribute} needs steps_per_execution: 1; Keras "
+                "3's multi-step loop fails under tf.distribute (keras-team/keras "
+                "issue 19246)",
+            )
+        return 1
+
     def check_weight_decay(self, layers: list[LayerPlan]) -> None:
         opt = self.spec.train.optimizer
         if opt.weight_decay == 0 or opt.weight_decay_with_l2:
@@ -762,6 +781,7 @@ class _Planner:
         self.check_recipe(recipe, layers)
         self.check_weight_decay(layers)
         self.check_tflite(layers)
+        steps_per_execution = self.steps_per_execution()
         if self.errors:
             return self.errors
 
@@ -810,7 +830,7 @@ class _Planner:
             Constant("SEED", repr(spec.train.seed)),
             Constant(
                 "STEPS_PER_EXECUTION",
-                repr(spec.train.steps_per_execution),
+                repr(steps_per_execution),
                 "steps per call into TensorFlow: same math, less overhead",
             ),
             Constant(
@@ -842,6 +862,7 @@ class _Planner:
             export_formats=tuple(spec.export.formats),
             constants=tuple(constants),
             tflite=self.tflite_plan(layers),
+            distribute=spec.train.distribute,
             weight_decay=opt.weight_decay,
             no_weight_decay=no_decay,
             data=spec.train.data,

@@ -133,6 +133,7 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "data_layout": _data_layout(plan),
         "data_default": plan.data is not None,
         "integer_input": plan.integer_input,
+        "distribute": plan.distribute,
     }
 
 

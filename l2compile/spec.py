@@ -424,6 +424,11 @@ class TrainSpec(StrictModel):
         description="Training steps per call into TensorFlow: the same math "
         "with less per-step overhead.",
     )
+    distribute: Literal["none", "mirrored"] = Field(
+        default="none",
+        description="mirrored: one replica per local GPU (per logical CPU device "
+        "where there is no GPU), batch_size being the global batch.",
+    )
     jit_compile: bool = Field(
         default=False,
         description="Compile the training step with XLA (measured: no faster "
