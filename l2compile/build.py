@@ -50,6 +50,7 @@ class BuildResult:
     out: Path
     metrics: dict[str, Any]
     artifacts: tuple[str, ...]
+    published: bool = True
 
 
 def check_out_dir(out: Path) -> None:
@@ -89,6 +90,12 @@ def build(
     try:
         work.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a build is not
         metrics = _build_into(work, plan, code, dataset, epochs, log)
+        if not is_chief():
+            # Every worker trains and exports (they run in lockstep); only the
+            # chief publishes.
+            shutil.rmtree(work)
+            log("not the chief worker: nothing published")
+            return BuildResult(out, metrics, (), published=False)
         _publish(work, out)
     except ParityError as exc:
         raise BuildError(
@@ -110,6 +117,19 @@ def _check_input_shape(plan: ModelPlan, dataset: Dataset) -> None:
             f"input.shape {list(plan.input_shape)} ({math.prod(sample)} values, "
             f"not {math.prod(plan.input_shape)})"
         )
+
+
+def is_chief() -> bool:
+    """Whether this process publishes: always, unless TF_CONFIG names another
+    task as the chief (the 'chief' task, else worker 0)."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = config.get("task") or {}
+    kind, index = task.get("type"), task.get("index", 0)
+    if kind is None:
+        return True
+    if "chief" in config.get("cluster", {}):
+        return bool(kind == "chief")
+    return bool(kind == "worker" and index == 0)
 
 
 def _umask() -> int:
@@ -159,7 +179,7 @@ def _build_into(
     x_train, y_train = generated.preprocess(dataset.x_train, dataset.y_train)
     x_test, y_test = generated.preprocess(dataset.x_test, dataset.y_test)
     replicas = 1
-    if plan.distribute == "mirrored":
+    if plan.distribute != "none":
         strategy = generated.make_strategy()
         replicas = strategy.num_replicas_in_sync
         with strategy.scope():
@@ -186,13 +206,21 @@ def _build_into(
     )
 
     train_seconds = time.perf_counter() - began
-    scores = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
+    if plan.distribute == "multi_worker":
+        scores = generated.evaluate(model, x_test, y_test)  # evaluate() fails there
+    else:
+        scores = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
     test_loss = float(scores["loss"])
     test_accuracy = float(scores["accuracy"])
     print("Test loss:", test_loss)
     print("Test accuracy:", test_accuracy)
 
-    probabilities = np.asarray(model.predict(x_test, batch_size=1000, verbose=0))
+    probabilities = np.concatenate(
+        [
+            np.asarray(model(x_test[i : i + 1000], training=False))
+            for i in range(0, len(x_test), 1000)
+        ]
+    )
     data_loss = float(
         np.mean(keras.losses.sparse_categorical_crossentropy(y_test, probabilities))
     )

@@ -289,6 +289,9 @@ def build(spec: Path, out: Path | None, data: Path | None, epochs: int | None) -
             f"the build failed: {type(exc).__name__}: {exc}\n"
             f"{out} was not changed. Set L2COMPILE_DEBUG=1 to see the traceback."
         )
+    if not result.published:
+        click.echo("Not the chief worker: the chief publishes the artifacts.")
+        return
     click.echo(f"Artifacts in {result.out}/:")
     for name in result.artifacts:
         click.echo(f"  {result.out / name}")

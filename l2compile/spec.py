@@ -424,10 +424,11 @@ class TrainSpec(StrictModel):
         description="Training steps per call into TensorFlow: the same math "
         "with less per-step overhead.",
     )
-    distribute: Literal["none", "mirrored"] = Field(
+    distribute: Literal["none", "mirrored", "multi_worker"] = Field(
         default="none",
         description="mirrored: one replica per local GPU (per logical CPU device "
-        "where there is no GPU), batch_size being the global batch.",
+        "where there is no GPU); multi_worker: MultiWorkerMirroredStrategy, "
+        "configured by TF_CONFIG. batch_size is the global batch.",
     )
     jit_compile: bool = Field(
         default=False,

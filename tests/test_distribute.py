@@ -6,8 +6,10 @@ test runs in a fresh Python process.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +125,94 @@ def test_mirrored_with_several_steps_per_execution_is_refused(tmp_path: Path) ->
         "needs steps_per_execution: 1; Keras 3's multi-step loop fails under "
         "tf.distribute (keras-team/keras issue 19246)"
     ]
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_train_in_lockstep_and_only_the_chief_publishes(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    out = tmp_path / "build"
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "l2compile",
+                "build",
+                str(TEST_SPECS / "multi_worker.yaml"),
+                "--out",
+                str(out),
+                "--data",
+                str(tiny_mnist),
+            ],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "TF_CPP_MIN_LOG_LEVEL": "2",
+                "TF_CONFIG": json.dumps(
+                    {"cluster": cluster, "task": {"type": "worker", "index": index}}
+                ),
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(2)
+    ]
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-3000:]
+    chief, other = (stdout.splitlines() for stdout, _ in outputs)
+    assert other[-1] == "Not the chief worker: the chief publishes the artifacts."
+    # Both replicas of the model end with the same scores: they trained together.
+    scores = [line for line in chief if line.startswith("Test ")]
+    assert scores == [line for line in other if line.startswith("Test ")]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["replicas"] == 2
+    assert metrics["test_accuracy"] > 0.5
+    assert abs(metrics["tflite"]["files"]["none"]["accuracy_drop"]) <= 0.001
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build", "data"]
+
+
+def test_custom_step_keeps_fits_math_l2_included(tmp_path: Path) -> None:
+    """The multi-worker custom step and fit, from the same weights on the same
+    single batch per epoch, end with the same weights and penalty."""
+    from l2compile.render import render_module
+
+    plan = plan_file(TEST_SPECS / "multi_worker.yaml")
+    (tmp_path / "custom.py").write_text(render_module(plan))
+    fitted = dataclasses.replace(plan, distribute="none")
+    (tmp_path / "fitted.py").write_text(render_module(fitted))
+    found = two_cpus(
+        "import numpy as np, keras\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "import custom, fitted\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.integers(0, 255, size=(custom.BATCH_SIZE, 28, 28)).astype(np.uint8)\n"
+        "x, y = custom.preprocess(x, rng.integers(0, 10, custom.BATCH_SIZE))\n"
+        "keras.utils.set_random_seed(1)\n"
+        "plain = fitted.compile_model(fitted.build_model())\n"
+        "with custom.make_strategy().scope():\n"
+        "    model = custom.compile_model(custom.build_model())\n"
+        "model.set_weights(plain.get_weights())\n"
+        "plain.fit(x, y, batch_size=fitted.BATCH_SIZE, epochs=3, verbose=0)\n"
+        "custom.train(model, x, y, x, y, epochs=3, verbose=0)\n"
+        "diff = max(float(np.max(np.abs(a - b)))\n"
+        "           for a, b in zip(plain.get_weights(), model.get_weights()))\n"
+        "print(json.dumps({'diff': diff, 'penalty': [float(sum(plain.losses)),\n"
+        "                  float(sum(model.losses))]}))\n",
+        str(tmp_path),
+    )
+    assert found["diff"] < 1e-5  # type: ignore[operator]
+    one, two = found["penalty"]  # type: ignore[misc]
+    assert abs(one - two) < 1e-6
