@@ -139,15 +139,16 @@ def test_missing_spec_file_is_a_spec_error(tmp_path: Path) -> None:
     assert err.startswith(f"{tmp_path / 'nope.yaml'}: error: no such file\n")
 
 
-@pytest.mark.parametrize("command", ["validate", "generate", "inspect"])
-def test_validate_generate_and_inspect_never_import_tensorflow(
+@pytest.mark.parametrize("command", ["validate", "generate", "inspect", "schema"])
+def test_validate_generate_inspect_and_schema_never_import_tensorflow(
     tmp_path: Path, command: str
 ) -> None:
+    args = "" if command == "schema" else "'specs/mnist.yaml', "
     probe = (
         "import sys\n"
         "from l2compile.cli import main\n"
         "try:\n"
-        f"    main([{command!r}, 'specs/mnist.yaml', *sys.argv[1:]])\n"
+        f"    main([{command!r}, {args}*sys.argv[1:]])\n"
         "except SystemExit as exit:\n"
         "    assert exit.code == 0, exit.code\n"
         "heavy = sorted(m for m in ('tensorflow', 'keras', 'ai_edge_litert') "
