@@ -85,8 +85,15 @@ def build(
         f"data: {dataset.source} ({len(dataset.x_train):,} train, "
         f"{len(dataset.x_test):,} test samples)"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise BuildError(
+            f"--out {out}: cannot write the build beside it in {out.parent}: "
+            f"{exc.strerror or exc}"
+        ) from exc
+    _check_free_space(work, plan)
     try:
         work.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a build is not
         metrics = _build_into(work, plan, code, dataset, epochs, log)
@@ -116,6 +123,20 @@ def _check_input_shape(plan: ModelPlan, dataset: Dataset) -> None:
             f"{dataset.source}: each sample has shape {sample}, which does not fit "
             f"input.shape {list(plan.input_shape)} ({math.prod(sample)} values, "
             f"not {math.prod(plan.input_shape)})"
+        )
+
+
+def _check_free_space(work: Path, plan: ModelPlan) -> None:
+    """Refuse to train when the artifacts clearly cannot fit on the disk."""
+    # .keras keeps weights and optimizer state (3 copies), the SavedModel one,
+    # the TFLite files up to 4 + 2 + 1 + 1 bytes a parameter; plus 20 MB.
+    need = plan.params * 4 * 6 + 20 * 2**20
+    free = shutil.disk_usage(work).free
+    if free < need:
+        shutil.rmtree(work, ignore_errors=True)
+        raise BuildError(
+            f"{work.parent}: {free / 2**20:,.0f} MiB free, but the build of "
+            f"{plan.params:,} parameters needs about {need / 2**20:,.0f} MiB"
         )
 
 
@@ -193,6 +214,7 @@ def _build_into(
     # Keras' progress bar in a terminal; one line per epoch in a log file.
     verbose = 1 if sys.stdout.isatty() else 2
     penalties: list[float] = []
+    divergence = _divergence_guard(keras)
     began = time.perf_counter()
     history = generated.train(
         model,
@@ -202,8 +224,10 @@ def _build_into(
         y_test,
         epochs=epochs,
         verbose=verbose,
-        callbacks=[_penalty_recorder(keras, penalties)],
+        callbacks=[_penalty_recorder(keras, penalties), divergence],
     )
+    if divergence.found is not None:
+        raise BuildError(divergence.message(plan, epochs))
 
     train_seconds = time.perf_counter() - began
     if plan.distribute == "multi_worker":
@@ -279,6 +303,43 @@ def _penalty_recorder(keras: Any, penalties: list[float]) -> Any:
             penalties.append(float(sum(float(loss) for loss in self.model.losses)))
 
     return PenaltyRecorder()
+
+
+def _divergence_guard(keras: Any) -> Any:
+    """A callback that stops training as soon as the loss is NaN or infinite."""
+
+    class DivergenceGuard(keras.callbacks.Callback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.epoch = 0
+            self.found: float | None = None
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.epoch = epoch
+
+        def _check(self, logs: Any) -> None:
+            loss = (logs or {}).get("loss")
+            if loss is not None and not np.isfinite(float(loss)):
+                self.found = float(loss)
+                self.model.stop_training = True
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            self._check(logs)
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            self.epoch = epoch
+            self._check(logs)
+
+        def message(self, plan: ModelPlan, epochs: int) -> str:
+            rate = next(c.value for c in plan.constants if c.name == "LEARNING_RATE")
+            return (
+                f"training diverged in epoch {self.epoch + 1} of {epochs}: the loss "
+                f"became {self.found}. The usual cause is a learning rate too large "
+                f"for the model (train.optimizer.learning_rate is {rate}), or an l2 "
+                f"that large (l2 is {plan.l2!r}). Nothing was published."
+            )
+
+    return DivergenceGuard()
 
 
 def _history_split(history: dict[str, Any], penalties: list[float]) -> dict[str, Any]:

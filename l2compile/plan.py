@@ -64,6 +64,8 @@ Role = Literal["kernel", "bias", "norm", "statistic"]
 
 _OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}
 _RECURRENT = ("lstm", "gru", "simple_rnn")
+#: Models larger than this are refused (4 GiB of float32 weights).
+MAX_PARAMS = 2**30
 
 
 def py_str(text: str) -> str:
@@ -744,6 +746,20 @@ class _Planner:
             )
         return 1
 
+    def check_size(self, layers: list[LayerPlan]) -> None:
+        """A model too large to build is a spec error, not a memory error."""
+        total = 0
+        for layer in layers:
+            total += layer.params
+            if total > MAX_PARAMS:
+                self.error(
+                    ("layers", layer.index),
+                    f"the model is too large: {total:,} parameters up to this layer "
+                    f"({total * 4 / 2**30:,.1f} GiB of float32 weights); l2compile "
+                    f"builds at most {MAX_PARAMS:,}",
+                )
+                return
+
     def check_weight_decay(self, layers: list[LayerPlan]) -> None:
         opt = self.spec.train.optimizer
         if opt.weight_decay == 0 or opt.weight_decay_with_l2:
@@ -778,6 +794,7 @@ class _Planner:
                 break  # later shapes are unknown; don't report knock-on errors
             layers.append(_assign_l2(planned, getattr(layer, "l2", None), spec))
             shape = planned.output_shape
+        self.check_size(layers)
         self.check_recipe(recipe, layers)
         self.check_weight_decay(layers)
         self.check_tflite(layers)

@@ -1,0 +1,102 @@
+"""Builds that fail do so at once, clearly, and publish nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+
+from l2compile import build as builder
+from l2compile.errors import BuildError
+from l2compile.generate import Compiled, compile_spec
+
+from .conftest import SMALL_SPEC, compile_errors
+
+
+def compiled(tmp_path: Path, text: str = SMALL_SPEC) -> Compiled:
+    path = tmp_path / "small.yaml"
+    path.write_text(text, encoding="utf-8")
+    result = compile_spec(path)
+    assert not isinstance(result, list), [str(e) for e in result]
+    return result
+
+
+def test_a_diverging_loss_stops_training_and_publishes_nothing(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    text = SMALL_SPEC.replace(
+        "  recipe: mnist\n",
+        "  recipe: mnist\n  optimizer: {type: sgd, learning_rate: 1.0e+30}\n",
+    ).replace("epochs: 1", "epochs: 5")
+    spec = compiled(tmp_path, text)
+    out = tmp_path / "out"
+    with pytest.raises(BuildError) as err:
+        builder.build(spec.plan, spec.code, out, data=tiny_mnist, log=lambda m: None)
+    message = str(err.value)
+    assert message.startswith("training diverged in epoch 1 of 5: the loss became ")
+    assert message.endswith(
+        "The usual cause is a learning rate too large for the model "
+        "(train.optimizer.learning_rate is 1e+30), or an l2 that large (l2 is "
+        "0.01). Nothing was published."
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "small.yaml"]
+
+
+def test_an_out_folder_that_cannot_be_written_fails_before_training(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "build"
+    spec = compiled(tmp_path)
+    with pytest.raises(BuildError) as err:
+        builder.build(spec.plan, spec.code, out, data=tiny_mnist, log=lambda m: None)
+    assert str(err.value) == (
+        f"--out {out}: cannot write the build beside it in {out.parent}: File exists"
+    )
+
+
+def test_a_disk_too_full_for_the_artifacts_fails_before_training(
+    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10, 10, 2**20))
+    spec = compiled(tmp_path)
+    with pytest.raises(BuildError) as err:
+        builder.build(
+            spec.plan, spec.code, tmp_path / "out", data=tiny_mnist, log=lambda m: None
+        )
+    assert str(err.value) == (
+        f"{tmp_path}: 1 MiB free, but the build of 12,730 parameters needs about 20 MiB"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "small.yaml"]
+
+
+def test_a_model_too_large_to_build_is_a_spec_error(tmp_path: Path) -> None:
+    text = SMALL_SPEC.replace("units: 16,", "units: 2000000,")
+    assert compile_errors(text, tmp_path) == [
+        "spec.yaml:7:5: error: layers[1]: the model is too large: 1,570,000,000 "
+        "parameters up to this layer (5.8 GiB of float32 weights); l2compile builds "
+        "at most 1,073,741,824"
+    ]
+
+
+def test_two_builds_with_one_seed_agree(tmp_path: Path, tiny_mnist: Path) -> None:
+    spec = compiled(tmp_path, SMALL_SPEC.replace("epochs: 1", "epochs: 2"))
+    results = []
+    for name in ("first", "second"):
+        builder.build(
+            spec.plan, spec.code, tmp_path / name, data=tiny_mnist, log=lambda m: None
+        )
+        results.append(json.loads((tmp_path / name / "metrics.json").read_text()))
+    a, b = results
+    assert (tmp_path / "first" / "small_mlp.py").read_bytes() == (
+        tmp_path / "second" / "small_mlp.py"
+    ).read_bytes()
+    for key in ("test_loss", "test_accuracy"):
+        assert round(a[key], 4) == round(b[key], 4)
+    assert [round(v, 4) for v in a["history"]["loss"]] == [
+        round(v, 4) for v in b["history"]["loss"]
+    ]
