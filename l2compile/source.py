@@ -228,7 +228,10 @@ class _Converter:
 def parse_yaml(text: str, file: str) -> Document | list[SpecError]:
     """Parse spec text into a `Document`, or every error found in it."""
     sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:  # the reader checks characters at once
+        return [_reader_error(file, text, exc)]
     try:
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
@@ -250,6 +253,8 @@ def parse_yaml(text: str, file: str) -> Document | list[SpecError]:
                 f"invalid YAML: {problem}",
             )
         ]
+    except yaml.reader.ReaderError as exc:
+        return [_reader_error(file, text, exc)]
     except RecursionError:
         return [SpecError(file, None, None, (), "invalid YAML: nested too deeply")]
     except yaml.YAMLError as exc:
@@ -287,6 +292,24 @@ def parse_yaml(text: str, file: str) -> Document | list[SpecError]:
         )
     finally:
         loader.dispose()
+
+
+def _char(character: int | str) -> str:
+    return repr(chr(character) if isinstance(character, int) else character)
+
+
+def _reader_error(file: str, text: str, exc: yaml.reader.ReaderError) -> SpecError:
+    before = text[: exc.position]
+    line = before.count("\n") + 1
+    column = exc.position - (before.rfind("\n") + 1) + 1
+    return SpecError(
+        file,
+        line,
+        column,
+        (),
+        f"invalid YAML: the character {_char(exc.character)} is not allowed "
+        "(control characters must be escaped in a quoted string)",
+    )
 
 
 def read_spec_file(

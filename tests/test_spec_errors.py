@@ -454,3 +454,11 @@ def test_int8_and_dynamic_batch_are_refused_for_recurrent_layers(
         "layers[0] (lstm): full-integer conversion of recurrent layers crashes the "
         "TFLite converter; use none, float16 or dynamic",
     ]
+
+
+def test_a_control_character_is_located(tmp_path: Path) -> None:
+    text = GOOD.replace("description: 784", "description: 78\x084")
+    assert errors(text, tmp_path) == [
+        "spec.yaml:5:16: error: invalid YAML: the character '\\x08' is not allowed "
+        "(control characters must be escaped in a quoted string)"
+    ]
