@@ -101,7 +101,7 @@ Identifier = Annotated[
     str, Field(min_length=1, max_length=64), AfterValidator(_check_identifier)
 ]
 ModuleName = Annotated[Identifier, AfterValidator(_check_module_name)]
-PositiveInt = Annotated[int, Field(gt=0, le=2**31 - 1)]
+PositiveInt = Annotated[int, Field(gt=0, le=2**53)]  # size limits: plan.MAX_PARAMS
 L2Coefficient = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 Activation = Literal[
@@ -680,6 +680,8 @@ def _describe(value: Any) -> str:
         return "a list"
     if value is None:
         return "nothing (null)"
+    if isinstance(value, str) and len(value) > 60:
+        return f"{value[:40]!r}... ({len(value):,} characters)"
     return repr(value)
 
 
@@ -730,7 +732,17 @@ def _to_spec_error(doc: Document, err: ErrorDetails) -> SpecError:
         message = str(ctx.get("error", err["msg"]))
         return doc.error(path, message)
 
+    if kind in ("too_short", "too_long", "string_too_short", "string_too_long"):
+        bound, limit = (
+            ("at least", ctx.get("min_length"))
+            if kind.endswith("too_short")
+            else ("at most", ctx.get("max_length"))
+        )
+        count = len(value) if hasattr(value, "__len__") else "?"
+        noun = "characters" if isinstance(value, str) else "items"
+        return doc.error(path, f"must have {bound} {limit} {noun}, got {count}")
     message = err["msg"]
-    if message.startswith("Input should"):
-        message = "must" + message[len("Input should") :]
+    for subject in ("Input should", "String should", "List should", "Value should"):
+        if message.startswith(subject):
+            message = "must" + message[len(subject) :]
     return doc.error(path, f"{message}, got {_describe(value)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import sys
 from pathlib import Path
 
@@ -190,3 +191,26 @@ def test_long_layer_lines_are_split_short_ones_are_not(tmp_path: Path) -> None:
     assert '            layers.Dropout(0.2, name="dropout_1"),\n' in code
     assert "            layers.Dense(\n                128,\n" in code
     assert max(len(line) for line in code.splitlines()) <= 88
+
+
+def test_data_path_lands_as_an_inert_string(tmp_path: Path) -> None:
+    evil = 'x.npz"); __import__("os").system("id") #'
+    text = (
+        "name: m\ninput: {shape: [4]}\n"
+        "layers: [{type: dense, units: 3, activation: softmax}]\n"
+        "train: {recipe: npz, num_classes: 3, epochs: 1, batch_size: 8, data: "
+        + json.dumps(evil)
+        + "}\n"
+    )
+    code = render_module(plan_text(text, tmp_path))
+    tree = ast.parse(code)
+    constants = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+    }
+    assert constants["DATA"] == evil
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    assert not any(
+        isinstance(c.func, ast.Attribute) and c.func.attr == "system" for c in calls
+    )

@@ -1,0 +1,40 @@
+"""A corpus of bad specs, one file each, beside the exact errors a user sees.
+
+tests/bad_specs/NAME.yaml is the spec and NAME.txt what `l2compile validate
+tests/bad_specs/NAME.yaml` prints on stderr, run from the repository root.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from l2compile.cli import EXIT_SPEC_ERROR, main
+
+from .conftest import ROOT
+
+CORPUS = ROOT / "tests" / "bad_specs"
+CASES = sorted(CORPUS.glob("*.yaml"))
+
+
+def test_the_corpus_covers_the_cases_users_hit() -> None:
+    assert {case.stem for case in CASES} >= {
+        "wrong_types", "negative_l2", "nan_l2", "units_zero", "units_huge",
+        "unknown_layer", "unknown_activation", "unknown_optimizer",
+        "missing_fields", "empty", "not_utf8", "tabs", "list_not_mapping",
+        "deep_nesting", "long_string", "duplicate_keys", "alias_bomb",
+        "injection_name", "injection_labels",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.stem)
+def test_bad_spec_gets_its_exact_errors(
+    case: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(main, ["validate", case.relative_to(ROOT).as_posix()])
+    assert result.exit_code == EXIT_SPEC_ERROR
+    assert result.stderr == case.with_suffix(".txt").read_text(encoding="utf-8")
+    assert result.stdout == ""
