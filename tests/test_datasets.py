@@ -251,3 +251,11 @@ def test_offline_fashion_message_names_the_folder_and_its_files(tmp_path: Path) 
         f"  - {tmp_path / 'd' / 'fashion-mnist'} ($L2COMPILE_DATA)",
         f"  - {tmp_path / 'k' / 'datasets' / 'fashion-mnist'} (the Keras cache)",
     ]
+
+
+def test_a_truncated_npz_is_named(tmp_path: Path) -> None:
+    path = make_mnist_npz(tmp_path / "mnist.npz", n_train=20, n_test=10)
+    path.write_bytes(path.read_bytes()[:-300])
+    with pytest.raises(BuildError) as err:
+        load_dataset(MNIST, path, env={})
+    assert str(err.value).startswith(f"{path}: cannot read as an .npz file: ")

@@ -1,6 +1,6 @@
 """The article, end to end: `l2compile build specs/mnist.yaml` on the real MNIST.
 
-A real 10-epoch training run (about a minute on two cores). The data is
+Real training runs on the full MNIST (a few minutes on two cores). The data is
 found as a user's would be: $L2COMPILE_DATA (set by CI and conftest.py),
 the Keras cache, or Keras' download.
 """
