@@ -472,7 +472,6 @@ ExportFormat = Literal["keras", "saved_model", "tflite"]
 
 
 QuantizeMode = Literal["none", "float16", "dynamic", "int8"]
-QUANTIZE_MODES: tuple[str, ...] = get_args(QuantizeMode)
 
 
 class TFLiteSpec(StrictModel):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from l2compile.generate import Compiled
 from l2compile.plan import ModelPlan, plan_spec
 from l2compile.spec import load_spec
 
@@ -132,3 +133,14 @@ def compile_errors(text: str, tmp_path: Path) -> list[str]:
         os.chdir(cwd)
     assert isinstance(result, list), "expected the spec to be rejected"
     return [str(e) for e in result]
+
+
+def compiled(tmp_path: Path, text: str = SMALL_SPEC) -> Compiled:
+    """A spec text that must be valid, compiled from tmp_path/small.yaml."""
+    from l2compile.generate import compile_spec
+
+    path = tmp_path / "small.yaml"
+    path.write_text(text, encoding="utf-8")
+    result = compile_spec(path)
+    assert not isinstance(result, list), [str(e) for e in result]
+    return result

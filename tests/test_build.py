@@ -14,17 +14,8 @@ from l2compile import build as builder
 from l2compile import export
 from l2compile.datasets import RECIPES, read_npz
 from l2compile.errors import BuildError
-from l2compile.generate import Compiled, compile_spec
 
-from .conftest import ROOT, SMALL_SPEC
-
-
-def compiled(tmp_path: Path, text: str = SMALL_SPEC) -> Compiled:
-    path = tmp_path / "small.yaml"
-    path.write_text(text, encoding="utf-8")
-    result = compile_spec(path)
-    assert not isinstance(result, list), [str(e) for e in result]
-    return result
+from .conftest import ROOT, SMALL_SPEC, compiled
 
 
 @pytest.fixture(scope="module")

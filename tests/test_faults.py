@@ -11,17 +11,8 @@ import pytest
 
 from l2compile import build as builder
 from l2compile.errors import BuildError
-from l2compile.generate import Compiled, compile_spec
 
-from .conftest import SMALL_SPEC, compile_errors
-
-
-def compiled(tmp_path: Path, text: str = SMALL_SPEC) -> Compiled:
-    path = tmp_path / "small.yaml"
-    path.write_text(text, encoding="utf-8")
-    result = compile_spec(path)
-    assert not isinstance(result, list), [str(e) for e in result]
-    return result
+from .conftest import SMALL_SPEC, compile_errors, compiled
 
 
 def test_a_diverging_loss_stops_training_and_publishes_nothing(
