@@ -4,15 +4,18 @@ There is one way to build a model: the generated module. The build writes it,
 imports it, and calls its `preprocess`, `build_model`, `compile_model` and
 `train`, so what a user checks in is exactly what was trained.
 
-Every output is written into a work folder beside `--out` and moved into place
-only when all artifacts and checks have succeeded; a failed build leaves the
-previous build untouched and no partial folder behind.
+Every output is written into a work folder beside `--out` (`.NAME.partial`)
+and moved into place only when all artifacts and checks have succeeded; a
+failed build leaves the previous build untouched. The work folder is locked
+while a build uses it, and it keeps the training state of every finished
+epoch (`l2compile.resume`): a build that is interrupted or killed can be
+continued with `--resume`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import math
@@ -31,9 +34,11 @@ from typing import Any
 import numpy as np
 
 from l2compile import __version__, export
+from l2compile import resume as resume_
 from l2compile.datasets import Dataset, load_dataset
-from l2compile.errors import BuildError
+from l2compile.errors import BuildError, Interrupted
 from l2compile.plan import ModelPlan, TFLitePlan
+from l2compile.resume import Saved, package_version
 
 #: TFLite float32 must agree with Keras to this accuracy on the test split.
 TFLITE_TOLERANCE = 0.001
@@ -73,10 +78,20 @@ def build(
     *,
     data: Path | None = None,
     epochs: int | None = None,
+    resume: bool = False,
     log: Log = print,
 ) -> BuildResult:
-    """Train, evaluate and export `plan`'s model into `out`, atomically."""
+    """Train, evaluate and export `plan`'s model into `out`, atomically.
+
+    With `resume`, continue an interrupted build of the same code, data and
+    epochs from its last finished epoch (or start afresh if there is none).
+    """
     check_out_dir(out)
+    if resume and plan.distribute == "multi_worker":
+        raise BuildError(
+            "--resume is not available with train.distribute: multi_worker: its "
+            "custom training loop saves no state; build without --resume"
+        )
     if data is None and plan.data is not None:
         data = Path(plan.data)
     dataset = load_dataset(plan.recipe, data)
@@ -85,33 +100,39 @@ def build(
         f"data: {dataset.source} ({len(dataset.x_train):,} train, "
         f"{len(dataset.x_test):,} test samples)"
     )
+    epochs = plan.epochs if epochs is None else epochs
+    key = resume_.build_key(code, dataset, epochs)
+    work, lock = _open_work(out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    except OSError as exc:
-        raise BuildError(
-            f"--out {out}: cannot write the build beside it in {out.parent}: "
-            f"{exc.strerror or exc}"
-        ) from exc
-    _check_free_space(work, plan)
-    try:
-        work.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a build is not
-        metrics = _build_into(work, plan, code, dataset, epochs, log)
-        if not is_chief():
-            # Every worker trains and exports (they run in lockstep); only the
-            # chief publishes.
-            shutil.rmtree(work)
-            log("not the chief worker: nothing published")
-            return BuildResult(out, metrics, (), published=False)
-        _publish(work, out)
-    except ParityError as exc:
-        raise BuildError(
-            f"{exc}\nNothing was published and {out} was not changed; this "
-            f"build's files are kept for inspection in {work}"
-        ) from exc
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        saved = _take_over(work, out, key, resume, log)
+        try:
+            _check_free_space(work, plan)
+            metrics = _build_into(work, plan, code, dataset, epochs, key, saved, log)
+            if not is_chief():
+                # Every worker trains and exports (they run in lockstep); only
+                # the chief publishes.
+                shutil.rmtree(work)
+                log("not the chief worker: nothing published")
+                return BuildResult(out, metrics, (), published=False)
+            _publish(work, out)
+        except ParityError as exc:
+            raise BuildError(
+                f"{exc}\nNothing was published and {out} was not changed; this "
+                f"build's files are kept for inspection in {work}"
+            ) from exc
+        except KeyboardInterrupt:
+            # Keep the finished epochs, so that --resume can continue them.
+            kept = resume_.read(work)
+            if kept is None:
+                shutil.rmtree(work, ignore_errors=True)
+                raise
+            resume_.clear(work, keep_state=True)
+            raise Interrupted(work, kept.epoch, kept.epochs) from None
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+    finally:
+        os.close(lock)
     artifacts = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
     return BuildResult(out, metrics, tuple(artifacts))
 
@@ -126,6 +147,75 @@ def _check_input_shape(plan: ModelPlan, dataset: Dataset) -> None:
         )
 
 
+def _open_work(out: Path) -> tuple[Path, int]:
+    """Create (or reuse) the build's work folder beside `out`, and lock it.
+
+    The name is stable, `.NAME.partial` (one per worker when several train
+    together), so that `--resume` finds an interrupted build's state. The lock
+    keeps two builds from writing the same `--out` at once; it is released
+    when the descriptor is closed, or the process dies.
+    """
+    task = "" if is_chief() else "-" + _task_name()
+    work = out.parent / f".{out.name}.partial{task}"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            work.mkdir(mode=0o777, exist_ok=True)
+            lock = os.open(work, os.O_RDONLY)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(lock)
+                raise BuildError(
+                    f"--out {out}: another l2compile build is writing it now (its "
+                    f"work folder {work} is locked); wait for that build to end"
+                ) from None
+            try:
+                if os.path.samestat(os.fstat(lock), os.stat(work)):
+                    return work, lock
+            except FileNotFoundError:
+                pass
+            os.close(lock)  # an ending build moved it into place; take a new one
+    except OSError as exc:
+        raise BuildError(
+            f"--out {out}: cannot write the build beside it in {out.parent}: "
+            f"{exc.strerror or exc}"
+        ) from exc
+    raise BuildError(f"--out {out}: cannot take its work folder {work}; try again")
+
+
+def _task_name() -> str:
+    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task") or {}
+    return f"{task.get('type', 'worker')}{task.get('index', 0)}"
+
+
+def _take_over(
+    work: Path, out: Path, key: dict[str, Any], resume: bool, log: Log
+) -> Saved | None:
+    """Empty the work folder for this build; with `resume`, keep and return the
+    saved state of an interrupted build of the same code, data and epochs."""
+    saved = resume_.read(work)
+    if resume and saved is None:
+        log(f"--resume: no saved state for {out}; training from the first epoch")
+    elif resume and saved is not None:
+        changed = resume_.differences(saved.key, key)
+        if changed:
+            raise BuildError(
+                f"--resume: the interrupted build in {work} cannot be continued: "
+                f"{'; '.join(changed)} differ from this build's. Build without "
+                "--resume to start over (that discards its saved epochs)."
+            )
+        log(f"resuming after epoch {saved.epoch} of {saved.epochs}")
+    elif saved is not None:
+        log(
+            f"discarding the saved epochs 1-{saved.epoch} of an interrupted build "
+            f"in {work}; build with --resume to continue such a build instead"
+        )
+        saved = None
+    resume_.clear(work, keep_state=saved is not None)
+    return saved
+
+
 def _check_free_space(work: Path, plan: ModelPlan) -> None:
     """Refuse to train when the artifacts clearly cannot fit on the disk."""
     # .keras keeps weights and optimizer state (3 copies), the SavedModel one,
@@ -133,7 +223,6 @@ def _check_free_space(work: Path, plan: ModelPlan) -> None:
     need = plan.params * 4 * 6 + 20 * 2**20
     free = shutil.disk_usage(work).free
     if free < need:
-        shutil.rmtree(work, ignore_errors=True)
         raise BuildError(
             f"{work.parent}: {free / 2**20:,.0f} MiB free, but the build of "
             f"{plan.params:,} parameters needs about {need / 2**20:,.0f} MiB"
@@ -151,12 +240,6 @@ def is_chief() -> bool:
     if "chief" in config.get("cluster", {}):
         return bool(kind == "chief")
     return bool(kind == "worker" and index == 0)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _publish(work: Path, out: Path) -> None:
@@ -184,7 +267,9 @@ def _build_into(
     plan: ModelPlan,
     code: str,
     dataset: Dataset,
-    epochs: int | None,
+    epochs: int,
+    key: dict[str, Any],
+    saved: Saved | None,
     log: Log,
 ) -> dict[str, Any]:
     module_path = work / f"{plan.name}.py"
@@ -194,27 +279,38 @@ def _build_into(
     import keras
 
     generated = import_generated(module_path, plan.name)
-    epochs = plan.epochs if epochs is None else epochs
 
     keras.utils.set_random_seed(plan.seed)
     x_train, y_train = generated.preprocess(dataset.x_train, dataset.y_train)
     x_test, y_test = generated.preprocess(dataset.x_test, dataset.y_test)
+
+    def make_model() -> Any:
+        model = generated.compile_model(generated.build_model())
+        if saved is not None:
+            resume_.restore(model, work, saved)
+        return model
+
     replicas = 1
     if plan.distribute != "none":
         strategy = generated.make_strategy()
         replicas = strategy.num_replicas_in_sync
         with strategy.scope():
-            model = generated.compile_model(generated.build_model())
+            model = make_model()
     else:
-        model = generated.compile_model(generated.build_model())
+        model = make_model()
     log(
         f"training {plan.name}: {plan.params:,} parameters, {epochs} epochs"
         + (f", {replicas} replicas" if plan.distribute != "none" else "")
     )
     # Keras' progress bar in a terminal; one line per epoch in a log file.
     verbose = 1 if sys.stdout.isatty() else 2
-    penalties: list[float] = []
+    penalties = list(saved.penalties) if saved is not None else []
     divergence = _divergence_guard(keras)
+    callbacks = [_penalty_recorder(keras, penalties), divergence]
+    resumable: dict[str, Any] = {}
+    if plan.distribute != "multi_worker":  # its custom loop cannot resume
+        callbacks.append(resume_.saver(keras, work, key, epochs, saved, penalties))
+        resumable["initial_epoch"] = saved.epoch if saved is not None else 0
     began = time.perf_counter()
     history = generated.train(
         model,
@@ -224,12 +320,20 @@ def _build_into(
         y_test,
         epochs=epochs,
         verbose=verbose,
-        callbacks=[_penalty_recorder(keras, penalties), divergence],
+        callbacks=callbacks,
+        **resumable,
     )
     if divergence.found is not None:
         raise BuildError(divergence.message(plan, epochs))
 
     train_seconds = time.perf_counter() - began
+    logged = {k: [float(v) for v in values] for k, values in history.history.items()}
+    if saved is not None:
+        train_seconds += saved.train_seconds
+        logged = {
+            k: saved.history.get(k, []) + logged.get(k, [])
+            for k in {**saved.history, **logged}
+        }
     if plan.distribute == "multi_worker":
         scores = generated.evaluate(model, x_test, y_test)  # evaluate() fails there
     else:
@@ -257,12 +361,11 @@ def _build_into(
         "epochs": epochs,
         "parameters": plan.params,
         "regularized_parameters": plan.regularized_params,
-        "history": {
-            key: [float(v) for v in values] for key, values in history.history.items()
-        },
+        "history": logged,
         "timing": {"train_seconds": train_seconds},
+        "resumed_after_epoch": saved.epoch if saved is not None else None,
         "replicas": replicas,
-        "history_split": _history_split(history.history, penalties),
+        "history_split": _history_split(logged, penalties),
         "l2_norms": _l2_norms(model, plan),
     }
 
@@ -290,6 +393,7 @@ def _build_into(
         )
         _write_deploy_files(work, plan, plan.tflite, dataset, metrics["tflite"])
 
+    resume_.discard(work)  # the build is complete: nothing is left to resume
     _write_json(work / METRICS, metrics)
     _write_manifest(work, plan, dataset, module_path.name)
     return metrics
@@ -529,13 +633,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _write_manifest(work: Path, plan: ModelPlan, dataset: Dataset, module: str) -> None:
     files = sorted(p for p in work.rglob("*") if p.is_file() and p.name != MANIFEST)
     artifacts = [
@@ -554,10 +651,10 @@ def _write_manifest(work: Path, plan: ModelPlan, dataset: Dataset, module: str) 
         "data": dataset.source,
         "versions": {
             "l2compile": __version__,
-            "tensorflow": _version("tensorflow"),
-            "keras": _version("keras"),
-            "numpy": _version("numpy"),
-            "ai-edge-litert": _version("ai-edge-litert"),
+            "tensorflow": package_version("tensorflow"),
+            "keras": package_version("keras"),
+            "numpy": package_version("numpy"),
+            "ai-edge-litert": package_version("ai-edge-litert"),
             "python": platform.python_version(),
         },
         "artifacts": artifacts,

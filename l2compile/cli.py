@@ -18,7 +18,7 @@ import click
 
 from l2compile import __version__, report
 from l2compile import generate as generate_
-from l2compile.errors import BuildError, SpecError
+from l2compile.errors import BuildError, Interrupted, SpecError
 from l2compile.generate import Compiled, compile_spec, display_path
 from l2compile.spec import json_schema
 
@@ -255,19 +255,30 @@ def generate(
     type=click.IntRange(min=1),
     help="Train this many epochs instead of the spec's.",
 )
-def build(spec: Path, out: Path | None, data: Path | None, epochs: int | None) -> None:
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted build of the same spec, data and epochs from "
+    "its last finished epoch; it ends as the uninterrupted build would. Without "
+    "a saved state, train from the first epoch.",
+)
+def build(
+    spec: Path, out: Path | None, data: Path | None, epochs: int | None, resume: bool
+) -> None:
     """Generate SPEC's module, train the model it builds, and export it.
 
     Writes <name>.py, model.keras, saved_model/, model.tflite, metrics.json
     and manifest.json into the build folder, replacing an earlier build only
-    when everything has succeeded.
+    when everything has succeeded. Each finished epoch is saved in a hidden
+    work folder beside it, so that an interrupted build can be continued
+    with --resume.
     """
     compiled = _compile_or_exit(spec)
     from l2compile import build as builder  # imports TensorFlow when it trains
 
     out = out or Path("build") / compiled.plan.name
-    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the work folder
-    # is removed and the previous build is left as it was.
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C: the previous build
+    # is left as it was, and the finished epochs are kept for --resume.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = builder.build(
@@ -276,10 +287,17 @@ def build(spec: Path, out: Path | None, data: Path | None, epochs: int | None) -
             out,
             data=data,
             epochs=epochs,
+            resume=resume,
             log=lambda message: click.echo(f"l2compile: {message}", err=True),
         )
     except BuildError as exc:
         _fail(str(exc))
+    except Interrupted as exc:
+        _fail(
+            f"interrupted; {out} was not changed. Epochs 1-{exc.epoch} of "
+            f"{exc.epochs} are saved in {exc.work}: add --resume to continue",
+            EXIT_INTERRUPTED,
+        )
     except KeyboardInterrupt:
         _fail(f"interrupted; {out} was not changed", EXIT_INTERRUPTED)
     except Exception as exc:

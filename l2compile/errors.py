@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 #: A path into the spec document: mapping keys and sequence indexes.
 FieldPath = tuple[str | int, ...]
@@ -68,3 +69,14 @@ class SpecErrors(Exception):
 
 class BuildError(Exception):
     """A build could not finish: missing data, failed training or export."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A build stopped by Ctrl-C or SIGTERM after finishing some epochs, whose
+    state was kept in its work folder for `--resume`."""
+
+    def __init__(self, work: Path, epoch: int, epochs: int) -> None:
+        super().__init__(f"interrupted after epoch {epoch} of {epochs}")
+        self.work = work
+        self.epoch = epoch
+        self.epochs = epochs

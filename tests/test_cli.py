@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -173,10 +175,11 @@ def test_version() -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupted_build_leaves_nothing_behind(
+def test_an_interrupted_build_changes_nothing_and_keeps_its_epochs(
     tmp_path: Path, tiny_mnist: Path, sig: signal.Signals
 ) -> None:
     out = tmp_path / "build"
+    work = tmp_path / ".build.partial"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -200,11 +203,22 @@ def test_interrupted_build_leaves_nothing_behind(
     for line in proc.stderr:  # wait until it is training
         if line.startswith("l2compile: training"):
             break
+    while not (work / "resume" / "state.json").is_file():  # and an epoch is saved
+        assert proc.poll() is None
+        time.sleep(0.01)
     proc.send_signal(sig)
     _, rest = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_INTERRUPTED
-    assert rest.splitlines()[-1] == f"error: interrupted; {out} was not changed"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    (last,) = [line for line in rest.splitlines() if line.startswith("error: ")]
+    assert re.fullmatch(
+        f"error: interrupted; {re.escape(str(out))} was not changed. Epochs "
+        f"1-[0-9]+ of 100000 are saved in {re.escape(str(work))}: add --resume to "
+        "continue",
+        last,
+    ), last
+    assert rest.splitlines()[-1] == last
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".build.partial", "data"]
+    assert sorted(p.name for p in work.iterdir()) == ["resume"]
 
 
 def test_readme_error_example_is_what_a_user_sees(

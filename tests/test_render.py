@@ -92,6 +92,7 @@ def test_generated_code_has_one_function_per_concern() -> None:
         "compile_model",
         "load_data",
         "preprocess",
+        "batches",
         "train",
         "main",
     ]

@@ -11,9 +11,11 @@ build_model(), or run it to train the model:
 """
 
 import argparse
+import math
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers, regularizers
 
 INPUT_SHAPE = (12,)
@@ -90,6 +92,39 @@ def preprocess(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.reshape((-1, *INPUT_SHAPE)).astype("int32"), y
 
 
+def batches(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tf.data.Dataset:
+    """Training batches of BATCH_SIZE, one epoch per pass, shuffled per epoch.
+
+    Each pass reads its epoch from the optimizer's step count and shuffles with
+    the seed (SEED, epoch) alone, so training resumed from a saved epoch sees
+    the same batches as training that never stopped.
+    """
+    steps = math.ceil(len(x) / BATCH_SIZE)
+
+    def epoch_order(_: tf.Tensor) -> tf.Tensor:
+        epoch = tf.cast(model.optimizer.iterations // steps, tf.int64)
+        seed = tf.stack([tf.constant(SEED, tf.int64), epoch])
+        indices = tf.range(len(x), dtype=tf.int64)
+        return tf.random.experimental.stateless_shuffle(indices, seed=seed)
+
+    def in_batches(order: tf.Tensor) -> tf.data.Dataset:
+        return tf.data.Dataset.from_tensor_slices(order).batch(BATCH_SIZE)
+
+    def take(
+        indices: tf.Tensor, data: tuple[tf.Tensor, tf.Tensor]
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.gather(data[0], indices), tf.gather(data[1], indices)
+
+    indices = tf.data.Dataset.range(1).map(epoch_order).flat_map(in_batches)
+    data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    return (
+        tf.data.Dataset.zip(indices, data)
+        .map(take, num_parallel_calls=tf.data.AUTOTUNE)
+        .apply(tf.data.experimental.assert_cardinality(steps))
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
 def train(
     model: keras.Model,
     x_train: np.ndarray,
@@ -97,15 +132,20 @@ def train(
     x_val: np.ndarray,
     y_val: np.ndarray,
     epochs: int = EPOCHS,
+    initial_epoch: int = 0,
     verbose: str | int = "auto",
     callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> keras.callbacks.History:
-    """Fit the model, evaluating it on the validation data after every epoch."""
+    """Fit the model, evaluating it on the validation data after every epoch.
+
+    To continue training, restore the model's and the optimizer's variables
+    as they were at the end of epoch `initial_epoch`, then call this.
+    """
     return model.fit(
-        x_train,
-        y_train,
+        batches(model, x_train, y_train),
         epochs=epochs,
-        batch_size=BATCH_SIZE,
+        initial_epoch=initial_epoch,
+        shuffle=False,  # batches() shuffles
         validation_data=(x_val, y_val),
         verbose=verbose,
         callbacks=callbacks,

@@ -1,0 +1,398 @@
+"""Resuming interrupted builds: killed or interrupted builds continue from their
+last finished epoch and end where an uninterrupted build ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from l2compile import build as builder
+from l2compile import resume
+from l2compile.errors import BuildError, Interrupted
+
+from .conftest import GOLDEN, ROOT, SMALL_SPEC, compiled, make_mnist_npz
+
+#: Enough epochs of enough data that a kill lands well inside training.
+KILL_SPEC = SMALL_SPEC.replace("epochs: 1", "epochs: 40") + (
+    "export: {formats: [keras]}\n"
+)
+
+
+def _cli(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "l2compile", "build", *map(str, args)]
+
+
+def _state(work: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((work / "resume" / "state.json").read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _close(a: list[float], b: list[float]) -> bool:
+    return len(a) == len(b) and all(
+        abs(x - y) <= 1e-4 for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_each_epochs_order_depends_on_the_seed_and_the_epoch_alone() -> None:
+    import numpy as np
+
+    generated = builder.import_generated(GOLDEN / "mnist_mlp.py", "mnist_mlp_order")
+    model = generated.compile_model(generated.build_model())
+    x = np.arange(100, dtype="float32").reshape(100, 1) * np.ones((1, 784), "float32")
+    y = np.arange(100)
+    steps = 4  # 100 samples in batches of 32: 32, 32, 32 and 4
+
+    def order(epoch: int) -> list[list[int]]:
+        model.optimizer.iterations.assign(epoch * steps)
+        passes = generated.batches(model, x, y)
+        batches = [[int(v) for v in labels] for _, labels in passes]
+        for features, labels in passes.take(1):  # features follow their labels
+            assert (np.asarray(features)[:, 0] == np.asarray(labels)).all()
+        return batches
+
+    first, second = order(0), order(1)
+    assert [len(b) for b in first] == [32, 32, 32, 4]
+    flat = [i for batch in first for i in batch]
+    assert sorted(flat) == list(range(100)) != flat  # each sample once, shuffled
+    assert sorted(i for batch in second for i in batch) == list(range(100))
+    assert first != second  # a new order every epoch
+    assert order(0) == first and order(1) == second  # the same at every pass
+
+
+def test_a_build_killed_mid_training_resumes_to_the_same_metrics(
+    tmp_path: Path,
+) -> None:
+    spec = tmp_path / "kill.yaml"
+    spec.write_text(KILL_SPEC)
+    data = make_mnist_npz(tmp_path / "data" / "mnist.npz", n_train=3000)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+    # The uninterrupted build, and a copy of it standing for an earlier build.
+    full = tmp_path / "full"
+    done = subprocess.run(
+        _cli(spec, "--out", full, "--data", data),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "out"
+    shutil.copytree(full, out)
+    before = _files(out)
+
+    # The same build into `out`, killed with SIGKILL once two epochs are saved.
+    work = tmp_path / ".out.partial"
+    proc = subprocess.Popen(
+        _cli(spec, "--out", out, "--data", data),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while ((_state(work) or {}).get("epoch", 0)) < 2:
+        assert proc.poll() is None, "the build ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    killed = _state(work)
+    assert killed is not None and 2 <= killed["epoch"] < 40, killed
+    assert _files(out) == before  # the earlier build is intact
+
+    resumed = subprocess.run(
+        _cli(spec, "--out", out, "--data", data, "--resume"),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    first = re.search(r"resuming after epoch (\d+) of 40", resumed.stderr)
+    assert first is not None, resumed.stderr[-3000:]
+    assert int(first.group(1)) >= killed["epoch"]
+    a = json.loads((full / "metrics.json").read_text())
+    b = json.loads((out / "metrics.json").read_text())
+    assert b["resumed_after_epoch"] == int(first.group(1))
+    assert abs(a["test_loss"] - b["test_loss"]) <= 1e-4
+    assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 1e-4
+    for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert _close(a["history"][name], b["history"][name]), name
+    assert _close(a["history_split"]["l2_penalty"], b["history_split"]["l2_penalty"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "data",
+        "full",
+        "kill.yaml",
+        "out",
+    ]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not any(a["path"].startswith("resume/") for a in manifest["artifacts"])
+
+
+class _StopAt:
+    """Stands in for the penalty recorder and interrupts the build at an epoch."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.real = builder._penalty_recorder
+
+    def __call__(self, keras: Any, penalties: list[float]) -> Any:
+        recorder = self.real(keras, penalties)
+        stop = self.epoch
+
+        def on_epoch_begin(epoch: int, logs: Any = None) -> None:
+            if epoch == stop:
+                raise KeyboardInterrupt
+
+        recorder.on_epoch_begin = on_epoch_begin
+        return recorder
+
+
+def test_ctrl_c_keeps_the_finished_epochs_and_resume_ends_the_same(
+    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = compiled(tmp_path, SMALL_SPEC.replace("epochs: 1", "epochs: 4"))
+    quiet = {"data": tiny_mnist, "log": lambda m: None}
+    full = builder.build(spec.plan, spec.code, tmp_path / "full", **quiet).metrics
+
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        patch.setattr(builder, "_penalty_recorder", _StopAt(2))
+        with pytest.raises(Interrupted) as stopped:
+            builder.build(spec.plan, spec.code, out, **quiet)
+    work = tmp_path / ".out.partial"
+    assert (stopped.value.work, stopped.value.epoch, stopped.value.epochs) == (
+        work,
+        2,
+        4,
+    )
+    assert not out.exists()
+    assert sorted(p.name for p in work.iterdir()) == ["resume"]
+    assert sorted(p.name for p in (work / "resume").iterdir()) == [
+        "epoch-0002.npz",
+        "state.json",
+    ]
+
+    messages: list[str] = []
+    again = builder.build(
+        spec.plan, spec.code, out, data=tiny_mnist, resume=True, log=messages.append
+    ).metrics
+    assert "resuming after epoch 2 of 4" in messages
+    assert again["resumed_after_epoch"] == 2 and full["resumed_after_epoch"] is None
+    assert abs(again["test_loss"] - full["test_loss"]) <= 1e-4
+    assert again["test_accuracy"] == pytest.approx(full["test_accuracy"], abs=1e-4)
+    assert _close(again["history"]["loss"], full["history"]["loss"])
+    assert len(again["history_split"]["l2_penalty"]) == 4
+    assert again["timing"]["train_seconds"] > 0
+    assert not work.exists()
+
+
+def test_an_interrupt_before_the_first_epoch_ends_leaves_nothing(
+    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = compiled(tmp_path)
+    monkeypatch.setattr(builder, "_penalty_recorder", _StopAt(0))
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        builder.build(
+            spec.plan, spec.code, tmp_path / "out", data=tiny_mnist, log=lambda m: None
+        )
+    assert not isinstance(stopped.value, Interrupted)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "small.yaml"]
+
+
+def _interrupted(tmp_path: Path, data: Path, text: str, monkeypatch: Any) -> Path:
+    spec = compiled(tmp_path, text)
+    with monkeypatch.context() as patch:
+        patch.setattr(builder, "_penalty_recorder", _StopAt(1))
+        with pytest.raises(Interrupted):
+            builder.build(
+                spec.plan, spec.code, tmp_path / "out", data=data, log=lambda m: None
+            )
+    return tmp_path / ".out.partial"
+
+
+THREE_EPOCHS = SMALL_SPEC.replace("epochs: 1", "epochs: 3")
+
+
+def test_resume_refuses_state_of_another_build_and_keeps_it(
+    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = _interrupted(tmp_path, tiny_mnist, THREE_EPOCHS, monkeypatch)
+    saved = _files(work)
+    spec = compiled(tmp_path, THREE_EPOCHS.replace("units: 16", "units: 17"))
+    with pytest.raises(BuildError) as err:
+        builder.build(
+            spec.plan,
+            spec.code,
+            tmp_path / "out",
+            data=tiny_mnist,
+            epochs=5,
+            resume=True,
+            log=lambda m: None,
+        )
+    assert str(err.value) == (
+        f"--resume: the interrupted build in {work} cannot be continued: the "
+        "generated code (the spec changed); the number of epochs differ from this "
+        "build's. Build without --resume to start over (that discards its saved "
+        "epochs)."
+    )
+    assert _files(work) == saved
+
+
+def test_a_build_without_resume_discards_saved_epochs_and_says_so(
+    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = _interrupted(tmp_path, tiny_mnist, THREE_EPOCHS, monkeypatch)
+    spec = compiled(tmp_path, THREE_EPOCHS)
+    messages: list[str] = []
+    result = builder.build(
+        spec.plan, spec.code, tmp_path / "out", data=tiny_mnist, log=messages.append
+    )
+    assert (
+        f"discarding the saved epochs 1-1 of an interrupted build in {work}; "
+        "build with --resume to continue such a build instead"
+    ) in messages
+    assert result.metrics["resumed_after_epoch"] is None
+    assert len(result.metrics["history"]["loss"]) == 3
+    assert not work.exists()
+
+
+def test_resume_without_saved_state_trains_from_the_first_epoch(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    spec = compiled(tmp_path)
+    out = tmp_path / "out"
+    messages: list[str] = []
+    result = builder.build(
+        spec.plan, spec.code, out, data=tiny_mnist, resume=True, log=messages.append
+    )
+    assert f"--resume: no saved state for {out}; training from the first epoch" in (
+        messages
+    )
+    assert result.metrics["resumed_after_epoch"] is None
+
+
+def test_unreadable_saved_state_counts_as_none(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    (work / "resume").mkdir(parents=True)
+    assert resume.read(work) is None
+    (work / "resume" / "state.json").write_text('{"epoch": 2')  # cut short
+    assert resume.read(work) is None
+    (work / "resume" / "state.json").write_text(
+        json.dumps(
+            {
+                "epoch": 2,
+                "epochs": 3,
+                "key": {},
+                "variables": [],
+                "file": "epoch-0002.npz",
+                "history": {},
+                "penalties": [],
+                "train_seconds": 1.0,
+            }
+        )
+    )
+    assert resume.read(work) is None  # its weights file is missing
+    (work / "resume" / "epoch-0002.npz").write_bytes(b"")
+    saved = resume.read(work)
+    assert saved is not None and (saved.epoch, saved.epochs) == (2, 3)
+
+
+def test_two_builds_cannot_write_one_out_folder_at_once(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    import fcntl
+
+    spec = compiled(tmp_path)
+    work = tmp_path / ".out.partial"
+    work.mkdir()
+    holder = os.open(work, os.O_RDONLY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with pytest.raises(BuildError) as err:
+            builder.build(
+                spec.plan,
+                spec.code,
+                tmp_path / "out",
+                data=tiny_mnist,
+                log=lambda m: None,
+            )
+    finally:
+        os.close(holder)
+    assert str(err.value) == (
+        f"--out {tmp_path / 'out'}: another l2compile build is writing it now (its "
+        f"work folder {work} is locked); wait for that build to end"
+    )
+    assert work.is_dir()  # the other build's folder is left alone
+
+
+def test_resume_is_refused_for_multi_worker_training(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    spec = compiled(
+        tmp_path,
+        SMALL_SPEC.replace("  seed: 7\n", "  seed: 7\n  distribute: multi_worker\n"),
+    )
+    with pytest.raises(BuildError, match=r"^--resume is not available with "):
+        builder.build(
+            spec.plan,
+            spec.code,
+            tmp_path / "out",
+            data=tiny_mnist,
+            resume=True,
+            log=lambda m: None,
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "small.yaml"]
+
+
+def test_resume_refuses_saved_variables_that_do_not_fit_the_model(
+    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = _interrupted(tmp_path, tiny_mnist, THREE_EPOCHS, monkeypatch)
+    state = json.loads((work / "resume" / "state.json").read_text())
+    assert state["variables"][:3] == [
+        "small_mlp/dense_1/kernel",
+        "small_mlp/dense_1/bias",
+        "seed_generator/seed_generator_state",
+    ]
+    state["variables"][2] = "another/variable"
+    (work / "resume" / "state.json").write_text(json.dumps(state))
+    spec = compiled(tmp_path, THREE_EPOCHS)
+    with pytest.raises(BuildError) as err:
+        builder.build(
+            spec.plan,
+            spec.code,
+            tmp_path / "out",
+            data=tiny_mnist,
+            resume=True,
+            log=lambda m: None,
+        )
+    assert str(err.value) == (
+        f"--resume: the state saved in {work / 'resume'} does not fit this model: "
+        "its variable 3 is another/variable, the model's is "
+        "seed_generator/seed_generator_state. Build without --resume to start over"
+    )
