@@ -280,7 +280,7 @@ def _build_into(
 
     generated = import_generated(module_path, plan.name)
 
-    keras.utils.set_random_seed(plan.seed)
+    generated.set_seeds()
     x_train, y_train = generated.preprocess(dataset.x_train, dataset.y_train)
     x_test, y_test = generated.preprocess(dataset.x_test, dataset.y_test)
 

@@ -856,6 +856,11 @@ class _Planner:
                 "compile the training step with XLA",
             ),
             Constant(
+                "DETERMINISTIC_OPS",
+                repr(spec.train.deterministic_ops),
+                "only TensorFlow's deterministic kernels",
+            ),
+            Constant(
                 "OUT", py_str(f"{spec.name}.keras"), "where main() saves the model"
             ),
         ]

@@ -435,6 +435,12 @@ class TrainSpec(StrictModel):
         description="Compile the training step with XLA (measured: no faster "
         "on a 2-core CPU for the specs in specs/; try it on a GPU).",
     )
+    deterministic_ops: bool = Field(
+        default=False,
+        description="Use only TensorFlow's deterministic kernels "
+        "(tf.config.experimental.enable_op_determinism): the same results run "
+        "after run on GPUs too. CPU builds are deterministic without it.",
+    )
 
     @model_validator(mode="after")
     def _recipe_fields(self) -> TrainSpec:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections import namedtuple
 from pathlib import Path
 
@@ -91,3 +94,30 @@ def test_two_builds_with_one_seed_agree(tmp_path: Path, tiny_mnist: Path) -> Non
     assert [round(v, 4) for v in a["history"]["loss"]] == [
         round(v, 4) for v in b["history"]["loss"]
     ]
+
+
+@pytest.mark.parametrize("switch", [False, True])
+def test_deterministic_ops_switches_tensorflows_deterministic_kernels(
+    tmp_path: Path, switch: bool
+) -> None:
+    text = SMALL_SPEC.replace(
+        "  seed: 7\n", f"  seed: 7\n  deterministic_ops: {str(switch).lower()}\n"
+    )
+    module = tmp_path / "small_mlp.py"
+    module.write_text(compiled(tmp_path, text).code)
+    assert f"DETERMINISTIC_OPS = {switch}  #" in module.read_text()
+    check = (  # TensorFlow exports no public getter for the switch
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "from tensorflow.python.framework import config; "
+        "import small_mlp; small_mlp.set_seeds(); "
+        "print(config.is_op_determinism_enabled())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", check, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == str(switch)

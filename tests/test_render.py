@@ -88,6 +88,7 @@ def test_generated_code_has_one_function_per_concern() -> None:
     tree = ast.parse((GOLDEN / "mnist_mlp.py").read_text(encoding="utf-8"))
     functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
     assert functions == [
+        "set_seeds",
         "build_model",
         "compile_model",
         "load_data",
