@@ -718,7 +718,15 @@ def _to_spec_error(doc: Document, err: ErrorDetails) -> SpecError:
             expected=LAYER_TYPES,
         )
     if kind == "literal_error":
-        choices = _choices(_annotation_at(path, doc.data))
+        annotation = _annotation_at(path, doc.data)
+        choices = _choices(annotation)
+        if isinstance(value, str) and get_origin(annotation) is Literal:
+            quoted = [a for a in get_args(annotation) if not isinstance(a, str)]
+            if any(str(a) == value for a in quoted):
+                return doc.error(
+                    path,
+                    f"{value!r} is a string here; write it without quotes: {value}",
+                )
         return doc.error(
             path,
             f"unknown value {_describe(value)}",

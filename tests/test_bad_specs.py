@@ -25,7 +25,7 @@ def test_the_corpus_covers_the_cases_users_hit() -> None:
         "unknown_layer", "unknown_activation", "unknown_optimizer",
         "missing_fields", "empty", "not_utf8", "tabs", "list_not_mapping",
         "deep_nesting", "long_string", "duplicate_keys", "alias_bomb",
-        "injection_name", "injection_labels",
+        "injection_name", "injection_labels", "injection_layer_name",
     }  # fmt: skip
 
 

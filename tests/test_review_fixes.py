@@ -14,7 +14,7 @@ from l2compile.build import import_generated
 from l2compile.cli import EXIT_FAILURE, EXIT_OK, EXIT_SPEC_ERROR, main
 from l2compile.generate import compile_spec
 
-from .conftest import SPECS, compile_errors, plan_text
+from .conftest import SMALL_SPEC, SPECS, compile_errors, plan_text
 
 GOOD = (SPECS / "mnist.yaml").read_text(encoding="utf-8").split("\n", 1)[1]
 NPZ_TRAIN = "train:\n  recipe: npz\n  num_classes: 3\n  epochs: 1\n  batch_size: 8\n"
@@ -211,3 +211,11 @@ def test_eval_of_a_broken_file_is_a_clear_failure(tmp_path: Path) -> None:
     assert code == EXIT_FAILURE
     assert err.startswith("error: ")
     assert "Traceback" not in err
+
+
+def test_a_quoted_number_where_a_number_is_meant_says_so(tmp_path: Path) -> None:
+    text = SMALL_SPEC + "export:\n  formats: [tflite]\n  tflite: {batch: '1'}\n"
+    assert compile_errors(text, tmp_path) == [
+        "spec.yaml:17:19: error: export.tflite.batch: '1' is a string here; write "
+        "it without quotes: 1"
+    ]
