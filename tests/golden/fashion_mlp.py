@@ -134,11 +134,15 @@ def batches(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tf.data.Dataset
 
     indices = tf.data.Dataset.range(1).map(epoch_order).flat_map(in_batches)
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    options = tf.data.Options()
+    # tf.data's default rewrites copy the pipeline, and the data in it, once more.
+    options.experimental_optimization.apply_default_optimizations = False
     return (
         tf.data.Dataset.zip(indices, data)
         .map(take, num_parallel_calls=tf.data.AUTOTUNE)
         .apply(tf.data.experimental.assert_cardinality(steps))
         .prefetch(tf.data.AUTOTUNE)
+        .with_options(options)
     )
 
 
