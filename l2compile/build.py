@@ -219,8 +219,9 @@ def _take_over(
 def _check_free_space(work: Path, plan: ModelPlan) -> None:
     """Refuse to train when the artifacts clearly cannot fit on the disk."""
     # .keras keeps weights and optimizer state (3 copies), the SavedModel one,
-    # the TFLite files up to 4 + 2 + 1 + 1 bytes a parameter; plus 20 MB.
-    need = plan.params * 4 * 6 + 20 * 2**20
+    # the TFLite files up to 4 + 2 + 1 + 1 bytes a parameter; the resume state
+    # 3 copies, twice while one epoch's replaces the last; plus 20 MB.
+    need = plan.params * 4 * 12 + 20 * 2**20
     free = shutil.disk_usage(work).free
     if free < need:
         raise BuildError(

@@ -63,7 +63,7 @@ def test_a_disk_too_full_for_the_artifacts_fails_before_training(
             spec.plan, spec.code, tmp_path / "out", data=tiny_mnist, log=lambda m: None
         )
     assert str(err.value) == (
-        f"{tmp_path}: 1 MiB free, but the build of 12,730 parameters needs about 20 MiB"
+        f"{tmp_path}: 1 MiB free, but the build of 12,730 parameters needs about 21 MiB"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "small.yaml"]
 

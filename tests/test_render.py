@@ -70,7 +70,7 @@ def test_header_names_the_spec_and_says_do_not_edit() -> None:
     assert len(lines[1].split()[-1]) == 64
 
 
-def test_generated_code_imports_only_keras_numpy_and_the_stdlib() -> None:
+def test_generated_code_imports_only_keras_numpy_tensorflow_and_the_stdlib() -> None:
     tree = ast.parse((GOLDEN / "mnist_mlp.py").read_text(encoding="utf-8"))
     imported = set()
     for node in ast.walk(tree):
