@@ -116,6 +116,7 @@ def build(
                 return BuildResult(out, metrics, (), published=False)
             _publish(work, out)
         except ParityError as exc:
+            resume_.discard(work)  # training finished; keep only what is inspected
             raise BuildError(
                 f"{exc}\nNothing was published and {out} was not changed; this "
                 f"build's files are kept for inspection in {work}"

@@ -396,3 +396,34 @@ def test_resume_refuses_saved_variables_that_do_not_fit_the_model(
         "its variable 3 is another/variable, the model's is "
         "seed_generator/seed_generator_state. Build without --resume to start over"
     )
+
+
+def test_a_build_interrupted_after_training_resumes_without_training_again(
+    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from l2compile import export
+
+    spec = compiled(tmp_path, THREE_EPOCHS + "export: {formats: [keras]}\n")
+    quiet = {"data": tiny_mnist, "log": lambda m: None}
+    full = builder.build(spec.plan, spec.code, tmp_path / "full", **quiet).metrics
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        patch.setattr(export, "save_keras", interrupted)
+        with pytest.raises(Interrupted) as stopped:
+            builder.build(spec.plan, spec.code, out, **quiet)
+    assert (stopped.value.epoch, stopped.value.epochs) == (3, 3)
+
+    messages: list[str] = []
+    again = builder.build(
+        spec.plan, spec.code, out, data=tiny_mnist, resume=True, log=messages.append
+    ).metrics
+    assert "resuming after epoch 3 of 3" in messages
+    assert again["resumed_after_epoch"] == 3
+    assert again["history"] == full["history"]
+    assert again["history_split"] == full["history_split"]
+    assert abs(again["test_loss"] - full["test_loss"]) <= 1e-4
+    assert (out / "model.keras").is_file()
