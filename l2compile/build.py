@@ -14,6 +14,7 @@ continued with `--resume`.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import importlib.util
@@ -22,10 +23,12 @@ import math
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -59,7 +62,14 @@ class BuildResult:
 
 
 def check_out_dir(out: Path) -> None:
-    """Refuse to replace a folder that is not an earlier l2compile build."""
+    """Refuse to replace a folder that is not an earlier l2compile build, or
+    the folder the build runs in (or one that holds it)."""
+    target, here = out.resolve(), Path.cwd().resolve()
+    if target == here or target in here.parents:
+        raise BuildError(
+            f"--out {out}: is the folder you are in, or holds it; name a folder of "
+            "its own for the build, such as build/NAME"
+        )
     if not out.exists():
         return
     if not out.is_dir():
@@ -86,6 +96,7 @@ def build(
     With `resume`, continue an interrupted build of the same code, data and
     epochs from its last finished epoch (or start afresh if there is none).
     """
+    out = Path(os.path.normpath(out))  # build/x/ and build/./x are build/x
     check_out_dir(out)
     if resume and plan.distribute == "multi_worker":
         raise BuildError(
@@ -115,27 +126,52 @@ def build(
                 log("not the chief worker: nothing published")
                 return BuildResult(out, metrics, (), published=False)
             _publish(work, out)
-        except ParityError as exc:
-            resume_.discard(work)  # training finished; keep only what is inspected
-            raise BuildError(
-                f"{exc}\nNothing was published and {out} was not changed; this "
-                f"build's files are kept for inspection in {work}"
-            ) from exc
-        except KeyboardInterrupt:
-            # Keep the finished epochs, so that --resume can continue them.
-            kept = resume_.read(work)
+        except BaseException as exc:
+            # Keep the finished epochs, so that --resume can continue them,
+            # unless training diverged (it would again); else leave nothing.
+            kept = None if isinstance(exc, Diverged) else _readable_state(work)
+            if isinstance(exc, ParityError):
+                if kept is None:
+                    resume_.discard(work)
+                raise BuildError(
+                    f"{exc}\nNothing was published and {out} was not changed; this "
+                    f"build's files are kept for inspection in {work}"
+                    + (
+                        ", with its trained model: add --resume to export it "
+                        "again without training"
+                        if kept is not None
+                        else ""
+                    )
+                ) from exc
             if kept is None:
                 shutil.rmtree(work, ignore_errors=True)
                 raise
             resume_.clear(work, keep_state=True)
-            raise Interrupted(work, kept.epoch, kept.epochs) from None
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
+            if isinstance(exc, KeyboardInterrupt):
+                raise Interrupted(work, kept.epoch, kept.epochs) from None
+            log(f"{_saved_epochs(kept)} saved in {work}: add --resume to continue")
             raise
     finally:
         os.close(lock)
     artifacts = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
     return BuildResult(out, metrics, tuple(artifacts))
+
+
+class Diverged(BuildError):
+    """Training stopped on a loss that is not finite."""
+
+
+def _readable_state(work: Path) -> Saved | None:
+    try:
+        return resume_.read(work)
+    except resume_.UnreadableState:
+        return None
+
+
+def _saved_epochs(saved: Saved) -> str:
+    if saved.epoch == 1:
+        return f"epoch 1 of {saved.epochs} is"
+    return f"epochs 1-{saved.epoch} of {saved.epochs} are"
 
 
 def _check_input_shape(plan: ModelPlan, dataset: Dataset) -> None:
@@ -162,7 +198,10 @@ def _open_work(out: Path) -> tuple[Path, int]:
         out.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             work.mkdir(mode=0o777, exist_ok=True)
-            lock = os.open(work, os.O_RDONLY)
+            try:
+                lock = os.open(work, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # an ending build moved it into place; make a new one
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -194,25 +233,40 @@ def _take_over(
     work: Path, out: Path, key: dict[str, Any], resume: bool, log: Log
 ) -> Saved | None:
     """Empty the work folder for this build; with `resume`, keep and return the
-    saved state of an interrupted build of the same code, data and epochs."""
-    saved = resume_.read(work)
+    saved state of an interrupted build of the same code, data and epochs.
+
+    Without `resume`, a saved state is left in place until this build's first
+    epoch replaces it, so that stopping at once still lets it be resumed.
+    """
+    try:
+        saved = resume_.read(work)
+    except resume_.UnreadableState as exc:
+        if resume:
+            raise BuildError(
+                f"--resume: {exc}. Build without --resume to start over"
+            ) from None
+        log(f"{exc}; starting over")
+        resume_.clear(work, keep_state=False)
+        return None
     if resume and saved is None:
         log(f"--resume: no saved state for {out}; training from the first epoch")
     elif resume and saved is not None:
         changed = resume_.differences(saved.key, key)
         if changed:
             raise BuildError(
-                f"--resume: the interrupted build in {work} cannot be continued: "
-                f"{'; '.join(changed)} differ from this build's. Build without "
-                "--resume to start over (that discards its saved epochs)."
+                f"--resume: the interrupted build in {work} cannot be continued, "
+                f"because these changed since: {'; '.join(changed)}. Build without "
+                "--resume to start over."
             )
         log(f"resuming after epoch {saved.epoch} of {saved.epochs}")
     elif saved is not None:
         log(
-            f"discarding the saved epochs 1-{saved.epoch} of an interrupted build "
-            f"in {work}; build with --resume to continue such a build instead"
+            f"an interrupted build's {_saved_epochs(saved)} saved in {work}; this "
+            "build starts over and replaces them when its first epoch ends (stop "
+            "it now and add --resume to continue them instead)"
         )
-        saved = None
+        resume_.clear(work, keep_state=True)
+        return None
     resume_.clear(work, keep_state=saved is not None)
     return saved
 
@@ -245,13 +299,40 @@ def is_chief() -> bool:
 
 
 def _publish(work: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
-    os.replace(work, out)
+    """Move the finished build into place, the earlier one out of the way.
+
+    The saved training state is dropped only now, and Ctrl-C and SIGTERM wait
+    for the two renames: the build is either not published and resumable, or
+    published.
+    """
+    with _signals_deferred():
+        resume_.discard(work)
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+        os.replace(work, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold off Ctrl-C and SIGTERM for a moment (in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    arrived: list[int] = []
+    for sig in handlers:
+        signal.signal(sig, lambda signum, frame: arrived.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    # A signal that arrived while publishing comes too late to stop the build,
+    # which is complete; it is dropped.
 
 
 def import_generated(path: Path, name: str) -> ModuleType:
@@ -326,7 +407,7 @@ def _build_into(
         **resumable,
     )
     if divergence.found is not None:
-        raise BuildError(divergence.message(plan, epochs))
+        raise Diverged(divergence.message(plan, epochs))
 
     train_seconds = time.perf_counter() - began
     logged = {k: [float(v) for v in values] for k, values in history.history.items()}
@@ -395,7 +476,6 @@ def _build_into(
         )
         _write_deploy_files(work, plan, plan.tflite, dataset, metrics["tflite"])
 
-    resume_.discard(work)  # the build is complete: nothing is left to resume
     _write_json(work / METRICS, metrics)
     _write_manifest(work, plan, dataset, module_path.name)
     return metrics
@@ -636,7 +716,13 @@ def _sha256(path: Path) -> str:
 
 
 def _write_manifest(work: Path, plan: ModelPlan, dataset: Dataset, module: str) -> None:
-    files = sorted(p for p in work.rglob("*") if p.is_file() and p.name != MANIFEST)
+    files = sorted(
+        p
+        for p in work.rglob("*")
+        if p.is_file()
+        and p.name != MANIFEST
+        and p.relative_to(work).parts[0] != resume_.FOLDER  # dropped on publishing
+    )
     artifacts = [
         {
             "path": p.relative_to(work).as_posix(),

@@ -11,14 +11,17 @@ The state lives in the build's work folder, under `resume/`:
   at each epoch's end, the training time so far, and a key of what was being
   built (the generated code, the data, the epochs, the library versions).
 
-`state.json` is replaced atomically after its `.npz` is complete, so a build
-killed at any point leaves the last finished epoch's state readable. The
+Each file is written beside its name, flushed to the disk and renamed into
+place, `state.json` after its `.npz`, and the previous epoch's `.npz` is removed
+only then: a build killed at any point, or a machine that loses power, leaves
+the last finished epoch's state readable. The
 generated `train()` orders each epoch's batches by the seed and the epoch
 alone, so the epochs that follow a restore see the batches they would have.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -26,10 +29,11 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -39,6 +43,11 @@ from l2compile.errors import BuildError
 
 FOLDER = "resume"
 STATE = "state.json"
+FORMAT = 1  #: the layout of `state.json`; a state of another layout is not resumed
+
+
+class UnreadableState(BuildError):
+    """A saved state exists but cannot be read, or is of another format."""
 
 
 @dataclass
@@ -61,8 +70,13 @@ def build_key(code: str, dataset: Dataset, epochs: int) -> dict[str, Any]:
     for array in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
         data.update(f"{array.dtype.str}{array.shape}".encode())
         data.update(np.ascontiguousarray(array).data)
+    # The header comments name the spec's path and hash; a spec moved, run from
+    # elsewhere or edited only in its comments makes the same code.
+    body = "".join(
+        line for line in code.splitlines(keepends=True) if not line.startswith("#")
+    )
     return {
-        "code_sha256": hashlib.sha256(code.encode("utf-8")).hexdigest(),
+        "code_sha256": hashlib.sha256(body.encode("utf-8")).hexdigest(),
         "data_sha256": data.hexdigest(),
         "epochs": epochs,
         "versions": {
@@ -74,7 +88,7 @@ def build_key(code: str, dataset: Dataset, epochs: int) -> dict[str, Any]:
 
 
 _KEY_NAMES = {
-    "code_sha256": "the generated code (the spec changed)",
+    "code_sha256": "the generated code (the spec's model or training)",
     "data_sha256": "the data",
     "epochs": "the number of epochs",
     "versions": "the versions of l2compile, TensorFlow, Keras or NumPy",
@@ -83,18 +97,43 @@ _KEY_NAMES = {
 
 def differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     """What differs between a saved build's key and this build's, in words."""
-    return [
-        _KEY_NAMES.get(name, name)
-        for name in sorted(set(saved) | set(wanted))
-        if saved.get(name) != wanted.get(name)
-    ]
+    changed = []
+    for name in sorted(set(saved) | set(wanted)):
+        then, now = saved.get(name), wanted.get(name)
+        if then == now:
+            continue
+        words = _KEY_NAMES.get(name, name)
+        if name == "epochs":
+            words += f" ({then} then, {now} now; --epochs {then} continues it)"
+        elif name == "versions" and isinstance(then, dict) and isinstance(now, dict):
+            words += (
+                " ("
+                + ", ".join(
+                    f"{package} {then.get(package)} then, {now.get(package)} now"
+                    for package in sorted(set(then) | set(now))
+                    if then.get(package) != now.get(package)
+                )
+                + ")"
+            )
+        changed.append(words)
+    return changed
 
 
 def read(work: Path) -> Saved | None:
-    """The saved state in `work`, or None where there is none (or it is unreadable:
-    a state that cannot be read cannot be resumed, and a fresh build replaces it)."""
+    """The saved state in `work`, or None where there is none.
+
+    Raises UnreadableState for a state that exists but cannot be resumed.
+    """
+    path = work / FOLDER / STATE
+    if not path.exists():
+        return None
     try:
-        raw = json.loads((work / FOLDER / STATE).read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if raw.get("format") != FORMAT:
+            raise UnreadableState(
+                f"the saved state in {path.parent} is of another format "
+                f"({raw.get('format')!r}; this l2compile reads {FORMAT})"
+            )
         saved = Saved(
             epoch=int(raw["epoch"]),
             epochs=int(raw["epochs"]),
@@ -105,10 +144,16 @@ def read(work: Path) -> Saved | None:
             penalties=[float(x) for x in raw["penalties"]],
             train_seconds=float(raw["train_seconds"]),
         )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UnreadableState(
+            f"the saved state in {path.parent} cannot be read: {path.name}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     if not (work / FOLDER / saved.file).is_file():
-        return None
+        raise UnreadableState(
+            f"the saved state in {path.parent} cannot be read: its {saved.file} "
+            "is missing"
+        )
     return saved
 
 
@@ -132,16 +177,23 @@ def restore(model: Any, work: Path, saved: Saved) -> None:
             f"model: its variable {at + 1} is {theirs}, the model's is {ours}. "
             "Build without --resume to start over"
         )
-    with np.load(work / FOLDER / saved.file, allow_pickle=False) as arrays:
-        for index, variable in enumerate(variables):
-            value = arrays[f"v{index}"]
-            if tuple(value.shape) != tuple(variable.shape):
-                raise BuildError(
-                    f"--resume: {variable.path} was saved with shape "
-                    f"{tuple(value.shape)}, but the model's is "
-                    f"{tuple(variable.shape)}; run without --resume to start over"
-                )
-            variable.assign(value)
+    path = work / FOLDER / saved.file
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            values = [arrays[f"v{index}"] for index in range(len(variables))]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise BuildError(
+            f"--resume: {path} cannot be read ({type(exc).__name__}: {exc}). "
+            "Build without --resume to start over"
+        ) from exc
+    for name, variable, value in zip(paths, variables, values, strict=True):
+        if tuple(value.shape) != tuple(variable.shape):
+            raise BuildError(
+                f"--resume: {name} was saved with shape {tuple(value.shape)}, but "
+                f"the model's is {tuple(variable.shape)}. Build without --resume "
+                "to start over"
+            )
+        variable.assign(value)
 
 
 def clear(work: Path, *, keep_state: bool) -> None:
@@ -182,7 +234,6 @@ def saver(
             self.history = {k: list(v) for k, v in self.history.items()}
             self.seconds = start.train_seconds if start else 0.0
             self.began = time.perf_counter()
-            self.previous = start.file if start else None
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             logs = dict(logs or {})
@@ -195,13 +246,13 @@ def saver(
                 self.model.optimizer.variables
             )
             name = f"epoch-{epoch + 1:04d}.npz"
-            partial = folder / f".{name}.tmp.npz"
             arrays: dict[str, Any] = {
                 f"v{i}": np.asarray(v) for i, v in enumerate(variables)
             }
-            np.savez(partial, **arrays)
-            os.replace(partial, folder / name)
+            with _durably(folder / name) as f:
+                np.savez(f, **arrays)
             state = {
+                "format": FORMAT,
                 "epoch": epoch + 1,
                 "epochs": epochs,
                 "key": key,
@@ -211,14 +262,34 @@ def saver(
                 "penalties": list(penalties),
                 "train_seconds": self.seconds + time.perf_counter() - self.began,
             }
-            text = json.dumps(state, indent=1) + "\n"
-            (folder / f".{STATE}.tmp").write_text(text, encoding="utf-8")
-            os.replace(folder / f".{STATE}.tmp", folder / STATE)
-            if self.previous is not None and self.previous != name:
-                (folder / self.previous).unlink(missing_ok=True)
-            self.previous = name
+            with _durably(folder / STATE) as f:
+                f.write((json.dumps(state, indent=1) + "\n").encode("utf-8"))
+            for old in folder.iterdir():  # earlier epochs', or an earlier build's
+                if old.name != name and old.name != STATE:
+                    old.unlink(missing_ok=True)
 
     return SaveState()
+
+
+@contextlib.contextmanager
+def _durably(path: Path) -> Iterator[BinaryIO]:
+    """Write `path` through a temporary file beside it: flushed to the disk,
+    then renamed into place, and the rename flushed too."""
+    partial = path.with_name(f".{path.name}.tmp")
+    try:
+        with partial.open("wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def variable_name(variable: Any) -> str:

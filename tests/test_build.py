@@ -120,10 +120,20 @@ def test_failed_build_leaves_the_previous_build_intact(
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(export, "save_keras", broken)
+    messages: list[str] = []
     with pytest.raises(RuntimeError, match="disk full"):
-        builder.build(spec.plan, spec.code, out, data=tiny_mnist, log=lambda m: None)
+        builder.build(spec.plan, spec.code, out, data=tiny_mnist, log=messages.append)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out", "small.yaml"]
+    # Only the trained epochs are left, in the hidden work folder, for --resume.
+    work = tmp_path / ".out.partial"
+    assert messages[-1] == f"epoch 1 of 1 is saved in {work}: add --resume to continue"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".out.partial",
+        "data",
+        "out",
+        "small.yaml",
+    ]
+    assert [p.name for p in work.iterdir()] == ["resume"]
 
 
 def test_only_the_requested_formats_are_written(
@@ -350,7 +360,8 @@ def test_a_quantized_file_that_loses_too_much_fails_and_is_kept(
     )
     assert message[1] == (
         f"Nothing was published and {out} was not changed; this build's files are "
-        f"kept for inspection in {kept}"
+        f"kept for inspection in {kept}, with its trained model: add --resume to "
+        "export it again without training"
     )
     assert not out.exists()
     assert (kept / "model.dynamic.tflite").is_file()

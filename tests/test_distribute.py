@@ -216,3 +216,54 @@ def test_custom_step_keeps_fits_math_l2_included(tmp_path: Path) -> None:
     assert found["diff"] < 1e-5  # type: ignore[operator]
     one, two = found["penalty"]  # type: ignore[misc]
     assert abs(one - two) < 1e-6
+
+
+def test_mirrored_build_resumes_to_the_same_metrics(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    spec = tmp_path / "mirrored.yaml"
+    spec.write_text(
+        (TEST_SPECS / "mirrored.yaml").read_text().replace("epochs: 2", "epochs: 4")
+    )
+    found = two_cpus(
+        "from l2compile.generate import compile_spec\n"
+        "from l2compile import build\n"
+        "from l2compile.errors import Interrupted\n"
+        "c = compile_spec(Path(sys.argv[1]))\n"
+        "tmp, data = Path(sys.argv[2]), Path(sys.argv[3])\n"
+        "def run(out, **more):\n"
+        "    return build.build(c.plan, c.code, tmp / out, data=data,\n"
+        "                       log=lambda m: None, **more).metrics\n"
+        "full = run('full')\n"
+        "real = build._penalty_recorder\n"
+        "def stopping(keras, penalties):\n"
+        "    recorder = real(keras, penalties)\n"
+        "    def on_epoch_begin(epoch, logs=None):\n"
+        "        if epoch == 2:\n"
+        "            raise KeyboardInterrupt\n"
+        "    recorder.on_epoch_begin = on_epoch_begin\n"
+        "    return recorder\n"
+        "build._penalty_recorder = stopping\n"
+        "try:\n"
+        "    run('out')\n"
+        "except Interrupted as stopped:\n"
+        "    kept = stopped.epoch\n"
+        "build._penalty_recorder = real\n"
+        "again = run('out', resume=True)\n"
+        "print(json.dumps({'kept': kept, 'full': full, 'again': again}))\n",
+        str(spec),
+        str(tmp_path),
+        str(tiny_mnist),
+    )
+    full, again = found["full"], found["again"]
+    assert found["kept"] == 2
+    assert again["replicas"] == 2  # type: ignore[index]
+    assert again["resumed_after_epoch"] == 2  # type: ignore[index]
+    for key in ("test_loss", "test_accuracy"):
+        assert abs(full[key] - again[key]) <= 1e-4  # type: ignore[index]
+    for a, b in zip(
+        full["history"]["loss"],  # type: ignore[index]
+        again["history"]["loss"],  # type: ignore[index]
+        strict=True,
+    ):
+        assert abs(a - b) <= 1e-4

@@ -53,7 +53,9 @@ def _close(a: list[float], b: list[float]) -> bool:
     )
 
 
-def test_each_epochs_order_depends_on_the_seed_and_the_epoch_alone() -> None:
+def test_each_epochs_order_depends_on_the_seed_and_the_epoch_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import numpy as np
 
     generated = builder.import_generated(GOLDEN / "mnist_mlp.py", "mnist_mlp_order")
@@ -70,13 +72,19 @@ def test_each_epochs_order_depends_on_the_seed_and_the_epoch_alone() -> None:
             assert (np.asarray(features)[:, 0] == np.asarray(labels)).all()
         return batches
 
-    first, second = order(0), order(1)
+    first = order(0)
+    import keras
+
+    keras.utils.set_random_seed(99)  # no other random state changes the order
+    second = order(1)
     assert [len(b) for b in first] == [32, 32, 32, 4]
     flat = [i for batch in first for i in batch]
     assert sorted(flat) == list(range(100)) != flat  # each sample once, shuffled
     assert sorted(i for batch in second for i in batch) == list(range(100))
     assert first != second  # a new order every epoch
     assert order(0) == first and order(1) == second  # the same at every pass
+    monkeypatch.setattr(generated, "SEED", generated.SEED + 1)
+    assert order(0) != first  # the seed decides it
 
 
 def test_a_build_killed_mid_training_resumes_to_the_same_metrics(
@@ -197,17 +205,19 @@ def test_ctrl_c_keeps_the_finished_epochs_and_resume_ends_the_same(
         "state.json",
     ]
 
+    before = resume.read(work)
+    assert before is not None
     messages: list[str] = []
     again = builder.build(
         spec.plan, spec.code, out, data=tiny_mnist, resume=True, log=messages.append
     ).metrics
     assert "resuming after epoch 2 of 4" in messages
+    assert again["timing"]["train_seconds"] > before.train_seconds > 0
     assert again["resumed_after_epoch"] == 2 and full["resumed_after_epoch"] is None
     assert abs(again["test_loss"] - full["test_loss"]) <= 1e-4
     assert again["test_accuracy"] == pytest.approx(full["test_accuracy"], abs=1e-4)
     assert _close(again["history"]["loss"], full["history"]["loss"])
     assert len(again["history_split"]["l2_penalty"]) == 4
-    assert again["timing"]["train_seconds"] > 0
     assert not work.exists()
 
 
@@ -255,27 +265,45 @@ def test_resume_refuses_state_of_another_build_and_keeps_it(
             log=lambda m: None,
         )
     assert str(err.value) == (
-        f"--resume: the interrupted build in {work} cannot be continued: the "
-        "generated code (the spec changed); the number of epochs differ from this "
-        "build's. Build without --resume to start over (that discards its saved "
-        "epochs)."
+        f"--resume: the interrupted build in {work} cannot be continued, because "
+        "these changed since: the generated code (the spec's model or training); "
+        "the number of epochs (3 then, 5 now; --epochs 3 continues it). Build "
+        "without --resume to start over."
     )
     assert _files(work) == saved
 
 
-def test_a_build_without_resume_discards_saved_epochs_and_says_so(
+def test_a_build_without_resume_replaces_saved_epochs_once_it_has_its_own(
     tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     work = _interrupted(tmp_path, tiny_mnist, THREE_EPOCHS, monkeypatch)
     spec = compiled(tmp_path, THREE_EPOCHS)
-    messages: list[str] = []
-    result = builder.build(
-        spec.plan, spec.code, tmp_path / "out", data=tiny_mnist, log=messages.append
+    notice = (
+        f"an interrupted build's epoch 1 of 3 is saved in {work}; this build starts "
+        "over and replaces them when its first epoch ends (stop it now and add "
+        "--resume to continue them instead)"
     )
-    assert (
-        f"discarding the saved epochs 1-1 of an interrupted build in {work}; "
-        "build with --resume to continue such a build instead"
-    ) in messages
+
+    # Stopped before its own first epoch ends, it leaves the old state as it was.
+    saved = _files(work)
+    messages: list[str] = []
+    with monkeypatch.context() as patch:
+        patch.setattr(builder, "_penalty_recorder", _StopAt(0))
+        with pytest.raises(Interrupted) as stopped:
+            builder.build(
+                spec.plan,
+                spec.code,
+                tmp_path / "out",
+                data=tiny_mnist,
+                log=messages.append,
+            )
+    assert notice in messages
+    assert stopped.value.epoch == 1
+    assert _files(work) == saved
+
+    result = builder.build(
+        spec.plan, spec.code, tmp_path / "out", data=tiny_mnist, log=lambda m: None
+    )
     assert result.metrics["resumed_after_epoch"] is None
     assert len(result.metrics["history"]["loss"]) == 3
     assert not work.exists()
@@ -296,30 +324,73 @@ def test_resume_without_saved_state_trains_from_the_first_epoch(
     assert result.metrics["resumed_after_epoch"] is None
 
 
-def test_unreadable_saved_state_counts_as_none(tmp_path: Path) -> None:
+def test_a_saved_state_that_cannot_be_read_is_said_so(tmp_path: Path) -> None:
     work = tmp_path / "work"
     (work / "resume").mkdir(parents=True)
-    assert resume.read(work) is None
-    (work / "resume" / "state.json").write_text('{"epoch": 2')  # cut short
-    assert resume.read(work) is None
-    (work / "resume" / "state.json").write_text(
-        json.dumps(
-            {
-                "epoch": 2,
-                "epochs": 3,
-                "key": {},
-                "variables": [],
-                "file": "epoch-0002.npz",
-                "history": {},
-                "penalties": [],
-                "train_seconds": 1.0,
-            }
-        )
-    )
-    assert resume.read(work) is None  # its weights file is missing
+    assert resume.read(work) is None  # no state.json: nothing saved
+    state = work / "resume" / "state.json"
+    good = {
+        "format": 1,
+        "epoch": 2,
+        "epochs": 3,
+        "key": {},
+        "variables": [],
+        "file": "epoch-0002.npz",
+        "history": {},
+        "penalties": [],
+        "train_seconds": 1.0,
+    }
+    for text, reason in [
+        ('{"epoch": 2', "cannot be read: state.json: JSONDecodeError: "),
+        (json.dumps({**good, "format": 0}), "is of another format (0; this "),
+        (json.dumps({**good, "epoch": "two"}), "cannot be read: state.json: "),
+        (json.dumps(good), "cannot be read: its epoch-0002.npz is missing"),
+    ]:
+        state.write_text(text)
+        with pytest.raises(resume.UnreadableState, match=re.escape(reason)):
+            resume.read(work)
     (work / "resume" / "epoch-0002.npz").write_bytes(b"")
     saved = resume.read(work)
     assert saved is not None and (saved.epoch, saved.epochs) == (2, 3)
+
+
+def test_resume_refuses_an_unreadable_state_and_a_build_replaces_it(
+    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = _interrupted(tmp_path, tiny_mnist, THREE_EPOCHS, monkeypatch)
+    (work / "resume" / "state.json").write_text("{")
+    spec = compiled(tmp_path, THREE_EPOCHS)
+    out = tmp_path / "out"
+    with pytest.raises(BuildError) as err:
+        builder.build(
+            spec.plan, spec.code, out, data=tiny_mnist, resume=True, log=print
+        )
+    assert str(err.value).startswith(
+        f"--resume: the saved state in {work / 'resume'} cannot be read: "
+    )
+    assert str(err.value).endswith(". Build without --resume to start over")
+    assert (work / "resume" / "state.json").read_text() == "{"
+    messages: list[str] = []
+    builder.build(spec.plan, spec.code, out, data=tiny_mnist, log=messages.append)
+    assert any(m.endswith("; starting over") for m in messages)
+    assert not work.exists()
+
+
+def test_out_may_not_be_the_working_folder_or_hold_it(
+    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = compiled(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for out in (".", "..", "data/.."):
+        with pytest.raises(BuildError) as err:
+            builder.build(
+                spec.plan, spec.code, Path(out), data=tiny_mnist, log=lambda m: None
+            )
+        assert str(err.value).endswith(
+            ": is the folder you are in, or holds it; name a folder of its own for "
+            "the build, such as build/NAME"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "small.yaml"]
 
 
 def test_two_builds_cannot_write_one_out_folder_at_once(

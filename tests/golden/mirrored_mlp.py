@@ -100,9 +100,10 @@ def preprocess(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def batches(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tf.data.Dataset:
     """Training batches of BATCH_SIZE, one epoch per pass, shuffled per epoch.
 
-    Each pass reads its epoch from the optimizer's step count and shuffles with
-    the seed (SEED, epoch) alone, so training resumed from a saved epoch sees
-    the same batches as training that never stopped.
+    Each pass reads its epoch from `model`'s optimizer step count (so a model
+    trained before goes on counting from there) and shuffles with the seed
+    (SEED, epoch) alone: training resumed from a saved epoch sees the same
+    batches as training that never stopped.
     """
     steps = math.ceil(len(x) / BATCH_SIZE)
 
@@ -115,20 +116,23 @@ def batches(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tf.data.Dataset
     def in_batches(order: tf.Tensor) -> tf.data.Dataset:
         return tf.data.Dataset.from_tensor_slices(order).batch(BATCH_SIZE)
 
-    def take(
+    def gather_batch(
         indices: tf.Tensor, data: tuple[tf.Tensor, tf.Tensor]
     ) -> tuple[tf.Tensor, tf.Tensor]:
         return tf.gather(data[0], indices), tf.gather(data[1], indices)
 
+    # One element per pass, mapped when the pass begins: the epoch is read then.
     indices = tf.data.Dataset.range(1).map(epoch_order).flat_map(in_batches)
+    # The arrays enter as a dataset of their own, not as constants of a function.
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
     options = tf.data.Options()
-    # tf.data's default rewrites copy the pipeline, and the data in it, once more.
+    # tf.data's default rewrites would serialize the pipeline, arrays included:
+    # a second copy of the training data in memory.
     options.experimental_optimization.apply_default_optimizations = False
     return (
         tf.data.Dataset.zip(indices, data)
-        .map(take, num_parallel_calls=tf.data.AUTOTUNE)
-        .apply(tf.data.experimental.assert_cardinality(steps))
+        .map(gather_batch, num_parallel_calls=tf.data.AUTOTUNE)
+        .apply(tf.data.experimental.assert_cardinality(steps))  # Keras counts steps
         .prefetch(tf.data.AUTOTUNE)
         .with_options(options)
     )
@@ -156,6 +160,7 @@ def train(
         initial_epoch=initial_epoch,
         shuffle=False,  # batches() shuffles
         validation_data=(x_val, y_val),
+        validation_batch_size=BATCH_SIZE,
         verbose=verbose,
         callbacks=callbacks,
     )
