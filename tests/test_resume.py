@@ -19,6 +19,7 @@ import pytest
 from l2compile import build as builder
 from l2compile import resume
 from l2compile.errors import BuildError, Interrupted
+from l2compile.generate import Compiled
 
 from .conftest import GOLDEN, ROOT, SMALL_SPEC, compiled, make_mnist_npz
 
@@ -30,6 +31,20 @@ KILL_SPEC = SMALL_SPEC.replace("epochs: 1", "epochs: 40") + (
 
 def _cli(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "l2compile", "build", *map(str, args)]
+
+
+def _run(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        _cli(*args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def _build(
+    spec: Compiled, out: Path, data: Path, **options: Any
+) -> builder.BuildResult:
+    """Build `spec` into `out`, quietly unless given a log."""
+    options.setdefault("log", lambda message: None)
+    return builder.build(spec.plan, spec.code, out, data=data, **options)
 
 
 def _state(work: Path) -> dict[str, Any] | None:
@@ -97,14 +112,7 @@ def test_a_build_killed_mid_training_resumes_to_the_same_metrics(
 
     # The uninterrupted build, and a copy of it standing for an earlier build.
     full = tmp_path / "full"
-    done = subprocess.run(
-        _cli(spec, "--out", full, "--data", data),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _run(env, spec, "--out", full, "--data", data)
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "out"
     shutil.copytree(full, out)
@@ -131,14 +139,7 @@ def test_a_build_killed_mid_training_resumes_to_the_same_metrics(
     assert killed is not None and 2 <= killed["epoch"] < 40, killed
     assert _files(out) == before  # the earlier build is intact
 
-    resumed = subprocess.run(
-        _cli(spec, "--out", out, "--data", data, "--resume"),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    resumed = _run(env, spec, "--out", out, "--data", data, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     first = re.search(r"resuming after epoch (\d+) of 40", resumed.stderr)
     assert first is not None, resumed.stderr[-3000:]
@@ -184,14 +185,13 @@ def test_ctrl_c_keeps_the_finished_epochs_and_resume_ends_the_same(
     tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = compiled(tmp_path, SMALL_SPEC.replace("epochs: 1", "epochs: 4"))
-    quiet = {"data": tiny_mnist, "log": lambda m: None}
-    full = builder.build(spec.plan, spec.code, tmp_path / "full", **quiet).metrics
+    full = _build(spec, tmp_path / "full", tiny_mnist).metrics
 
     out = tmp_path / "out"
     with monkeypatch.context() as patch:
         patch.setattr(builder, "_penalty_recorder", _StopAt(2))
         with pytest.raises(Interrupted) as stopped:
-            builder.build(spec.plan, spec.code, out, **quiet)
+            _build(spec, out, tiny_mnist)
     work = tmp_path / ".out.partial"
     assert (stopped.value.work, stopped.value.epoch, stopped.value.epochs) == (
         work,
@@ -208,9 +208,7 @@ def test_ctrl_c_keeps_the_finished_epochs_and_resume_ends_the_same(
     before = resume.read(work)
     assert before is not None
     messages: list[str] = []
-    again = builder.build(
-        spec.plan, spec.code, out, data=tiny_mnist, resume=True, log=messages.append
-    ).metrics
+    again = _build(spec, out, tiny_mnist, resume=True, log=messages.append).metrics
     assert "resuming after epoch 2 of 4" in messages
     assert again["timing"]["train_seconds"] > before.train_seconds > 0
     assert again["resumed_after_epoch"] == 2 and full["resumed_after_epoch"] is None
@@ -227,9 +225,7 @@ def test_an_interrupt_before_the_first_epoch_ends_leaves_nothing(
     spec = compiled(tmp_path)
     monkeypatch.setattr(builder, "_penalty_recorder", _StopAt(0))
     with pytest.raises(KeyboardInterrupt) as stopped:
-        builder.build(
-            spec.plan, spec.code, tmp_path / "out", data=tiny_mnist, log=lambda m: None
-        )
+        _build(spec, tmp_path / "out", tiny_mnist)
     assert not isinstance(stopped.value, Interrupted)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "small.yaml"]
 
@@ -239,9 +235,7 @@ def _interrupted(tmp_path: Path, data: Path, text: str, monkeypatch: Any) -> Pat
     with monkeypatch.context() as patch:
         patch.setattr(builder, "_penalty_recorder", _StopAt(1))
         with pytest.raises(Interrupted):
-            builder.build(
-                spec.plan, spec.code, tmp_path / "out", data=data, log=lambda m: None
-            )
+            _build(spec, tmp_path / "out", data)
     return tmp_path / ".out.partial"
 
 
@@ -255,15 +249,7 @@ def test_resume_refuses_state_of_another_build_and_keeps_it(
     saved = _files(work)
     spec = compiled(tmp_path, THREE_EPOCHS.replace("units: 16", "units: 17"))
     with pytest.raises(BuildError) as err:
-        builder.build(
-            spec.plan,
-            spec.code,
-            tmp_path / "out",
-            data=tiny_mnist,
-            epochs=5,
-            resume=True,
-            log=lambda m: None,
-        )
+        _build(spec, tmp_path / "out", tiny_mnist, epochs=5, resume=True)
     assert str(err.value) == (
         f"--resume: the interrupted build in {work} cannot be continued, because "
         "these changed since: the generated code (the spec's model or training); "
@@ -290,20 +276,12 @@ def test_a_build_without_resume_replaces_saved_epochs_once_it_has_its_own(
     with monkeypatch.context() as patch:
         patch.setattr(builder, "_penalty_recorder", _StopAt(0))
         with pytest.raises(Interrupted) as stopped:
-            builder.build(
-                spec.plan,
-                spec.code,
-                tmp_path / "out",
-                data=tiny_mnist,
-                log=messages.append,
-            )
+            _build(spec, tmp_path / "out", tiny_mnist, log=messages.append)
     assert notice in messages
     assert stopped.value.epoch == 1
     assert _files(work) == saved
 
-    result = builder.build(
-        spec.plan, spec.code, tmp_path / "out", data=tiny_mnist, log=lambda m: None
-    )
+    result = _build(spec, tmp_path / "out", tiny_mnist)
     assert result.metrics["resumed_after_epoch"] is None
     assert len(result.metrics["history"]["loss"]) == 3
     assert not work.exists()
@@ -315,9 +293,7 @@ def test_resume_without_saved_state_trains_from_the_first_epoch(
     spec = compiled(tmp_path)
     out = tmp_path / "out"
     messages: list[str] = []
-    result = builder.build(
-        spec.plan, spec.code, out, data=tiny_mnist, resume=True, log=messages.append
-    )
+    result = _build(spec, out, tiny_mnist, resume=True, log=messages.append)
     assert f"--resume: no saved state for {out}; training from the first epoch" in (
         messages
     )
@@ -362,16 +338,14 @@ def test_resume_refuses_an_unreadable_state_and_a_build_replaces_it(
     spec = compiled(tmp_path, THREE_EPOCHS)
     out = tmp_path / "out"
     with pytest.raises(BuildError) as err:
-        builder.build(
-            spec.plan, spec.code, out, data=tiny_mnist, resume=True, log=print
-        )
+        _build(spec, out, tiny_mnist, resume=True)
     assert str(err.value).startswith(
         f"--resume: the saved state in {work / 'resume'} cannot be read: "
     )
     assert str(err.value).endswith(". Build without --resume to start over")
     assert (work / "resume" / "state.json").read_text() == "{"
     messages: list[str] = []
-    builder.build(spec.plan, spec.code, out, data=tiny_mnist, log=messages.append)
+    _build(spec, out, tiny_mnist, log=messages.append)
     assert any(m.endswith("; starting over") for m in messages)
     assert not work.exists()
 
@@ -383,9 +357,7 @@ def test_out_may_not_be_the_working_folder_or_hold_it(
     monkeypatch.chdir(tmp_path)
     for out in (".", "..", "data/.."):
         with pytest.raises(BuildError) as err:
-            builder.build(
-                spec.plan, spec.code, Path(out), data=tiny_mnist, log=lambda m: None
-            )
+            _build(spec, Path(out), tiny_mnist)
         assert str(err.value).endswith(
             ": is the folder you are in, or holds it; name a folder of its own for "
             "the build, such as build/NAME"
@@ -405,13 +377,7 @@ def test_two_builds_cannot_write_one_out_folder_at_once(
     try:
         fcntl.flock(holder, fcntl.LOCK_EX)
         with pytest.raises(BuildError) as err:
-            builder.build(
-                spec.plan,
-                spec.code,
-                tmp_path / "out",
-                data=tiny_mnist,
-                log=lambda m: None,
-            )
+            _build(spec, tmp_path / "out", tiny_mnist)
     finally:
         os.close(holder)
     assert str(err.value) == (
@@ -429,14 +395,7 @@ def test_resume_is_refused_for_multi_worker_training(
         SMALL_SPEC.replace("  seed: 7\n", "  seed: 7\n  distribute: multi_worker\n"),
     )
     with pytest.raises(BuildError, match=r"^--resume is not available with "):
-        builder.build(
-            spec.plan,
-            spec.code,
-            tmp_path / "out",
-            data=tiny_mnist,
-            resume=True,
-            log=lambda m: None,
-        )
+        _build(spec, tmp_path / "out", tiny_mnist, resume=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "small.yaml"]
 
 
@@ -454,14 +413,7 @@ def test_resume_refuses_saved_variables_that_do_not_fit_the_model(
     (work / "resume" / "state.json").write_text(json.dumps(state))
     spec = compiled(tmp_path, THREE_EPOCHS)
     with pytest.raises(BuildError) as err:
-        builder.build(
-            spec.plan,
-            spec.code,
-            tmp_path / "out",
-            data=tiny_mnist,
-            resume=True,
-            log=lambda m: None,
-        )
+        _build(spec, tmp_path / "out", tiny_mnist, resume=True)
     assert str(err.value) == (
         f"--resume: the state saved in {work / 'resume'} does not fit this model: "
         "its variable 3 is another/variable, the model's is "
@@ -475,8 +427,7 @@ def test_a_build_interrupted_after_training_resumes_without_training_again(
     from l2compile import export
 
     spec = compiled(tmp_path, THREE_EPOCHS + "export: {formats: [keras]}\n")
-    quiet = {"data": tiny_mnist, "log": lambda m: None}
-    full = builder.build(spec.plan, spec.code, tmp_path / "full", **quiet).metrics
+    full = _build(spec, tmp_path / "full", tiny_mnist).metrics
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
@@ -485,13 +436,11 @@ def test_a_build_interrupted_after_training_resumes_without_training_again(
     with monkeypatch.context() as patch:
         patch.setattr(export, "save_keras", interrupted)
         with pytest.raises(Interrupted) as stopped:
-            builder.build(spec.plan, spec.code, out, **quiet)
+            _build(spec, out, tiny_mnist)
     assert (stopped.value.epoch, stopped.value.epochs) == (3, 3)
 
     messages: list[str] = []
-    again = builder.build(
-        spec.plan, spec.code, out, data=tiny_mnist, resume=True, log=messages.append
-    ).metrics
+    again = _build(spec, out, tiny_mnist, resume=True, log=messages.append).metrics
     assert "resuming after epoch 3 of 3" in messages
     assert again["resumed_after_epoch"] == 3
     assert again["history"] == full["history"]
