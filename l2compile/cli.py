@@ -34,8 +34,9 @@ Exit codes, the same for every command:
   {EXIT_STALE}    generate --check: a generated module is missing or out of date
   {EXIT_SPEC_ERROR}    a spec (or the command line) is invalid; nothing was written
   {EXIT_FAILURE}    anything else failed (data not found, training or export
-       failed); nothing was written or replaced
-  {EXIT_INTERRUPTED}  interrupted; nothing was written or replaced
+       failed); nothing was replaced (trained epochs are kept for --resume)
+  {EXIT_INTERRUPTED}  interrupted; nothing was replaced (build keeps its finished
+       epochs for --resume)
 """
 
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
