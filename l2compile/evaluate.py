@@ -1,13 +1,21 @@
 """`l2compile eval`: score any artifact of a build on its recipe's test split.
 
 The data is preprocessed by the spec's generated module, as in the build, so
-an artifact is scored on exactly the inputs it was trained for.
+an artifact is scored on exactly the inputs it was trained for. Which spec that
+is comes from `--spec`, or from the build's manifest.json; the artifact's input
+and output shapes are checked against it before anything runs, because a
+SavedModel fed the wrong shape can abort the whole process.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import stat
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +27,16 @@ from l2compile.build import import_generated
 from l2compile.datasets import load_dataset
 from l2compile.errors import BuildError
 from l2compile.plan import ModelPlan
+
+MANIFEST = "manifest.json"
+#: A build's manifest lists a dozen files; anything this large is not one.
+MANIFEST_MAX_BYTES = 1 << 20
+#: Optional manifest field: the spec's path relative to the build folder,
+#: which still finds it when eval runs from another folder than the build.
+SPEC_FROM_BUILD = "from_build"
+
+#: A tensor's shape; None where a dimension (or the whole shape) is not fixed.
+TensorShape = tuple[int | None, ...] | None
 
 
 @dataclass(frozen=True)
@@ -34,6 +52,14 @@ class Evaluation:
     size_bytes: int
     mean_latency_ms: float
     batch: int
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """The spec a build's manifest names, found from the current folder."""
+
+    spec: Path
+    manifest: Path
 
 
 def _size(path: Path) -> int:
@@ -63,11 +89,220 @@ def kind_of(path: Path) -> str:
     )
 
 
+def _read_manifest(artifact: Path, manifest: Path) -> Any:
+    """The parsed manifest, read without following it into a device, a pipe or
+    a huge file."""
+    try:
+        info = manifest.stat()
+    except FileNotFoundError:
+        raise BuildError(
+            f"{artifact} has no build manifest beside it ({manifest}) to name "
+            "the spec it was built from; pass --spec"
+        ) from None
+    except OSError as exc:
+        raise BuildError(
+            f"cannot read {manifest}: {exc.strerror}; pass --spec"
+        ) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise BuildError(f"{manifest} is not a file; pass --spec")
+    try:
+        fd = os.open(manifest, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # replaced meanwhile
+                raise BuildError(f"{manifest} is not a file; pass --spec")
+            raw = f.read(MANIFEST_MAX_BYTES + 1)
+    except OSError as exc:
+        raise BuildError(
+            f"cannot read {manifest}: {exc.strerror}; pass --spec"
+        ) from None
+    if len(raw) > MANIFEST_MAX_BYTES:
+        raise BuildError(
+            f"{manifest} is not a build manifest (more than "
+            f"{MANIFEST_MAX_BYTES:,} bytes); pass --spec"
+        )
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        reason = "not UTF-8"
+    except RecursionError:
+        reason = "nested too deep"
+    except ValueError as exc:
+        reason = str(exc)
+    raise BuildError(
+        f"{manifest} is not a build manifest (not JSON: {reason}); pass --spec"
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except (OSError, ValueError):  # ValueError: a NUL in the name
+        return False
+
+
+def spec_of_build(artifact: Path) -> BuildSpec:
+    """The spec that the build of `artifact` was made from, as the build's
+    manifest.json names it, if it is still there and unchanged."""
+    kind_of(artifact)  # a missing artifact is named as such first
+    # model.keras and *.tflite lie in the build folder, saved_model/ in it too.
+    named = artifact if artifact.name not in ("", "..") else artifact.resolve()
+    manifest = named.parent / MANIFEST
+    recorded = _read_manifest(artifact, manifest)
+    spec = recorded.get("spec") if isinstance(recorded, dict) else None
+    if not isinstance(spec, dict):
+        spec = {}
+    file, sha = spec.get("file"), spec.get("sha256")
+    if not (isinstance(file, str) and file and isinstance(sha, str) and sha):
+        raise BuildError(
+            f"{manifest} is not a build manifest (it names no spec.file and "
+            "spec.sha256); pass --spec"
+        )
+    # spec.file is relative to where the build ran; try it from here first.
+    candidates = [Path(file)]
+    from_build = spec.get(SPEC_FROM_BUILD)
+    if isinstance(from_build, str) and from_build:
+        candidates.append(manifest.parent / from_build)
+    found = next((path for path in candidates if _is_file(path)), None)
+    if found is None:
+        raise BuildError(
+            f"the build's manifest ({manifest}) names {file}, which is not there "
+            "from here; pass --spec"
+        )
+    try:
+        now = _sha256(found)
+    except OSError as exc:
+        raise BuildError(f"cannot read {found}: {exc.strerror}; pass --spec") from None
+    if now != sha.lower():
+        raise BuildError(
+            f"{found} changed since the build (sha256 {sha[:12]} then, {now[:12]} "
+            "now); pass --spec to score against it anyway"
+        )
+    return BuildSpec(spec=found, manifest=manifest)
+
+
+def _fits(shape: TensorShape, expected: tuple[int, ...]) -> bool:
+    """Whether `shape`, without its batch dimension, is `expected`."""
+    if shape is None:  # not known: nothing to hold against it
+        return True
+    rest = shape[1:]
+    return len(rest) == len(expected) and all(
+        d is None or d == e for d, e in zip(rest, expected, strict=True)
+    )
+
+
+def _shape_text(shape: TensorShape) -> str:
+    if shape is None:
+        return "unknown"
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def check_signature(
+    path: Path,
+    plan: ModelPlan,
+    inputs: Sequence[TensorShape],
+    outputs: Sequence[TensorShape],
+) -> None:
+    """Refuse an artifact whose input or output does not fit `plan`'s spec."""
+    spec = plan.source_file
+    advice = "score it against the spec it was built from"
+    if len(inputs) != 1:
+        raise BuildError(
+            f"{path} takes {len(inputs)} inputs, but {spec}'s model takes one; {advice}"
+        )
+    if not _fits(inputs[0], plan.input_shape):
+        raise BuildError(
+            f"{path} takes input of shape {_shape_text(inputs[0])}, but "
+            f"{spec}'s input.shape is {list(plan.input_shape)}; {advice}"
+        )
+    if len(outputs) != 1:
+        raise BuildError(
+            f"{path} gives {len(outputs)} outputs, but {spec}'s model gives one; "
+            f"{advice}"
+        )
+    classes = plan.recipe.num_classes
+    if not _fits(outputs[0], (classes,)):
+        where = (
+            f"train.num_classes is {classes}"
+            if plan.recipe.name == "npz"
+            else f"recipe {plan.recipe.name} has {classes} classes"
+        )
+        raise BuildError(
+            f"{path} gives output of shape {_shape_text(outputs[0])}, but "
+            f"{spec}'s {where}; {advice}"
+        )
+
+
+def _keras_shapes(tensors: Any) -> list[TensorShape]:
+    return [tuple(t.shape) for t in tensors or ()]
+
+
+def _tf_shapes(structure: Any) -> list[TensorShape]:
+    import tensorflow as tf
+
+    shapes: list[TensorShape] = []
+    for spec in tf.nest.flatten(structure):
+        known = spec.shape.rank is not None
+        shapes.append(tuple(spec.shape.as_list()) if known else None)
+    return shapes
+
+
+def _tflite_shapes(details: list[dict[str, Any]]) -> list[TensorShape]:
+    return [
+        tuple(None if d < 0 else int(d) for d in item["shape_signature"])
+        for item in details
+    ]
+
+
 def evaluate_artifact(
     path: Path, plan: ModelPlan, code: str, data: Path | None = None
 ) -> Evaluation:
-    """Score the artifact at `path` on the test split of `plan`'s recipe."""
+    """Score the artifact at `path` on the test split of `plan`'s recipe,
+    after checking that its input and output fit `plan`."""
     kind = kind_of(path)
+    if kind == "tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(path))
+        check_signature(
+            path,
+            plan,
+            _tflite_shapes(interpreter.get_input_details()),
+            _tflite_shapes(interpreter.get_output_details()),
+        )
+    elif kind == "keras":
+        import keras
+
+        # safe_mode: a .keras file cannot run code of its own while loading.
+        model = keras.saving.load_model(path, safe_mode=True)
+        inputs = getattr(model, "inputs", None)
+        if inputs:
+            check_signature(
+                path, plan, _keras_shapes(inputs), _keras_shapes(model.outputs)
+            )
+    else:
+        import tensorflow as tf
+
+        # A SavedModel runs its own graph: eval is for artifacts one trusts.
+        loaded = tf.saved_model.load(str(path))
+        if "serving_default" not in loaded.signatures:
+            raise BuildError(f"{path} has no serving_default signature to score")
+        serve = loaded.signatures["serving_default"]
+        # Checked without calling it: a wrong shape aborts inside TensorFlow.
+        check_signature(
+            path,
+            plan,
+            _tf_shapes(serve.structured_input_signature),
+            _tf_shapes(serve.structured_outputs),
+        )
+
     if data is None and plan.data is not None:
         data = Path(plan.data)
     dataset = load_dataset(plan.recipe, data)
@@ -84,9 +319,6 @@ def evaluate_artifact(
         batch = score.batch
         note = "data loss; TFLite files hold no L2 penalty"
     elif kind == "keras":
-        import keras
-
-        model = keras.saving.load_model(path)
         scores = model.evaluate(x, labels, verbose=0, return_dict=True)
         began = time.perf_counter()
         model.predict(x, batch_size=plan.batch_size, verbose=0)
@@ -95,10 +327,6 @@ def evaluate_artifact(
         accuracy, loss = float(scores["accuracy"]), float(scores["loss"])
         note = "with the L2 penalty, as Keras reports it"
     else:
-        import tensorflow as tf
-
-        loaded = tf.saved_model.load(str(path))
-        serve = loaded.signatures["serving_default"]
         (name,) = serve.structured_input_signature[1]
         outputs = []
         began = time.perf_counter()
