@@ -4,12 +4,21 @@ There is one way to build a model: the generated module. The build writes it,
 imports it, and calls its `preprocess`, `build_model`, `compile_model` and
 `train`, so what a user checks in is exactly what was trained.
 
-Every output is written into a work folder beside `--out` (`.NAME.partial`)
-and moved into place only when all artifacts and checks have succeeded; a
-failed build leaves the previous build untouched. The work folder is locked
-while a build uses it, and it keeps the training state of every finished
-epoch (`l2compile.resume`): a build that is interrupted or killed can be
-continued with `--resume`.
+A build works in a folder of its own beside `--out`, `.NAME.partial/`:
+
+- `.l2compile`: says the folder is l2compile's (a folder without it, or a link,
+  is never emptied or written);
+- `resume/`: the training state of the last finished epoch (`l2compile.resume`),
+  so that an interrupted or killed build can be continued with `--resume`;
+- `artifacts/`: every output, moved to `--out` only when all artifacts and
+  checks have succeeded: a failed build leaves the previous build untouched;
+- while publishing, `publishing` (a journal) and `previous/` (the build that
+  `--out` held). A build killed while publishing is finished or rolled back by
+  the next build of the same `--out`, before anything else (`_recover`).
+
+The folder is locked while a build uses it. `--out` itself is replaced only if
+it is empty or an earlier l2compile build: a folder whose files its
+`manifest.json` lists, and nothing else (`check_out_dir`).
 """
 
 from __future__ import annotations
@@ -23,12 +32,9 @@ import math
 import os
 import platform
 import shutil
-import signal
 import sys
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -36,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from l2compile import __version__, export
+from l2compile import __version__, export, interrupts
 from l2compile import resume as resume_
 from l2compile.datasets import Dataset, load_dataset
 from l2compile.errors import BuildError, Interrupted
@@ -46,7 +52,15 @@ from l2compile.resume import Saved, package_version
 #: TFLite float32 must agree with Keras to this accuracy on the test split.
 TFLITE_TOLERANCE = 0.001
 MANIFEST = "manifest.json"
+#: The layout of manifest.json; with the fields below, what marks a build folder.
+MANIFEST_FORMAT = 1
 METRICS = "metrics.json"
+
+# The work folder's parts (see the module's docstring).
+OWNER = ".l2compile"
+ARTIFACTS = "artifacts"
+JOURNAL = "publishing"
+PREVIOUS = "previous"
 
 Log = Callable[[str], None]
 
@@ -62,22 +76,116 @@ class BuildResult:
 
 
 def check_out_dir(out: Path) -> None:
-    """Refuse to replace a folder that is not an earlier l2compile build, or
-    the folder the build runs in (or one that holds it)."""
+    """Refuse, before any work, an `--out` that the build may not or cannot
+    replace: the folder the build runs in (or one that holds it), a link, a
+    folder that is not an earlier l2compile build, or one it cannot move."""
     target, here = out.resolve(), Path.cwd().resolve()
     if target == here or target in here.parents:
         raise BuildError(
             f"--out {out}: is the folder you are in, or holds it; name a folder of "
             "its own for the build, such as build/NAME"
         )
+    if out.is_symlink():
+        raise BuildError(
+            f"--out {out}: is a symbolic link (to {os.readlink(out)}); the build "
+            "replaces --out, so name the folder itself"
+        )
     if not out.exists():
         return
     if not out.is_dir():
         raise BuildError(f"--out {out}: exists and is not a folder")
-    if any(out.iterdir()) and not (out / MANIFEST).is_file():
+    foreign = foreign_files(out)
+    if foreign:
         raise BuildError(
-            f"--out {out}: the folder is not empty and holds no {MANIFEST}, so it "
-            "is not an earlier l2compile build; refusing to replace it"
+            f"--out {out}: is not an earlier l2compile build, so the build will not "
+            f"replace it: {foreign}. Name another folder, or empty this one yourself"
+        )
+    _check_replaceable(out)
+
+
+def foreign_files(folder: Path) -> str | None:
+    """Why `folder` is not an earlier l2compile build (None if it is one, or
+    is empty): it needs a manifest.json in l2compile's format that lists every
+    file in it, and nothing else may be there."""
+    files, links = [], []
+    for root, dirs, names in os.walk(folder):
+        for name in dirs + names:
+            path = Path(root, name)
+            if path.is_symlink():
+                links.append(path.relative_to(folder).as_posix())
+            elif name in names:
+                files.append(path.relative_to(folder).as_posix())
+    if not files and not links:
+        return None
+    if links:
+        return f"it holds symbolic links ({_some(links)})"
+    listed = _manifest_files(folder / MANIFEST)
+    if listed is None:
+        return f"it holds {_some(sorted(files))} and no manifest.json of l2compile's"
+    unlisted = sorted(set(files) - {MANIFEST} - set(listed))
+    if unlisted:
+        return f"it holds files its manifest.json does not list ({_some(unlisted)})"
+    changed = sorted(
+        name
+        for name, size in listed.items()
+        if name in files and (folder / name).stat().st_size != size
+    )
+    if changed:
+        return f"files were changed since l2compile wrote them ({_some(changed)})"
+    return None
+
+
+def _some(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _manifest_files(path: Path) -> dict[str, int] | None:
+    """The files a manifest.json of l2compile's lists, with their sizes; None
+    if `path` is not such a manifest."""
+    try:
+        if path.is_symlink() or path.stat().st_size > 16 * 2**20:
+            return None
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict) or not {
+            "name",
+            "spec",
+            "generated_module",
+            "versions",
+            "artifacts",
+        } <= set(manifest):
+            return None
+        if manifest.get("format", MANIFEST_FORMAT) != MANIFEST_FORMAT:
+            return None
+        if "l2compile" not in manifest["versions"]:
+            return None
+        return {str(a["path"]): int(a["size"]) for a in manifest["artifacts"]}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _check_replaceable(out: Path) -> None:
+    """What would make publishing fail, found before training: moving --out
+    aside needs write access to it, and removing it afterwards to each of its
+    folders; a mount point cannot be moved; in a sticky folder (like /tmp)
+    only the owner may move it."""
+    if os.path.ismount(out):
+        raise BuildError(f"--out {out}: is a mount point, which cannot be replaced")
+    for root, _, _ in os.walk(out):
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise BuildError(
+                f"--out {out}: cannot be replaced: {root} is not writable, so the "
+                "earlier build in it could not be removed"
+            )
+    parent = out.parent.stat()
+    if parent.st_mode & 0o1000 and os.geteuid() not in (
+        0,
+        parent.st_uid,
+        out.stat().st_uid,
+    ):
+        raise BuildError(
+            f"--out {out}: cannot be replaced: it belongs to another user, in a "
+            "folder where only a file's owner may move it"
         )
 
 
@@ -103,6 +211,7 @@ def build(
             "--resume is not available with train.distribute: multi_worker: its "
             "custom training loop saves no state; build without --resume"
         )
+    interrupts.phase("data")
     if data is None and plan.data is not None:
         data = Path(plan.data)
     dataset = load_dataset(plan.recipe, data)
@@ -113,48 +222,67 @@ def build(
     )
     epochs = plan.epochs if epochs is None else epochs
     key = resume_.build_key(code, dataset, epochs)
-    work, lock = _open_work(out)
+    work, lock = _open_work(out, log)
     try:
         saved = _take_over(work, out, key, resume, log)
         try:
             _check_free_space(work, plan)
-            metrics = _build_into(work, plan, code, dataset, epochs, key, saved, log)
+            metrics = _build_into(
+                work, out, plan, code, dataset, epochs, key, saved, log
+            )
             if not is_chief():
                 # Every worker trains and exports (they run in lockstep); only
                 # the chief publishes.
-                shutil.rmtree(work)
+                with interrupts.deferred():
+                    shutil.rmtree(work)
                 log("not the chief worker: nothing published")
                 return BuildResult(out, metrics, (), published=False)
+            interrupts.phase("publishing")
             _publish(work, out)
         except BaseException as exc:
-            # Keep the finished epochs, so that --resume can continue them,
-            # unless training diverged (it would again); else leave nothing.
-            kept = None if isinstance(exc, Diverged) else _readable_state(work)
-            if isinstance(exc, ParityError):
-                if kept is None:
-                    resume_.discard(work)
-                raise BuildError(
-                    f"{exc}\nNothing was published and {out} was not changed; this "
-                    f"build's files are kept for inspection in {work}"
-                    + (
-                        ", with its trained model: add --resume to export it "
-                        "again without training"
-                        if kept is not None
-                        else ""
-                    )
-                ) from exc
-            if kept is None:
-                shutil.rmtree(work, ignore_errors=True)
-                raise
-            resume_.clear(work, keep_state=True)
-            if isinstance(exc, KeyboardInterrupt):
-                raise Interrupted(work, kept.epoch, kept.epochs) from None
-            log(f"{_saved_epochs(kept)} saved in {work}: add --resume to continue")
+            with interrupts.deferred():  # a second Ctrl-C does not cut this short
+                _keep_or_clean(work, out, exc, log)
             raise
     finally:
         os.close(lock)
     artifacts = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
     return BuildResult(out, metrics, tuple(artifacts))
+
+
+def _keep_or_clean(work: Path, out: Path, exc: BaseException, log: Log) -> None:
+    """After a failure: keep the finished epochs, so that --resume can continue
+    them (unless training diverged: it would again), and raise what the user
+    should read; otherwise leave nothing."""
+    interrupted = isinstance(exc, KeyboardInterrupt) or interrupts.received()
+    kept = None if isinstance(exc, Diverged) else _readable_state(work)
+    if isinstance(exc, ParityError) and not interrupted:
+        if kept is None:
+            resume_.discard(work)
+        raise BuildError(
+            f"{exc}\nNothing was published and {out} was not changed; this "
+            f"build's files are kept for inspection in {work / ARTIFACTS}"
+            + (
+                ", with its trained model: add --resume to export it "
+                "again without training"
+                if kept is not None
+                else ""
+            )
+        ) from exc
+    if kept is None:
+        shutil.rmtree(work, ignore_errors=True)
+        if interrupted and not isinstance(exc, KeyboardInterrupt):
+            raise KeyboardInterrupt from None  # it came out as another error
+        return
+    shutil.rmtree(work / ARTIFACTS, ignore_errors=True)
+    if interrupted:
+        raise Interrupted(work, kept.epoch, kept.epochs) from None
+    if isinstance(exc, OSError) and exc.filename is not None:
+        raise BuildError(
+            f"cannot write {exc.filename}: {exc.strerror or exc}. "
+            f"{out} was not changed; {_saved_epochs(kept)} saved in {work}: "
+            "add --resume to continue"
+        ) from exc
+    log(f"{_saved_epochs(kept)} saved in {work}: add --resume to continue")
 
 
 class Diverged(BuildError):
@@ -184,11 +312,12 @@ def _check_input_shape(plan: ModelPlan, dataset: Dataset) -> None:
         )
 
 
-def _open_work(out: Path) -> tuple[Path, int]:
+def _open_work(out: Path, log: Log) -> tuple[Path, int]:
     """Create (or reuse) the build's work folder beside `out`, and lock it.
 
     The name is stable, `.NAME.partial` (one per worker when several train
-    together), so that `--resume` finds an interrupted build's state. The lock
+    together), so that `--resume` finds an interrupted build's state. Only a
+    real folder that l2compile made is used, never through a link. The lock
     keeps two builds from writing the same `--out` at once; it is released
     when the descriptor is closed, or the process dies.
     """
@@ -197,11 +326,25 @@ def _open_work(out: Path) -> tuple[Path, int]:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
-            work.mkdir(mode=0o777, exist_ok=True)
+            if work.is_symlink():
+                raise BuildError(
+                    f"--out {out}: its work folder {work} is a symbolic link (to "
+                    f"{os.readlink(work)}); l2compile works only in a folder it "
+                    "made itself. Remove the link"
+                )
+            created = False
+            with contextlib.suppress(FileExistsError):
+                work.mkdir(mode=0o777)
+                created = True
             try:
-                lock = os.open(work, os.O_RDONLY)
+                lock = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
             except FileNotFoundError:
-                continue  # an ending build moved it into place; make a new one
+                continue  # an ending build removed it; make a new one
+            except NotADirectoryError:
+                raise BuildError(
+                    f"--out {out}: {work}, where the build works, exists and is "
+                    "not a folder; move it away"
+                ) from None
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -211,17 +354,72 @@ def _open_work(out: Path) -> tuple[Path, int]:
                     f"work folder {work} is locked); wait for that build to end"
                 ) from None
             try:
-                if os.path.samestat(os.fstat(lock), os.stat(work)):
-                    return work, lock
+                same = os.path.samestat(os.fstat(lock), os.lstat(work))
             except FileNotFoundError:
-                pass
-            os.close(lock)  # an ending build moved it into place; take a new one
+                same = False
+            if not same:
+                os.close(lock)  # an ending build removed it; take a new one
+                continue
+            try:
+                _claim(work, out, created)
+                _recover(work, out, log)
+            except BaseException:
+                os.close(lock)
+                raise
+            return work, lock
     except OSError as exc:
         raise BuildError(
             f"--out {out}: cannot write the build beside it in {out.parent}: "
             f"{exc.strerror or exc}"
         ) from exc
     raise BuildError(f"--out {out}: cannot take its work folder {work}; try again")
+
+
+def _claim(work: Path, out: Path, created: bool) -> None:
+    """Mark a new work folder as l2compile's; refuse one that is not."""
+    owner = work / OWNER
+    if owner.is_file() and not owner.is_symlink():
+        return
+    entries = sorted(p.name for p in work.iterdir())
+    # An empty folder holds nothing to lose; one with only a saved state is
+    # an earlier l2compile's, from before the folder was marked.
+    if created or entries in ([], [resume_.FOLDER]):
+        owner.write_text(
+            "This folder is l2compile's work folder for a build of "
+            f"{out.name}; it may be removed when no build runs.\n",
+            encoding="utf-8",
+        )
+        return
+    raise BuildError(
+        f"--out {out}: {work}, where the build works, was not made by l2compile "
+        f"(it holds {_some(entries)} and no {OWNER}); move it away"
+    )
+
+
+def _recover(work: Path, out: Path, log: Log) -> None:
+    """Finish or roll back a publish that was stopped half-way (a kill, a lost
+    machine). Before the new build is moved to `out`, the previous one goes
+    back; after it, only tidying up is left."""
+    artifacts, previous = work / ARTIFACTS, work / PREVIOUS
+    if not (work / JOURNAL).exists():
+        shutil.rmtree(previous, ignore_errors=True)  # a tidy-up that was cut short
+        return
+    stopped = f"an earlier build of {out} was stopped while publishing"
+    if artifacts.is_dir():
+        if previous.exists():
+            if out.exists() or out.is_symlink():
+                raise BuildError(
+                    f"{stopped}: {previous} holds what {out} held before, and "
+                    f"{out} exists again; move one of them away"
+                )
+            os.replace(previous, out)
+        log(f"{stopped}; {out} is as it was before it")
+    else:
+        shutil.rmtree(previous, ignore_errors=True)
+        resume_.discard(work)
+        log(f"{stopped}, after it was in place; {out} holds it")
+    (work / JOURNAL).unlink()
+    _sync_folder(work)
 
 
 def _task_name() -> str:
@@ -235,39 +433,39 @@ def _take_over(
     """Empty the work folder for this build; with `resume`, keep and return the
     saved state of an interrupted build of the same code, data and epochs.
 
-    Without `resume`, a saved state is left in place until this build's first
-    epoch replaces it, so that stopping at once still lets it be resumed.
+    Without `resume`, a saved state is not read, and is left in place until
+    this build's first epoch replaces it, so that stopping at once still lets
+    it be resumed.
     """
+    shutil.rmtree(work / ARTIFACTS, ignore_errors=True)
+    state = work / resume_.FOLDER
+    if state.is_symlink():
+        state.unlink()  # never write, nor read, through a link
+    if not resume:
+        if os.path.lexists(work / resume_.FOLDER / resume_.STATE):
+            log(
+                f"an interrupted build's saved epochs are in {work}; this build "
+                "starts over and replaces them when its first epoch ends (stop it "
+                "now and add --resume to continue them instead)"
+            )
+        return None
     try:
         saved = resume_.read(work)
     except resume_.UnreadableState as exc:
-        if resume:
-            raise BuildError(
-                f"--resume: {exc}. Build without --resume to start over"
-            ) from None
-        log(f"{exc}; starting over")
-        resume_.clear(work, keep_state=False)
-        return None
-    if resume and saved is None:
+        raise BuildError(
+            f"--resume: {exc}. Build without --resume to start over"
+        ) from None
+    if saved is None:
         log(f"--resume: no saved state for {out}; training from the first epoch")
-    elif resume and saved is not None:
-        changed = resume_.differences(saved.key, key)
-        if changed:
-            raise BuildError(
-                f"--resume: the interrupted build in {work} cannot be continued, "
-                f"because these changed since: {'; '.join(changed)}. Build without "
-                "--resume to start over."
-            )
-        log(f"resuming after epoch {saved.epoch} of {saved.epochs}")
-    elif saved is not None:
-        log(
-            f"an interrupted build's {_saved_epochs(saved)} saved in {work}; this "
-            "build starts over and replaces them when its first epoch ends (stop "
-            "it now and add --resume to continue them instead)"
-        )
-        resume_.clear(work, keep_state=True)
         return None
-    resume_.clear(work, keep_state=saved is not None)
+    changed = resume_.differences(saved.key, key)
+    if changed:
+        raise BuildError(
+            f"--resume: the interrupted build in {work} cannot be continued, "
+            f"because these changed since: {'; '.join(changed)}. Build without "
+            "--resume to start over."
+        )
+    log(f"resuming after epoch {saved.epoch} of {saved.epochs}")
     return saved
 
 
@@ -299,40 +497,41 @@ def is_chief() -> bool:
 
 
 def _publish(work: Path, out: Path) -> None:
-    """Move the finished build into place, the earlier one out of the way.
+    """Move the finished build to `out`, and the earlier one out of the way.
 
-    The saved training state is dropped only now, and Ctrl-C and SIGTERM wait
-    for the two renames: the build is either not published and resumable, or
-    published.
+    A journal written first lets the next build finish or roll back a publish
+    that a kill stopped half-way (`_recover`); the saved training state goes
+    only once the new build is in place. Ctrl-C and SIGTERM wait until the end.
     """
-    with _signals_deferred():
+    artifacts, previous = work / ARTIFACTS, work / PREVIOUS
+    with interrupts.deferred():
+        journal = work / JOURNAL
+        journal.write_text(f"publishing {work / ARTIFACTS} to {out}\n")
+        _sync_folder(work)
+        try:
+            if out.exists():
+                os.replace(out, previous)
+            interrupts.phase("moving")
+            os.replace(artifacts, out)
+        except BaseException:
+            if previous.exists() and not out.exists():
+                os.replace(previous, out)
+            journal.unlink()
+            raise
+        _sync_folder(out.parent)
+        shutil.rmtree(previous, ignore_errors=True)
         resume_.discard(work)
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-        os.replace(work, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        journal.unlink()
+        shutil.rmtree(work, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold off Ctrl-C and SIGTERM for a moment (in the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    arrived: list[int] = []
-    for sig in handlers:
-        signal.signal(sig, lambda signum, frame: arrived.append(signum))
+def _sync_folder(folder: Path) -> None:
+    """Flush a folder's entries (renames, new files) to the disk."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        yield
+        os.fsync(fd)
     finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    # A signal that arrived while publishing comes too late to stop the build,
-    # which is complete; it is dropped.
+        os.close(fd)
 
 
 def import_generated(path: Path, name: str) -> ModuleType:
@@ -347,6 +546,7 @@ def import_generated(path: Path, name: str) -> ModuleType:
 
 def _build_into(
     work: Path,
+    out: Path,
     plan: ModelPlan,
     code: str,
     dataset: Dataset,
@@ -355,9 +555,12 @@ def _build_into(
     saved: Saved | None,
     log: Log,
 ) -> dict[str, Any]:
-    module_path = work / f"{plan.name}.py"
+    dest = work / ARTIFACTS
+    dest.mkdir()
+    module_path = dest / f"{plan.name}.py"
     module_path.write_text(code, encoding="utf-8")
 
+    interrupts.phase("import")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ chatter out
     import keras
 
@@ -381,6 +584,7 @@ def _build_into(
             model = make_model()
     else:
         model = make_model()
+    interrupts.phase("training")
     log(
         f"training {plan.name}: {plan.params:,} parameters, {epochs} epochs"
         + (f", {replicas} replicas" if plan.distribute != "none" else "")
@@ -391,6 +595,8 @@ def _build_into(
     divergence = _divergence_guard(keras)
     callbacks = [_penalty_recorder(keras, penalties), divergence]
     resumable: dict[str, Any] = {}
+    if plan.distribute != "multi_worker":  # its custom loop prints its own lines
+        callbacks.insert(0, _progress_bar(keras))
     if plan.distribute != "multi_worker":  # its custom loop cannot resume
         callbacks.append(resume_.saver(keras, work, key, epochs, saved, penalties))
         resumable["initial_epoch"] = saved.epoch if saved is not None else 0
@@ -408,6 +614,7 @@ def _build_into(
     )
     if divergence.found is not None:
         raise Diverged(divergence.message(plan, epochs))
+    interrupts.phase("evaluating")
 
     train_seconds = time.perf_counter() - began
     logged = {k: [float(v) for v in values] for k, values in history.history.items()}
@@ -454,16 +661,16 @@ def _build_into(
 
     formats = plan.export_formats
     if "keras" in formats:
+        interrupts.phase("keras")
         log("saving model.keras")
-        export.save_keras(model, work / "model.keras")
+        export.save_keras(model, dest / "model.keras")
     if "saved_model" in formats:
+        interrupts.phase("saved_model")
         log("exporting saved_model/")
-        export.export_saved_model(model, work / "saved_model")
-    if "saved_model" not in formats:
-        shutil.rmtree(work / "saved_model", ignore_errors=True)
+        export.export_saved_model(model, dest / "saved_model")
     if plan.tflite is not None:
         metrics["tflite"] = _export_tflite(
-            work,
+            dest,
             plan,
             plan.tflite,
             model,
@@ -474,11 +681,31 @@ def _build_into(
             test_accuracy,
             log,
         )
-        _write_deploy_files(work, plan, plan.tflite, dataset, metrics["tflite"])
+        interrupts.phase("deploy_files")
+        _write_deploy_files(dest, plan, plan.tflite, dataset, metrics["tflite"])
 
-    _write_json(work / METRICS, metrics)
-    _write_manifest(work, plan, dataset, module_path.name)
+    interrupts.phase("manifest")
+    _write_json(dest / METRICS, metrics)
+    _write_manifest(dest, out, plan, dataset, module_path.name)
     return metrics
+
+
+def _progress_bar(keras: Any) -> Any:
+    """Keras' progress bar, with a count that stops at the epoch's steps, and
+    a check for an interrupt that TensorFlow swallowed.
+
+    With steps_per_execution, Keras reports the last step of each execution,
+    which for the last (short) one runs past the epoch: `128/94`.
+    """
+
+    class ProgressBar(keras.callbacks.ProgbarLogger):  # type: ignore[misc]
+        def _update_progbar(self, batch: int, logs: Any = None) -> None:
+            interrupts.check()
+            if self.target is not None:
+                batch = min(batch, self.target - 1)
+            super()._update_progbar(batch, logs)
+
+    return ProgressBar()
 
 
 def _penalty_recorder(keras: Any, penalties: list[float]) -> Any:
@@ -586,6 +813,7 @@ def _export_tflite(
     """Convert one TFLite file per mode, score each on the test split, and
     fail (keeping the files) if one loses more accuracy than allowed."""
     source = work / "tflite_source"
+    interrupts.phase("tflite_source")
     log("exporting the SavedModel that TFLite is converted from")
     export.export_tflite_source(model, source, plan.input_shape, options.batch)
     representative = None
@@ -602,6 +830,7 @@ def _export_tflite(
     failures = []
     for mode in options.quantize:
         name = export.TFLITE_FILES[mode]
+        interrupts.phase(f"converting {mode}")
         log(f"converting {name} ({_MODES[mode]})")
         try:
             export.convert_tflite(
@@ -613,6 +842,7 @@ def _export_tflite(
                 f"export.tflite.quantize: the TFLite converter could not make {name} "
                 f"({mode}): {type(exc).__name__}: {reason}"
             ) from exc
+        interrupts.phase(f"checking {mode}")
         log(f"checking {name} on the test split with the LiteRT interpreter")
         score = export.score_tflite(work / name, x_test, y_test)
         drop = keras_accuracy - score.accuracy
@@ -715,14 +945,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_manifest(work: Path, plan: ModelPlan, dataset: Dataset, module: str) -> None:
-    files = sorted(
-        p
-        for p in work.rglob("*")
-        if p.is_file()
-        and p.name != MANIFEST
-        and p.relative_to(work).parts[0] != resume_.FOLDER  # dropped on publishing
-    )
+def _write_manifest(
+    work: Path, out: Path, plan: ModelPlan, dataset: Dataset, module: str
+) -> None:
+    """manifest.json: what was built, from what, with what, and every file's
+    hash; `l2compile eval` finds the spec through it (`spec.from_build`: the
+    spec's path from the build folder, so it survives moving the checkout)."""
+    files = sorted(p for p in work.rglob("*") if p.is_file() and p.name != MANIFEST)
     artifacts = [
         {
             "path": p.relative_to(work).as_posix(),
@@ -732,8 +961,15 @@ def _write_manifest(work: Path, plan: ModelPlan, dataset: Dataset, module: str) 
         for p in files
     ]
     manifest = {
+        "format": MANIFEST_FORMAT,
         "name": plan.name,
-        "spec": {"file": plan.source_file, "sha256": plan.spec_sha256},
+        "spec": {
+            "file": plan.source_file,
+            "from_build": Path(
+                os.path.relpath(Path(plan.source_file).resolve(), out.resolve())
+            ).as_posix(),
+            "sha256": plan.spec_sha256,
+        },
         "generated_module": module,
         "seed": plan.seed,
         "data": dataset.source,
@@ -751,4 +987,17 @@ def _write_manifest(work: Path, plan: ModelPlan, dataset: Dataset, module: str) 
 
 
 def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+    """Strict JSON: a value that is not finite (NaN, infinity) is written as
+    null, never as the bare NaN that JSON readers refuse."""
+    text = json.dumps(_finite(value), indent=2, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
-from l2compile import __version__, report
+from l2compile import __version__, interrupts, report, terminal
 from l2compile import generate as generate_
 from l2compile.errors import BuildError, Interrupted, SpecError
 from l2compile.generate import Compiled, compile_spec, display_path
@@ -26,7 +25,7 @@ EXIT_OK = 0
 EXIT_STALE = 1
 EXIT_SPEC_ERROR = 2
 EXIT_FAILURE = 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = interrupts.EXIT_INTERRUPTED
 
 _EXIT_CODES = f"""\b
 Exit codes, the same for every command:
@@ -41,6 +40,14 @@ Exit codes, the same for every command:
 
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
 
+_VERBOSE = click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Also show what TensorFlow and LiteRT log themselves (as does "
+    "L2COMPILE_DEBUG=1, which also shows tracebacks).",
+)
+
 
 def _report(errors: list[SpecError]) -> None:
     for error in errors:
@@ -52,6 +59,8 @@ def _report(errors: list[SpecError]) -> None:
 
 
 def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    if code == EXIT_INTERRUPTED:
+        interrupts.stop_raising()  # the one line is all a user should see
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -62,10 +71,6 @@ def _compile_or_exit(path: Path) -> Compiled:
         _report(compiled)
         sys.exit(EXIT_SPEC_ERROR)
     return compiled
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -89,7 +94,18 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
-@click.group(context_settings=_CONTEXT, epilog=_EXIT_CODES)
+class _Commands(click.Group):
+    """The commands, each ending with one line and exit 130 on Ctrl-C or
+    SIGTERM, whatever it was doing (click's own answer is `Aborted!`, exit 1)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            _fail("interrupted", EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Commands, context_settings=_CONTEXT, epilog=_EXIT_CODES)
 @click.version_option(__version__, "-V", "--version", prog_name="l2compile")
 def main() -> None:
     """Compile declarative Keras model specs (YAML) into readable Keras code,
@@ -132,23 +148,41 @@ def inspect(spec: Path, as_json: bool) -> None:
 @click.option(
     "--spec",
     "spec_path",
-    required=True,
     type=click.Path(path_type=Path),
-    help="The spec the artifact was built from (its recipe and preprocessing).",
+    help="The spec the artifact was built from (its recipe and preprocessing). "
+    "Default: the one the build's manifest.json names, if it is there from the "
+    "working folder and unchanged since the build.",
 )
 @click.option(
     "--data",
     type=click.Path(path_type=Path),
     help="The recipe's data, as for build. Default: as for build.",
 )
-def eval_(artifact: Path, spec_path: Path, data: Path | None) -> None:
+@_VERBOSE
+def eval_(
+    artifact: Path, spec_path: Path | None, data: Path | None, verbose: bool
+) -> None:
     """Score ARTIFACT (a .keras file, a SavedModel folder or a .tflite file) on
-    the test split of the spec's recipe: accuracy, loss, size and latency."""
-    compiled = _compile_or_exit(spec_path)
-    from l2compile.evaluate import evaluate_artifact  # imports TensorFlow
+    the test split of the spec's recipe: accuracy, loss, size and latency.
 
+    A SavedModel runs its own graph: evaluate only artifacts you trust
+    (a .keras file is loaded in Keras' safe mode)."""
+    if verbose:
+        terminal.show_native_logs()
+    from l2compile import evaluate  # TensorFlow only once it scores
+
+    named_by = ""
+    if spec_path is None:
+        try:
+            found = evaluate.spec_of_build(artifact)
+        except BuildError as exc:
+            _fail(str(exc))
+        spec_path, named_by = found.spec, f" (named by {found.manifest})"
+    compiled = _compile_or_exit(spec_path)
     try:
-        result = evaluate_artifact(artifact, compiled.plan, compiled.code, data)
+        result = evaluate.evaluate_artifact(
+            artifact, compiled.plan, compiled.code, data
+        )
     except BuildError as exc:
         _fail(str(exc))
     except Exception as exc:
@@ -157,6 +191,7 @@ def eval_(artifact: Path, spec_path: Path, data: Path | None) -> None:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         _fail(f"cannot evaluate {artifact}: {type(exc).__name__}: {reason}")
     click.echo(f"artifact:  {artifact} ({result.kind})")
+    click.echo(f"spec:      {compiled.plan.source_file}{named_by}")
     click.echo(f"data:      {result.data} ({result.samples:,} test samples)")
     click.echo(f"accuracy:  {result.accuracy:.4f}")
     click.echo(f"loss:      {result.loss:.4f} ({result.loss_note})")
@@ -263,8 +298,14 @@ def generate(
     "its last finished epoch; it ends as the uninterrupted build would. Without "
     "a saved state, train from the first epoch.",
 )
+@_VERBOSE
 def build(
-    spec: Path, out: Path | None, data: Path | None, epochs: int | None, resume: bool
+    spec: Path,
+    out: Path | None,
+    data: Path | None,
+    epochs: int | None,
+    resume: bool,
+    verbose: bool,
 ) -> None:
     """Generate SPEC's module, train the model it builds, and export it.
 
@@ -274,13 +315,15 @@ def build(
     work folder beside it, so that an interrupted build can be continued
     with --resume.
     """
+    if verbose:
+        terminal.show_native_logs()
     compiled = _compile_or_exit(spec)
     from l2compile import build as builder  # imports TensorFlow when it trains
 
     out = out or Path("build") / compiled.plan.name
-    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C: the previous build
-    # is left as it was, and the finished epochs are kept for --resume.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C (see __main__): the
+    # previous build is left as it was, and the finished epochs are kept for
+    # --resume.
     try:
         result = builder.build(
             compiled.plan,
@@ -291,26 +334,40 @@ def build(
             resume=resume,
             log=lambda message: click.echo(f"l2compile: {message}", err=True),
         )
-    except BuildError as exc:
-        _fail(str(exc))
     except Interrupted as exc:
+        saved = (
+            f"Epoch 1 of {exc.epochs} is"
+            if exc.epoch == 1
+            else f"Epochs 1-{exc.epoch} of {exc.epochs} are"
+        )
         _fail(
-            f"interrupted; {out} was not changed. Epochs 1-{exc.epoch} of "
-            f"{exc.epochs} are saved in {exc.work}: add --resume to continue",
+            f"interrupted; {out} was not changed. {saved} saved in {exc.work}: "
+            "add --resume to continue",
             EXIT_INTERRUPTED,
         )
     except KeyboardInterrupt:
         _fail(f"interrupted; {out} was not changed", EXIT_INTERRUPTED)
+    except BuildError as exc:
+        _fail(str(exc))
     except Exception as exc:
-        if os.environ.get("L2COMPILE_DEBUG"):
+        if os.environ.get(terminal.DEBUG_ENV):
             raise
         _fail(
             f"the build failed: {type(exc).__name__}: {exc}\n"
             f"{out} was not changed. Set L2COMPILE_DEBUG=1 to see the traceback."
         )
-    if not result.published:
-        click.echo("Not the chief worker: the chief publishes the artifacts.")
-        return
-    click.echo(f"Artifacts in {result.out}/:")
-    for name in result.artifacts:
-        click.echo(f"  {result.out / name}")
+    try:
+        interrupts.phase("published")
+        if not result.published:
+            click.echo("Not the chief worker: the chief publishes the artifacts.")
+            return
+        click.echo(f"Artifacts in {result.out}/:")
+        for name in result.artifacts:
+            click.echo(f"  {result.out / name}")
+    except KeyboardInterrupt:
+        pass
+    if interrupts.received():  # it came while publishing, too late to stop it
+        _fail(
+            f"interrupted after the build was published: {out} holds the new build",
+            EXIT_INTERRUPTED,
+        )

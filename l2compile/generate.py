@@ -11,6 +11,7 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
+from l2compile import interrupts
 from l2compile.errors import SpecError
 from l2compile.plan import ModelPlan, plan_spec
 from l2compile.render import render_module
@@ -48,6 +49,7 @@ def compile_spec(
     path: Path, *, version_header: bool = True
 ) -> Compiled | list[SpecError]:
     """Spec file -> spec -> plan -> source; every error of the file otherwise."""
+    interrupts.phase("spec")
     loaded = load_spec(path, display_path(path))
     if isinstance(loaded, list):
         return loaded

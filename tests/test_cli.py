@@ -131,7 +131,11 @@ def test_build_refuses_to_replace_a_folder_that_is_not_a_build(tmp_path: Path) -
     (precious / "notes.txt").write_text("keep me")
     code, _, err = run("build", str(SPECS / "mnist.yaml"), "--out", str(precious))
     assert code == EXIT_FAILURE
-    assert "is not an earlier l2compile build; refusing to replace it" in err
+    assert err == (
+        f"error: --out {precious}: is not an earlier l2compile build, so the build "
+        "will not replace it: it holds notes.txt and no manifest.json of "
+        "l2compile's. Name another folder, or empty this one yourself\n"
+    )
     assert (precious / "notes.txt").read_text() == "keep me"
 
 
@@ -211,14 +215,14 @@ def test_an_interrupted_build_changes_nothing_and_keeps_its_epochs(
     assert proc.returncode == EXIT_INTERRUPTED
     (last,) = [line for line in rest.splitlines() if line.startswith("error: ")]
     assert re.fullmatch(
-        f"error: interrupted; {re.escape(str(out))} was not changed. Epochs "
-        f"1-[0-9]+ of 100000 are saved in {re.escape(str(work))}: add --resume to "
-        "continue",
+        f"error: interrupted; {re.escape(str(out))} was not changed. (Epoch 1 of "
+        f"100000 is|Epochs 1-[0-9]+ of 100000 are) saved in {re.escape(str(work))}: "
+        "add --resume to continue",
         last,
     ), last
     assert rest.splitlines()[-1] == last
     assert sorted(p.name for p in tmp_path.iterdir()) == [".build.partial", "data"]
-    assert sorted(p.name for p in work.iterdir()) == ["resume"]
+    assert sorted(p.name for p in work.iterdir()) == [".l2compile", "resume"]
 
 
 def test_readme_error_example_is_what_a_user_sees(

@@ -1,0 +1,57 @@
+"""What a user sees: l2compile's lines and Keras' progress, not the native
+libraries' logging.
+
+TensorFlow, XLA and LiteRT write from C++ straight to file descriptor 2: the
+oneDNN and CUDA notices at start-up (once for each library that loads them),
+absl's "All log messages before absl::InitializeLog()", the converter's
+`fully_quantize: 0, inference_type: 6 ...`. TF_CPP_MIN_LOG_LEVEL silences
+only part of it. So the program points descriptor 2 at a private temporary
+file and gives Python's `sys.stderr` (l2compile's lines, warnings, tracebacks)
+a descriptor of its own to the real stderr. `--verbose` or L2COMPILE_DEBUG=1
+keeps everything.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+
+DEBUG_ENV = "L2COMPILE_DEBUG"
+
+_saved: int | None = None  # the real stderr, while descriptor 2 is hidden
+
+
+def quiet_native_logs() -> None:
+    """Hide what native code writes to descriptor 2 (only in the program
+    itself: not when stderr is captured, as by a test runner)."""
+    global _saved
+    if _saved is not None or os.environ.get(DEBUG_ENV):
+        return
+    real = sys.__stderr__
+    if real is None or sys.stderr is not real or real.fileno() != 2:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    real.flush()
+    _saved = os.dup(2)
+    with tempfile.TemporaryFile(prefix="l2compile-native-") as sink:
+        os.dup2(sink.fileno(), 2)  # descriptor 2 keeps the file open
+    sys.stderr = io.TextIOWrapper(
+        open(_saved, "wb", buffering=0, closefd=False),  # noqa: SIM115
+        encoding=real.encoding,
+        errors="backslashreplace",
+        line_buffering=True,
+    )
+
+
+def show_native_logs() -> None:
+    """Undo `quiet_native_logs` (`--verbose`)."""
+    global _saved
+    if _saved is None:
+        return
+    sys.stderr.flush()
+    os.dup2(_saved, 2)
+    sys.stderr = sys.__stderr__
+    os.close(_saved)
+    _saved = None

@@ -1,0 +1,263 @@
+"""Ctrl-C and SIGTERM at every phase of every command: one line, exit 130, and
+`--out` byte for byte as it was (or, after publishing, the new build and a
+message that says so).
+
+Each phase is reached exactly, without sleeping: the program sends itself the
+signal when it gets there (the L2COMPILE_TEST_SIGNAL_AT hook), or the test
+sends it as soon as the build prints the line that starts the phase, so that
+it lands inside TensorFlow's own work (conversion, LiteRT checks).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from l2compile import build as builder
+from l2compile.interrupts import HOOK_PHASE, HOOK_SIGNAL
+
+from .conftest import ROOT, SMALL_SPEC, compiled, make_mnist_npz
+
+SPEC = SMALL_SPEC + (
+    "export:\n"
+    "  formats: [keras, saved_model, tflite]\n"
+    "  tflite: {quantize: [none, int8]}\n"
+)
+SIGNALS = [signal.SIGINT, signal.SIGTERM]
+
+
+@pytest.fixture(scope="module")
+def earlier(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A spec, its data, and an earlier build of it (to be left as it is)."""
+    folder = tmp_path_factory.mktemp("earlier")
+    data = make_mnist_npz(folder / "data" / "mnist.npz")
+    spec = compiled(folder, SPEC)
+    result = builder.build(spec.plan, spec.code, folder / "out", data=data, log=str)
+    return folder / "small.yaml", data, result.out
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def _command(spec: Path, out: Path, data: Path, *more: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "l2compile",
+        "build",
+        str(spec),
+        "--out",
+        str(out),
+        "--data",
+        str(data),
+        *more,
+    ]
+
+
+def _setup(tmp_path: Path, earlier: tuple[Path, Path, Path]) -> tuple[Path, Path]:
+    _, _, built = earlier
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    return out, tmp_path / ".out.partial"
+
+
+def _errors(stderr: str) -> list[str]:
+    """What the user reads besides l2compile's progress lines."""
+    return [line for line in stderr.splitlines() if not line.startswith("l2compile:")]
+
+
+# The phases, in order, and what an interrupt there leaves: before training
+# nothing; once an epoch is saved, that epoch for --resume.
+BEFORE_TRAINING = ["data", "import", "training"]
+AFTER_TRAINING = [
+    "evaluating",
+    "keras",
+    "saved_model",
+    "tflite_source",
+    "converting none",
+    "checking none",
+    "converting int8",
+    "checking int8",
+    "deploy_files",
+    "manifest",
+    "publishing",
+]
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+@pytest.mark.parametrize("phase", BEFORE_TRAINING + AFTER_TRAINING)
+def test_an_interrupt_at_any_phase_of_a_build_changes_nothing(
+    tmp_path: Path,
+    earlier: tuple[Path, Path, Path],
+    phase: str,
+    sig: signal.Signals,
+) -> None:
+    spec, data, _ = earlier
+    out, work = _setup(tmp_path, earlier)
+    before = _files(out)
+    result = subprocess.run(
+        _command(spec, out, data),
+        env=_env(**{HOOK_PHASE: phase, HOOK_SIGNAL: sig.name[3:]}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 130, result.stderr[-3000:]
+    if phase in BEFORE_TRAINING:
+        expected = f"error: interrupted; {out} was not changed"
+        assert not work.exists()
+    else:
+        expected = (
+            f"error: interrupted; {out} was not changed. Epoch 1 of 1 is saved in "
+            f"{work}: add --resume to continue"
+        )
+        assert sorted(p.name for p in work.iterdir()) == [".l2compile", "resume"]
+    assert _errors(result.stderr) == [expected]
+    assert _files(out) == before
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "line",
+    [
+        "exporting the SavedModel that TFLite is converted from",
+        "converting model.tflite (float32)",
+        "checking model.tflite on the test split with the LiteRT interpreter",
+        "converting model.int8.tflite (full integer, calibrated)",
+    ],
+)
+def test_an_interrupt_inside_tensorflows_export_work_stops_the_build(
+    tmp_path: Path, earlier: tuple[Path, Path, Path], line: str, sig: signal.Signals
+) -> None:
+    spec, data, _ = earlier
+    out, work = _setup(tmp_path, earlier)
+    before = _files(out)
+    proc = subprocess.Popen(
+        _command(spec, out, data),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    for got in proc.stderr:  # the signal lands while TensorFlow works
+        seen.append(got)
+        if got.rstrip("\n") == f"l2compile: {line}":
+            proc.send_signal(sig)
+            break
+    _, rest = proc.communicate(timeout=300)
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert _errors(rest) == [
+        f"error: interrupted; {out} was not changed. Epoch 1 of 1 is saved in "
+        f"{work}: add --resume to continue"
+    ]
+    assert _files(out) == before
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+@pytest.mark.parametrize("phase", ["moving", "published"])
+def test_an_interrupt_while_or_after_publishing_says_the_build_was_published(
+    tmp_path: Path, earlier: tuple[Path, Path, Path], phase: str, sig: signal.Signals
+) -> None:
+    spec, data, _ = earlier
+    out, work = _setup(tmp_path, earlier)
+    before = (out / "metrics.json").read_bytes()  # its training time differs
+    result = subprocess.run(
+        _command(spec, out, data),
+        env=_env(**{HOOK_PHASE: phase, HOOK_SIGNAL: sig.name[3:]}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert _errors(result.stderr)[-1] == (
+        f"error: interrupted after the build was published: {out} holds the new build"
+    )
+    assert len(_errors(result.stderr)) == 1
+    assert (out / "metrics.json").read_bytes() != before
+    assert not work.exists()
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "command", [["validate"], ["generate", "-o", "{tmp}/gen.py"], ["inspect"]]
+)
+@pytest.mark.parametrize("phase", ["startup", "spec"])
+def test_an_interrupt_in_any_command_is_one_line_and_exit_130(
+    tmp_path: Path, command: list[str], phase: str, sig: signal.Signals
+) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in command]
+    result = subprocess.run(
+        [sys.executable, "-m", "l2compile", args[0], "specs/mnist.yaml", *args[1:]],
+        cwd=ROOT,
+        env=_env(**{HOOK_PHASE: phase, HOOK_SIGNAL: sig.name[3:]}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stderr, result.stdout) == (
+        130,
+        "error: interrupted\n",
+        "",
+    )
+    assert not (tmp_path / "gen.py").exists()
+
+
+def test_a_build_killed_while_publishing_is_rolled_back_by_the_next_one(
+    tmp_path: Path, earlier: tuple[Path, Path, Path]
+) -> None:
+    spec, data, _ = earlier
+    out, work = _setup(tmp_path, earlier)
+    before = _files(out)
+    killed = subprocess.run(
+        _command(spec, out, data),
+        env=_env(**{HOOK_PHASE: "moving", HOOK_SIGNAL: "KILL"}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert not out.exists()  # between the two renames: the earlier build is aside
+    assert (work / "previous").is_dir() and (work / "publishing").is_file()
+
+    again = subprocess.run(
+        _command(spec, out, data, "--resume"),
+        env=_env(**{HOOK_PHASE: "import", HOOK_SIGNAL: "INT"}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 130, again.stderr[-3000:]
+    assert (
+        f"l2compile: an earlier build of {out} was stopped while publishing; {out} "
+        "is as it was before it"
+    ) in again.stderr.splitlines()
+    assert _files(out) == before  # rolled back, and the epochs are still saved
+    assert sorted(p.name for p in work.iterdir()) == [".l2compile", "resume"]
+
+    resumed = subprocess.run(
+        _command(spec, out, data, "--resume"),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "l2compile: resuming after epoch 1 of 1" in resumed.stderr.splitlines()
+    assert not work.exists()

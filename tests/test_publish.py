@@ -1,0 +1,187 @@
+"""A build replaces only what it owns: `--out` when it is empty or an earlier
+l2compile build, its own work folder, never through a link; and publishing
+either happens or leaves everything as it was, found out before training
+where it can be."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from l2compile import build as builder
+from l2compile.errors import BuildError
+
+from .conftest import SMALL_SPEC, compiled
+
+KERAS_ONLY = SMALL_SPEC + "export: {formats: [keras]}\n"
+
+
+def _build(
+    tmp_path: Path, out: Path, data: Path, resume: bool = False
+) -> builder.BuildResult:
+    spec = compiled(tmp_path, KERAS_ONLY)
+    return builder.build(spec.plan, spec.code, out, data=data, log=str, resume=resume)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _refused(tmp_path: Path, out: Path, data: Path) -> str:
+    with pytest.raises(BuildError) as err:
+        _build(tmp_path, out, data)
+    return str(err.value)
+
+
+def test_a_folder_that_merely_holds_a_manifest_is_not_replaced(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    app = tmp_path / "webapp"
+    (app / "src").mkdir(parents=True)
+    (app / "manifest.json").write_text('{"name": "my extension", "version": "1"}')
+    (app / "src" / "main.js").write_text("console.log(1)\n")
+    (app / "README.md").write_text("# app\n")
+    before = _files(app)
+    assert _refused(tmp_path, app, tiny_mnist) == (
+        f"--out {app}: is not an earlier l2compile build, so the build will not "
+        "replace it: it holds README.md, manifest.json, src/main.js and no "
+        "manifest.json of l2compile's. Name another folder, or empty this one "
+        "yourself"
+    )
+    assert _files(app) == before
+    assert not (tmp_path / ".webapp.partial").exists()
+
+
+def test_an_earlier_build_with_a_file_it_does_not_list_is_not_replaced(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    out = tmp_path / "out"
+    _build(tmp_path, out, tiny_mnist)
+    (out / "notes.txt").write_text("mine")
+    assert _refused(tmp_path, out, tiny_mnist) == (
+        f"--out {out}: is not an earlier l2compile build, so the build will not "
+        "replace it: it holds files its manifest.json does not list (notes.txt). "
+        "Name another folder, or empty this one yourself"
+    )
+    (out / "notes.txt").unlink()
+    with (out / "metrics.json").open("a") as f:
+        f.write(" ")
+    assert _refused(tmp_path, out, tiny_mnist).endswith(
+        "replace it: files were changed since l2compile wrote them (metrics.json). "
+        "Name another folder, or empty this one yourself"
+    )
+
+
+def test_an_earlier_build_and_an_empty_folder_are_replaced(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    _build(tmp_path, out, tiny_mnist)  # empty: nothing to lose
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format"] == builder.MANIFEST_FORMAT
+    assert manifest["spec"]["from_build"] == "../small.yaml"
+    # A build of an l2compile from before manifests had a format is its own too.
+    del manifest["format"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    _build(tmp_path, out, tiny_mnist)
+    assert json.loads((out / "manifest.json").read_text())["format"] == 1
+
+
+def test_links_are_never_followed_or_replaced(tmp_path: Path, tiny_mnist: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("keep me")
+
+    planted = tmp_path / ".out.partial"
+    planted.symlink_to(elsewhere)
+    assert _refused(tmp_path, tmp_path / "out", tiny_mnist) == (
+        f"--out {tmp_path / 'out'}: its work folder {planted} is a symbolic link (to "
+        f"{elsewhere}); l2compile works only in a folder it made itself. Remove the "
+        "link"
+    )
+    assert _files(elsewhere) == {"precious.txt": b"keep me"}
+    assert not (tmp_path / "out").exists()
+
+    link = tmp_path / "linked"
+    link.symlink_to(elsewhere)
+    assert _refused(tmp_path, link, tiny_mnist) == (
+        f"--out {link}: is a symbolic link (to {elsewhere}); the build replaces "
+        "--out, so name the folder itself"
+    )
+    assert _files(elsewhere) == {"precious.txt": b"keep me"}
+
+
+def test_a_work_folder_l2compile_did_not_make_is_left_alone(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    work = tmp_path / ".out.partial"
+    work.mkdir()
+    (work / "thesis.tex").write_text("years of work")
+    assert _refused(tmp_path, tmp_path / "out", tiny_mnist) == (
+        f"--out {tmp_path / 'out'}: {work}, where the build works, was not made by "
+        "l2compile (it holds thesis.tex and no .l2compile); move it away"
+    )
+    assert _files(work) == {"thesis.tex": b"years of work"}
+
+
+def test_an_out_that_cannot_be_replaced_is_found_before_training(
+    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    _build(tmp_path, out, tiny_mnist)
+    locked = out / "saved"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(
+        os, "access", lambda path, mode: Path(path) != locked and real(path, mode)
+    )
+    assert _refused(tmp_path, out, tiny_mnist) == (
+        f"--out {out}: cannot be replaced: {locked} is not writable, so the "
+        "earlier build in it could not be removed"
+    )
+    assert not (tmp_path / ".out.partial").exists()  # nothing was trained
+
+
+def test_a_publish_that_fails_keeps_the_trained_epochs(
+    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    _build(tmp_path, out, tiny_mnist)
+    before = _files(out)
+    real = os.replace
+
+    def full(source: object, target: object) -> None:
+        if Path(str(source)).name == "artifacts":
+            raise OSError(28, "No space left on device", str(out))
+        real(source, target)
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(BuildError) as err:
+        _build(tmp_path, out, tiny_mnist)
+    work = tmp_path / ".out.partial"
+    assert str(err.value) == (
+        f"cannot write {out}: No space left on device. {out} was not changed; "
+        f"epoch 1 of 1 is saved in {work}: add --resume to continue"
+    )
+    assert _files(out) == before
+    assert sorted(p.name for p in work.iterdir()) == [".l2compile", "resume"]
+    monkeypatch.undo()
+    result = _build(tmp_path, out, tiny_mnist, resume=True)
+    assert result.metrics["resumed_after_epoch"] == 1
+    assert not work.exists()
+
+
+def test_metrics_json_is_strict_json_even_for_values_that_are_not_finite(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "metrics.json"
+    builder._write_json(path, {"loss": float("nan"), "x": [1.0, float("inf")]})
+    assert json.loads(path.read_text()) == {"loss": None, "x": [1.0, None]}
