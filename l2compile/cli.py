@@ -186,7 +186,9 @@ def eval_(
     except BuildError as exc:
         _fail(str(exc))
     except Exception as exc:
-        if os.environ.get("L2COMPILE_DEBUG"):
+        if interrupts.received():  # TensorFlow turned the interrupt into this
+            raise KeyboardInterrupt from None
+        if os.environ.get(terminal.DEBUG_ENV):
             raise
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         _fail(f"cannot evaluate {artifact}: {type(exc).__name__}: {reason}")
@@ -350,6 +352,8 @@ def build(
     except BuildError as exc:
         _fail(str(exc))
     except Exception as exc:
+        if interrupts.received():  # TensorFlow turned the interrupt into this
+            _fail(f"interrupted; {out} was not changed", EXIT_INTERRUPTED)
         if os.environ.get(terminal.DEBUG_ENV):
             raise
         _fail(

@@ -196,7 +196,15 @@ def test_an_interrupt_while_or_after_publishing_says_the_build_was_published(
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 @pytest.mark.parametrize(
-    "command", [["validate"], ["generate", "-o", "{tmp}/gen.py"], ["inspect"]]
+    "command",
+    [
+        ["validate", "specs/mnist.yaml"],
+        ["generate", "specs/mnist.yaml", "-o", "{tmp}/gen.py"],
+        ["inspect", "specs/mnist.yaml"],
+        ["build", "specs/mnist.yaml", "--out", "{tmp}/gen"],
+        ["eval", "{tmp}/gen/model.tflite", "--spec", "specs/mnist.yaml"],
+    ],
+    ids=lambda c: c[0],
 )
 @pytest.mark.parametrize("phase", ["startup", "spec"])
 def test_an_interrupt_in_any_command_is_one_line_and_exit_130(
@@ -204,7 +212,7 @@ def test_an_interrupt_in_any_command_is_one_line_and_exit_130(
 ) -> None:
     args = [a.replace("{tmp}", str(tmp_path)) for a in command]
     result = subprocess.run(
-        [sys.executable, "-m", "l2compile", args[0], "specs/mnist.yaml", *args[1:]],
+        [sys.executable, "-m", "l2compile", *args],
         cwd=ROOT,
         env=_env(**{HOOK_PHASE: phase, HOOK_SIGNAL: sig.name[3:]}),
         capture_output=True,
@@ -216,7 +224,7 @@ def test_an_interrupt_in_any_command_is_one_line_and_exit_130(
         "error: interrupted\n",
         "",
     )
-    assert not (tmp_path / "gen.py").exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_build_killed_while_publishing_is_rolled_back_by_the_next_one(
