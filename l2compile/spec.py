@@ -7,7 +7,11 @@ planning, in `l2compile.plan`.
 
 from __future__ import annotations
 
+import functools
+import importlib.machinery
+import importlib.metadata
 import keyword
+import os
 import sys
 import types
 from dataclasses import dataclass
@@ -29,38 +33,43 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from l2compile.errors import FieldPath, SpecError, closest
 from l2compile.source import Document, read_spec_file
 
-# Names the generated module imports; a model named after one of them would
-# shadow it when the generated file is run as a script.
-_SHADOWED = frozenset(sys.stdlib_module_names) | {
-    "keras",
-    "numpy",
-    "tensorflow",
-    "tf",
-    # What keras and tensorflow import when they load.
-    "absl",
-    "google",
-    "h5py",
-    "ml_dtypes",
-    "namex",
-    "optree",
-    "rich",
-    "packaging",
-    "six",
-    "wrapt",
-    "jax",
-    "gast",
-    "opt_einsum",
-    "termcolor",
-    "flatbuffers",
-    "astunparse",
-    "grpc",
-    "tensorboard",
-    "libclang",
-    "requests",
-    "typing_extensions",
-    "markdown_it",
-    "pygments",
-}
+# The generated module is run as a script from its own folder, which then comes
+# first on the import path: a model named after any module the run may load
+# would shadow it. The standard library and the modules the generated code
+# imports are listed here; any other installed module is found on the path.
+_SHADOWED = (
+    frozenset(sys.stdlib_module_names)
+    | frozenset(sys.builtin_module_names)
+    | {"keras", "numpy", "tensorflow"}
+)
+
+
+def _import_path() -> tuple[str, ...]:
+    """Where installed modules live: sys.path less the working folder, whose
+    files (an earlier generated module, say) are the user's own."""
+    try:
+        here = os.path.realpath(os.getcwd())
+    except OSError:  # the working folder was removed
+        here = ""
+    return tuple(p for p in sys.path if p and os.path.realpath(p) != here)
+
+
+@functools.cache
+def _installed_module(name: str, path: tuple[str, ...]) -> bool:
+    """Whether `name` is an installed top-level module or package, found
+    without importing it. A namespace package counts only where an installed
+    distribution provides it (`google`), since any folder on the path makes one."""
+    found = importlib.machinery.PathFinder.find_spec(name, list(path))
+    if found is None:
+        return False
+    if found.origin is not None:
+        return True
+    return name in _distribution_packages()
+
+
+@functools.cache
+def _distribution_packages() -> frozenset[str]:
+    return frozenset(importlib.metadata.packages_distributions())
 
 
 def _check_identifier(value: str) -> str:
@@ -93,6 +102,11 @@ def _check_module_name(value: str) -> str:
         raise ValueError(
             f"{value!r} would shadow the Python module of the same name "
             "in the generated code; choose another name"
+        )
+    if _installed_module(value, _import_path()):
+        raise ValueError(
+            f"{value!r} would shadow the installed Python module of the same name "
+            "when the generated code runs; choose another name"
         )
     return value
 
@@ -575,7 +589,7 @@ def json_schema() -> dict[str, Any]:
 
 def load_spec(path: Path, display: str | None = None) -> LoadedSpec | list[SpecError]:
     """Read, parse and validate one spec file; all its errors, or the spec."""
-    doc = read_spec_file(path, display)
+    doc = read_spec_file(path, display, tuple(Spec.model_fields))
     if isinstance(doc, list):
         return doc
     return validate_document(doc)
@@ -735,6 +749,15 @@ def _to_spec_error(doc: Document, err: ErrorDetails) -> SpecError:
         )
     if kind == "model_type" or kind == "dict_type":
         return doc.error(path, f"must be a mapping of fields, got {_describe(value)}")
+    if kind == "bool_type":
+        words = ("yes", "no", "on", "off", "y", "n")
+        if isinstance(value, str) and value.lower() in words:
+            return doc.error(
+                path,
+                f"must be true or false, got {value!r} (specs are read as "
+                "YAML 1.2, where only true and false are booleans)",
+            )
+        return doc.error(path, f"must be true or false, got {_describe(value)}")
     if kind == "list_type":
         return doc.error(path, f"must be a list, got {_describe(value)}")
     if kind in ("npz_classes", "recipe_classes", "labels_count"):

@@ -1,22 +1,52 @@
 """Shared test setup.
 
+Hypothesis runs under the profile named by $HYPOTHESIS_PROFILE: "ci" (the
+default where $CI is set) draws the same examples on every run and keeps no
+example database, so a run passes or fails the same way on any machine;
+"explore" (the default elsewhere) draws new examples each run and replays the
+failures it found before, from .hypothesis/.
+
 The real MNIST is found the way a user points l2compile at it: through
 L2COMPILE_DATA. Where the workspace keeps a copy beside the repository
 (../shared/datasets, as on CI), the tests use it unless the variable is set.
+Tests marked `needs_mnist` are skipped where no copy is found.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
+from l2compile.datasets import RECIPES, candidates
 from l2compile.generate import Compiled
 from l2compile.plan import ModelPlan, plan_spec
 from l2compile.spec import load_spec
+
+# Both profiles start from Hypothesis' defaults, not from whatever profile it
+# loaded itself (it loads its own "ci" wherever $CI is set, even empty).
+_DEFAULTS = settings.get_profile("default")
+settings.register_profile(
+    "ci",
+    _DEFAULTS,
+    derandomize=True,
+    database=None,
+    deadline=timedelta(seconds=2),
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "explore", _DEFAULTS, deadline=timedelta(seconds=2), print_blob=True
+)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE")
+    or ("ci" if os.environ.get("CI") else "explore")
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -26,6 +56,20 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 _SHARED_DATA = ROOT.parent / "shared" / "datasets"
 if "L2COMPILE_DATA" not in os.environ and _SHARED_DATA.is_dir():
     os.environ["L2COMPILE_DATA"] = str(_SHARED_DATA)
+
+NEEDS_MNIST = "needs the real MNIST: set L2COMPILE_DATA to a folder holding mnist.npz"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a `needs_mnist` test, saying what to set, where MNIST is not found
+    ($L2COMPILE_DATA, then the Keras cache), rather than fail it offline."""
+    if item.get_closest_marker("needs_mnist") is None:
+        return
+    places = candidates(RECIPES["mnist"], None, os.environ)
+    if not any(path.is_file() for _, path in places):
+        pytest.skip(NEEDS_MNIST)
+
 
 SMALL_SPEC = """\
 name: small_mlp

@@ -26,6 +26,7 @@ def test_the_corpus_covers_the_cases_users_hit() -> None:
         "missing_fields", "empty", "not_utf8", "tabs", "list_not_mapping",
         "deep_nesting", "long_string", "duplicate_keys", "alias_bomb",
         "injection_name", "injection_labels", "injection_layer_name",
+        "yes_bool", "yaml11_values", "shadow_installed",
     }  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from l2compile.datasets import RECIPES, load_dataset
 
 from .conftest import ROOT
 
-pytestmark = pytest.mark.training
+pytestmark = [pytest.mark.training, pytest.mark.needs_mnist]
 
 # The article reports test accuracy 0.9161 and test loss 0.7456.
 ACCURACY_BAND = (0.906, 0.926)

@@ -60,8 +60,8 @@ def run(*args: str) -> tuple[int, str, str]:
         (
             "name: mnist_mlp",
             "name: rich",
-            "spec.yaml:4:7: error: name: 'rich' would shadow the Python module of the "
-            "same name in the generated code; choose another name",
+            "spec.yaml:4:7: error: name: 'rich' would shadow the installed Python "
+            "module of the same name when the generated code runs; choose another name",
         ),
     ],
 )
