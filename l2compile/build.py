@@ -212,10 +212,9 @@ def build(
             "custom training loop saves no state; build without --resume"
         )
     interrupts.phase("data")
-    if data is None and plan.data is not None:
-        data = Path(plan.data)
-    dataset = load_dataset(plan.recipe, data)
-    _check_input_shape(plan, dataset)
+    dataset = load_dataset(
+        plan.recipe, data, spec_path=plan.data_path, model_input=plan.model_input
+    )
     log(
         f"data: {dataset.source} ({len(dataset.x_train):,} train, "
         f"{len(dataset.x_test):,} test samples)"
@@ -300,16 +299,6 @@ def _saved_epochs(saved: Saved) -> str:
     if saved.epoch == 1:
         return f"epoch 1 of {saved.epochs} is"
     return f"epochs 1-{saved.epoch} of {saved.epochs} are"
-
-
-def _check_input_shape(plan: ModelPlan, dataset: Dataset) -> None:
-    sample = dataset.x_train.shape[1:]
-    if math.prod(sample) != math.prod(plan.input_shape):
-        raise BuildError(
-            f"{dataset.source}: each sample has shape {sample}, which does not fit "
-            f"input.shape {list(plan.input_shape)} ({math.prod(sample)} values, "
-            f"not {math.prod(plan.input_shape)})"
-        )
 
 
 def _open_work(out: Path, log: Log) -> tuple[Path, int]:
@@ -442,7 +431,7 @@ def _take_over(
     if state.is_symlink():
         state.unlink()  # never write, nor read, through a link
     if not resume:
-        if os.path.lexists(work / resume_.FOLDER / resume_.STATE):
+        if resume_.exists(work):
             log(
                 f"an interrupted build's saved epochs are in {work}; this build "
                 "starts over and replaces them when its first epoch ends (stop it "
@@ -882,7 +871,7 @@ def _write_deploy_files(
 
     recipe = plan.recipe
     (work / "labels.txt").write_text("".join(f"{name}\n" for name in recipe.labels))
-    pixels = dataset.x_train.dtype == np.uint8 and not plan.integer_input
+    scaled = dataset.x_train.dtype == np.uint8 and not plan.integer_input
     if recipe.image_shape is not None:
         size = "x".join(str(d) for d in recipe.image_shape)
         source = f"a {size} grayscale image as uint8 pixels (0-255), row by row"
@@ -907,9 +896,10 @@ def _write_deploy_files(
             "shape": [batch, *plan.input_shape],
             "dtype": "float32",
             "source": source,
+            "pixels": recipe.pixels,
             "preprocessing": {
                 "formula": "input = (value * scale - mean) / std, reshaped to shape",
-                "scale": 1 / 255 if pixels else 1.0,
+                "scale": 1 / 255 if scaled else 1.0,
                 "mean": 0.0,
                 "std": 1.0,
             },

@@ -1,16 +1,32 @@
 """Data recipes: where a recipe's data comes from, and checking what was found.
 
+Data is read in two steps, so that bad data fails in seconds with a named
+error, before anything large is decompressed and long before training:
+
+1. the arrays' headers: each `.npy` header inside the `.npz` (and the zip's
+   declared sizes), or each IDX header. Their shapes and dtypes are checked
+   against the recipe and the model's input, and their size against the
+   memory available;
+2. only then the arrays, whose values are checked: finite numbers, labels
+   among the classes, integers the generated preprocessing can feed.
+
 Only numpy is imported at module level; Keras is imported inside
 `keras_download`, the last resort, so that validating and generating stay fast.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import math
 import os
+import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +36,15 @@ from l2compile.errors import BuildError
 #: Environment variable naming a folder that holds recipe data files.
 DATA_ENV = "L2COMPILE_DATA"
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+#: The npz recipe feeds integers other than uint8 pixels unscaled, as float32,
+#: which holds every integer exactly only up to this size.
+FLOAT32_EXACT = 2**24
+#: A `.npy` header claiming more bytes than this is refused before it is read
+#: (numpy's own limit, which numpy checks only after reading them all).
+MAX_NPY_HEADER = 10_000
+#: Values checked per block, so that checking needs little memory beyond the data.
+_BLOCK = 2**22
 
 
 #: Keras' file names for Fashion-MNIST, in its `fashion-mnist/` folder.
@@ -38,6 +63,8 @@ class Recipe:
     `layout` is "npz" (one .npz file, named `filename` for built-in recipes)
     or "idx" (a folder `filename` of the four gzip IDX files). `image_shape`
     is None where the data, not the recipe, decides it (the npz recipe).
+    `pixels` says what the pixel values mean, for apps that feed the model
+    their own images (None where the recipe does not know).
     """
 
     name: str
@@ -48,6 +75,7 @@ class Recipe:
     image_shape: tuple[int, ...] | None
     num_classes: int
     labels: tuple[str, ...] = ()
+    pixels: str | None = None
 
     @property
     def input_size(self) -> int:
@@ -64,6 +92,12 @@ RECIPES: dict[str, Recipe] = {
         image_shape=(28, 28),
         num_classes=10,
         labels=tuple(str(digit) for digit in range(10)),
+        # LeCun, Cortes and Burges' description of the set.
+        pixels=(
+            "grayscale, 0 is the black background and 255 full white ink: a white "
+            "digit on black, scaled to fit a 20x20 box and centred in the 28x28 "
+            "image by its centre of mass; invert digits drawn dark on light"
+        ),
     ),
     "fashion_mnist": Recipe(
         name="fashion_mnist",
@@ -86,6 +120,14 @@ RECIPES: dict[str, Recipe] = {
             "Bag",
             "Ankle boot",
         ),
+        # Zalando's conversion: the product photo negated, its longer side
+        # scaled to 28 pixels, centred on the canvas.
+        pixels=(
+            "grayscale, 0 is the black background and 255 the lightest: a light "
+            "garment (the product photo negated) on black, its longer side scaled "
+            "to 28 pixels and centred in the 28x28 image; invert photos of dark "
+            "objects on light backgrounds"
+        ),
     ),
 }
 
@@ -102,6 +144,39 @@ def recipe_for(
 
 
 @dataclass(frozen=True)
+class ModelInput:
+    """What the model reads, for checking data against it: each sample's shape,
+    and, where the model starts with an embedding, how many ids it looks up."""
+
+    shape: tuple[int, ...]
+    ids: int | None = None
+
+
+@dataclass(frozen=True)
+class SpecPath:
+    """A file named in a spec, resolved against the spec file's folder (as
+    docker-compose and tsconfig resolve theirs), not the working folder."""
+
+    field: str  #: the field that names it, as `train.data`
+    spec: str  #: the spec file, as messages name it
+    written: str  #: the path as the spec writes it
+    folder: str  #: the spec file's folder, absolute
+
+    @property
+    def path(self) -> Path:
+        """The file, shown relative to the working folder where it is inside it."""
+        path = Path(os.path.normpath(Path(self.folder) / self.written))
+        try:
+            return path.relative_to(Path.cwd().resolve())
+        except ValueError:
+            return path
+
+    @property
+    def origin(self) -> str:
+        return f"{self.field} (in {self.spec})"
+
+
+@dataclass(frozen=True)
 class Dataset:
     """A recipe's raw splits, checked, and where they were read from."""
 
@@ -110,6 +185,18 @@ class Dataset:
     x_test: npt.NDArray[np.generic]
     y_test: npt.NDArray[np.generic]
     source: str
+
+
+@dataclass(frozen=True)
+class ArrayHeader:
+    """An array's shape and dtype, known before its data is read."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 Downloader = Callable[[Recipe], Dataset]
@@ -143,34 +230,34 @@ def load_dataset(
     recipe: Recipe,
     data: Path | None = None,
     *,
+    spec_path: SpecPath | None = None,
+    model_input: ModelInput | None = None,
     env: Mapping[str, str] | None = None,
     download: Downloader | None = None,
 ) -> Dataset:
     """Find, read and check a recipe's data; raise `BuildError` if none is usable.
 
-    `--data` (a file, or a folder holding the recipe's file) is used alone.
-    Otherwise: the `L2COMPILE_DATA` folder, the Keras cache, then Keras' own
-    download.
+    `--data` (`data`: a file, or a folder holding the recipe's file) is used
+    alone; else the spec's own data file (`spec_path`). Otherwise: the
+    `L2COMPILE_DATA` folder, the Keras cache, then Keras' own download.
+    `model_input` adds the checks of the data against the model's input.
     """
     env = os.environ if env is None else env
-    places = candidates(recipe, data, env)
-    if recipe.name == "npz" and data is None:
+    given = data if data is not None else spec_path.path if spec_path else None
+    places = candidates(recipe, given, env)
+    if recipe.name == "npz" and given is None:
         raise BuildError(
             "the npz recipe needs its data file: set train.data in the spec, "
             "or pass --data PATH"
         )
     for _, path in places:
         if _holds(recipe, path):
-            return (
-                read_idx(recipe, path)
-                if recipe.layout == "idx"
-                else read_npz(recipe, path)
-            )
-    if data is not None:
-        raise BuildError(
-            f"--data {data}: no such file"
-            + (f" (looked for {places[0][1]})" if data.is_dir() else "")
-        )
+            if recipe.layout == "idx":
+                return read_idx(recipe, path, model_input)
+            return read_npz(recipe, path, model_input)
+    if given is not None:
+        origin = spec_path if data is None else None
+        raise BuildError(_missing(recipe, given, places[0][1], origin))
     downloader = keras_download if download is None else download
     try:
         return downloader(recipe)
@@ -182,6 +269,30 @@ def _holds(recipe: Recipe, path: Path) -> bool:
     if recipe.layout == "idx":
         return path.is_dir() and all((path / f).is_file() for f in IDX_FILES.values())
     return path.is_file()
+
+
+def _missing(
+    recipe: Recipe, given: Path, looked: Path, spec_path: SpecPath | None
+) -> str:
+    """Why a data path given by `--data` or the spec holds no data."""
+    if spec_path is not None:
+        where = f"{spec_path.origin}: {spec_path.written}"
+    else:
+        where = f"--data {given}"
+    if looked != given:
+        return f"{where}: no such file (looked for {looked})"
+    if given.is_dir():
+        return f"{where}: is a folder, not an .npz file"
+    if given.is_file():  # the idx layout needs a folder
+        return f"{where}: is a file, not Keras' {recipe.filename}/ folder"
+    if given.exists():
+        return f"{where}: is not a regular file"
+    if spec_path is not None and not Path(spec_path.written).is_absolute():
+        return (
+            f"{where}: no such file (resolved against the spec's folder: "
+            f"{spec_path.folder})"
+        )
+    return f"{where}: no such file"
 
 
 def _not_found_message(
@@ -222,96 +333,481 @@ def keras_download(recipe: Recipe) -> Dataset:
     )
 
 
-def _read_idx_file(path: Path, rank: int) -> npt.NDArray[np.uint8]:
-    """One gzip IDX file of unsigned bytes (the MNIST family's format)."""
-    import gzip
-
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    header = 4 + 4 * rank
-    if len(raw) < header or raw[:3] != b"\x00\x00\x08" or raw[3] != rank:
-        raise BuildError(
-            f"{path}: not an IDX file of unsigned bytes with {rank} dimensions"
-        )
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank))
-    if len(raw) - header != int(np.prod(dims)):
-        raise BuildError(f"{path}: holds {len(raw) - header} bytes of data, not {dims}")
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+# --- memory -------------------------------------------------------------------
 
 
-def read_idx(recipe: Recipe, folder: Path) -> Dataset:
-    """Read Keras' folder of four gzip IDX files and check them."""
-    import gzip
-
-    arrays = {}
-    for key, name in IDX_FILES.items():
-        try:
-            arrays[key] = _read_idx_file(folder / name, 3 if key.startswith("x") else 1)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise BuildError(f"{folder / name}: cannot read: {exc}") from exc
-    return check_arrays(recipe, arrays, str(folder))
-
-
-def read_npz(recipe: Recipe, path: Path) -> Dataset:
-    """Read a recipe's `.npz` file (never unpickling anything) and check it."""
+def available_memory() -> int | None:
+    """Bytes of memory this process can still take: the kernel's MemAvailable
+    (else free pages), capped by a cgroup's limit; None where unknown."""
+    found: list[int] = []
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [k for k in _KEYS if k not in archive.files]
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if not found:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    try:  # cgroup v2: a container's limit, less what it uses
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        if limit != "max":
+            found.append(max(0, int(limit) - int(used)))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def size_text(size: float) -> str:
+    """A byte count for people: 512 bytes, 3.1 MiB, 4.4 GiB."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:,.1f} {unit}"
+    return f"{size:,.0f} bytes"
+
+
+def _check_memory(source: str, headers: Mapping[str, ArrayHeader]) -> None:
+    """Refuse data that cannot fit in memory, with the generated preprocessing's
+    float32 (or int32) copy of the samples, before reading any of it."""
+    raw = sum(h.nbytes for h in headers.values())
+    copies = 4 * sum(math.prod(h.shape) for k, h in headers.items() if k[0] == "x")
+    available = available_memory()
+    if available is None or raw + copies <= available:
+        return
+    parts = ", ".join(f"{k} {size_text(h.nbytes)}" for k, h in headers.items())
+    raise BuildError(
+        f"{source}: too large for the memory available: its arrays take "
+        f"{size_text(raw)} ({parts}), and training at least {size_text(copies)} "
+        f"more for float32 copies of the samples: {size_text(raw + copies)} in "
+        f"all, but only {size_text(available)} is available"
+    )
+
+
+# --- reading: the .npz --------------------------------------------------------
+
+
+#: The first bytes of files people give instead of an .npz, and what they are.
+_SIGNATURES = (
+    (b"\x93NUMPY", "is a single NumPy array (an .npy file, numpy's save format)"),
+    (b"\x89PNG\r\n\x1a\n", "is a PNG image"),
+    (b"\xff\xd8\xff", "is a JPEG image"),
+    (b"GIF87a", "is a GIF image"),
+    (b"GIF89a", "is a GIF image"),
+    (b"\x1f\x8b", "is a gzip file"),
+    (b"BZh", "is a bzip2 file"),
+    (b"\xfd7zXZ\x00", "is an xz file"),
+    (b"\x89HDF\r\n\x1a\n", "is an HDF5 file"),
+    (b"%PDF", "is a PDF document"),
+)
+_ZIP = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _not_npz(path: Path) -> str | None:
+    """What the file is, if its first bytes show it is no .npz archive."""
+    with path.open("rb") as f:
+        head = f.read(512)
+    if head.startswith(_ZIP):
+        return None
+    what = next((what for magic, what in _SIGNATURES if head.startswith(magic)), "")
+    if not head:
+        what = "is empty"
+    elif head[:1] == b"\x80" and 2 <= head[1] <= 5:
+        what = "is a Python pickle"
+    elif not what and _is_text(head):
+        what = "is a text file"
+    if not what:
+        what = f"is not a zip file (it starts with bytes {head[:8].hex(' ')})"
+    message = f"{path}: {what}, not an .npz archive (numpy's savez format)"
+    if head.startswith(b"\x93NUMPY"):
+        message += (
+            "; save the four arrays into one file with "
+            "np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
+        )
+    return message
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:
+            return False
+        text = head[: exc.start].decode("utf-8")  # a character cut at the end
+    return all(c.isprintable() or c in "\t\n\r\f" for c in text)
+
+
+def _read_exact(stream: Any, size: int) -> bytes:
+    data: bytes = stream.read(size)
+    if len(data) != size:
+        raise ValueError("the file ends inside the .npy header")
+    return data
+
+
+def npz_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> ArrayHeader:
+    """The shape and dtype of one `.npy` member of an .npz, read from its header
+    alone (a few hundred bytes decompressed), and checked against the zip's
+    declared size. Raises ValueError for a header that is not numpy's."""
+    with archive.open(info) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise ValueError(f"it is in .npy format {version[0]}.{version[1]}")
+        width = "<H" if version == (1, 0) else "<I"
+        length_bytes = _read_exact(stream, struct.calcsize(width))
+        (length,) = struct.unpack(width, length_bytes)
+        if length > MAX_NPY_HEADER:
+            raise ValueError(
+                f"its .npy header claims {length:,} bytes; numpy reads at most "
+                f"{MAX_NPY_HEADER:,}"
+            )
+        text = _read_exact(stream, length)
+    read = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    shape, _, dtype = read(io.BytesIO(length_bytes + text))
+    if any(d < 0 for d in shape):
+        raise ValueError(f"its header holds a negative size, {shape}")
+    header = ArrayHeader(tuple(int(d) for d in shape), np.dtype(dtype))
+    if not header.dtype.hasobject:
+        offset = np.lib.format.MAGIC_LEN + len(length_bytes) + length
+        if info.file_size != offset + header.nbytes:
+            raise ValueError(
+                f"the zip declares {info.file_size:,} bytes, but its header "
+                f"describes {offset + header.nbytes:,} (shape {header.shape}, "
+                f"dtype {header.dtype}): the file is damaged, or not numpy's"
+            )
+    return header
+
+
+def npz_array(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: ArrayHeader
+) -> npt.NDArray[np.generic]:
+    """Read one `.npy` member whose header `npz_header` has checked."""
+    with archive.open(info) as stream:
+        array: npt.NDArray[np.generic] = np.lib.format.read_array(
+            stream, allow_pickle=False
+        )
+    if array.shape != header.shape or array.dtype != header.dtype:
+        raise ValueError("it changed while being read")
+    return array
+
+
+def read_npz(
+    recipe: Recipe, path: Path, model_input: ModelInput | None = None
+) -> Dataset:
+    """Read a recipe's `.npz` file (never unpickling anything) and check it:
+    its headers before any array is read, then the arrays' values."""
+    member = ""
+    try:
+        problem = _not_npz(path)
+        if problem:
+            raise BuildError(problem)
+        with path.open("rb") as f, zipfile.ZipFile(f) as archive:
+            infos = {
+                info.filename.removesuffix(".npy"): info
+                for info in archive.infolist()
+                if not info.is_dir()
+            }
+            missing = [k for k in _KEYS if k not in infos]
             if missing:
                 raise BuildError(
                     f"{path}: not a {recipe.title} file in Keras' layout: "
                     f"missing arrays {', '.join(missing)} "
-                    f"(it has: {', '.join(archive.files) or 'none'})"
+                    f"(it has: {_names(list(infos))})"
                 )
-            arrays = {k: archive[k] for k in _KEYS}
+            headers = {}
+            for key in _KEYS:
+                member = infos[key].filename
+                headers[key] = npz_header(archive, infos[key])
+            _raise(recipe, str(path), check_layout(recipe, headers, model_input))
+            _check_memory(str(path), headers)
+            arrays = {}
+            for key in _KEYS:
+                member = infos[key].filename
+                arrays[key] = npz_array(archive, infos[key], headers[key])
     except BuildError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise BuildError(f"{path}: cannot read as an .npz file: {exc}") from exc
-    return check_arrays(recipe, arrays, str(path))
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        NotImplementedError,  # a compression zipfile does not know
+        RuntimeError,  # an encrypted member
+    ) as exc:
+        raise BuildError(
+            f"{path}: cannot read as an .npz file: {member + ': ' if member else ''}"
+            f"{exc}"
+        ) from exc
+    _raise(recipe, str(path), check_values(recipe, arrays, model_input))
+    return Dataset(
+        arrays["x_train"],
+        arrays["y_train"],
+        arrays["x_test"],
+        arrays["y_test"],
+        str(path),
+    )
+
+
+def _names(names: list[str]) -> str:
+    if not names:
+        return "none"
+    shown = ", ".join(n if len(n) <= 40 else n[:40] + "..." for n in names[:8])
+    return shown + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+
+
+# --- reading: Keras' IDX folder ---------------------------------------------------
+
+
+def _idx_header(stream: Any, path: Path, rank: int) -> ArrayHeader:
+    head = stream.read(4 + 4 * rank)
+    if len(head) < 4 + 4 * rank or head[:3] != b"\x00\x00\x08" or head[3] != rank:
+        raise BuildError(
+            f"{path}: not an IDX file of unsigned bytes with {rank} dimensions"
+        )
+    dims = tuple(
+        int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank)
+    )
+    return ArrayHeader(dims, np.dtype(np.uint8))
+
+
+def read_idx(
+    recipe: Recipe, folder: Path, model_input: ModelInput | None = None
+) -> Dataset:
+    """Read Keras' folder of four gzip IDX files and check them: the headers
+    first, then the data, reading no more than the headers declare."""
+    import gzip
+
+    headers: dict[str, ArrayHeader] = {}
+    arrays: dict[str, npt.NDArray[np.generic]] = {}
+    for reading in (False, True):
+        for key, name in IDX_FILES.items():
+            path = folder / name
+            try:
+                with gzip.open(path, "rb") as f:
+                    header = _idx_header(f, path, 3 if key.startswith("x") else 1)
+                    if not reading:
+                        headers[key] = header
+                        continue
+                    raw = f.read(header.nbytes + 1)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise BuildError(f"{path}: cannot read: {exc}") from exc
+            if len(raw) > header.nbytes:
+                raise BuildError(
+                    f"{path}: holds more data than its header's shape {header.shape}"
+                )
+            if len(raw) < header.nbytes:
+                raise BuildError(
+                    f"{path}: holds {len(raw)} bytes of data, not {header.shape}"
+                )
+            arrays[key] = np.frombuffer(raw, np.uint8).reshape(header.shape)
+        if not reading:
+            _raise(recipe, str(folder), check_layout(recipe, headers, model_input))
+            _check_memory(str(folder), headers)
+    _raise(recipe, str(folder), check_values(recipe, arrays, model_input))
+    return Dataset(
+        arrays["x_train"],
+        arrays["y_train"],
+        arrays["x_test"],
+        arrays["y_test"],
+        str(folder),
+    )
+
+
+# --- checking -------------------------------------------------------------------
 
 
 def check_arrays(
-    recipe: Recipe, arrays: Mapping[str, npt.NDArray[np.generic]], source: str
+    recipe: Recipe,
+    arrays: Mapping[str, npt.NDArray[np.generic]],
+    source: str,
+    model_input: ModelInput | None = None,
 ) -> Dataset:
-    """Check content, not file hashes: keys, shapes, dtypes and label range."""
-    problems = []
-    for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if recipe.image_shape is None:
-            if not (
-                np.issubdtype(x.dtype, np.integer)
-                or np.issubdtype(x.dtype, np.floating)
-            ):
-                problems.append(f"x_{split} has dtype {x.dtype}; expected numbers")
-            if x.ndim < 2:
-                problems.append(f"x_{split} has shape {x.shape}; expected (N, ...)")
-        else:
-            if x.dtype != np.uint8:
-                problems.append(f"x_{split} has dtype {x.dtype}; expected uint8 pixels")
-            if (
-                x.ndim != 1 + len(recipe.image_shape)
-                or x.shape[1:] != recipe.image_shape
-            ):
-                want = ", ".join(str(d) for d in recipe.image_shape)
-                problems.append(f"x_{split} has shape {x.shape}; expected (N, {want})")
-        if not np.issubdtype(y.dtype, np.integer):
-            problems.append(f"y_{split} has dtype {y.dtype}; expected integer labels")
-        elif y.size and (y.min() < 0 or y.max() >= recipe.num_classes):
-            problems.append(
-                f"y_{split} has labels from {y.min()} to {y.max()}; "
-                f"expected 0 to {recipe.num_classes - 1}"
-            )
-        if y.ndim != 1 or (x.ndim and y.shape[0] != x.shape[0]):
-            rows = x.shape[0] if x.ndim else "N"
-            problems.append(f"y_{split} has shape {y.shape}; expected ({rows},)")
-        if x.ndim and x.shape[0] == 0:
-            problems.append(f"x_{split} is empty")
+    """Check content, not file hashes: keys, shapes, dtypes, then values."""
+    headers = {k: ArrayHeader(tuple(arrays[k].shape), arrays[k].dtype) for k in _KEYS}
+    _raise(recipe, source, check_layout(recipe, headers, model_input))
+    _raise(recipe, source, check_values(recipe, arrays, model_input))
+    return Dataset(
+        arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], source
+    )
+
+
+def _raise(recipe: Recipe, source: str, problems: list[str]) -> None:
     if problems:
         raise BuildError(
             f"{source}: not usable as {recipe.title} data:\n  - "
             + "\n  - ".join(problems)
         )
-    return Dataset(
-        arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], source
+
+
+def _is_number(dtype: np.dtype[Any]) -> bool:
+    return bool(
+        dtype.names is None
+        and not dtype.hasobject
+        and dtype.kind in "iuf"
+        and dtype.shape == ()
     )
+
+
+def check_layout(
+    recipe: Recipe,
+    headers: Mapping[str, ArrayHeader],
+    model_input: ModelInput | None = None,
+) -> list[str]:
+    """What is wrong with the arrays' shapes and dtypes, known from their
+    headers: nothing needs to be read to check these."""
+    problems = []
+    for split in ("train", "test"):
+        x, y = headers[f"x_{split}"], headers[f"y_{split}"]
+        for key, header in ((f"x_{split}", x), (f"y_{split}", y)):
+            if header.dtype.hasobject:
+                problems.append(
+                    f"{key} holds Python objects (dtype {header.dtype}), which "
+                    "l2compile never unpickles"
+                )
+        if recipe.image_shape is None:
+            if x.dtype.hasobject:
+                pass
+            elif not _is_number(x.dtype):
+                problems.append(f"x_{split} has dtype {x.dtype}; expected numbers")
+            elif model_input and model_input.ids and x.dtype.kind == "f":
+                problems.append(
+                    f"x_{split} has dtype {x.dtype}; the model's embedding looks "
+                    "up integer ids"
+                )
+            if len(x.shape) < 2:
+                problems.append(f"x_{split} has shape {x.shape}; expected (N, ...)")
+            elif model_input and math.prod(x.shape[1:]) != math.prod(model_input.shape):
+                problems.append(
+                    f"x_{split}: each sample has shape {x.shape[1:]}, which does not "
+                    f"fit input.shape {list(model_input.shape)} "
+                    f"({math.prod(x.shape[1:])} values, not "
+                    f"{math.prod(model_input.shape)})"
+                )
+        else:
+            if x.dtype != np.uint8 and not x.dtype.hasobject:
+                problems.append(f"x_{split} has dtype {x.dtype}; expected uint8 pixels")
+            if x.shape[1:] != recipe.image_shape:
+                want = ", ".join(str(d) for d in recipe.image_shape)
+                problems.append(f"x_{split} has shape {x.shape}; expected (N, {want})")
+        if not _is_number(y.dtype) and not y.dtype.hasobject:
+            problems.append(f"y_{split} has dtype {y.dtype}; expected integer labels")
+        if len(y.shape) != 1 or (x.shape and y.shape[0] != x.shape[0]):
+            rows = x.shape[0] if x.shape else "N"
+            problems.append(f"y_{split} has shape {y.shape}; expected ({rows},)")
+        if x.shape and x.shape[0] == 0:
+            problems.append(f"x_{split} is empty")
+    train, test = headers["x_train"].shape, headers["x_test"].shape
+    if (
+        recipe.image_shape is None
+        and model_input is None
+        and len(train) >= 2
+        and len(test) >= 2
+        and math.prod(train[1:]) != math.prod(test[1:])
+    ):
+        problems.append(
+            f"x_test's samples have shape {test[1:]}, x_train's {train[1:]}: "
+            "they must hold as many values"
+        )
+    return problems
+
+
+def _where(key: str, index: tuple[int, ...]) -> str:
+    return f"{key}[{', '.join(str(i) for i in index)}]"
+
+
+def _count(
+    array: npt.NDArray[Any], bad: Callable[[npt.NDArray[Any]], npt.NDArray[np.bool_]]
+) -> tuple[int, tuple[int, ...]]:
+    """How many values `bad` marks, and the index of the first, checked a
+    block of rows at a time."""
+    rows = max(1, _BLOCK // max(1, math.prod(array.shape[1:])))
+    count, first = 0, tuple[int, ...]()
+    for start in range(0, len(array), rows):
+        mask = bad(array[start : start + rows])
+        found = int(np.count_nonzero(mask))
+        if found and not first:
+            at = np.unravel_index(int(np.argmax(mask)), mask.shape)
+            first = (start + int(at[0]), *(int(i) for i in at[1:]))
+        count += found
+    return count, first
+
+
+def _values(count: int, what: str, key: str, first: tuple[int, ...]) -> str:
+    """`a value that ... at x[i]`, or `3 values that ..., the first at x[i]`."""
+    if count == 1:
+        return f"a value {what} at {_where(key, first)}"
+    return f"{count} values {what}, the first at {_where(key, first)}"
+
+
+def _not_finite(key: str, array: npt.NDArray[Any]) -> list[str]:
+    count, first = _count(array, lambda a: ~np.isfinite(a))
+    if not count:
+        if array.dtype.itemsize <= 4:
+            return []
+        top = float(np.finfo(np.float32).max)  # float64 beyond it is inf as float32
+        big, at = _count(array, lambda a: np.abs(a) > top)
+        if not big:
+            return []
+        beyond = f"beyond float32's range (±{top:.1e}), which training sees as inf"
+        return [f"{key} holds {_values(big, beyond, key, at)}"]
+    nans, _ = _count(array, np.isnan)
+    kinds = ", ".join(
+        f"{n} {what}" for n, what in ((nans, "NaN"), (count - nans, "inf")) if n
+    )
+    if count == 1:
+        kinds = "NaN" if nans else "inf"
+    what = f"that {'is' if count == 1 else 'are'} not finite ({kinds})"
+    return [f"{key} holds {_values(count, what, key, first)}"]
+
+
+def check_values(
+    recipe: Recipe,
+    arrays: Mapping[str, npt.NDArray[np.generic]],
+    model_input: ModelInput | None = None,
+) -> list[str]:
+    """What is wrong with the arrays' values: numbers that are not finite,
+    labels outside the classes, integers the preprocessing cannot feed."""
+    problems: list[str] = []
+    ids = model_input.ids if model_input else None
+    for split in ("train", "test"):
+        xk, yk = f"x_{split}", f"y_{split}"
+        x, y = np.asarray(arrays[xk]), np.asarray(arrays[yk])
+        if x.dtype.kind == "f":
+            problems += _not_finite(xk, x)
+        elif x.dtype.kind in "iu" and ids is not None:
+            low, high = int(x.min()), int(x.max())
+            if low < 0 or high >= ids:
+                _, at = _count(x, lambda a: (a < 0) | (a >= ids))
+                problems.append(
+                    f"{xk} holds ids from {low} to {high}, the first outside 0 to "
+                    f"{ids - 1} at {_where(xk, at)}; the model's embedding looks up "
+                    f"ids 0 to {ids - 1} (input_dim {ids})"
+                )
+        elif x.dtype.kind in "iu" and x.dtype != np.uint8:
+            low, high = int(x.min()), int(x.max())
+            if max(-low, high) > FLOAT32_EXACT:
+                _, at = _count(x, lambda a: np.abs(a) > FLOAT32_EXACT)
+                problems.append(
+                    f"{xk} holds integers from {low} to {high}, the first beyond "
+                    f"{FLOAT32_EXACT} in size at {_where(xk, at)}; integers other than "
+                    "uint8 pixels are fed unscaled, as float32, which holds them "
+                    f"exactly only up to {FLOAT32_EXACT}: scale the data, or save "
+                    "8-bit pixels as uint8"
+                )
+        if y.dtype.kind == "f":
+            problems.append(f"y_{split} has dtype {y.dtype}; expected integer labels")
+            problems += _not_finite(yk, y)
+        elif y.dtype.kind in "iu" and y.size:
+            low, high = int(y.min()), int(y.max())
+            if low < 0 or high >= recipe.num_classes:
+                problems.append(
+                    f"y_{split} has labels from {low} to {high}; "
+                    f"expected 0 to {recipe.num_classes - 1}"
+                )
+    return problems

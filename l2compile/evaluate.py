@@ -169,7 +169,7 @@ def spec_of_build(artifact: Path) -> BuildSpec:
     candidates = [Path(file)]
     from_build = spec.get(SPEC_FROM_BUILD)
     if isinstance(from_build, str) and from_build:
-        candidates.append(manifest.parent / from_build)
+        candidates.append(Path(os.path.normpath(manifest.parent / from_build)))
     found = next((path for path in candidates if _is_file(path)), None)
     if found is None:
         raise BuildError(
@@ -303,9 +303,9 @@ def evaluate_artifact(
             _tf_shapes(serve.structured_outputs),
         )
 
-    if data is None and plan.data is not None:
-        data = Path(plan.data)
-    dataset = load_dataset(plan.recipe, data)
+    dataset = load_dataset(
+        plan.recipe, data, spec_path=plan.data_path, model_input=plan.model_input
+    )
     with tempfile.TemporaryDirectory() as folder:
         module_path = Path(folder) / f"{plan.name}.py"
         module_path.write_text(code, encoding="utf-8")

@@ -53,7 +53,7 @@ def compile_spec(
     loaded = load_spec(path, display_path(path))
     if isinstance(loaded, list):
         return loaded
-    plan = plan_spec(loaded)
+    plan = plan_spec(loaded, path.absolute().parent)
     if isinstance(plan, list):
         return plan
     return Compiled(plan, render_module(plan, version_header=version_header))

@@ -10,7 +10,8 @@ compiler. A `ModelPlan` is the whole tree:
     │   ├── output_shape          inferred without TensorFlow
     │   └── weights: WeightPlan   each weight: shape, role, L2 coefficient, decay
     ├── optimizer, loss, metrics  compile() arguments, as Python source
-    └── recipe: Recipe            where the data comes from and its shape
+    ├── recipe: Recipe            where the data comes from and its shape
+    └── data_path: SpecPath       the spec's data file, resolved against its folder
 
 Everything a template prints is decided here, as a ready string: names are
 validated identifiers, numbers are `repr` of Python numbers, and text goes
@@ -26,10 +27,12 @@ one place, `reached_by_l2`; `_assign_l2` applies it to every weight.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
-from l2compile.datasets import Recipe, recipe_for
+from l2compile.datasets import ModelInput, Recipe, SpecPath, recipe_for
 from l2compile.errors import FieldPath, SpecError
 from l2compile.spec import (
     ActivationLayer,
@@ -177,7 +180,9 @@ class ModelPlan:
     weight_decay: float = 0.0
     #: Trainable weights that weight decay must leave alone (Keras paths).
     no_weight_decay: tuple[str, ...] = ()
-    data: str | None = None
+    data: str | None = None  #: train.data as written (the module's DATA)
+    #: train.data resolved against the spec's folder, where the build reads it.
+    data_path: SpecPath | None = None
 
     @property
     def params(self) -> int:
@@ -187,6 +192,15 @@ class ModelPlan:
     def integer_input(self) -> bool:
         """Whether the model reads integer ids (it starts with an embedding)."""
         return self.layers[0].type == "embedding"
+
+    @property
+    def model_input(self) -> ModelInput:
+        """What the model reads, for checking the data against it: the sample
+        shape, and the number of ids (input_dim) where it starts with an
+        embedding."""
+        first = self.layers[0]
+        ids = first.weights[0].shape[0] if self.integer_input else None
+        return ModelInput(self.input_shape, ids)
 
     @property
     def regularized_params(self) -> int:
@@ -282,9 +296,15 @@ _NEEDS = {
 
 
 class _Planner:
-    def __init__(self, loaded: LoadedSpec) -> None:
+    def __init__(self, loaded: LoadedSpec, folder: Path | None) -> None:
         self.spec = loaded.spec
         self.source = loaded.source
+        # Paths in a spec are relative to its folder. Without one given, the
+        # folder of the name the spec was loaded under, from the working folder
+        # (generate.display_path names it so).
+        self.folder = os.path.abspath(
+            folder if folder is not None else Path(loaded.source.file).parent
+        )
         self.errors: list[SpecError] = []
 
     def error(self, path: FieldPath, message: str) -> None:
@@ -888,6 +908,11 @@ class _Planner:
             weight_decay=opt.weight_decay,
             no_weight_decay=no_decay,
             data=spec.train.data,
+            data_path=(
+                SpecPath("train.data", self.source.file, spec.train.data, self.folder)
+                if spec.train.data is not None
+                else None
+            ),
         )
 
 
@@ -910,6 +935,13 @@ def _l2_comment(spec: Spec, layers: list[LayerPlan]) -> str:
     return text
 
 
-def plan_spec(loaded: LoadedSpec) -> ModelPlan | list[SpecError]:
-    """Resolve a valid spec into a plan, or every cross-field error in it."""
-    return _Planner(loaded).plan()
+def plan_spec(
+    loaded: LoadedSpec, folder: Path | None = None
+) -> ModelPlan | list[SpecError]:
+    """Resolve a valid spec into a plan, or every cross-field error in it.
+
+    `folder` is the spec file's folder, which paths in the spec are relative
+    to; by default the folder of the spec's display name, from the working
+    folder.
+    """
+    return _Planner(loaded, folder).plan()

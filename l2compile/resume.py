@@ -17,6 +17,10 @@ only then: a build killed at any point, or a machine that loses power, leaves
 the last finished epoch's state readable. The
 generated `train()` orders each epoch's batches by the seed and the epoch
 alone, so the epochs that follow a restore see the batches they would have.
+
+Reading trusts nothing: `read` checks every field of `state.json` (bounded to
+MAX_STATE_BYTES) before any is used, `restore` checks every array's shape and
+dtype from its `.npy` header before reading it, and neither follows a link.
 """
 
 from __future__ import annotations
@@ -25,11 +29,15 @@ import contextlib
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import re
+import reprlib
 import shutil
+import stat
 import time
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +46,15 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from l2compile import __version__
-from l2compile.datasets import Dataset
+from l2compile.datasets import Dataset, npz_array, npz_header
 from l2compile.errors import BuildError
 
 FOLDER = "resume"
 STATE = "state.json"
 FORMAT = 1  #: the layout of `state.json`; a state of another layout is not resumed
+#: A state.json larger than this is refused unread; a real one holds a few
+#: kilobytes (the variables' names, and a few numbers per epoch).
+MAX_STATE_BYTES = 16 * 2**20
 
 
 class UnreadableState(BuildError):
@@ -119,48 +130,214 @@ def differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str
     return changed
 
 
+def exists(work: Path) -> bool:
+    """Whether `work` holds a saved state, without reading it: an `lstat` of
+    its state.json, so a build without --resume never parses one."""
+    try:
+        os.lstat(work / FOLDER / STATE)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True  # there, but not to be looked at: read() says why
+    return True
+
+
+#: The fields of `state.json`, all required.
+_FIELDS = (
+    "format",
+    "epoch",
+    "epochs",
+    "key",
+    "variables",
+    "file",
+    "history",
+    "penalties",
+    "train_seconds",
+)
+#: Open files without following a link, and without waiting on a FIFO.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+class _Invalid(Exception):
+    """A field of `state.json` that cannot be resumed, and why."""
+
+
 def read(work: Path) -> Saved | None:
     """The saved state in `work`, or None where there is none.
 
     Raises UnreadableState for a state that exists but cannot be resumed.
+    Every field is checked before any is used; links are never followed, and
+    at most MAX_STATE_BYTES are read.
     """
-    path = work / FOLDER / STATE
-    if not path.exists():
-        return None
+    folder = work / FOLDER
+    path = folder / STATE
+
+    def unreadable(detail: str) -> UnreadableState:
+        return UnreadableState(f"the saved state in {folder} cannot be read: {detail}")
+
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        if raw.get("format") != FORMAT:
-            raise UnreadableState(
-                f"the saved state in {path.parent} is of another format "
-                f"({raw.get('format')!r}; this l2compile reads {FORMAT})"
-            )
-        saved = Saved(
-            epoch=int(raw["epoch"]),
-            epochs=int(raw["epochs"]),
-            key=dict(raw["key"]),
-            variables=[str(v) for v in raw["variables"]],
-            file=str(raw["file"]),
-            history={k: [float(x) for x in v] for k, v in raw["history"].items()},
-            penalties=[float(x) for x in raw["penalties"]],
-            train_seconds=float(raw["train_seconds"]),
+        folder_mode = os.lstat(folder).st_mode
+        info = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise unreadable(f"{STATE}: {exc.strerror or exc}") from exc
+    if stat.S_ISLNK(folder_mode):
+        raise unreadable(f"{FOLDER} is a symbolic link, which is never followed")
+    if stat.S_ISLNK(info.st_mode):
+        raise unreadable(f"{STATE} is a symbolic link, which is never followed")
+    if not stat.S_ISREG(info.st_mode):
+        raise unreadable(f"{STATE} is not a regular file")
+    if info.st_size > MAX_STATE_BYTES:
+        raise unreadable(
+            f"{STATE} is {info.st_size:,} bytes; a saved state is at most "
+            f"{MAX_STATE_BYTES:,}"
         )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    try:
+        raw = json.loads(_read_bounded(path, MAX_STATE_BYTES))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise unreadable(f"{STATE}: {type(exc).__name__}: {exc}") from exc
+    if isinstance(raw, dict) and raw.get("format") != FORMAT:
         raise UnreadableState(
-            f"the saved state in {path.parent} cannot be read: {path.name}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    if not (work / FOLDER / saved.file).is_file():
-        raise UnreadableState(
-            f"the saved state in {path.parent} cannot be read: its {saved.file} "
-            "is missing"
+            f"the saved state in {folder} is of another format "
+            f"({reprlib.repr(raw.get('format'))}; this l2compile reads {FORMAT})"
         )
+    try:
+        saved = _parse(raw)
+    except _Invalid as exc:
+        raise unreadable(f"{STATE}: {exc}") from None
+    try:
+        info = os.lstat(folder / saved.file)
+    except FileNotFoundError:
+        raise unreadable(f"its {saved.file} is missing") from None
+    except OSError as exc:
+        raise unreadable(f"its {saved.file}: {exc.strerror or exc}") from exc
+    if stat.S_ISLNK(info.st_mode):
+        raise unreadable(
+            f"its {saved.file} is a symbolic link, which is never followed"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise unreadable(f"its {saved.file} is not a regular file")
     return saved
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of the regular file `path`, never through a link."""
+    with os.fdopen(os.open(path, _OPEN_FLAGS), "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"it grew beyond {limit:,} bytes while being read")
+    return data
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), reprlib.repr(value))
+
+
+def _integer(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(f"{where} is {_kind(value)}, not a whole number")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Invalid(f"{where} is {_kind(value)}, not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise _Invalid(f"{where} is {reprlib.repr(value)}, not a finite number")
+    return number
+
+
+def _per_epoch(value: Any, where: str, epoch: int) -> list[float]:
+    """A list of one finite number per finished epoch."""
+    if not isinstance(value, list):
+        raise _Invalid(f"{where} is {_kind(value)}, not a list")
+    if len(value) != epoch:
+        raise _Invalid(
+            f"{where} holds {_plural(len(value), 'value')} for "
+            f"{_plural(epoch, 'finished epoch')}"
+        )
+    return [_number(x, f"{where}[{i}]") for i, x in enumerate(value)]
+
+
+def _parse(raw: Any) -> Saved:
+    """Check every field of a state.json's data; raise _Invalid at the first
+    that cannot be resumed."""
+    if not isinstance(raw, dict):
+        raise _Invalid(f"holds {_kind(raw)}, not an object")
+    unknown = sorted(set(raw) - set(_FIELDS))
+    if unknown:
+        raise _Invalid(f"holds an unknown field, {reprlib.repr(unknown[0])}")
+    missing = [name for name in _FIELDS if name not in raw]
+    if missing:
+        raise _Invalid(f"{missing[0]} is missing")
+    epochs = _integer(raw["epochs"], "epochs")
+    epoch = _integer(raw["epoch"], "epoch")
+    if epochs < 1:
+        raise _Invalid(f"epochs is {epochs}; a run has at least 1")
+    if not 1 <= epoch <= epochs:
+        raise _Invalid(f"epoch is {epoch}, outside the run's epochs 1 to {epochs}")
+    key = raw["key"]
+    if not isinstance(key, dict):
+        raise _Invalid(f"key is {_kind(key)}, not an object")
+    variables = raw["variables"]
+    if not isinstance(variables, list):
+        raise _Invalid(f"variables is {_kind(variables)}, not a list")
+    for i, name in enumerate(variables):
+        if not isinstance(name, str):
+            raise _Invalid(f"variables[{i}] is {_kind(name)}, not a string")
+    file = raw["file"]
+    if not isinstance(file, str):
+        raise _Invalid(f"file is {_kind(file)}, not a string")
+    if os.path.isabs(file) or "/" in file or "\\" in file or file in ("", ".", ".."):
+        raise _Invalid(f"file {reprlib.repr(file)} is not a file of the resume folder")
+    if file != f"epoch-{epoch:04d}.npz":
+        raise _Invalid(
+            f"file is {reprlib.repr(file)}, but epoch {epoch}'s is "
+            f"'epoch-{epoch:04d}.npz'"
+        )
+    history = raw["history"]
+    if not isinstance(history, dict):
+        raise _Invalid(f"history is {_kind(history)}, not an object")
+    seconds = _number(raw["train_seconds"], "train_seconds")
+    if seconds < 0:
+        raise _Invalid(f"train_seconds is {seconds!r}, below 0")
+    return Saved(
+        epoch=epoch,
+        epochs=epochs,
+        key=dict(key),
+        variables=list(variables),
+        file=file,
+        history={
+            name: _per_epoch(values, f"history.{reprlib.repr(name)[1:-1]}", epoch)
+            for name, values in history.items()
+        },
+        penalties=_per_epoch(raw["penalties"], "penalties", epoch),
+        train_seconds=seconds,
+    )
 
 
 def restore(model: Any, work: Path, saved: Saved) -> None:
     """Put the model's and the optimizer's variables back as they were at the
     end of epoch `saved.epoch`. Call it in the distribution strategy's scope,
-    if the model has one."""
+    if the model has one.
+
+    The `.npz` is read without following a link, and every array's shape and
+    dtype are checked from its header before any array is read.
+    """
     model.optimizer.build(model.trainable_variables)  # creates its slots
     variables = list(model.variables) + list(model.optimizer.variables)
     paths = [variable_name(v) for v in variables]
@@ -178,21 +355,61 @@ def restore(model: Any, work: Path, saved: Saved) -> None:
             "Build without --resume to start over"
         )
     path = work / FOLDER / saved.file
+    again = ". Build without --resume to start over"
     try:
-        with np.load(path, allow_pickle=False) as arrays:
-            values = [arrays[f"v{index}"] for index in range(len(variables))]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        info = os.lstat(path)
+    except OSError as exc:
         raise BuildError(
-            f"--resume: {path} cannot be read ({type(exc).__name__}: {exc}). "
-            "Build without --resume to start over"
+            f"--resume: {path} cannot be read ({type(exc).__name__}: {exc}){again}"
         ) from exc
-    for name, variable, value in zip(paths, variables, values, strict=True):
-        if tuple(value.shape) != tuple(variable.shape):
-            raise BuildError(
-                f"--resume: {name} was saved with shape {tuple(value.shape)}, but "
-                f"the model's is {tuple(variable.shape)}. Build without --resume "
-                "to start over"
-            )
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode):
+        what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
+        raise BuildError(f"--resume: {path} is {what}, which is never read{again}")
+    try:
+        with (
+            os.fdopen(os.open(path, _OPEN_FLAGS), "rb") as f,
+            zipfile.ZipFile(f) as archive,
+        ):
+            members = []
+            for index, (name, variable) in enumerate(
+                zip(paths, variables, strict=True)
+            ):
+                if f"v{index}.npy" not in archive.NameToInfo:
+                    raise BuildError(
+                        f"--resume: {path} lacks v{index}.npy, the value of {name}"
+                        f"{again}"
+                    )
+                member = archive.getinfo(f"v{index}.npy")
+                header = npz_header(archive, member)
+                shape = tuple(variable.shape)
+                if header.shape != shape:
+                    raise BuildError(
+                        f"--resume: {name} was saved with shape {header.shape}, but "
+                        f"the model's is {shape}{again}"
+                    )
+                if header.dtype != np.dtype(variable.dtype):
+                    raise BuildError(
+                        f"--resume: {name} was saved as {header.dtype}, but the "
+                        f"model's is {np.dtype(variable.dtype)}{again}"
+                    )
+                members.append((member, header))
+            values = [npz_array(archive, m, h) for m, h in members]
+    except BuildError:
+        raise
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
+        raise BuildError(
+            f"--resume: {path} cannot be read ({type(exc).__name__}: {exc}){again}"
+        ) from exc
+    for variable, value in zip(variables, values, strict=True):
         variable.assign(value)
 
 

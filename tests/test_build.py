@@ -214,8 +214,11 @@ def test_npz_data_that_does_not_fit_the_input_shape(tmp_path: Path) -> None:
             spec.plan, spec.code, tmp_path / "out", data=tmp_path / "tokens.npz"
         )
     assert str(err.value) == (
-        f"{tmp_path / 'tokens.npz'}: each sample has shape (10,), which does not fit "
-        "input.shape [12] (10 values, not 12)"
+        f"{tmp_path / 'tokens.npz'}: not usable as npz data:\n"
+        "  - x_train: each sample has shape (10,), which does not fit input.shape "
+        "[12] (10 values, not 12)\n"
+        "  - x_test: each sample has shape (10,), which does not fit input.shape "
+        "[12] (10 values, not 12)"
     )
     assert not (tmp_path / "out").exists()
 
@@ -297,6 +300,12 @@ def test_labels_and_model_json_tell_an_app_how_to_use_the_model(
     assert model["input"]["name"] == "input"
     assert model["input"]["shape"] == [1, 28, 28]
     assert model["input"]["preprocessing"]["scale"] == pytest.approx(1 / 255)
+    assert model["input"]["preprocessing"]["mean"] == 0.0
+    assert model["input"]["preprocessing"]["std"] == 1.0
+    assert model["input"]["pixels"].startswith(
+        "grayscale, 0 is the black background and 255 full white ink: a white "
+        "digit on black"
+    )
     assert model["output"] == {
         "name": "probabilities",
         "shape": [1, 10],

@@ -104,6 +104,7 @@ def test_eval_reads_the_spec_from_the_build_manifest(built: Built) -> None:
     metrics = json.loads((built.out / "metrics.json").read_text())
     assert json.loads((built.out / "manifest.json").read_text())["spec"] == {
         "file": "specs/cnn.yaml",
+        "from_build": "../../specs/cnn.yaml",
         "sha256": sha256(built.root / "specs" / "cnn.yaml"),
     }
     for artifact, accuracy in (
@@ -137,15 +138,28 @@ def test_eval_with_spec_names_it_without_a_manifest(built: Built) -> None:
     assert out.splitlines()[1] == "spec:      specs/cnn.yaml"
 
 
-def test_eval_from_another_folder_asks_for_the_spec(
+def test_eval_from_another_folder_finds_the_spec_from_the_build_folder(
     built: Built, tmp_path: Path
 ) -> None:
     artifact = built.out / "model.keras"
-    code, out, err = run(tmp_path, "eval", str(artifact))
+    code, out, _ = run(tmp_path, "eval", str(artifact), "--data", str(built.data))
+    assert code == EXIT_OK
+    assert out.splitlines()[1] == (
+        f"spec:      {built.root / 'specs' / 'cnn.yaml'} (named by "
+        f"{built.out / 'manifest.json'})"
+    )
+
+
+def test_eval_of_a_build_moved_away_from_its_spec_asks_for_the_spec(
+    built: Built, tmp_path: Path
+) -> None:
+    moved = tmp_path / "moved" / "tiny_cnn"
+    shutil.copytree(built.out, moved)
+    code, out, err = run(tmp_path, "eval", str(moved / "model.keras"))
     assert code == EXIT_FAILURE
     assert out == ""
     assert err == (
-        f"error: the build's manifest ({built.out / 'manifest.json'}) names "
+        f"error: the build's manifest ({moved / 'manifest.json'}) names "
         "specs/cnn.yaml, which is not there from here; pass --spec\n"
     )
 
@@ -253,9 +267,7 @@ def test_a_manifest_can_name_the_spec_from_the_build_folder(
         found = evaluate.spec_of_build(folder / "model.tflite")
     finally:
         os.chdir(old)
-    assert found == evaluate.BuildSpec(
-        folder / "../specs/cnn.yaml", folder / "manifest.json"
-    )
+    assert found == evaluate.BuildSpec(spec, folder / "manifest.json")
 
 
 @pytest.mark.parametrize(

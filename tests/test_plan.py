@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from l2compile.plan import ModelPlan
-from l2compile.render import render_module
+import pytest
 
-from .conftest import SMALL_SPEC, SPECS, plan_text
+from l2compile.datasets import ModelInput, SpecPath
+from l2compile.plan import ModelPlan, plan_spec
+from l2compile.render import render_module
+from l2compile.spec import load_spec
+
+from .conftest import SMALL_SPEC, SPECS, TEST_SPECS, plan_text
 
 
 def coefficients(plan: ModelPlan) -> dict[str, float]:
@@ -95,3 +99,40 @@ def test_explicit_names_are_kept_and_defaults_avoid_them(tmp_path: Path) -> None
     text = ARTICLE.replace("units: 64,", "units: 64, name: dense_1,")
     plan = plan_text(text, tmp_path)
     assert [lay.name for lay in plan.layers] == ["dense_2", "dense_1", "dense_3"]
+
+
+EMBEDDING = (TEST_SPECS / "embedding.yaml").read_text(encoding="utf-8")
+
+
+def test_the_specs_data_path_is_resolved_against_the_specs_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "project" / "specs"
+    folder.mkdir(parents=True)
+    spec = folder / "tokens.yaml"
+    spec.write_text(EMBEDDING.replace("data: tokens.npz", "data: ../data/t.npz"))
+    monkeypatch.chdir(tmp_path)
+    loaded = load_spec(spec, "project/specs/tokens.yaml")
+    assert not isinstance(loaded, list)
+    for given in (folder, None):  # None: the display name's folder, from here
+        plan = plan_spec(loaded, given)
+        assert not isinstance(plan, list)
+        assert plan.data_path == SpecPath(
+            "train.data", "project/specs/tokens.yaml", "../data/t.npz", str(folder)
+        )
+        assert plan.data_path.path == Path("project/data/t.npz")
+        assert plan.data == "../data/t.npz"  # the generated module's DATA
+        assert 'DATA = "../data/t.npz"  # the data file' in render_module(plan)
+    monkeypatch.chdir(folder / "..")
+    plan = plan_spec(loaded, folder)
+    assert not isinstance(plan, list) and plan.data_path is not None
+    assert plan.data_path.path == Path("data/t.npz")
+
+
+def test_a_plan_without_a_data_file_has_no_data_path(tmp_path: Path) -> None:
+    assert plan_text(ARTICLE, tmp_path).data_path is None
+
+
+def test_the_model_input_names_the_embeddings_ids(tmp_path: Path) -> None:
+    assert plan_text(EMBEDDING, tmp_path).model_input == ModelInput((12,), ids=50)
+    assert plan_text(ARTICLE, tmp_path).model_input == ModelInput((784,))
