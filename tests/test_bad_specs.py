@@ -26,7 +26,7 @@ def test_the_corpus_covers_the_cases_users_hit() -> None:
         "missing_fields", "empty", "not_utf8", "tabs", "list_not_mapping",
         "deep_nesting", "long_string", "duplicate_keys", "alias_bomb",
         "injection_name", "injection_labels", "injection_layer_name",
-        "yes_bool", "yaml11_values", "shadow_installed",
+        "yes_bool", "yaml11_values", "shadow_installed", "many_values_unknown_key",
     }  # fmt: skip
 
 
