@@ -1,11 +1,16 @@
 """The `l2compile` program: `python -m l2compile`, and the installed command.
 
-Ctrl-C and SIGTERM are handled from the first moment, before the heavier
-imports, so that an interrupt at any time ends with one line and exit 130.
+Ctrl-C and SIGTERM are handled from the moment this module runs, before the
+heavier imports, so that an interrupt ends with one line and exit 130. Once
+a command has finished, the program leaves at once (`os._exit`), without
+TensorFlow's slow teardown: a signal in that second would otherwise end the
+process with Python's default 143, or 0, and no word.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 from l2compile import interrupts
@@ -14,6 +19,7 @@ from l2compile import interrupts
 def run() -> None:
     """Run the command line as a program."""
     interrupts.install()
+    code: int | str | None = 0
     try:
         interrupts.phase("startup")
         from l2compile.cli import main
@@ -21,11 +27,27 @@ def run() -> None:
 
         quiet_native_logs()
         main()
+    except SystemExit as exit:
+        interrupts.stop_raising()
+        code = exit.code
     except KeyboardInterrupt:
         # Only before a command runs: each command says what it left as it was.
         interrupts.stop_raising()
         sys.stderr.write("error: interrupted\n")
-        sys.exit(interrupts.EXIT_INTERRUPTED)
+        code = interrupts.EXIT_INTERRUPTED
+    interrupts.stop_raising()
+    interrupts.phase("exiting")
+    if interrupts.received() and code in (0, None):
+        # The command had done its work and said so; the signal came after.
+        sys.stderr.write("error: interrupted after the command had finished\n")
+        code = interrupts.EXIT_INTERRUPTED
+    if isinstance(code, str):
+        sys.stderr.write(f"{code}\n")
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe
+            stream.flush()
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import importlib.util
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 import time
@@ -42,18 +40,15 @@ from typing import Any
 
 import numpy as np
 
-from l2compile import __version__, export, interrupts
+from l2compile import export, interrupts, manifest
 from l2compile import resume as resume_
 from l2compile.datasets import Dataset, load_dataset
-from l2compile.errors import BuildError, Interrupted
+from l2compile.errors import BuildError, Interrupted, some_of
 from l2compile.plan import ModelPlan, TFLitePlan
-from l2compile.resume import Saved, package_version
+from l2compile.resume import Saved
 
 #: TFLite float32 must agree with Keras to this accuracy on the test split.
 TFLITE_TOLERANCE = 0.001
-MANIFEST = "manifest.json"
-#: The layout of manifest.json; with the fields below, what marks a build folder.
-MANIFEST_FORMAT = 1
 METRICS = "metrics.json"
 
 # The work folder's parts (see the module's docstring).
@@ -94,74 +89,13 @@ def check_out_dir(out: Path) -> None:
         return
     if not out.is_dir():
         raise BuildError(f"--out {out}: exists and is not a folder")
-    foreign = foreign_files(out)
+    foreign = manifest.foreign(out)
     if foreign:
         raise BuildError(
             f"--out {out}: is not an earlier l2compile build, so the build will not "
             f"replace it: {foreign}. Name another folder, or empty this one yourself"
         )
     _check_replaceable(out)
-
-
-def foreign_files(folder: Path) -> str | None:
-    """Why `folder` is not an earlier l2compile build (None if it is one, or
-    is empty): it needs a manifest.json in l2compile's format that lists every
-    file in it, and nothing else may be there."""
-    files, links = [], []
-    for root, dirs, names in os.walk(folder):
-        for name in dirs + names:
-            path = Path(root, name)
-            if path.is_symlink():
-                links.append(path.relative_to(folder).as_posix())
-            elif name in names:
-                files.append(path.relative_to(folder).as_posix())
-    if not files and not links:
-        return None
-    if links:
-        return f"it holds symbolic links ({_some(links)})"
-    listed = _manifest_files(folder / MANIFEST)
-    if listed is None:
-        return f"it holds {_some(sorted(files))} and no manifest.json of l2compile's"
-    unlisted = sorted(set(files) - {MANIFEST} - set(listed))
-    if unlisted:
-        return f"it holds files its manifest.json does not list ({_some(unlisted)})"
-    changed = sorted(
-        name
-        for name, size in listed.items()
-        if name in files and (folder / name).stat().st_size != size
-    )
-    if changed:
-        return f"files were changed since l2compile wrote them ({_some(changed)})"
-    return None
-
-
-def _some(names: list[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def _manifest_files(path: Path) -> dict[str, int] | None:
-    """The files a manifest.json of l2compile's lists, with their sizes; None
-    if `path` is not such a manifest."""
-    try:
-        if path.is_symlink() or path.stat().st_size > 16 * 2**20:
-            return None
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(manifest, dict) or not {
-            "name",
-            "spec",
-            "generated_module",
-            "versions",
-            "artifacts",
-        } <= set(manifest):
-            return None
-        if manifest.get("format", MANIFEST_FORMAT) != MANIFEST_FORMAT:
-            return None
-        if "l2compile" not in manifest["versions"]:
-            return None
-        return {str(a["path"]): int(a["size"]) for a in manifest["artifacts"]}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return None
 
 
 def _check_replaceable(out: Path) -> None:
@@ -223,7 +157,7 @@ def build(
     key = resume_.build_key(code, dataset, epochs)
     work, lock = _open_work(out, log)
     try:
-        saved = _take_over(work, out, key, resume, log)
+        saved = _take_over(work, out, plan, key, resume, log)
         try:
             _check_free_space(work, plan)
             metrics = _build_into(
@@ -381,7 +315,7 @@ def _claim(work: Path, out: Path, created: bool) -> None:
         return
     raise BuildError(
         f"--out {out}: {work}, where the build works, was not made by l2compile "
-        f"(it holds {_some(entries)} and no {OWNER}); move it away"
+        f"(it holds {some_of(entries)} and no {OWNER}); move it away"
     )
 
 
@@ -417,7 +351,12 @@ def _task_name() -> str:
 
 
 def _take_over(
-    work: Path, out: Path, key: dict[str, Any], resume: bool, log: Log
+    work: Path,
+    out: Path,
+    plan: ModelPlan,
+    key: dict[str, Any],
+    resume: bool,
+    log: Log,
 ) -> Saved | None:
     """Empty the work folder for this build; with `resume`, keep and return the
     saved state of an interrupted build of the same code, data and epochs.
@@ -447,6 +386,13 @@ def _take_over(
     if saved is None:
         log(f"--resume: no saved state for {out}; training from the first epoch")
         return None
+    unknown = sorted(set(saved.history) - set(plan.history_keys))
+    if unknown:
+        raise BuildError(
+            f"--resume: the saved state in {work / resume_.FOLDER} cannot be read: "
+            f"state.json: history holds {unknown[0]!r}, which this training does "
+            "not log. Build without --resume to start over"
+        )
     changed = resume_.differences(saved.key, key)
     if changed:
         raise BuildError(
@@ -575,7 +521,8 @@ def _build_into(
         model = make_model()
     interrupts.phase("training")
     log(
-        f"training {plan.name}: {plan.params:,} parameters, {epochs} epochs"
+        f"training {plan.name}: {plan.params:,} parameters, {epochs} "
+        + ("epoch" if epochs == 1 else "epochs")
         + (f", {replicas} replicas" if plan.distribute != "none" else "")
     )
     # Keras' progress bar in a terminal; one line per epoch in a log file.
@@ -675,7 +622,7 @@ def _build_into(
 
     interrupts.phase("manifest")
     _write_json(dest / METRICS, metrics)
-    _write_manifest(dest, out, plan, dataset, module_path.name)
+    manifest.write(dest, out, plan, dataset, module_path.name)
     return metrics
 
 
@@ -925,55 +872,6 @@ def _tensor(details: dict[str, Any]) -> dict[str, Any]:
     if scale:
         tensor["quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
     return tensor
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_manifest(
-    work: Path, out: Path, plan: ModelPlan, dataset: Dataset, module: str
-) -> None:
-    """manifest.json: what was built, from what, with what, and every file's
-    hash; `l2compile eval` finds the spec through it (`spec.from_build`: the
-    spec's path from the build folder, so it survives moving the checkout)."""
-    files = sorted(p for p in work.rglob("*") if p.is_file() and p.name != MANIFEST)
-    artifacts = [
-        {
-            "path": p.relative_to(work).as_posix(),
-            "sha256": _sha256(p),
-            "size": p.stat().st_size,
-        }
-        for p in files
-    ]
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "name": plan.name,
-        "spec": {
-            "file": plan.source_file,
-            "from_build": Path(
-                os.path.relpath(Path(plan.source_file).resolve(), out.resolve())
-            ).as_posix(),
-            "sha256": plan.spec_sha256,
-        },
-        "generated_module": module,
-        "seed": plan.seed,
-        "data": dataset.source,
-        "versions": {
-            "l2compile": __version__,
-            "tensorflow": package_version("tensorflow"),
-            "keras": package_version("keras"),
-            "numpy": package_version("numpy"),
-            "ai-edge-litert": package_version("ai-edge-litert"),
-            "python": platform.python_version(),
-        },
-        "artifacts": artifacts,
-    }
-    _write_json(work / MANIFEST, manifest)
 
 
 def _write_json(path: Path, value: Any) -> None:

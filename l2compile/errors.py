@@ -30,6 +30,12 @@ def closest(word: object, choices: Iterable[str]) -> str | None:
     return found[0] if found else None
 
 
+def some_of(names: Sequence[str], limit: int = 5) -> str:
+    """Names for a message: `a, b, c and 4 more`."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 @dataclass(frozen=True)
 class SpecError:
     """One problem in a spec file, with its place and, where known, a fix."""

@@ -9,8 +9,6 @@ SavedModel fed the wrong shape can abort the whole process.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import stat
 import tempfile
@@ -22,15 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from l2compile import export
+from l2compile import export, manifest
 from l2compile.build import import_generated
 from l2compile.datasets import load_dataset
 from l2compile.errors import BuildError
 from l2compile.plan import ModelPlan
 
-MANIFEST = "manifest.json"
-#: A build's manifest lists a dozen files; anything this large is not one.
-MANIFEST_MAX_BYTES = 1 << 20
 #: Optional manifest field: the spec's path relative to the build folder,
 #: which still finds it when eval runs from another folder than the build.
 SPEC_FROM_BUILD = "from_build"
@@ -89,56 +84,16 @@ def kind_of(path: Path) -> str:
     )
 
 
-def _read_manifest(artifact: Path, manifest: Path) -> Any:
-    """The parsed manifest, read without following it into a device, a pipe or
-    a huge file."""
+def _read_manifest(artifact: Path, path: Path) -> Any:
     try:
-        info = manifest.stat()
+        return manifest.read(path)
     except FileNotFoundError:
         raise BuildError(
-            f"{artifact} has no build manifest beside it ({manifest}) to name "
+            f"{artifact} has no build manifest beside it ({path}) to name "
             "the spec it was built from; pass --spec"
         ) from None
-    except OSError as exc:
-        raise BuildError(
-            f"cannot read {manifest}: {exc.strerror}; pass --spec"
-        ) from None
-    if not stat.S_ISREG(info.st_mode):
-        raise BuildError(f"{manifest} is not a file; pass --spec")
-    try:
-        fd = os.open(manifest, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # replaced meanwhile
-                raise BuildError(f"{manifest} is not a file; pass --spec")
-            raw = f.read(MANIFEST_MAX_BYTES + 1)
-    except OSError as exc:
-        raise BuildError(
-            f"cannot read {manifest}: {exc.strerror}; pass --spec"
-        ) from None
-    if len(raw) > MANIFEST_MAX_BYTES:
-        raise BuildError(
-            f"{manifest} is not a build manifest (more than "
-            f"{MANIFEST_MAX_BYTES:,} bytes); pass --spec"
-        )
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        reason = "not UTF-8"
-    except RecursionError:
-        reason = "nested too deep"
-    except ValueError as exc:
-        reason = str(exc)
-    raise BuildError(
-        f"{manifest} is not a build manifest (not JSON: {reason}); pass --spec"
-    )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    except manifest.Unreadable as exc:
+        raise BuildError(f"{exc}; pass --spec") from None
 
 
 def _is_file(path: Path) -> bool:
@@ -154,30 +109,30 @@ def spec_of_build(artifact: Path) -> BuildSpec:
     kind_of(artifact)  # a missing artifact is named as such first
     # model.keras and *.tflite lie in the build folder, saved_model/ in it too.
     named = artifact if artifact.name not in ("", "..") else artifact.resolve()
-    manifest = named.parent / MANIFEST
-    recorded = _read_manifest(artifact, manifest)
+    found_at = named.parent / manifest.NAME
+    recorded = _read_manifest(artifact, found_at)
     spec = recorded.get("spec") if isinstance(recorded, dict) else None
     if not isinstance(spec, dict):
         spec = {}
     file, sha = spec.get("file"), spec.get("sha256")
     if not (isinstance(file, str) and file and isinstance(sha, str) and sha):
         raise BuildError(
-            f"{manifest} is not a build manifest (it names no spec.file and "
+            f"{found_at} is not a build manifest (it names no spec.file and "
             "spec.sha256); pass --spec"
         )
     # spec.file is relative to where the build ran; try it from here first.
     candidates = [Path(file)]
     from_build = spec.get(SPEC_FROM_BUILD)
     if isinstance(from_build, str) and from_build:
-        candidates.append(Path(os.path.normpath(manifest.parent / from_build)))
+        candidates.append(Path(os.path.normpath(found_at.parent / from_build)))
     found = next((path for path in candidates if _is_file(path)), None)
     if found is None:
         raise BuildError(
-            f"the build's manifest ({manifest}) names {file}, which is not there "
+            f"the build's manifest ({found_at}) names {file}, which is not there "
             "from here; pass --spec"
         )
     try:
-        now = _sha256(found)
+        now = manifest.file_sha256(found)
     except OSError as exc:
         raise BuildError(f"cannot read {found}: {exc.strerror}; pass --spec") from None
     if now != sha.lower():
@@ -185,7 +140,7 @@ def spec_of_build(artifact: Path) -> BuildSpec:
             f"{found} changed since the build (sha256 {sha[:12]} then, {now[:12]} "
             "now); pass --spec to score against it anyway"
         )
-    return BuildSpec(spec=found, manifest=manifest)
+    return BuildSpec(spec=found, manifest=found_at)
 
 
 def _fits(shape: TensorShape, expected: tuple[int, ...]) -> bool:

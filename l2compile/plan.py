@@ -183,6 +183,9 @@ class ModelPlan:
     data: str | None = None  #: train.data as written (the module's DATA)
     #: train.data resolved against the spec's folder, where the build reads it.
     data_path: SpecPath | None = None
+    #: What training logs each epoch: the loss and each metric, for the
+    #: training data and (val_) the validation data.
+    history_keys: tuple[str, ...] = ("loss", "accuracy", "val_loss", "val_accuracy")
 
     @property
     def params(self) -> int:
@@ -728,6 +731,13 @@ class _Planner:
         """What the TFLite converter is known to refuse, before any training."""
         export = self.spec.export
         if "tflite" not in export.formats:
+            if "tflite" in export.model_fields_set:
+                self.error(
+                    ("export", "tflite"),
+                    "TFLite options are set, but export.formats leaves tflite out, "
+                    "so no TFLite file would be made; add tflite to formats, or "
+                    "remove these options",
+                )
             return
         recurrent = [lay for lay in layers if lay.type in _RECURRENT]
         if recurrent and export.tflite.batch == "dynamic":
@@ -908,6 +918,11 @@ class _Planner:
             weight_decay=opt.weight_decay,
             no_weight_decay=no_decay,
             data=spec.train.data,
+            history_keys=tuple(
+                prefix + name
+                for prefix in ("", "val_")
+                for name in ("loss", *spec.train.metrics)
+            ),
             data_path=(
                 SpecPath("train.data", self.source.file, spec.train.data, self.folder)
                 if spec.train.data is not None

@@ -197,7 +197,9 @@ def read(work: Path) -> Saved | None:
         raw = json.loads(_read_bounded(path, MAX_STATE_BYTES))
     except (OSError, ValueError, RecursionError) as exc:
         raise unreadable(f"{STATE}: {type(exc).__name__}: {exc}") from exc
-    if isinstance(raw, dict) and raw.get("format") != FORMAT:
+    if isinstance(raw, dict) and (
+        type(raw.get("format")) is not int or raw.get("format") != FORMAT
+    ):
         raise UnreadableState(
             f"the saved state in {folder} is of another format "
             f"({reprlib.repr(raw.get('format'))}; this l2compile reads {FORMAT})"
@@ -409,19 +411,14 @@ def restore(model: Any, work: Path, saved: Saved) -> None:
         raise BuildError(
             f"--resume: {path} cannot be read ({type(exc).__name__}: {exc}){again}"
         ) from exc
+    for name, value in zip(paths, values, strict=True):
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            raise BuildError(
+                f"--resume: {path}: {name} holds values that are not finite; a "
+                f"finished epoch never saves those{again}"
+            )
     for variable, value in zip(variables, values, strict=True):
         variable.assign(value)
-
-
-def clear(work: Path, *, keep_state: bool) -> None:
-    """Empty the work folder, keeping the saved state if asked to."""
-    for child in work.iterdir():
-        if keep_state and child.name == FOLDER:
-            continue
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
 
 
 def discard(work: Path) -> None:

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from l2compile import build as builder
 from l2compile import evaluate
+from l2compile import manifest as manifest_
 from l2compile.cli import EXIT_FAILURE, EXIT_OK, main
 from l2compile.errors import BuildError
 from l2compile.generate import compile_spec
@@ -192,7 +193,7 @@ def _manifest_without_spec(manifest: Path) -> None:
 
 
 def _manifest_too_large(manifest: Path) -> None:
-    manifest.write_text(" " * (evaluate.MANIFEST_MAX_BYTES + 1))
+    manifest.write_text(" " * (manifest_.MAX_BYTES + 1))
 
 
 def _manifest_a_device(manifest: Path) -> None:

@@ -171,7 +171,7 @@ def test_an_interrupt_inside_tensorflows_export_work_stops_the_build(
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
-@pytest.mark.parametrize("phase", ["moving", "published"])
+@pytest.mark.parametrize("phase", ["moving", "published", "exiting"])
 def test_an_interrupt_while_or_after_publishing_says_the_build_was_published(
     tmp_path: Path, earlier: tuple[Path, Path, Path], phase: str, sig: signal.Signals
 ) -> None:
@@ -187,7 +187,10 @@ def test_an_interrupt_while_or_after_publishing_says_the_build_was_published(
     )
     assert result.returncode == 130, result.stderr[-3000:]
     assert _errors(result.stderr)[-1] == (
-        f"error: interrupted after the build was published: {out} holds the new build"
+        "error: interrupted after the command had finished"
+        if phase == "exiting"
+        else f"error: interrupted after the build was published: {out} holds the "
+        "new build"
     )
     assert len(_errors(result.stderr)) == 1
     assert (out / "metrics.json").read_bytes() != before

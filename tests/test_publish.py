@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from l2compile import build as builder
+from l2compile import manifest as manifest_
 from l2compile.errors import BuildError
 
 from .conftest import SMALL_SPEC, compiled
@@ -71,12 +72,34 @@ def test_an_earlier_build_with_a_file_it_does_not_list_is_not_replaced(
         "Name another folder, or empty this one yourself"
     )
     (out / "notes.txt").unlink()
-    with (out / "metrics.json").open("a") as f:
-        f.write(" ")
+    (out / "stray" / "empty").mkdir(parents=True)
     assert _refused(tmp_path, out, tiny_mnist).endswith(
-        "replace it: files were changed since l2compile wrote them (metrics.json). "
+        "replace it: it holds folders its manifest.json does not list (stray, "
+        "stray/empty). Name another folder, or empty this one yourself"
+    )
+    (out / "stray" / "empty").rmdir()
+    (out / "stray").rmdir()
+    labels = (out / "model.keras").read_bytes()
+    edited = labels[:-1] + bytes([labels[-1] ^ 1])  # the same size, edited
+    (out / "model.keras").write_bytes(edited)
+    assert _refused(tmp_path, out, tiny_mnist).endswith(
+        "replace it: files were changed since l2compile wrote them (model.keras). "
         "Name another folder, or empty this one yourself"
     )
+
+
+def test_a_folder_of_empty_folders_is_not_taken_for_an_empty_one(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    project = tmp_path / "proj"
+    (project / "src" / "components").mkdir(parents=True)
+    (project / "docs").mkdir()
+    assert _refused(tmp_path, project, tiny_mnist) == (
+        f"--out {project}: is not an earlier l2compile build, so the build will "
+        "not replace it: it holds folders (docs, src, src/components). Name another "
+        "folder, or empty this one yourself"
+    )
+    assert (project / "src" / "components").is_dir()
 
 
 def test_an_earlier_build_and_an_empty_folder_are_replaced(
@@ -86,7 +109,7 @@ def test_an_earlier_build_and_an_empty_folder_are_replaced(
     out.mkdir()
     _build(tmp_path, out, tiny_mnist)  # empty: nothing to lose
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["format"] == builder.MANIFEST_FORMAT
+    assert manifest["format"] == manifest_.FORMAT
     assert manifest["spec"]["from_build"] == "../small.yaml"
     # A build of an l2compile from before manifests had a format is its own too.
     del manifest["format"]
@@ -137,8 +160,7 @@ def test_an_out_that_cannot_be_replaced_is_found_before_training(
 ) -> None:
     out = tmp_path / "out"
     _build(tmp_path, out, tiny_mnist)
-    locked = out / "saved"
-    locked.mkdir()
+    locked = out
     real = os.access
     monkeypatch.setattr(
         os, "access", lambda path, mode: Path(path) != locked and real(path, mode)

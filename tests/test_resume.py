@@ -449,3 +449,21 @@ def test_a_build_interrupted_after_training_resumes_without_training_again(
     assert again["history_split"] == full["history_split"]
     assert abs(again["test_loss"] - full["test_loss"]) <= 1e-4
     assert (out / "model.keras").is_file()
+
+
+def test_resume_refuses_a_history_of_values_this_training_does_not_log(
+    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = _interrupted(tmp_path, tiny_mnist, THREE_EPOCHS, monkeypatch)
+    state = json.loads((work / "resume" / "state.json").read_text())
+    state["history"]["evil"] = [1.0]
+    (work / "resume" / "state.json").write_text(json.dumps(state))
+    spec = compiled(tmp_path, THREE_EPOCHS)
+    with pytest.raises(BuildError) as err:
+        _build(spec, tmp_path / "out", tiny_mnist, resume=True)
+    assert str(err.value) == (
+        f"--resume: the saved state in {work / 'resume'} cannot be read: "
+        "state.json: history holds 'evil', which this training does not log. "
+        "Build without --resume to start over"
+    )
+    assert not (tmp_path / "out").exists()

@@ -140,6 +140,11 @@ TAMPERED: list[tuple[str, dict[str, Any] | str, str]] = [
     ),
     ("key", {**GOOD, "key": [1]}, "state.json: key is a list, not an object"),
     (
+        "format true",
+        {**GOOD, "format": True},
+        "__format__",
+    ),
+    (
         "variables",
         {**GOOD, "variables": ["a", 3]},
         "state.json: variables[1] is 3, not a string",
@@ -156,6 +161,12 @@ def test_a_tampered_state_is_refused_with_its_field(
     folder = _saved(tmp_path, state)
     with pytest.raises(resume.UnreadableState) as err:
         resume.read(tmp_path)
+    if said == "__format__":  # true is not the number 1, though Python says so
+        assert str(err.value) == (
+            f"the saved state in {folder} is of another format (True; this "
+            "l2compile reads 1)"
+        )
+        return
     assert str(err.value) == f"the saved state in {folder} cannot be read: {said}"
 
 
@@ -320,3 +331,21 @@ def test_restore_names_a_missing_array(tmp_path: Path) -> None:
         f"--resume: {folder / 'epoch-0003.npz'} lacks v1.npy, the value of "
         "adam/iteration. Build without --resume to start over"
     )
+
+
+def test_restore_refuses_weights_that_are_not_finite(tmp_path: Path) -> None:
+    folder = _saved(tmp_path)
+    saved = resume.read(tmp_path)
+    assert saved is not None
+    kernel = np.ones((2, 2), np.float32)
+    kernel[1, 0] = np.nan
+    np.savez(folder / "epoch-0003.npz", v0=kernel, v1=np.array(30, np.int64))
+    model = _Model()
+    with pytest.raises(BuildError) as err:
+        resume.restore(model, tmp_path, saved)
+    assert str(err.value) == (
+        f"--resume: {folder / 'epoch-0003.npz'}: m/dense/kernel holds values that "
+        "are not finite; a finished epoch never saves those. Build without "
+        "--resume to start over"
+    )
+    np.testing.assert_array_equal(model.variables[0].value, np.zeros((2, 2)))

@@ -10,7 +10,7 @@ import pytest
 from l2compile.generate import compile_spec
 from l2compile.spec import LoadedSpec, load_spec
 
-from .conftest import SPECS, compile_errors
+from .conftest import SMALL_SPEC, SPECS, compile_errors
 
 # The article's spec without its first line (the editor schema comment), so
 # that the line numbers below count from its `name:` at line 4.
@@ -461,4 +461,15 @@ def test_a_control_character_is_located(tmp_path: Path) -> None:
     assert errors(text, tmp_path) == [
         "spec.yaml:5:16: error: invalid YAML: the character '\\x08' is not allowed "
         "(control characters must be escaped in a quoted string)"
+    ]
+
+
+def test_tflite_options_without_the_tflite_format_are_an_error(
+    tmp_path: Path,
+) -> None:
+    text = SMALL_SPEC + ("export:\n  formats: [keras]\n  tflite: {quantize: [int8]}\n")
+    assert compile_errors(text, tmp_path) == [
+        "spec.yaml:17:11: error: export.tflite: TFLite options are set, but "
+        "export.formats leaves tflite out, so no TFLite file would be made; add "
+        "tflite to formats, or remove these options"
     ]

@@ -1,0 +1,198 @@
+"""manifest.json: what a build folder holds, and how l2compile knows its own.
+
+A build writes it last into its folder (`write`): the layout's `format`, the
+spec (its path as given, its path from the build folder, its sha256), the
+seed, the data, the library versions, and every file's path, size and sha256.
+
+It is read back, bounded and never through a pipe or a device (`read`), to
+recognise an earlier build before replacing it (`foreign`: a folder is a
+build only if its manifest is l2compile's and lists exactly the files in it,
+unchanged), and by `l2compile eval` to find the spec an artifact came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import stat
+from pathlib import Path
+from typing import Any
+
+from l2compile import __version__
+from l2compile.datasets import Dataset
+from l2compile.errors import some_of
+from l2compile.plan import ModelPlan
+from l2compile.resume import package_version
+
+NAME = "manifest.json"
+#: The layout of manifest.json; with the fields below, what marks a build.
+FORMAT = 1
+#: A manifest lists a dozen files; anything this large is not one.
+MAX_BYTES = 1 << 20
+_FIELDS = {"name", "spec", "generated_module", "versions", "artifacts"}
+
+
+class Unreadable(Exception):
+    """A manifest that cannot be read, or is not one; the message names it."""
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write(
+    folder: Path, out: Path, plan: ModelPlan, dataset: Dataset, module: str
+) -> None:
+    """Write `folder`'s manifest.json, listing every file in it; `out` is
+    where the folder will be published (for the spec's path from it)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != NAME)
+    manifest = {
+        "format": FORMAT,
+        "name": plan.name,
+        "spec": {
+            "file": plan.source_file,
+            "from_build": Path(
+                os.path.relpath(Path(plan.source_file).resolve(), out.resolve())
+            ).as_posix(),
+            "sha256": plan.spec_sha256,
+        },
+        "generated_module": module,
+        "seed": plan.seed,
+        "data": dataset.source,
+        "versions": {
+            "l2compile": __version__,
+            "tensorflow": package_version("tensorflow"),
+            "keras": package_version("keras"),
+            "numpy": package_version("numpy"),
+            "ai-edge-litert": package_version("ai-edge-litert"),
+            "python": platform.python_version(),
+        },
+        "artifacts": [
+            {
+                "path": p.relative_to(folder).as_posix(),
+                "sha256": file_sha256(p),
+                "size": p.stat().st_size,
+            }
+            for p in files
+        ],
+    }
+    text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"
+    (folder / NAME).write_text(text, encoding="utf-8")
+
+
+def read(path: Path) -> Any:
+    """The parsed JSON of a manifest file, read without following it into a
+    device, a pipe or a huge file.
+
+    Raises FileNotFoundError where there is none, Unreadable otherwise.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise Unreadable(f"cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise Unreadable(f"{path} is not a file")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # replaced meanwhile
+                raise Unreadable(f"{path} is not a file")
+            raw = f.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise Unreadable(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_BYTES:
+        raise Unreadable(
+            f"{path} is not a build manifest (more than {MAX_BYTES:,} bytes)"
+        )
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        reason = "not UTF-8"
+    except RecursionError:
+        reason = "nested too deep"
+    except ValueError as exc:
+        reason = str(exc)
+    raise Unreadable(f"{path} is not a build manifest (not JSON: {reason})")
+
+
+def listed(manifest: Any) -> dict[str, tuple[int, str]] | None:
+    """The files an l2compile manifest lists: path -> (size, sha256); None
+    where `manifest` is not l2compile's (its format and fields)."""
+    if not isinstance(manifest, dict) or not set(manifest) >= _FIELDS:
+        return None
+    # A build of an l2compile from before manifests had a format is one too.
+    if manifest.get("format", FORMAT) != FORMAT or manifest.get("format") is True:
+        return None
+    versions, artifacts = manifest["versions"], manifest["artifacts"]
+    if not isinstance(versions, dict) or "l2compile" not in versions:
+        return None
+    if not isinstance(artifacts, list):
+        return None
+    files = {}
+    for entry in artifacts:
+        if not isinstance(entry, dict):
+            return None
+        path, size, sha = entry.get("path"), entry.get("size"), entry.get("sha256")
+        if not (isinstance(path, str) and type(size) is int and isinstance(sha, str)):
+            return None
+        files[path] = (size, sha)
+    return files
+
+
+def foreign(folder: Path) -> str | None:
+    """Why `folder` is not an earlier l2compile build; None if it is one, or
+    is empty (no files, no folders, no links)."""
+    files, folders, links = [], [], []
+    for root, dirs, names in os.walk(folder):
+        for name in dirs + names:
+            path = Path(root, name)
+            relative = path.relative_to(folder).as_posix()
+            if path.is_symlink():
+                links.append(relative)
+            elif name in names:
+                files.append(relative)
+            else:
+                folders.append(relative)
+    if links:
+        return f"it holds symbolic links ({some_of(sorted(links))})"
+    if not files:
+        return f"it holds folders ({some_of(sorted(folders))})" if folders else None
+    try:
+        files_listed = listed(read(folder / NAME))
+    except (FileNotFoundError, Unreadable):
+        files_listed = None
+    if files_listed is None:
+        return f"it holds {some_of(sorted(files))} and no manifest.json of l2compile's"
+    unlisted = sorted(set(files) - {NAME} - set(files_listed))
+    if unlisted:
+        return f"it holds files its manifest.json does not list ({some_of(unlisted)})"
+    # Folders a build writes without files (a SavedModel's assets/) lie inside
+    # the folders of the files it lists; any other is someone else's.
+    owned = {Path(name).parts[0] for name in files_listed}
+    strays = sorted(f for f in folders if Path(f).parts[0] not in owned)
+    if strays:
+        return f"it holds folders its manifest.json does not list ({some_of(strays)})"
+    changed = sorted(
+        name
+        for name, (size, sha) in files_listed.items()
+        if name in files
+        and (
+            (folder / name).stat().st_size != size or file_sha256(folder / name) != sha
+        )
+    )
+    if changed:
+        return f"files were changed since l2compile wrote them ({some_of(changed)})"
+    return None
+
+
+def _same(path: Path, size: int, sha: str) -> bool:
+    return path.stat().st_size == size and file_sha256(path) == sha
