@@ -454,6 +454,7 @@ def _publish(work: Path, out: Path) -> None:
             journal.unlink()
             raise
         _sync_folder(out.parent)
+        interrupts.phase("tidying")
         shutil.rmtree(previous, ignore_errors=True)
         resume_.discard(work)
         journal.unlink()

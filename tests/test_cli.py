@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -269,3 +270,38 @@ def test_inspect_json_totals(monkeypatch: pytest.MonkeyPatch) -> None:
         ("recurrent_kernel", [6, 18], 0.001),
         ("bias", [2, 18], 0.001),
     ]
+
+
+def test_offline_without_mnist_the_training_tests_skip_saying_what_to_set(
+    tmp_path: Path,
+) -> None:
+    env = {
+        **os.environ,
+        "L2COMPILE_DATA": str(tmp_path / "empty"),
+        "KERAS_HOME": str(tmp_path / "keras"),
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_reproduction.py",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    skipped = [line for line in result.stdout.splitlines() if line.startswith("SKIP")]
+    (line,) = skipped  # all four, for one reason
+    assert line.startswith("SKIPPED [4] tests/conftest.py:")
+    assert line.endswith(
+        ": needs the real MNIST: set L2COMPILE_DATA to a folder holding mnist.npz"
+    )
+    assert "4 skipped" in result.stdout.splitlines()[-1]

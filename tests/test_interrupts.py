@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from l2compile import build as builder
+from l2compile.errors import Interrupted
 from l2compile.interrupts import HOOK_PHASE, HOOK_SIGNAL
 
 from .conftest import ROOT, SMALL_SPEC, compiled, make_mnist_npz
@@ -272,3 +273,69 @@ def test_a_build_killed_while_publishing_is_rolled_back_by_the_next_one(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "l2compile: resuming after epoch 1 of 1" in resumed.stderr.splitlines()
     assert not work.exists()
+
+
+def test_a_build_killed_after_its_publish_is_tidied_up_by_the_next_one(
+    tmp_path: Path, earlier: tuple[Path, Path, Path]
+) -> None:
+    spec, data, _ = earlier
+    out, work = _setup(tmp_path, earlier)
+    before = (out / "metrics.json").read_bytes()  # its training time differs
+    killed = subprocess.run(
+        _command(spec, out, data),
+        env=_env(**{HOOK_PHASE: "tidying", HOOK_SIGNAL: "KILL"}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert (out / "metrics.json").read_bytes() != before  # the new build is in
+    assert (work / "previous").is_dir() and (work / "publishing").is_file()
+    published = _files(out)
+
+    again = subprocess.run(
+        _command(spec, out, data),
+        env=_env(**{HOOK_PHASE: "import", HOOK_SIGNAL: "INT"}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 130, again.stderr[-3000:]
+    assert (
+        f"l2compile: an earlier build of {out} was stopped while publishing, after "
+        f"it was in place; {out} holds it"
+    ) in again.stderr.splitlines()
+    assert _files(out) == published
+    assert not work.exists()  # tidied, and this build stopped before training
+
+
+def test_an_interrupt_that_tensorflow_turns_into_another_error_still_stops(
+    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from l2compile import export, interrupts
+
+    # As the program does: the handlers record the signal, then raise.
+    monkeypatch.setattr(interrupts, "_received", [])
+    saved = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    hook = sys.unraisablehook
+    interrupts.install()
+    try:
+
+        def swallowed(*args: object, **kwargs: object) -> None:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+            except KeyboardInterrupt:
+                raise TypeError("an error TensorFlow made of it") from None
+
+        monkeypatch.setattr(export, "save_keras", swallowed)
+        spec = compiled(tmp_path, SPEC)
+        with pytest.raises(Interrupted) as stopped:
+            builder.build(
+                spec.plan, spec.code, tmp_path / "out", data=tiny_mnist, log=str
+            )
+        assert (stopped.value.epoch, stopped.value.epochs) == (1, 1)
+        assert not (tmp_path / "out").exists()
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        sys.unraisablehook = hook
