@@ -55,6 +55,25 @@ def test_a_build_prints_only_its_own_lines_unless_verbose(
     else:
         assert others == []
     assert result.stdout.splitlines()[-1] == f"  {tmp_path / 'out' / 'small_mlp.py'}"
+    if verbose:
+        return
+    scored = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "l2compile",
+            "eval",
+            str(tmp_path / "out" / "model.int8.tflite"),
+            "--data",
+            str(tiny_mnist),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (scored.returncode, scored.stderr) == (0, "")
+    assert scored.stdout.startswith(f"artifact:  {tmp_path / 'out'}")
 
 
 def test_the_progress_bar_never_counts_past_the_epochs_steps() -> None:
