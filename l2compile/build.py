@@ -29,6 +29,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -171,23 +172,37 @@ def build(
                 log("not the chief worker: nothing published")
                 return BuildResult(out, metrics, (), published=False)
             interrupts.phase("publishing")
-            _publish(work, out)
+            with interrupts.deferred():
+                # From here on the build is published; an interrupt waits, and
+                # the caller says it came after (cli.py, "published").
+                _publish(work, out)
+                artifacts = sorted(
+                    p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
+                )
+                return BuildResult(out, metrics, tuple(artifacts))
         except BaseException as exc:
             with interrupts.deferred():  # a second Ctrl-C does not cut this short
-                _keep_or_clean(work, out, exc, log)
+                _keep_or_clean(work, out, key, exc, log)
             raise
     finally:
         os.close(lock)
-    artifacts = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
-    return BuildResult(out, metrics, tuple(artifacts))
 
 
-def _keep_or_clean(work: Path, out: Path, exc: BaseException, log: Log) -> None:
-    """After a failure: keep the finished epochs, so that --resume can continue
-    them (unless training diverged: it would again), and raise what the user
-    should read; otherwise leave nothing."""
+def _keep_or_clean(
+    work: Path, out: Path, key: dict[str, Any], exc: BaseException, log: Log
+) -> None:
+    """After a failure: keep this build's finished epochs, so that --resume can
+    continue them (unless training diverged: it would again), and raise what
+    the user should read; otherwise leave nothing of this build. The state of
+    an earlier, different build is left as it was, and not spoken of."""
     interrupted = isinstance(exc, KeyboardInterrupt) or interrupts.received()
-    kept = None if isinstance(exc, Diverged) else _readable_state(work)
+    state = _readable_state(work)
+    if state is not None and state.key != key:
+        shutil.rmtree(work / ARTIFACTS, ignore_errors=True)
+        if interrupted and not isinstance(exc, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        return
+    kept = None if isinstance(exc, Diverged) else state
     if isinstance(exc, ParityError) and not interrupted:
         if kept is None:
             resume_.discard(work)
@@ -306,7 +321,7 @@ def _claim(work: Path, out: Path, created: bool) -> None:
     entries = sorted(p.name for p in work.iterdir())
     # An empty folder holds nothing to lose; one with only a saved state is
     # an earlier l2compile's, from before the folder was marked.
-    if created or entries in ([], [resume_.FOLDER]):
+    if created or not entries or (entries == [resume_.FOLDER] and _only_state(work)):
         owner.write_text(
             "This folder is l2compile's work folder for a build of "
             f"{out.name}; it may be removed when no build runs.\n",
@@ -316,6 +331,19 @@ def _claim(work: Path, out: Path, created: bool) -> None:
     raise BuildError(
         f"--out {out}: {work}, where the build works, was not made by l2compile "
         f"(it holds {some_of(entries)} and no {OWNER}); move it away"
+    )
+
+
+def _only_state(work: Path) -> bool:
+    """Whether `work/resume` holds only what l2compile saves there."""
+    folder = work / resume_.FOLDER
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    return all(
+        p.is_file()
+        and not p.is_symlink()
+        and re.fullmatch(r"state\.json|epoch-\d{4,}\.npz|\..+\.tmp", p.name)
+        for p in folder.iterdir()
     )
 
 
@@ -358,8 +386,9 @@ def _take_over(
     resume: bool,
     log: Log,
 ) -> Saved | None:
-    """Empty the work folder for this build; with `resume`, keep and return the
-    saved state of an interrupted build of the same code, data and epochs.
+    """Clear what an earlier build left in `artifacts/`; with `resume`, read,
+    check and return the saved state of an interrupted build of the same
+    code, data and epochs.
 
     Without `resume`, a saved state is not read, and is left in place until
     this build's first epoch replaces it, so that stopping at once still lets
@@ -367,8 +396,8 @@ def _take_over(
     """
     shutil.rmtree(work / ARTIFACTS, ignore_errors=True)
     state = work / resume_.FOLDER
-    if state.is_symlink():
-        state.unlink()  # never write, nor read, through a link
+    if state.is_symlink() and not resume:
+        state.unlink()  # never written through; --resume refuses it by name
     if not resume:
         if resume_.exists(work):
             log(
@@ -387,11 +416,16 @@ def _take_over(
         log(f"--resume: no saved state for {out}; training from the first epoch")
         return None
     unknown = sorted(set(saved.history) - set(plan.history_keys))
-    if unknown:
+    missing = sorted(set(plan.history_keys) - set(saved.history))
+    if unknown or missing:
+        problem = (
+            f"history holds {unknown[0]!r}, which this training does not log"
+            if unknown
+            else f"history lacks {missing[0]!r}, which this training logs"
+        )
         raise BuildError(
             f"--resume: the saved state in {work / resume_.FOLDER} cannot be read: "
-            f"state.json: history holds {unknown[0]!r}, which this training does "
-            "not log. Build without --resume to start over"
+            f"state.json: {problem}. Build without --resume to start over"
         )
     changed = resume_.differences(saved.key, key)
     if changed:
@@ -440,6 +474,11 @@ def _publish(work: Path, out: Path) -> None:
     """
     artifacts, previous = work / ARTIFACTS, work / PREVIOUS
     with interrupts.deferred():
+        if out.is_symlink() or out.exists():  # looked at again: training is long
+            try:
+                check_out_dir(out)
+            except BuildError as exc:
+                raise BuildError(f"{exc} (it changed while the build ran)") from None
         journal = work / JOURNAL
         journal.write_text(f"publishing {work / ARTIFACTS} to {out}\n")
         _sync_folder(work)

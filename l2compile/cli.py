@@ -59,7 +59,7 @@ def _report(errors: list[SpecError]) -> None:
 
 
 def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
-    if code == EXIT_INTERRUPTED:
+    if code == EXIT_INTERRUPTED and interrupts.installed():
         interrupts.stop_raising()  # the one line is all a user should see
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
@@ -150,8 +150,8 @@ def inspect(spec: Path, as_json: bool) -> None:
     "spec_path",
     type=click.Path(path_type=Path),
     help="The spec the artifact was built from (its recipe and preprocessing). "
-    "Default: the one the build's manifest.json names, if it is there from the "
-    "working folder and unchanged since the build.",
+    "Default: the one the build's manifest.json names (from the working folder, "
+    "else from the build folder), if it is unchanged since the build.",
 )
 @click.option(
     "--data",

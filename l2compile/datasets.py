@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from l2compile.errors import BuildError
+from l2compile.errors import BuildError, some_of
 
 #: Environment variable naming a folder that holds recipe data files.
 DATA_ENV = "L2COMPILE_DATA"
@@ -555,10 +555,8 @@ def read_npz(
 
 
 def _names(names: list[str]) -> str:
-    if not names:
-        return "none"
-    shown = ", ".join(n if len(n) <= 40 else n[:40] + "..." for n in names[:8])
-    return shown + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    shortened = [n if len(n) <= 40 else n[:40] + "..." for n in names]
+    return some_of(shortened, limit=8) if names else "none"
 
 
 # --- reading: Keras' IDX folder ---------------------------------------------------

@@ -26,10 +26,6 @@ from l2compile.datasets import load_dataset
 from l2compile.errors import BuildError
 from l2compile.plan import ModelPlan
 
-#: Optional manifest field: the spec's path relative to the build folder,
-#: which still finds it when eval runs from another folder than the build.
-SPEC_FROM_BUILD = "from_build"
-
 #: A tensor's shape; None where a dimension (or the whole shape) is not fixed.
 TensorShape = tuple[int | None, ...] | None
 
@@ -122,7 +118,7 @@ def spec_of_build(artifact: Path) -> BuildSpec:
         )
     # spec.file is relative to where the build ran; try it from here first.
     candidates = [Path(file)]
-    from_build = spec.get(SPEC_FROM_BUILD)
+    from_build = spec.get(manifest.FROM_BUILD)
     if isinstance(from_build, str) and from_build:
         candidates.append(Path(os.path.normpath(found_at.parent / from_build)))
     found = next((path for path in candidates if _is_file(path)), None)

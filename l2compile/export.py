@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from l2compile import interrupts
+
 #: The TFLite file of each quantization mode.
 TFLITE_FILES = {
     "none": "model.tflite",
@@ -131,6 +133,7 @@ def tflite_predict(
     current = None
     seconds = 0.0
     for start in range(0, len(x), batch_size):
+        interrupts.check()  # an interrupt LiteRT's native code held back
         batch = x[start : start + batch_size]
         if inp["dtype"] == np.int8:
             scale, zero = inp["quantization"]

@@ -62,6 +62,11 @@ def install() -> None:
     sys.unraisablehook = _unraisable(sys.unraisablehook)
 
 
+def installed() -> bool:
+    """Whether this process handles signals l2compile's way (`install`)."""
+    return signal.getsignal(signal.SIGINT) is _handle
+
+
 def received() -> bool:
     """Whether a signal has arrived, raised or not."""
     return bool(_received)
@@ -106,9 +111,12 @@ def deferred() -> Iterator[None]:
         for sig, handler in borrowed.items():
             signal.signal(sig, handler)
         if borrowed:
-            # The caller handles signals its own way; what came meanwhile is
-            # too late to stop what this block finished, and is dropped.
+            # The caller handles signals its own way: give it what came
+            # meanwhile, now that the block is done.
+            arrived = _received[before:]
             del _received[before:]
+            for signum in dict.fromkeys(arrived):
+                signal.raise_signal(signum)
 
 
 def stop_raising() -> None:

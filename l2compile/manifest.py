@@ -32,6 +32,9 @@ FORMAT = 1
 #: A manifest lists a dozen files; anything this large is not one.
 MAX_BYTES = 1 << 20
 _FIELDS = {"name", "spec", "generated_module", "versions", "artifacts"}
+#: The spec's path from the build folder, which still finds it when eval runs
+#: from another folder than the build did.
+FROM_BUILD = "from_build"
 
 
 class Unreadable(Exception):
@@ -58,7 +61,7 @@ def write(
         "name": plan.name,
         "spec": {
             "file": plan.source_file,
-            "from_build": Path(
+            FROM_BUILD: Path(
                 os.path.relpath(Path(plan.source_file).resolve(), out.resolve())
             ).as_posix(),
             "sha256": plan.spec_sha256,
@@ -192,7 +195,3 @@ def foreign(folder: Path) -> str | None:
     if changed:
         return f"files were changed since l2compile wrote them ({some_of(changed)})"
     return None
-
-
-def _same(path: Path, size: int, sha: str) -> bool:
-    return path.stat().st_size == size and file_sha256(path) == sha

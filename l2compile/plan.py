@@ -185,7 +185,7 @@ class ModelPlan:
     data_path: SpecPath | None = None
     #: What training logs each epoch: the loss and each metric, for the
     #: training data and (val_) the validation data.
-    history_keys: tuple[str, ...] = ("loss", "accuracy", "val_loss", "val_accuracy")
+    history_keys: tuple[str, ...] = ()
 
     @property
     def params(self) -> int:

@@ -5,10 +5,11 @@ TensorFlow, XLA and LiteRT write from C++ straight to file descriptor 2: the
 oneDNN and CUDA notices at start-up (once for each library that loads them),
 absl's "All log messages before absl::InitializeLog()", the converter's
 `fully_quantize: 0, inference_type: 6 ...`. TF_CPP_MIN_LOG_LEVEL silences
-only part of it. So the program points descriptor 2 at a private temporary
-file and gives Python's `sys.stderr` (l2compile's lines, warnings, tracebacks)
-a descriptor of its own to the real stderr. `--verbose` or L2COMPILE_DEBUG=1
-keeps everything.
+only part of it. So the program points descriptor 2 at /dev/null and gives
+Python's `sys.stderr` (l2compile's lines, warnings, tracebacks) a descriptor
+of its own to the real stderr. `--verbose` or L2COMPILE_DEBUG=1 keeps
+everything (and is the way to see a crash inside C++ code, which writes only
+there).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import io
 import os
 import sys
-import tempfile
 
 DEBUG_ENV = "L2COMPILE_DEBUG"
 
@@ -32,11 +32,11 @@ def quiet_native_logs() -> None:
     real = sys.__stderr__
     if real is None or sys.stderr is not real or real.fileno() != 2:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     real.flush()
     _saved = os.dup(2)
-    with tempfile.TemporaryFile(prefix="l2compile-native-") as sink:
-        os.dup2(sink.fileno(), 2)  # descriptor 2 keeps the file open
+    sink = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(sink, 2)
+    os.close(sink)
     sys.stderr = io.TextIOWrapper(
         open(_saved, "wb", buffering=0, closefd=False),  # noqa: SIM115
         encoding=real.encoding,

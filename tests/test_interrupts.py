@@ -339,3 +339,64 @@ def test_an_interrupt_that_tensorflow_turns_into_another_error_still_stops(
         for sig, handler in saved.items():
             signal.signal(sig, handler)
         sys.unraisablehook = hook
+
+
+def test_a_library_caller_gets_the_signal_that_came_while_publishing() -> None:
+    from l2compile import interrupts
+
+    finished = False
+    # Python's own SIGINT handler raises, once the block is done.
+    with pytest.raises(KeyboardInterrupt), interrupts.deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        finished = True
+    assert finished
+
+
+SWALLOWED = """
+import os, signal, sys
+from l2compile import export
+
+real = export.convert_tflite
+
+
+class Interrupts:
+    def __del__(self):
+        # As TensorFlow's own objects do: a signal handled while a __del__
+        # runs raises there, where Python can only print and ignore it.
+        os.kill(os.getpid(), signal.SIG{sig})
+
+
+def convert(*args, **kwargs):
+    real(*args, **kwargs)
+    Interrupts()  # collected at once
+
+
+export.convert_tflite = convert
+sys.argv[0] = "l2compile"
+from l2compile.__main__ import run
+run()
+"""
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+def test_an_interrupt_swallowed_inside_a_del_still_stops_the_build(
+    tmp_path: Path, earlier: tuple[Path, Path, Path], sig: signal.Signals
+) -> None:
+    spec, data, _ = earlier
+    out, work = _setup(tmp_path, earlier)
+    before = _files(out)
+    command = _command(spec, out, data)
+    result = subprocess.run(
+        [sys.executable, "-c", SWALLOWED.format(sig=sig.name[3:]), *command[3:]],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert _errors(result.stderr) == [
+        f"error: interrupted; {out} was not changed. Epoch 1 of 1 is saved in "
+        f"{work}: add --resume to continue"
+    ]
+    assert "l2compile: checking model.tflite" not in result.stderr
+    assert _files(out) == before

@@ -207,3 +207,43 @@ def test_metrics_json_is_strict_json_even_for_values_that_are_not_finite(
     path = tmp_path / "metrics.json"
     builder._write_json(path, {"loss": float("nan"), "x": [1.0, float("inf")]})
     assert json.loads(path.read_text()) == {"loss": None, "x": [1.0, None]}
+
+
+def test_an_out_that_changes_while_the_build_trains_is_not_replaced(
+    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from l2compile import export
+
+    out = tmp_path / "out"
+    _build(tmp_path, out, tiny_mnist)
+    real = export.save_keras
+
+    def meanwhile(model: object, path: Path) -> None:
+        (out / "notes.txt").write_text("written while the build trained")
+        real(model, path)
+
+    monkeypatch.setattr(export, "save_keras", meanwhile)
+    with pytest.raises(BuildError) as err:
+        _build(tmp_path, out, tiny_mnist)
+    assert str(err.value) == (
+        f"--out {out}: is not an earlier l2compile build, so the build will not "
+        "replace it: it holds files its manifest.json does not list (notes.txt). "
+        "Name another folder, or empty this one yourself (it changed while the "
+        "build ran)"
+    )
+    assert (out / "notes.txt").read_text() == "written while the build trained"
+    work = tmp_path / ".out.partial"
+    assert sorted(p.name for p in work.iterdir()) == [".l2compile", "resume"]
+
+
+def test_a_work_folder_with_more_than_a_saved_state_is_not_taken_over(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    work = tmp_path / ".out.partial"
+    (work / "resume" / "photos").mkdir(parents=True)
+    (work / "resume" / "state.json").write_text("{}")
+    assert _refused(tmp_path, tmp_path / "out", tiny_mnist) == (
+        f"--out {tmp_path / 'out'}: {work}, where the build works, was not made by "
+        "l2compile (it holds resume and no .l2compile); move it away"
+    )
+    assert (work / "resume" / "photos").is_dir()

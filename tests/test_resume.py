@@ -467,3 +467,20 @@ def test_resume_refuses_a_history_of_values_this_training_does_not_log(
         "Build without --resume to start over"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_resume_refuses_a_history_that_lacks_what_this_training_logs(
+    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = _interrupted(tmp_path, tiny_mnist, THREE_EPOCHS, monkeypatch)
+    state = json.loads((work / "resume" / "state.json").read_text())
+    del state["history"]["val_loss"]
+    (work / "resume" / "state.json").write_text(json.dumps(state))
+    spec = compiled(tmp_path, THREE_EPOCHS)
+    with pytest.raises(BuildError) as err:
+        _build(spec, tmp_path / "out", tiny_mnist, resume=True)
+    assert str(err.value) == (
+        f"--resume: the saved state in {work / 'resume'} cannot be read: "
+        "state.json: history lacks 'val_loss', which this training logs. "
+        "Build without --resume to start over"
+    )
