@@ -77,6 +77,14 @@ class BuildError(Exception):
     """A build could not finish: missing data, failed training or export."""
 
 
+class Diverged(BuildError):
+    """Training stopped on a loss that is not finite."""
+
+
+class ParityError(BuildError):
+    """A TFLite file predicts worse than allowed; its artifacts are kept."""
+
+
 class Interrupted(KeyboardInterrupt):
     """A build stopped by Ctrl-C or SIGTERM after finishing some epochs, whose
     state was kept in its work folder for `--resume`."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import stat
@@ -27,6 +28,8 @@ from l2compile.plan import ModelPlan
 from l2compile.resume import package_version
 
 NAME = "manifest.json"
+#: The build's scores, beside the manifest.
+METRICS = "metrics.json"
 #: The layout of manifest.json; with the fields below, what marks a build.
 FORMAT = 1
 #: A manifest lists a dozen files; anything this large is not one.
@@ -86,8 +89,24 @@ def write(
             for p in files
         ],
     }
-    text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"
-    (folder / NAME).write_text(text, encoding="utf-8")
+    write_json(folder / NAME, manifest)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Strict JSON: a value that is not finite (NaN, infinity) is written as
+    null, never as the bare NaN that JSON readers refuse."""
+    text = json.dumps(_finite(value), indent=2, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def read(path: Path) -> Any:

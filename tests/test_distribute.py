@@ -83,7 +83,7 @@ def test_mirrored_build_trains_and_writes_every_artifact(
 ) -> None:
     found = two_cpus(
         "from l2compile.generate import compile_spec\n"
-        "from l2compile import build\n"
+        "from l2compile import build, callbacks\n"
         "c = compile_spec(Path(sys.argv[1]))\n"
         "r = build.build(c.plan, c.code, Path(sys.argv[2]), data=Path(sys.argv[3]),\n"
         "                log=lambda m: None)\n"
@@ -227,7 +227,7 @@ def test_mirrored_build_resumes_to_the_same_metrics(
     )
     found = two_cpus(
         "from l2compile.generate import compile_spec\n"
-        "from l2compile import build\n"
+        "from l2compile import build, callbacks\n"
         "from l2compile.errors import Interrupted\n"
         "c = compile_spec(Path(sys.argv[1]))\n"
         "tmp, data = Path(sys.argv[2]), Path(sys.argv[3])\n"
@@ -235,7 +235,7 @@ def test_mirrored_build_resumes_to_the_same_metrics(
         "    return build.build(c.plan, c.code, tmp / out, data=data,\n"
         "                       log=lambda m: None, **more).metrics\n"
         "full = run('full')\n"
-        "real = build._penalty_recorder\n"
+        "real = callbacks.penalty_recorder\n"
         "def stopping(keras, penalties):\n"
         "    recorder = real(keras, penalties)\n"
         "    def on_epoch_begin(epoch, logs=None):\n"
@@ -243,12 +243,12 @@ def test_mirrored_build_resumes_to_the_same_metrics(
         "            raise KeyboardInterrupt\n"
         "    recorder.on_epoch_begin = on_epoch_begin\n"
         "    return recorder\n"
-        "build._penalty_recorder = stopping\n"
+        "callbacks.penalty_recorder = stopping\n"
         "try:\n"
         "    run('out')\n"
         "except Interrupted as stopped:\n"
         "    kept = stopped.epoch\n"
-        "build._penalty_recorder = real\n"
+        "callbacks.penalty_recorder = real\n"
         "again = run('out', resume=True)\n"
         "print(json.dumps({'kept': kept, 'full': full, 'again': again}))\n",
         str(spec),

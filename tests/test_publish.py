@@ -205,7 +205,7 @@ def test_metrics_json_is_strict_json_even_for_values_that_are_not_finite(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "metrics.json"
-    builder._write_json(path, {"loss": float("nan"), "x": [1.0, float("inf")]})
+    manifest_.write_json(path, {"loss": float("nan"), "x": [1.0, float("inf")]})
     assert json.loads(path.read_text()) == {"loss": None, "x": [1.0, None]}
 
 

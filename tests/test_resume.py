@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from l2compile import build as builder
-from l2compile import resume
+from l2compile import callbacks, resume
 from l2compile.errors import BuildError, Interrupted
 from l2compile.generate import Compiled
 
@@ -167,7 +167,7 @@ class _StopAt:
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
-        self.real = builder._penalty_recorder
+        self.real = callbacks.penalty_recorder
 
     def __call__(self, keras: Any, penalties: list[float]) -> Any:
         recorder = self.real(keras, penalties)
@@ -189,7 +189,7 @@ def test_ctrl_c_keeps_the_finished_epochs_and_resume_ends_the_same(
 
     out = tmp_path / "out"
     with monkeypatch.context() as patch:
-        patch.setattr(builder, "_penalty_recorder", _StopAt(2))
+        patch.setattr(callbacks, "penalty_recorder", _StopAt(2))
         with pytest.raises(Interrupted) as stopped:
             _build(spec, out, tiny_mnist)
     work = tmp_path / ".out.partial"
@@ -223,7 +223,7 @@ def test_an_interrupt_before_the_first_epoch_ends_leaves_nothing(
     tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = compiled(tmp_path)
-    monkeypatch.setattr(builder, "_penalty_recorder", _StopAt(0))
+    monkeypatch.setattr(callbacks, "penalty_recorder", _StopAt(0))
     with pytest.raises(KeyboardInterrupt) as stopped:
         _build(spec, tmp_path / "out", tiny_mnist)
     assert not isinstance(stopped.value, Interrupted)
@@ -233,7 +233,7 @@ def test_an_interrupt_before_the_first_epoch_ends_leaves_nothing(
 def _interrupted(tmp_path: Path, data: Path, text: str, monkeypatch: Any) -> Path:
     spec = compiled(tmp_path, text)
     with monkeypatch.context() as patch:
-        patch.setattr(builder, "_penalty_recorder", _StopAt(1))
+        patch.setattr(callbacks, "penalty_recorder", _StopAt(1))
         with pytest.raises(Interrupted):
             _build(spec, tmp_path / "out", data)
     return tmp_path / ".out.partial"
@@ -274,7 +274,7 @@ def test_a_build_without_resume_replaces_saved_epochs_once_it_has_its_own(
     saved = _files(work)
     messages: list[str] = []
     with monkeypatch.context() as patch:
-        patch.setattr(builder, "_penalty_recorder", _StopAt(0))
+        patch.setattr(callbacks, "penalty_recorder", _StopAt(0))
         with pytest.raises(Interrupted) as stopped:
             _build(spec, tmp_path / "out", tiny_mnist, log=messages.append)
     assert notice in messages

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from l2compile import build as builder
+from l2compile import callbacks
 
 from .conftest import SMALL_SPEC
 
@@ -79,7 +79,7 @@ def test_a_build_prints_only_its_own_lines_unless_verbose(
 def test_the_progress_bar_never_counts_past_the_epochs_steps() -> None:
     import keras
 
-    bar = builder._progress_bar(keras)
+    bar = callbacks.progress_bar(keras)
     bar.set_params({"verbose": 1, "epochs": 1, "steps": 94})
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):

@@ -1,0 +1,172 @@
+"""What a phone app gets: one TFLite file per quantization mode, each scored
+on the test split with LiteRT against the Keras model (parity), and the files
+that say how to feed and read them (`labels.txt`, `model.json`)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from l2compile import export, interrupts, manifest
+from l2compile.datasets import Dataset
+from l2compile.errors import BuildError, ParityError
+from l2compile.plan import ModelPlan, TFLitePlan
+
+Log = Callable[[str], None]
+
+
+#: TFLite float32 must agree with Keras to this accuracy on the test split.
+TFLITE_TOLERANCE = 0.001
+
+
+_MODES = {
+    "none": "float32",
+    "float16": "float16 weights",
+    "dynamic": "dynamic range: int8 weights, float activations",
+    "int8": "full integer, calibrated",
+}
+
+
+def export_tflite(
+    work: Path,
+    plan: ModelPlan,
+    options: TFLitePlan,
+    model: Any,
+    generated: ModuleType,
+    dataset: Dataset,
+    x_test: Any,
+    y_test: Any,
+    keras_accuracy: float,
+    log: Log,
+) -> dict[str, Any]:
+    """Convert one TFLite file per mode, score each on the test split, and
+    fail (keeping the files) if one loses more accuracy than allowed."""
+    source = work / "tflite_source"
+    interrupts.phase("tflite_source")
+    log("exporting the SavedModel that TFLite is converted from")
+    export.export_tflite_source(model, source, plan.input_shape, options.batch)
+    representative = None
+    if "int8" in options.quantize:
+        # Calibration data: the training split, preprocessed, seeded.
+        rng = np.random.default_rng(plan.seed)
+        count = min(options.representative_samples, len(dataset.x_train))
+        pick = np.sort(rng.choice(len(dataset.x_train), size=count, replace=False))
+        representative, _ = generated.preprocess(
+            dataset.x_train[pick], dataset.y_train[pick]
+        )
+        representative = np.asarray(representative, dtype=np.float32)
+    scores: dict[str, Any] = {"keras_test_accuracy": keras_accuracy, "files": {}}
+    failures = []
+    for mode in options.quantize:
+        name = export.TFLITE_FILES[mode]
+        interrupts.phase(f"converting {mode}")
+        log(f"converting {name} ({_MODES[mode]})")
+        try:
+            export.convert_tflite(
+                source, work / name, mode, representative, options.int8_io
+            )
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise BuildError(
+                f"export.tflite.quantize: the TFLite converter could not make {name} "
+                f"({mode}): {type(exc).__name__}: {reason}"
+            ) from exc
+        interrupts.phase(f"checking {mode}")
+        log(f"checking {name} on the test split with the LiteRT interpreter")
+        score = export.score_tflite(work / name, x_test, y_test)
+        drop = keras_accuracy - score.accuracy
+        limit = TFLITE_TOLERANCE if mode == "none" else options.max_accuracy_drop
+        scores["files"][mode] = {
+            "file": name,
+            "size_bytes": score.size_bytes,
+            "test_accuracy": score.accuracy,
+            "accuracy_drop": drop,
+            "test_data_loss": score.data_loss,
+            "mean_latency_ms": score.mean_latency_ms,
+            "latency_batch": score.batch,
+        }
+        if (abs(drop) if mode == "none" else drop) > limit:
+            failures.append(
+                f"{name} ({mode}) scores test accuracy {score.accuracy:.4f} against "
+                f"the Keras model's {keras_accuracy:.4f}: a drop of {drop:.4f}, more "
+                f"than the {limit} allowed"
+                + ("" if mode == "none" else " (export.tflite.max_accuracy_drop)")
+            )
+    shutil.rmtree(source)
+    if failures:
+        manifest.write_json(work / manifest.METRICS, {"tflite": scores})
+        raise ParityError("\n".join(failures))
+    return scores
+
+
+def write_deploy_files(
+    work: Path,
+    plan: ModelPlan,
+    options: TFLitePlan,
+    dataset: Dataset,
+    scores: dict[str, Any],
+) -> None:
+    """labels.txt and model.json: what an app needs to feed and read the model."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    recipe = plan.recipe
+    (work / "labels.txt").write_text("".join(f"{name}\n" for name in recipe.labels))
+    scaled = dataset.x_train.dtype == np.uint8 and not plan.integer_input
+    if recipe.image_shape is not None:
+        size = "x".join(str(d) for d in recipe.image_shape)
+        source = f"a {size} grayscale image as uint8 pixels (0-255), row by row"
+    else:
+        source = f"one sample of the npz's x arrays ({dataset.x_train.dtype})"
+    files = {}
+    for mode, score in scores["files"].items():
+        interpreter = Interpreter(model_path=str(work / score["file"]))
+        (inp,) = interpreter.get_input_details()
+        (out,) = interpreter.get_output_details()
+        files[mode] = {
+            "file": score["file"],
+            "input": _tensor(inp),
+            "output": _tensor(out),
+        }
+    batch = options.batch if options.batch is not None else -1
+    model_json = {
+        "name": plan.name,
+        "signature": export.SIGNATURE,
+        "input": {
+            "name": export.INPUT_NAME,
+            "shape": [batch, *plan.input_shape],
+            "dtype": "float32",
+            "source": source,
+            "pixels": recipe.pixels,
+            "preprocessing": {
+                "formula": "input = (value * scale - mean) / std, reshaped to shape",
+                "scale": 1 / 255 if scaled else 1.0,
+                "mean": 0.0,
+                "std": 1.0,
+            },
+        },
+        "output": {
+            "name": export.OUTPUT_NAME,
+            "shape": [batch, recipe.num_classes],
+            "meaning": "one probability per class; the class names, in order, "
+            "are the lines of labels.txt",
+            "labels": "labels.txt",
+        },
+        "files": files,
+    }
+    manifest.write_json(work / "model.json", model_json)
+
+
+def _tensor(details: dict[str, Any]) -> dict[str, Any]:
+    scale, zero_point = details["quantization"]
+    tensor: dict[str, Any] = {
+        "dtype": np.dtype(details["dtype"]).name,
+        "shape": [int(d) for d in details["shape_signature"]],
+    }
+    if scale:
+        tensor["quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
+    return tensor
