@@ -27,7 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from l2compile import callbacks, deploy, export, interrupts, manifest, workfolder
+from l2compile import (
+    callbacks,
+    deploy,
+    export,
+    interrupts,
+    manifest,
+    scoring,
+    workfolder,
+)
 from l2compile import resume as resume_
 from l2compile.datasets import Dataset, load_dataset
 from l2compile.errors import BuildError, Diverged
@@ -252,8 +260,6 @@ def _measure(
 ) -> dict[str, Any]:
     """The test loss and accuracy, as Keras reports them (and the article
     prints them), and the loss split into the data loss and the L2 penalty."""
-    import keras
-
     if plan.distribute == "multi_worker":
         scores = generated.evaluate(model, x_test, y_test)  # evaluate() fails there
     else:
@@ -262,15 +268,8 @@ def _measure(
     test_accuracy = float(scores["accuracy"])
     print("Test loss:", test_loss)
     print("Test accuracy:", test_accuracy)
-    probabilities = np.concatenate(
-        [
-            np.asarray(model(x_test[i : i + 1000], training=False))
-            for i in range(0, len(x_test), 1000)
-        ]
-    )
-    data_loss = float(
-        np.mean(keras.losses.sparse_categorical_crossentropy(y_test, probabilities))
-    )
+    probabilities = scoring.predict(lambda x: model(x, training=False), x_test)
+    data_loss = scoring.data_loss(probabilities, scoring.labels_of(y_test))
     penalty = float(sum(float(loss) for loss in model.losses))
     return {
         "test_loss": test_loss,

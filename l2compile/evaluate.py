@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from l2compile import export, manifest
+from l2compile import export, manifest, scoring
 from l2compile.build import import_generated
 from l2compile.datasets import load_dataset
 from l2compile.errors import BuildError
@@ -57,11 +55,6 @@ def _size(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
-
-
-def _data_loss(probabilities: Any, labels: Any) -> float:
-    picked = probabilities[np.arange(len(labels)), labels]
-    return float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
 
 
 def kind_of(path: Path) -> str:
@@ -262,7 +255,7 @@ def evaluate_artifact(
         module_path.write_text(code, encoding="utf-8")
         generated = import_generated(module_path, f"eval_{plan.name}")
         x, y = generated.preprocess(dataset.x_test, dataset.y_test)
-    labels = np.asarray(y).reshape(-1).astype(np.int64)
+    labels = scoring.labels_of(y)
 
     if kind == "tflite":
         score = export.score_tflite(path, x, labels)
@@ -279,16 +272,16 @@ def evaluate_artifact(
         note = "with the L2 penalty, as Keras reports it"
     else:
         (name,) = serve.structured_input_signature[1]
-        outputs = []
+
+        def run(chunk: Any) -> Any:
+            return next(iter(serve(**{name: tf.constant(chunk)}).values()))
+
         began = time.perf_counter()
-        for start in range(0, len(x), 1000):
-            result = serve(**{name: tf.constant(x[start : start + 1000])})
-            outputs.append(np.asarray(next(iter(result.values()))))
+        probabilities = scoring.predict(run, x)
         latency = 1000 * (time.perf_counter() - began) / len(labels)
-        batch = 1000
-        probabilities = np.concatenate(outputs)
-        accuracy = float(np.mean(np.argmax(probabilities, axis=-1) == labels))
-        loss = _data_loss(probabilities, labels)
+        batch = scoring.CHUNK
+        accuracy = scoring.accuracy(probabilities, labels)
+        loss = scoring.data_loss(probabilities, labels)
         note = "data loss; a SavedModel's serving signature holds no L2 penalty"
     return Evaluation(
         kind=kind,

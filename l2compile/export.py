@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from l2compile import interrupts
+from l2compile import interrupts, scoring
 
 #: The TFLite file of each quantization mode.
 TFLITE_FILES = {
@@ -112,7 +112,7 @@ class TFLiteScore:
 
 
 def tflite_predict(
-    path: Path, x: npt.NDArray[np.float32], batch_size: int = 1000
+    path: Path, x: npt.NDArray[np.float32], batch_size: int = scoring.CHUNK
 ) -> tuple[npt.NDArray[np.float32], float, int]:
     """Class probabilities for `x` from the LiteRT interpreter.
 
@@ -159,14 +159,12 @@ def tflite_predict(
 def score_tflite(path: Path, x: npt.NDArray[np.float32], y: Any) -> TFLiteScore:
     """Accuracy, data loss, size and mean latency of a TFLite file on (x, y)."""
     probabilities, seconds, batch = tflite_predict(path, x)
-    labels = np.asarray(y).reshape(-1).astype(np.int64)
-    predictions = np.argmax(probabilities, axis=-1)
-    picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
+    labels = scoring.labels_of(y)
     return TFLiteScore(
-        accuracy=float(np.mean(predictions == labels)),
-        data_loss=float(-np.mean(np.log(picked))),
+        accuracy=scoring.accuracy(probabilities, labels),
+        data_loss=scoring.data_loss(probabilities, labels),
         size_bytes=path.stat().st_size,
         mean_latency_ms=1000 * seconds / len(labels),
         batch=batch,
-        predictions=predictions,
+        predictions=np.argmax(probabilities, axis=-1),
     )
