@@ -70,6 +70,21 @@ def _command(spec: Path, out: Path, data: Path, *more: str) -> list[str]:
     ]
 
 
+def _run(
+    command: list[str], at: str | None = None, sig: str = "INT", **options: object
+) -> subprocess.CompletedProcess[str]:
+    """Run l2compile; with `at`, it sends itself SIG`sig` on reaching that phase."""
+    hook = {HOOK_PHASE: at, HOOK_SIGNAL: sig} if at is not None else {}
+    return subprocess.run(
+        command,
+        env=_env(**hook),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **options,
+    )
+
+
 def _setup(tmp_path: Path, earlier: tuple[Path, Path, Path]) -> tuple[Path, Path]:
     _, _, built = earlier
     out = tmp_path / "out"
@@ -111,13 +126,7 @@ def test_an_interrupt_at_any_phase_of_a_build_changes_nothing(
     spec, data, _ = earlier
     out, work = _setup(tmp_path, earlier)
     before = _files(out)
-    result = subprocess.run(
-        _command(spec, out, data),
-        env=_env(**{HOOK_PHASE: phase, HOOK_SIGNAL: sig.name[3:]}),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = _run(_command(spec, out, data), phase, sig.name[3:])
     assert result.returncode == 130, result.stderr[-3000:]
     if phase in BEFORE_TRAINING:
         expected = f"error: interrupted; {out} was not changed"
@@ -179,13 +188,7 @@ def test_an_interrupt_while_or_after_publishing_says_the_build_was_published(
     spec, data, _ = earlier
     out, work = _setup(tmp_path, earlier)
     before = (out / "metrics.json").read_bytes()  # its training time differs
-    result = subprocess.run(
-        _command(spec, out, data),
-        env=_env(**{HOOK_PHASE: phase, HOOK_SIGNAL: sig.name[3:]}),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = _run(_command(spec, out, data), phase, sig.name[3:])
     assert result.returncode == 130, result.stderr[-3000:]
     assert _errors(result.stderr)[-1] == (
         "error: interrupted after the command had finished"
@@ -215,13 +218,8 @@ def test_an_interrupt_in_any_command_is_one_line_and_exit_130(
     tmp_path: Path, command: list[str], phase: str, sig: signal.Signals
 ) -> None:
     args = [a.replace("{tmp}", str(tmp_path)) for a in command]
-    result = subprocess.run(
-        [sys.executable, "-m", "l2compile", *args],
-        cwd=ROOT,
-        env=_env(**{HOOK_PHASE: phase, HOOK_SIGNAL: sig.name[3:]}),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = _run(
+        [sys.executable, "-m", "l2compile", *args], phase, sig.name[3:], cwd=ROOT
     )
     assert (result.returncode, result.stderr, result.stdout) == (
         130,
@@ -237,24 +235,12 @@ def test_a_build_killed_while_publishing_is_rolled_back_by_the_next_one(
     spec, data, _ = earlier
     out, work = _setup(tmp_path, earlier)
     before = _files(out)
-    killed = subprocess.run(
-        _command(spec, out, data),
-        env=_env(**{HOOK_PHASE: "moving", HOOK_SIGNAL: "KILL"}),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    killed = _run(_command(spec, out, data), "moving", "KILL")
     assert killed.returncode == -signal.SIGKILL
     assert not out.exists()  # between the two renames: the earlier build is aside
     assert (work / "previous").is_dir() and (work / "publishing").is_file()
 
-    again = subprocess.run(
-        _command(spec, out, data, "--resume"),
-        env=_env(**{HOOK_PHASE: "import", HOOK_SIGNAL: "INT"}),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = _run(_command(spec, out, data, "--resume"), "import", "INT")
     assert again.returncode == 130, again.stderr[-3000:]
     assert (
         f"l2compile: an earlier build of {out} was stopped while publishing; {out} "
@@ -263,13 +249,7 @@ def test_a_build_killed_while_publishing_is_rolled_back_by_the_next_one(
     assert _files(out) == before  # rolled back, and the epochs are still saved
     assert sorted(p.name for p in work.iterdir()) == [".l2compile", "resume"]
 
-    resumed = subprocess.run(
-        _command(spec, out, data, "--resume"),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = _run(_command(spec, out, data, "--resume"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "l2compile: resuming after epoch 1 of 1" in resumed.stderr.splitlines()
     assert not work.exists()
@@ -281,25 +261,13 @@ def test_a_build_killed_after_its_publish_is_tidied_up_by_the_next_one(
     spec, data, _ = earlier
     out, work = _setup(tmp_path, earlier)
     before = (out / "metrics.json").read_bytes()  # its training time differs
-    killed = subprocess.run(
-        _command(spec, out, data),
-        env=_env(**{HOOK_PHASE: "tidying", HOOK_SIGNAL: "KILL"}),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    killed = _run(_command(spec, out, data), "tidying", "KILL")
     assert killed.returncode == -signal.SIGKILL
     assert (out / "metrics.json").read_bytes() != before  # the new build is in
     assert (work / "previous").is_dir() and (work / "publishing").is_file()
     published = _files(out)
 
-    again = subprocess.run(
-        _command(spec, out, data),
-        env=_env(**{HOOK_PHASE: "import", HOOK_SIGNAL: "INT"}),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = _run(_command(spec, out, data), "import", "INT")
     assert again.returncode == 130, again.stderr[-3000:]
     assert (
         f"l2compile: an earlier build of {out} was stopped while publishing, after "
@@ -386,12 +354,8 @@ def test_an_interrupt_swallowed_inside_a_del_still_stops_the_build(
     out, work = _setup(tmp_path, earlier)
     before = _files(out)
     command = _command(spec, out, data)
-    result = subprocess.run(
-        [sys.executable, "-c", SWALLOWED.format(sig=sig.name[3:]), *command[3:]],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = _run(
+        [sys.executable, "-c", SWALLOWED.format(sig=sig.name[3:]), *command[3:]]
     )
     assert result.returncode == 130, result.stderr[-3000:]
     assert _errors(result.stderr) == [
