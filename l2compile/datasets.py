@@ -186,6 +186,17 @@ class Dataset:
     y_test: npt.NDArray[np.generic]
     source: str
 
+    @classmethod
+    def of(cls, arrays: Mapping[str, npt.NDArray[np.generic]], source: str) -> Dataset:
+        """The four checked arrays by their names in Keras' layout."""
+        return cls(
+            arrays["x_train"],
+            arrays["y_train"],
+            arrays["x_test"],
+            arrays["y_test"],
+            source,
+        )
+
 
 @dataclass(frozen=True)
 class ArrayHeader:
@@ -545,13 +556,7 @@ def read_npz(
             f"{exc}"
         ) from exc
     _raise(recipe, str(path), check_values(recipe, arrays, model_input))
-    return Dataset(
-        arrays["x_train"],
-        arrays["y_train"],
-        arrays["x_test"],
-        arrays["y_test"],
-        str(path),
-    )
+    return Dataset.of(arrays, str(path))
 
 
 def _names(names: list[str]) -> str:
@@ -608,13 +613,7 @@ def read_idx(
             _raise(recipe, str(folder), check_layout(recipe, headers, model_input))
             _check_memory(str(folder), headers)
     _raise(recipe, str(folder), check_values(recipe, arrays, model_input))
-    return Dataset(
-        arrays["x_train"],
-        arrays["y_train"],
-        arrays["x_test"],
-        arrays["y_test"],
-        str(folder),
-    )
+    return Dataset.of(arrays, str(folder))
 
 
 # --- checking -------------------------------------------------------------------
@@ -630,9 +629,7 @@ def check_arrays(
     headers = {k: ArrayHeader(tuple(arrays[k].shape), arrays[k].dtype) for k in _KEYS}
     _raise(recipe, source, check_layout(recipe, headers, model_input))
     _raise(recipe, source, check_values(recipe, arrays, model_input))
-    return Dataset(
-        arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], source
-    )
+    return Dataset.of(arrays, source)
 
 
 def _raise(recipe: Recipe, source: str, problems: list[str]) -> None:

@@ -451,36 +451,33 @@ def test_a_build_interrupted_after_training_resumes_without_training_again(
     assert (out / "model.keras").is_file()
 
 
-def test_resume_refuses_a_history_of_values_this_training_does_not_log(
-    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ("add evil", "history holds 'evil', which this training does not log"),
+        ("drop val_loss", "history lacks 'val_loss', which this training logs"),
+    ],
+)
+def test_resume_refuses_a_history_of_other_values_than_this_training_logs(
+    tmp_path: Path,
+    tiny_mnist: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    change: str,
+    problem: str,
 ) -> None:
     work = _interrupted(tmp_path, tiny_mnist, THREE_EPOCHS, monkeypatch)
     state = json.loads((work / "resume" / "state.json").read_text())
-    state["history"]["evil"] = [1.0]
+    action, name = change.split()
+    if action == "add":
+        state["history"][name] = [1.0]
+    else:
+        del state["history"][name]
     (work / "resume" / "state.json").write_text(json.dumps(state))
     spec = compiled(tmp_path, THREE_EPOCHS)
     with pytest.raises(BuildError) as err:
         _build(spec, tmp_path / "out", tiny_mnist, resume=True)
     assert str(err.value) == (
         f"--resume: the saved state in {work / 'resume'} cannot be read: "
-        "state.json: history holds 'evil', which this training does not log. "
-        "Build without --resume to start over"
+        f"state.json: {problem}. Build without --resume to start over"
     )
     assert not (tmp_path / "out").exists()
-
-
-def test_resume_refuses_a_history_that_lacks_what_this_training_logs(
-    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    work = _interrupted(tmp_path, tiny_mnist, THREE_EPOCHS, monkeypatch)
-    state = json.loads((work / "resume" / "state.json").read_text())
-    del state["history"]["val_loss"]
-    (work / "resume" / "state.json").write_text(json.dumps(state))
-    spec = compiled(tmp_path, THREE_EPOCHS)
-    with pytest.raises(BuildError) as err:
-        _build(spec, tmp_path / "out", tiny_mnist, resume=True)
-    assert str(err.value) == (
-        f"--resume: the saved state in {work / 'resume'} cannot be read: "
-        "state.json: history lacks 'val_loss', which this training logs. "
-        "Build without --resume to start over"
-    )
