@@ -5,16 +5,16 @@ imports it, and calls its `set_seeds`, `preprocess`, `build_model`,
 `compile_model` and `train`, so what a user checks in is exactly what was
 trained.
 
-This module only orchestrates: where the build works and how it publishes is
+This module only orchestrates: what it may call in the generated module is
+`l2compile.contract`; where the build works and how it publishes,
 `l2compile.workfolder`; the callbacks it trains with, `l2compile.callbacks`;
-the TFLite files and their parity checks, `l2compile.deploy`; the manifest
-and the strict JSON files, `l2compile.manifest`; the state saved each epoch,
-`l2compile.resume`.
+what it measures of the trained model, `l2compile.measure`; the TFLite files
+and their parity checks, `l2compile.deploy`; the manifest and the strict JSON
+files, `l2compile.manifest`; the state saved each epoch, `l2compile.resume`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import sys
@@ -22,10 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
-
-import numpy as np
 
 from l2compile import (
     callbacks,
@@ -33,10 +30,11 @@ from l2compile import (
     export,
     interrupts,
     manifest,
-    scoring,
+    measure,
     workfolder,
 )
 from l2compile import resume as resume_
+from l2compile.contract import GeneratedModule, import_generated
 from l2compile.datasets import Dataset, load_dataset
 from l2compile.errors import BuildError, Diverged
 from l2compile.plan import ModelPlan
@@ -119,16 +117,6 @@ def build(
         os.close(lock)
 
 
-def import_generated(path: Path, name: str) -> ModuleType:
-    """Import a generated module from its file, without touching sys.path."""
-    spec = importlib.util.spec_from_file_location(f"l2compile_generated_{name}", path)
-    if spec is None or spec.loader is None:
-        raise BuildError(f"cannot import the generated module {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _build_into(
     work: Path,
     out: Path,
@@ -148,7 +136,7 @@ def _build_into(
 
     interrupts.phase("import")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ chatter out
-    generated = import_generated(module_path, plan.name)
+    generated = import_generated(module_path, plan.name, plan.distribute)
     generated.set_seeds()
     x_train, y_train = generated.preprocess(dataset.x_train, dataset.y_train)
     x_test, y_test = generated.preprocess(dataset.x_test, dataset.y_test)
@@ -171,7 +159,7 @@ def _build_into(
         saved,
     )
     interrupts.phase("evaluating")
-    metrics = _measure(plan, generated, model, x_test, y_test)
+    metrics = measure.scores(plan, generated, model, x_test, y_test)
     metrics.update(
         epochs=epochs,
         parameters=plan.params,
@@ -180,8 +168,8 @@ def _build_into(
         timing={"train_seconds": seconds},
         resumed_after_epoch=saved.epoch if saved is not None else None,
         replicas=replicas,
-        history_split=_history_split(logged, penalties),
-        l2_norms=_l2_norms(model, plan),
+        history_split=measure.history_split(logged, penalties),
+        l2_norms=measure.l2_norms(model, plan),
     )
     _export(dest, plan, model, generated, dataset, x_test, y_test, metrics, log)
     interrupts.phase("manifest")
@@ -191,7 +179,7 @@ def _build_into(
 
 
 def _make_model(
-    plan: ModelPlan, generated: ModuleType, work: Path, saved: Saved | None
+    plan: ModelPlan, generated: GeneratedModule, work: Path, saved: Saved | None
 ) -> tuple[Any, int]:
     """The compiled model (in its strategy's scope, if any), restored from the
     saved state when resuming, and its number of replicas."""
@@ -211,7 +199,7 @@ def _make_model(
 
 def _train(
     plan: ModelPlan,
-    generated: ModuleType,
+    generated: GeneratedModule,
     model: Any,
     data: tuple[Any, Any, Any, Any],
     epochs: int,
@@ -246,43 +234,15 @@ def _train(
         raise Diverged(divergence.message(plan, epochs))
     seconds = time.perf_counter() - began
     logged = {k: [float(v) for v in values] for k, values in history.history.items()}
-    if saved is not None:
-        seconds += saved.train_seconds
-        logged = {
-            k: saved.history.get(k, []) + logged.get(k, [])
-            for k in {**saved.history, **logged}
-        }
+    logged, seconds = resume_.continued(saved, logged, seconds)
     return logged, penalties, seconds
-
-
-def _measure(
-    plan: ModelPlan, generated: ModuleType, model: Any, x_test: Any, y_test: Any
-) -> dict[str, Any]:
-    """The test loss and accuracy, as Keras reports them (and the article
-    prints them), and the loss split into the data loss and the L2 penalty."""
-    if plan.distribute == "multi_worker":
-        scores = generated.evaluate(model, x_test, y_test)  # evaluate() fails there
-    else:
-        scores = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
-    test_loss = float(scores["loss"])
-    test_accuracy = float(scores["accuracy"])
-    print("Test loss:", test_loss)
-    print("Test accuracy:", test_accuracy)
-    probabilities = scoring.predict(lambda x: model(x, training=False), x_test)
-    data_loss = scoring.data_loss(probabilities, scoring.labels_of(y_test))
-    penalty = float(sum(float(loss) for loss in model.losses))
-    return {
-        "test_loss": test_loss,
-        "test_accuracy": test_accuracy,
-        "test_loss_split": {"data_loss": data_loss, "l2_penalty": penalty},
-    }
 
 
 def _export(
     dest: Path,
     plan: ModelPlan,
     model: Any,
-    generated: ModuleType,
+    generated: GeneratedModule,
     dataset: Dataset,
     x_test: Any,
     y_test: Any,
@@ -314,34 +274,3 @@ def _export(
         )
         interrupts.phase("deploy_files")
         deploy.write_deploy_files(dest, plan, plan.tflite, dataset, metrics["tflite"])
-
-
-def _history_split(history: dict[str, Any], penalties: list[float]) -> dict[str, Any]:
-    """Per epoch: the L2 penalty at the epoch's end and the losses without it.
-
-    The validation split is exact (the weights are fixed while validating);
-    the training loss is a mean over the epoch's batches, so its split uses
-    the end-of-epoch penalty and is approximate.
-    """
-    split: dict[str, Any] = {"l2_penalty": penalties}
-    for key, name in (("val_loss", "val_data_loss"), ("loss", "data_loss")):
-        if key in history:
-            split[name] = [
-                float(v) - p for v, p in zip(history[key], penalties, strict=True)
-            ]
-    return split
-
-
-def _l2_norms(model: Any, plan: ModelPlan) -> dict[str, float]:
-    """The L2 norm of every regularized weight at the end of training."""
-    wanted = {
-        w.path(plan.name, layer.name)
-        for layer in plan.layers
-        for w in layer.weights
-        if w.l2 > 0 or w.weight_decay > 0
-    }
-    return {
-        v.path: float(np.linalg.norm(np.asarray(v, dtype=np.float64)))
-        for v in model.weights
-        if v.path in wanted
-    }

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from l2compile import interrupts
+from l2compile import interrupts, measure
 from l2compile.plan import ModelPlan
 
 
@@ -35,7 +35,7 @@ def penalty_recorder(keras: Any, penalties: list[float]) -> Any:
 
     class PenaltyRecorder(keras.callbacks.Callback):  # type: ignore[misc]
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            penalties.append(float(sum(float(loss) for loss in self.model.losses)))
+            penalties.append(measure.penalty(self.model))
 
     return PenaltyRecorder()
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from l2compile import export, interrupts, manifest
+from l2compile.contract import GeneratedModule
 from l2compile.datasets import Dataset
 from l2compile.errors import BuildError, ParityError
 from l2compile.plan import ModelPlan, TFLitePlan
@@ -37,7 +37,7 @@ def export_tflite(
     plan: ModelPlan,
     options: TFLitePlan,
     model: Any,
-    generated: ModuleType,
+    generated: GeneratedModule,
     dataset: Dataset,
     x_test: Any,
     y_test: Any,

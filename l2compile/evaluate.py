@@ -13,14 +13,17 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from l2compile import export, manifest, scoring
-from l2compile.build import import_generated
-from l2compile.datasets import load_dataset
+from l2compile.contract import import_generated
+from l2compile.datasets import Dataset, load_dataset
 from l2compile.errors import BuildError
 from l2compile.plan import ModelPlan
 
@@ -205,72 +208,134 @@ def _tflite_shapes(details: list[dict[str, Any]]) -> list[TensorShape]:
     ]
 
 
+@dataclass(frozen=True)
+class _Scores:
+    """What scoring an artifact on the preprocessed test split found."""
+
+    accuracy: float
+    loss: float
+    loss_note: str
+    mean_latency_ms: float
+    batch: int
+
+
+#: Scores an opened artifact on preprocessed samples and their integer labels.
+_Scorer = Callable[[Any, npt.NDArray[np.int64]], _Scores]
+
+
 def evaluate_artifact(
     path: Path, plan: ModelPlan, code: str, data: Path | None = None
 ) -> Evaluation:
     """Score the artifact at `path` on the test split of `plan`'s recipe,
     after checking that its input and output fit `plan`."""
     kind = kind_of(path)
-    if kind == "tflite":
-        from ai_edge_litert.interpreter import Interpreter
-
-        interpreter = Interpreter(model_path=str(path))
-        check_signature(
-            path,
-            plan,
-            _tflite_shapes(interpreter.get_input_details()),
-            _tflite_shapes(interpreter.get_output_details()),
-        )
-    elif kind == "keras":
-        import keras
-
-        # safe_mode: a .keras file cannot run code of its own while loading.
-        model = keras.saving.load_model(path, safe_mode=True)
-        inputs = getattr(model, "inputs", None)
-        if inputs:
-            check_signature(
-                path, plan, _keras_shapes(inputs), _keras_shapes(model.outputs)
-            )
-    else:
-        import tensorflow as tf
-
-        # A SavedModel runs its own graph: eval is for artifacts one trusts.
-        loaded = tf.saved_model.load(str(path))
-        if "serving_default" not in loaded.signatures:
-            raise BuildError(f"{path} has no serving_default signature to score")
-        serve = loaded.signatures["serving_default"]
-        # Checked without calling it: a wrong shape aborts inside TensorFlow.
-        check_signature(
-            path,
-            plan,
-            _tf_shapes(serve.structured_input_signature),
-            _tf_shapes(serve.structured_outputs),
-        )
-
+    open_checked = {
+        "tflite": _open_tflite,
+        "keras": _open_keras,
+        "saved_model": _open_saved_model,
+    }[kind]
+    score = open_checked(path, plan)  # before the data: a wrong shape stops here
     dataset = load_dataset(
         plan.recipe, data, spec_path=plan.data_path, model_input=plan.model_input
     )
+    x, labels = _test_split(plan, code, dataset)
+    scores = score(x, labels)
+    return Evaluation(
+        kind=kind,
+        samples=len(labels),
+        data=dataset.source,
+        accuracy=scores.accuracy,
+        loss=scores.loss,
+        loss_note=scores.loss_note,
+        size_bytes=_size(path),
+        mean_latency_ms=scores.mean_latency_ms,
+        batch=scores.batch,
+    )
+
+
+def _test_split(
+    plan: ModelPlan, code: str, dataset: Dataset
+) -> tuple[Any, npt.NDArray[np.int64]]:
+    """The test split preprocessed by `code`, the spec's generated module, and
+    its integer labels."""
     with tempfile.TemporaryDirectory() as folder:
         module_path = Path(folder) / f"{plan.name}.py"
         module_path.write_text(code, encoding="utf-8")
-        generated = import_generated(module_path, f"eval_{plan.name}")
+        generated = import_generated(module_path, f"eval_{plan.name}", plan.distribute)
         x, y = generated.preprocess(dataset.x_test, dataset.y_test)
-    labels = scoring.labels_of(y)
+    return x, scoring.labels_of(y)
 
-    if kind == "tflite":
-        score = export.score_tflite(path, x, labels)
-        accuracy, loss, latency = score.accuracy, score.data_loss, score.mean_latency_ms
-        batch = score.batch
-        note = "data loss; TFLite files hold no L2 penalty"
-    elif kind == "keras":
+
+def _open_tflite(path: Path, plan: ModelPlan) -> _Scorer:
+    """Check a TFLite file's signature; score it with the LiteRT interpreter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    check_signature(
+        path,
+        plan,
+        _tflite_shapes(interpreter.get_input_details()),
+        _tflite_shapes(interpreter.get_output_details()),
+    )
+
+    def score(x: Any, labels: npt.NDArray[np.int64]) -> _Scores:
+        found = export.score_tflite(path, x, labels)
+        return _Scores(
+            accuracy=found.accuracy,
+            loss=found.data_loss,
+            loss_note="data loss; TFLite files hold no L2 penalty",
+            mean_latency_ms=found.mean_latency_ms,
+            batch=found.batch,
+        )
+
+    return score
+
+
+def _open_keras(path: Path, plan: ModelPlan) -> _Scorer:
+    """Load a .keras file safely and check its signature; score it as Keras
+    does, with the L2 penalty."""
+    import keras
+
+    # safe_mode: a .keras file cannot run code of its own while loading.
+    model = keras.saving.load_model(path, safe_mode=True)
+    inputs = getattr(model, "inputs", None)
+    if inputs:
+        check_signature(path, plan, _keras_shapes(inputs), _keras_shapes(model.outputs))
+
+    def score(x: Any, labels: npt.NDArray[np.int64]) -> _Scores:
         scores = model.evaluate(x, labels, verbose=0, return_dict=True)
         began = time.perf_counter()
         model.predict(x, batch_size=plan.batch_size, verbose=0)
-        latency = 1000 * (time.perf_counter() - began) / len(labels)
-        batch = plan.batch_size
-        accuracy, loss = float(scores["accuracy"]), float(scores["loss"])
-        note = "with the L2 penalty, as Keras reports it"
-    else:
+        return _Scores(
+            accuracy=float(scores["accuracy"]),
+            loss=float(scores["loss"]),
+            loss_note="with the L2 penalty, as Keras reports it",
+            mean_latency_ms=1000 * (time.perf_counter() - began) / len(labels),
+            batch=plan.batch_size,
+        )
+
+    return score
+
+
+def _open_saved_model(path: Path, plan: ModelPlan) -> _Scorer:
+    """Load a SavedModel and check its serving signature without calling it;
+    score it through that signature."""
+    import tensorflow as tf
+
+    # A SavedModel runs its own graph: eval is for artifacts one trusts.
+    loaded = tf.saved_model.load(str(path))
+    if "serving_default" not in loaded.signatures:
+        raise BuildError(f"{path} has no serving_default signature to score")
+    serve = loaded.signatures["serving_default"]
+    # Checked without calling it: a wrong shape aborts inside TensorFlow.
+    check_signature(
+        path,
+        plan,
+        _tf_shapes(serve.structured_input_signature),
+        _tf_shapes(serve.structured_outputs),
+    )
+
+    def score(x: Any, labels: npt.NDArray[np.int64]) -> _Scores:
         (name,) = serve.structured_input_signature[1]
 
         def run(chunk: Any) -> Any:
@@ -279,18 +344,12 @@ def evaluate_artifact(
         began = time.perf_counter()
         probabilities = scoring.predict(run, x)
         latency = 1000 * (time.perf_counter() - began) / len(labels)
-        batch = scoring.CHUNK
-        accuracy = scoring.accuracy(probabilities, labels)
-        loss = scoring.data_loss(probabilities, labels)
-        note = "data loss; a SavedModel's serving signature holds no L2 penalty"
-    return Evaluation(
-        kind=kind,
-        samples=len(labels),
-        data=dataset.source,
-        accuracy=accuracy,
-        loss=loss,
-        loss_note=note,
-        size_bytes=_size(path),
-        mean_latency_ms=latency,
-        batch=batch,
-    )
+        return _Scores(
+            accuracy=scoring.accuracy(probabilities, labels),
+            loss=scoring.data_loss(probabilities, labels),
+            loss_note="data loss; a SavedModel's serving signature holds no L2 penalty",
+            mean_latency_ms=latency,
+            batch=scoring.CHUNK,
+        )
+
+    return score

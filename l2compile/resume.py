@@ -44,9 +44,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import numpy.typing as npt
 
 from l2compile import __version__
-from l2compile.datasets import Dataset, npz_array, npz_header
+from l2compile.datasets import ArrayHeader, Dataset, npz_array, npz_header
 from l2compile.errors import BuildError
 
 FOLDER = "resume"
@@ -332,6 +333,10 @@ def _parse(raw: Any) -> Saved:
     )
 
 
+#: How every refusal of `restore` ends.
+_AGAIN = ". Build without --resume to start over"
+
+
 def restore(model: Any, work: Path, saved: Saved) -> None:
     """Put the model's and the optimizer's variables back as they were at the
     end of epoch `saved.epoch`. Call it in the distribution strategy's scope,
@@ -343,59 +348,67 @@ def restore(model: Any, work: Path, saved: Saved) -> None:
     model.optimizer.build(model.trainable_variables)  # creates its slots
     variables = list(model.variables) + list(model.optimizer.variables)
     paths = [variable_name(v) for v in variables]
-    if paths != saved.variables:
-        pairs = zip(paths, saved.variables, strict=False)
-        at = next(
-            (i for i, (a, b) in enumerate(pairs) if a != b),
-            min(len(paths), len(saved.variables)),
-        )
-        theirs = saved.variables[at] if at < len(saved.variables) else "nothing"
-        ours = paths[at] if at < len(paths) else "nothing"
-        raise BuildError(
-            f"--resume: the state saved in {work / FOLDER} does not fit this "
-            f"model: its variable {at + 1} is {theirs}, the model's is {ours}. "
-            "Build without --resume to start over"
-        )
+    _check_names(paths, saved, work)
     path = work / FOLDER / saved.file
-    again = ". Build without --resume to start over"
+    _check_regular(path)
+    values = _read_values(path, paths, variables)
+    for name, value in zip(paths, values, strict=True):
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            raise BuildError(
+                f"--resume: {path}: {name} holds values that are not finite; a "
+                f"finished epoch never saves those{_AGAIN}"
+            )
+    for variable, value in zip(variables, values, strict=True):
+        variable.assign(value)
+
+
+def _check_names(paths: list[str], saved: Saved, work: Path) -> None:
+    """Refuse a state whose variables are not the model's, in the same order."""
+    if paths == saved.variables:
+        return
+    pairs = zip(paths, saved.variables, strict=False)
+    at = next(
+        (i for i, (a, b) in enumerate(pairs) if a != b),
+        min(len(paths), len(saved.variables)),
+    )
+    theirs = saved.variables[at] if at < len(saved.variables) else "nothing"
+    ours = paths[at] if at < len(paths) else "nothing"
+    raise BuildError(
+        f"--resume: the state saved in {work / FOLDER} does not fit this "
+        f"model: its variable {at + 1} is {theirs}, the model's is {ours}{_AGAIN}"
+    )
+
+
+def _check_regular(path: Path) -> None:
+    """Refuse a saved `.npz` that is a link or not a regular file."""
     try:
         info = os.lstat(path)
     except OSError as exc:
         raise BuildError(
-            f"--resume: {path} cannot be read ({type(exc).__name__}: {exc}){again}"
+            f"--resume: {path} cannot be read ({type(exc).__name__}: {exc}){_AGAIN}"
         ) from exc
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode):
         what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
-        raise BuildError(f"--resume: {path} is {what}, which is never read{again}")
+        raise BuildError(f"--resume: {path} is {what}, which is never read{_AGAIN}")
+
+
+def _read_values(
+    path: Path, paths: list[str], variables: list[Any]
+) -> list[npt.NDArray[np.generic]]:
+    """The saved value of each variable, every array's shape and dtype checked
+    against the variable's from its header before any array is read."""
     try:
         with (
             os.fdopen(os.open(path, _OPEN_FLAGS), "rb") as f,
             zipfile.ZipFile(f) as archive,
         ):
-            members = []
-            for index, (name, variable) in enumerate(
-                zip(paths, variables, strict=True)
-            ):
-                if f"v{index}.npy" not in archive.NameToInfo:
-                    raise BuildError(
-                        f"--resume: {path} lacks v{index}.npy, the value of {name}"
-                        f"{again}"
-                    )
-                member = archive.getinfo(f"v{index}.npy")
-                header = npz_header(archive, member)
-                shape = tuple(variable.shape)
-                if header.shape != shape:
-                    raise BuildError(
-                        f"--resume: {name} was saved with shape {header.shape}, but "
-                        f"the model's is {shape}{again}"
-                    )
-                if header.dtype != np.dtype(variable.dtype):
-                    raise BuildError(
-                        f"--resume: {name} was saved as {header.dtype}, but the "
-                        f"model's is {np.dtype(variable.dtype)}{again}"
-                    )
-                members.append((member, header))
-            values = [npz_array(archive, m, h) for m, h in members]
+            members = [
+                _checked_member(archive, path, index, name, variable)
+                for index, (name, variable) in enumerate(
+                    zip(paths, variables, strict=True)
+                )
+            ]
+            return [npz_array(archive, m, h) for m, h in members]
     except BuildError:
         raise
     except (
@@ -409,16 +422,46 @@ def restore(model: Any, work: Path, saved: Saved) -> None:
         RuntimeError,
     ) as exc:
         raise BuildError(
-            f"--resume: {path} cannot be read ({type(exc).__name__}: {exc}){again}"
+            f"--resume: {path} cannot be read ({type(exc).__name__}: {exc}){_AGAIN}"
         ) from exc
-    for name, value in zip(paths, values, strict=True):
-        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-            raise BuildError(
-                f"--resume: {path}: {name} holds values that are not finite; a "
-                f"finished epoch never saves those{again}"
-            )
-    for variable, value in zip(variables, values, strict=True):
-        variable.assign(value)
+
+
+def _checked_member(
+    archive: zipfile.ZipFile, path: Path, index: int, name: str, variable: Any
+) -> tuple[zipfile.ZipInfo, ArrayHeader]:
+    """Variable `index`'s member of the archive and its `.npy` header, once
+    the header's shape and dtype are the variable's."""
+    if f"v{index}.npy" not in archive.NameToInfo:
+        raise BuildError(
+            f"--resume: {path} lacks v{index}.npy, the value of {name}{_AGAIN}"
+        )
+    member = archive.getinfo(f"v{index}.npy")
+    header = npz_header(archive, member)
+    shape = tuple(variable.shape)
+    if header.shape != shape:
+        raise BuildError(
+            f"--resume: {name} was saved with shape {header.shape}, but "
+            f"the model's is {shape}{_AGAIN}"
+        )
+    if header.dtype != np.dtype(variable.dtype):
+        raise BuildError(
+            f"--resume: {name} was saved as {header.dtype}, but the "
+            f"model's is {np.dtype(variable.dtype)}{_AGAIN}"
+        )
+    return member, header
+
+
+def continued(
+    saved: Saved | None, history: dict[str, list[float]], seconds: float
+) -> tuple[dict[str, list[float]], float]:
+    """This run's history and training seconds, after the saved epochs' ones."""
+    if saved is None:
+        return history, seconds
+    whole = {
+        k: saved.history.get(k, []) + history.get(k, [])
+        for k in {**saved.history, **history}
+    }
+    return whole, seconds + saved.train_seconds
 
 
 def discard(work: Path) -> None:

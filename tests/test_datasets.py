@@ -240,14 +240,16 @@ def test_a_truncated_idx_file_is_named(tmp_path: Path) -> None:
 
 
 def test_generated_fashion_loader_reads_the_same_arrays(tmp_path: Path) -> None:
-    from l2compile.build import import_generated
+    from l2compile.contract import GeneratedModule, import_generated
     from l2compile.generate import compile_spec
 
     folder = make_fashion_idx(tmp_path / "fashion-mnist")
     compiled = compile_spec(ROOT / "specs" / "fashion_mnist.yaml")
     assert not isinstance(compiled, list)
     (tmp_path / "fashion_mlp.py").write_text(compiled.code)
-    module = import_generated(tmp_path / "fashion_mlp.py", "fashion_loader")
+    module: GeneratedModule = import_generated(
+        tmp_path / "fashion_mlp.py", "fashion_loader"
+    )
     (x_train, y_train), (x_test, y_test) = module.load_data(str(folder))
     ours = load_dataset(FASHION, folder, env={}, download=no_download)
     np.testing.assert_array_equal(x_train, ours.x_train)

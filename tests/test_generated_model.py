@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from l2compile.build import import_generated
+from l2compile import contract
+from l2compile.contract import GeneratedModule, import_generated
+from l2compile.errors import BuildError
 from l2compile.plan import plan_spec
 from l2compile.spec import load_spec
 
@@ -20,11 +22,11 @@ from .update_golden import all_specs
 
 
 @pytest.fixture(scope="module")
-def article_module():  # type: ignore[no-untyped-def]
+def article_module() -> GeneratedModule:
     return import_generated(GOLDEN / "mnist_mlp.py", "mnist_mlp_golden")
 
 
-def test_built_model_matches_the_plan(article_module) -> None:  # type: ignore[no-untyped-def]
+def test_built_model_matches_the_plan(article_module: GeneratedModule) -> None:
     loaded = load_spec(SPECS / "mnist.yaml")
     assert not isinstance(loaded, list)
     plan = plan_spec(loaded)
@@ -37,7 +39,9 @@ def test_built_model_matches_the_plan(article_module) -> None:  # type: ignore[n
     ]
 
 
-def test_regularization_losses_are_l2_of_every_kernel(article_module) -> None:  # type: ignore[no-untyped-def]
+def test_regularization_losses_are_l2_of_every_kernel(
+    article_module: GeneratedModule,
+) -> None:
     model = article_module.build_model()
     kernels = [np.asarray(layer.kernel) for layer in model.layers]
     expected = sum(0.01 * float(np.sum(k.astype(np.float64) ** 2)) for k in kernels)
@@ -46,14 +50,16 @@ def test_regularization_losses_are_l2_of_every_kernel(article_module) -> None:  
     assert sum(losses) == pytest.approx(expected, rel=1e-5)
 
 
-def test_compiled_model_uses_the_recipe(article_module) -> None:  # type: ignore[no-untyped-def]
+def test_compiled_model_uses_the_recipe(article_module: GeneratedModule) -> None:
     model = article_module.compile_model(article_module.build_model())
     assert type(model.optimizer).__name__ == "Adam"
     assert float(model.optimizer.learning_rate) == pytest.approx(0.001)
     assert model.loss == "sparse_categorical_crossentropy"
 
 
-def test_preprocess_scales_to_unit_range_and_flattens(article_module) -> None:  # type: ignore[no-untyped-def]
+def test_preprocess_scales_to_unit_range_and_flattens(
+    article_module: GeneratedModule,
+) -> None:
     x = np.full((3, 28, 28), 255, dtype=np.uint8)
     y = np.array([1, 2, 3], dtype=np.uint8)
     px, py = article_module.preprocess(x, y)
@@ -61,6 +67,35 @@ def test_preprocess_scales_to_unit_range_and_flattens(article_module) -> None:  
     assert px.dtype == np.float32
     assert float(px.max()) == 1.0
     assert list(py) == [1, 2, 3]
+
+
+def test_every_golden_module_holds_the_contract_of_its_distribute() -> None:
+    plans = {plan.name: plan for plan in map(plan_file, all_specs())}
+    for path in sorted(GOLDEN.glob("*.py")):
+        distribute = plans[path.stem].distribute
+        module = import_generated(path, f"contract_{path.stem}", distribute)
+        for name, only in contract.ONLY_WITH.items():
+            assert hasattr(module, name) == (distribute in only), (path.name, name)
+
+
+def test_a_module_without_a_member_of_the_contract_is_refused_by_name(
+    tmp_path: Path,
+) -> None:
+    edited = (GOLDEN / "mnist_mlp.py").read_text()
+    edited = edited.replace("def build_model(", "def make_model(")
+    edited = edited.replace("def batches(", "def shuffled(")
+    path = tmp_path / "mnist_mlp.py"
+    path.write_text(edited)
+    for distribute, missing in (
+        (None, "build_model"),
+        ("none", "build_model, batches"),
+    ):
+        with pytest.raises(BuildError) as err:
+            import_generated(path, f"edited_{distribute}", distribute)
+        assert str(err.value) == (
+            f"the generated module {path} lacks {missing}, which l2compile calls "
+            "(l2compile/contract.py): was it edited by hand?"
+        )
 
 
 # Run Python isolated (-I: no cwd, PYTHONPATH or user site on sys.path), from a

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from l2compile import report
-from l2compile.build import import_generated
+from l2compile.contract import GeneratedModule, import_generated
 from l2compile.plan import ModelPlan
 from l2compile.render import render_module
 
@@ -31,18 +31,39 @@ def built(
     plan = plan_file(request.param)
     module_path = tmp_path_factory.mktemp("gen") / f"{plan.name}.py"
     module_path.write_text(render_module(plan), encoding="utf-8")
-    module = import_generated(module_path, f"parity_{plan.name}")
+    module: GeneratedModule = import_generated(module_path, f"parity_{plan.name}")
     model = module.compile_model(module.build_model())
     return plan, module, model
 
 
 def test_shapes_and_parameters_equal_keras(built: tuple[ModelPlan, Any, Any]) -> None:
     plan, _, model = built
-    assert [layer.name for layer in model.layers] == [lay.name for lay in plan.layers]
-    for keras_layer, planned in zip(model.layers, plan.layers, strict=True):
+    # A functional model lists its input layer (and its layers by depth); a
+    # Sequential one does not.
+    names = sorted(lay.name for lay in model.layers if lay.name != "input")
+    assert names == sorted(lay.name for lay in plan.layers)
+    for planned in plan.layers:
+        keras_layer = model.get_layer(planned.name)
         assert tuple(keras_layer.output.shape[1:]) == planned.output_shape, planned.name
         assert keras_layer.count_params() == planned.params, planned.name
     assert model.count_params() == plan.params
+
+
+def test_each_layer_takes_the_inputs_the_plan_names(
+    built: tuple[ModelPlan, Any, Any],
+) -> None:
+    """Stacks build a keras.Sequential; graphs a functional model whose layers
+    are wired as the plan says."""
+    import keras
+
+    plan, _, model = built
+    assert isinstance(model, keras.Sequential) == plan.is_stack
+    if plan.is_stack:
+        return
+    for planned in plan.layers:
+        node = model.get_layer(planned.name)._inbound_nodes[0]
+        sources = [t._keras_history.operation.name for t in node.input_tensors]
+        assert tuple(sources) == planned.inputs, planned.name
 
 
 def test_weights_equal_keras_by_path_and_shape(

@@ -20,7 +20,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from l2compile.build import import_generated
+from l2compile.contract import GeneratedModule, import_generated
 from l2compile.errors import SpecError
 from l2compile.plan import ModelPlan, plan_spec
 from l2compile.render import render_module
@@ -152,7 +152,7 @@ def test_every_valid_spec_builds_the_model_it_describes(
     folder = tmp_path_factory.mktemp("gen")
     path = folder / f"{plan.name}.py"
     path.write_text(render_module(plan))
-    module = import_generated(path, f"property_{plan.name}")
+    module: GeneratedModule = import_generated(path, f"property_{plan.name}")
     model = module.build_model()
     assert model.count_params() == plan.params
     regularized = sum(1 for lay in plan.layers for w in lay.weights if w.l2 > 0)

@@ -18,6 +18,7 @@ import pytest
 
 from l2compile import build as builder
 from l2compile import callbacks, resume
+from l2compile.contract import GeneratedModule, import_generated
 from l2compile.errors import BuildError, Interrupted
 from l2compile.generate import Compiled
 
@@ -73,7 +74,9 @@ def test_each_epochs_order_depends_on_the_seed_and_the_epoch_alone(
 ) -> None:
     import numpy as np
 
-    generated = builder.import_generated(GOLDEN / "mnist_mlp.py", "mnist_mlp_order")
+    generated: GeneratedModule = import_generated(
+        GOLDEN / "mnist_mlp.py", "mnist_mlp_order"
+    )
     model = generated.compile_model(generated.build_model())
     x = np.arange(100, dtype="float32").reshape(100, 1) * np.ones((1, 784), "float32")
     y = np.arange(100)

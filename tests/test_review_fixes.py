@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from l2compile.build import import_generated
 from l2compile.cli import EXIT_FAILURE, EXIT_OK, EXIT_SPEC_ERROR, main
+from l2compile.contract import GeneratedModule, import_generated
 from l2compile.generate import compile_spec
 
 from .conftest import SMALL_SPEC, SPECS, compile_errors, plan_text
@@ -139,7 +139,7 @@ def test_embedding_reads_its_ids_unscaled(tmp_path: Path) -> None:
     result = compile_spec(tmp_path / "spec.yaml")
     assert not isinstance(result, list)
     (tmp_path / "ids.py").write_text(result.code)
-    module = import_generated(tmp_path / "ids.py", "ids_unscaled")
+    module: GeneratedModule = import_generated(tmp_path / "ids.py", "ids_unscaled")
     x, _ = module.preprocess(np.array([[0, 7, 255]], np.uint8), np.array([1]))
     assert x.tolist() == [[0, 7, 255]]
     assert plan.integer_input

@@ -1,0 +1,111 @@
+"""The generated module's contract: what l2compile calls in a module rendered
+from templates/module.py.jinja, and the import that holds a module to it.
+
+The build, `l2compile eval` and the tests reach the generated code only through
+`GeneratedModule`; a template change that drops or renames one of its members
+breaks `import_generated` with the member's name, not a later AttributeError.
+The module's `main()` (its command line) is the user's, and not part of it.
+
+TensorFlow and Keras are never imported here: their types appear as `Any`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Protocol, TypeAlias, cast
+
+import numpy.typing as npt
+
+from l2compile.errors import BuildError
+
+#: keras.Model: Keras is imported only where training happens.
+Model: TypeAlias = Any
+#: Samples or labels, as the data arrives and as the model is fed.
+Array: TypeAlias = npt.NDArray[Any]
+
+
+class GeneratedModule(Protocol):
+    """A generated module, as the build and `l2compile eval` use it."""
+
+    SEED: int
+
+    def set_seeds(self) -> None:
+        """Seed Python, NumPy, TensorFlow and Keras (and, asked, determinism)."""
+
+    def load_data(self, path: str) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
+        """The train and test splits from `path` (a recipe's also takes None)."""
+
+    def preprocess(self, x: Array, y: Array) -> tuple[Array, Array]:
+        """Raw samples and labels as the model is fed them."""
+
+    def build_model(self) -> Model:
+        """The uncompiled model."""
+
+    def compile_model(self, model: Model) -> Model:
+        """`model` with its optimizer, loss and metrics attached."""
+
+    def make_strategy(self) -> Any:
+        """The tf.distribute.Strategy to build the model in (distribute only)."""
+
+    def batches(self, model: Model, x: Array, y: Array) -> Any:
+        """The training batches as a tf.data.Dataset (not multi_worker)."""
+
+    def train(
+        self,
+        model: Model,
+        x_train: Array,
+        y_train: Array,
+        x_val: Array,
+        y_val: Array,
+        epochs: int = ...,
+        initial_epoch: int = 0,
+        verbose: str | int = "auto",
+        callbacks: list[Any] | None = None,
+    ) -> Any:
+        """Train, validating each epoch; Keras' History (multi_worker: no
+        initial_epoch, as its loop cannot resume)."""
+
+    def evaluate(self, model: Model, x: Array, y: Array) -> dict[str, float]:
+        """The loss and accuracy computed on this worker (multi_worker only)."""
+
+
+#: Members that only some modules have, and the train.distribute that have them.
+ONLY_WITH = {
+    "make_strategy": ("mirrored", "multi_worker"),
+    "batches": ("none", "mirrored"),
+    "evaluate": ("multi_worker",),
+}
+#: Every member of the contract, in the order it is declared.
+MEMBERS = tuple(GeneratedModule.__annotations__) + tuple(
+    name for name in vars(GeneratedModule) if not name.startswith("_")
+)
+
+
+def members(distribute: str | None = None) -> tuple[str, ...]:
+    """The members a module of `distribute` has; None: those every module has."""
+    return tuple(
+        name
+        for name in MEMBERS
+        if name not in ONLY_WITH or distribute in ONLY_WITH[name]
+    )
+
+
+def import_generated(
+    path: Path, name: str, distribute: str | None = None
+) -> GeneratedModule:
+    """Import a generated module from its file, without touching sys.path, and
+    check that it has every member of the contract (for `distribute`, if given).
+    """
+    spec = importlib.util.spec_from_file_location(f"l2compile_generated_{name}", path)
+    if spec is None or spec.loader is None:
+        raise BuildError(f"cannot import the generated module {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    missing = [m for m in members(distribute) if not hasattr(module, m)]
+    if missing:
+        raise BuildError(
+            f"the generated module {path} lacks {', '.join(missing)}, which "
+            "l2compile calls (l2compile/contract.py): was it edited by hand?"
+        )
+    return cast(GeneratedModule, module)

@@ -1,0 +1,72 @@
+"""What a build measures of its trained model, for metrics.json: the test
+scores as Keras reports them, the losses split into the data loss and the L2
+penalty (on the test split and at every epoch), and the norms of the weights
+the penalty reaches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from l2compile import scoring
+from l2compile.contract import GeneratedModule
+from l2compile.plan import ModelPlan
+
+
+def penalty(model: Any) -> float:
+    """The L2 penalty of `model`'s weights as they are now."""
+    return float(sum(float(loss) for loss in model.losses))
+
+
+def scores(
+    plan: ModelPlan, generated: GeneratedModule, model: Any, x_test: Any, y_test: Any
+) -> dict[str, Any]:
+    """The test loss and accuracy, as Keras reports them (and the article
+    prints them), and the loss split into the data loss and the L2 penalty."""
+    if plan.distribute == "multi_worker":
+        keras_scores = generated.evaluate(model, x_test, y_test)  # evaluate() fails
+    else:
+        keras_scores = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
+    test_loss = float(keras_scores["loss"])
+    test_accuracy = float(keras_scores["accuracy"])
+    print("Test loss:", test_loss)
+    print("Test accuracy:", test_accuracy)
+    probabilities = scoring.predict(lambda x: model(x, training=False), x_test)
+    data_loss = scoring.data_loss(probabilities, scoring.labels_of(y_test))
+    return {
+        "test_loss": test_loss,
+        "test_accuracy": test_accuracy,
+        "test_loss_split": {"data_loss": data_loss, "l2_penalty": penalty(model)},
+    }
+
+
+def history_split(history: dict[str, Any], penalties: list[float]) -> dict[str, Any]:
+    """Per epoch: the L2 penalty at the epoch's end and the losses without it.
+
+    The validation split is exact (the weights are fixed while validating);
+    the training loss is a mean over the epoch's batches, so its split uses
+    the end-of-epoch penalty and is approximate.
+    """
+    split: dict[str, Any] = {"l2_penalty": penalties}
+    for key, name in (("val_loss", "val_data_loss"), ("loss", "data_loss")):
+        if key in history:
+            split[name] = [
+                float(v) - p for v, p in zip(history[key], penalties, strict=True)
+            ]
+    return split
+
+
+def l2_norms(model: Any, plan: ModelPlan) -> dict[str, float]:
+    """The L2 norm of every regularized weight at the end of training."""
+    wanted = {
+        plan.weight_path(layer, w)
+        for layer in plan.layers
+        for w in layer.weights
+        if w.l2 > 0 or w.weight_decay > 0
+    }
+    return {
+        v.path: float(np.linalg.norm(np.asarray(v, dtype=np.float64)))
+        for v in model.weights
+        if v.path in wanted
+    }
