@@ -30,79 +30,42 @@ import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
 
 from l2compile.datasets import ModelInput, Recipe, SpecPath, recipe_for
-from l2compile.errors import FieldPath, SpecError
-from l2compile.spec import (
-    ActivationLayer,
-    AveragePooling2DLayer,
-    BatchNormalizationLayer,
-    Conv1DLayer,
-    Conv2DLayer,
-    DenseLayer,
-    DepthwiseConv2DLayer,
-    DropoutLayer,
-    EmbeddingLayer,
-    FlattenLayer,
-    GlobalAveragePooling2DLayer,
-    GRULayer,
-    LayerNormalizationLayer,
-    LoadedSpec,
-    LSTMLayer,
-    MaxPooling2DLayer,
-    RescalingLayer,
-    ReshapeLayer,
-    SeparableConv2DLayer,
-    SimpleRNNLayer,
-    Spec,
+from l2compile.errors import FieldPath, SpecError, closest
+from l2compile.layers import KINDS, LayerSpec, MergeSpec
+from l2compile.layers.base import (
+    Role,
+    Shape,
+    WeightPlan,
+    py_str,
+    rank_error,
+    shape_text,
 )
+from l2compile.spec import LoadedSpec, Spec
 
-Shape = tuple[int, ...]
-
-#: What a weight is, for the l2 rules: kernels (every weight matrix, filter and
-#: embedding table), biases, normalization scales and offsets (gamma, beta),
-#: and statistics that are not trained (moving mean and variance).
-Role = Literal["kernel", "bias", "norm", "statistic"]
+__all__ = [
+    "MAX_PARAMS",
+    "Constant",
+    "LayerPlan",
+    "ModelPlan",
+    "Role",
+    "Shape",
+    "TFLitePlan",
+    "WeightPlan",
+    "plan_spec",
+    "py_str",
+    "reached_by_l2",
+    "shape_text",
+]
 
 _OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}
-_RECURRENT = ("lstm", "gru", "simple_rnn")
 #: Models larger than this are refused (4 GiB of float32 weights).
 MAX_PARAMS = 2**30
-
-
-def py_str(text: str) -> str:
-    """A double-quoted Python literal for `text` (which may hold anything)."""
-    literal = repr(text)
-    if literal.startswith("'") and '"' not in text:
-        literal = '"' + literal[1:-1].replace("\\'", "'") + '"'
-    return literal
-
-
-@dataclass(frozen=True)
-class WeightPlan:
-    """One weight variable of a layer, and what regularizes it.
-
-    `name` is Keras' variable name; `regularizer` the layer argument that
-    regularizes it (`kernel_regularizer`, `recurrent_regularizer`, ...).
-    """
-
-    name: str
-    shape: Shape
-    role: Role
-    regularizer: str | None = None
-    cell: str | None = None  # recurrent layers keep their weights in a cell
-    l2: float = 0.0
-    weight_decay: float = 0.0
-
-    @property
-    def params(self) -> int:
-        return math.prod(self.shape)
-
-    def path(self, model: str, layer: str) -> str:
-        """Keras' variable path: `model/layer[/cell]/name`."""
-        parts = [model, layer, *([self.cell] if self.cell else []), self.name]
-        return "/".join(parts)
+#: The name by which layers take the model's input.
+INPUT = "input"
+#: Layers that only move values around: they may follow the model's softmax.
+_PASSTHROUGH = ("dropout", "flatten", "reshape")
 
 
 @dataclass(frozen=True)
@@ -111,7 +74,8 @@ class LayerPlan:
 
     `args` holds the arguments decided by the layer's own fields; the
     regularizer arguments, decided by the l2 pass, come after them in
-    `all_args`.
+    `all_args`. `inputs` names the layers whose outputs it takes (`input`:
+    the model's input), all of them earlier in the plan.
     """
 
     index: int
@@ -122,6 +86,7 @@ class LayerPlan:
     output_shape: Shape
     weights: tuple[WeightPlan, ...] = ()
     regularizers: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
 
     @property
     def all_args(self) -> tuple[str, ...]:
@@ -192,6 +157,21 @@ class ModelPlan:
         return sum(layer.params for layer in self.layers)
 
     @property
+    def is_stack(self) -> bool:
+        """Whether each layer takes the one before it: a `keras.Sequential`."""
+        return _is_stack(self.layers)
+
+    @property
+    def variable_scope(self) -> str | None:
+        """What Keras puts before each layer's variable paths: a Sequential
+        model builds its layers under its own name, a functional one does not."""
+        return self.name if self.is_stack else None
+
+    def weight_path(self, layer: LayerPlan, weight: WeightPlan) -> str:
+        """The Keras variable path of a weight of this model."""
+        return weight.path(self.variable_scope, layer.name)
+
+    @property
     def integer_input(self) -> bool:
         """Whether the model reads integer ids (it starts with an embedding)."""
         return self.layers[0].type == "embedding"
@@ -221,12 +201,6 @@ class ModelPlan:
     @property
     def output_shape(self) -> Shape:
         return self.layers[-1].output_shape
-
-
-def shape_text(shape: Shape) -> str:
-    return (
-        "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-    )
 
 
 def _regularizer(coefficient: float, global_l2: float) -> str:
@@ -274,28 +248,16 @@ def _assign_l2(layer: LayerPlan, layer_l2: float | None, spec: Spec) -> LayerPla
     return replace(layer, weights=tuple(weights), regularizers=tuple(args.values()))
 
 
-# --- shapes -----------------------------------------------------------------------
+@dataclass
+class _Place:
+    """Where a layer kind reports its errors: its own fields in the spec."""
 
+    planner: _Planner
+    path: FieldPath
 
-def _conv_length(size: int, kernel: int, stride: int, padding: str) -> int:
-    if padding == "same":
-        return -(-size // stride)
-    return (size - kernel) // stride + 1
-
-
-def _act(activation: str) -> list[str]:
-    return [] if activation == "linear" else [f"activation={py_str(activation)}"]
-
-
-def _pair_text(pair: tuple[int, int]) -> str:
-    return repr(pair[0]) if pair[0] == pair[1] else shape_text(pair)
-
-
-_NEEDS = {
-    1: "(sequence_length,)",
-    2: "(timesteps, features)",
-    3: "(height, width, channels)",
-}
+    def error(self, field: str | None, message: str) -> None:
+        path = self.path if field is None else (*self.path, field)
+        self.planner.error(path, message)
 
 
 class _Planner:
@@ -310,19 +272,24 @@ class _Planner:
         )
         self.errors: list[SpecError] = []
 
-    def error(self, path: FieldPath, message: str) -> None:
-        self.errors.append(self.source.error(path, message))
+    def error(
+        self, path: FieldPath, message: str, suggestion: str | None = None
+    ) -> None:
+        self.errors.append(self.source.error(path, message, suggestion=suggestion))
 
     def names(self) -> list[str]:
-        """Each layer's name: the spec's, else `<type>_<n>` counted per type."""
+        """Each layer's name: the spec's, else `<type>_<n>` for the n-th of its type."""
         taken = {layer.name for layer in self.spec.layers if layer.name}
-        taken.add("input")
+        taken.add(INPUT)
         counts: dict[str, int] = {}
         seen: dict[str, int] = {}
         names = []
         for i, layer in enumerate(self.spec.layers):
+            # The n-th layer of a type is <type>_n, named or not, so naming
+            # one layer never renames another (which inputs may refer to).
+            counts[layer.kind] = counts.get(layer.kind, 0) + 1
             if layer.name:
-                if layer.name in seen or layer.name == "input":
+                if layer.name in seen or layer.name == INPUT:
                     first = (
                         f"layers[{seen[layer.name]}]"
                         if layer.name in seen
@@ -335,323 +302,145 @@ class _Planner:
                 seen.setdefault(layer.name, i)
                 names.append(layer.name)
                 continue
-            while True:
-                counts[layer.type] = counts.get(layer.type, 0) + 1
-                candidate = f"{layer.type}_{counts[layer.type]}"
-                if candidate not in taken:
-                    break
+            n = counts[layer.kind]
+            candidate = f"{layer.kind}_{n}"
+            while candidate in taken:  # a name the spec gave another layer
+                n += 1
+                candidate = f"{layer.kind}_{n}"
             taken.add(candidate)
             names.append(candidate)
         return names
 
-    def rank(self, i: int, kind: str, shape: Shape, rank: int) -> bool:
-        """Check a layer's input rank; say what it needs where it is wrong."""
-        if len(shape) == rank:
-            return True
-        hint = {
-            3: "; add a reshape layer before it, e.g. target_shape: [28, 28, 1]",
-            2: "; add a reshape layer before it, e.g. target_shape: [28, 28]",
-        }.get(rank, "")
-        self.error(
-            ("layers", i, "type"),
-            f"{kind} needs input of shape {_NEEDS[rank]}, but its input is "
-            f"{shape_text(shape)}{hint}",
-        )
-        return False
+    # --- the graph --------------------------------------------------------------
 
-    def window(
-        self,
-        i: int,
-        what: str,
-        shape: Shape,
-        window: tuple[int, ...],
-        strides: tuple[int, ...],
-        padding: str,
-    ) -> Shape | None:
-        """Output sizes of a sliding window (conv or pool) over `shape`."""
-        sizes = shape[: len(window)]
-        if padding == "valid" and any(
-            k > n for k, n in zip(window, sizes, strict=True)
-        ):
-            self.error(
-                ("layers", i, what),
-                f"{shape_text(window)} is larger than the input "
-                f"{shape_text(sizes)} with padding 'valid'",
-            )
-            return None
-        return tuple(
-            _conv_length(n, k, s, padding)
-            for n, k, s in zip(sizes, window, strides, strict=True)
-        )
-
-    def layer(self, i: int, layer: Any, name: str, shape: Shape) -> LayerPlan | None:
-        """Plan one layer from its input shape, or report why it cannot be."""
-        name_arg = f"name={py_str(name)}"
-
-        def plan(
-            cls: str,
-            args: list[str],
-            out: Shape,
-            weights: list[WeightPlan] | None = None,
-        ) -> LayerPlan:
-            return LayerPlan(
-                i, name, layer.type, cls, (*args, name_arg), out, tuple(weights or ())
-            )
-
-        def bias(size: int | Shape, cell: str | None = None) -> list[WeightPlan]:
-            if not layer.use_bias:
-                return []
-            shape_ = size if isinstance(size, tuple) else (size,)
-            return [WeightPlan("bias", shape_, "bias", "bias_regularizer", cell)]
-
-        def common(args: list[str]) -> list[str]:
-            return [
-                *args,
-                *_act(layer.activation),
-                *([] if layer.use_bias else ["use_bias=False"]),
-            ]
-
-        if isinstance(layer, DenseLayer):
-            return plan(
-                "Dense",
-                common([repr(layer.units)]),
-                (*shape[:-1], layer.units),
-                [
-                    WeightPlan(
-                        "kernel",
-                        (shape[-1], layer.units),
-                        "kernel",
-                        "kernel_regularizer",
-                    ),
-                    *bias(layer.units),
-                ],
-            )
-        if isinstance(layer, Conv1DLayer):
-            if not self.rank(i, "conv1d", shape, 2):
-                return None
-            steps = self.window(
-                i,
-                "kernel_size",
-                shape,
-                (layer.kernel_size,),
-                (layer.strides,),
-                layer.padding,
-            )
-            if steps is None:
-                return None
-            args = [repr(layer.filters), repr(layer.kernel_size)]
-            args += [f"strides={layer.strides!r}"] if layer.strides != 1 else []
-            args += (
-                [f"padding={py_str(layer.padding)}"] if layer.padding != "valid" else []
-            )
-            kernel = (layer.kernel_size, shape[-1], layer.filters)
-            return plan(
-                "Conv1D",
-                common(args),
-                (*steps, layer.filters),
-                [
-                    WeightPlan("kernel", kernel, "kernel", "kernel_regularizer"),
-                    *bias(layer.filters),
-                ],
-            )
-        if isinstance(layer, (Conv2DLayer, DepthwiseConv2DLayer, SeparableConv2DLayer)):
-            if not self.rank(i, layer.type, shape, 3):
-                return None
-            hw = self.window(
-                i, "kernel_size", shape, layer.kernel_size, layer.strides, layer.padding
-            )
-            if hw is None:
-                return None
-            channels = shape[-1]
-            args = []
-            if not isinstance(layer, DepthwiseConv2DLayer):
-                args.append(repr(layer.filters))
-            args.append(_pair_text(layer.kernel_size))
-            if layer.strides != (1, 1):
-                args.append(f"strides={_pair_text(layer.strides)}")
-            if layer.padding != "valid":
-                args.append(f"padding={py_str(layer.padding)}")
-            if not isinstance(layer, Conv2DLayer) and layer.depth_multiplier != 1:
-                args.append(f"depth_multiplier={layer.depth_multiplier!r}")
-            kh, kw = layer.kernel_size
-            if isinstance(layer, Conv2DLayer):
-                weights = [
-                    WeightPlan(
-                        "kernel",
-                        (kh, kw, channels, layer.filters),
-                        "kernel",
-                        "kernel_regularizer",
-                    ),
-                    *bias(layer.filters),
-                ]
-                return plan("Conv2D", common(args), (*hw, layer.filters), weights)
-            depth = channels * layer.depth_multiplier
-            if isinstance(layer, DepthwiseConv2DLayer):
-                weights = [
-                    WeightPlan(
-                        "kernel",
-                        (kh, kw, channels, layer.depth_multiplier),
-                        "kernel",
-                        "depthwise_regularizer",
-                    ),
-                    *bias(depth),
-                ]
-                return plan("DepthwiseConv2D", common(args), (*hw, depth), weights)
-            weights = [
-                WeightPlan(
-                    "depthwise_kernel",
-                    (kh, kw, channels, layer.depth_multiplier),
-                    "kernel",
-                    "depthwise_regularizer",
-                ),
-                WeightPlan(
-                    "pointwise_kernel",
-                    (1, 1, depth, layer.filters),
-                    "kernel",
-                    "pointwise_regularizer",
-                ),
-                *bias(layer.filters),
-            ]
-            return plan("SeparableConv2D", common(args), (*hw, layer.filters), weights)
-        if isinstance(layer, (MaxPooling2DLayer, AveragePooling2DLayer)):
-            if not self.rank(i, layer.type, shape, 3):
-                return None
-            strides = layer.strides or layer.pool_size
-            hw = self.window(
-                i, "pool_size", shape, layer.pool_size, strides, layer.padding
-            )
-            if hw is None:
-                return None
-            args = [_pair_text(layer.pool_size)]  # AveragePooling2D requires it
-            if layer.strides is not None and layer.strides != layer.pool_size:
-                args.append(f"strides={_pair_text(layer.strides)}")
-            if layer.padding != "valid":
-                args.append(f"padding={py_str(layer.padding)}")
-            cls = (
-                "MaxPooling2D"
-                if isinstance(layer, MaxPooling2DLayer)
-                else "AveragePooling2D"
-            )
-            return plan(cls, args, (*hw, shape[-1]))
-        if isinstance(layer, GlobalAveragePooling2DLayer):
-            if not self.rank(i, layer.type, shape, 3):
-                return None
-            return plan("GlobalAveragePooling2D", [], (shape[-1],))
-        if isinstance(layer, (BatchNormalizationLayer, LayerNormalizationLayer)):
-            args = []
-            if isinstance(layer, BatchNormalizationLayer) and layer.momentum != 0.99:
-                args.append(f"momentum={layer.momentum!r}")
-            if layer.epsilon != 0.001:
-                args.append(f"epsilon={layer.epsilon!r}")
-            size = (shape[-1],)
-            weights = [
-                WeightPlan("gamma", size, "norm", "gamma_regularizer"),
-                WeightPlan("beta", size, "norm", "beta_regularizer"),
-            ]
-            if isinstance(layer, BatchNormalizationLayer):
-                weights += [
-                    WeightPlan("moving_mean", size, "statistic"),
-                    WeightPlan("moving_variance", size, "statistic"),
-                ]
-                return plan("BatchNormalization", args, shape, weights)
-            return plan("LayerNormalization", args, shape, weights)
-        if isinstance(layer, EmbeddingLayer):
-            if not self.rank(i, "embedding", shape, 1):
-                return None
-            return plan(
-                "Embedding",
-                [repr(layer.input_dim), repr(layer.output_dim)],
-                (*shape, layer.output_dim),
-                [
-                    WeightPlan(
-                        "embeddings",
-                        (layer.input_dim, layer.output_dim),
-                        "kernel",
-                        "embeddings_regularizer",
+    def wire(self, names: list[str]) -> list[tuple[str, ...] | None]:
+        """Each layer's inputs by name (None where they are wrong): the layer
+        before it unless it names its `inputs`, which must come before it."""
+        index = {name: i for i, name in reversed(list(enumerate(names)))}
+        wired: list[tuple[str, ...] | None] = []
+        for i, layer in enumerate(self.spec.layers):
+            before = (INPUT, *names[:i])
+            if layer.inputs is None:
+                wired.append((before[-1],))
+                continue
+            ok = True
+            for k, ref in enumerate(layer.inputs):
+                if ref in before:
+                    continue
+                ok = False
+                where = ("layers", i, "inputs", k)
+                if ref in index:
+                    j = index[ref]
+                    self.error(
+                        where,
+                        f"{ref!r} is "
+                        + ("this layer" if j == i else f"layers[{j}], after this one")
+                        + ": a layer takes only the outputs of layers before it "
+                        "(a model is a graph without cycles)",
                     )
-                ],
-            )
-        if isinstance(layer, (LSTMLayer, GRULayer, SimpleRNNLayer)):
-            if not self.rank(i, layer.type, shape, 2):
-                return None
-            gates = {"lstm": 4, "gru": 3, "simple_rnn": 1}[layer.type]
-            cls = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}[layer.type]
-            cell = f"{layer.type}_cell"
-            u = layer.units
-            args = [repr(u)]
-            if layer.activation != "tanh":
-                args.append(f"activation={py_str(layer.activation)}")
-            if not layer.use_bias:
-                args.append("use_bias=False")
-            if layer.return_sequences:
-                args.append("return_sequences=True")
-            if layer.dropout:
-                args.append(f"dropout={layer.dropout!r}")
-            if layer.recurrent_dropout:
-                args.append(f"recurrent_dropout={layer.recurrent_dropout!r}")
-            # Keras' GRU (reset_after=True) keeps two bias vectors.
-            bias_shape = (2, gates * u) if layer.type == "gru" else (gates * u,)
-            weights = [
-                WeightPlan(
-                    "kernel",
-                    (shape[-1], gates * u),
-                    "kernel",
-                    "kernel_regularizer",
-                    cell,
-                ),
-                WeightPlan(
-                    "recurrent_kernel",
-                    (u, gates * u),
-                    "kernel",
-                    "recurrent_regularizer",
-                    cell,
-                ),
-                *bias(bias_shape, cell),
-            ]
-            out = (shape[0], u) if layer.return_sequences else (u,)
-            return plan(cls, args, out, weights)
-        if isinstance(layer, DropoutLayer):
-            return plan("Dropout", [repr(layer.rate)], shape)
-        if isinstance(layer, FlattenLayer):
-            return plan("Flatten", [], (math.prod(shape),))
-        if isinstance(layer, ReshapeLayer):
-            target = self.reshape(("layers", i), layer.target_shape, shape)
-            if target is None:
-                return None
-            return plan("Reshape", [shape_text(tuple(layer.target_shape))], target)
-        if isinstance(layer, RescalingLayer):
-            args = [repr(layer.scale)]
-            if layer.offset:
-                args.append(f"offset={layer.offset!r}")
-            return plan("Rescaling", args, shape)
-        if isinstance(layer, ActivationLayer):
-            return plan("Activation", [py_str(layer.activation)], shape)
-        raise AssertionError(f"unplanned layer type: {layer!r}")
+                else:
+                    self.error(
+                        where, f"no layer is named {ref!r}", closest(ref, before)
+                    )
+            wired.append(tuple(layer.inputs) if ok else None)
+        wired = [
+            inputs if inputs is None or self.check_arity(i, inputs) else None
+            for i, inputs in enumerate(wired)
+        ]
+        self.check_used(names, wired)
+        return wired
 
-    def reshape(self, path: FieldPath, target: list[int], shape: Shape) -> Shape | None:
-        where = (*path, "target_shape")
-        size = math.prod(shape)
-        if any(d == 0 for d in target) or target.count(-1) > 1:
-            self.error(where, "sizes must be positive, with at most one -1 (inferred)")
-            return None
-        known = math.prod(d for d in target if d != -1)
-        if -1 in target:
-            if size % known:
+    def check_arity(self, i: int, inputs: tuple[str, ...]) -> bool:
+        """Whether layer `i` takes as many inputs as it names; say so if not."""
+        layer = self.spec.layers[i]
+        where = ("layers", i, "inputs") if layer.inputs else ("layers", i)
+        errors = len(self.errors)
+        if isinstance(layer, MergeSpec):
+            if len(inputs) < 2:
                 self.error(
                     where,
-                    f"cannot reshape {shape_text(shape)} ({size} values) to {target}: "
-                    f"{size} is not a multiple of {known}",
+                    f"{layer.kind} joins two or more inputs, but it has one "
+                    f"({inputs[0]}); name them, e.g. inputs: "
+                    f"[{inputs[0]}, NAME]",
                 )
-                return None
-            return tuple(size // known if d == -1 else d for d in target)
-        if known != size:
+            elif len(inputs) > layer.max_inputs:
+                self.error(
+                    where,
+                    f"{layer.kind} takes {layer.max_inputs} inputs, but it has "
+                    f"{len(inputs)}",
+                )
+        elif len(inputs) > 1:
             self.error(
                 where,
-                f"cannot reshape {shape_text(shape)} ({size} values) to {target} "
-                f"({known} values)",
+                f"{layer.kind} takes one input, but inputs names {len(inputs)}; "
+                "join them first with a merge layer (add, concatenate, ...)",
             )
+        return len(self.errors) == errors
+
+    def check_used(self, names: list[str], wired: list[tuple[str, ...] | None]) -> None:
+        """Every layer but the last must feed another: only the last layer's
+        output is the model's, so any other unused output is a dead branch."""
+        used = {ref for inputs in wired if inputs for ref in inputs}
+        if any(inputs is None for inputs in wired):
+            return  # a wrong reference may be what was meant to use it
+        for i, name in enumerate(names[:-1]):
+            if name not in used:
+                self.error(
+                    ("layers", i),
+                    f"the output of {name} is never used: only the last layer's "
+                    "output is the model's; pass it to a later layer in its inputs, "
+                    "or remove it",
+                )
+
+    # --- one layer --------------------------------------------------------------
+
+    def layer(
+        self, i: int, layer: LayerSpec, name: str, inputs: list[tuple[str, Shape]]
+    ) -> LayerPlan | None:
+        """Plan one layer from its inputs' shapes, or report why it cannot be."""
+        place = _Place(self, ("layers", i))
+        if isinstance(layer, MergeSpec):
+            shape = inputs[0][1]
+            out = layer.merged_shape(inputs, place)
+        else:
+            ((_, shape),) = inputs
+            rank = layer.input_rank
+            if rank is not None and len(shape) != rank:
+                place.error("type", rank_error(layer.kind, shape, rank))
+                return None
+            out = layer.output_shape(shape, place)
+        if out is None:
             return None
-        return tuple(target)
+        return LayerPlan(
+            index=i,
+            name=name,
+            type=layer.kind,
+            keras_class=layer.keras_class,
+            args=(*layer.arguments(), f"name={py_str(name)}"),
+            output_shape=out,
+            weights=tuple(layer.weights(shape)),
+            inputs=tuple(ref for ref, _ in inputs),
+        )
+
+    def layers(self) -> list[LayerPlan]:
+        """Every layer planned, each from the shapes of its inputs; a layer
+        whose input failed is left out (its error says why)."""
+        names = self.names()
+        wired = self.wire(names)
+        shapes: dict[str, Shape] = {INPUT: tuple(self.spec.input.shape)}
+        planned: list[LayerPlan] = []
+        for i, (layer, name, refs) in enumerate(
+            zip(self.spec.layers, names, wired, strict=True)
+        ):
+            if refs is None or any(ref not in shapes for ref in refs):
+                continue
+            plan = self.layer(i, layer, name, [(ref, shapes[ref]) for ref in refs])
+            if plan is None:
+                continue
+            shapes[name] = plan.output_shape
+            l2 = getattr(layer, "l2", None)
+            planned.append(_assign_l2(plan, l2, self.spec))
+        return planned
 
     def check_recipe(self, recipe: Recipe, layers: list[LayerPlan]) -> None:
         spec = self.spec
@@ -675,29 +464,27 @@ class _Planner:
             )
         # The model's last transformation must be a softmax: layers that only
         # move values around (dropout, flatten, reshape) may follow it.
-        final = [
-            (i, lay)
-            for i, lay in enumerate(spec.layers)
-            if not isinstance(lay, (DropoutLayer, FlattenLayer, ReshapeLayer))
-        ]
-        if final:
-            i, lay = final[-1]
-            if not isinstance(lay, (DenseLayer, ActivationLayer)):
-                self.error(
-                    ("layers", i),
-                    f"the model ends with a {lay.type} layer, but loss "
-                    f"{spec.train.loss!r} expects class probabilities: end with a "
-                    "dense or activation layer with activation 'softmax'",
-                )
-            elif lay.activation != "softmax":
-                self.error(
-                    ("layers", i, "activation"),
-                    f"the last {lay.type} layer must use activation 'softmax': loss "
-                    f"{spec.train.loss!r} expects class probabilities",
-                )
+        by_name = {lay.name: lay for lay in layers}
+        while last.type in _PASSTHROUGH and last.inputs[0] in by_name:
+            last = by_name[last.inputs[0]]
+        i, lay = last.index, spec.layers[last.index]
+        activation = getattr(lay, "activation", None)
+        if lay.kind not in ("dense", "activation"):
+            self.error(
+                ("layers", i),
+                f"the model ends with a {lay.kind} layer, but loss "
+                f"{spec.train.loss!r} expects class probabilities: end with a "
+                "dense or activation layer with activation 'softmax'",
+            )
+        elif activation != "softmax":
+            self.error(
+                ("layers", i, "activation"),
+                f"the last {lay.kind} layer must use activation 'softmax': loss "
+                f"{spec.train.loss!r} expects class probabilities",
+            )
         # Embeddings look up integer ids: they must see the data unscaled.
         for i, embedding in enumerate(spec.layers):
-            if isinstance(embedding, EmbeddingLayer) and (i > 0 or recipe.image_shape):
+            if embedding.kind == "embedding" and (i > 0 or recipe.image_shape):
                 self.error(
                     ("layers", i, "type"),
                     "an embedding looks up integer ids, so it must be the first "
@@ -716,7 +503,7 @@ class _Planner:
         t = export.tflite
         quantize = tuple(t.quantize)
         if "quantize" not in t.model_fields_set and any(
-            lay.type in _RECURRENT for lay in layers
+            not KINDS[lay.type].tflite_int8 for lay in layers
         ):
             quantize = tuple(m for m in quantize if m != "int8")  # see check_tflite
         return TFLitePlan(
@@ -739,22 +526,23 @@ class _Planner:
                     "remove these options",
                 )
             return
-        recurrent = [lay for lay in layers if lay.type in _RECURRENT]
-        if recurrent and export.tflite.batch == "dynamic":
+        static = [lay for lay in layers if not KINDS[lay.type].tflite_dynamic_batch]
+        if static and export.tflite.batch == "dynamic":
             self.error(
                 ("export", "tflite", "batch"),
-                f"layers[{recurrent[0].index}] ({recurrent[0].type}) converts to "
+                f"layers[{static[0].index}] ({static[0].type}) converts to "
                 "TFLite only with a static batch; use batch: 1",
             )
+        no_int8 = [lay for lay in layers if not KINDS[lay.type].tflite_int8]
         if (
-            recurrent
+            no_int8
             and "int8" in export.tflite.quantize
             and "quantize" in export.tflite.model_fields_set
         ):
             self.error(
                 ("export", "tflite", "quantize"),
-                f"int8 cannot quantize layers[{recurrent[0].index}] "
-                f"({recurrent[0].type}): full-integer conversion of recurrent "
+                f"int8 cannot quantize layers[{no_int8[0].index}] "
+                f"({no_int8[0].type}): full-integer conversion of recurrent "
                 "layers crashes the TFLite converter; use none, float16 or dynamic",
             )
 
@@ -815,23 +603,75 @@ class _Planner:
         recipe = recipe_for(
             spec.train.recipe, spec.train.num_classes, spec.train.labels
         )
-        names = self.names()
-        shape: Shape = tuple(spec.input.shape)
-        layers: list[LayerPlan] = []
-        for i, (layer, name) in enumerate(zip(spec.layers, names, strict=True)):
-            planned = self.layer(i, layer, name, shape)
-            if planned is None:
-                break  # later shapes are unknown; don't report knock-on errors
-            layers.append(_assign_l2(planned, getattr(layer, "l2", None), spec))
-            shape = planned.output_shape
+        layers = self.layers()
         self.check_size(layers)
         self.check_recipe(recipe, layers)
         self.check_weight_decay(layers)
         self.check_tflite(layers)
         steps_per_execution = self.steps_per_execution()
         if self.errors:
-            return self.errors
+            # In the order of the file, as a reader goes through it.
+            return sorted(self.errors, key=lambda e: (e.line or 0, e.column or 0))
+        optimizer = self.optimizer(layers)
+        return ModelPlan(
+            name=spec.name,
+            description=spec.description,
+            source_file=self.source.file,
+            spec_sha256=self.source.sha256,
+            input_shape=tuple(spec.input.shape),
+            l2=spec.l2,
+            l2_bias=spec.l2_bias,
+            layers=tuple(layers),
+            optimizer=optimizer.cls,
+            optimizer_args=optimizer.args,
+            loss=py_str(spec.train.loss),
+            metrics="[" + ", ".join(py_str(m) for m in spec.train.metrics) + "]",
+            recipe=recipe,
+            epochs=spec.train.epochs,
+            batch_size=spec.train.batch_size,
+            seed=spec.train.seed,
+            export_formats=tuple(spec.export.formats),
+            constants=self.constants(layers, optimizer, steps_per_execution),
+            tflite=self.tflite_plan(layers),
+            distribute=spec.train.distribute,
+            weight_decay=spec.train.optimizer.weight_decay,
+            no_weight_decay=optimizer.no_decay,
+            data=spec.train.data,
+            history_keys=tuple(
+                prefix + name
+                for prefix in ("", "val_")
+                for name in ("loss", *spec.train.metrics)
+            ),
+            data_path=(
+                SpecPath("train.data", self.source.file, spec.train.data, self.folder)
+                if spec.train.data is not None
+                else None
+            ),
+        )
 
+    def optimizer(self, layers: list[LayerPlan]) -> _Optimizer:
+        """The optimizer, and the weights its decoupled weight decay skips."""
+        opt = self.spec.train.optimizer
+        cls = f"keras.optimizers.{_OPTIMIZERS[opt.type]}"
+        if opt.weight_decay == 0:
+            return _Optimizer(cls, ("learning_rate=LEARNING_RATE",), ())
+        if opt.type == "adam":
+            cls = "keras.optimizers.AdamW"
+        scope = self.spec.name if _is_stack(layers) else None
+        no_decay = tuple(
+            w.path(scope, lay.name)
+            for lay in layers
+            for w in lay.weights
+            if w.role != "statistic" and w.weight_decay == 0
+        )
+        args = ("learning_rate=LEARNING_RATE", "weight_decay=WEIGHT_DECAY")
+        return _Optimizer(cls, args, no_decay)
+
+    def constants(
+        self, layers: list[LayerPlan], optimizer: _Optimizer, steps_per_execution: int
+    ) -> tuple[Constant, ...]:
+        """The module's named hyperparameters, in the order they are printed."""
+        spec = self.spec
         opt = spec.train.optimizer
         constants = [
             Constant("INPUT_SHAPE", shape_text(tuple(spec.input.shape))),
@@ -843,9 +683,6 @@ class _Planner:
             Constant("L2", repr(spec.l2), _l2_comment(spec, layers)),
             Constant("LEARNING_RATE", repr(opt.learning_rate)),
         ]
-        optimizer = f"keras.optimizers.{_OPTIMIZERS[opt.type]}"
-        optimizer_args: tuple[str, ...] = ("learning_rate=LEARNING_RATE",)
-        no_decay: tuple[str, ...] = ()
         if opt.weight_decay > 0:
             constants.append(
                 Constant(
@@ -854,23 +691,15 @@ class _Planner:
                     "decoupled weight decay (Loshchilov & Hutter)",
                 )
             )
-            if opt.type == "adam":
-                optimizer = "keras.optimizers.AdamW"
-            optimizer_args = (*optimizer_args, "weight_decay=WEIGHT_DECAY")
-            no_decay = tuple(
-                w.path(spec.name, lay.name)
-                for lay in layers
-                for w in lay.weights
-                if w.role != "statistic" and w.weight_decay == 0
-            )
-            if no_decay:
-                constants.append(
-                    Constant(
-                        "NO_WEIGHT_DECAY",
-                        "(\n" + "".join(f"    {py_str(p)},\n" for p in no_decay) + ")",
-                        "trainable weights that weight decay leaves alone",
-                    )
+        if optimizer.no_decay:
+            paths = "".join(f"    {py_str(p)},\n" for p in optimizer.no_decay)
+            constants.append(
+                Constant(
+                    "NO_WEIGHT_DECAY",
+                    "(\n" + paths + ")",
+                    "trainable weights that weight decay leaves alone",
                 )
+            )
         constants += [
             Constant("EPOCHS", repr(spec.train.epochs)),
             Constant("BATCH_SIZE", repr(spec.train.batch_size)),
@@ -894,41 +723,20 @@ class _Planner:
                 "OUT", py_str(f"{spec.name}.keras"), "where main() saves the model"
             ),
         ]
-        return ModelPlan(
-            name=spec.name,
-            description=spec.description,
-            source_file=self.source.file,
-            spec_sha256=self.source.sha256,
-            input_shape=tuple(spec.input.shape),
-            l2=spec.l2,
-            l2_bias=spec.l2_bias,
-            layers=tuple(layers),
-            optimizer=optimizer,
-            optimizer_args=optimizer_args,
-            loss=py_str(spec.train.loss),
-            metrics="[" + ", ".join(py_str(m) for m in spec.train.metrics) + "]",
-            recipe=recipe,
-            epochs=spec.train.epochs,
-            batch_size=spec.train.batch_size,
-            seed=spec.train.seed,
-            export_formats=tuple(spec.export.formats),
-            constants=tuple(constants),
-            tflite=self.tflite_plan(layers),
-            distribute=spec.train.distribute,
-            weight_decay=opt.weight_decay,
-            no_weight_decay=no_decay,
-            data=spec.train.data,
-            history_keys=tuple(
-                prefix + name
-                for prefix in ("", "val_")
-                for name in ("loss", *spec.train.metrics)
-            ),
-            data_path=(
-                SpecPath("train.data", self.source.file, spec.train.data, self.folder)
-                if spec.train.data is not None
-                else None
-            ),
-        )
+        return tuple(constants)
+
+
+@dataclass(frozen=True)
+class _Optimizer:
+    cls: str
+    args: tuple[str, ...]
+    no_decay: tuple[str, ...]
+
+
+def _is_stack(layers: tuple[LayerPlan, ...] | list[LayerPlan]) -> bool:
+    """Whether each layer takes the one before it (the first: the input)."""
+    before = (INPUT, *(layer.name for layer in layers))
+    return all(layer.inputs == (before[i],) for i, layer in enumerate(layers))
 
 
 def _l2_comment(spec: Spec, layers: list[LayerPlan]) -> str:

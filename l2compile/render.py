@@ -60,6 +60,73 @@ def _layer_view(layer: LayerPlan) -> _LayerView:
     return _LayerView(layer.keras_class, args, _fits(_LAYER_INDENT, line))
 
 
+@dataclass(frozen=True)
+class _CallView:
+    """One line (or block) of a functional model: `target = Layer(args)(source)`."""
+
+    target: str
+    keras_class: str
+    args: tuple[str, ...]
+    source: str
+    one_line: bool
+    #: Where the call's arguments are split one a line: its inputs, one a
+    #: line too where `)([a, b])` is too long (as ruff lays them out).
+    sources: tuple[str, ...] | None
+
+
+#: Names build_model() itself uses, which a layer's variable must not take.
+_RESERVED = frozenset({"inputs", "outputs", "x", "layers", "keras", "regularizers"})
+_LONGEST_VARIABLE = 32
+
+
+def _variables(plan: ModelPlan) -> dict[str, str]:
+    """The variable holding each layer's output in a functional model.
+
+    As keras.io examples write it: `x` where the next layer alone reads it,
+    `outputs` for the last layer, and the layer's own name where it is read
+    further on (a residual's start, a branch).
+    """
+    names = {layer.name for layer in plan.layers}
+    readers: dict[str, list[int]] = {}
+    for layer in plan.layers:
+        for ref in layer.inputs:
+            readers.setdefault(ref, []).append(layer.index)
+    variables = {"input": "inputs"}
+    for layer in plan.layers:
+        if layer is plan.layers[-1]:
+            variables[layer.name] = "outputs"
+        elif set(readers.get(layer.name, ())) == {layer.index + 1}:
+            variables[layer.name] = "x"
+        else:
+            # A long name would make lines no formatter can split.
+            variable = layer.name
+            if len(variable) > _LONGEST_VARIABLE:
+                variable = f"{variable[: _LONGEST_VARIABLE - 8]}_{layer.index}"
+            while variable in _RESERVED or (
+                variable != layer.name and variable in names
+            ):
+                variable += "_"
+            variables[layer.name] = variable
+    return variables
+
+
+def _calls(plan: ModelPlan) -> list[_CallView]:
+    variables = _variables(plan)
+    calls = []
+    for layer in plan.layers:
+        sources = [variables[ref] for ref in layer.inputs]
+        source = f"[{', '.join(sources)}]" if len(sources) > 1 else sources[0]
+        target = variables[layer.name]
+        args = layer.all_args
+        line = f"{target} = layers.{layer.keras_class}({', '.join(args)})({source})"
+        one_line = _fits(4, line)
+        split = None if one_line or _fits(4, f")({source})") else tuple(sources)
+        calls.append(
+            _CallView(target, layer.keras_class, args, source, one_line, split)
+        )
+    return calls
+
+
 def docstring(text: str) -> str:
     """A triple-quoted literal whose value is exactly `text`, and inert.
 
@@ -147,7 +214,9 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "name": plan.name,
         "model_name": py_str(plan.name),
         "constants": [_constant_view(constant) for constant in plan.constants],
+        "sequential": plan.is_stack,
         "layers": [_layer_view(layer) for layer in plan.layers],
+        "calls": [] if plan.is_stack else _calls(plan),
         "optimizer": plan.optimizer,
         "optimizer_args": plan.optimizer_args,
         "optimizer_one_line": _fits(

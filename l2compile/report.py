@@ -14,7 +14,7 @@ def weights(plan: ModelPlan) -> list[dict[str, Any]]:
             "layer": layer.name,
             "type": layer.type,
             "weight": w.name,
-            "path": w.path(plan.name, layer.name),
+            "path": plan.weight_path(layer, w),
             "shape": list(w.shape),
             "params": w.params,
             "trainable": w.role != "statistic",

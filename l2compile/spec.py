@@ -10,27 +10,27 @@ from __future__ import annotations
 import functools
 import importlib.machinery
 import importlib.metadata
-import keyword
 import os
 import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
-
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    WithJsonSchema,
-    model_validator,
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Literal,
+    Union,
+    get_args,
+    get_origin,
 )
+
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from l2compile.errors import FieldPath, SpecError, closest
+from l2compile.fields import Identifier, L2Coefficient, PositiveInt, StrictModel
+from l2compile.layers import KINDS, LAYER_TYPES, LayerSpec
 from l2compile.source import Document, read_spec_file
 
 # The generated module is run as a script from its own folder, which then comes
@@ -72,23 +72,6 @@ def _distribution_packages() -> frozenset[str]:
     return frozenset(importlib.metadata.packages_distributions())
 
 
-def _check_identifier(value: str) -> str:
-    if (
-        not value
-        or not (value[0].isascii() and value[0].isalpha())
-        or not all(
-            c.isascii() and (c.islower() or c.isdigit() or c == "_") for c in value
-        )
-    ):
-        raise ValueError(
-            "must be lowercase letters, digits and underscores, starting with a "
-            "letter (it becomes a Python name)"
-        )
-    if keyword.iskeyword(value):
-        raise ValueError(f"{value!r} is a Python keyword")
-    return value
-
-
 def _one_line(value: str) -> str:
     if not value.isprintable():
         raise ValueError(
@@ -111,272 +94,16 @@ def _check_module_name(value: str) -> str:
     return value
 
 
-Identifier = Annotated[
-    str, Field(min_length=1, max_length=64), AfterValidator(_check_identifier)
-]
 ModuleName = Annotated[Identifier, AfterValidator(_check_module_name)]
-PositiveInt = Annotated[int, Field(gt=0, le=2**53)]  # size limits: plan.MAX_PARAMS
-L2Coefficient = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
-Activation = Literal[
-    "linear",
-    "relu",
-    "relu6",
-    "leaky_relu",
-    "elu",
-    "selu",
-    "gelu",
-    "silu",
-    "swish",
-    "mish",
-    "sigmoid",
-    "hard_sigmoid",
-    "tanh",
-    "softmax",
-    "log_softmax",
-    "softplus",
-    "softsign",
-    "exponential",
-]
-
-
-class StrictModel(BaseModel):
-    """Unknown fields are errors; a spec is never silently half-read.
-
-    Values are taken as YAML typed them: `units: true` or `units: "10"` is an
-    error, not 1 or 10 (an int is still a fine float).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class _Layer(StrictModel):
-    name: Identifier | None = Field(
-        default=None, description="Layer name; defaults to <type>_<n>."
-    )
-
-
-class _Weighted(_Layer):
-    """A layer with weights: its `l2` overrides the spec's global `l2`."""
-
-    l2: L2Coefficient | None = Field(
-        default=None,
-        description="Overrides the global l2 for this layer; 0 turns it off.",
-    )
-
-
-def _pair(value: Any) -> Any:
-    """`3` means `(3, 3)`: Keras' own shorthand for 2-D sizes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value, value)
-    return tuple(value) if isinstance(value, list) else value
-
-
-_POSITIVE = {"type": "integer", "exclusiveMinimum": 0}
-Pair = Annotated[
-    tuple[PositiveInt, PositiveInt],
-    BeforeValidator(_pair),
-    # Editors should accept `3` as well as `[3, 3]`, as the validator does.
-    WithJsonSchema(
-        {
-            "anyOf": [
-                _POSITIVE,
-                {"type": "array", "items": _POSITIVE, "minItems": 2, "maxItems": 2},
-            ]
-        }
-    ),
-]
-Padding = Literal["valid", "same"]
-Rate = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
-
-
-class DenseLayer(_Weighted):
-    """A fully connected layer (`keras.layers.Dense`)."""
-
-    type: Literal["dense"]
-    units: PositiveInt
-    activation: Activation = "linear"
-    use_bias: bool = True
-
-
-class Conv1DLayer(_Weighted):
-    """A 1-D convolution over (steps, channels)."""
-
-    type: Literal["conv1d"]
-    filters: PositiveInt
-    kernel_size: PositiveInt
-    strides: PositiveInt = 1
-    padding: Padding = "valid"
-    activation: Activation = "linear"
-    use_bias: bool = True
-
-
-class _Conv2D(_Weighted):
-    kernel_size: Pair
-    strides: Pair = (1, 1)
-    padding: Padding = "valid"
-    activation: Activation = "linear"
-    use_bias: bool = True
-
-
-class Conv2DLayer(_Conv2D):
-    """A 2-D convolution over (height, width, channels)."""
-
-    type: Literal["conv2d"]
-    filters: PositiveInt
-
-
-class DepthwiseConv2DLayer(_Conv2D):
-    """One 2-D filter per input channel (times `depth_multiplier`)."""
-
-    type: Literal["depthwise_conv2d"]
-    depth_multiplier: PositiveInt = 1
-
-
-class SeparableConv2DLayer(_Conv2D):
-    """A depthwise convolution followed by a 1x1 pointwise convolution."""
-
-    type: Literal["separable_conv2d"]
-    filters: PositiveInt
-    depth_multiplier: PositiveInt = 1
-
-
-class _Pooling2D(_Layer):
-    pool_size: Pair = (2, 2)
-    strides: Pair | None = Field(default=None, description="Defaults to pool_size.")
-    padding: Padding = "valid"
-
-
-class MaxPooling2DLayer(_Pooling2D):
-    """The maximum over each pool_size window."""
-
-    type: Literal["max_pooling2d"]
-
-
-class AveragePooling2DLayer(_Pooling2D):
-    """The mean over each pool_size window."""
-
-    type: Literal["average_pooling2d"]
-
-
-class GlobalAveragePooling2DLayer(_Layer):
-    """The mean over height and width: (h, w, c) -> (c,)."""
-
-    type: Literal["global_average_pooling2d"]
-
-
-class BatchNormalizationLayer(_Weighted):
-    """Normalizes over the batch; gamma and beta are learned."""
-
-    type: Literal["batch_normalization"]
-    momentum: Rate = 0.99
-    epsilon: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.001
-
-
-class LayerNormalizationLayer(_Weighted):
-    """Normalizes over the last axis of each sample; gamma and beta are learned."""
-
-    type: Literal["layer_normalization"]
-    epsilon: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.001
-
-
-class EmbeddingLayer(_Weighted):
-    """Integer ids -> vectors: (length,) -> (length, output_dim)."""
-
-    type: Literal["embedding"]
-    input_dim: PositiveInt
-    output_dim: PositiveInt
-
-
-class _Recurrent(_Weighted):
-    units: PositiveInt
-    activation: Activation = "tanh"
-    use_bias: bool = True
-    return_sequences: bool = False
-    dropout: Rate = 0.0
-    recurrent_dropout: Rate = 0.0
-
-
-class LSTMLayer(_Recurrent):
-    """Long short-term memory over (timesteps, features)."""
-
-    type: Literal["lstm"]
-
-
-class GRULayer(_Recurrent):
-    """Gated recurrent unit over (timesteps, features)."""
-
-    type: Literal["gru"]
-
-
-class SimpleRNNLayer(_Recurrent):
-    """A fully connected recurrent layer over (timesteps, features)."""
-
-    type: Literal["simple_rnn"]
-
-
-class DropoutLayer(_Layer):
-    """Randomly zeroes a fraction of its inputs while training."""
-
-    type: Literal["dropout"]
-    rate: Rate
-
-
-class FlattenLayer(_Layer):
-    """Flattens everything but the batch dimension."""
-
-    type: Literal["flatten"]
-
-
-class ReshapeLayer(_Layer):
-    """Reshapes everything but the batch dimension."""
-
-    type: Literal["reshape"]
-    target_shape: Annotated[
-        list[Annotated[int, Field(ge=-1, le=2**31 - 1)]],
-        Field(min_length=1, max_length=8),
+if TYPE_CHECKING:
+    Layer = LayerSpec
+else:
+    # One class per layer kind, told apart by `type`: the registry's kinds.
+    Layer = Annotated[
+        Union[tuple(KINDS[name] for name in LAYER_TYPES)],  # noqa: UP007 (a runtime tuple)
+        Field(discriminator="type"),
     ]
-
-
-class RescalingLayer(_Layer):
-    """Multiplies by `scale`, then adds `offset`."""
-
-    type: Literal["rescaling"]
-    scale: Annotated[float, Field(allow_inf_nan=False)]
-    offset: Annotated[float, Field(allow_inf_nan=False)] = 0.0
-
-
-class ActivationLayer(_Layer):
-    """Applies an activation function on its own."""
-
-    type: Literal["activation"]
-    activation: Activation
-
-
-Layer = Annotated[
-    Union[  # noqa: UP007
-        DenseLayer,
-        Conv1DLayer,
-        Conv2DLayer,
-        DepthwiseConv2DLayer,
-        SeparableConv2DLayer,
-        MaxPooling2DLayer,
-        AveragePooling2DLayer,
-        GlobalAveragePooling2DLayer,
-        BatchNormalizationLayer,
-        LayerNormalizationLayer,
-        EmbeddingLayer,
-        LSTMLayer,
-        GRULayer,
-        SimpleRNNLayer,
-        DropoutLayer,
-        FlattenLayer,
-        ReshapeLayer,
-        RescalingLayer,
-        ActivationLayer,
-    ],
-    Field(discriminator="type"),
-]
 
 
 class InputSpec(StrictModel):
@@ -429,7 +156,7 @@ class TrainSpec(StrictModel):
     loss: Literal["sparse_categorical_crossentropy"] = "sparse_categorical_crossentropy"
     metrics: Annotated[
         list[Literal["accuracy"]], Field(min_length=1), AfterValidator(_unique)
-    ] = ["accuracy"]
+    ] = ["accuracy"]  # noqa: RUF012 (pydantic copies defaults)
     epochs: Annotated[int, Field(gt=0, le=100_000)]
     batch_size: Annotated[int, Field(gt=0, le=1_000_000)]
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
@@ -534,7 +261,7 @@ class TFLiteSpec(StrictModel):
 
 
 class ExportSpec(StrictModel):
-    formats: Annotated[list[ExportFormat], AfterValidator(_unique)] = [
+    formats: Annotated[list[ExportFormat], AfterValidator(_unique)] = [  # noqa: RUF012
         "keras",
         "saved_model",
         "tflite",
@@ -562,12 +289,6 @@ class Spec(StrictModel):
     layers: Annotated[list[Layer], Field(min_length=1, max_length=1000)]
     train: TrainSpec
     export: ExportSpec = ExportSpec()
-
-
-LAYER_TYPES: tuple[str, ...] = tuple(
-    get_args(model.model_fields["type"].annotation)[0]
-    for model in get_args(get_args(Layer)[0])
-)
 
 
 @dataclass(frozen=True)

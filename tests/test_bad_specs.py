@@ -27,6 +27,9 @@ def test_the_corpus_covers_the_cases_users_hit() -> None:
         "deep_nesting", "long_string", "duplicate_keys", "alias_bomb",
         "injection_name", "injection_labels", "injection_layer_name",
         "yes_bool", "yaml11_values", "shadow_installed", "many_values_unknown_key",
+        "graph_unknown_input", "graph_later_layer", "graph_dead_branch",
+        "graph_merge_one_input", "graph_merge_shapes", "graph_two_inputs_not_merged",
+        "graph_concatenate",
     }  # fmt: skip
 
 

@@ -237,7 +237,7 @@ def test_every_layer_trains_exports_and_converts(
     assert "model.tflite" in result.artifacts
     assert abs(result.metrics["tflite"]["files"]["none"]["accuracy_drop"]) <= 0.001
     expected_norms = {
-        w.path(spec.plan.name, layer.name)
+        spec.plan.weight_path(layer, w)
         for layer in spec.plan.layers
         for w in layer.weights
         if w.l2 > 0 or w.weight_decay > 0

@@ -16,10 +16,11 @@ from .conftest import SMALL_SPEC, SPECS, compile_errors
 # that the line numbers below count from its `name:` at line 4.
 GOOD = (SPECS / "mnist.yaml").read_text(encoding="utf-8").split("\n", 1)[1]
 ALL_TYPES = (
-    "dense, conv1d, conv2d, depthwise_conv2d, separable_conv2d, max_pooling2d, "
-    "average_pooling2d, global_average_pooling2d, batch_normalization, "
-    "layer_normalization, embedding, lstm, gru, simple_rnn, dropout, flatten, "
-    "reshape, rescaling, activation"
+    "dense, embedding, rescaling, activation, conv1d, conv2d, "
+    "depthwise_conv2d, separable_conv2d, max_pooling2d, average_pooling2d, "
+    "global_average_pooling2d, batch_normalization, layer_normalization, "
+    "lstm, gru, simple_rnn, dropout, flatten, reshape, add, subtract, "
+    "multiply, average, maximum, concatenate"
 )
 
 
@@ -448,11 +449,11 @@ def test_int8_and_dynamic_batch_are_refused_for_recurrent_layers(
         )
     )
     assert compile_errors(text, tmp_path) == [
-        "spec.yaml:22:43: error: export.tflite.batch: layers[0] (lstm) converts to "
-        "TFLite only with a static batch; use batch: 1",
         "spec.yaml:22:22: error: export.tflite.quantize: int8 cannot quantize "
         "layers[0] (lstm): full-integer conversion of recurrent layers crashes the "
         "TFLite converter; use none, float16 or dynamic",
+        "spec.yaml:22:43: error: export.tflite.batch: layers[0] (lstm) converts to "
+        "TFLite only with a static batch; use batch: 1",
     ]
 
 

@@ -59,7 +59,7 @@ def build_model() -> keras.Model:
                 10,
                 activation="softmax",
                 kernel_regularizer=regularizers.L2(L2),
-                name="dense_1",
+                name="dense_2",
             ),
         ],
         name="long_nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn",

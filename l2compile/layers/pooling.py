@@ -1,0 +1,66 @@
+"""Pooling: windows over 2-D maps, and global pooling."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from l2compile.fields import Padding, Pair
+from l2compile.layers.base import (
+    LayerSpec,
+    Place,
+    Shape,
+    pair_text,
+    py_str,
+    register,
+    window,
+)
+
+
+class _Pooling2D(LayerSpec):
+    input_rank: ClassVar[int | None] = 3
+    pool_size: Pair = (2, 2)
+    strides: Pair | None = Field(default=None, description="Defaults to pool_size.")
+    padding: Padding = "valid"
+
+    def arguments(self) -> list[str]:
+        args = [pair_text(self.pool_size)]  # AveragePooling2D requires it
+        if self.strides is not None and self.strides != self.pool_size:
+            args.append(f"strides={pair_text(self.strides)}")
+        if self.padding != "valid":
+            args.append(f"padding={py_str(self.padding)}")
+        return args
+
+    def output_shape(self, shape: Shape, place: Place) -> Shape | None:
+        strides = self.strides or self.pool_size
+        hw = window(place, "pool_size", shape, self.pool_size, strides, self.padding)
+        return None if hw is None else (*hw, shape[-1])
+
+
+@register
+class MaxPooling2DLayer(_Pooling2D):
+    """The maximum over each pool_size window."""
+
+    keras_class: ClassVar[str] = "MaxPooling2D"
+    type: Literal["max_pooling2d"]
+
+
+@register
+class AveragePooling2DLayer(_Pooling2D):
+    """The mean over each pool_size window."""
+
+    keras_class: ClassVar[str] = "AveragePooling2D"
+    type: Literal["average_pooling2d"]
+
+
+@register
+class GlobalAveragePooling2DLayer(LayerSpec):
+    """The mean over height and width: (h, w, c) -> (c,)."""
+
+    keras_class: ClassVar[str] = "GlobalAveragePooling2D"
+    input_rank: ClassVar[int | None] = 3
+    type: Literal["global_average_pooling2d"]
+
+    def output_shape(self, shape: Shape, place: Place) -> Shape | None:
+        return (shape[-1],)
