@@ -64,3 +64,15 @@ class GlobalAveragePooling2DLayer(LayerSpec):
 
     def output_shape(self, shape: Shape, place: Place) -> Shape | None:
         return (shape[-1],)
+
+
+@register
+class GlobalMaxPooling2DLayer(LayerSpec):
+    """The maximum over height and width: (h, w, c) -> (c,)."""
+
+    keras_class: ClassVar[str] = "GlobalMaxPooling2D"
+    input_rank: ClassVar[int | None] = 3
+    type: Literal["global_max_pooling2d"]
+
+    def output_shape(self, shape: Shape, place: Place) -> Shape | None:
+        return (shape[-1],)
