@@ -1,8 +1,10 @@
-"""Layers that only act while training: dropout."""
+"""Layers that only act while training: dropout and noise."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
 
 from l2compile.fields import Rate
 from l2compile.layers.base import LayerSpec, register
@@ -18,3 +20,15 @@ class DropoutLayer(LayerSpec):
 
     def arguments(self) -> list[str]:
         return [repr(self.rate)]
+
+
+@register
+class GaussianNoiseLayer(LayerSpec):
+    """Adds zero-mean Gaussian noise while training (a regularizer, as L2 is)."""
+
+    keras_class: ClassVar[str] = "GaussianNoise"
+    type: Literal["gaussian_noise"]
+    stddev: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+    def arguments(self) -> list[str]:
+        return [repr(self.stddev)]
