@@ -19,9 +19,9 @@ ALL_TYPES = (
     "dense, embedding, rescaling, activation, conv1d, conv2d, "
     "depthwise_conv2d, separable_conv2d, max_pooling2d, average_pooling2d, "
     "global_average_pooling2d, global_max_pooling2d, batch_normalization, "
-    "layer_normalization, lstm, gru, simple_rnn, dropout, gaussian_noise, "
-    "flatten, reshape, add, subtract, multiply, average, maximum, "
-    "concatenate"
+    "layer_normalization, lstm, gru, simple_rnn, dropout, "
+    "spatial_dropout2d, gaussian_noise, flatten, reshape, add, subtract, "
+    "multiply, average, maximum, concatenate"
 )
 
 

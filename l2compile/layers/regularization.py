@@ -1,4 +1,4 @@
-"""Layers that only act while training: dropout and noise."""
+"""Layers that only act while training: dropout, spatial dropout and noise."""
 
 from __future__ import annotations
 
@@ -16,6 +16,19 @@ class DropoutLayer(LayerSpec):
 
     keras_class: ClassVar[str] = "Dropout"
     type: Literal["dropout"]
+    rate: Rate
+
+    def arguments(self) -> list[str]:
+        return [repr(self.rate)]
+
+
+@register
+class SpatialDropout2DLayer(LayerSpec):
+    """Drops whole feature maps (channels) while training, not single values."""
+
+    keras_class: ClassVar[str] = "SpatialDropout2D"
+    input_rank: ClassVar[int | None] = 3
+    type: Literal["spatial_dropout2d"]
     rate: Rate
 
     def arguments(self) -> list[str]:
