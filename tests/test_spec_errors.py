@@ -20,8 +20,8 @@ ALL_TYPES = (
     "depthwise_conv2d, separable_conv2d, max_pooling2d, average_pooling2d, "
     "global_average_pooling2d, global_max_pooling2d, batch_normalization, "
     "layer_normalization, lstm, gru, simple_rnn, dropout, "
-    "spatial_dropout2d, gaussian_noise, flatten, reshape, add, subtract, "
-    "multiply, average, maximum, concatenate"
+    "spatial_dropout2d, gaussian_noise, flatten, reshape, zero_padding2d, "
+    "add, subtract, multiply, average, maximum, concatenate"
 )
 
 

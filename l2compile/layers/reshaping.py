@@ -1,13 +1,47 @@
-"""Layers that rearrange values: flatten and reshape."""
+"""Layers that rearrange values: flatten, reshape, and padding and resizing
+2-D maps."""
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
-from l2compile.layers.base import LayerSpec, Place, Shape, register, shape_text
+from l2compile.layers.base import (
+    LayerSpec,
+    Place,
+    Shape,
+    pair_text,
+    register,
+    shape_text,
+)
+
+_SIZE = {"type": "integer", "minimum": 0}
+
+
+def _both(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    return tuple(value) if isinstance(value, list) else value
+
+
+#: `1` means `(1, 1)`, as for kernel sizes, but 0 is a size here.
+Margins = Annotated[
+    tuple[
+        Annotated[int, Field(ge=0, le=2**31 - 1)],
+        Annotated[int, Field(ge=0, le=2**31 - 1)],
+    ],
+    BeforeValidator(_both),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                _SIZE,
+                {"type": "array", "items": _SIZE, "minItems": 2, "maxItems": 2},
+            ]
+        }
+    ),
+]
 
 
 @register
@@ -61,3 +95,22 @@ class ReshapeLayer(LayerSpec):
             )
             return None
         return tuple(target)
+
+
+@register
+class ZeroPadding2DLayer(LayerSpec):
+    """Adds `padding` rows of zeros above and below, and columns left and right."""
+
+    keras_class: ClassVar[str] = "ZeroPadding2D"
+    input_rank: ClassVar[int | None] = 3
+    type: Literal["zero_padding2d"]
+    padding: Margins = Field(
+        default=(1, 1), description="Rows (top and bottom) and columns (each side)."
+    )
+
+    def arguments(self) -> list[str]:
+        return [] if self.padding == (1, 1) else [pair_text(self.padding)]
+
+    def output_shape(self, shape: Shape, place: Place) -> Shape | None:
+        rows, columns = self.padding
+        return (shape[0] + 2 * rows, shape[1] + 2 * columns, shape[2])
