@@ -1,4 +1,4 @@
-"""Convolutions: 1-D, 2-D, depthwise, separable and transposed."""
+"""Convolutions: 1-D, 2-D, depthwise, separable and transposed 2-D."""
 
 from __future__ import annotations
 
@@ -176,5 +176,37 @@ class SeparableConv2DLayer(_Depthwise):
                 "kernel",
                 "pointwise_regularizer",
             ),
+            *bias(self.use_bias, self.filters),
+        ]
+
+
+@register
+class Conv2DTransposeLayer(_Conv2D):
+    """The transpose of a 2-D convolution: it upsamples by `strides`."""
+
+    keras_class: ClassVar[str] = "Conv2DTranspose"
+    type: Literal["conv2d_transpose"]
+    filters: PositiveInt
+
+    def arguments(self) -> list[str]:
+        return self._args([repr(self.filters)])
+
+    def output_shape(self, shape: Shape, place: Place) -> Shape | None:
+        # Keras' deconv_output_length, without output_padding or dilation.
+        sizes = []
+        for size, kernel, stride in zip(
+            shape[:2], self.kernel_size, self.strides, strict=True
+        ):
+            grown = size * stride
+            sizes.append(
+                grown + max(kernel - stride, 0) if self.padding == "valid" else grown
+            )
+        return (*sizes, self.filters)
+
+    def weights(self, shape: Shape) -> list[WeightPlan]:
+        # Its kernel maps filters to input channels: (kh, kw, filters, channels).
+        kernel = (*self.kernel_size, self.filters, shape[-1])
+        return [
+            WeightPlan("kernel", kernel, "kernel", "kernel_regularizer"),
             *bias(self.use_bias, self.filters),
         ]
