@@ -21,7 +21,8 @@ ALL_TYPES = (
     "average_pooling2d, global_average_pooling2d, global_max_pooling2d, "
     "batch_normalization, layer_normalization, lstm, gru, simple_rnn, "
     "dropout, spatial_dropout2d, gaussian_noise, flatten, reshape, "
-    "zero_padding2d, add, subtract, multiply, average, maximum, concatenate"
+    "zero_padding2d, up_sampling2d, add, subtract, multiply, average, "
+    "maximum, concatenate"
 )
 
 

@@ -8,11 +8,13 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
+from l2compile.fields import Pair
 from l2compile.layers.base import (
     LayerSpec,
     Place,
     Shape,
     pair_text,
+    py_str,
     register,
     shape_text,
 )
@@ -114,3 +116,24 @@ class ZeroPadding2DLayer(LayerSpec):
     def output_shape(self, shape: Shape, place: Place) -> Shape | None:
         rows, columns = self.padding
         return (shape[0] + 2 * rows, shape[1] + 2 * columns, shape[2])
+
+
+@register
+class UpSampling2DLayer(LayerSpec):
+    """Repeats rows and columns `size` times (or interpolates between them)."""
+
+    keras_class: ClassVar[str] = "UpSampling2D"
+    input_rank: ClassVar[int | None] = 3
+    type: Literal["up_sampling2d"]
+    size: Pair = (2, 2)
+    interpolation: Literal["nearest", "bilinear"] = "nearest"
+
+    def arguments(self) -> list[str]:
+        args = [] if self.size == (2, 2) else [pair_text(self.size)]
+        if self.interpolation != "nearest":
+            args.append(f"interpolation={py_str(self.interpolation)}")
+        return args
+
+    def output_shape(self, shape: Shape, place: Place) -> Shape | None:
+        rows, columns = self.size
+        return (shape[0] * rows, shape[1] * columns, shape[2])
