@@ -1,4 +1,4 @@
-"""Pooling: windows over 2-D maps, and global pooling."""
+"""Pooling: windows over sequences and 2-D maps, and global pooling."""
 
 from __future__ import annotations
 
@@ -73,6 +73,18 @@ class GlobalMaxPooling2DLayer(LayerSpec):
     keras_class: ClassVar[str] = "GlobalMaxPooling2D"
     input_rank: ClassVar[int | None] = 3
     type: Literal["global_max_pooling2d"]
+
+    def output_shape(self, shape: Shape, place: Place) -> Shape | None:
+        return (shape[-1],)
+
+
+@register
+class GlobalAveragePooling1DLayer(LayerSpec):
+    """The mean over the steps: (steps, features) -> (features,)."""
+
+    keras_class: ClassVar[str] = "GlobalAveragePooling1D"
+    input_rank: ClassVar[int | None] = 2
+    type: Literal["global_average_pooling1d"]
 
     def output_shape(self, shape: Shape, place: Place) -> Shape | None:
         return (shape[-1],)
