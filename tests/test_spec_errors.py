@@ -19,10 +19,10 @@ ALL_TYPES = (
     "dense, embedding, rescaling, activation, conv1d, conv2d, "
     "depthwise_conv2d, separable_conv2d, conv2d_transpose, max_pooling2d, "
     "average_pooling2d, global_average_pooling2d, global_max_pooling2d, "
-    "global_average_pooling1d, batch_normalization, layer_normalization, "
-    "lstm, gru, simple_rnn, dropout, spatial_dropout2d, gaussian_noise, "
-    "flatten, reshape, zero_padding2d, up_sampling2d, add, subtract, "
-    "multiply, average, maximum, concatenate"
+    "global_average_pooling1d, max_pooling1d, batch_normalization, "
+    "layer_normalization, lstm, gru, simple_rnn, dropout, "
+    "spatial_dropout2d, gaussian_noise, flatten, reshape, zero_padding2d, "
+    "up_sampling2d, add, subtract, multiply, average, maximum, concatenate"
 )
 
 

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from l2compile.fields import Padding, Pair
+from l2compile.fields import Padding, Pair, PositiveInt
 from l2compile.layers.base import (
     LayerSpec,
     Place,
@@ -88,3 +88,32 @@ class GlobalAveragePooling1DLayer(LayerSpec):
 
     def output_shape(self, shape: Shape, place: Place) -> Shape | None:
         return (shape[-1],)
+
+
+@register
+class MaxPooling1DLayer(LayerSpec):
+    """The maximum over each window of pool_size steps."""
+
+    keras_class: ClassVar[str] = "MaxPooling1D"
+    input_rank: ClassVar[int | None] = 2
+    type: Literal["max_pooling1d"]
+    pool_size: PositiveInt = 2
+    strides: PositiveInt | None = Field(
+        default=None, description="Defaults to pool_size."
+    )
+    padding: Padding = "valid"
+
+    def arguments(self) -> list[str]:
+        args = [repr(self.pool_size)]
+        if self.strides is not None and self.strides != self.pool_size:
+            args.append(f"strides={self.strides!r}")
+        if self.padding != "valid":
+            args.append(f"padding={py_str(self.padding)}")
+        return args
+
+    def output_shape(self, shape: Shape, place: Place) -> Shape | None:
+        stride = self.strides or self.pool_size
+        steps = window(
+            place, "pool_size", shape, (self.pool_size,), (stride,), self.padding
+        )
+        return None if steps is None else (*steps, shape[-1])
