@@ -480,7 +480,9 @@ def _to_spec_error(doc: Document, err: ErrorDetails) -> SpecError:
             )
         return doc.error(path, f"must be true or false, got {_describe(value)}")
     if kind == "list_type":
-        return doc.error(path, f"must be a list, got {_describe(value)}")
+        one = isinstance(value, str) and len(value) <= 64 and value.isprintable()
+        hint = f" (a list of one: [{value}])" if one else ""
+        return doc.error(path, f"must be a list, got {_describe(value)}{hint}")
     if kind in ("npz_classes", "recipe_classes", "labels_count"):
         return doc.error(path, err["msg"])
     if kind == "int8_samples":

@@ -476,3 +476,13 @@ def test_tflite_options_without_the_tflite_format_are_an_error(
         "export.formats leaves tflite out, so no TFLite file would be made; add "
         "tflite to formats, or remove these options"
     ]
+
+
+def test_inputs_written_as_one_name_shows_the_list_to_write(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "units: 10, activation: softmax", "units: 10, activation: softmax, inputs: d"
+    )
+    (message,) = errors(text, tmp_path)
+    assert message.endswith(
+        "layers[2].inputs: must be a list, got 'd' (a list of one: [d])"
+    )
