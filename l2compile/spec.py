@@ -425,6 +425,17 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
+def _length_message(kind: str, value: Any, ctx: dict[str, Any]) -> str:
+    bound, limit = (
+        ("at least", ctx.get("min_length"))
+        if kind.endswith("too_short")
+        else ("at most", ctx.get("max_length"))
+    )
+    count = len(value) if hasattr(value, "__len__") else "?"
+    noun = "characters" if isinstance(value, str) else "items"
+    return f"must have {bound} {limit} {noun}, got {count}"
+
+
 def _to_spec_error(doc: Document, err: ErrorDetails) -> SpecError:
     path = _clean_path(tuple(err["loc"]), doc.data)
     kind = err["type"]
@@ -492,14 +503,7 @@ def _to_spec_error(doc: Document, err: ErrorDetails) -> SpecError:
         return doc.error(path, message)
 
     if kind in ("too_short", "too_long", "string_too_short", "string_too_long"):
-        bound, limit = (
-            ("at least", ctx.get("min_length"))
-            if kind.endswith("too_short")
-            else ("at most", ctx.get("max_length"))
-        )
-        count = len(value) if hasattr(value, "__len__") else "?"
-        noun = "characters" if isinstance(value, str) else "items"
-        return doc.error(path, f"must have {bound} {limit} {noun}, got {count}")
+        return doc.error(path, _length_message(kind, value, ctx))
     message = err["msg"]
     for subject in ("Input should", "String should", "List should", "Value should"):
         if message.startswith(subject):
