@@ -1,4 +1,7 @@
-"""Data recipes: where a recipe's data comes from, and checking what was found.
+"""Data: finding, reading and checking the data a recipe names.
+
+The recipe itself, the plan's data node, is `l2compile.recipes` (this
+module re-exports it); this is the build-stage side, which reads files.
 
 Data is read in two steps, so that bad data fails in seconds with a named
 error, before anything large is decompressed and long before training:
@@ -33,6 +36,13 @@ import numpy.typing as npt
 
 from l2compile.errors import BuildError, some_of
 
+# The recipe is the plan's data node; importers of the data side find it here too.
+from l2compile.recipes import RECIPES as RECIPES
+from l2compile.recipes import ModelInput as ModelInput
+from l2compile.recipes import Recipe as Recipe
+from l2compile.recipes import SpecPath as SpecPath
+from l2compile.recipes import recipe_for as recipe_for
+
 #: Environment variable naming a folder that holds recipe data files.
 DATA_ENV = "L2COMPILE_DATA"
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -54,126 +64,6 @@ IDX_FILES = {
     "x_test": "t10k-images-idx3-ubyte.gz",
     "y_test": "t10k-labels-idx1-ubyte.gz",
 }
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A data recipe: a dataset in Keras' file layout, or a user's .npz.
-
-    `layout` is "npz" (one .npz file, named `filename` for built-in recipes)
-    or "idx" (a folder `filename` of the four gzip IDX files). `image_shape`
-    is None where the data, not the recipe, decides it (the npz recipe).
-    `pixels` says what the pixel values mean, for apps that feed the model
-    their own images (None where the recipe does not know).
-    """
-
-    name: str
-    title: str
-    layout: str
-    filename: str
-    keras_dataset: str | None
-    image_shape: tuple[int, ...] | None
-    num_classes: int
-    labels: tuple[str, ...] = ()
-    pixels: str | None = None
-
-    @property
-    def input_size(self) -> int:
-        return int(np.prod(self.image_shape or ()))
-
-
-RECIPES: dict[str, Recipe] = {
-    "mnist": Recipe(
-        name="mnist",
-        title="MNIST",
-        layout="npz",
-        filename="mnist.npz",
-        keras_dataset="mnist",
-        image_shape=(28, 28),
-        num_classes=10,
-        labels=tuple(str(digit) for digit in range(10)),
-        # LeCun, Cortes and Burges' description of the set.
-        pixels=(
-            "grayscale, 0 is the black background and 255 full white ink: a white "
-            "digit on black, scaled to fit a 20x20 box and centred in the 28x28 "
-            "image by its centre of mass; invert digits drawn dark on light"
-        ),
-    ),
-    "fashion_mnist": Recipe(
-        name="fashion_mnist",
-        title="Fashion-MNIST",
-        layout="idx",
-        filename="fashion-mnist",
-        keras_dataset="fashion_mnist",
-        image_shape=(28, 28),
-        num_classes=10,
-        # Keras' documented class names, in label order.
-        labels=(
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
-        ),
-        # Zalando's conversion: the product photo negated, its longer side
-        # scaled to 28 pixels, centred on the canvas.
-        pixels=(
-            "grayscale, 0 is the black background and 255 the lightest: a light "
-            "garment (the product photo negated) on black, its longer side scaled "
-            "to 28 pixels and centred in the 28x28 image; invert photos of dark "
-            "objects on light backgrounds"
-        ),
-    ),
-}
-
-
-def recipe_for(
-    name: str, num_classes: int | None = None, labels: list[str] | None = None
-) -> Recipe:
-    """The recipe a spec names; `npz` is the user's own file of `num_classes`."""
-    if name == "npz":
-        assert num_classes is not None  # the spec requires it
-        names = tuple(labels) if labels else tuple(str(i) for i in range(num_classes))
-        return Recipe("npz", "npz", "npz", "", None, None, num_classes, names)
-    return RECIPES[name]
-
-
-@dataclass(frozen=True)
-class ModelInput:
-    """What the model reads, for checking data against it: each sample's shape,
-    and, where the model starts with an embedding, how many ids it looks up."""
-
-    shape: tuple[int, ...]
-    ids: int | None = None
-
-
-@dataclass(frozen=True)
-class SpecPath:
-    """A file named in a spec, resolved against the spec file's folder (as
-    docker-compose and tsconfig resolve theirs), not the working folder."""
-
-    field: str  #: the field that names it, as `train.data`
-    spec: str  #: the spec file, as messages name it
-    written: str  #: the path as the spec writes it
-    folder: str  #: the spec file's folder, absolute
-
-    @property
-    def path(self) -> Path:
-        """The file, shown relative to the working folder where it is inside it."""
-        path = Path(os.path.normpath(Path(self.folder) / self.written))
-        try:
-            return path.relative_to(Path.cwd().resolve())
-        except ValueError:
-            return path
-
-    @property
-    def origin(self) -> str:
-        return f"{self.field} (in {self.spec})"
 
 
 @dataclass(frozen=True)

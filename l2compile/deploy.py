@@ -1,6 +1,7 @@
 """What a phone app gets: one TFLite file per quantization mode, each scored
 on the test split with LiteRT against the Keras model (parity), and the files
-that say how to feed and read them (`labels.txt`, `model.json`)."""
+that say how to feed and read them (`model.json`, and the task's own, as
+`labels.txt`)."""
 
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ def export_tflite(
     source = work / "tflite_source"
     interrupts.phase("tflite_source")
     log("exporting the SavedModel that TFLite is converted from")
-    export.export_tflite_source(model, source, plan.input_shape, options.batch)
+    export.export_tflite_source(
+        model, source, plan.input_shape, options.batch, plan.task.output_name
+    )
     representative = None
     if "int8" in options.quantize:
         # Calibration data: the training split, preprocessed, seeded.
@@ -78,7 +81,7 @@ def export_tflite(
             ) from exc
         interrupts.phase(f"checking {mode}")
         log(f"checking {name} on the test split with the LiteRT interpreter")
-        score = export.score_tflite(work / name, x_test, y_test)
+        score = export.score_tflite(work / name, x_test, y_test, plan.task)
         drop = keras_accuracy - score.accuracy
         limit = TFLITE_TOLERANCE if mode == "none" else options.max_accuracy_drop
         scores["files"][mode] = {
@@ -111,17 +114,14 @@ def write_deploy_files(
     dataset: Dataset,
     scores: dict[str, Any],
 ) -> None:
-    """labels.txt and model.json: what an app needs to feed and read the model."""
+    """model.json and the task's files (labels.txt): what an app needs to
+    feed and read the model."""
     from ai_edge_litert.interpreter import Interpreter
 
-    recipe = plan.recipe
-    (work / "labels.txt").write_text("".join(f"{name}\n" for name in recipe.labels))
+    recipe, task = plan.recipe, plan.task
+    for name, text in task.output_files(recipe).items():
+        (work / name).write_text(text)
     scaled = dataset.x_train.dtype == np.uint8 and not plan.integer_input
-    if recipe.image_shape is not None:
-        size = "x".join(str(d) for d in recipe.image_shape)
-        source = f"a {size} grayscale image as uint8 pixels (0-255), row by row"
-    else:
-        source = f"one sample of the npz's x arrays ({dataset.x_train.dtype})"
     files = {}
     for mode, score in scores["files"].items():
         interpreter = Interpreter(model_path=str(work / score["file"]))
@@ -140,7 +140,7 @@ def write_deploy_files(
             "name": export.INPUT_NAME,
             "shape": [batch, *plan.input_shape],
             "dtype": "float32",
-            "source": source,
+            "source": recipe.sample_text(str(dataset.x_train.dtype)),
             "pixels": recipe.pixels,
             "preprocessing": {
                 "formula": "input = (value * scale - mean) / std, reshaped to shape",
@@ -150,11 +150,9 @@ def write_deploy_files(
             },
         },
         "output": {
-            "name": export.OUTPUT_NAME,
-            "shape": [batch, recipe.num_classes],
-            "meaning": "one probability per class; the class names, in order, "
-            "are the lines of labels.txt",
-            "labels": "labels.txt",
+            "name": task.output_name,
+            "shape": [batch, *task.output_shape],
+            **task.output_json(),
         },
         "files": files,
     }

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
 from l2compile import export, manifest, scoring
@@ -174,16 +173,10 @@ def check_signature(
             f"{path} gives {len(outputs)} outputs, but {spec}'s model gives one; "
             f"{advice}"
         )
-    classes = plan.recipe.num_classes
-    if not _fits(outputs[0], (classes,)):
-        where = (
-            f"train.num_classes is {classes}"
-            if plan.recipe.name == "npz"
-            else f"recipe {plan.recipe.name} has {classes} classes"
-        )
+    if not _fits(outputs[0], plan.task.output_shape):
         raise BuildError(
             f"{path} gives output of shape {_shape_text(outputs[0])}, but "
-            f"{spec}'s {where}; {advice}"
+            f"{spec}'s {plan.task.output_origin(plan.recipe)}; {advice}"
         )
 
 
@@ -219,8 +212,8 @@ class _Scores:
     batch: int
 
 
-#: Scores an opened artifact on preprocessed samples and their integer labels.
-_Scorer = Callable[[Any, npt.NDArray[np.int64]], _Scores]
+#: Scores an opened artifact on preprocessed samples and their targets.
+_Scorer = Callable[[Any, npt.NDArray[Any]], _Scores]
 
 
 def evaluate_artifact(
@@ -238,11 +231,11 @@ def evaluate_artifact(
     dataset = load_dataset(
         plan.recipe, data, spec_path=plan.data_path, model_input=plan.model_input
     )
-    x, labels = _test_split(plan, code, dataset)
-    scores = score(x, labels)
+    x, targets = _test_split(plan, code, dataset)
+    scores = score(x, targets)
     return Evaluation(
         kind=kind,
-        samples=len(labels),
+        samples=len(targets),
         data=dataset.source,
         accuracy=scores.accuracy,
         loss=scores.loss,
@@ -255,15 +248,15 @@ def evaluate_artifact(
 
 def _test_split(
     plan: ModelPlan, code: str, dataset: Dataset
-) -> tuple[Any, npt.NDArray[np.int64]]:
+) -> tuple[Any, npt.NDArray[Any]]:
     """The test split preprocessed by `code`, the spec's generated module, and
-    its integer labels."""
+    its targets as the task scores them."""
     with tempfile.TemporaryDirectory() as folder:
         module_path = Path(folder) / f"{plan.name}.py"
         module_path.write_text(code, encoding="utf-8")
         generated = import_generated(module_path, f"eval_{plan.name}", plan.distribute)
         x, y = generated.preprocess(dataset.x_test, dataset.y_test)
-    return x, scoring.labels_of(y)
+    return x, plan.task.targets(y)
 
 
 def _open_tflite(path: Path, plan: ModelPlan) -> _Scorer:
@@ -278,8 +271,8 @@ def _open_tflite(path: Path, plan: ModelPlan) -> _Scorer:
         _tflite_shapes(interpreter.get_output_details()),
     )
 
-    def score(x: Any, labels: npt.NDArray[np.int64]) -> _Scores:
-        found = export.score_tflite(path, x, labels)
+    def score(x: Any, targets: npt.NDArray[Any]) -> _Scores:
+        found = export.score_tflite(path, x, targets, plan.task)
         return _Scores(
             accuracy=found.accuracy,
             loss=found.data_loss,
@@ -302,15 +295,15 @@ def _open_keras(path: Path, plan: ModelPlan) -> _Scorer:
     if inputs:
         check_signature(path, plan, _keras_shapes(inputs), _keras_shapes(model.outputs))
 
-    def score(x: Any, labels: npt.NDArray[np.int64]) -> _Scores:
-        scores = model.evaluate(x, labels, verbose=0, return_dict=True)
+    def score(x: Any, targets: npt.NDArray[Any]) -> _Scores:
+        scores = model.evaluate(x, targets, verbose=0, return_dict=True)
         began = time.perf_counter()
         model.predict(x, batch_size=plan.batch_size, verbose=0)
         return _Scores(
             accuracy=float(scores["accuracy"]),
             loss=float(scores["loss"]),
             loss_note="with the L2 penalty, as Keras reports it",
-            mean_latency_ms=1000 * (time.perf_counter() - began) / len(labels),
+            mean_latency_ms=1000 * (time.perf_counter() - began) / len(targets),
             batch=plan.batch_size,
         )
 
@@ -335,18 +328,18 @@ def _open_saved_model(path: Path, plan: ModelPlan) -> _Scorer:
         _tf_shapes(serve.structured_outputs),
     )
 
-    def score(x: Any, labels: npt.NDArray[np.int64]) -> _Scores:
+    def score(x: Any, targets: npt.NDArray[Any]) -> _Scores:
         (name,) = serve.structured_input_signature[1]
 
         def run(chunk: Any) -> Any:
             return next(iter(serve(**{name: tf.constant(chunk)}).values()))
 
         began = time.perf_counter()
-        probabilities = scoring.predict(run, x)
-        latency = 1000 * (time.perf_counter() - began) / len(labels)
+        outputs = scoring.predict(run, x)
+        latency = 1000 * (time.perf_counter() - began) / len(targets)
         return _Scores(
-            accuracy=scoring.accuracy(probabilities, labels),
-            loss=scoring.data_loss(probabilities, labels),
+            accuracy=plan.task.accuracy(outputs, targets),
+            loss=plan.task.data_loss(outputs, targets),
             loss_note="data loss; a SavedModel's serving signature holds no L2 penalty",
             mean_latency_ms=latency,
             batch=scoring.CHUNK,

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from l2compile import interrupts, scoring
+from l2compile.tasks import Task
 
 #: The TFLite file of each quantization mode.
 TFLITE_FILES = {
@@ -22,10 +23,10 @@ TFLITE_FILES = {
     "dynamic": "model.dynamic.tflite",
     "int8": "model.int8.tflite",
 }
-#: Names of the TFLite signature's tensors, which apps look up.
+#: Names of the TFLite signature and its input, which apps look up; the
+#: output is named by the task (`Task.output_name`).
 SIGNATURE = "serving_default"
 INPUT_NAME = "input"
-OUTPUT_NAME = "probabilities"
 
 
 def save_keras(model: Any, path: Path) -> None:
@@ -39,14 +40,19 @@ def export_saved_model(model: Any, path: Path) -> None:
 
 
 def export_tflite_source(
-    model: Any, path: Path, input_shape: tuple[int, ...], batch: int | None
+    model: Any,
+    path: Path,
+    input_shape: tuple[int, ...],
+    batch: int | None,
+    output_name: str,
 ) -> None:
     """The SavedModel TFLite files are converted from.
 
     Its one signature, `serving_default`, takes a float32 tensor named `input`
-    and returns `probabilities`, so apps find both by name. `batch` is the
-    batch dimension (None: dynamic). Recurrent layers need a static one: the
-    converter lowers their loops to TFLite built-ins only with static shapes.
+    and returns one named `output_name` (the task's), so apps find both by
+    name. `batch` is the batch dimension (None: dynamic). Recurrent layers
+    need a static one: the converter lowers their loops to TFLite built-ins
+    only with static shapes.
     """
     import keras
     import tensorflow as tf
@@ -55,7 +61,7 @@ def export_tflite_source(
     archive.track(model)
     archive.add_endpoint(
         name=SIGNATURE,
-        fn=lambda x: {OUTPUT_NAME: model(x, training=False)},
+        fn=lambda x: {output_name: model(x, training=False)},
         input_signature=[
             tf.TensorSpec((batch, *input_shape), tf.float32, name=INPUT_NAME)
         ],
@@ -108,13 +114,13 @@ class TFLiteScore:
     size_bytes: int
     mean_latency_ms: float
     batch: int
-    predictions: npt.NDArray[np.int64]
+    predictions: npt.NDArray[Any]
 
 
 def tflite_predict(
     path: Path, x: npt.NDArray[np.float32], batch_size: int = scoring.CHUNK
 ) -> tuple[npt.NDArray[np.float32], float, int]:
-    """Class probabilities for `x` from the LiteRT interpreter.
+    """The model's outputs for `x` from the LiteRT interpreter.
 
     Also returns the seconds spent in `invoke` and the batch size used: batches
     of `batch_size` where the input's batch dimension is dynamic, the model's
@@ -156,15 +162,18 @@ def tflite_predict(
     return np.concatenate(outputs), seconds, batch_size
 
 
-def score_tflite(path: Path, x: npt.NDArray[np.float32], y: Any) -> TFLiteScore:
-    """Accuracy, data loss, size and mean latency of a TFLite file on (x, y)."""
-    probabilities, seconds, batch = tflite_predict(path, x)
-    labels = scoring.labels_of(y)
+def score_tflite(
+    path: Path, x: npt.NDArray[np.float32], y: Any, task: Task
+) -> TFLiteScore:
+    """Accuracy, data loss, size and mean latency of a TFLite file on (x, y),
+    scored as `task` scores a prediction."""
+    outputs, seconds, batch = tflite_predict(path, x)
+    targets = task.targets(y)
     return TFLiteScore(
-        accuracy=scoring.accuracy(probabilities, labels),
-        data_loss=scoring.data_loss(probabilities, labels),
+        accuracy=task.accuracy(outputs, targets),
+        data_loss=task.data_loss(outputs, targets),
         size_bytes=path.stat().st_size,
-        mean_latency_ms=1000 * seconds / len(labels),
+        mean_latency_ms=1000 * seconds / len(targets),
         batch=batch,
-        predictions=np.argmax(probabilities, axis=-1),
+        predictions=task.predictions(outputs),
     )

@@ -32,8 +32,8 @@ def scores(
     test_accuracy = float(keras_scores["accuracy"])
     print("Test loss:", test_loss)
     print("Test accuracy:", test_accuracy)
-    probabilities = scoring.predict(lambda x: model(x, training=False), x_test)
-    data_loss = scoring.data_loss(probabilities, scoring.labels_of(y_test))
+    outputs = scoring.predict(lambda x: model(x, training=False), x_test)
+    data_loss = plan.task.data_loss(outputs, plan.task.targets(y_test))
     return {
         "test_loss": test_loss,
         "test_accuracy": test_accuracy,

@@ -5,20 +5,37 @@ compiler. A `ModelPlan` is the whole tree:
 
     ModelPlan                     one generated module
     ├── constants: Constant       named hyperparameters at the top of the module
-    ├── layers: LayerPlan         one Keras layer each, in order
+    ├── layers: LayerPlan         one Keras layer each, in order: a graph
+    │   ├── inputs                the layers whose outputs it takes, all earlier
+    │   │                         (`input`: the model's input)
     │   ├── args                  its constructor arguments, as Python source
     │   ├── output_shape          inferred without TensorFlow
     │   └── weights: WeightPlan   each weight: shape, role, L2 coefficient, decay
-    ├── optimizer, loss, metrics  compile() arguments, as Python source
-    ├── recipe: Recipe            where the data comes from and its shape
-    └── data_path: SpecPath       the spec's data file, resolved against its folder
+    ├── optimizer                 compile()'s optimizer, as Python source
+    ├── task: Task                what the output means (l2compile.tasks)
+    │   ├── loss, metrics         compile()'s arguments, as Python source
+    │   ├── history_keys          what training logs each epoch
+    │   ├── output_shape          what the model must output, checked here;
+    │   │   output_name           and its name in exported files
+    │   └── scoring               how a prediction is scored (l2compile.scoring)
+    ├── recipe: Recipe            the data (l2compile.recipes): where it comes
+    │                             from, its shape and classes, and which loader
+    │                             the module gets, with the strings it prints
+    ├── data_path: SpecPath       the spec's data file, resolved against its folder
+    └── tflite: TFLitePlan        which TFLite files to make and check
+
+The layers form a graph: where each takes the one before it (`is_stack`), the
+module builds a `keras.Sequential`, else a functional model. Each layer kind is
+one class in `l2compile.layers`, the task one class in `l2compile.tasks`, the
+data one `Recipe`: a new kind of any of them is one class, not edits here.
 
 Everything a template prints is decided here, as a ready string: names are
 validated identifiers, numbers are `repr` of Python numbers, and text goes
 through `py_str`. A spec's text never reaches the code any other way.
 
 `plan_spec` also checks what depends on several fields at once (shapes,
-the recipe's classes, names) and returns every problem, placed in the spec.
+the model's output against its task and data, names) and returns every
+problem, placed in the spec.
 
 Which weights the global `l2` (and decoupled weight decay) reach is decided in
 one place, `reached_by_l2`; `_assign_l2` applies it to every weight.
@@ -26,12 +43,10 @@ one place, `reached_by_l2`; `_assign_l2` applies it to every weight.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from l2compile.datasets import ModelInput, Recipe, SpecPath, recipe_for
 from l2compile.errors import FieldPath, SpecError, closest
 from l2compile.layers import KINDS, LayerSpec, MergeSpec
 from l2compile.layers.base import (
@@ -42,7 +57,9 @@ from l2compile.layers.base import (
     rank_error,
     shape_text,
 )
+from l2compile.recipes import ModelInput, Recipe, SpecPath, recipe_for
 from l2compile.spec import LoadedSpec, Spec
+from l2compile.tasks import Task, task_for
 
 __all__ = [
     "MAX_PARAMS",
@@ -62,10 +79,10 @@ __all__ = [
 _OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}
 #: Models larger than this are refused (4 GiB of float32 weights).
 MAX_PARAMS = 2**30
+#: How many unknown names in `inputs` get a suggestion (see _Planner.closest).
+_MAX_SUGGESTIONS = 5
 #: The name by which layers take the model's input.
 INPUT = "input"
-#: Layers that only move values around: they may follow the model's softmax.
-_PASSTHROUGH = ("dropout", "flatten", "reshape")
 
 
 @dataclass(frozen=True)
@@ -132,8 +149,7 @@ class ModelPlan:
     layers: tuple[LayerPlan, ...]
     optimizer: str
     optimizer_args: tuple[str, ...]
-    loss: str
-    metrics: str
+    task: Task
     recipe: Recipe
     epochs: int
     batch_size: int
@@ -148,9 +164,6 @@ class ModelPlan:
     data: str | None = None  #: train.data as written (the module's DATA)
     #: train.data resolved against the spec's folder, where the build reads it.
     data_path: SpecPath | None = None
-    #: What training logs each epoch: the loss and each metric, for the
-    #: training data and (val_) the validation data.
-    history_keys: tuple[str, ...] = ()
 
     @property
     def params(self) -> int:
@@ -271,6 +284,8 @@ class _Planner:
             folder if folder is not None else Path(loaded.source.file).parent
         )
         self.errors: list[SpecError] = []
+        self._names: list[str] = []
+        self._suggested = 0
 
     def error(
         self, path: FieldPath, message: str, suggestion: str | None = None
@@ -316,16 +331,16 @@ class _Planner:
     def wire(self, names: list[str]) -> list[tuple[str, ...] | None]:
         """Each layer's inputs by name (None where they are wrong): the layer
         before it unless it names its `inputs`, which must come before it."""
+        self._names = names
         index = {name: i for i, name in reversed(list(enumerate(names)))}
         wired: list[tuple[str, ...] | None] = []
         for i, layer in enumerate(self.spec.layers):
-            before = (INPUT, *names[:i])
             if layer.inputs is None:
-                wired.append((before[-1],))
+                wired.append((names[i - 1] if i else INPUT,))
                 continue
             ok = True
             for k, ref in enumerate(layer.inputs):
-                if ref in before:
+                if ref == INPUT or index.get(ref, i) < i:
                     continue
                 ok = False
                 where = ("layers", i, "inputs", k)
@@ -340,7 +355,7 @@ class _Planner:
                     )
                 else:
                     self.error(
-                        where, f"no layer is named {ref!r}", closest(ref, before)
+                        where, f"no layer is named {ref!r}", self.closest(ref, i)
                     )
             wired.append(tuple(layer.inputs) if ok else None)
         wired = [
@@ -349,6 +364,15 @@ class _Planner:
         ]
         self.check_used(names, wired)
         return wired
+
+    def closest(self, ref: str, i: int) -> str | None:
+        """The name before layers[i] closest to `ref`, for the first few
+        unknown names only: each search compares it with every earlier name,
+        and a hostile spec may hold thousands of both."""
+        if self._suggested >= _MAX_SUGGESTIONS:
+            return None
+        self._suggested += 1
+        return closest(ref, (INPUT, *self._names[:i]))
 
     def check_arity(self, i: int, inputs: tuple[str, ...]) -> bool:
         """Whether layer `i` takes as many inputs as it names; say so if not."""
@@ -442,59 +466,15 @@ class _Planner:
             planned.append(_assign_l2(plan, l2, self.spec))
         return planned
 
-    def check_recipe(self, recipe: Recipe, layers: list[LayerPlan]) -> None:
+    def check_data(self, recipe: Recipe, task: Task, layers: list[LayerPlan]) -> None:
+        """The model against its data and its task: the input must hold the
+        recipe's samples, and the output be the task's."""
         spec = self.spec
-        size = math.prod(spec.input.shape)
-        if recipe.image_shape is not None and size != recipe.input_size:
-            image = "x".join(str(d) for d in recipe.image_shape)
-            self.error(
-                ("input", "shape"),
-                f"recipe {recipe.name!r} gives {image} images ({recipe.input_size} "
-                f"values each), but this shape holds {size}",
-            )
+        recipe.check_input(spec.input.shape, self.error)
         if not layers or len(layers) != len(spec.layers):
             return  # an earlier layer failed; its error says why
-        last = layers[-1]
-        if last.output_shape != (recipe.num_classes,):
-            self.error(
-                ("layers", last.index),
-                f"the model's output shape is {shape_text(last.output_shape)}, but "
-                f"recipe {recipe.name!r} has {recipe.num_classes} classes: the last "
-                f"layer must output ({recipe.num_classes},)",
-            )
-        # The model's last transformation must be a softmax: layers that only
-        # move values around (dropout, flatten, reshape) may follow it.
-        by_name = {lay.name: lay for lay in layers}
-        while last.type in _PASSTHROUGH and last.inputs[0] in by_name:
-            last = by_name[last.inputs[0]]
-        i, lay = last.index, spec.layers[last.index]
-        activation = getattr(lay, "activation", None)
-        if lay.kind not in ("dense", "activation"):
-            self.error(
-                ("layers", i),
-                f"the model ends with a {lay.kind} layer, but loss "
-                f"{spec.train.loss!r} expects class probabilities: end with a "
-                "dense or activation layer with activation 'softmax'",
-            )
-        elif activation != "softmax":
-            self.error(
-                ("layers", i, "activation"),
-                f"the last {lay.kind} layer must use activation 'softmax': loss "
-                f"{spec.train.loss!r} expects class probabilities",
-            )
-        # Embeddings look up integer ids: they must see the data unscaled.
-        for i, embedding in enumerate(spec.layers):
-            if embedding.kind == "embedding" and (i > 0 or recipe.image_shape):
-                self.error(
-                    ("layers", i, "type"),
-                    "an embedding looks up integer ids, so it must be the first "
-                    "layer and read an npz recipe's integers"
-                    + (
-                        f"; recipe {recipe.name!r} gives scaled pixels"
-                        if recipe.image_shape
-                        else ""
-                    ),
-                )
+        task.check_output(layers, spec.layers, recipe, self.error)
+        recipe.check_layers([layer.kind for layer in spec.layers], self.error)
 
     def tflite_plan(self, layers: list[LayerPlan]) -> TFLitePlan | None:
         export = self.spec.export
@@ -603,9 +583,10 @@ class _Planner:
         recipe = recipe_for(
             spec.train.recipe, spec.train.num_classes, spec.train.labels
         )
+        task = task_for(spec.train, recipe)
         layers = self.layers()
         self.check_size(layers)
-        self.check_recipe(recipe, layers)
+        self.check_data(recipe, task, layers)
         self.check_weight_decay(layers)
         self.check_tflite(layers)
         steps_per_execution = self.steps_per_execution()
@@ -624,8 +605,7 @@ class _Planner:
             layers=tuple(layers),
             optimizer=optimizer.cls,
             optimizer_args=optimizer.args,
-            loss=py_str(spec.train.loss),
-            metrics="[" + ", ".join(py_str(m) for m in spec.train.metrics) + "]",
+            task=task,
             recipe=recipe,
             epochs=spec.train.epochs,
             batch_size=spec.train.batch_size,
@@ -637,11 +617,6 @@ class _Planner:
             weight_decay=spec.train.optimizer.weight_decay,
             no_weight_decay=optimizer.no_decay,
             data=spec.train.data,
-            history_keys=tuple(
-                prefix + name
-                for prefix in ("", "val_")
-                for name in ("loss", *spec.train.metrics)
-            ),
             data_path=(
                 SpecPath("train.data", self.source.file, spec.train.data, self.folder)
                 if spec.train.data is not None

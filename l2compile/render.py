@@ -170,7 +170,7 @@ def _module_docstring(plan: ModelPlan) -> str:
         )
         for line in summary.split("\n")
     )
-    data = plan.recipe.filename or "data.npz"
+    data = plan.recipe.data_example
     command = f"    python {plan.name}.py --data {data}"
     if not _fits(0, command):
         command = f"    python {plan.name}.py \\\n        --data {data}"
@@ -197,13 +197,6 @@ def _constant_view(constant: Constant) -> _ConstantView:
     return _ConstantView(constant.name, constant.value, constant.comment, above)
 
 
-def _data_layout(plan: ModelPlan) -> str:
-    """Which data loader the module gets: Keras' .npz, IDX files, a user's .npz."""
-    if plan.recipe.name == "npz":
-        return "user_npz"
-    return "idx" if plan.recipe.layout == "idx" else "keras_npz"
-
-
 def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
     """Everything the module template prints, as ready strings."""
     return {
@@ -227,10 +220,12 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "parser_one_line": _fits(
             4, f'parser = argparse.ArgumentParser(description="Train {plan.name}.")'
         ),
-        "loss": plan.loss,
-        "metrics": plan.metrics,
-        "recipe": plan.recipe,
-        "data_layout": _data_layout(plan),
+        "loss": plan.task.loss,
+        "metrics": plan.task.metrics,
+        "loader": plan.recipe.loader,
+        "data_title": plan.recipe.title,
+        "keras_dataset": plan.recipe.keras_dataset,
+        "data_help": plan.recipe.data_help,
         "data_default": plan.data is not None,
         "integer_input": plan.integer_input,
         "distribute": plan.distribute,

@@ -3,7 +3,8 @@ against integer labels, and how a whole split is predicted in chunks.
 
 The build (the Keras model's data loss), the TFLite checks and `l2compile
 eval` (TFLite files and SavedModels, which hold no L2 penalty) all score
-through these functions, so their figures are comparable.
+through these functions, by way of the plan's task (the classification task,
+`l2compile.tasks.Classification`), so their figures are comparable.
 """
 
 from __future__ import annotations
@@ -26,9 +27,15 @@ def labels_of(y: Any) -> npt.NDArray[np.int64]:
     return np.asarray(y).reshape(-1).astype(np.int64)
 
 
+def classes(probabilities: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    """Each sample's most probable class."""
+    found: npt.NDArray[np.int64] = np.argmax(probabilities, axis=-1)
+    return found.astype(np.int64, copy=False)
+
+
 def accuracy(probabilities: npt.NDArray[Any], labels: npt.NDArray[np.int64]) -> float:
     """The share of samples whose most probable class is their label."""
-    return float(np.mean(np.argmax(probabilities, axis=-1) == labels))
+    return float(np.mean(classes(probabilities) == labels))
 
 
 def data_loss(probabilities: npt.NDArray[Any], labels: npt.NDArray[np.int64]) -> float:

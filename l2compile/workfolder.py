@@ -327,8 +327,8 @@ def take_over(
     if saved is None:
         log(f"--resume: no saved state for {out}; training from the first epoch")
         return None
-    unknown = sorted(set(saved.history) - set(plan.history_keys))
-    missing = sorted(set(plan.history_keys) - set(saved.history))
+    unknown = sorted(set(saved.history) - set(plan.task.history_keys))
+    missing = sorted(set(plan.task.history_keys) - set(saved.history))
     if unknown or missing:
         problem = (
             f"history holds {unknown[0]!r}, which this training does not log"

@@ -14,6 +14,7 @@ from l2compile import build as builder
 from l2compile import export
 from l2compile.datasets import RECIPES, read_npz
 from l2compile.errors import BuildError
+from l2compile.tasks import Task
 
 from .conftest import ROOT, SMALL_SPEC, compiled
 
@@ -350,8 +351,8 @@ def test_a_quantized_file_that_loses_too_much_fails_and_is_kept(
     spec = compiled(tmp_path, text)
     real = export.score_tflite
 
-    def worse(path: Path, x: object, y: object) -> export.TFLiteScore:
-        score = real(path, x, y)  # type: ignore[arg-type]
+    def worse(path: Path, x: object, y: object, task: Task) -> export.TFLiteScore:
+        score = real(path, x, y, task)  # type: ignore[arg-type]
         if path.name == "model.dynamic.tflite":
             return dataclasses.replace(score, accuracy=score.accuracy - 0.05)
         return score

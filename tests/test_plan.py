@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from l2compile.datasets import ModelInput, SpecPath
 from l2compile.plan import ModelPlan, plan_spec
+from l2compile.recipes import ModelInput, SpecPath
 from l2compile.render import render_module
 from l2compile.spec import load_spec
 

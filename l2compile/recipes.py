@@ -1,0 +1,221 @@
+"""The data node of the plan: a recipe, where a spec's data comes from.
+
+A `Recipe` holds what the plan needs to know of the data, and decides what
+depends on it alone:
+
+- where the data is found: Keras' dataset (`keras_dataset`), its file or folder
+  (`filename`) and that file's layout, or the user's own .npz;
+- what it holds: the samples' shape, the classes and their names, what the
+  pixel values mean;
+- how the generated module reads and preprocesses it (`loader`, which of the
+  template's loaders it gets, and the strings that loader prints);
+- what a model fed by it must accept (`check_input`, `check_layers`).
+
+This is plan-stage code: nothing here reads a file or imports numpy.
+`l2compile.datasets` finds, reads and checks the data a recipe names.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from l2compile.errors import FieldPath
+from l2compile.layers.base import py_str
+
+__all__ = ["RECIPES", "ModelInput", "Recipe", "Report", "SpecPath", "recipe_for"]
+
+#: How a plan node reports a problem: the field it is about, and the message.
+Report = Callable[[FieldPath, str], None]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A data recipe: a dataset in Keras' file layout, or a user's .npz.
+
+    `layout` is "npz" (one .npz file, named `filename` for built-in recipes)
+    or "idx" (a folder `filename` of the four gzip IDX files). `image_shape`
+    is None where the data, not the recipe, decides it (the npz recipe).
+    `pixels` says what the pixel values mean, for apps that feed the model
+    their own images (None where the recipe does not know).
+    """
+
+    name: str
+    title: str
+    layout: str
+    filename: str
+    keras_dataset: str | None
+    image_shape: tuple[int, ...] | None
+    num_classes: int
+    labels: tuple[str, ...] = ()
+    pixels: str | None = None
+
+    @property
+    def input_size(self) -> int:
+        return math.prod(self.image_shape or ())
+
+    # --- how the generated module reads it ----------------------------------
+
+    @property
+    def loader(self) -> str:
+        """Which loader the generated module gets: `keras_npz` (Keras' .npz),
+        `idx` (Keras' folder of IDX files) or `user_npz` (the user's .npz)."""
+        if self.name == "npz":
+            return "user_npz"
+        return "idx" if self.layout == "idx" else "keras_npz"
+
+    @property
+    def data_example(self) -> str:
+        """The `--data` argument the module's usage line shows."""
+        return self.filename or "data.npz"
+
+    @property
+    def data_help(self) -> str:
+        """The help of the module's `--data` option, as a Python literal."""
+        if self.loader == "user_npz":
+            return py_str(".npz with x_train, y_train, x_test, y_test")
+        if self.loader == "idx":
+            return py_str(f"folder of Keras' {self.filename} files")
+        return py_str(f"{self.filename} in Keras' layout")
+
+    # --- what it tells others -------------------------------------------------
+
+    @property
+    def classes_origin(self) -> str:
+        """Where its number of classes is declared, for messages."""
+        if self.name == "npz":
+            return f"train.num_classes is {self.num_classes}"
+        return f"recipe {self.name} has {self.num_classes} classes"
+
+    def sample_text(self, dtype: str) -> str:
+        """What an app feeds the model, one sample: `dtype` is the data's own."""
+        if self.image_shape is None:
+            return f"one sample of the npz's x arrays ({dtype})"
+        size = "x".join(str(d) for d in self.image_shape)
+        return f"a {size} grayscale image as uint8 pixels (0-255), row by row"
+
+    # --- the model against it -------------------------------------------------
+
+    def check_input(self, shape: Sequence[int], report: Report) -> None:
+        """The spec's input.shape must hold one of its samples."""
+        size = math.prod(shape)
+        if self.image_shape is not None and size != self.input_size:
+            image = "x".join(str(d) for d in self.image_shape)
+            report(
+                ("input", "shape"),
+                f"recipe {self.name!r} gives {image} images ({self.input_size} "
+                f"values each), but this shape holds {size}",
+            )
+
+    def check_layers(self, kinds: Sequence[str], report: Report) -> None:
+        """Embeddings look up integer ids: they must see the data unscaled,
+        which only the npz recipe feeds, and only to the first layer."""
+        for i, kind in enumerate(kinds):
+            if kind == "embedding" and (i > 0 or self.image_shape):
+                report(
+                    ("layers", i, "type"),
+                    "an embedding looks up integer ids, so it must be the first "
+                    "layer and read an npz recipe's integers"
+                    + (
+                        f"; recipe {self.name!r} gives scaled pixels"
+                        if self.image_shape
+                        else ""
+                    ),
+                )
+
+
+RECIPES: dict[str, Recipe] = {
+    "mnist": Recipe(
+        name="mnist",
+        title="MNIST",
+        layout="npz",
+        filename="mnist.npz",
+        keras_dataset="mnist",
+        image_shape=(28, 28),
+        num_classes=10,
+        labels=tuple(str(digit) for digit in range(10)),
+        # LeCun, Cortes and Burges' description of the set.
+        pixels=(
+            "grayscale, 0 is the black background and 255 full white ink: a white "
+            "digit on black, scaled to fit a 20x20 box and centred in the 28x28 "
+            "image by its centre of mass; invert digits drawn dark on light"
+        ),
+    ),
+    "fashion_mnist": Recipe(
+        name="fashion_mnist",
+        title="Fashion-MNIST",
+        layout="idx",
+        filename="fashion-mnist",
+        keras_dataset="fashion_mnist",
+        image_shape=(28, 28),
+        num_classes=10,
+        # Keras' documented class names, in label order.
+        labels=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+        # Zalando's conversion: the product photo negated, its longer side
+        # scaled to 28 pixels, centred on the canvas.
+        pixels=(
+            "grayscale, 0 is the black background and 255 the lightest: a light "
+            "garment (the product photo negated) on black, its longer side scaled "
+            "to 28 pixels and centred in the 28x28 image; invert photos of dark "
+            "objects on light backgrounds"
+        ),
+    ),
+}
+
+
+def recipe_for(
+    name: str, num_classes: int | None = None, labels: list[str] | None = None
+) -> Recipe:
+    """The recipe a spec names; `npz` is the user's own file of `num_classes`."""
+    if name == "npz":
+        assert num_classes is not None  # the spec requires it
+        names = tuple(labels) if labels else tuple(str(i) for i in range(num_classes))
+        return Recipe("npz", "npz", "npz", "", None, None, num_classes, names)
+    return RECIPES[name]
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What the model reads, for checking data against it: each sample's shape,
+    and, where the model starts with an embedding, how many ids it looks up."""
+
+    shape: tuple[int, ...]
+    ids: int | None = None
+
+
+@dataclass(frozen=True)
+class SpecPath:
+    """A file named in a spec, resolved against the spec file's folder (as
+    docker-compose and tsconfig resolve theirs), not the working folder."""
+
+    field: str  #: the field that names it, as `train.data`
+    spec: str  #: the spec file, as messages name it
+    written: str  #: the path as the spec writes it
+    folder: str  #: the spec file's folder, absolute
+
+    @property
+    def path(self) -> Path:
+        """The file, shown relative to the working folder where it is inside it."""
+        path = Path(os.path.normpath(Path(self.folder) / self.written))
+        try:
+            return path.relative_to(Path.cwd().resolve())
+        except ValueError:
+            return path
+
+    @property
+    def origin(self) -> str:
+        return f"{self.field} (in {self.spec})"
