@@ -54,7 +54,21 @@ def hostile() -> dict[str, str]:
         "one long string": _fill("description: ", "x", "\n"),
         "folded double-quoted text": _fill('description: "', "a\n\n  ", 'b"\n'),
         "deep flow nesting": _fill("junk: ", "[", "\n"),
+        "graph: 512 misspelled inputs": _graph(),
     }
+
+
+def _graph() -> str:
+    """990 named layers, then merges of names none of them has: each unknown
+    name is a located error, and a search for the closest earlier name."""
+    head = "name: hostile\ninput: {shape: [16]}\nlayers:\n"
+    named = "".join(
+        f"  - {{type: dense, units: 8, name: layer_number_{i}}}\n" for i in range(990)
+    )
+    wrong = ", ".join(f"lay_number_{i * 15}" for i in range(64))
+    merges = f"  - {{type: add, inputs: [{wrong}]}}\n" * 8
+    tail = "train: {recipe: npz, num_classes: 10, epochs: 1, batch_size: 8}\n"
+    return head + named + merges + tail
 
 
 def run(path: Path) -> tuple[float, float]:
