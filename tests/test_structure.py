@@ -76,3 +76,20 @@ def test_no_function_in_the_package_is_over_80_lines() -> None:
 def test_the_build_only_orchestrates() -> None:
     lines = (PACKAGE / "build.py").read_text(encoding="utf-8").count("\n")
     assert lines < 300
+
+
+def test_the_plan_imports_no_build_stage_code() -> None:
+    """The plan is made without reading data or importing numpy/TensorFlow:
+    validate, generate and inspect answer fast."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, l2compile.plan, l2compile.render; "
+        "print(sorted(m for m in ('numpy', 'tensorflow', 'keras', "
+        "'l2compile.datasets', 'l2compile.build') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
