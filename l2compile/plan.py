@@ -176,9 +176,8 @@ class ModelPlan:
 
     @property
     def variable_scope(self) -> str | None:
-        """What Keras puts before each layer's variable paths: a Sequential
-        model builds its layers under its own name, a functional one does not."""
-        return self.name if self.is_stack else None
+        """What Keras puts before each layer's variable paths."""
+        return _variable_scope(self.name, self.layers)
 
     def weight_path(self, layer: LayerPlan, weight: WeightPlan) -> str:
         """The Keras variable path of a weight of this model."""
@@ -632,7 +631,7 @@ class _Planner:
             return _Optimizer(cls, ("learning_rate=LEARNING_RATE",), ())
         if opt.type == "adam":
             cls = "keras.optimizers.AdamW"
-        scope = self.spec.name if _is_stack(layers) else None
+        scope = _variable_scope(self.spec.name, layers)
         no_decay = tuple(
             w.path(scope, lay.name)
             for lay in layers
@@ -712,6 +711,14 @@ def _is_stack(layers: tuple[LayerPlan, ...] | list[LayerPlan]) -> bool:
     """Whether each layer takes the one before it (the first: the input)."""
     before = (INPUT, *(layer.name for layer in layers))
     return all(layer.inputs == (before[i],) for i, layer in enumerate(layers))
+
+
+def _variable_scope(
+    name: str, layers: tuple[LayerPlan, ...] | list[LayerPlan]
+) -> str | None:
+    """A Sequential model builds its layers under its own name; a functional
+    one builds them as they are called, outside any model's scope."""
+    return name if _is_stack(layers) else None
 
 
 def _l2_comment(spec: Spec, layers: list[LayerPlan]) -> str:
