@@ -284,6 +284,7 @@ class _Planner:
         )
         self.errors: list[SpecError] = []
         self._names: list[str] = []
+        self._automatic: list[str] = []  # <type>_<n> of each layer, named or not
         self._suggested = 0
 
     def error(
@@ -292,38 +293,61 @@ class _Planner:
         self.errors.append(self.source.error(path, message, suggestion=suggestion))
 
     def names(self) -> list[str]:
-        """Each layer's name: the spec's, else `<type>_<n>` for the n-th of its type."""
-        taken = {layer.name for layer in self.spec.layers if layer.name}
-        taken.add(INPUT)
+        """Each layer's name: the spec's, else `<type>_<n>` for the n-th layer
+        of its type. Where layers name their `inputs`, a name the spec gives
+        may not be another layer's automatic name, so naming one layer never
+        renames another that a reference means."""
         counts: dict[str, int] = {}
-        seen: dict[str, int] = {}
-        names = []
-        for i, layer in enumerate(self.spec.layers):
-            # The n-th layer of a type is <type>_n, named or not, so naming
-            # one layer never renames another (which inputs may refer to).
+        for layer in self.spec.layers:
             counts[layer.kind] = counts.get(layer.kind, 0) + 1
+            self._automatic.append(f"{layer.kind}_{counts[layer.kind]}")
+        owners = {auto: i for i, auto in enumerate(self._automatic)}
+        names = [
+            layer.name or auto
+            for layer, auto in zip(self.spec.layers, self._automatic, strict=True)
+        ]
+        graph = any(layer.inputs is not None for layer in self.spec.layers)
+        seen: dict[str, int] = {}
+        for i, layer in enumerate(self.spec.layers):
+            owner = owners.get(names[i], i)
+            where = ("layers", i, "name")
+            if not layer.name:
+                pass  # an automatic name is unique, and no given one takes it
+            elif layer.name == INPUT:
+                self.error(where, "layer name 'input' is already used by the input")
+            elif owner != i and not self.spec.layers[owner].name and graph:
+                self.error(
+                    where,
+                    f"layer name {layer.name!r} is the automatic name of "
+                    f"layers[{owner}] ({_nth(owner, self._automatic)}); choose "
+                    "another name, or name that layer too",
+                )
+            elif layer.name in seen:
+                first = seen[layer.name]
+                self.error(
+                    where,
+                    f"layer name {layer.name!r} is already used by layers[{first}]",
+                )
             if layer.name:
-                if layer.name in seen or layer.name == INPUT:
-                    first = (
-                        f"layers[{seen[layer.name]}]"
-                        if layer.name in seen
-                        else "the input"
-                    )
-                    self.error(
-                        ("layers", i, "name"),
-                        f"layer name {layer.name!r} is already used by {first}",
-                    )
                 seen.setdefault(layer.name, i)
-                names.append(layer.name)
-                continue
-            n = counts[layer.kind]
-            candidate = f"{layer.kind}_{n}"
-            while candidate in taken:  # a name the spec gave another layer
-                n += 1
-                candidate = f"{layer.kind}_{n}"
-            taken.add(candidate)
-            names.append(candidate)
-        return names
+        return self.renamed(names) if not graph else names
+
+    def renamed(self, names: list[str]) -> list[str]:
+        """In a stack, which no layer refers to by name, an automatic name that
+        the spec gave another layer moves to the next free number (as before
+        graphs: such specs stay valid)."""
+        given = {layer.name for layer in self.spec.layers if layer.name}
+        taken = set(names)
+        out = []
+        for layer, name in zip(self.spec.layers, names, strict=True):
+            if not layer.name and name in given:
+                n = int(name.rsplit("_", 1)[1])
+                while f"{layer.kind}_{n}" in taken:
+                    n += 1
+                name = f"{layer.kind}_{n}"
+                taken.add(name)
+            out.append(name)
+        return out
 
     # --- the graph --------------------------------------------------------------
 
@@ -351,6 +375,13 @@ class _Planner:
                         + ("this layer" if j == i else f"layers[{j}], after this one")
                         + ": a layer takes only the outputs of layers before it "
                         "(a model is a graph without cycles)",
+                    )
+                elif ref in self._automatic[:i]:
+                    j = self._automatic.index(ref)
+                    self.error(
+                        where,
+                        f"no layer is named {ref!r}: layers[{j}] "
+                        f"({_nth(j, self._automatic)}) is named {names[j]!r}",
                     )
                 else:
                     self.error(
@@ -460,7 +491,7 @@ class _Planner:
             plan = self.layer(i, layer, name, [(ref, shapes[ref]) for ref in refs])
             if plan is None:
                 continue
-            shapes[name] = plan.output_shape
+            shapes.setdefault(name, plan.output_shape)  # as wire(): the first
             l2 = getattr(layer, "l2", None)
             planned.append(_assign_l2(plan, l2, self.spec))
         return planned
@@ -711,6 +742,15 @@ def _is_stack(layers: tuple[LayerPlan, ...] | list[LayerPlan]) -> bool:
     """Whether each layer takes the one before it (the first: the input)."""
     before = (INPUT, *(layer.name for layer in layers))
     return all(layer.inputs == (before[i],) for i, layer in enumerate(layers))
+
+
+def _nth(i: int, automatic: list[str]) -> str:
+    """`the 3rd conv2d` for the layer whose automatic name is conv2d_3."""
+    kind, n = automatic[i].rsplit("_", 1)
+    suffix = {"1": "st", "2": "nd", "3": "rd"}.get(n[-1], "th")
+    if n[-2:] in ("11", "12", "13"):
+        suffix = "th"
+    return f"the {n}{suffix} {kind}"
 
 
 def _variable_scope(
