@@ -53,6 +53,7 @@ from l2compile.layers.base import (
     Role,
     Shape,
     WeightPlan,
+    py_float,
     py_str,
     rank_error,
     shape_text,
@@ -218,7 +219,7 @@ class ModelPlan:
 def _regularizer(coefficient: float, global_l2: float) -> str:
     # The global coefficient is written as the module's L2 constant, so a
     # reader changes it in one place; an override is written as its number.
-    value = "L2" if coefficient == global_l2 else repr(coefficient)
+    value = "L2" if coefficient == global_l2 else py_float(coefficient)
     return f"regularizers.L2({value})"
 
 
@@ -685,14 +686,14 @@ class _Planner:
                 if spec.train.data
                 else []
             ),
-            Constant("L2", repr(spec.l2), _l2_comment(spec, layers)),
-            Constant("LEARNING_RATE", repr(opt.learning_rate)),
+            Constant("L2", py_float(spec.l2), _l2_comment(spec, layers)),
+            Constant("LEARNING_RATE", py_float(opt.learning_rate)),
         ]
         if opt.weight_decay > 0:
             constants.append(
                 Constant(
                     "WEIGHT_DECAY",
-                    repr(opt.weight_decay),
+                    py_float(opt.weight_decay),
                     "decoupled weight decay (Loshchilov & Hutter)",
                 )
             )

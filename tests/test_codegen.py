@@ -41,6 +41,27 @@ def test_generated_code_is_ruff_formatted() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_extreme_numbers_are_written_as_ruff_writes_them(tmp_path: Path) -> None:
+    """repr(1e20) is `1e+20`, which ruff rewrites to `1e20`."""
+    spec = tmp_path / "huge.yaml"
+    spec.write_text(
+        "name: huge\ninput: {shape: [4]}\nl2: 1.0e+20\n"
+        "layers:\n"
+        "  - {type: rescaling, scale: 1.0e+20, offset: -3.0e+300}\n"
+        "  - {type: layer_normalization, epsilon: 1.0e+30}\n"
+        "  - {type: dense, units: 3, activation: softmax, l2: 2.0e+20}\n"
+        "train: {recipe: npz, num_classes: 3, epochs: 1, batch_size: 2,\n"
+        "  optimizer: {learning_rate: 1.0e+16, weight_decay: 1.0e+17,\n"
+        "  weight_decay_with_l2: true}}\n",
+        encoding="utf-8",
+    )
+    code, _, err = run("generate", str(spec), "-o", str(tmp_path / "huge.py"))
+    assert code == 0, err
+    assert "1e20" in (tmp_path / "huge.py").read_text(encoding="utf-8")
+    result = tool("ruff", "format", "--check", "--no-cache", str(tmp_path / "huge.py"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_generated_code_is_ruff_clean() -> None:
     result = tool("ruff", "check", "--no-cache", str(GOLDEN))
     assert result.returncode == 0, result.stdout + result.stderr

@@ -486,3 +486,13 @@ def test_inputs_written_as_one_name_shows_the_list_to_write(tmp_path: Path) -> N
     assert message.endswith(
         "layers[2].inputs: must be a list, got 'd' (a list of one: [d])"
     )
+
+
+def test_gaussian_noise_above_what_keras_takes_is_a_spec_error(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "layers:\n", "layers:\n  - {type: gaussian_noise, stddev: 1.5}\n"
+    )
+    (message,) = errors(text, tmp_path)
+    assert message.endswith(
+        "layers[0].stddev: must be less than or equal to 1, got 1.5"
+    ), message

@@ -49,6 +49,11 @@ def py_str(text: str) -> str:
     return literal
 
 
+def py_float(value: float) -> str:
+    """A float literal as ruff formats it: `1e20`, not repr's `1e+20`."""
+    return repr(value).replace("e+", "e")
+
+
 def shape_text(shape: Shape) -> str:
     """A shape as Python writes a tuple: `(10,)`, `(28, 28, 1)`."""
     return (

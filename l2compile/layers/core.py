@@ -15,6 +15,7 @@ from l2compile.layers.base import (
     WeightPlan,
     activation_args,
     bias,
+    py_float,
     py_str,
     register,
 )
@@ -79,7 +80,8 @@ class RescalingLayer(LayerSpec):
     offset: Annotated[float, Field(allow_inf_nan=False)] = 0.0
 
     def arguments(self) -> list[str]:
-        return [repr(self.scale), *([f"offset={self.offset!r}"] if self.offset else [])]
+        offset = [f"offset={py_float(self.offset)}"] if self.offset else []
+        return [py_float(self.scale), *offset]
 
 
 @register

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 from l2compile.fields import Epsilon, Rate
-from l2compile.layers.base import Shape, WeightedSpec, WeightPlan, register
+from l2compile.layers.base import Shape, WeightedSpec, WeightPlan, py_float, register
 
 
 class _Normalization(WeightedSpec):
     epsilon: Epsilon = 0.001
 
     def arguments(self) -> list[str]:
-        return [f"epsilon={self.epsilon!r}"] if self.epsilon != 0.001 else []
+        return [f"epsilon={py_float(self.epsilon)}"] if self.epsilon != 0.001 else []
 
     def weights(self, shape: Shape) -> list[WeightPlan]:
         size = (shape[-1],)

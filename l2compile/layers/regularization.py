@@ -41,7 +41,8 @@ class GaussianNoiseLayer(LayerSpec):
 
     keras_class: ClassVar[str] = "GaussianNoise"
     type: Literal["gaussian_noise"]
-    stddev: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    # Keras refuses a standard deviation above 1.
+    stddev: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
     def arguments(self) -> list[str]:
         return [repr(self.stddev)]
