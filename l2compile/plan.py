@@ -105,6 +105,8 @@ class LayerPlan:
     weights: tuple[WeightPlan, ...] = ()
     regularizers: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ()
+    passthrough: bool = False  #: see LayerSpec.passthrough
+    reads_ids: bool = False  #: see LayerSpec.reads_ids
 
     @property
     def all_args(self) -> tuple[str, ...]:
@@ -186,17 +188,16 @@ class ModelPlan:
 
     @property
     def integer_input(self) -> bool:
-        """Whether the model reads integer ids (it starts with an embedding)."""
-        return self.layers[0].type == "embedding"
+        """Whether the model reads integer ids (an embedding reads its input)."""
+        return any(layer.reads_ids for layer in self.layers)
 
     @property
     def model_input(self) -> ModelInput:
         """What the model reads, for checking the data against it: the sample
-        shape, and the number of ids (input_dim) where it starts with an
-        embedding."""
-        first = self.layers[0]
-        ids = first.weights[0].shape[0] if self.integer_input else None
-        return ModelInput(self.input_shape, ids)
+        shape, and the number of ids (the smallest input_dim) where embeddings
+        read it."""
+        tables = [lay.weights[0].shape[0] for lay in self.layers if lay.reads_ids]
+        return ModelInput(self.input_shape, min(tables) if tables else None)
 
     @property
     def regularized_params(self) -> int:
@@ -475,6 +476,8 @@ class _Planner:
             output_shape=out,
             weights=tuple(layer.weights(shape)),
             inputs=tuple(ref for ref, _ in inputs),
+            passthrough=layer.passthrough,
+            reads_ids=layer.reads_ids,
         )
 
     def layers(self) -> list[LayerPlan]:
@@ -505,7 +508,7 @@ class _Planner:
         if not layers or len(layers) != len(spec.layers):
             return  # an earlier layer failed; its error says why
         task.check_output(layers, spec.layers, recipe, self.error)
-        recipe.check_layers([layer.kind for layer in spec.layers], self.error)
+        recipe.check_layers(layers, self.error)
 
     def tflite_plan(self, layers: list[LayerPlan]) -> TFLitePlan | None:
         export = self.spec.export

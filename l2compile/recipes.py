@@ -22,9 +22,13 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from l2compile.errors import FieldPath
 from l2compile.layers.base import py_str
+
+if TYPE_CHECKING:
+    from l2compile.plan import LayerPlan
 
 __all__ = ["RECIPES", "ModelInput", "Recipe", "Report", "SpecPath", "recipe_for"]
 
@@ -110,20 +114,32 @@ class Recipe:
                 f"values each), but this shape holds {size}",
             )
 
-    def check_layers(self, kinds: Sequence[str], report: Report) -> None:
+    def check_layers(self, layers: Sequence[LayerPlan], report: Report) -> None:
         """Embeddings look up integer ids: they must see the data unscaled,
-        which only the npz recipe feeds, and only to the first layer."""
-        for i, kind in enumerate(kinds):
-            if kind == "embedding" and (i > 0 or self.image_shape):
+        which only the npz recipe feeds, and only as the model's input. Then
+        every layer that reads the input reads ids."""
+        readers = [layer for layer in layers if "input" in layer.inputs]
+        ids = [layer for layer in readers if layer.reads_ids]
+        for layer in layers:
+            if layer.reads_ids and (layer not in readers or self.image_shape):
                 report(
-                    ("layers", i, "type"),
-                    "an embedding looks up integer ids, so it must be the first "
-                    "layer and read an npz recipe's integers"
+                    ("layers", layer.index, "type"),
+                    f"an {layer.type} looks up integer ids, so it must read the "
+                    "model's input (be the first layer of a stack) and an npz "
+                    "recipe's integers"
                     + (
                         f"; recipe {self.name!r} gives scaled pixels"
                         if self.image_shape
                         else ""
                     ),
+                )
+        for layer in readers if ids else ():
+            if not layer.reads_ids:
+                report(
+                    ("layers", layer.index),
+                    f"layers[{layer.index}] ({layer.type}) reads the model's input "
+                    f"as numbers, but layers[{ids[0].index}] ({ids[0].type}) reads "
+                    "it as integer ids; one input is one or the other",
                 )
 
 

@@ -146,10 +146,6 @@ def task_for(train: TrainSpec, recipe: Recipe) -> Task:
     return kind.of(train, recipe)
 
 
-#: Layers that only move values around: they may follow the model's softmax.
-_PASSTHROUGH = ("dropout", "flatten", "reshape")
-
-
 @register
 @dataclass(frozen=True)
 class Classification(Task):
@@ -190,14 +186,14 @@ class Classification(Task):
         # Layers that only move values around (dropout, flatten, reshape) may
         # follow the softmax.
         by_name = {lay.name: lay for lay in layers}
-        while last.type in _PASSTHROUGH and last.inputs[0] in by_name:
+        while last.passthrough and last.inputs[0] in by_name:
             last = by_name[last.inputs[0]]
         i, lay = last.index, spec_layers[last.index]
         activation = getattr(lay, "activation", None)
         if lay.kind not in ("dense", "activation"):
             report(
                 ("layers", i),
-                f"the model ends with a {lay.kind} layer, but loss "
+                f"the model ends with {_a(lay.kind)} layer, but loss "
                 f"{self.loss_name!r} expects class probabilities: end with a "
                 "dense or activation layer with activation 'softmax'",
             )
@@ -240,3 +236,8 @@ class Classification(Task):
 
     def output_files(self, recipe: Recipe) -> dict[str, str]:
         return {"labels.txt": "".join(f"{name}\n" for name in recipe.labels)}
+
+
+def _a(word: str) -> str:
+    """`a dense`, `an add`."""
+    return ("an " if word[0] in "aeiou" else "a ") + word

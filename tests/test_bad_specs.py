@@ -29,7 +29,7 @@ def test_the_corpus_covers_the_cases_users_hit() -> None:
         "yes_bool", "yaml11_values", "shadow_installed", "many_values_unknown_key",
         "graph_unknown_input", "graph_later_layer", "graph_dead_branch",
         "graph_merge_one_input", "graph_merge_shapes", "graph_two_inputs_not_merged",
-        "graph_concatenate", "graph_automatic_name",
+        "graph_concatenate", "graph_automatic_name", "graph_embedding",
     }  # fmt: skip
 
 

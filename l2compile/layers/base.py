@@ -107,6 +107,11 @@ class LayerSpec(StrictModel):
     keras_class: ClassVar[str]
     input_rank: ClassVar[int | None] = None
     merges: ClassVar[bool] = False
+    #: At inference it passes its input on unchanged or only rearranged
+    #: (dropout, noise, flatten, reshape): it may follow the model's softmax.
+    passthrough: ClassVar[bool] = False
+    #: It looks up integer ids, so it must read the model's input, unscaled.
+    reads_ids: ClassVar[bool] = False
     #: What TFLite's converter is known to refuse for this kind.
     tflite_dynamic_batch: ClassVar[bool] = True
     tflite_int8: ClassVar[bool] = True

@@ -55,6 +55,7 @@ class EmbeddingLayer(WeightedSpec):
 
     keras_class: ClassVar[str] = "Embedding"
     input_rank: ClassVar[int | None] = 1
+    reads_ids: ClassVar[bool] = True
     type: Literal["embedding"]
     input_dim: PositiveInt
     output_dim: PositiveInt

@@ -51,6 +51,7 @@ class FlattenLayer(LayerSpec):
     """Flattens everything but the batch dimension."""
 
     keras_class: ClassVar[str] = "Flatten"
+    passthrough: ClassVar[bool] = True
     type: Literal["flatten"]
 
     def output_shape(self, shape: Shape, place: Place) -> Shape | None:
@@ -62,6 +63,7 @@ class ReshapeLayer(LayerSpec):
     """Reshapes everything but the batch dimension."""
 
     keras_class: ClassVar[str] = "Reshape"
+    passthrough: ClassVar[bool] = True
     type: Literal["reshape"]
     target_shape: Annotated[
         list[Annotated[int, Field(ge=-1, le=2**31 - 1)]],
