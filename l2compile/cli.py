@@ -134,11 +134,19 @@ def validate(specs: tuple[Path, ...]) -> None:
 @main.command(epilog=_EXIT_CODES)
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def inspect(spec: Path, as_json: bool) -> None:
+@click.option(
+    "--layers",
+    "show_layers",
+    is_flag=True,
+    help="List the layers instead: names, inputs, output shapes (the graph).",
+)
+def inspect(spec: Path, as_json: bool, show_layers: bool) -> None:
     """List every weight of SPEC's model: shape, parameters, L2 and weight decay."""
     plan = _compile_or_exit(spec).plan
     if as_json:
         click.echo(json.dumps(report.as_data(plan), indent=2))
+    elif show_layers:
+        click.echo(report.as_layer_table(plan))
     else:
         click.echo(report.as_table(plan))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from l2compile.plan import ModelPlan, shape_text
@@ -26,10 +27,26 @@ def weights(plan: ModelPlan) -> list[dict[str, Any]]:
     ]
 
 
+def layers(plan: ModelPlan) -> list[dict[str, Any]]:
+    """One record per layer, in spec order: what it takes and what it gives."""
+    return [
+        {
+            "name": layer.name,
+            "type": layer.type,
+            "inputs": list(layer.inputs),
+            "output_shape": list(layer.output_shape),
+            "params": layer.params,
+        }
+        for layer in plan.layers
+    ]
+
+
 def as_data(plan: ModelPlan) -> dict[str, Any]:
     """The inspect report as data."""
     return {
         "name": plan.name,
+        "model": "sequential" if plan.is_stack else "functional",
+        "layers": layers(plan),
         "weights": weights(plan),
         "totals": {
             "params": plan.params,
@@ -37,6 +54,35 @@ def as_data(plan: ModelPlan) -> dict[str, Any]:
             "weight_decay_params": plan.decayed_params,
         },
     }
+
+
+def as_layer_table(plan: ModelPlan) -> str:
+    """The layers as an aligned table: the graph as the plan resolved it."""
+    rows = [("layer", "type", "inputs", "output shape", "params")]
+    for record in layers(plan):
+        rows.append(
+            (
+                record["name"],
+                record["type"],
+                ", ".join(record["inputs"]),
+                shape_text(tuple(record["output_shape"])),
+                f"{record['params']:,}",
+            )
+        )
+    kind = "a stack (keras.Sequential)" if plan.is_stack else "a graph (functional)"
+    return _aligned(rows, numeric={4}) + f"\n\n{plan.name} is {kind}"
+
+
+def _aligned(rows: Sequence[tuple[str, ...]], numeric: set[int]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.rjust(width) if i in numeric else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
 
 
 def _number(value: float) -> str:
@@ -57,15 +103,7 @@ def as_table(plan: ModelPlan) -> str:
                 _number(record["weight_decay"]),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    numeric = {3}
-    lines = []
-    for row in rows:
-        cells = [
-            cell.rjust(width) if i in numeric else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
+    lines = [_aligned(rows, numeric={3})]
     total = max(plan.params, 1)  # a model of only weightless layers has 0
     lines.append("")
     lines.append(f"parameters:             {plan.params:,}")

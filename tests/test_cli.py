@@ -305,3 +305,34 @@ def test_offline_without_mnist_the_training_tests_skip_saying_what_to_set(
         ": needs the real MNIST: set L2COMPILE_DATA to a folder holding mnist.npz"
     )
     assert "5 skipped" in result.stdout.splitlines()[-1]
+
+
+def test_readme_layer_table_is_what_a_user_sees(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("`l2compile inspect --layers SPEC`", 1)[1]
+    shown = section.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+    assert shown[0] == "$ l2compile inspect --layers tests/specs/residual_block.yaml"
+    monkeypatch.chdir(ROOT)
+    code, out, _ = run("inspect", "--layers", "tests/specs/residual_block.yaml")
+    assert code == EXIT_OK
+    assert out.splitlines() == shown[1:]
+
+
+def test_inspect_json_lists_the_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    code, out, _ = run("inspect", "--json", "tests/specs/residual_cnn.yaml")
+    assert code == EXIT_OK
+    data = json.loads(out)
+    assert data["model"] == "functional"
+    add = next(layer for layer in data["layers"] if layer["type"] == "add")
+    assert add == {
+        "name": "block1",
+        "type": "add",
+        "inputs": ["stem", "conv2d_3"],
+        "output_shape": [28, 28, 16],
+        "params": 0,
+    }
+    code, out, _ = run("inspect", "--json", "specs/mnist.yaml")
+    assert json.loads(out)["model"] == "sequential"
