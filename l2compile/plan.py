@@ -373,10 +373,11 @@ class _Planner:
                     j = index[ref]
                     self.error(
                         where,
-                        f"{ref!r} is "
-                        + ("this layer" if j == i else f"layers[{j}], after this one")
-                        + ": a layer takes only the outputs of layers before it "
-                        "(a model is a graph without cycles)",
+                        f"{ref!r} is this layer: a layer cannot take its own output"
+                        if j == i
+                        else f"{ref!r} is layers[{j}], after this one: a layer takes "
+                        "only the outputs of layers listed before it, which "
+                        "rules out cycles",
                     )
                 elif ref in self._automatic[:i]:
                     j = self._automatic.index(ref)
@@ -459,10 +460,14 @@ class _Planner:
             shape = inputs[0][1]
             out = layer.merged_shape(inputs, place)
         else:
-            ((_, shape),) = inputs
+            ((source, shape),) = inputs
             rank = layer.input_rank
             if rank is not None and len(shape) != rank:
-                place.error("type", rank_error(layer.kind, shape, rank))
+                message = rank_error(layer.kind, shape, rank)
+                if layer.inputs is not None:  # say where it comes from
+                    named = "the model's input" if source == INPUT else source
+                    message = message.replace("its input is", f"{named} is", 1)
+                place.error("type", message)
                 return None
             out = layer.output_shape(shape, place)
         if out is None:

@@ -75,7 +75,9 @@ class _CallView:
 
 
 #: Names build_model() itself uses, which a layer's variable must not take.
-_RESERVED = frozenset({"inputs", "outputs", "x", "layers", "keras", "regularizers"})
+_RESERVED = frozenset(
+    {"inputs", "outputs", "x", "layers", "keras", "regularizers", "np", "tf"}
+)
 _LONGEST_VARIABLE = 32
 
 

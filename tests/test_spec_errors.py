@@ -496,3 +496,19 @@ def test_gaussian_noise_above_what_keras_takes_is_a_spec_error(tmp_path: Path) -
     assert message.endswith(
         "layers[0].stddev: must be less than or equal to 1, got 1.5"
     ), message
+
+
+def test_a_rank_error_in_a_graph_names_where_the_input_comes_from(
+    tmp_path: Path,
+) -> None:
+    text = GOOD.replace(
+        "units: 64, activation: relu",
+        "units: 64, activation: relu, inputs: [input]}\n"
+        "  - {type: conv1d, filters: 2, kernel_size: 1, inputs: [dense_1]",
+    )
+    messages = compile_errors(text, tmp_path)
+    assert any(
+        "layers[2].type: conv1d needs input of shape (timesteps, features), but "
+        "dense_1 is (128,)" in m
+        for m in messages
+    ), messages
