@@ -74,7 +74,7 @@ Activation = Literal[
 ]
 
 
-def _pair(value: Any) -> Any:
+def pair(value: Any) -> Any:
     """`3` means `(3, 3)`: Keras' own shorthand for 2-D sizes."""
     if isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
@@ -84,7 +84,7 @@ def _pair(value: Any) -> Any:
 _POSITIVE = {"type": "integer", "exclusiveMinimum": 0}
 Pair = Annotated[
     tuple[PositiveInt, PositiveInt],
-    BeforeValidator(_pair),
+    BeforeValidator(pair),
     # Editors should accept `3` as well as `[3, 3]`, as the validator does.
     WithJsonSchema(
         {

@@ -54,40 +54,38 @@ class AveragePooling2DLayer(_Pooling2D):
     type: Literal["average_pooling2d"]
 
 
+class _GlobalPooling(LayerSpec):
+    """Pools over every axis but the channels: (..., c) -> (c,)."""
+
+    def output_shape(self, shape: Shape, place: Place) -> Shape | None:
+        return (shape[-1],)
+
+
 @register
-class GlobalAveragePooling2DLayer(LayerSpec):
+class GlobalAveragePooling2DLayer(_GlobalPooling):
     """The mean over height and width: (h, w, c) -> (c,)."""
 
     keras_class: ClassVar[str] = "GlobalAveragePooling2D"
     input_rank: ClassVar[int | None] = 3
     type: Literal["global_average_pooling2d"]
 
-    def output_shape(self, shape: Shape, place: Place) -> Shape | None:
-        return (shape[-1],)
-
 
 @register
-class GlobalMaxPooling2DLayer(LayerSpec):
+class GlobalMaxPooling2DLayer(_GlobalPooling):
     """The maximum over height and width: (h, w, c) -> (c,)."""
 
     keras_class: ClassVar[str] = "GlobalMaxPooling2D"
     input_rank: ClassVar[int | None] = 3
     type: Literal["global_max_pooling2d"]
 
-    def output_shape(self, shape: Shape, place: Place) -> Shape | None:
-        return (shape[-1],)
-
 
 @register
-class GlobalAveragePooling1DLayer(LayerSpec):
+class GlobalAveragePooling1DLayer(_GlobalPooling):
     """The mean over the steps: (steps, features) -> (features,)."""
 
     keras_class: ClassVar[str] = "GlobalAveragePooling1D"
     input_rank: ClassVar[int | None] = 2
     type: Literal["global_average_pooling1d"]
-
-    def output_shape(self, shape: Shape, place: Place) -> Shape | None:
-        return (shape[-1],)
 
 
 @register

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
-from l2compile.fields import Pair
+from l2compile.fields import Pair, pair
 from l2compile.layers.base import (
     LayerSpec,
     Place,
@@ -22,19 +22,13 @@ from l2compile.layers.base import (
 _SIZE = {"type": "integer", "minimum": 0}
 
 
-def _both(value: Any) -> Any:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value, value)
-    return tuple(value) if isinstance(value, list) else value
-
-
 #: `1` means `(1, 1)`, as for kernel sizes, but 0 is a size here.
 Margins = Annotated[
     tuple[
         Annotated[int, Field(ge=0, le=2**31 - 1)],
         Annotated[int, Field(ge=0, le=2**31 - 1)],
     ],
-    BeforeValidator(_both),
+    BeforeValidator(pair),
     WithJsonSchema(
         {
             "anyOf": [
