@@ -33,7 +33,7 @@ def test_a_diverging_loss_stops_training_and_publishes_nothing(
     assert message.startswith("training diverged in epoch 1 of 5: the loss became ")
     assert message.endswith(
         "The usual cause is a learning rate too large for the model "
-        "(train.optimizer.learning_rate is 1e+30), or an l2 that large (l2 is "
+        "(train.optimizer.learning_rate is 1e30), or an l2 that large (l2 is "
         "0.01). Nothing was published."
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "small.yaml"]
