@@ -602,7 +602,7 @@ class _Planner:
         if opt.weight_decay == 0 or opt.weight_decay_with_l2:
             return
         both = [
-            f"{lay.name}/{w.name}"
+            w.path(None, lay.name)
             for lay in layers
             for w in lay.weights
             if w.l2 > 0 and w.weight_decay > 0

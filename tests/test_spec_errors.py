@@ -512,3 +512,18 @@ def test_a_rank_error_in_a_graph_names_where_the_input_comes_from(
         "dense_1 is (128,)" in m
         for m in messages
     ), messages
+
+
+def test_weight_decay_and_l2_name_a_recurrent_weight_by_its_path(
+    tmp_path: Path,
+) -> None:
+    text = (
+        GOOD.replace("shape: [784]", "shape: [28, 28]")
+        .replace(
+            "  - {type: dense, units: 128,",
+            "  - {type: lstm, units: 8}\n  - {type: dense, units: 128,",
+        )
+        .replace("learning_rate: 0.001}", "learning_rate: 0.001, weight_decay: 0.004}")
+    )
+    (message,) = compile_errors(text, tmp_path)
+    assert "would both reach lstm_1/lstm_cell/kernel, " in message, message

@@ -93,3 +93,14 @@ def test_the_plan_imports_no_build_stage_code() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_every_family_module_is_registered() -> None:
+    """A family module that FAMILIES leaves out would register nothing."""
+    modules = {
+        path.stem
+        for path in (PACKAGE / "layers").glob("*.py")
+        if path.stem not in ("__init__", "base")
+    }
+    assert set(layers.FAMILIES) == modules
+    assert {kind.__module__.rsplit(".", 1)[1] for kind in KINDS.values()} == modules

@@ -6,36 +6,31 @@ its class (see `l2compile.layers.base` for what a kind states).
 
 from __future__ import annotations
 
-# Each module registers its kinds as it is imported.
-from l2compile.layers import (
-    conv,
-    core,
-    merge,
-    normalization,
-    pooling,
-    recurrent,
-    regularization,
-    reshaping,
-)
+import importlib
+
 from l2compile.layers.base import KINDS, LayerSpec, MergeSpec, WeightedSpec
 
-_FAMILIES = (
-    core,
-    conv,
-    pooling,
-    normalization,
-    recurrent,
-    regularization,
-    reshaping,
-    merge,
+#: The family modules, in the order error messages list their kinds. Each
+#: registers its kinds as it is imported.
+FAMILIES = (
+    "core",
+    "conv",
+    "pooling",
+    "normalization",
+    "recurrent",
+    "regularization",
+    "reshaping",
+    "merge",
 )
+for _family in FAMILIES:
+    importlib.import_module(f"{__name__}.{_family}")
 
-#: Every layer `type`, family by family (the order error messages list them in).
+#: Every layer `type`, family by family.
 LAYER_TYPES: tuple[str, ...] = tuple(
     name
-    for family in _FAMILIES
+    for family in FAMILIES
     for name, kind in KINDS.items()
-    if kind.__module__ == family.__name__
+    if kind.__module__ == f"{__name__}.{family}"
 )
 
-__all__ = ["KINDS", "LAYER_TYPES", "LayerSpec", "MergeSpec", "WeightedSpec"]
+__all__ = ["FAMILIES", "KINDS", "LAYER_TYPES", "LayerSpec", "MergeSpec", "WeightedSpec"]
