@@ -1,5 +1,8 @@
-"""The generated module's contract: what l2compile calls in a module rendered
-from templates/module.py.jinja, and the import that holds a module to it.
+"""The generated module's contract: what l2compile and its tests use of a
+module rendered from templates/module.py.jinja (the build calls set_seeds,
+preprocess, build_model, compile_model, make_strategy, train and evaluate; the
+tests also load_data, batches and SEED), and the import that holds a module
+to it.
 
 The build, `l2compile eval` and the tests reach the generated code only through
 `GeneratedModule`; a template change that drops or renames one of its members
@@ -106,6 +109,6 @@ def import_generated(
     if missing:
         raise BuildError(
             f"the generated module {path} lacks {', '.join(missing)}, which "
-            "l2compile calls (l2compile/contract.py): was it edited by hand?"
+            "l2compile relies on (l2compile/contract.py): was it edited by hand?"
         )
     return cast(GeneratedModule, module)

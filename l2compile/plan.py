@@ -5,37 +5,45 @@ compiler. A `ModelPlan` is the whole tree:
 
     ModelPlan                     one generated module
     ├── constants: Constant       named hyperparameters at the top of the module
-    ├── layers: LayerPlan         one Keras layer each, in order: a graph
+    ├── layers: LayerPlan         one Keras layer each, in spec order: a graph
     │   ├── inputs                the layers whose outputs it takes, all earlier
     │   │                         (`input`: the model's input)
     │   ├── args                  its constructor arguments, as Python source
     │   ├── output_shape          inferred without TensorFlow
+    │   ├── final_activation      what its output ends with, for the task's check
+    │   ├── kind                  its class in l2compile.layers, and the flags it
+    │   │                         states (passthrough, reads_ids, TFLite limits)
     │   └── weights: WeightPlan   each weight: shape, role, L2 coefficient, decay
     ├── optimizer                 compile()'s optimizer, as Python source
-    ├── task: Task                what the output means (l2compile.tasks)
-    │   ├── loss, metrics         compile()'s arguments, as Python source
-    │   ├── history_keys          what training logs each epoch
-    │   ├── output_shape          what the model must output, checked here;
-    │   │   output_name           and its name in exported files
-    │   └── scoring               how a prediction is scored (l2compile.scoring)
+    ├── task: Task                what the output means (l2compile.tasks): the
+    │                             loss and metrics as source, the history keys,
+    │                             the output's shape and name, its check against
+    │                             the model, and how a prediction is scored
     ├── recipe: Recipe            the data (l2compile.recipes): where it comes
     │                             from, its shape and classes, and which loader
     │                             the module gets, with the strings it prints
     ├── data_path: SpecPath       the spec's data file, resolved against its folder
     └── tflite: TFLitePlan        which TFLite files to make and check
 
-The layers form a graph: where each takes the one before it (`is_stack`), the
-module builds a `keras.Sequential`, else a functional model. Each layer kind is
-one class in `l2compile.layers`, the task one class in `l2compile.tasks`, the
-data one `Recipe`: a new kind of any of them is one class, not edits here.
+How the layers are planned (`_Planner.layers`): `names` gives each layer its
+name (the spec's, else `<type>_<n>` for the n-th of its type); `wire` resolves
+each layer's `inputs` (default: the layer before it) to earlier layers, and
+with `check_arity` and `check_used` refuses unknown or later names, a wrong
+number of inputs and dead branches; then each layer is planned in order from
+its inputs' shapes by its kind, and `_assign_l2` gives its weights their L2.
+Where each layer takes the one before it (`is_stack`), the module builds a
+`keras.Sequential`, else a functional model. Each layer kind is one class in
+`l2compile.layers`, the task one class in `l2compile.tasks`, the data one
+`Recipe`: a new kind of any of them is one class, not edits here.
 
 Everything a template prints is decided here, as a ready string: names are
-validated identifiers, numbers are `repr` of Python numbers, and text goes
-through `py_str`. A spec's text never reaches the code any other way.
+validated identifiers, numbers are Python literals (`py_float` writes floats
+as ruff does), and text goes through `py_str`. A spec's text never reaches the
+code any other way.
 
-`plan_spec` also checks what depends on several fields at once (shapes,
-the model's output against its task and data, names) and returns every
-problem, placed in the spec.
+`plan_spec` also checks what depends on several fields at once (the wiring,
+shapes, the model's output against its task and data, names, TFLite limits)
+and returns every problem, placed in the spec, in file order.
 
 Which weights the global `l2` (and decoupled weight decay) reach is decided in
 one place, `reached_by_l2`; `_assign_l2` applies it to every weight.
@@ -50,6 +58,7 @@ from pathlib import Path
 from l2compile.errors import FieldPath, SpecError, closest
 from l2compile.layers import KINDS, LayerSpec, MergeSpec
 from l2compile.layers.base import (
+    INPUT,
     Role,
     Shape,
     WeightPlan,
@@ -63,6 +72,7 @@ from l2compile.spec import LoadedSpec, Spec
 from l2compile.tasks import Task, task_for
 
 __all__ = [
+    "INPUT",
     "MAX_PARAMS",
     "Constant",
     "LayerPlan",
@@ -77,13 +87,12 @@ __all__ = [
     "shape_text",
 ]
 
+_Kind = type[LayerSpec]  # (LayerPlan.type shadows `type` in its class body)
 _OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}
 #: Models larger than this are refused (4 GiB of float32 weights).
 MAX_PARAMS = 2**30
 #: How many unknown names in `inputs` get a suggestion (see _Planner.closest).
 _MAX_SUGGESTIONS = 5
-#: The name by which layers take the model's input.
-INPUT = "input"
 
 
 @dataclass(frozen=True)
@@ -105,8 +114,20 @@ class LayerPlan:
     weights: tuple[WeightPlan, ...] = ()
     regularizers: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ()
-    passthrough: bool = False  #: see LayerSpec.passthrough
-    reads_ids: bool = False  #: see LayerSpec.reads_ids
+    final_activation: str | None = None  #: see LayerSpec.final_activation
+
+    @property
+    def kind(self) -> _Kind:
+        """Its kind's class, for what the kind states of all its layers."""
+        return KINDS[self.type]
+
+    @property
+    def passthrough(self) -> bool:
+        return self.kind.passthrough
+
+    @property
+    def reads_ids(self) -> bool:
+        return self.kind.reads_ids
 
     @property
     def all_args(self) -> tuple[str, ...]:
@@ -414,9 +435,10 @@ class _Planner:
         errors = len(self.errors)
         if isinstance(layer, MergeSpec):
             if len(inputs) < 2:
+                count = "two" if layer.max_inputs == 2 else "two or more"
                 self.error(
                     where,
-                    f"{layer.kind} joins two or more inputs, but it has one "
+                    f"{layer.kind} joins {count} inputs, but it has one "
                     f"({inputs[0]}); name them, e.g. inputs: "
                     f"[{inputs[0]}, NAME]",
                 )
@@ -463,11 +485,10 @@ class _Planner:
             ((source, shape),) = inputs
             rank = layer.input_rank
             if rank is not None and len(shape) != rank:
-                message = rank_error(layer.kind, shape, rank)
-                if layer.inputs is not None:  # say where it comes from
-                    named = "the model's input" if source == INPUT else source
-                    message = message.replace("its input is", f"{named} is", 1)
-                place.error("type", message)
+                named = "the model's input" if source == INPUT else source
+                # Where it names its inputs, say where this one comes from.
+                origin = "its input" if layer.inputs is None else named
+                place.error("type", rank_error(layer.kind, shape, rank, origin))
                 return None
             out = layer.output_shape(shape, place)
         if out is None:
@@ -481,8 +502,7 @@ class _Planner:
             output_shape=out,
             weights=tuple(layer.weights(shape)),
             inputs=tuple(ref for ref, _ in inputs),
-            passthrough=layer.passthrough,
-            reads_ids=layer.reads_ids,
+            final_activation=layer.final_activation(),
         )
 
     def layers(self) -> list[LayerPlan]:
@@ -512,7 +532,7 @@ class _Planner:
         recipe.check_input(spec.input.shape, self.error)
         if not layers or len(layers) != len(spec.layers):
             return  # an earlier layer failed; its error says why
-        task.check_output(layers, spec.layers, recipe, self.error)
+        task.check_output(layers, recipe, self.error)
         recipe.check_layers(layers, self.error)
 
     def tflite_plan(self, layers: list[LayerPlan]) -> TFLitePlan | None:
@@ -522,7 +542,7 @@ class _Planner:
         t = export.tflite
         quantize = tuple(t.quantize)
         if "quantize" not in t.model_fields_set and any(
-            not KINDS[lay.type].tflite_int8 for lay in layers
+            lay.kind.tflite_int8_refused for lay in layers
         ):
             quantize = tuple(m for m in quantize if m != "int8")  # see check_tflite
         return TFLitePlan(
@@ -545,14 +565,14 @@ class _Planner:
                     "remove these options",
                 )
             return
-        static = [lay for lay in layers if not KINDS[lay.type].tflite_dynamic_batch]
+        static = [lay for lay in layers if not lay.kind.tflite_dynamic_batch]
         if static and export.tflite.batch == "dynamic":
             self.error(
                 ("export", "tflite", "batch"),
                 f"layers[{static[0].index}] ({static[0].type}) converts to "
                 "TFLite only with a static batch; use batch: 1",
             )
-        no_int8 = [lay for lay in layers if not KINDS[lay.type].tflite_int8]
+        no_int8 = [lay for lay in layers if lay.kind.tflite_int8_refused]
         if (
             no_int8
             and "int8" in export.tflite.quantize
@@ -561,8 +581,8 @@ class _Planner:
             self.error(
                 ("export", "tflite", "quantize"),
                 f"int8 cannot quantize layers[{no_int8[0].index}] "
-                f"({no_int8[0].type}): full-integer conversion of recurrent "
-                "layers crashes the TFLite converter; use none, float16 or dynamic",
+                f"({no_int8[0].type}): {no_int8[0].kind.tflite_int8_refused}; "
+                "use none, float16 or dynamic",
             )
 
     def steps_per_execution(self) -> int:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from l2compile.errors import FieldPath
-from l2compile.layers.base import py_str
+from l2compile.layers.base import INPUT, py_str
 
 if TYPE_CHECKING:
     from l2compile.plan import LayerPlan
@@ -92,7 +92,7 @@ class Recipe:
         """Where its number of classes is declared, for messages."""
         if self.name == "npz":
             return f"train.num_classes is {self.num_classes}"
-        return f"recipe {self.name} has {self.num_classes} classes"
+        return f"recipe {self.name!r} has {self.num_classes} classes"
 
     def sample_text(self, dtype: str) -> str:
         """What an app feeds the model, one sample: `dtype` is the data's own."""
@@ -118,15 +118,15 @@ class Recipe:
         """Embeddings look up integer ids: they must see the data unscaled,
         which only the npz recipe feeds, and only as the model's input. Then
         every layer that reads the input reads ids."""
-        readers = [layer for layer in layers if "input" in layer.inputs]
+        readers = [layer for layer in layers if INPUT in layer.inputs]
         ids = [layer for layer in readers if layer.reads_ids]
         for layer in layers:
             if layer.reads_ids and (layer not in readers or self.image_shape):
                 report(
                     ("layers", layer.index, "type"),
                     f"an {layer.type} looks up integer ids, so it must read the "
-                    "model's input (be the first layer of a stack) and an npz "
-                    "recipe's integers"
+                    "model's input (as the first layer of a stack, or with "
+                    "inputs: [input]) and an npz recipe's integers"
                     + (
                         f"; recipe {self.name!r} gives scaled pixels"
                         if self.image_shape
@@ -207,7 +207,8 @@ def recipe_for(
 @dataclass(frozen=True)
 class ModelInput:
     """What the model reads, for checking data against it: each sample's shape,
-    and, where the model starts with an embedding, how many ids it looks up."""
+    and, where embeddings read it, how many ids they all look up (the smallest
+    input_dim among them)."""
 
     shape: tuple[int, ...]
     ids: int | None = None

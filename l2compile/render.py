@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 
 from l2compile import __version__
-from l2compile.plan import Constant, LayerPlan, ModelPlan, py_str
+from l2compile.plan import INPUT, Constant, LayerPlan, ModelPlan, py_str
 
 #: The module template, and the width its lines are kept to (ruff's default).
 MODULE_TEMPLATE = "module.py.jinja"
@@ -93,7 +93,7 @@ def _variables(plan: ModelPlan) -> dict[str, str]:
     for layer in plan.layers:
         for ref in layer.inputs:
             readers.setdefault(ref, []).append(layer.index)
-    variables = {"input": "inputs"}
+    variables = {INPUT: "inputs"}
     for layer in plan.layers:
         if layer is plan.layers[-1]:
             variables[layer.name] = "outputs"

@@ -11,6 +11,7 @@ import functools
 import importlib.machinery
 import importlib.metadata
 import os
+import re
 import sys
 import types
 from dataclasses import dataclass
@@ -491,7 +492,8 @@ def _to_spec_error(doc: Document, err: ErrorDetails) -> SpecError:
             )
         return doc.error(path, f"must be true or false, got {_describe(value)}")
     if kind == "list_type":
-        one = isinstance(value, str) and len(value) <= 64 and value.isprintable()
+        # Only where the bracketed text is what to write: one plain name.
+        one = isinstance(value, str) and re.fullmatch(r"[a-z][a-z0-9_]{0,63}", value)
         hint = f" (a list of one: [{value}])" if one else ""
         return doc.error(path, f"must be a list, got {_describe(value)}{hint}")
     if kind in ("npz_classes", "recipe_classes", "labels_count"):

@@ -32,7 +32,6 @@ from l2compile.recipes import Recipe, Report
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    from l2compile.layers import LayerSpec
     from l2compile.plan import LayerPlan
     from l2compile.spec import TrainSpec
 
@@ -85,18 +84,14 @@ class Task(ABC):
 
     @abstractmethod
     def check_output(
-        self,
-        layers: Sequence[LayerPlan],
-        spec_layers: Sequence[LayerSpec],
-        recipe: Recipe,
-        report: Report,
+        self, layers: Sequence[LayerPlan], recipe: Recipe, report: Report
     ) -> None:
         """Report what in the planned model (every layer planned) cannot give
         this task's output."""
 
     @abstractmethod
     def output_origin(self, recipe: Recipe) -> str:
-        """What decides `output_shape`, for messages: `recipe mnist has ...`."""
+        """What decides `output_shape`, for messages: `recipe 'mnist' has ...`."""
 
     # --- scoring ----------------------------------------------------------------
 
@@ -167,11 +162,7 @@ class Classification(Task):
         return (self.num_classes,)
 
     def check_output(
-        self,
-        layers: Sequence[LayerPlan],
-        spec_layers: Sequence[LayerSpec],
-        recipe: Recipe,
-        report: Report,
+        self, layers: Sequence[LayerPlan], recipe: Recipe, report: Report
     ) -> None:
         """One probability per class: the last layer outputs (num_classes,),
         and the model's last transformation is a softmax."""
@@ -180,27 +171,25 @@ class Classification(Task):
             report(
                 ("layers", last.index),
                 f"the model's output shape is {shape_text(last.output_shape)}, but "
-                f"recipe {recipe.name!r} has {self.num_classes} classes: the last "
-                f"layer must output ({self.num_classes},)",
+                f"{self.output_origin(recipe)}: the last layer must output "
+                f"({self.num_classes},)",
             )
         # Layers that only move values around (dropout, flatten, reshape) may
         # follow the softmax.
         by_name = {lay.name: lay for lay in layers}
         while last.passthrough and last.inputs[0] in by_name:
             last = by_name[last.inputs[0]]
-        i, lay = last.index, spec_layers[last.index]
-        activation = getattr(lay, "activation", None)
-        if lay.kind not in ("dense", "activation"):
+        if last.final_activation is None:
             report(
-                ("layers", i),
-                f"the model ends with {_a(lay.kind)} layer, but loss "
+                ("layers", last.index),
+                f"the model ends with {_a(last.type)} layer, but loss "
                 f"{self.loss_name!r} expects class probabilities: end with a "
                 "dense or activation layer with activation 'softmax'",
             )
-        elif activation != "softmax":
+        elif last.final_activation != "softmax":
             report(
-                ("layers", i, "activation"),
-                f"the last {lay.kind} layer must use activation 'softmax': loss "
+                ("layers", last.index, "activation"),
+                f"the last {last.type} layer must use activation 'softmax': loss "
                 f"{self.loss_name!r} expects class probabilities",
             )
 

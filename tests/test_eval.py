@@ -352,7 +352,7 @@ def test_check_signature_names_a_builtin_recipe_and_its_classes(
     with pytest.raises(BuildError) as raised:
         evaluate.check_signature(Path("m.tflite"), plan, [(1, 28, 28, 1)], [(1, 5)])
     assert str(raised.value) == (
-        "m.tflite gives output of shape (1, 5), but spec.yaml's recipe mnist has "
+        "m.tflite gives output of shape (1, 5), but spec.yaml's recipe 'mnist' has "
         f"10 classes; {ADVICE}"
     )
     with pytest.raises(BuildError) as raised:

@@ -93,8 +93,8 @@ def test_a_module_without_a_member_of_the_contract_is_refused_by_name(
         with pytest.raises(BuildError) as err:
             import_generated(path, f"edited_{distribute}", distribute)
         assert str(err.value) == (
-            f"the generated module {path} lacks {missing}, which l2compile calls "
-            "(l2compile/contract.py): was it edited by hand?"
+            f"the generated module {path} lacks {missing}, which l2compile relies "
+            "on (l2compile/contract.py): was it edited by hand?"
         )
 
 

@@ -112,8 +112,9 @@ def test_labels_must_be_one_printable_line(tmp_path: Path) -> None:
             "  - {type: flatten}\n"
             "  - {type: dense, units: 10, activation: softmax}\n",
             "spec.yaml:4:12: error: layers[0].type: an embedding looks up integer ids, "
-            "so it must read the model's input (be the first layer of a stack) and an "
-            "npz recipe's integers; recipe 'mnist' gives scaled pixels",
+            "so it must read the model's input (as the first layer of a stack, or with "
+            "inputs: [input]) and an npz recipe's integers; recipe 'mnist' gives "
+            "scaled pixels",
         ),
     ],
 )

@@ -16,8 +16,14 @@ A kind states:
   through `place` why its input does not fit;
 - `weights(shape)`: its weights, each with the role that the l2 rules read.
 
-A merge kind (`merges = True`) takes several inputs, and states
-`merged_shape(shapes, place)` instead of `output_shape`.
+- `final_activation()`: the activation its output ends with, where it ends
+  with one the output can be read by (dense, convolutions, activation);
+- flags the other checks read: `passthrough`, `reads_ids`, and what TFLite's
+  converter refuses.
+
+A merge kind (a `MergeSpec`) takes two or more inputs, each named by the layer
+it comes from, and states `merged_shape(inputs, place)` instead of
+`output_shape`.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ Role = Literal["kernel", "bias", "norm", "statistic"]
 
 #: The most inputs one merge layer takes.
 MAX_INPUTS = 64
+#: The name by which layers take the model's input.
+INPUT = "input"
 
 
 def py_str(text: str) -> str:
@@ -106,15 +114,15 @@ class LayerSpec(StrictModel):
 
     keras_class: ClassVar[str]
     input_rank: ClassVar[int | None] = None
-    merges: ClassVar[bool] = False
     #: At inference it passes its input on unchanged or only rearranged
     #: (dropout, noise, flatten, reshape): it may follow the model's softmax.
     passthrough: ClassVar[bool] = False
     #: It looks up integer ids, so it must read the model's input, unscaled.
     reads_ids: ClassVar[bool] = False
-    #: What TFLite's converter is known to refuse for this kind.
+    #: What TFLite's converter is known to refuse for this kind: a dynamic
+    #: batch, and (the reason, where it does) full-integer quantization.
     tflite_dynamic_batch: ClassVar[bool] = True
-    tflite_int8: ClassVar[bool] = True
+    tflite_int8_refused: ClassVar[str | None] = None
 
     name: Identifier | None = Field(
         default=None, description="Layer name; defaults to <type>_<n>."
@@ -144,6 +152,11 @@ class LayerSpec(StrictModel):
         """Its weights for an input of `shape`, in Keras' order."""
         return []
 
+    def final_activation(self) -> str | None:
+        """The activation its output ends with (None: not one a task can rely
+        on, e.g. a recurrent layer's, or none at all)."""
+        return None
+
 
 class WeightedSpec(LayerSpec):
     """A layer with weights: its `l2` overrides the spec's global `l2`."""
@@ -157,7 +170,6 @@ class WeightedSpec(LayerSpec):
 class MergeSpec(LayerSpec):
     """A layer that joins the outputs of several layers into one."""
 
-    merges: ClassVar[bool] = True
     max_inputs: ClassVar[int] = MAX_INPUTS
 
     def merged_shape(
@@ -226,10 +238,11 @@ _HINTS = {
 }
 
 
-def rank_error(kind: str, shape: Shape, rank: int) -> str:
-    """What to say when a kind that needs input of `rank` gets `shape`."""
+def rank_error(kind: str, shape: Shape, rank: int, source: str = "its input") -> str:
+    """What to say when a kind that needs input of `rank` gets `shape` (from
+    `source`)."""
     return (
-        f"{kind} needs input of shape {_NEEDS[rank]}, but its input is "
+        f"{kind} needs input of shape {_NEEDS[rank]}, but {source} is "
         f"{shape_text(shape)}{_HINTS.get(rank, '')}"
     )
 

@@ -31,6 +31,9 @@ class _Convolution(WeightedSpec):
             *([f"padding={py_str(self.padding)}"] if self.padding != "valid" else []),
         ]
 
+    def final_activation(self) -> str | None:
+        return self.activation
+
     def _tail(self) -> list[str]:
         return [
             *activation_args(self.activation),

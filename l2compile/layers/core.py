@@ -41,6 +41,9 @@ class DenseLayer(WeightedSpec):
     def output_shape(self, shape: Shape, place: Place) -> Shape | None:
         return (*shape[:-1], self.units)
 
+    def final_activation(self) -> str | None:
+        return self.activation
+
     def weights(self, shape: Shape) -> list[WeightPlan]:
         kernel = (shape[-1], self.units)
         return [
@@ -95,3 +98,6 @@ class ActivationLayer(LayerSpec):
 
     def arguments(self) -> list[str]:
         return [py_str(self.activation)]
+
+    def final_activation(self) -> str | None:
+        return self.activation

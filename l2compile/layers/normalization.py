@@ -31,7 +31,9 @@ class BatchNormalizationLayer(_Normalization):
     momentum: Rate = 0.99
 
     def arguments(self) -> list[str]:
-        momentum = [f"momentum={self.momentum!r}"] if self.momentum != 0.99 else []
+        momentum = (
+            [f"momentum={py_float(self.momentum)}"] if self.momentum != 0.99 else []
+        )
         return [*momentum, *super().arguments()]
 
     def weights(self, shape: Shape) -> list[WeightPlan]:

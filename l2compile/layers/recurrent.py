@@ -12,6 +12,7 @@ from l2compile.layers.base import (
     WeightPlan,
     activation_args,
     bias,
+    py_float,
     register,
 )
 
@@ -21,7 +22,9 @@ class _Recurrent(WeightedSpec):
     # The converter needs a static batch for them, and its full-integer
     # conversion of them crashes.
     tflite_dynamic_batch: ClassVar[bool] = False
-    tflite_int8: ClassVar[bool] = False
+    tflite_int8_refused: ClassVar[str | None] = (
+        "full-integer conversion of recurrent layers crashes the TFLite converter"
+    )
     gates: ClassVar[int]
     units: PositiveInt
     activation: Activation = "tanh"
@@ -37,9 +40,9 @@ class _Recurrent(WeightedSpec):
         if self.return_sequences:
             args.append("return_sequences=True")
         if self.dropout:
-            args.append(f"dropout={self.dropout!r}")
+            args.append(f"dropout={py_float(self.dropout)}")
         if self.recurrent_dropout:
-            args.append(f"recurrent_dropout={self.recurrent_dropout!r}")
+            args.append(f"recurrent_dropout={py_float(self.recurrent_dropout)}")
         return args
 
     def output_shape(self, shape: Shape, place: Place) -> Shape | None:

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from l2compile.fields import Rate
-from l2compile.layers.base import LayerSpec, register
+from l2compile.layers.base import LayerSpec, py_float, register
 
 
 @register
@@ -20,7 +20,7 @@ class DropoutLayer(LayerSpec):
     rate: Rate
 
     def arguments(self) -> list[str]:
-        return [repr(self.rate)]
+        return [py_float(self.rate)]
 
 
 @register
@@ -34,7 +34,7 @@ class SpatialDropout2DLayer(LayerSpec):
     rate: Rate
 
     def arguments(self) -> list[str]:
-        return [repr(self.rate)]
+        return [py_float(self.rate)]
 
 
 @register
@@ -48,4 +48,4 @@ class GaussianNoiseLayer(LayerSpec):
     stddev: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
     def arguments(self) -> list[str]:
-        return [repr(self.stddev)]
+        return [py_float(self.stddev)]
