@@ -46,6 +46,18 @@ def _check_identifier(value: str) -> str:
     return value
 
 
+def is_identifier(value: object) -> bool:
+    """Whether `value` is a valid Identifier (a name a spec may give)."""
+    try:
+        return (
+            isinstance(value, str)
+            and len(value) <= 64
+            and bool(_check_identifier(value))
+        )
+    except ValueError:
+        return False
+
+
 Identifier = Annotated[
     str, Field(min_length=1, max_length=64), AfterValidator(_check_identifier)
 ]

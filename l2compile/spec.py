@@ -11,7 +11,6 @@ import functools
 import importlib.machinery
 import importlib.metadata
 import os
-import re
 import sys
 import types
 from dataclasses import dataclass
@@ -30,7 +29,13 @@ from pydantic import AfterValidator, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from l2compile.errors import FieldPath, SpecError, closest
-from l2compile.fields import Identifier, L2Coefficient, PositiveInt, StrictModel
+from l2compile.fields import (
+    Identifier,
+    L2Coefficient,
+    PositiveInt,
+    StrictModel,
+    is_identifier,
+)
 from l2compile.layers import KINDS, LAYER_TYPES, LayerSpec
 from l2compile.source import Document, read_spec_file
 
@@ -493,7 +498,7 @@ def _to_spec_error(doc: Document, err: ErrorDetails) -> SpecError:
         return doc.error(path, f"must be true or false, got {_describe(value)}")
     if kind == "list_type":
         # Only where the bracketed text is what to write: one plain name.
-        one = isinstance(value, str) and re.fullmatch(r"[a-z][a-z0-9_]{0,63}", value)
+        one = is_identifier(value)
         hint = f" (a list of one: [{value}])" if one else ""
         return doc.error(path, f"must be a list, got {_describe(value)}{hint}")
     if kind in ("npz_classes", "recipe_classes", "labels_count"):

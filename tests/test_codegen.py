@@ -265,3 +265,53 @@ def test_readme_code_is_excerpts_of_golden_records() -> None:
     for block in shown:
         assert any(_excerpt_of(block, golden) for golden in records.values()), block[:3]
     assert any(_excerpt_of(block, records["mnist_mlp.py"]) for block in shown)
+
+
+def test_graph_variables_avoid_the_names_build_model_uses_and_stay_formatted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Layers named like build_model's own variables, names too long for a
+    line, and a merge of many inputs: variables that shadow nothing, and
+    ruff-formatted code."""
+    long = "b" * 64
+    refs = ", ".join(["x", "layers", long, "inputs", "keras", "x_"] * 2)
+    spec = tmp_path / "clash.yaml"
+    spec.write_text(
+        "name: clash\ninput: {shape: [4]}\nlayers:\n"
+        "  - {type: dense, units: 3, name: x}\n"
+        "  - {type: dense, units: 3, inputs: [input], name: layers}\n"
+        f"  - {{type: dense, units: 3, inputs: [input], name: {long}}}\n"
+        "  - {type: dense, units: 3, inputs: [input], name: inputs}\n"
+        "  - {type: dense, units: 3, inputs: [input], name: keras}\n"
+        "  - {type: dense, units: 3, inputs: [input], name: x_}\n"
+        f"  - {{type: concatenate, inputs: [{refs}]}}\n"
+        "  - {type: dense, units: 2, activation: softmax}\n"
+        "train: {recipe: npz, num_classes: 2, epochs: 1, batch_size: 2}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)  # a short spec path in the header's line
+    code, _, err = run("generate", "clash.yaml", "-o", "clash.py")
+    assert code == 0, err
+    text = (tmp_path / "clash.py").read_text(encoding="utf-8")
+    body = text.split("def build_model", 1)[1].split("\ndef ", 1)[0]
+    targets = [
+        line.split(" = ", 1)[0].strip()
+        for line in body.splitlines()
+        if " = layers." in line
+    ]
+    # x_ is a layer's name, so layer x's variable is x__; x_ itself, read by the
+    # next layer alone, is x.
+    assert targets == [
+        "x__",
+        "layers_",
+        "bbbbbbbbbbbbbbbbbbbbbbbb_2",
+        "inputs_",
+        "keras_",
+        "x",
+        "x",  # the concatenate, read by the next layer alone
+        "outputs",
+    ]
+    assert "    )(\n        [\n            x__,\n" in body  # the inputs, one a line
+    for check in (("format", "--check"), ("check",)):
+        result = tool("ruff", *check, "--no-cache", str(tmp_path / "clash.py"))
+        assert result.returncode == 0, result.stdout + result.stderr

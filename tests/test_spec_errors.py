@@ -527,3 +527,22 @@ def test_weight_decay_and_l2_name_a_recurrent_weight_by_its_path(
     )
     (message,) = compile_errors(text, tmp_path)
     assert "would both reach lstm_1/lstm_cell/kernel, " in message, message
+
+
+def test_only_the_first_unknown_inputs_get_a_closest_name(tmp_path: Path) -> None:
+    """Each search compares a name with every earlier layer's: a spec of
+    thousands of wrong names must not take minutes to answer."""
+    wrong = ", ".join(f"stme{i}" for i in range(7))
+    text = (
+        "name: m\ninput: {shape: [4]}\nlayers:\n"
+        "  - {type: dense, units: 3, name: stem0}\n"
+        f"  - {{type: add, inputs: [{wrong}]}}\n"
+        "  - {type: dense, units: 2, activation: softmax}\n"
+        "train: {recipe: npz, num_classes: 2, epochs: 1, batch_size: 2}\n"
+    )
+    messages = compile_errors(text, tmp_path)
+    unknown = [m for m in messages if "no layer is named" in m]
+    assert len(unknown) == 7
+    assert [m.endswith("; did you mean 'stem0'?") for m in unknown] == [True] * 5 + [
+        False
+    ] * 2
