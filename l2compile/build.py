@@ -1,44 +1,45 @@
 """Build: train the model that the generated code builds, export and measure it.
 
-There is one way to build a model: the generated module. The build writes it,
-imports it, and calls its `set_seeds`, `preprocess`, `build_model`,
-`compile_model` and `train`, so what a user checks in is exactly what was
-trained.
+There is one way to build a model: the generated module. The build writes it;
+the training stage (l2compile.training, on the spec's Keras backend) imports it
+and calls its `set_seeds`, `preprocess`, `build_model`, `compile_model` and
+`train`, so what a user checks in is exactly what was trained, and saves the
+trained model as a `.keras` file; the export stage (here, on TensorFlow) loads
+that file and writes the SavedModel and TFLite files. l2compile.processes runs
+each stage in this process or in a fresh one on the stage's backend.
 
 This module only orchestrates: what it may call in the generated module is
 `l2compile.contract`; where the build works and how it publishes,
-`l2compile.workfolder`; the callbacks it trains with, `l2compile.callbacks`;
-what it measures of the trained model, `l2compile.measure`; the TFLite files
-and their parity checks, `l2compile.deploy`; the manifest and the strict JSON
-files, `l2compile.manifest`; the state saved each epoch, `l2compile.resume`.
+`l2compile.workfolder`; the TFLite files and their parity checks,
+`l2compile.deploy`; the manifest and the strict JSON files,
+`l2compile.manifest`; the state saved each epoch, `l2compile.resume`.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from l2compile import (
-    callbacks,
+    backends,
     deploy,
     export,
     interrupts,
     manifest,
-    measure,
+    processes,
     workfolder,
 )
 from l2compile import resume as resume_
-from l2compile.contract import GeneratedModule, import_generated
+from l2compile.contract import import_generated
 from l2compile.datasets import Dataset, load_dataset
-from l2compile.errors import BuildError, Diverged
+from l2compile.errors import BuildError
 from l2compile.plan import ModelPlan
 from l2compile.resume import Saved
+from l2compile.training import TrainJob
 
 Log = Callable[[str], None]
 
@@ -84,7 +85,7 @@ def build(
         f"{len(dataset.x_test):,} test samples)"
     )
     epochs = plan.epochs if epochs is None else epochs
-    key = resume_.build_key(code, dataset, epochs)
+    key = resume_.build_key(code, dataset, epochs, plan.backend)
     work, lock = workfolder.open_work(out, log)
     try:
         saved = workfolder.take_over(work, out, plan, key, resume, log)
@@ -128,149 +129,85 @@ def _build_into(
     saved: Saved | None,
     log: Log,
 ) -> dict[str, Any]:
-    """Write the module, train, measure and export into `work`'s artifacts."""
+    """Write the module, train on the plan's backend, then export on
+    TensorFlow from the saved `.keras` file, into `work`'s artifacts."""
     dest = work / workfolder.ARTIFACTS
     dest.mkdir()
-    module_path = dest / f"{plan.name}.py"
-    module_path.write_text(code, encoding="utf-8")
-
-    interrupts.phase("import")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ chatter out
-    generated = import_generated(module_path, plan.name, plan.distribute)
-    generated.set_seeds()
-    x_train, y_train = generated.preprocess(dataset.x_train, dataset.y_train)
-    x_test, y_test = generated.preprocess(dataset.x_test, dataset.y_test)
-    model, replicas = _make_model(plan, generated, work, saved)
-
-    interrupts.phase("training")
-    log(
-        f"training {plan.name}: {plan.params:,} parameters, {epochs} "
-        + ("epoch" if epochs == 1 else "epochs")
-        + (f", {replicas} replicas" if plan.distribute != "none" else "")
+    module = dest / f"{plan.name}.py"
+    module.write_text(code, encoding="utf-8")
+    # The hand-off from training to export; published only if asked for.
+    model_file = dest / "model.keras"
+    metrics: dict[str, Any] = processes.run(
+        "train",
+        plan.backend,
+        TrainJob(plan, module, dataset, epochs, work, key, saved, model_file),
+        log,
     )
-    logged, penalties, seconds = _train(
-        plan,
-        generated,
-        model,
-        (x_train, y_train, x_test, y_test),
-        epochs,
-        work,
-        key,
-        saved,
-    )
-    interrupts.phase("evaluating")
-    metrics = measure.scores(plan, generated, model, x_test, y_test)
-    metrics.update(
-        epochs=epochs,
-        parameters=plan.params,
-        regularized_parameters=plan.regularized_params,
-        history=logged,
-        timing={"train_seconds": seconds},
-        resumed_after_epoch=saved.epoch if saved is not None else None,
-        replicas=replicas,
-        history_split=measure.history_split(logged, penalties),
-        l2_norms=measure.l2_norms(model, plan),
-    )
-    _export(dest, plan, model, generated, dataset, x_test, y_test, metrics, log)
+    if "saved_model" in plan.export_formats or plan.tflite is not None:
+        tflite = processes.run(
+            "export",
+            backends.EXPORT,
+            ExportJob(
+                plan,
+                module,
+                deploy.calibration(plan, dataset),
+                model_file,
+                dest,
+                metrics["test_accuracy"],
+            ),
+            log,
+        )
+        if tflite is not None:
+            metrics["tflite"] = tflite
+    if "keras" not in plan.export_formats:
+        model_file.unlink()
     interrupts.phase("manifest")
     manifest.write_json(dest / manifest.METRICS, metrics)
-    manifest.write(dest, out, plan, dataset, module_path.name)
+    manifest.write(dest, out, plan, dataset, module.name)
     return metrics
 
 
-def _make_model(
-    plan: ModelPlan, generated: GeneratedModule, work: Path, saved: Saved | None
-) -> tuple[Any, int]:
-    """The compiled model (in its strategy's scope, if any), restored from the
-    saved state when resuming, and its number of replicas."""
+@dataclass(frozen=True)
+class ExportJob:
+    """What the export stage needs; it pickles, for a child process."""
 
-    def make() -> Any:
-        model = generated.compile_model(generated.build_model())
-        if saved is not None:
-            resume_.restore(model, work, saved)
-        return model
-
-    if plan.distribute == "none":
-        return make(), 1
-    strategy = generated.make_strategy()
-    with strategy.scope():
-        return make(), int(strategy.num_replicas_in_sync)
+    plan: ModelPlan
+    module: Path  #: the generated module
+    dataset: Dataset  #: as deploy.calibration trims it
+    model_file: Path  #: the trained model, as the training stage saved it
+    dest: Path  #: the artifacts folder
+    keras_accuracy: float  #: the trained model's test accuracy, for parity
 
 
-def _train(
-    plan: ModelPlan,
-    generated: GeneratedModule,
-    model: Any,
-    data: tuple[Any, Any, Any, Any],
-    epochs: int,
-    work: Path,
-    key: dict[str, Any],
-    saved: Saved | None,
-) -> tuple[dict[str, list[float]], list[float], float]:
-    """Train through the generated `train`; the whole history (with the saved
-    epochs before it), the L2 penalty at each epoch's end, and the seconds."""
+def export_stage(job: ExportJob, log: Log) -> dict[str, Any] | None:
+    """Write the formats the spec asks for from the trained `.keras` file;
+    TFLite with its parity checks (what metrics.json says of them)."""
     import keras
 
-    penalties = list(saved.penalties) if saved is not None else []
-    divergence = callbacks.divergence_guard(keras)
-    used = [callbacks.penalty_recorder(keras, penalties), divergence]
-    resumable: dict[str, Any] = {}
-    if plan.distribute != "multi_worker":
-        # Its custom loop prints its own lines, and saves no state.
-        used.insert(0, callbacks.progress_bar(keras))
-        used.append(resume_.saver(keras, work, key, epochs, saved, penalties))
-        resumable["initial_epoch"] = saved.epoch if saved is not None else 0
-    began = time.perf_counter()
-    history = generated.train(
-        model,
-        *data,
-        epochs=epochs,
-        # Keras' progress bar in a terminal; one line per epoch in a log file.
-        verbose=1 if sys.stdout.isatty() else 2,
-        callbacks=used,
-        **resumable,
-    )
-    if divergence.found is not None:
-        raise Diverged(divergence.message(plan, epochs))
-    seconds = time.perf_counter() - began
-    logged = {k: [float(v) for v in values] for k, values in history.history.items()}
-    logged, seconds = resume_.continued(saved, logged, seconds)
-    return logged, penalties, seconds
-
-
-def _export(
-    dest: Path,
-    plan: ModelPlan,
-    model: Any,
-    generated: GeneratedModule,
-    dataset: Dataset,
-    x_test: Any,
-    y_test: Any,
-    metrics: dict[str, Any],
-    log: Log,
-) -> None:
-    """Write the formats the spec asks for; TFLite with its parity checks."""
+    plan, dest = job.plan, job.dest
+    interrupts.phase("export")
+    generated = import_generated(job.module, plan.name, plan.distribute)
+    model = keras.saving.load_model(job.model_file)
     formats = plan.export_formats
-    if "keras" in formats:
-        interrupts.phase("keras")
-        log("saving model.keras")
-        export.save_keras(model, dest / "model.keras")
     if "saved_model" in formats:
         interrupts.phase("saved_model")
         log("exporting saved_model/")
         export.export_saved_model(model, dest / "saved_model")
+    tflite = None
     if plan.tflite is not None:
-        metrics["tflite"] = deploy.export_tflite(
+        x_test, y_test = generated.preprocess(job.dataset.x_test, job.dataset.y_test)
+        tflite = deploy.export_tflite(
             dest,
             plan,
             plan.tflite,
             model,
             generated,
-            dataset,
+            job.dataset,
             x_test,
             y_test,
-            metrics["test_accuracy"],
+            job.keras_accuracy,
             log,
         )
         interrupts.phase("deploy_files")
-        deploy.write_deploy_files(dest, plan, plan.tflite, dataset, metrics["tflite"])
+        deploy.write_deploy_files(dest, plan, plan.tflite, job.dataset, tflite)
+    return tflite

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
-from l2compile import __version__, interrupts, report, terminal
+from l2compile import __version__, backends, interrupts, report, terminal
 from l2compile import generate as generate_
 from l2compile.errors import BuildError, Interrupted, SpecError
 from l2compile.generate import Compiled, compile_spec, display_path
@@ -65,8 +65,8 @@ def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
     sys.exit(code)
 
 
-def _compile_or_exit(path: Path) -> Compiled:
-    compiled = compile_spec(path)
+def _compile_or_exit(path: Path, backend: str | None = None) -> Compiled:
+    compiled = compile_spec(path, backend=backend)
     if isinstance(compiled, list):
         _report(compiled)
         sys.exit(EXIT_SPEC_ERROR)
@@ -308,6 +308,12 @@ def generate(
     "its last finished epoch; it ends as the uninterrupted build would. Without "
     "a saved state, train from the first epoch.",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(backends.NAMES),
+    help="Train on this Keras backend instead of the spec's train.backend "
+    f"(default {backends.DEFAULT}). The export always runs on TensorFlow.",
+)
 @_VERBOSE
 def build(
     spec: Path,
@@ -315,6 +321,7 @@ def build(
     data: Path | None,
     epochs: int | None,
     resume: bool,
+    backend: str | None,
     verbose: bool,
 ) -> None:
     """Generate SPEC's module, train the model it builds, and export it.
@@ -327,8 +334,11 @@ def build(
     """
     if verbose:
         terminal.show_native_logs()
-    compiled = _compile_or_exit(spec)
-    from l2compile import build as builder  # imports TensorFlow when it trains
+    compiled = _compile_or_exit(spec, backend)
+    from l2compile import build as builder  # imports Keras when it trains
+    from l2compile import processes
+
+    processes.claim(compiled.plan.backend)  # this process trains
 
     out = out or Path("build") / compiled.plan.name
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C (see __main__): the

@@ -1,7 +1,7 @@
 """The generated module's contract: what l2compile and its tests use of a
 module rendered from templates/module.py.jinja (the build calls set_seeds,
 preprocess, build_model, compile_model, make_strategy, train and evaluate; the
-tests also load_data, batches and SEED), and the import that holds a module
+tests also load_data, Batches and SEED), and the import that holds a module
 to it.
 
 The build, `l2compile eval` and the tests reach the generated code only through
@@ -32,9 +32,12 @@ class GeneratedModule(Protocol):
     """A generated module, as the build and `l2compile eval` use it."""
 
     SEED: int
+    #: The training batches: a keras.utils.PyDataset of (x, y), whose
+    #: `shuffle(epoch)` orders the samples for an epoch (not multi_worker).
+    Batches: Any
 
     def set_seeds(self) -> None:
-        """Seed Python, NumPy, TensorFlow and Keras (and, asked, determinism)."""
+        """Seed Python, NumPy and Keras' backend (and, asked, determinism)."""
 
     def load_data(self, path: str) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
         """The train and test splits from `path` (a recipe's also takes None)."""
@@ -50,9 +53,6 @@ class GeneratedModule(Protocol):
 
     def make_strategy(self) -> Any:
         """The tf.distribute.Strategy to build the model in (distribute only)."""
-
-    def batches(self, model: Model, x: Array, y: Array) -> Any:
-        """The training batches as a tf.data.Dataset (not multi_worker)."""
 
     def train(
         self,
@@ -76,7 +76,7 @@ class GeneratedModule(Protocol):
 #: Members that only some modules have, and the train.distribute that have them.
 ONLY_WITH = {
     "make_strategy": ("mirrored", "multi_worker"),
-    "batches": ("none", "mirrored"),
+    "Batches": ("none", "mirrored"),
     "evaluate": ("multi_worker",),
 }
 #: Every member of the contract, in the order it is declared.

@@ -5,6 +5,7 @@ that say how to feed and read them (`model.json`, and the task's own, as
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,20 @@ _MODES = {
 }
 
 
+def calibration(plan: ModelPlan, dataset: Dataset) -> Dataset:
+    """What the export needs of the data: the test split, and as the training
+    split only the samples that calibrate int8 (seeded, in their order)."""
+    if plan.tflite is None or "int8" not in plan.tflite.quantize:
+        count = 0
+    else:
+        count = min(plan.tflite.representative_samples, len(dataset.x_train))
+    rng = np.random.default_rng(plan.seed)
+    pick = np.sort(rng.choice(len(dataset.x_train), size=count, replace=False))
+    return dataclasses.replace(
+        dataset, x_train=dataset.x_train[pick], y_train=dataset.y_train[pick]
+    )
+
+
 def export_tflite(
     work: Path,
     plan: ModelPlan,
@@ -46,7 +61,8 @@ def export_tflite(
     log: Log,
 ) -> dict[str, Any]:
     """Convert one TFLite file per mode, score each on the test split, and
-    fail (keeping the files) if one loses more accuracy than allowed."""
+    fail (keeping the files) if one loses more accuracy than allowed.
+    `dataset` is as `calibration` made it."""
     source = work / "tflite_source"
     interrupts.phase("tflite_source")
     log("exporting the SavedModel that TFLite is converted from")
@@ -55,13 +71,8 @@ def export_tflite(
     )
     representative = None
     if "int8" in options.quantize:
-        # Calibration data: the training split, preprocessed, seeded.
-        rng = np.random.default_rng(plan.seed)
-        count = min(options.representative_samples, len(dataset.x_train))
-        pick = np.sort(rng.choice(len(dataset.x_train), size=count, replace=False))
-        representative, _ = generated.preprocess(
-            dataset.x_train[pick], dataset.y_train[pick]
-        )
+        # Calibration data: `calibration`'s training samples, preprocessed.
+        representative, _ = generated.preprocess(dataset.x_train, dataset.y_train)
         representative = np.asarray(representative, dtype=np.float32)
     scores: dict[str, Any] = {"keras_test_accuracy": keras_accuracy, "files": {}}
     failures = []

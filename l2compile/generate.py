@@ -46,14 +46,15 @@ def display_path(path: Path) -> str:
 
 
 def compile_spec(
-    path: Path, *, version_header: bool = True
+    path: Path, *, version_header: bool = True, backend: str | None = None
 ) -> Compiled | list[SpecError]:
-    """Spec file -> spec -> plan -> source; every error of the file otherwise."""
+    """Spec file -> spec -> plan -> source; every error of the file otherwise.
+    `backend` (build --backend) overrides the spec's train.backend."""
     interrupts.phase("spec")
     loaded = load_spec(path, display_path(path))
     if isinstance(loaded, list):
         return loaded
-    plan = plan_spec(loaded, path.absolute().parent)
+    plan = plan_spec(loaded, path.absolute().parent, backend=backend)
     if isinstance(plan, list):
         return plan
     return Compiled(plan, render_module(plan, version_header=version_header))

@@ -72,10 +72,12 @@ def write(
         "generated_module": module,
         "seed": plan.seed,
         "data": dataset.source,
+        "backend": plan.backend,
         "versions": {
             "l2compile": __version__,
             "tensorflow": package_version("tensorflow"),
             "keras": package_version("keras"),
+            plan.backend: package_version(plan.backend),
             "numpy": package_version("numpy"),
             "ai-edge-litert": package_version("ai-edge-litert"),
             "python": platform.python_version(),

@@ -55,6 +55,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from l2compile.backends import DEFAULT as DEFAULT_BACKEND
 from l2compile.errors import FieldPath, SpecError, closest
 from l2compile.layers import KINDS, LayerSpec, MergeSpec
 from l2compile.layers.base import (
@@ -182,12 +183,20 @@ class ModelPlan:
     constants: tuple[Constant, ...] = field(default=())
     tflite: TFLitePlan | None = None
     distribute: str = "none"
+    deterministic_ops: bool = False
+    #: The Keras backend the build trains on (train.backend or build --backend).
+    backend: str = DEFAULT_BACKEND
     weight_decay: float = 0.0
     #: Trainable weights that weight decay must leave alone (Keras paths).
     no_weight_decay: tuple[str, ...] = ()
     data: str | None = None  #: train.data as written (the module's DATA)
     #: train.data resolved against the spec's folder, where the build reads it.
     data_path: SpecPath | None = None
+
+    @property
+    def tensorflow_only(self) -> bool:
+        """Whether the generated module needs Keras' TensorFlow backend."""
+        return self.distribute != "none" or self.deterministic_ops
 
     @property
     def params(self) -> int:
@@ -296,9 +305,12 @@ class _Place:
 
 
 class _Planner:
-    def __init__(self, loaded: LoadedSpec, folder: Path | None) -> None:
+    def __init__(
+        self, loaded: LoadedSpec, folder: Path | None, backend: str | None = None
+    ) -> None:
         self.spec = loaded.spec
         self.source = loaded.source
+        self.backend_option = backend  # build --backend, which overrides the spec
         # Paths in a spec are relative to its folder. Without one given, the
         # folder of the name the spec was loaded under, from the working folder
         # (generate.display_path names it so).
@@ -603,6 +615,37 @@ class _Planner:
             )
         return 1
 
+    def backend(self) -> str:
+        """The backend to train on; TensorFlow-only settings refused on others."""
+        train = self.spec.train
+        backend = self.backend_option or train.backend
+        if backend == "tensorflow":
+            return backend
+        fix = "set train.backend: tensorflow"
+        if self.backend_option:
+            asked = f"build --backend {backend} trains on {backend}"
+            fix = "build with --backend tensorflow"
+        elif "backend" in train.model_fields_set:
+            asked = f"train.backend is {backend}"
+        else:
+            asked = f"train.backend is {backend} (the default)"
+        settings = []
+        if train.distribute != "none":
+            settings.append(("distribute", f"{train.distribute} is tf.distribute"))
+        if train.deterministic_ops:
+            settings.append(
+                (
+                    "deterministic_ops",
+                    "true makes TensorFlow's kernels deterministic",
+                )
+            )
+        for name, what in settings:
+            self.error(
+                ("train", name),
+                f"{what}, which only Keras' TensorFlow backend has, but {asked}: {fix}",
+            )
+        return backend
+
     def check_size(self, layers: list[LayerPlan]) -> None:
         """A model too large to build is a spec error, not a memory error."""
         total = 0
@@ -649,6 +692,7 @@ class _Planner:
         self.check_weight_decay(layers)
         self.check_tflite(layers)
         steps_per_execution = self.steps_per_execution()
+        backend = self.backend()
         if self.errors:
             # In the order of the file, as a reader goes through it.
             return sorted(self.errors, key=lambda e: (e.line or 0, e.column or 0))
@@ -673,6 +717,8 @@ class _Planner:
             constants=self.constants(layers, optimizer, steps_per_execution),
             tflite=self.tflite_plan(layers),
             distribute=spec.train.distribute,
+            deterministic_ops=spec.train.deterministic_ops,
+            backend=backend,
             weight_decay=spec.train.optimizer.weight_decay,
             no_weight_decay=optimizer.no_decay,
             data=spec.train.data,
@@ -707,6 +753,7 @@ class _Planner:
         """The module's named hyperparameters, in the order they are printed."""
         spec = self.spec
         opt = spec.train.optimizer
+        jit = spec.train.jit_compile
         constants = [
             Constant("INPUT_SHAPE", shape_text(tuple(spec.input.shape))),
             *(
@@ -741,17 +788,13 @@ class _Planner:
             Constant(
                 "STEPS_PER_EXECUTION",
                 repr(steps_per_execution),
-                "steps per call into TensorFlow: same math, less overhead",
+                "steps per compiled call: same math, less overhead",
             ),
             Constant(
                 "JIT_COMPILE",
-                repr(spec.train.jit_compile),
-                "compile the training step with XLA",
-            ),
-            Constant(
-                "DETERMINISTIC_OPS",
-                repr(spec.train.deterministic_ops),
-                "only TensorFlow's deterministic kernels",
+                py_str(jit) if isinstance(jit, str) else repr(jit),
+                "compile the training step with XLA"
+                + (" (auto: as Keras chooses)" if jit == "auto" else ""),
             ),
             Constant(
                 "OUT", py_str(f"{spec.name}.keras"), "where main() saves the model"
@@ -810,12 +853,12 @@ def _l2_comment(spec: Spec, layers: list[LayerPlan]) -> str:
 
 
 def plan_spec(
-    loaded: LoadedSpec, folder: Path | None = None
+    loaded: LoadedSpec, folder: Path | None = None, *, backend: str | None = None
 ) -> ModelPlan | list[SpecError]:
     """Resolve a valid spec into a plan, or every cross-field error in it.
 
     `folder` is the spec file's folder, which paths in the spec are relative
     to; by default the folder of the spec's display name, from the working
-    folder.
+    folder. `backend` (build --backend) overrides train.backend.
     """
-    return _Planner(loaded, folder).plan()
+    return _Planner(loaded, folder, backend).plan()

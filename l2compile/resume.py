@@ -76,7 +76,7 @@ class Saved:
     train_seconds: float = 0.0
 
 
-def build_key(code: str, dataset: Dataset, epochs: int) -> dict[str, Any]:
+def build_key(code: str, dataset: Dataset, epochs: int, backend: str) -> dict[str, Any]:
     """What must not change between a build and its resumption."""
     data = hashlib.sha256()
     for array in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
@@ -91,9 +91,10 @@ def build_key(code: str, dataset: Dataset, epochs: int) -> dict[str, Any]:
         "code_sha256": hashlib.sha256(body.encode("utf-8")).hexdigest(),
         "data_sha256": data.hexdigest(),
         "epochs": epochs,
+        "backend": backend,
         "versions": {
             package: package_version(package)
-            for package in ("tensorflow", "keras", "numpy")
+            for package in ("tensorflow", "keras", "numpy", "jax", "torch")
         }
         | {"l2compile": __version__},
     }
@@ -103,7 +104,8 @@ _KEY_NAMES = {
     "code_sha256": "the generated code (the spec's model or training)",
     "data_sha256": "the data",
     "epochs": "the number of epochs",
-    "versions": "the versions of l2compile, TensorFlow, Keras or NumPy",
+    "backend": "the Keras backend (--backend)",
+    "versions": "the versions of l2compile, TensorFlow, Keras, NumPy, JAX or PyTorch",
 }
 
 
@@ -117,6 +119,8 @@ def differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str
         words = _KEY_NAMES.get(name, name)
         if name == "epochs":
             words += f" ({then} then, {now} now; --epochs {then} continues it)"
+        elif name == "backend":
+            words += f" ({then} then, {now} now; --backend {then} continues it)"
         elif name == "versions" and isinstance(then, dict) and isinstance(now, dict):
             words += (
                 " ("

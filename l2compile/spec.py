@@ -28,6 +28,8 @@ from typing import (
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from l2compile.backends import DEFAULT as DEFAULT_BACKEND
+from l2compile.backends import Backend
 from l2compile.errors import FieldPath, SpecError, closest
 from l2compile.fields import (
     Identifier,
@@ -166,10 +168,16 @@ class TrainSpec(StrictModel):
     epochs: Annotated[int, Field(gt=0, le=100_000)]
     batch_size: Annotated[int, Field(gt=0, le=1_000_000)]
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    backend: Backend = Field(
+        default=DEFAULT_BACKEND,
+        description="The Keras backend the build trains on (build --backend "
+        "overrides it); the export always runs on TensorFlow. torch needs "
+        "PyTorch installed. distribute and deterministic_ops need tensorflow.",
+    )
     steps_per_execution: Annotated[int, Field(gt=0, le=100_000)] = Field(
         default=64,
-        description="Training steps per call into TensorFlow: the same math "
-        "with less per-step overhead.",
+        description="Training steps per compiled call: the same math with less "
+        "per-step overhead.",
     )
     distribute: Literal["none", "mirrored", "multi_worker"] = Field(
         default="none",
@@ -177,10 +185,11 @@ class TrainSpec(StrictModel):
         "where there is no GPU); multi_worker: MultiWorkerMirroredStrategy, "
         "configured by TF_CONFIG. batch_size is the global batch.",
     )
-    jit_compile: bool = Field(
-        default=False,
-        description="Compile the training step with XLA (measured: no faster "
-        "on a 2-core CPU for the specs in specs/; try it on a GPU).",
+    jit_compile: bool | Literal["auto"] = Field(
+        default="auto",
+        description="Compile the training step with XLA. auto: as Keras "
+        "chooses (always on JAX, where false is much slower; on TensorFlow, "
+        "only where there is a GPU).",
     )
     deterministic_ops: bool = Field(
         default=False,

@@ -54,6 +54,11 @@ TEST_SPECS = ROOT / "tests" / "specs"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 _SHARED_DATA = ROOT.parent / "shared" / "datasets"
+# Keras picks its backend once, at its first import: the tests run on the
+# default backend, JAX, and builds export in a TensorFlow child process
+# (l2compile.processes), as `l2compile build` does.
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
 if "L2COMPILE_DATA" not in os.environ and _SHARED_DATA.is_dir():
     os.environ["L2COMPILE_DATA"] = str(_SHARED_DATA)
 

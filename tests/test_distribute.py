@@ -32,7 +32,7 @@ def two_cpus(code: str, *args: str) -> dict[str, object]:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"},
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -121,7 +121,7 @@ def test_mirrored_with_several_steps_per_execution_is_refused(tmp_path: Path) ->
         )
     )
     assert compile_errors(text, tmp_path) == [
-        "spec.yaml:16:24: error: train.steps_per_execution: distribute: mirrored "
+        "spec.yaml:17:24: error: train.steps_per_execution: distribute: mirrored "
         "needs steps_per_execution: 1; Keras 3's multi-step loop fails under "
         "tf.distribute (keras-team/keras issue 19246)"
     ]

@@ -83,12 +83,12 @@ def test_a_module_without_a_member_of_the_contract_is_refused_by_name(
 ) -> None:
     edited = (GOLDEN / "mnist_mlp.py").read_text()
     edited = edited.replace("def build_model(", "def make_model(")
-    edited = edited.replace("def batches(", "def shuffled(")
+    edited = edited.replace("class Batches(", "class Shuffled(")
     path = tmp_path / "mnist_mlp.py"
     path.write_text(edited)
     for distribute, missing in (
         (None, "build_model"),
-        ("none", "build_model, batches"),
+        ("none", "Batches, build_model"),
     ):
         with pytest.raises(BuildError) as err:
             import_generated(path, f"edited_{distribute}", distribute)

@@ -52,6 +52,7 @@ def test_build_reproduces_the_articles_accuracy_and_loss(
 ) -> None:
     out, stdout = article_build
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backend"] == "jax"  # the default
     assert ACCURACY_BAND[0] <= metrics["test_accuracy"] <= ACCURACY_BAND[1]
     assert LOSS_BAND[0] <= metrics["test_loss"] <= LOSS_BAND[1]
     assert len(metrics["history"]["val_loss"]) == 10

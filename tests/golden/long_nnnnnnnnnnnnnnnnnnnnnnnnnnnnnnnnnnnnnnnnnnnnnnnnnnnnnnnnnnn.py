@@ -11,6 +11,9 @@ build_model(), or run it to train the model:
 
     python long_nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn.py \\
         --data data.npz
+
+It runs on any Keras backend: set KERAS_BACKEND to jax, tensorflow
+or torch.
 """
 
 import argparse
@@ -18,7 +21,6 @@ import math
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import layers, regularizers
 
 INPUT_SHAPE = (784,)
@@ -29,19 +31,15 @@ LEARNING_RATE = 0.001
 EPOCHS = 1
 BATCH_SIZE = 32
 SEED = 0
-STEPS_PER_EXECUTION = 64  # steps per call into TensorFlow: same math, less overhead
-JIT_COMPILE = False  # compile the training step with XLA
-DETERMINISTIC_OPS = False  # only TensorFlow's deterministic kernels
+STEPS_PER_EXECUTION = 64  # steps per compiled call: same math, less overhead
+JIT_COMPILE = "auto"  # compile the training step with XLA (auto: as Keras chooses)
 # Where main() saves the model:
 OUT = "long_nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn.keras"
 
 
 def set_seeds() -> None:
-    """Seed Python, NumPy, TensorFlow and Keras (initial weights, dropout); with
-    DETERMINISTIC_OPS, also make TensorFlow use only deterministic kernels."""
+    """Seed Python, NumPy and Keras' backend (initial weights, dropout)."""
     keras.utils.set_random_seed(SEED)
-    if DETERMINISTIC_OPS:
-        tf.config.experimental.enable_op_determinism()
 
 
 def build_model() -> keras.Model:
@@ -95,45 +93,30 @@ def preprocess(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.astype("float32"), y
 
 
-def batches(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tf.data.Dataset:
-    """Training batches of BATCH_SIZE, one epoch per pass, shuffled per epoch.
+class Batches(keras.utils.PyDataset):  # type: ignore[misc]
+    """The training data in batches of BATCH_SIZE, in a new order each epoch.
 
-    Each pass reads its epoch from `model`'s optimizer step count (so a model
-    trained before goes on counting from there) and shuffles with the seed
-    (SEED, epoch) alone: training resumed from a saved epoch sees the same
-    batches as training that never stopped.
+    Epoch `epoch` (counted from 0) is ordered by a permutation seeded with
+    (SEED, epoch) alone: training resumed at an epoch sees the batches that
+    training which never stopped would have. Each batch is gathered when Keras
+    asks for it, so no epoch copies the whole training set.
     """
-    steps = math.ceil(len(x) / BATCH_SIZE)
 
-    def epoch_order(_: tf.Tensor) -> tf.Tensor:
-        epoch = tf.cast(model.optimizer.iterations // steps, tf.int64)
-        seed = tf.stack([tf.constant(SEED, tf.int64), epoch])
-        indices = tf.range(len(x), dtype=tf.int64)
-        return tf.random.experimental.stateless_shuffle(indices, seed=seed)
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        super().__init__()
+        self.x, self.y = x, y
+        self.shuffle(0)
 
-    def in_batches(order: tf.Tensor) -> tf.data.Dataset:
-        return tf.data.Dataset.from_tensor_slices(order).batch(BATCH_SIZE)
+    def shuffle(self, epoch: int) -> None:
+        """Order the samples for `epoch`; `train` calls it as each one begins."""
+        self.order = np.random.default_rng((SEED, epoch)).permutation(len(self.x))
 
-    def gather_batch(
-        indices: tf.Tensor, data: tuple[tf.Tensor, tf.Tensor]
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        return tf.gather(data[0], indices), tf.gather(data[1], indices)
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / BATCH_SIZE)
 
-    # One element per pass, mapped when the pass begins: the epoch is read then.
-    indices = tf.data.Dataset.range(1).map(epoch_order).flat_map(in_batches)
-    # The arrays enter as a dataset of their own, not as constants of a function.
-    data = tf.data.Dataset.from_tensors((x, y)).repeat()
-    options = tf.data.Options()
-    # tf.data's default rewrites would serialize the pipeline, arrays included:
-    # a second copy of the training data in memory.
-    options.experimental_optimization.apply_default_optimizations = False
-    return (
-        tf.data.Dataset.zip(indices, data)
-        .map(gather_batch, num_parallel_calls=tf.data.AUTOTUNE)
-        .apply(tf.data.experimental.assert_cardinality(steps))  # Keras counts steps
-        .prefetch(tf.data.AUTOTUNE)
-        .with_options(options)
-    )
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        picked = self.order[index * BATCH_SIZE : (index + 1) * BATCH_SIZE]
+        return self.x[picked], self.y[picked]
 
 
 def train(
@@ -152,15 +135,19 @@ def train(
     To continue training, restore the model's and the optimizer's variables
     as they were at the end of epoch `initial_epoch`, then call this.
     """
+    batches = Batches(x_train, y_train)
+    reshuffle = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: batches.shuffle(epoch)
+    )
     return model.fit(
-        batches(model, x_train, y_train),
+        batches,
         epochs=epochs,
         initial_epoch=initial_epoch,
-        shuffle=False,  # batches() shuffles
+        shuffle=False,  # Batches shuffles the samples; Keras would reorder batches
         validation_data=(x_val, y_val),
         validation_batch_size=BATCH_SIZE,
         verbose=verbose,
-        callbacks=callbacks,
+        callbacks=[reshuffle, *(callbacks or [])],
     )
 
 

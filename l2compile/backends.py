@@ -1,0 +1,57 @@
+"""Keras' backends: which ones a build may train on, what each needs installed,
+and the features that only TensorFlow has.
+
+The generated module is backend-agnostic (`keras`, `keras.ops` and `numpy`)
+unless its spec uses a TensorFlow-only feature; `train.backend` (or `build
+--backend`) picks the backend the build trains on. Every build exports in a
+TensorFlow process, from the saved `.keras` file (l2compile.processes).
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+from dataclasses import dataclass
+from typing import Literal
+
+from l2compile.errors import BuildError
+
+Backend = Literal["jax", "tensorflow", "torch"]
+#: In the order the spec's schema lists them.
+NAMES: tuple[Backend, ...] = ("jax", "tensorflow", "torch")
+DEFAULT: Backend = "jax"
+#: The backend every export runs on: SavedModel and TFLite are TensorFlow's.
+EXPORT: Backend = "tensorflow"
+
+
+@dataclass(frozen=True)
+class _Needs:
+    module: str  #: what must be importable
+    install: str  #: how to install it
+
+
+_NEEDS: dict[str, _Needs] = {
+    "jax": _Needs("jax", "pip install 'jax[cpu]' (part of l2compile's install)"),
+    "tensorflow": _Needs("tensorflow", "pip install tensorflow"),
+    "torch": _Needs("torch", "pip install 'l2compile[torch]'"),
+}
+
+
+@dataclass(frozen=True)
+class TensorFlowOnly:
+    """A spec setting that only Keras' TensorFlow backend can run."""
+
+    field: tuple[str, ...]  #: where the spec sets it
+    what: str  #: the setting, as the spec writes it
+    why: str
+
+
+def check_installed(backend: str) -> None:
+    """Fail with the install command when `backend`'s package is missing."""
+    needs = _NEEDS[backend]
+    # On sys.path, whatever this process's sys.modules says (a process that
+    # trains on JAX keeps TensorFlow out of it, l2compile.processes).
+    if importlib.machinery.PathFinder.find_spec(needs.module) is None:
+        raise BuildError(
+            f"train.backend {backend} needs the {needs.module} package, which is "
+            f"not installed: {needs.install}"
+        )

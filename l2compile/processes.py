@@ -1,0 +1,178 @@
+"""Where a build's stages run: in this process when its Keras runs the stage's
+backend (or Keras is not imported yet, and the stage picks it), otherwise in
+a fresh Python process on that backend.
+
+Keras reads KERAS_BACKEND once, when it is first imported, so a process runs
+one backend. `l2compile build` trains on the spec's backend (JAX by default)
+and exports on TensorFlow from the `.keras` file the training saved: on JAX,
+the export runs in a second process; on TensorFlow, both run in one.
+
+A child process reads its job (the stage's name and its argument, pickled) on
+its standard input and sends back pickled messages on a pipe of its own: log
+lines as they come, then the stage's result or the error it raised. Its
+output goes to the terminal as the parent's does, so Keras' progress bar shows
+as usual. Ctrl-C reaches both processes: the child stops (exit status 130),
+and the parent raises KeyboardInterrupt once the child has ended. A SIGTERM
+sent to the parent alone is passed on to the child.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+from l2compile import backends, interrupts, terminal
+from l2compile.errors import BuildError
+
+Log = Callable[[str], None]
+
+#: The stages a child process may run: name -> (module, function). Each takes
+#: its job and a log function, and returns what the parent gets back.
+STAGES = {
+    "train": ("l2compile.training", "train"),
+    "export": ("l2compile.build", "export_stage"),
+}
+#: How long a child that was told to stop may take before it is killed.
+STOP_SECONDS = 30
+
+
+def keras_backend() -> str | None:
+    """The backend this process's Keras runs, or will once imported: Keras'
+    own, else $KERAS_BACKEND; None when neither says (a stage may pick)."""
+    keras = sys.modules.get("keras")
+    if keras is None:
+        return os.environ.get("KERAS_BACKEND") or None
+    return str(keras.backend.backend())
+
+
+def claim(backend: str) -> None:
+    """Make the command line's own process (the one that installed l2compile's
+    signal handlers) the one that trains on `backend`.
+
+    The spec (or --backend) decides, not $KERAS_BACKEND. On another backend
+    than TensorFlow, TensorFlow is made unimportable here: the export runs in
+    a child, and Keras on JAX or PyTorch imports TensorFlow, where it is
+    installed, only to check for its types (keras.utils.set_random_seed,
+    model.save): 455 MiB of memory and 1.4 s for nothing. A None in
+    sys.modules makes Python refuse the import; Keras goes on without it.
+    """
+    if not interrupts.installed() or "keras" in sys.modules:
+        return  # a library caller's process, or one whose Keras is chosen
+    os.environ["KERAS_BACKEND"] = backend
+    if backend != backends.EXPORT and "tensorflow" not in sys.modules:
+        sys.modules["tensorflow"] = None  # type: ignore[assignment]
+
+
+def run(stage: str, backend: str, job: Any, log: Log) -> Any:
+    """Run `stage` on `backend`: here if this process can, else in a child."""
+    backends.check_installed(backend)
+    if keras_backend() is None:
+        # Keras is imported by the stage, on the backend it names.
+        os.environ["KERAS_BACKEND"] = backend
+    if keras_backend() in (None, backend):
+        return _stage(stage)(job, log)
+    return _in_child(stage, backend, job, log)
+
+
+def _stage(name: str) -> Callable[[Any, Log], Any]:
+    module, function = STAGES[name]
+    stage: Callable[[Any, Log], Any] = getattr(
+        importlib.import_module(module), function
+    )
+    return stage
+
+
+def _in_child(stage: str, backend: str, job: Any, log: Log) -> Any:
+    read_end, write_end = os.pipe()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "l2compile.processes", stage, str(write_end)],
+        stdin=subprocess.PIPE,
+        pass_fds=(write_end,),
+        env={**os.environ, "KERAS_BACKEND": backend},
+    )
+    os.close(write_end)
+    outcome: tuple[str, Any] | None = None
+    try:
+        with os.fdopen(read_end, "rb") as messages:
+            assert process.stdin is not None
+            try:
+                pickle.dump(job, process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                process.stdin.close()
+            except BrokenPipeError:
+                pass  # the child ended early; its exit status says why
+            while True:
+                try:
+                    kind, value = pickle.load(messages)
+                except EOFError:
+                    break
+                if kind == "log":
+                    log(value)
+                else:
+                    outcome = (kind, value)
+        status = process.wait()
+    except BaseException:
+        _stop(process)
+        raise
+    if outcome is not None and outcome[0] == "result":
+        return outcome[1]
+    if outcome is not None:
+        raise outcome[1]
+    if status == interrupts.EXIT_INTERRUPTED or status in (
+        -signal.SIGINT,
+        -signal.SIGTERM,
+    ):
+        raise KeyboardInterrupt
+    raise BuildError(
+        f"the {stage} process on Keras' {backend} backend ended with exit status "
+        f"{status} before it finished; set L2COMPILE_DEBUG=1 to see its traceback"
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """End a child this process no longer waits for (an interrupt, an error)."""
+    with interrupts.deferred():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _send(channel: BinaryIO, kind: str, value: Any) -> None:
+    message = pickle.dumps((kind, value), protocol=pickle.HIGHEST_PROTOCOL)
+    channel.write(message)  # whole, or not at all: pickling fails before it
+    channel.flush()
+
+
+def _child(stage: str, fd: int) -> int:
+    """A child's whole life: read the job, run the stage, send the outcome."""
+    interrupts.install()
+    with os.fdopen(fd, "wb") as channel:
+        try:
+            job = pickle.load(sys.stdin.buffer)
+            result = _stage(stage)(job, lambda message: _send(channel, "log", message))
+        except KeyboardInterrupt:
+            return interrupts.EXIT_INTERRUPTED
+        except Exception as exc:
+            if os.environ.get(terminal.DEBUG_ENV):
+                traceback.print_exc()
+            try:
+                _send(channel, "error", exc)
+            except Exception:  # an exception that cannot be pickled
+                _send(channel, "error", RuntimeError(f"{type(exc).__name__}: {exc}"))
+            return 1
+        _send(channel, "result", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1], int(sys.argv[2])))

@@ -1,0 +1,141 @@
+"""The build's training stage: on the spec's Keras backend, train the model
+that the generated module builds, measure it, and save it as a `.keras` file
+for the export stage (which runs on TensorFlow, l2compile.processes).
+
+It reaches the generated module only through l2compile.contract, so what a
+user checks in is exactly what was trained.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from l2compile import callbacks, export, interrupts, measure
+from l2compile import resume as resume_
+from l2compile.contract import GeneratedModule, import_generated
+from l2compile.datasets import Dataset
+from l2compile.errors import Diverged
+from l2compile.plan import ModelPlan
+from l2compile.resume import Saved
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What the training stage needs; it pickles, for a child process."""
+
+    plan: ModelPlan
+    module: Path  #: the generated module
+    dataset: Dataset
+    epochs: int
+    work: Path  #: the build's work folder (its resume/ state)
+    key: dict[str, Any]
+    saved: Saved | None  #: the state to resume from
+    model_file: Path  #: where the trained model is saved
+
+
+def train(job: TrainJob, log: Log) -> dict[str, Any]:
+    """Train, measure and save the model; what metrics.json says of training."""
+    plan, saved = job.plan, job.saved
+    interrupts.phase("import")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ chatter out
+    generated = import_generated(job.module, plan.name, plan.distribute)
+    generated.set_seeds()
+    x_train, y_train = generated.preprocess(job.dataset.x_train, job.dataset.y_train)
+    x_test, y_test = generated.preprocess(job.dataset.x_test, job.dataset.y_test)
+    model, replicas = _make_model(plan, generated, job.work, saved)
+
+    interrupts.phase("training")
+    log(
+        f"training {plan.name} on Keras' {plan.backend} backend: "
+        f"{plan.params:,} parameters, {job.epochs} "
+        + ("epoch" if job.epochs == 1 else "epochs")
+        + (f", {replicas} replicas" if plan.distribute != "none" else "")
+    )
+    logged, penalties, seconds = _train(
+        job, generated, model, (x_train, y_train, x_test, y_test)
+    )
+    interrupts.phase("evaluating")
+    metrics = measure.scores(plan, generated, model, x_test, y_test)
+    metrics.update(
+        epochs=job.epochs,
+        parameters=plan.params,
+        regularized_parameters=plan.regularized_params,
+        history=logged,
+        backend=plan.backend,
+        timing={"train_seconds": seconds},
+        resumed_after_epoch=saved.epoch if saved is not None else None,
+        replicas=replicas,
+        history_split=measure.history_split(logged, penalties),
+        l2_norms=measure.l2_norms(model, plan),
+    )
+    interrupts.phase("keras")
+    log(f"saving {job.model_file.name}")
+    export.save_keras(model, job.model_file)
+    return metrics
+
+
+def _make_model(
+    plan: ModelPlan, generated: GeneratedModule, work: Path, saved: Saved | None
+) -> tuple[Any, int]:
+    """The compiled model (in its strategy's scope, if any), restored from the
+    saved state when resuming, and its number of replicas."""
+
+    def make() -> Any:
+        model = generated.compile_model(generated.build_model())
+        if saved is not None:
+            resume_.restore(model, work, saved)
+        return model
+
+    if plan.distribute == "none":
+        return make(), 1
+    strategy = generated.make_strategy()
+    with strategy.scope():
+        return make(), int(strategy.num_replicas_in_sync)
+
+
+def _train(
+    job: TrainJob,
+    generated: GeneratedModule,
+    model: Any,
+    data: tuple[Any, Any, Any, Any],
+) -> tuple[dict[str, list[float]], list[float], float]:
+    """Train through the generated `train`; the whole history (with the saved
+    epochs before it), the L2 penalty at each epoch's end, and the seconds."""
+    import keras
+
+    plan, saved = job.plan, job.saved
+    penalties = list(saved.penalties) if saved is not None else []
+    divergence = callbacks.divergence_guard(keras)
+    used = [callbacks.penalty_recorder(keras, penalties), divergence]
+    resumable: dict[str, Any] = {}
+    if plan.distribute != "multi_worker":
+        # Its custom loop prints its own lines, and saves no state.
+        used.insert(0, callbacks.progress_bar(keras))
+        used.append(
+            resume_.saver(keras, job.work, job.key, job.epochs, saved, penalties)
+        )
+        resumable["initial_epoch"] = saved.epoch if saved is not None else 0
+    began = time.perf_counter()
+    history = generated.train(
+        model,
+        *data,
+        epochs=job.epochs,
+        # Keras' progress bar in a terminal; one line per epoch in a log file.
+        verbose=1 if sys.stdout.isatty() else 2,
+        callbacks=used,
+        **resumable,
+    )
+    if divergence.found is not None:
+        raise Diverged(divergence.message(plan, job.epochs))
+    seconds = time.perf_counter() - began
+    logged = {k: [float(v) for v in values] for k, values in history.history.items()}
+    logged, seconds = resume_.continued(saved, logged, seconds)
+    return logged, penalties, seconds

@@ -1,0 +1,184 @@
+"""Keras backends: generated code that runs on any of them, builds that train
+on the spec's backend and export on TensorFlow, and TensorFlow-only settings
+refused elsewhere."""
+
+from __future__ import annotations
+
+import ast
+import importlib.machinery
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from l2compile import backends, processes
+from l2compile import build as builder
+from l2compile.datasets import RECIPES, load_dataset
+from l2compile.errors import BuildError
+
+from .conftest import GOLDEN, SMALL_SPEC, compiled, plan_file
+from .update_golden import all_specs
+
+#: Runs a generated module's main() in a process where TensorFlow cannot be
+#: imported, as if only keras and jax were installed; prints what it saw.
+_WITHOUT_TENSORFLOW = """\
+import importlib.abc, importlib.util, json, sys
+
+class NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NoTensorFlow())
+spec = importlib.util.spec_from_file_location("generated", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+module.main(sys.argv[2:])
+import keras
+loaded = [m for m in sys.modules if m.split(".")[0] == "tensorflow"]
+print(json.dumps({"backend": keras.backend.backend(), "tensorflow": loaded}))
+"""
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = list(ast.walk(tree))
+    names = {a.name for n in nodes if isinstance(n, ast.Import) for a in n.names}
+    return names | {n.module or "" for n in nodes if isinstance(n, ast.ImportFrom)}
+
+
+def test_only_tensorflow_only_specs_generate_a_tensorflow_import() -> None:
+    specs = all_specs()
+    assert len(specs) > 10
+    assert any(plan_file(spec).tensorflow_only for spec in specs)
+    for spec in specs:
+        plan = plan_file(spec)
+        golden = GOLDEN / f"{plan.name}.py"
+        uses_tf = {"tensorflow"} & _imports(golden)
+        assert bool(uses_tf) == plan.tensorflow_only, golden.name
+        code = golden.read_text(encoding="utf-8")
+        assert ("tf." in code) == plan.tensorflow_only, golden.name
+
+
+def test_a_generated_module_trains_with_only_keras_and_jax(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    module = tmp_path / "small_mlp.py"
+    module.write_text(compiled(tmp_path).code, encoding="utf-8")
+    out = tmp_path / "small.keras"
+    arguments = ["--data", str(tiny_mnist), "--epochs", "1", "--out", str(out)]
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TENSORFLOW, str(module), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("Test accuracy: ") for line in lines)
+    assert json.loads(lines[-1]) == {"backend": "jax", "tensorflow": []}
+    assert out.is_file()
+
+
+def test_a_backend_that_is_not_installed_names_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = importlib.machinery.PathFinder.find_spec
+    monkeypatch.setattr(
+        importlib.machinery.PathFinder,
+        "find_spec",
+        lambda name, *a: None if name == "torch" else real(name, *a),
+    )
+    with pytest.raises(BuildError) as err:
+        backends.check_installed("torch")
+    assert str(err.value) == (
+        "train.backend torch needs the torch package, which is not installed: "
+        "pip install 'l2compile[torch]'"
+    )
+
+
+def test_build_backend_overrides_the_spec_and_tensorflow_only_settings_say_so(
+    tmp_path: Path,
+) -> None:
+    from l2compile.generate import compile_spec
+
+    text = SMALL_SPEC.replace(
+        "  seed: 7\n", "  seed: 7\n  backend: tensorflow\n  deterministic_ops: true\n"
+    )
+    path = tmp_path / "small.yaml"
+    path.write_text(text, encoding="utf-8")
+    result = compile_spec(path)
+    assert not isinstance(result, list)
+    assert result.plan.backend == "tensorflow"
+    errors = compile_spec(path, backend="jax")
+    assert isinstance(errors, list)
+    assert [str(e) for e in errors] == [
+        f"{path}:16:22: error: train.deterministic_ops: true makes TensorFlow's "
+        "kernels deterministic, which only Keras' TensorFlow backend has, but "
+        "build --backend jax trains on jax: build with --backend tensorflow"
+    ]
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(SMALL_SPEC, encoding="utf-8")
+    for backend in backends.NAMES:
+        planned = compile_spec(plain, backend=backend)
+        assert not isinstance(planned, list)
+        assert planned.plan.backend == backend
+        assert planned.code == compile_spec(plain).code  # the code is the same
+
+
+def test_an_error_in_a_child_process_reaches_the_build_as_itself(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    """This test process runs Keras on JAX, so a TensorFlow build trains in a
+    child process; its error comes back whole, and nothing is published."""
+    assert processes.keras_backend() in (None, "jax")
+    text = SMALL_SPEC.replace(
+        "  seed: 7\n",
+        "  seed: 7\n  backend: tensorflow\n"
+        "  optimizer: {type: sgd, learning_rate: 1.0e+30}\n",
+    ).replace("epochs: 1", "epochs: 3")
+    spec = compiled(tmp_path, text)
+    lines: list[str] = []
+    with pytest.raises(BuildError) as err:
+        builder.build(
+            spec.plan, spec.code, tmp_path / "out", data=tiny_mnist, log=lines.append
+        )
+    assert type(err.value).__name__ == "Diverged"
+    assert str(err.value).startswith("training diverged in epoch 1 of 3: ")
+    assert any("on Keras' tensorflow backend" in line for line in lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "small.yaml"]
+
+
+@pytest.mark.needs_mnist
+def test_the_same_spec_trains_alike_on_jax_and_on_tensorflow(tmp_path: Path) -> None:
+    """A slice of the real MNIST, two epochs: the backends draw other initial
+    weights and dropout masks, so the scores differ a little, not more."""
+    mnist = load_dataset(RECIPES["mnist"], None)
+    small = tmp_path / "data" / "mnist.npz"
+    small.parent.mkdir()
+    np.savez(
+        small,
+        x_train=mnist.x_train[:6000],
+        y_train=mnist.y_train[:6000],
+        x_test=mnist.x_test[:2000],
+        y_test=mnist.y_test[:2000],
+    )
+    text = SMALL_SPEC.replace("epochs: 1", "epochs: 2") + "export: {formats: [keras]}\n"
+    scores = {}
+    for backend in ("jax", "tensorflow"):
+        on = text.replace("  seed: 7\n", f"  seed: 7\n  backend: {backend}\n")
+        spec = compiled(tmp_path, on)
+        result = builder.build(
+            spec.plan, spec.code, tmp_path / backend, data=small, log=lambda m: None
+        )
+        manifest = json.loads((result.out / "manifest.json").read_text())
+        assert manifest["backend"] == result.metrics["backend"] == backend
+        scores[backend] = result.metrics["test_accuracy"]
+    assert min(scores.values()) > 0.8, scores
+    assert abs(scores["jax"] - scores["tensorflow"]) < 0.03, scores
