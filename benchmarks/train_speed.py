@@ -98,7 +98,7 @@ def run_l2compile(env: dict[str, str], spec: str, backend: str) -> dict[str, flo
         command += ["--out", str(out_dir), "--backend", backend]
         seconds, rss, _ = measure(command, env)
         metrics = json.loads((out_dir / "metrics.json").read_text())
-        checked = sorted(metrics.get("tflite", {}))
+        checked = sorted(metrics.get("tflite", {}).get("files", {}))
     assert metrics["backend"] == backend, metrics["backend"]
     print(f"  {backend}: TFLite files checked: {', '.join(checked)}", file=sys.stderr)
     return {

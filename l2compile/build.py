@@ -137,28 +137,31 @@ def _build_into(
     module.write_text(code, encoding="utf-8")
     # The hand-off from training to export; published only if asked for.
     model_file = dest / "model.keras"
-    metrics: dict[str, Any] = processes.run(
-        "train",
-        plan.backend,
-        TrainJob(plan, module, dataset, epochs, work, key, saved, model_file),
-        log,
-    )
-    if "saved_model" in plan.export_formats or plan.tflite is not None:
-        tflite = processes.run(
-            "export",
-            backends.EXPORT,
-            ExportJob(
+    exports = "saved_model" in plan.export_formats or plan.tflite is not None
+    # A child that exports starts now: it imports TensorFlow while we train.
+    exporter = processes.start("export", backends.EXPORT) if exports else None
+    try:
+        metrics: dict[str, Any] = processes.run(
+            "train",
+            plan.backend,
+            TrainJob(plan, module, dataset, epochs, work, key, saved, model_file),
+            log,
+        )
+        if exports:
+            job = ExportJob(
                 plan,
                 module,
                 deploy.calibration(plan, dataset),
                 model_file,
                 dest,
                 metrics["test_accuracy"],
-            ),
-            log,
-        )
-        if tflite is not None:
-            metrics["tflite"] = tflite
+            )
+            tflite = processes.run("export", backends.EXPORT, job, log, exporter)
+            if tflite is not None:
+                metrics["tflite"] = tflite
+    finally:
+        if exporter is not None:
+            exporter.stop()
     if "keras" not in plan.export_formats:
         model_file.unlink()
     interrupts.phase("manifest")

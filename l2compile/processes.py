@@ -18,6 +18,7 @@ sent to the parent alone is passed on to the child.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import pickle
@@ -70,15 +71,107 @@ def claim(backend: str) -> None:
         sys.modules["tensorflow"] = None  # type: ignore[assignment]
 
 
-def run(stage: str, backend: str, job: Any, log: Log) -> Any:
-    """Run `stage` on `backend`: here if this process can, else in a child."""
+def _here(backend: str) -> bool:
+    """Whether this process can run a stage on `backend`."""
+    return keras_backend() in (None, backend)
+
+
+class Child:
+    """A fresh Python process for one stage on one backend.
+
+    It starts at once and imports Keras on its backend while it waits for its
+    job, so a build can start its export process before it trains: the
+    import (TensorFlow's, seconds) overlaps the training.
+    """
+
+    def __init__(self, stage: str, backend: str) -> None:
+        self.stage, self.backend = stage, backend
+        read_end, write_end = os.pipe()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "l2compile.processes", stage, str(write_end)],
+            stdin=subprocess.PIPE,
+            pass_fds=(write_end,),
+            env={**os.environ, "KERAS_BACKEND": backend},
+        )
+        os.close(write_end)
+        self.messages = os.fdopen(read_end, "rb")
+
+    def run(self, job: Any, log: Log) -> Any:
+        """Send the job; relay the child's log lines; its result, or its error
+        raised here."""
+        outcome: tuple[str, Any] | None = None
+        try:
+            with self.messages:
+                assert self.process.stdin is not None
+                try:
+                    pickle.dump(job, self.process.stdin, pickle.HIGHEST_PROTOCOL)
+                    self.process.stdin.close()
+                except BrokenPipeError:
+                    pass  # the child ended early; its exit status says why
+                while True:
+                    try:
+                        kind, value = pickle.load(self.messages)
+                    except EOFError:
+                        break
+                    if kind == "log":
+                        log(value)
+                    else:
+                        outcome = (kind, value)
+            status = self.process.wait()
+        except BaseException:
+            self.stop()
+            raise
+        if outcome is not None and outcome[0] == "result":
+            return outcome[1]
+        if outcome is not None:
+            raise outcome[1]
+        if status == interrupts.EXIT_INTERRUPTED or status in (
+            -signal.SIGINT,
+            -signal.SIGTERM,
+        ):
+            raise KeyboardInterrupt
+        raise BuildError(
+            f"the {self.stage} process on Keras' {self.backend} backend ended with "
+            f"exit status {status} before it finished; set L2COMPILE_DEBUG=1 to "
+            "see its traceback"
+        )
+
+    def stop(self) -> None:
+        """End the child if it still runs (an interrupt, an error, or a job
+        that never came); nothing if it has finished."""
+        with interrupts.deferred():
+            if self.process.stdin is not None:
+                with contextlib.suppress(OSError):
+                    self.process.stdin.close()  # a child waiting for its job ends
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.messages.close()
+
+
+def start(stage: str, backend: str) -> Child | None:
+    """Start the child process that `run(stage, backend, ...)` will need, now;
+    None where the stage will run in this process."""
+    backends.check_installed(backend)
+    return None if _here(backend) else Child(stage, backend)
+
+
+def run(
+    stage: str, backend: str, job: Any, log: Log, child: Child | None = None
+) -> Any:
+    """Run `stage` on `backend`: here if this process can, else in a child
+    (`child`, if `start` gave one)."""
     backends.check_installed(backend)
     if keras_backend() is None:
         # Keras is imported by the stage, on the backend it names.
         os.environ["KERAS_BACKEND"] = backend
-    if keras_backend() in (None, backend):
+    if _here(backend):
         return _stage(stage)(job, log)
-    return _in_child(stage, backend, job, log)
+    return (child or Child(stage, backend)).run(job, log)
 
 
 def _stage(name: str) -> Callable[[Any, Log], Any]:
@@ -87,64 +180,6 @@ def _stage(name: str) -> Callable[[Any, Log], Any]:
         importlib.import_module(module), function
     )
     return stage
-
-
-def _in_child(stage: str, backend: str, job: Any, log: Log) -> Any:
-    read_end, write_end = os.pipe()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "l2compile.processes", stage, str(write_end)],
-        stdin=subprocess.PIPE,
-        pass_fds=(write_end,),
-        env={**os.environ, "KERAS_BACKEND": backend},
-    )
-    os.close(write_end)
-    outcome: tuple[str, Any] | None = None
-    try:
-        with os.fdopen(read_end, "rb") as messages:
-            assert process.stdin is not None
-            try:
-                pickle.dump(job, process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-                process.stdin.close()
-            except BrokenPipeError:
-                pass  # the child ended early; its exit status says why
-            while True:
-                try:
-                    kind, value = pickle.load(messages)
-                except EOFError:
-                    break
-                if kind == "log":
-                    log(value)
-                else:
-                    outcome = (kind, value)
-        status = process.wait()
-    except BaseException:
-        _stop(process)
-        raise
-    if outcome is not None and outcome[0] == "result":
-        return outcome[1]
-    if outcome is not None:
-        raise outcome[1]
-    if status == interrupts.EXIT_INTERRUPTED or status in (
-        -signal.SIGINT,
-        -signal.SIGTERM,
-    ):
-        raise KeyboardInterrupt
-    raise BuildError(
-        f"the {stage} process on Keras' {backend} backend ended with exit status "
-        f"{status} before it finished; set L2COMPILE_DEBUG=1 to see its traceback"
-    )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """End a child this process no longer waits for (an interrupt, an error)."""
-    with interrupts.deferred():
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _send(channel: BinaryIO, kind: str, value: Any) -> None:
@@ -158,8 +193,14 @@ def _child(stage: str, fd: int) -> int:
     interrupts.install()
     with os.fdopen(fd, "wb") as channel:
         try:
-            job = pickle.load(sys.stdin.buffer)
-            result = _stage(stage)(job, lambda message: _send(channel, "log", message))
+            stage_function = _stage(stage)
+            importlib.import_module("keras")  # on its backend, before the job
+            interrupts.check()  # a signal that an import swallowed
+            try:
+                job = pickle.load(sys.stdin.buffer)
+            except EOFError:
+                return 0  # started, then not needed
+            result = stage_function(job, lambda message: _send(channel, "log", message))
         except KeyboardInterrupt:
             return interrupts.EXIT_INTERRUPTED
         except Exception as exc:

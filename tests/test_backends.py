@@ -182,3 +182,49 @@ def test_the_same_spec_trains_alike_on_jax_and_on_tensorflow(tmp_path: Path) -> 
         scores[backend] = result.metrics["test_accuracy"]
     assert min(scores.values()) > 0.8, scores
     assert abs(scores["jax"] - scores["tensorflow"]) < 0.03, scores
+
+
+#: `l2compile build`, reporting as it exits whether its own process loaded
+#: TensorFlow (the export runs in a child, which does).
+_WATCHED = """
+import os, sys
+
+exit_now = os._exit
+
+
+def report(code):
+    loaded = sys.modules.get("tensorflow") is not None
+    backend = sys.modules["keras"].backend.backend()
+    print("tensorflow loaded:", loaded, "keras backend:", backend, flush=True)
+    exit_now(code)
+
+
+os._exit = report
+sys.argv[0] = "l2compile"
+from l2compile.__main__ import run
+run()
+"""
+
+
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_the_command_trains_in_its_own_process_and_only_tensorflow_loads_it(
+    tmp_path: Path, tiny_mnist: Path, backend: str
+) -> None:
+    spec = tmp_path / "small.yaml"
+    spec.write_text(SMALL_SPEC + "export: {formats: [keras, tflite]}\n")
+    out = tmp_path / "out"
+    arguments = ["--out", str(out), "--data", str(tiny_mnist), "--backend", backend]
+    result = subprocess.run(
+        [sys.executable, "-c", _WATCHED, "build", str(spec), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "KERAS_BACKEND": "torch"},  # the spec decides, not this
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == (
+        f"tensorflow loaded: {backend == 'tensorflow'} keras backend: {backend}"
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backend"] == backend
+    assert abs(metrics["tflite"]["files"]["none"]["accuracy_drop"]) <= 0.001

@@ -130,9 +130,12 @@ MODES = {
 @pytest.mark.parametrize(
     ("spec", "floor"),
     [
-        ("specs/mnist_cnn.yaml", 0.99),
+        # Each floor sits below every result measured across data orders,
+        # seeds and backends (README, "The specs in specs/"): the CNN's
+        # 0.9899-0.9915, the residual CNN's 0.9747-0.9868.
+        ("specs/mnist_cnn.yaml", 0.988),
         ("specs/mnist_lstm.yaml", 0.97),
-        ("specs/mnist_resnet.yaml", 0.983),  # a graph: 0.9868 measured
+        ("specs/mnist_resnet.yaml", 0.97),  # a graph
     ],
 )
 def test_spec_reaches_its_accuracy_on_the_real_test_set(
