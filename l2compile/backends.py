@@ -52,6 +52,6 @@ def check_installed(backend: str) -> None:
     # trains on JAX keeps TensorFlow out of it, l2compile.processes).
     if importlib.machinery.PathFinder.find_spec(needs.module) is None:
         raise BuildError(
-            f"train.backend {backend} needs the {needs.module} package, which is "
+            f"Keras' {backend} backend needs the {needs.module} package, which is "
             f"not installed: {needs.install}"
         )

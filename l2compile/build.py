@@ -71,6 +71,7 @@ def build(
     """
     out = Path(os.path.normpath(out))  # build/x/ and build/./x are build/x
     workfolder.check_out_dir(out)
+    backends.check_installed(plan.backend)
     if resume and plan.distribute == "multi_worker":
         raise BuildError(
             "--resume is not available with train.distribute: multi_worker: its "
@@ -138,9 +139,13 @@ def _build_into(
     # The hand-off from training to export; published only if asked for.
     model_file = dest / "model.keras"
     exports = "saved_model" in plan.export_formats or plan.tflite is not None
-    # A child that exports starts now: it imports TensorFlow while we train.
-    exporter = processes.start("export", backends.EXPORT) if exports else None
+    exporter: processes.Child | None = None
     try:
+        if exports:
+            # A child that exports starts now: it imports TensorFlow while we
+            # train. A signal waits until it is ours to stop.
+            with interrupts.deferred():
+                exporter = processes.start("export", backends.EXPORT)
         metrics: dict[str, Any] = processes.run(
             "train",
             plan.backend,

@@ -374,8 +374,9 @@ def build(
             _fail(f"interrupted; {out} was not changed", EXIT_INTERRUPTED)
         if os.environ.get(terminal.DEBUG_ENV):
             raise
+        kind = getattr(exc, "kind", type(exc).__name__)  # from a child: its class
         _fail(
-            f"the build failed: {type(exc).__name__}: {exc}\n"
+            f"the build failed: {kind}: {exc}\n"
             f"{out} was not changed. Set L2COMPILE_DEBUG=1 to see the traceback."
         )
     try:

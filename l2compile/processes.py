@@ -87,13 +87,18 @@ class Child:
     def __init__(self, stage: str, backend: str) -> None:
         self.stage, self.backend = stage, backend
         read_end, write_end = os.pipe()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "l2compile.processes", stage, str(write_end)],
-            stdin=subprocess.PIPE,
-            pass_fds=(write_end,),
-            env={**os.environ, "KERAS_BACKEND": backend},
-        )
-        os.close(write_end)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "l2compile.processes", stage, str(write_end)],
+                stdin=subprocess.PIPE,
+                pass_fds=(write_end,),
+                env={**os.environ, "KERAS_BACKEND": backend},
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
         self.messages = os.fdopen(read_end, "rb")
 
     def run(self, job: Any, log: Log) -> Any:
@@ -108,11 +113,8 @@ class Child:
                     self.process.stdin.close()
                 except BrokenPipeError:
                     pass  # the child ended early; its exit status says why
-                while True:
-                    try:
-                        kind, value = pickle.load(self.messages)
-                    except EOFError:
-                        break
+                while (message := self._receive()) is not None:
+                    kind, value = message
                     if kind == "log":
                         log(value)
                     else:
@@ -121,20 +123,41 @@ class Child:
         except BaseException:
             self.stop()
             raise
-        if outcome is not None and outcome[0] == "result":
-            return outcome[1]
         if outcome is not None:
-            raise outcome[1]
+            kind, value = outcome
+            if kind == "result":
+                return value
+            if kind == "error":
+                raise value  # an l2compile error, as the stage raised it
+            raise StageFailed(*value)
         if status == interrupts.EXIT_INTERRUPTED or status in (
             -signal.SIGINT,
             -signal.SIGTERM,
         ):
             raise KeyboardInterrupt
-        raise BuildError(
-            f"the {self.stage} process on Keras' {self.backend} backend ended with "
-            f"exit status {status} before it finished; set L2COMPILE_DEBUG=1 to "
-            "see its traceback"
+        how = (
+            f"was killed by signal {signal.Signals(-status).name}"
+            if status < 0
+            else f"ended with exit status {status}"
         )
+        raise BuildError(
+            f"the {self.stage} process on Keras' {self.backend} backend {how} "
+            "before it finished"
+            + ("; set L2COMPILE_DEBUG=1 to see its traceback" if status > 0 else "")
+        )
+
+    def _receive(self) -> tuple[str, Any] | None:
+        """The child's next message; None once it has sent its last."""
+        try:
+            message: tuple[str, Any] = pickle.load(self.messages)
+        except EOFError:
+            return None
+        except Exception as exc:  # a message this process cannot read back
+            raise BuildError(
+                f"the {self.stage} process sent a message that cannot be read "
+                f"here: {type(exc).__name__}: {exc}"
+            ) from exc
+        return message
 
     def stop(self) -> None:
         """End the child if it still runs (an interrupt, an error, or a job
@@ -155,7 +178,9 @@ class Child:
 
 def start(stage: str, backend: str) -> Child | None:
     """Start the child process that `run(stage, backend, ...)` will need, now;
-    None where the stage will run in this process."""
+    None where the stage will run in this process. Call it where a signal
+    cannot strike between the start and the caller's hold on the child
+    (interrupts.deferred), so that no child is left behind."""
     backends.check_installed(backend)
     return None if _here(backend) else Child(stage, backend)
 
@@ -203,17 +228,41 @@ def _child(stage: str, fd: int) -> int:
             result = stage_function(job, lambda message: _send(channel, "log", message))
         except KeyboardInterrupt:
             return interrupts.EXIT_INTERRUPTED
+        except BuildError as exc:
+            _send(channel, "error", exc)  # l2compile's own: it reads back anywhere
+            return 1
         except Exception as exc:
+            # Any other error goes as words: its class may need a module (say
+            # TensorFlow) that the parent cannot import.
             if os.environ.get(terminal.DEBUG_ENV):
                 traceback.print_exc()
-            try:
-                _send(channel, "error", exc)
-            except Exception:  # an exception that cannot be pickled
-                _send(channel, "error", RuntimeError(f"{type(exc).__name__}: {exc}"))
+            _send(channel, "failed", (type(exc).__name__, str(exc)))
             return 1
         _send(channel, "result", result)
     return 0
 
 
+class StageFailed(Exception):
+    """An error in a child process that is not one of l2compile's own: its
+    class's name (`kind`) and its message."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(kind, message)
+        self.kind, self.message = kind, message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _main() -> None:
+    code = _child(sys.argv[1], int(sys.argv[2]))
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    # As l2compile's command line does: no waiting for TensorFlow's teardown,
+    # which the parent would wait for (about 1 s).
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1], int(sys.argv[2])))
+    _main()

@@ -25,7 +25,13 @@ from typing import (
     get_origin,
 )
 
-from pydantic import AfterValidator, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from l2compile.backends import DEFAULT as DEFAULT_BACKEND
@@ -78,6 +84,13 @@ def _installed_module(name: str, path: tuple[str, ...]) -> bool:
 @functools.cache
 def _distribution_packages() -> frozenset[str]:
     return frozenset(importlib.metadata.packages_distributions())
+
+
+def _true_false_or_auto(value: object) -> object:
+    """One error for jit_compile, not one per member of its union."""
+    if value is True or value is False or value == "auto":
+        return value
+    raise PydanticCustomError("true_false_auto", "must be true, false or auto")
 
 
 def _one_line(value: str) -> str:
@@ -185,7 +198,9 @@ class TrainSpec(StrictModel):
         "where there is no GPU); multi_worker: MultiWorkerMirroredStrategy, "
         "configured by TF_CONFIG. batch_size is the global batch.",
     )
-    jit_compile: bool | Literal["auto"] = Field(
+    jit_compile: Annotated[
+        bool | Literal["auto"], BeforeValidator(_true_false_or_auto)
+    ] = Field(
         default="auto",
         description="Compile the training step with XLA. auto: as Keras "
         "chooses (always on JAX, where false is much slower; on TensorFlow, "

@@ -98,7 +98,7 @@ def test_a_backend_that_is_not_installed_names_what_to_install(
     with pytest.raises(BuildError) as err:
         backends.check_installed("torch")
     assert str(err.value) == (
-        "train.backend torch needs the torch package, which is not installed: "
+        "Keras' torch backend needs the torch package, which is not installed: "
         "pip install 'l2compile[torch]'"
     )
 
@@ -228,3 +228,46 @@ def test_the_command_trains_in_its_own_process_and_only_tensorflow_loads_it(
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["backend"] == backend
     assert abs(metrics["tflite"]["files"]["none"]["accuracy_drop"]) <= 0.001
+
+
+#: Makes the SavedModel export fail with TensorFlow's own error, in the
+#: TensorFlow process only: the JAX process that trains cannot even import
+#: that error's class.
+_FAILING_EXPORT = """
+import os
+
+if os.environ.get("KERAS_BACKEND") == "tensorflow":
+    from l2compile import export
+
+    def broken(model, path):
+        import tensorflow as tf
+
+        raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+
+    export.export_saved_model = broken
+"""
+
+
+def test_an_error_of_tensorflows_own_in_the_export_process_is_reported_by_name(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(_FAILING_EXPORT)
+    spec = tmp_path / "small.yaml"
+    spec.write_text(SMALL_SPEC)
+    out = tmp_path / "out"
+    path = os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])
+    arguments = ["--out", str(out), "--data", str(tiny_mnist)]
+    result = subprocess.run(
+        [sys.executable, "-m", "l2compile", "build", str(spec), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": path, "KERAS_BACKEND": "jax"},
+    )
+    assert result.returncode == 3, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert errors == [
+        "error: the build failed: ResourceExhaustedError: No space left on device"
+    ]
+    assert not out.exists()
