@@ -9,11 +9,9 @@ process with Python's default 143, or 0, and no word.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 
-from l2compile import interrupts
+from l2compile import interrupts, terminal
 
 
 def run() -> None:
@@ -44,10 +42,7 @@ def run() -> None:
     if isinstance(code, str):
         sys.stderr.write(f"{code}\n")
         code = 1
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe
-            stream.flush()
-    os._exit(code or 0)
+    terminal.exit_now(code or 0)
 
 
 if __name__ == "__main__":

@@ -255,13 +255,9 @@ class StageFailed(Exception):
 
 
 def _main() -> None:
-    code = _child(sys.argv[1], int(sys.argv[2]))
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    # As l2compile's command line does: no waiting for TensorFlow's teardown,
-    # which the parent would wait for (about 1 s).
-    os._exit(code)
+    # As l2compile's command line does: the parent would wait for the
+    # teardown of TensorFlow (about 1 s).
+    terminal.exit_now(_child(sys.argv[1], int(sys.argv[2])))
 
 
 if __name__ == "__main__":

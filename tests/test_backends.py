@@ -153,6 +153,23 @@ def test_an_error_in_a_child_process_reaches_the_build_as_itself(
     assert str(err.value).startswith("training diverged in epoch 1 of 3: ")
     assert any("on Keras' tensorflow backend" in line for line in lines)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "small.yaml"]
+    # The export process, started before training, did not outlive the build.
+    assert _children_running("l2compile.processes") == []
+
+
+def _children_running(marker: str) -> list[int]:
+    """This process's live children whose command line holds `marker`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue  # ended meanwhile
+        mine = int(fields[1]) == os.getpid() and fields[0] != "Z"
+        if mine and marker.encode() in command:
+            found.append(int(stat.parent.name))
+    return found
 
 
 @pytest.mark.needs_mnist
