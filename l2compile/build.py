@@ -85,6 +85,7 @@ def build(
         f"data: {dataset.source} ({len(dataset.x_train):,} train, "
         f"{len(dataset.x_test):,} test samples)"
     )
+    _check_validation_share(plan, len(dataset.x_train))
     epochs = plan.epochs if epochs is None else epochs
     key = resume_.build_key(code, dataset, epochs, plan.backend)
     work, lock = workfolder.open_work(out, log)
@@ -117,6 +118,22 @@ def build(
             raise
     finally:
         os.close(lock)
+
+
+def _check_validation_share(plan: ModelPlan, samples: int) -> None:
+    """A held-out share must hold some samples and leave some to train on (the
+    generated validation_split holds out round(samples * share))."""
+    if plan.validation is None:
+        return
+    held = round(samples * plan.validation)
+    if 0 < held < samples:
+        return
+    raise BuildError(
+        f"train.validation: {plan.validation:g} of the {samples:,} training "
+        f"samples is {held:,}, which leaves "
+        + ("nothing to validate on" if held == 0 else "nothing to train on")
+        + "; use a larger share, more data, or validation: test"
+    )
 
 
 def _build_into(
@@ -159,7 +176,6 @@ def _build_into(
                 deploy.calibration(plan, dataset),
                 model_file,
                 dest,
-                metrics["test_accuracy"],
             )
             tflite = processes.run("export", backends.EXPORT, job, log, exporter)
             if tflite is not None:
@@ -184,7 +200,6 @@ class ExportJob:
     dataset: Dataset  #: as deploy.calibration trims it
     model_file: Path  #: the trained model, as the training stage saved it
     dest: Path  #: the artifacts folder
-    keras_accuracy: float  #: the trained model's test accuracy, for parity
 
 
 def export_stage(job: ExportJob, log: Log) -> dict[str, Any] | None:
@@ -194,7 +209,9 @@ def export_stage(job: ExportJob, log: Log) -> dict[str, Any] | None:
 
     plan, dest = job.plan, job.dest
     interrupts.phase("export")
-    generated = import_generated(job.module, plan.name, plan.distribute)
+    generated = import_generated(
+        job.module, plan.name, plan.distribute, plan.optional_members
+    )
     model = keras.saving.load_model(job.model_file)
     formats = plan.export_formats
     if "saved_model" in formats:
@@ -213,7 +230,6 @@ def export_stage(job: ExportJob, log: Log) -> dict[str, Any] | None:
             job.dataset,
             x_test,
             y_test,
-            job.keras_accuracy,
             log,
         )
         interrupts.phase("deploy_files")

@@ -171,7 +171,8 @@ def eval_(
     artifact: Path, spec_path: Path | None, data: Path | None, verbose: bool
 ) -> None:
     """Score ARTIFACT (a .keras file, a SavedModel folder or a .tflite file) on
-    the test split of the spec's recipe: accuracy, loss, size and latency.
+    the test split of the spec's recipe: the task's metrics (accuracy, auc,
+    mae, ...), loss, size and latency.
 
     A SavedModel runs its own graph: evaluate only artifacts you trust
     (a .keras file is loaded in Keras' safe mode)."""
@@ -203,7 +204,8 @@ def eval_(
     click.echo(f"artifact:  {artifact} ({result.kind})")
     click.echo(f"spec:      {compiled.plan.source_file}{named_by}")
     click.echo(f"data:      {result.data} ({result.samples:,} test samples)")
-    click.echo(f"accuracy:  {result.accuracy:.4f}")
+    for metric, value in result.scores.items():
+        click.echo(f"{metric + ':':<10} {value:.4f}")
     click.echo(f"loss:      {result.loss:.4f} ({result.loss_note})")
     click.echo(f"size:      {result.size_bytes:,} bytes")
     click.echo(

@@ -72,6 +72,19 @@ class GeneratedModule(Protocol):
     def evaluate(self, model: Model, x: Array, y: Array) -> dict[str, float]:
         """The loss and accuracy computed on this worker (multi_worker only)."""
 
+    def validation_split(
+        self, x: Array, y: Array
+    ) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
+        """The training data less a seeded share, and that share (where
+        train.validation is a share)."""
+
+    def adapt(self, model: Model, x: Array) -> None:
+        """Learn the normalization layers' statistics from `x` (where the
+        model has one)."""
+
+    def class_weights(self, y: Array) -> dict[int, float]:
+        """Each class's weight in the training loss (class_weight: balanced)."""
+
 
 #: Members that only some modules have, and the train.distribute that have them.
 ONLY_WITH = {
@@ -79,6 +92,8 @@ ONLY_WITH = {
     "Batches": ("none", "mirrored"),
     "evaluate": ("multi_worker",),
 }
+#: Members that only some plans' modules have (ModelPlan.optional_members).
+OPTIONAL = ("validation_split", "adapt", "class_weights")
 #: Every member of the contract, in the order it is declared.
 MEMBERS = tuple(GeneratedModule.__annotations__) + tuple(
     name for name in vars(GeneratedModule) if not name.startswith("_")
@@ -90,22 +105,28 @@ def members(distribute: str | None = None) -> tuple[str, ...]:
     return tuple(
         name
         for name in MEMBERS
-        if name not in ONLY_WITH or distribute in ONLY_WITH[name]
+        if (name not in ONLY_WITH or distribute in ONLY_WITH[name])
+        and name not in OPTIONAL
     )
 
 
 def import_generated(
-    path: Path, name: str, distribute: str | None = None
+    path: Path,
+    name: str,
+    distribute: str | None = None,
+    optional: tuple[str, ...] = (),
 ) -> GeneratedModule:
     """Import a generated module from its file, without touching sys.path, and
-    check that it has every member of the contract (for `distribute`, if given).
+    check that it has every member of the contract (for `distribute`, if given,
+    and the `optional` members its plan gives it).
     """
     spec = importlib.util.spec_from_file_location(f"l2compile_generated_{name}", path)
     if spec is None or spec.loader is None:
         raise BuildError(f"cannot import the generated module {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    missing = [m for m in members(distribute) if not hasattr(module, m)]
+    wanted = (*members(distribute), *optional)
+    missing = [m for m in wanted if not hasattr(module, m)]
     if missing:
         raise BuildError(
             f"the generated module {path} lacks {', '.join(missing)}, which "

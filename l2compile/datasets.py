@@ -42,6 +42,7 @@ from l2compile.recipes import ModelInput as ModelInput
 from l2compile.recipes import Recipe as Recipe
 from l2compile.recipes import SpecPath as SpecPath
 from l2compile.recipes import recipe_for as recipe_for
+from l2compile.tasks import Classification, Task
 
 #: Environment variable naming a folder that holds recipe data files.
 DATA_ENV = "L2COMPILE_DATA"
@@ -580,11 +581,14 @@ def check_layout(
             if x.shape[1:] != recipe.image_shape:
                 want = ", ".join(str(d) for d in recipe.image_shape)
                 problems.append(f"x_{split} has shape {x.shape}; expected (N, {want})")
-        if not _is_number(y.dtype) and not y.dtype.hasobject:
-            problems.append(f"y_{split} has dtype {y.dtype}; expected integer labels")
-        if len(y.shape) != 1 or (x.shape and y.shape[0] != x.shape[0]):
-            rows = x.shape[0] if x.shape else "N"
-            problems.append(f"y_{split} has shape {y.shape}; expected ({rows},)")
+        task = labels_task(recipe, model_input)
+        bools = task.bool_labels and y.dtype.kind == "b"
+        if not _is_number(y.dtype) and not y.dtype.hasobject and not bools:
+            problems.append(
+                f"y_{split} has dtype {y.dtype}; expected {task.labels_text}"
+            )
+        rows = x.shape[0] if x.shape else (y.shape[0] if y.shape else 0)
+        problems += task.check_label_header(f"y_{split}", y.shape, rows)
         if x.shape and x.shape[0] == 0:
             problems.append(f"x_{split} is empty")
     train, test = headers["x_train"].shape, headers["x_test"].shape
@@ -630,7 +634,7 @@ def _values(count: int, what: str, key: str, first: tuple[int, ...]) -> str:
     return f"{count} values {what}, the first at {_where(key, first)}"
 
 
-def _not_finite(key: str, array: npt.NDArray[Any]) -> list[str]:
+def not_finite(key: str, array: npt.NDArray[Any]) -> list[str]:
     count, first = _count(array, lambda a: ~np.isfinite(a))
     if not count:
         if array.dtype.itemsize <= 4:
@@ -664,7 +668,7 @@ def check_values(
         xk, yk = f"x_{split}", f"y_{split}"
         x, y = np.asarray(arrays[xk]), np.asarray(arrays[yk])
         if x.dtype.kind == "f":
-            problems += _not_finite(xk, x)
+            problems += not_finite(xk, x)
         elif x.dtype.kind in "iu" and ids is not None:
             low, high = int(x.min()), int(x.max())
             if low < 0 or high >= ids:
@@ -685,14 +689,19 @@ def check_values(
                     f"exactly only up to {FLOAT32_EXACT}: scale the data, or save "
                     "8-bit pixels as uint8"
                 )
-        if y.dtype.kind == "f":
-            problems.append(f"y_{split} has dtype {y.dtype}; expected integer labels")
-            problems += _not_finite(yk, y)
-        elif y.dtype.kind in "iu" and y.size:
-            low, high = int(y.min()), int(y.max())
-            if low < 0 or high >= recipe.num_classes:
-                problems.append(
-                    f"y_{split} has labels from {low} to {high}; "
-                    f"expected 0 to {recipe.num_classes - 1}"
-                )
+        problems += labels_task(recipe, model_input).check_label_values(yk, y)
     return problems
+
+
+def labels_task(recipe: Recipe, model_input: ModelInput | None) -> Task:
+    """The task the labels are checked for: the model's, else the recipe's
+    classification."""
+    if model_input is not None and model_input.task is not None:
+        return model_input.task
+    assert recipe.num_classes is not None  # a recipe without classes has a task
+    return Classification(
+        loss_name="sparse_categorical_crossentropy",
+        metric_names=("accuracy",),
+        outputs=recipe.num_classes,
+        names=recipe.labels,
+    )

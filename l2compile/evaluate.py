@@ -37,7 +37,7 @@ class Evaluation:
     kind: str
     samples: int
     data: str
-    accuracy: float
+    scores: dict[str, float]  #: each of the task's metrics
     loss: float
     loss_note: str
     size_bytes: int
@@ -205,7 +205,7 @@ def _tflite_shapes(details: list[dict[str, Any]]) -> list[TensorShape]:
 class _Scores:
     """What scoring an artifact on the preprocessed test split found."""
 
-    accuracy: float
+    scores: dict[str, float]
     loss: float
     loss_note: str
     mean_latency_ms: float
@@ -237,7 +237,7 @@ def evaluate_artifact(
         kind=kind,
         samples=len(targets),
         data=dataset.source,
-        accuracy=scores.accuracy,
+        scores=scores.scores,
         loss=scores.loss,
         loss_note=scores.loss_note,
         size_bytes=_size(path),
@@ -254,7 +254,9 @@ def _test_split(
     with tempfile.TemporaryDirectory() as folder:
         module_path = Path(folder) / f"{plan.name}.py"
         module_path.write_text(code, encoding="utf-8")
-        generated = import_generated(module_path, f"eval_{plan.name}", plan.distribute)
+        generated = import_generated(
+            module_path, f"eval_{plan.name}", plan.distribute, plan.optional_members
+        )
         x, y = generated.preprocess(dataset.x_test, dataset.y_test)
     return x, plan.task.targets(y)
 
@@ -274,7 +276,7 @@ def _open_tflite(path: Path, plan: ModelPlan) -> _Scorer:
     def score(x: Any, targets: npt.NDArray[Any]) -> _Scores:
         found = export.score_tflite(path, x, targets, plan.task)
         return _Scores(
-            accuracy=found.accuracy,
+            scores=found.scores,
             loss=found.data_loss,
             loss_note="data loss; TFLite files hold no L2 penalty",
             mean_latency_ms=found.mean_latency_ms,
@@ -300,7 +302,7 @@ def _open_keras(path: Path, plan: ModelPlan) -> _Scorer:
         began = time.perf_counter()
         model.predict(x, batch_size=plan.batch_size, verbose=0)
         return _Scores(
-            accuracy=float(scores["accuracy"]),
+            scores={m: float(scores[m]) for m in plan.task.metric_names},
             loss=float(scores["loss"]),
             loss_note="with the L2 penalty, as Keras reports it",
             mean_latency_ms=1000 * (time.perf_counter() - began) / len(targets),
@@ -338,7 +340,7 @@ def _open_saved_model(path: Path, plan: ModelPlan) -> _Scorer:
         outputs = scoring.predict(run, x)
         latency = 1000 * (time.perf_counter() - began) / len(targets)
         return _Scores(
-            accuracy=plan.task.accuracy(outputs, targets),
+            scores=plan.task.scores(outputs, targets),
             loss=plan.task.data_loss(outputs, targets),
             loss_note="data loss; a SavedModel's serving signature holds no L2 penalty",
             mean_latency_ms=latency,

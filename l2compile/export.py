@@ -109,12 +109,12 @@ def convert_tflite(
 class TFLiteScore:
     """A TFLite file measured on a test split."""
 
-    accuracy: float
+    scores: dict[str, float]  #: each of the task's metrics
     data_loss: float
     size_bytes: int
     mean_latency_ms: float
     batch: int
-    predictions: npt.NDArray[Any]
+    outputs: npt.NDArray[Any]
 
 
 def tflite_predict(
@@ -165,15 +165,15 @@ def tflite_predict(
 def score_tflite(
     path: Path, x: npt.NDArray[np.float32], y: Any, task: Task
 ) -> TFLiteScore:
-    """Accuracy, data loss, size and mean latency of a TFLite file on (x, y),
-    scored as `task` scores a prediction."""
+    """The task's scores, data loss, size and mean latency of a TFLite file
+    on (x, y), scored as `task` scores a prediction."""
     outputs, seconds, batch = tflite_predict(path, x)
     targets = task.targets(y)
     return TFLiteScore(
-        accuracy=task.accuracy(outputs, targets),
+        scores=task.scores(outputs, targets),
         data_loss=task.data_loss(outputs, targets),
         size_bytes=path.stat().st_size,
         mean_latency_ms=1000 * seconds / len(targets),
         batch=batch,
-        predictions=task.predictions(outputs),
+        outputs=outputs,
     )

@@ -1,5 +1,6 @@
 """What a build measures of its trained model, for metrics.json: the test
-scores as Keras reports them, the losses split into the data loss and the L2
+scores as Keras reports them (`test_<metric>` for each of the task's metrics),
+the validation scores apart from them, the losses split into the data loss and the L2
 penalty (on the test split and at every epoch), and the norms of the weights
 the penalty reaches."""
 
@@ -28,17 +29,34 @@ def scores(
         keras_scores = generated.evaluate(model, x_test, y_test)  # evaluate() fails
     else:
         keras_scores = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
-    test_loss = float(keras_scores["loss"])
-    test_accuracy = float(keras_scores["accuracy"])
-    print("Test loss:", test_loss)
-    print("Test accuracy:", test_accuracy)
+    found = {"test_loss": float(keras_scores["loss"])}
+    for metric in plan.task.metric_names:
+        found[f"test_{metric}"] = float(keras_scores[metric])
+    for key, value in found.items():
+        print(f"Test {key[len('test_') :]}:", value)
     outputs = scoring.predict(lambda x: model(x, training=False), x_test)
     data_loss = plan.task.data_loss(outputs, plan.task.targets(y_test))
     return {
-        "test_loss": test_loss,
-        "test_accuracy": test_accuracy,
+        **found,
         "test_loss_split": {"data_loss": data_loss, "l2_penalty": penalty(model)},
     }
+
+
+def validation(
+    plan: ModelPlan, history: dict[str, Any], samples: int
+) -> dict[str, Any]:
+    """What validated the model, and its scores there after the last epoch
+    (kept apart from the test scores, which nothing was chosen on)."""
+    if plan.validation is None:
+        data = "test: the test split, as the article does"
+    else:
+        data = f"{plan.validation:g} of the training split, seeded and never trained on"
+    last = {
+        key[len("val_") :]: values[-1]
+        for key, values in history.items()
+        if key.startswith("val_") and values
+    }
+    return {"data": data, "samples": samples, "scores": last}
 
 
 def history_split(history: dict[str, Any], penalties: list[float]) -> dict[str, Any]:

@@ -70,7 +70,7 @@ from l2compile.layers.base import (
 )
 from l2compile.recipes import ModelInput, Recipe, SpecPath, recipe_for
 from l2compile.spec import LoadedSpec, Spec
-from l2compile.tasks import Task, task_for
+from l2compile.tasks import Task, plan_task
 
 __all__ = [
     "INPUT",
@@ -189,6 +189,9 @@ class ModelPlan:
     weight_decay: float = 0.0
     #: Trainable weights that weight decay must leave alone (Keras paths).
     no_weight_decay: tuple[str, ...] = ()
+    #: The share of the training split held out for validation (None: the
+    #: test split validates, the article's way).
+    validation: float | None = 0.1
     data: str | None = None  #: train.data as written (the module's DATA)
     #: train.data resolved against the spec's folder, where the build reads it.
     data_path: SpecPath | None = None
@@ -217,6 +220,21 @@ class ModelPlan:
         return weight.path(self.variable_scope, layer.name)
 
     @property
+    def adapted(self) -> tuple[str, ...]:
+        """The layers that learn the training data's statistics before training."""
+        return tuple(layer.name for layer in self.layers if layer.kind.adapted)
+
+    @property
+    def optional_members(self) -> tuple[str, ...]:
+        """What the generated module has beyond what every module has
+        (l2compile.contract), for this plan."""
+        return (
+            *(("validation_split",) if self.validation is not None else ()),
+            *(("adapt",) if self.adapted else ()),
+            *(("class_weights",) if self.task.class_weight == "balanced" else ()),
+        )
+
+    @property
     def integer_input(self) -> bool:
         """Whether the model reads integer ids (an embedding reads its input)."""
         return any(layer.reads_ids for layer in self.layers)
@@ -227,7 +245,7 @@ class ModelPlan:
         shape, and the number of ids (the smallest input_dim) where embeddings
         read it."""
         tables = [lay.weights[0].shape[0] for lay in self.layers if lay.reads_ids]
-        return ModelInput(self.input_shape, min(tables) if tables else None)
+        return ModelInput(self.input_shape, min(tables) if tables else None, self.task)
 
     @property
     def regularized_params(self) -> int:
@@ -546,6 +564,33 @@ class _Planner:
             return  # an earlier layer failed; its error says why
         task.check_output(layers, recipe, self.error)
         recipe.check_layers(layers, self.error)
+        for layer in layers:
+            if layer.kind.adapted and INPUT not in layer.inputs:
+                self.error(
+                    ("layers", layer.index, "type"),
+                    f"a {layer.type} layer learns the mean and variance of the "
+                    "training data before training, so it must read the model's "
+                    "input (as the first layer of a stack, or with inputs: [input])",
+                )
+
+    def check_multi_worker(self, task: Task) -> None:
+        """multi_worker's custom loop (see the template) trains and scores
+        integer-label classification alone."""
+        train = self.spec.train
+        if train.distribute != "multi_worker":
+            return
+        if (
+            task.name != "classification"
+            or task.loss_name != "sparse_categorical_crossentropy"
+            or task.metric_names != ("accuracy",)
+            or task.class_weight is not None
+        ):
+            self.error(
+                ("train", "distribute"),
+                "multi_worker's custom training loop trains task 'classification' "
+                "with loss sparse_categorical_crossentropy and metric accuracy "
+                "alone, without class_weight; use distribute: mirrored or none",
+            )
 
     def tflite_plan(self, layers: list[LayerPlan]) -> TFLitePlan | None:
         export = self.spec.export
@@ -682,11 +727,12 @@ class _Planner:
 
     def plan(self) -> ModelPlan | list[SpecError]:
         spec = self.spec
-        recipe = recipe_for(
-            spec.train.recipe, spec.train.num_classes, spec.train.labels
-        )
-        task = task_for(spec.train, recipe)
+        recipe = recipe_for(spec.train.recipe, spec.train.num_classes)
         layers = self.layers()
+        complete = bool(layers) and len(layers) == len(spec.layers)
+        output = layers[-1].output_shape if complete else None
+        task = plan_task(spec, recipe, output, self.error)
+        self.check_multi_worker(task)
         self.check_size(layers)
         self.check_data(recipe, task, layers)
         self.check_weight_decay(layers)
@@ -714,13 +760,16 @@ class _Planner:
             batch_size=spec.train.batch_size,
             seed=spec.train.seed,
             export_formats=tuple(spec.export.formats),
-            constants=self.constants(layers, optimizer, steps_per_execution),
+            constants=self.constants(layers, optimizer, steps_per_execution, task),
             tflite=self.tflite_plan(layers),
             distribute=spec.train.distribute,
             deterministic_ops=spec.train.deterministic_ops,
             backend=backend,
             weight_decay=spec.train.optimizer.weight_decay,
             no_weight_decay=optimizer.no_decay,
+            validation=(
+                None if spec.train.validation == "test" else spec.train.validation
+            ),
             data=spec.train.data,
             data_path=(
                 SpecPath("train.data", self.source.file, spec.train.data, self.folder)
@@ -748,7 +797,11 @@ class _Planner:
         return _Optimizer(cls, args, no_decay)
 
     def constants(
-        self, layers: list[LayerPlan], optimizer: _Optimizer, steps_per_execution: int
+        self,
+        layers: list[LayerPlan],
+        optimizer: _Optimizer,
+        steps_per_execution: int,
+        task: Task,
     ) -> tuple[Constant, ...]:
         """The module's named hyperparameters, in the order they are printed."""
         spec = self.spec
@@ -781,6 +834,7 @@ class _Planner:
                     "trainable weights that weight decay leaves alone",
                 )
             )
+        constants += task_constants(spec, task)
         constants += [
             Constant("EPOCHS", repr(spec.train.epochs)),
             Constant("BATCH_SIZE", repr(spec.train.batch_size)),
@@ -808,6 +862,38 @@ class _Optimizer:
     cls: str
     args: tuple[str, ...]
     no_decay: tuple[str, ...]
+
+
+def task_constants(spec: Spec, task: Task) -> list[Constant]:
+    """The constants the task's options and the validation split add."""
+    constants = []
+    if task.one_hot:
+        constants.append(
+            Constant("NUM_CLASSES", repr(task.outputs), "labels are one-hot encoded")
+        )
+    if task.label_smoothing:
+        constants.append(Constant("LABEL_SMOOTHING", py_float(task.label_smoothing)))
+    if isinstance(task.class_weight, tuple):
+        weights = ", ".join(
+            f"{i}: {py_float(w)}" for i, w in enumerate(task.class_weight)
+        )
+        constants.append(
+            Constant(
+                "CLASS_WEIGHT",
+                "{" + weights + "}",
+                "each class's weight in the training loss",
+            )
+        )
+    validation = spec.train.validation
+    if validation != "test":
+        constants.append(
+            Constant(
+                "VALIDATION",
+                py_float(float(validation)),
+                "share of the training data held out to validate, never trained on",
+            )
+        )
+    return constants
 
 
 def _is_stack(layers: tuple[LayerPlan, ...] | list[LayerPlan]) -> bool:

@@ -29,6 +29,7 @@ from l2compile.layers.base import INPUT, py_str
 
 if TYPE_CHECKING:
     from l2compile.plan import LayerPlan
+    from l2compile.tasks import Task
 
 __all__ = ["RECIPES", "ModelInput", "Recipe", "Report", "SpecPath", "recipe_for"]
 
@@ -53,7 +54,7 @@ class Recipe:
     filename: str
     keras_dataset: str | None
     image_shape: tuple[int, ...] | None
-    num_classes: int
+    num_classes: int | None  #: None: the npz recipe without train.num_classes
     labels: tuple[str, ...] = ()
     pixels: str | None = None
 
@@ -193,25 +194,24 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def recipe_for(
-    name: str, num_classes: int | None = None, labels: list[str] | None = None
-) -> Recipe:
-    """The recipe a spec names; `npz` is the user's own file of `num_classes`."""
+def recipe_for(name: str, num_classes: int | None = None) -> Recipe:
+    """The recipe a spec names; `npz` is the user's own file (of `num_classes`
+    classes or labels, where the spec says; its task names them)."""
     if name == "npz":
-        assert num_classes is not None  # the spec requires it
-        names = tuple(labels) if labels else tuple(str(i) for i in range(num_classes))
-        return Recipe("npz", "npz", "npz", "", None, None, num_classes, names)
+        return Recipe("npz", "npz", "npz", "", None, None, num_classes)
     return RECIPES[name]
 
 
 @dataclass(frozen=True)
 class ModelInput:
-    """What the model reads, for checking data against it: each sample's shape,
-    and, where embeddings read it, how many ids they all look up (the smallest
-    input_dim among them)."""
+    """What the model reads and is trained to give, for checking data against
+    it: each sample's shape; where embeddings read it, how many ids they all
+    look up (the smallest input_dim among them); and the task, which says
+    what the labels must be (None: the recipe's classes)."""
 
     shape: tuple[int, ...]
     ids: int | None = None
+    task: Task | None = None
 
 
 @dataclass(frozen=True)

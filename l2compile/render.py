@@ -242,6 +242,15 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         ),
         "loss": plan.task.loss,
         "metrics": plan.task.metrics,
+        "metrics_one_line": _fits(8, f"metrics=[{', '.join(plan.task.metrics)}],"),
+        "metric_names": plan.task.metric_names,
+        "label_source": plan.task.label_source,
+        "labels_note": _labels_note(plan),
+        "validation": plan.validation is not None,
+        "adapted": [py_str(name) for name in plan.adapted],
+        "balanced": plan.task.class_weight == "balanced",
+        "class_weight": _class_weight(plan),
+        "class_count": plan.task.class_count,
         "loader": plan.recipe.loader,
         "data_title": plan.recipe.title,
         "keras_dataset": plan.recipe.keras_dataset,
@@ -252,6 +261,24 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "deterministic_ops": plan.deterministic_ops,
         "tensorflow_only": plan.tensorflow_only,
     }
+
+
+def _labels_note(plan: ModelPlan) -> str:
+    """What preprocess() does to the labels, where it does anything."""
+    task = plan.task
+    if task.one_hot:
+        return "\n    One-hot encode the labels."
+    if task.label_source == "y":
+        return ""
+    return "\n    The labels as float32 rows, one column per output."
+
+
+def _class_weight(plan: ModelPlan) -> str | None:
+    """fit()'s class_weight, as source (None: none)."""
+    weight = plan.task.class_weight
+    if weight is None:
+        return None
+    return "class_weights(y_train)" if weight == "balanced" else "CLASS_WEIGHT"
 
 
 def render_module(

@@ -1,10 +1,17 @@
-"""Scoring, written once: how a model's class probabilities are scored
-against integer labels, and how a whole split is predicted in chunks.
+"""Scoring, written once: every loss and metric a task can name, computed
+with numpy on a model's outputs and the preprocessed targets, and how a
+whole split is predicted in chunks.
 
 The build (the Keras model's data loss), the TFLite checks and `l2compile
 eval` (TFLite files and SavedModels, which hold no L2 penalty) all score
-through these functions, by way of the plan's task (the classification task,
-`l2compile.tasks.Classification`), so their figures are comparable.
+through these functions, by way of the plan's task (`l2compile.tasks`), so
+their figures are comparable. Each loss is computed as Keras computes it
+(probabilities clipped to [EPSILON, 1 - EPSILON], the mean over a sample's
+outputs, then over the samples); `auc` is the exact area under the ROC curve,
+where Keras' `AUC` metric interpolates over 200 thresholds.
+
+Targets are as the generated module's `preprocess` gives them: integer class
+labels (n,), one-hot rows (n, N), or float rows (n, N).
 """
 
 from __future__ import annotations
@@ -17,31 +24,217 @@ import numpy.typing as npt
 
 #: Predictions are made this many samples at a time.
 CHUNK = 1000
-#: A probability is clipped to at least this before its log is taken, as
-#: Keras' cross-entropy does, so a confident mistake costs a finite loss.
+#: A probability is clipped to [EPSILON, 1 - EPSILON] before its log is
+#: taken, as Keras' cross-entropies do, so a confident mistake costs a finite loss.
 EPSILON = 1e-7
+#: A probability above this is a positive prediction (binary and multi-label).
+THRESHOLD = 0.5
+
+Array = npt.NDArray[Any]
 
 
 def labels_of(y: Any) -> npt.NDArray[np.int64]:
-    """Integer class labels, flat."""
-    return np.asarray(y).reshape(-1).astype(np.int64)
+    """Integer class labels, flat: as given, or the argmax of one-hot rows."""
+    y = np.asarray(y)
+    flat: npt.NDArray[np.int64] = (
+        np.argmax(y, axis=-1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(-1)
+    ).astype(np.int64)
+    return flat
 
 
-def classes(probabilities: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+def rows(y: Any) -> npt.NDArray[np.float64]:
+    """Targets or outputs as rows of floats, (n, N)."""
+    y = np.asarray(y, dtype=np.float64)
+    out: npt.NDArray[np.float64] = y.reshape(len(y), -1)
+    return out
+
+
+def classes(probabilities: Array) -> npt.NDArray[np.int64]:
     """Each sample's most probable class."""
     found: npt.NDArray[np.int64] = np.argmax(probabilities, axis=-1)
     return found.astype(np.int64, copy=False)
 
 
-def accuracy(probabilities: npt.NDArray[Any], labels: npt.NDArray[np.int64]) -> float:
-    """The share of samples whose most probable class is their label."""
-    return float(np.mean(classes(probabilities) == labels))
+def positives(probabilities: Array) -> npt.NDArray[np.int64]:
+    """Each output above THRESHOLD is 1, else 0 (binary and multi-label)."""
+    return (rows(probabilities) > THRESHOLD).astype(np.int64)
 
 
-def data_loss(probabilities: npt.NDArray[Any], labels: npt.NDArray[np.int64]) -> float:
-    """Sparse categorical cross-entropy: the mean of -log p(label)."""
-    picked = probabilities[np.arange(len(labels)), labels]
+# --- losses ---------------------------------------------------------------------
+
+
+def _clipped(p: Array) -> npt.NDArray[np.float64]:
+    return np.clip(np.asarray(p, dtype=np.float64), EPSILON, 1.0 - EPSILON)
+
+
+def sparse_categorical_crossentropy(probabilities: Array, labels: Array) -> float:
+    """The mean of -log p(label)."""
+    labels = labels_of(labels)
+    p = np.asarray(probabilities, dtype=np.float64)
+    picked = p[np.arange(len(labels)), labels]
     return float(-np.mean(np.log(np.clip(picked, EPSILON, 1.0))))
+
+
+def categorical_crossentropy(
+    probabilities: Array, onehot: Array, label_smoothing: float = 0.0
+) -> float:
+    """The mean of -Σ y log p over one-hot (smoothed) rows; Keras first scales
+    each row of probabilities to sum to 1."""
+    y = rows(onehot)
+    y = y * (1.0 - label_smoothing) + label_smoothing / y.shape[1]
+    p = rows(probabilities)
+    p = p / np.sum(p, axis=-1, keepdims=True)
+    return float(np.mean(-np.sum(y * np.log(_clipped(p)), axis=-1)))
+
+
+def _binary_terms(p: Array, y: Array, label_smoothing: float) -> Any:
+    y = rows(y)
+    y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    p = _clipped(rows(p))
+    return p, y, -(y * np.log(p) + (1.0 - y) * np.log(1.0 - p))
+
+
+def binary_crossentropy(
+    probabilities: Array, targets: Array, label_smoothing: float = 0.0
+) -> float:
+    """The mean over samples of the mean over outputs of -y log p - (1-y) log(1-p)."""
+    _, _, terms = _binary_terms(probabilities, targets, label_smoothing)
+    return float(np.mean(np.mean(terms, axis=-1)))
+
+
+#: binary_focal_crossentropy's focusing parameter, as Keras' default.
+FOCAL_GAMMA = 2.0
+
+
+def binary_focal_crossentropy(
+    probabilities: Array, targets: Array, label_smoothing: float = 0.0
+) -> float:
+    """Binary cross-entropy with each term scaled by (1 - p_t)^gamma, gamma = 2,
+    where p_t is the probability given to the true value (Lin et al.; Keras'
+    default, without class balancing)."""
+    p, y, terms = _binary_terms(probabilities, targets, label_smoothing)
+    p_true = y * p + (1.0 - y) * (1.0 - p)
+    return float(np.mean(np.mean((1.0 - p_true) ** FOCAL_GAMMA * terms, axis=-1)))
+
+
+def mean_squared_error(outputs: Array, targets: Array) -> float:
+    return float(np.mean((rows(outputs) - rows(targets)) ** 2))
+
+
+def mean_absolute_error(outputs: Array, targets: Array) -> float:
+    return float(np.mean(np.abs(rows(outputs) - rows(targets))))
+
+
+#: Huber's delta, as Keras' default: squared below it, linear above.
+HUBER_DELTA = 1.0
+
+
+def huber(outputs: Array, targets: Array) -> float:
+    error = np.abs(rows(outputs) - rows(targets))
+    quadratic = np.minimum(error, HUBER_DELTA)
+    return float(np.mean(0.5 * quadratic**2 + HUBER_DELTA * (error - quadratic)))
+
+
+def data_loss(
+    loss: str, outputs: Array, targets: Array, label_smoothing: float = 0.0
+) -> float:
+    """The loss named `loss`, without any penalty, as Keras computes it."""
+    if loss == "sparse_categorical_crossentropy":
+        return sparse_categorical_crossentropy(outputs, targets)
+    if loss == "categorical_crossentropy":
+        return categorical_crossentropy(outputs, targets, label_smoothing)
+    if loss == "binary_crossentropy":
+        return binary_crossentropy(outputs, targets, label_smoothing)
+    if loss == "binary_focal_crossentropy":
+        return binary_focal_crossentropy(outputs, targets, label_smoothing)
+    if loss == "mse":
+        return mean_squared_error(outputs, targets)
+    if loss == "mae":
+        return mean_absolute_error(outputs, targets)
+    if loss == "huber":
+        return huber(outputs, targets)
+    raise ValueError(f"no scoring for loss {loss!r}")
+
+
+# --- metrics --------------------------------------------------------------------
+
+
+def accuracy(probabilities: Array, labels: Array) -> float:
+    """The share of samples whose most probable class is their label."""
+    return float(np.mean(classes(probabilities) == labels_of(labels)))
+
+
+def top_k_accuracy(probabilities: Array, labels: Array, k: int) -> float:
+    """The share of samples whose label is among their k most probable classes:
+    fewer than k classes are more probable (a tie at the k-th place counts as
+    a hit, as Keras' in_top_k counts it)."""
+    p = np.asarray(probabilities)
+    labels = labels_of(labels)
+    own = p[np.arange(len(labels)), labels][:, None]
+    return float(np.mean(np.sum(p > own, axis=-1) < k))
+
+
+def binary_accuracy(probabilities: Array, targets: Array) -> float:
+    """The share of outputs on the right side of THRESHOLD: for one output, the
+    share of samples predicted right; for several, of labels."""
+    return float(np.mean(positives(probabilities) == (rows(targets) > THRESHOLD)))
+
+
+def _counts(probabilities: Array, targets: Array) -> tuple[int, int, int]:
+    predicted = positives(probabilities).astype(bool)
+    true = rows(targets) > THRESHOLD
+    return (
+        int(np.sum(predicted & true)),
+        int(np.sum(predicted & ~true)),
+        int(np.sum(~predicted & true)),
+    )
+
+
+def precision(probabilities: Array, targets: Array) -> float:
+    """Of the outputs predicted positive, the share that are (0 where none is)."""
+    hits, false_alarms, _ = _counts(probabilities, targets)
+    return hits / (hits + false_alarms) if hits + false_alarms else 0.0
+
+
+def recall(probabilities: Array, targets: Array) -> float:
+    """Of the positive targets, the share predicted positive (0 where none is)."""
+    hits, _, misses = _counts(probabilities, targets)
+    return hits / (hits + misses) if hits + misses else 0.0
+
+
+def roc_auc(scores: Array, truth: Array) -> float:
+    """The area under the ROC curve of one output: the chance that a random
+    positive scores above a random negative, ties counting half (0.5 where
+    one of the two is missing)."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    truth = np.asarray(truth).reshape(-1) > THRESHOLD
+    positive, negative = int(truth.sum()), int((~truth).sum())
+    if not positive or not negative:
+        return 0.5
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    # Average ranks over ties.
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(scores)]
+    for start, end in zip(starts, ends, strict=True):
+        ranks[order[start:end]] = (start + end + 1) / 2.0
+    return float(
+        (ranks[truth].sum() - positive * (positive + 1) / 2.0) / (positive * negative)
+    )
+
+
+def auc(probabilities: Array, targets: Array, per_label: bool) -> float:
+    """ROC AUC: of each label, averaged (`per_label`, multi-label), or of every
+    output at once (binary; classification's one-hot rows, as Keras' AUC)."""
+    p, y = rows(probabilities), rows(targets)
+    if per_label:
+        return float(np.mean([roc_auc(p[:, j], y[:, j]) for j in range(p.shape[1])]))
+    return roc_auc(p, y)
+
+
+def rmse(outputs: Array, targets: Array) -> float:
+    return float(np.sqrt(mean_squared_error(outputs, targets)))
 
 
 def predict(

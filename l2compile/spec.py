@@ -46,6 +46,7 @@ from l2compile.fields import (
 )
 from l2compile.layers import KINDS, LAYER_TYPES, LayerSpec
 from l2compile.source import Document, read_spec_file
+from l2compile.tasks import LOSSES, METRICS, TASKS
 
 # The generated module is run as a script from its own folder, which then comes
 # first on the import path: a model named after any module the run may load
@@ -93,6 +94,43 @@ def _true_false_or_auto(value: object) -> object:
     raise PydanticCustomError("true_false_auto", "must be true, false or auto")
 
 
+def _test_or_share(value: object) -> object:
+    """One error for train.validation, not one per member of its union."""
+    if value == "test":
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1:
+        return float(value)
+    raise PydanticCustomError(
+        "test_or_share",
+        "must be test, or the share of the training data to hold out for "
+        "validation, above 0 and below 1",
+    )
+
+
+def _balanced_or_weights(value: object) -> object:
+    """One error for train.class_weight, not one per member of its union."""
+    if value == "balanced" or value is None:
+        return value
+    if isinstance(value, list) and value:
+        for i, weight in enumerate(value):
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, int | float)
+                or not weight > 0
+                or weight == float("inf")
+            ):
+                raise PydanticCustomError(
+                    "class_weights",
+                    "class_weight[{i}] must be a number above 0",
+                    {"i": i},
+                )
+        return [float(w) for w in value]
+    raise PydanticCustomError(
+        "class_weights",
+        "must be balanced, or a list of weights, one per class",
+    )
+
+
 def _one_line(value: str) -> str:
     if not value.isprintable():
         raise ValueError(
@@ -127,6 +165,16 @@ else:
     ]
 
 
+if TYPE_CHECKING:
+    LossName = str
+    MetricName = str
+    TaskName = str
+else:
+    LossName = Literal[tuple(LOSSES)]
+    MetricName = Literal[METRICS]
+    TaskName = Literal[tuple(TASKS)]
+
+
 class InputSpec(StrictModel):
     shape: Annotated[list[PositiveInt], Field(min_length=1, max_length=8)]
 
@@ -159,7 +207,7 @@ class TrainSpec(StrictModel):
         description="npz recipe: the .npz file (relative to the working folder); "
         "--data overrides it.",
     )
-    num_classes: Annotated[int, Field(ge=2, le=1_000_000)] | None = Field(
+    num_classes: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
         default=None, description="npz recipe: how many classes the labels have."
     )
     labels: (
@@ -171,13 +219,56 @@ class TrainSpec(StrictModel):
         | None
     ) = Field(
         default=None,
-        description="npz recipe: class names for labels.txt, one per class.",
+        description="npz recipe: a name for each class (binary: the negative, "
+        "then the positive), label or regression target.",
+    )
+    target_units: (
+        list[
+            Annotated[
+                str, Field(min_length=1, max_length=200), AfterValidator(_one_line)
+            ]
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="task regression: the unit of each target, for model.json.",
     )
     optimizer: OptimizerSpec = OptimizerSpec()
-    loss: Literal["sparse_categorical_crossentropy"] = "sparse_categorical_crossentropy"
-    metrics: Annotated[
-        list[Literal["accuracy"]], Field(min_length=1), AfterValidator(_unique)
-    ] = ["accuracy"]  # noqa: RUF012 (pydantic copies defaults)
+    loss: LossName | None = Field(
+        default=None,
+        description="The loss; defaults to the task's (README: Tasks).",
+    )
+    metrics: (
+        Annotated[list[MetricName], Field(min_length=1), AfterValidator(_unique)] | None
+    ) = Field(
+        default=None,
+        description="What training logs and the build reports; defaults to the "
+        "task's (README: Tasks).",
+    )
+    top_k: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=5, description="The k of metric top_k_accuracy."
+    )
+    label_smoothing: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(
+        default=0.0,
+        description="Label smoothing of the cross-entropy losses that take it.",
+    )
+    class_weight: Annotated[
+        Literal["balanced"] | list[float] | None,
+        BeforeValidator(_balanced_or_weights),
+    ] = Field(
+        default=None,
+        description="Weigh each sample's loss by its class: balanced (the "
+        "inverse of each class's share of the training data) or one weight per "
+        "class. Tasks classification and binary.",
+    )
+    validation: Annotated[Literal["test"] | float, BeforeValidator(_test_or_share)] = (
+        Field(
+            default=0.1,
+            description="What training validates on: a seeded share of the training "
+            "split, never trained on, or test (the article's way, which picks "
+            "settings on the data it then reports).",
+        )
+    )
     epochs: Annotated[int, Field(gt=0, le=100_000)]
     batch_size: Annotated[int, Field(gt=0, le=1_000_000)]
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
@@ -215,8 +306,6 @@ class TrainSpec(StrictModel):
 
     @model_validator(mode="after")
     def _recipe_fields(self) -> TrainSpec:
-        if self.recipe == "npz" and self.num_classes is None:
-            raise PydanticCustomError("npz_classes", "the npz recipe needs num_classes")
         if self.recipe != "npz" and self.num_classes is not None:
             raise PydanticCustomError(
                 "recipe_classes",
@@ -235,12 +324,6 @@ class TrainSpec(StrictModel):
                 "labels_count",
                 "labels are only for the npz recipe; '{recipe}' names its classes",
                 {"recipe": self.recipe},
-            )
-        if self.labels is not None and len(self.labels) != self.num_classes:
-            raise PydanticCustomError(
-                "labels_count",
-                "labels lists {given} names for {classes} classes",
-                {"given": len(self.labels), "classes": self.num_classes},
             )
         return self
 
@@ -304,6 +387,11 @@ class Spec(StrictModel):
 
     name: ModuleName
     description: Annotated[str, Field(max_length=2000)] = ""
+    task: TaskName = Field(
+        default="classification",
+        description="What the output means: classification (one class of N), "
+        "binary, multilabel or regression (README: Tasks).",
+    )
     input: InputSpec
     l2: L2Coefficient = Field(
         default=0.0,
@@ -525,7 +613,11 @@ def _to_spec_error(doc: Document, err: ErrorDetails) -> SpecError:
         one = is_identifier(value)
         hint = f" (a list of one: [{value}])" if one else ""
         return doc.error(path, f"must be a list, got {_describe(value)}{hint}")
-    if kind in ("npz_classes", "recipe_classes", "labels_count"):
+    if kind == "class_weights" and "i" in ctx:
+        i = int(ctx["i"])
+        item = value[i] if isinstance(value, list) and i < len(value) else None
+        return doc.error((*path, i), f"must be a number above 0, got {_describe(item)}")
+    if kind in ("recipe_classes", "labels_count"):
         return doc.error(path, err["msg"])
     if kind == "int8_samples":
         return doc.error((*path, "representative_samples"), err["msg"])

@@ -2,28 +2,36 @@
 
 A task kind is one class that states, in one place:
 
-- the loss and metrics, as the source `compile()` gets (`loss`, `metrics`),
+- what the spec may ask of it: its losses (the first is the default), its
+  metrics (`default_metrics`, `allowed_metrics`), and the spec's task options
+  it takes (label smoothing, class weights, names and units of its outputs),
+  each refused with a located error where it does not apply (`plan`);
+- the loss and metrics as the source `compile()` gets (`loss`, `metrics`),
   and what training logs each epoch (`history_keys`);
-- the output the model must give for its data (`output_shape`), checked
-  against the planned layers before anything is generated (`check_output`),
-  and the name apps find it by in exported files (`output_name`);
-- how a prediction is scored (`targets`, `data_loss`, `accuracy`,
-  `predictions`), through `l2compile.scoring`, so that the build, the TFLite
-  checks and `l2compile eval` all score alike;
+- the output the model must give (`outputs` values, ending with
+  `activation`), checked against the planned layers before anything is
+  generated (`check_output`), and the name apps find it by (`output_name`);
+- how the generated module feeds the labels (`label_source`) and what the
+  data's labels must be (`check_label_header`, `check_label_values`);
+- how a prediction is scored (`targets`, `data_loss`, `scores`,
+  `parity_score`, `predictions`), through `l2compile.scoring`, so that the
+  build, the TFLite checks and `l2compile eval` all score alike;
 - what a deployed model's output means (`output_json`, `output_files`).
 
-A kind registers itself with `@register`; `task_for` picks the kind whose
-`losses` hold the spec's loss. Today there is one: `Classification`.
+A kind registers itself with `@register`; `plan_task` plans the kind that
+the spec's `task` names. The kinds are `Classification`, `Binary`,
+`Multilabel` and `Regression`.
 
 This is plan-stage code: numpy is imported (through `l2compile.scoring`) only
-inside the functions that score, which only the build and `eval` call.
+inside the functions that score or check data, which only the build and
+`eval` call.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from l2compile.layers.base import Shape, py_str, shape_text
@@ -33,39 +41,223 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from l2compile.plan import LayerPlan
-    from l2compile.spec import TrainSpec
+    from l2compile.spec import Spec
 
-__all__ = ["TASKS", "Classification", "Task", "register", "task_for"]
+__all__ = [
+    "LOSSES",
+    "METRICS",
+    "TASKS",
+    "Binary",
+    "Classification",
+    "Multilabel",
+    "Regression",
+    "Task",
+    "plan_task",
+    "register",
+]
+
+#: Every loss a spec can name, and its Keras class (for options such as
+#: label smoothing).
+LOSSES = {
+    "sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
+    "categorical_crossentropy": "CategoricalCrossentropy",
+    "binary_crossentropy": "BinaryCrossentropy",
+    "binary_focal_crossentropy": "BinaryFocalCrossentropy",
+    "mse": "MeanSquaredError",
+    "mae": "MeanAbsoluteError",
+    "huber": "Huber",
+}
+#: The losses that take label smoothing (Keras' own; the sparse one has none).
+_SMOOTHED = (
+    "categorical_crossentropy",
+    "binary_crossentropy",
+    "binary_focal_crossentropy",
+)
+#: Every metric a spec can name. Each is logged under its own name.
+METRICS = (
+    "accuracy",
+    "top_k_accuracy",
+    "auc",
+    "binary_accuracy",
+    "precision",
+    "recall",
+    "mae",
+    "rmse",
+    "mse",
+)
+
+
+@dataclass(frozen=True)
+class Parity:
+    """A converted model against the Keras model on the test split: `key`
+    names `difference` in metrics.json (`accuracy_drop`: Keras' score less
+    the converted one's; `relative_max_difference`: the largest difference
+    between their outputs, over the targets' standard deviation)."""
+
+    key: str
+    keras: float | None  #: the Keras model's parity score (None: outputs compared)
+    lite: float | None
+    difference: float
+
+    def failure(self, name: str, limit: float, note: str) -> str:
+        """Why a file of this parity fails against `limit`."""
+        if self.keras is None:
+            return (
+                f"{name}'s outputs differ from the Keras model's by up to "
+                f"{self.difference:.4f} of the targets' standard deviation on the "
+                f"test split, more than the {limit} allowed{note}"
+            )
+        metric = self.key.removesuffix("_drop").replace("_", " ")
+        return (
+            f"{name} scores test {metric} {self.lite:.4f} against the Keras "
+            f"model's {self.keras:.4f}: a drop of {self.difference:.4f}, more than "
+            f"the {limit} allowed{note}"
+        )
 
 
 @dataclass(frozen=True)
 class Task(ABC):
     """What every task kind states; see the module's docstring."""
 
-    #: The kind's name.
+    #: The kind's name, as `task:` writes it.
     name: ClassVar[str]
-    #: The spec losses that mean this task.
+    #: The losses it allows; the first is its default.
     losses: ClassVar[tuple[str, ...]]
+    default_metrics: ClassVar[tuple[str, ...]]
+    allowed_metrics: ClassVar[tuple[str, ...]]
+    #: The activation the model's output must end with.
+    activation: ClassVar[str]
+    #: What that output is, for messages: `class probabilities`.
+    expects: ClassVar[str]
     #: The name of the model's output in exported signatures, which apps use.
     output_name: ClassVar[str]
+    #: The metric TFLite files must keep within tolerance (None: the task
+    #: compares outputs instead, `Regression`).
+    parity_metric: ClassVar[str | None] = "accuracy"
+    #: What each output value is for, for messages.
+    per: ClassVar[str] = "class"
+    #: Whether it has one class per sample, which train.class_weight weighs,
+    #: and how many classes (0: as many as outputs).
+    weighs_classes: ClassVar[bool] = True
+    #: Whether train.num_classes may say how many outputs it has.
+    counts_classes: ClassVar[bool] = True
+    #: Whether its labels may be bools (0/1 labels).
+    bool_labels: ClassVar[bool] = False
 
-    loss_name: str  #: train.loss as written
-    metric_names: tuple[str, ...]  #: train.metrics as written
+    loss_name: str  #: train.loss, or the task's default
+    metric_names: tuple[str, ...]  #: train.metrics, or the task's defaults
+    outputs: int  #: values the model outputs per sample
+    names: tuple[str, ...]  #: a name for each class, label or target
+    label_smoothing: float = 0.0
+    top_k: int = 5
+    #: None, "balanced", or a weight per class.
+    class_weight: str | tuple[float, ...] | None = None
+
+    # --- planning --------------------------------------------------------------
+
+    @classmethod
+    def plan(
+        cls, spec: Spec, recipe: Recipe, output: Shape | None, report: Report
+    ) -> Task:
+        """The task of `spec`, whose planned model outputs `output` (None
+        where a layer failed), reporting what in the spec it cannot take."""
+        train = spec.train
+        loss = train.loss or cls.losses[0]
+        if loss not in cls.losses:
+            report(("train", "loss"), cls._refused("loss", loss, cls.losses))
+        metrics = tuple(train.metrics or cls.default_metrics)
+        for i, metric in enumerate(train.metrics or ()):
+            if metric not in cls.allowed_metrics:
+                report(
+                    ("train", "metrics", i),
+                    cls._refused("metric", metric, cls.allowed_metrics),
+                )
+        if train.label_smoothing and loss not in _SMOOTHED:
+            report(
+                ("train", "label_smoothing"),
+                f"label smoothing is for the cross-entropies of one-hot or 0/1 "
+                f"targets ({', '.join(_SMOOTHED)}), not loss {loss!r}"
+                + (
+                    ": use loss categorical_crossentropy, which one-hot encodes "
+                    "the labels"
+                    if loss == "sparse_categorical_crossentropy"
+                    else ""
+                ),
+            )
+        if "top_k" in train.model_fields_set and "top_k_accuracy" not in metrics:
+            report(
+                ("train", "top_k"),
+                "top_k is the k of metric top_k_accuracy, which train.metrics "
+                "does not list",
+            )
+        outputs = cls.planned_outputs(spec, recipe, output, report)
+        names = tuple(train.labels or cls.default_names(outputs))
+        weight = train.class_weight
+        return cls(
+            loss_name=loss,
+            metric_names=metrics,
+            outputs=outputs,
+            names=names,
+            label_smoothing=train.label_smoothing,
+            top_k=train.top_k,
+            class_weight=tuple(weight) if isinstance(weight, list) else weight,
+        )
+
+    @classmethod
+    def _refused(cls, what: str, value: str, allowed: tuple[str, ...]) -> str:
+        return (
+            f"{what} {value!r} is not for task {cls.name!r}, which takes "
+            + ", ".join(allowed)
+        )
 
     @classmethod
     @abstractmethod
-    def of(cls, train: TrainSpec, recipe: Recipe) -> Task:
-        """The task of a spec's training on `recipe`'s data."""
+    def planned_outputs(
+        cls, spec: Spec, recipe: Recipe, output: Shape | None, report: Report
+    ) -> int:
+        """How many values the model outputs per sample (0 where unknown),
+        reporting what in the spec contradicts it."""
+
+    @classmethod
+    def default_names(cls, outputs: int) -> tuple[str, ...]:
+        return tuple(str(i) for i in range(outputs))
+
+    # --- what compile() gets ----------------------------------------------------
 
     @property
     def loss(self) -> str:
-        """compile()'s loss, as Python source."""
+        """compile()'s loss, as Python source: its name, or its class where an
+        option is set."""
+        if self.label_smoothing:
+            return (
+                f"keras.losses.{LOSSES[self.loss_name]}"
+                "(label_smoothing=LABEL_SMOOTHING)"
+            )
         return py_str(self.loss_name)
 
+    def metric_source(self, metric: str) -> str:
+        """One metric as compile() gets it, logged under its own name."""
+        if metric == "top_k_accuracy":
+            kind = (
+                "TopKCategoricalAccuracy"
+                if self.loss_name == "categorical_crossentropy"
+                else "SparseTopKCategoricalAccuracy"
+            )
+            return f'keras.metrics.{kind}(k={self.top_k}, name="top_k_accuracy")'
+        if metric == "auc":
+            return 'keras.metrics.AUC(name="auc")'
+        if metric == "precision":
+            return 'keras.metrics.Precision(name="precision")'
+        if metric == "recall":
+            return 'keras.metrics.Recall(name="recall")'
+        if metric == "rmse":
+            return 'keras.metrics.RootMeanSquaredError(name="rmse")'
+        return py_str(metric)
+
     @property
-    def metrics(self) -> str:
-        """compile()'s metrics, as Python source."""
-        return "[" + ", ".join(py_str(m) for m in self.metric_names) + "]"
+    def metrics(self) -> tuple[str, ...]:
+        """compile()'s metrics, one Python expression each."""
+        return tuple(self.metric_source(m) for m in self.metric_names)
 
     @property
     def history_keys(self) -> tuple[str, ...]:
@@ -78,34 +270,164 @@ class Task(ABC):
         )
 
     @property
-    @abstractmethod
+    def one_hot(self) -> bool:
+        """Whether the module one-hot encodes integer labels (NUM_CLASSES)."""
+        return False
+
+    @property
+    def class_count(self) -> int:
+        """How many classes its labels take, for class weights."""
+        return self.outputs
+
+    # --- the model's output -------------------------------------------------------
+
+    @property
     def output_shape(self) -> Shape:
         """The shape of the model's output for one sample."""
-
-    @abstractmethod
-    def check_output(
-        self, layers: Sequence[LayerPlan], recipe: Recipe, report: Report
-    ) -> None:
-        """Report what in the planned model (every layer planned) cannot give
-        this task's output."""
+        return (self.outputs,)
 
     @abstractmethod
     def output_origin(self, recipe: Recipe) -> str:
         """What decides `output_shape`, for messages: `recipe 'mnist' has ...`."""
 
+    def check_output(
+        self, layers: Sequence[LayerPlan], recipe: Recipe, report: Report
+    ) -> None:
+        """Report what in the planned model (every layer planned) cannot give
+        this task's output: `outputs` values, ending with `activation`."""
+        last = layers[-1]
+        if not self.outputs and len(last.output_shape) != 1:
+            report(
+                ("layers", last.index),
+                f"the model's output shape is {shape_text(last.output_shape)}, but "
+                f"task {self.name!r} needs one value per {self.per}: the last "
+                "layer must output (N,), as a dense layer does",
+            )
+        elif self.outputs and last.output_shape != self.output_shape:
+            report(
+                ("layers", last.index),
+                f"the model's output shape is {shape_text(last.output_shape)}, but "
+                f"{self.output_origin(recipe)}: the last layer must output "
+                f"{shape_text(self.output_shape)}",
+            )
+        # Layers that only move values around (dropout, flatten, reshape) may
+        # follow the output's activation.
+        by_name = {lay.name: lay for lay in layers}
+        while last.passthrough and last.inputs[0] in by_name:
+            last = by_name[last.inputs[0]]
+        if last.final_activation is None:
+            report(
+                ("layers", last.index),
+                f"the model ends with {_a(last.type)} layer, but {self.why}: end "
+                f"with a dense or activation layer with activation "
+                f"{self.activation!r}",
+            )
+        elif last.final_activation != self.activation:
+            report(
+                ("layers", last.index, "activation"),
+                f"the last {last.type} layer must use activation "
+                f"{self.activation!r}: {self.why}",
+            )
+
+    @property
+    def why(self) -> str:
+        """Why the output must be as it is, for messages."""
+        return f"task {self.name!r} expects {self.expects}"
+
+    # --- labels -----------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def label_source(self) -> str:
+        """How the module's preprocess() gives the labels, as Python source of `y`."""
+
+    @property
+    @abstractmethod
+    def labels_text(self) -> str:
+        """What the data's labels must be, for messages and the module."""
+
+    def check_label_header(
+        self, key: str, shape: tuple[int, ...], rows: int
+    ) -> list[str]:
+        """What is wrong with a label array's shape, known from its header."""
+        ok = len(shape) == 1 or (len(shape) == 2 and shape[1] == self.outputs)
+        if self.outputs > 1:
+            ok = len(shape) == 2 and shape[1] == self.outputs
+        ok = ok and shape[0] == rows
+        if ok:
+            return []
+        want = f"({rows},)" if self.outputs == 1 else f"({rows}, {self.outputs})"
+        return [f"{key} has shape {shape}; expected {want}: {self.labels_text}"]
+
+    @abstractmethod
+    def check_label_values(self, key: str, y: npt.NDArray[Any]) -> list[str]:
+        """What is wrong with a label array's values."""
+
     # --- scoring ----------------------------------------------------------------
 
-    @abstractmethod
     def targets(self, y: Any) -> npt.NDArray[Any]:
         """The preprocessed labels as scoring compares outputs with them."""
+        import numpy as np
 
-    @abstractmethod
+        return np.asarray(y)
+
     def data_loss(self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]) -> float:
         """The loss without any penalty, as `loss` computes it."""
+        from l2compile import scoring
 
-    @abstractmethod
-    def accuracy(self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]) -> float:
-        """The share of samples predicted right."""
+        return scoring.data_loss(self.loss_name, outputs, targets, self.label_smoothing)
+
+    def score(
+        self, metric: str, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
+    ) -> float:
+        """One of the task's metrics, computed as Keras' (auc: exactly)."""
+        from l2compile import scoring
+
+        if metric == "accuracy":
+            return self.parity_score(outputs, targets)
+        if metric == "top_k_accuracy":
+            return scoring.top_k_accuracy(outputs, targets, self.top_k)
+        if metric == "auc":
+            return scoring.auc(outputs, targets, per_label=False)
+        if metric == "binary_accuracy":
+            return scoring.binary_accuracy(outputs, targets)
+        if metric == "precision":
+            return scoring.precision(outputs, targets)
+        if metric == "recall":
+            return scoring.recall(outputs, targets)
+        if metric == "mae":
+            return scoring.mean_absolute_error(outputs, targets)
+        if metric == "mse":
+            return scoring.mean_squared_error(outputs, targets)
+        if metric == "rmse":
+            return scoring.rmse(outputs, targets)
+        raise ValueError(f"no scoring for metric {metric!r}")
+
+    def scores(
+        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
+    ) -> dict[str, float]:
+        """Every metric of the task."""
+        return {m: self.score(m, outputs, targets) for m in self.metric_names}
+
+    def parity_score(
+        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
+    ) -> float:
+        """The score TFLite files must keep (`parity_metric`)."""
+        from l2compile import scoring
+
+        return scoring.accuracy(outputs, targets)
+
+    def compare(
+        self,
+        keras_outputs: npt.NDArray[Any],
+        lite_outputs: npt.NDArray[Any],
+        targets: npt.NDArray[Any],
+    ) -> Parity:
+        """How far a converted model's outputs are from the Keras model's on
+        the same samples: here, the drop in `parity_metric`."""
+        keras = self.parity_score(keras_outputs, targets)
+        lite = self.parity_score(lite_outputs, targets)
+        return Parity(f"{self.parity_metric}_drop", keras, lite, keras - lite)
 
     @abstractmethod
     def predictions(self, outputs: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -117,9 +439,9 @@ class Task(ABC):
     def output_json(self) -> dict[str, Any]:
         """model.json's description of the output, beside its name and shape."""
 
-    @abstractmethod
     def output_files(self, recipe: Recipe) -> dict[str, str]:
         """Files an app needs to read the output: name -> text."""
+        return {"labels.txt": "".join(f"{name}\n" for name in self.names)}
 
 
 #: Every task kind, by name.
@@ -135,81 +457,196 @@ def register(kind: _T) -> _T:
     return kind
 
 
-def task_for(train: TrainSpec, recipe: Recipe) -> Task:
-    """The task a spec's training means: the kind whose losses hold its loss."""
-    kind = next(kind for kind in TASKS.values() if train.loss in kind.losses)
-    return kind.of(train, recipe)
+def plan_task(spec: Spec, recipe: Recipe, output: Shape | None, report: Report) -> Task:
+    """The task the spec names, planned against its data and model output."""
+    kind = TASKS[spec.task]
+    if kind is not Classification and recipe.name != "npz":
+        report(
+            ("task",),
+            f"recipe {recipe.name!r} gives class labels, which only task "
+            "'classification' reads; a binary, multilabel or regression task "
+            "needs its own data (train.recipe: npz)",
+        )
+    if spec.train.target_units is not None and kind is not Regression:
+        report(
+            ("train", "target_units"),
+            f"target_units name the units of a regression's targets; task "
+            f"{spec.task!r} has none",
+        )
+    if spec.train.class_weight is not None and not kind.weighs_classes:
+        report(
+            ("train", "class_weight"),
+            f"class_weight weighs the samples of each class; task {spec.task!r} "
+            "has no single class per sample",
+        )
+    if spec.train.num_classes is not None and not kind.counts_classes:
+        report(
+            ("train", "num_classes"),
+            f"num_classes is not for task {spec.task!r}"
+            + (
+                ", which has two classes (0 and 1)"
+                if kind is Binary
+                else "; the last layer's units are the number of targets"
+            ),
+        )
+    return kind.plan(spec, recipe, output, report)
+
+
+def _count_names(
+    spec: Spec, outputs: int, what: str, report: Report, origin: str
+) -> None:
+    """train.labels (and target_units) must name each output once."""
+    train = spec.train
+    for field, given in (
+        ("labels", train.labels),
+        ("target_units", train.target_units),
+    ):
+        if given is not None and outputs and len(given) != outputs:
+            report(
+                ("train", field),
+                f"{field} lists {len(given)} names for {outputs} "
+                f"{what if outputs > 1 else what[:-1]} ({origin})",
+            )
 
 
 @register
 @dataclass(frozen=True)
 class Classification(Task):
-    """One class per sample: a softmax over the recipe's classes, trained with
-    sparse categorical cross-entropy against integer labels."""
+    """One class per sample: a softmax over the classes, trained with
+    (sparse) categorical cross-entropy."""
 
     name: ClassVar[str] = "classification"
-    losses: ClassVar[tuple[str, ...]] = ("sparse_categorical_crossentropy",)
+    losses: ClassVar[tuple[str, ...]] = (
+        "sparse_categorical_crossentropy",
+        "categorical_crossentropy",
+    )
+    default_metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
+    allowed_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "top_k_accuracy", "auc")
+    activation: ClassVar[str] = "softmax"
+    expects: ClassVar[str] = "class probabilities"
     output_name: ClassVar[str] = "probabilities"
 
-    num_classes: int
+    @classmethod
+    def planned_outputs(
+        cls, spec: Spec, recipe: Recipe, output: Shape | None, report: Report
+    ) -> int:
+        train = spec.train
+        if recipe.num_classes is None:
+            report(
+                ("train",),
+                "the npz recipe needs num_classes for task 'classification'",
+            )
+            return 0
+        if "auc" in (train.metrics or ()) and (
+            (train.loss or cls.losses[0]) == "sparse_categorical_crossentropy"
+        ):
+            report(
+                ("train", "metrics", (train.metrics or []).index("auc")),
+                "metric 'auc' compares one-hot targets with the probabilities: "
+                "use loss categorical_crossentropy, which one-hot encodes the labels",
+            )
+        top_k = "top_k_accuracy" in (train.metrics or ())
+        if top_k and train.top_k >= recipe.num_classes:
+            report(
+                ("train", "top_k"),
+                f"top_k is {train.top_k}"
+                + ("" if "top_k" in train.model_fields_set else " (the default)")
+                + f", but there are {recipe.num_classes} classes: every label is "
+                "always among the top k; set top_k below the number of classes",
+            )
+        if recipe.num_classes < 2:
+            report(
+                ("train", "num_classes"),
+                "task 'classification' needs at least 2 classes; for one yes/no "
+                "output, use task: binary",
+            )
+        if train.labels is not None and len(train.labels) != recipe.num_classes:
+            report(
+                ("train", "labels"),
+                f"labels lists {len(train.labels)} names for "
+                f"{recipe.num_classes} classes ({recipe.classes_origin})",
+            )
+        weight = train.class_weight
+        if isinstance(weight, list) and len(weight) != recipe.num_classes:
+            report(
+                ("train", "class_weight"),
+                f"class_weight lists {len(weight)} weights for "
+                f"{recipe.num_classes} classes ({recipe.classes_origin})",
+            )
+        return recipe.num_classes
 
     @classmethod
-    def of(cls, train: TrainSpec, recipe: Recipe) -> Classification:
-        return cls(train.loss, tuple(train.metrics), recipe.num_classes)
-
-    @property
-    def output_shape(self) -> Shape:
-        return (self.num_classes,)
-
-    def check_output(
-        self, layers: Sequence[LayerPlan], recipe: Recipe, report: Report
-    ) -> None:
-        """One probability per class: the last layer outputs (num_classes,),
-        and the model's last transformation is a softmax."""
-        last = layers[-1]
-        if last.output_shape != self.output_shape:
-            report(
-                ("layers", last.index),
-                f"the model's output shape is {shape_text(last.output_shape)}, but "
-                f"{self.output_origin(recipe)}: the last layer must output "
-                f"({self.num_classes},)",
-            )
-        # Layers that only move values around (dropout, flatten, reshape) may
-        # follow the softmax.
-        by_name = {lay.name: lay for lay in layers}
-        while last.passthrough and last.inputs[0] in by_name:
-            last = by_name[last.inputs[0]]
-        if last.final_activation is None:
-            report(
-                ("layers", last.index),
-                f"the model ends with {_a(last.type)} layer, but loss "
-                f"{self.loss_name!r} expects class probabilities: end with a "
-                "dense or activation layer with activation 'softmax'",
-            )
-        elif last.final_activation != "softmax":
-            report(
-                ("layers", last.index, "activation"),
-                f"the last {last.type} layer must use activation 'softmax': loss "
-                f"{self.loss_name!r} expects class probabilities",
-            )
+    def plan(
+        cls, spec: Spec, recipe: Recipe, output: Shape | None, report: Report
+    ) -> Task:
+        task = super().plan(spec, recipe, output, report)
+        assert isinstance(task, Classification)
+        return replace(task, names=tuple(recipe.labels or task.names))
 
     def output_origin(self, recipe: Recipe) -> str:
         return recipe.classes_origin
 
+    @property
+    def why(self) -> str:
+        return f"loss {self.loss_name!r} expects {self.expects}"
+
+    @property
+    def one_hot(self) -> bool:
+        return self.loss_name == "categorical_crossentropy"
+
+    @property
+    def label_source(self) -> str:
+        if self.one_hot:
+            return "keras.utils.to_categorical(y, NUM_CLASSES)"
+        return "y"
+
+    @property
+    def labels_text(self) -> str:
+        return f"integer class labels 0 to {self.outputs - 1}"
+
+    def check_label_header(
+        self, key: str, shape: tuple[int, ...], rows: int
+    ) -> list[str]:
+
+        if len(shape) == 1 and shape[0] == rows:
+            return []
+        hint = (
+            ": integer class labels, which the generated module one-hot encodes"
+            if self.one_hot
+            else ""
+        )
+        return [f"{key} has shape {shape}; expected ({rows},){hint}"]
+
+    def check_label_values(self, key: str, y: npt.NDArray[Any]) -> list[str]:
+        if y.dtype.kind == "f":
+            from l2compile.datasets import not_finite
+
+            return [
+                f"{key} has dtype {y.dtype}; expected integer labels",
+                *not_finite(key, y),
+            ]
+        if y.dtype.kind in "iu" and y.size:
+            low, high = int(y.min()), int(y.max())
+            if low < 0 or high >= self.outputs:
+                return [
+                    f"{key} has labels from {low} to {high}; "
+                    f"expected 0 to {self.outputs - 1}"
+                ]
+        return []
+
     def targets(self, y: Any) -> npt.NDArray[Any]:
         from l2compile import scoring
 
-        return scoring.labels_of(y)
+        return scoring.labels_of(y) if not self.one_hot else super().targets(y)
 
-    def data_loss(self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]) -> float:
+    def score(
+        self, metric: str, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
+    ) -> float:
         from l2compile import scoring
 
-        return scoring.data_loss(outputs, targets)
-
-    def accuracy(self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]) -> float:
-        from l2compile import scoring
-
-        return scoring.accuracy(outputs, targets)
+        if metric == "auc":  # Keras' AUC over every one-hot output
+            return scoring.auc(outputs, targets, per_label=False)
+        return super().score(metric, outputs, targets)
 
     def predictions(self, outputs: npt.NDArray[Any]) -> npt.NDArray[Any]:
         from l2compile import scoring
@@ -223,8 +660,303 @@ class Classification(Task):
             "labels": "labels.txt",
         }
 
+
+@register
+@dataclass(frozen=True)
+class Binary(Task):
+    """Two classes: one sigmoid output, the probability of the positive class."""
+
+    name: ClassVar[str] = "binary"
+    losses: ClassVar[tuple[str, ...]] = (
+        "binary_crossentropy",
+        "binary_focal_crossentropy",
+    )
+    default_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "auc")
+    allowed_metrics: ClassVar[tuple[str, ...]] = (
+        "accuracy",
+        "auc",
+        "precision",
+        "recall",
+    )
+    activation: ClassVar[str] = "sigmoid"
+    expects: ClassVar[str] = "the probability of the positive class"
+    output_name: ClassVar[str] = "probability"
+    counts_classes: ClassVar[bool] = False
+    bool_labels: ClassVar[bool] = True
+
+    @classmethod
+    def planned_outputs(
+        cls, spec: Spec, recipe: Recipe, output: Shape | None, report: Report
+    ) -> int:
+        train = spec.train
+        if isinstance(train.class_weight, list) and len(train.class_weight) != 2:
+            report(
+                ("train", "class_weight"),
+                f"class_weight lists {len(train.class_weight)} weights; task "
+                "'binary' has two classes (0 and 1)",
+            )
+        if train.labels is not None and len(train.labels) != 2:
+            report(
+                ("train", "labels"),
+                f"labels lists {len(train.labels)} names; task 'binary' has two "
+                "classes: the negative (0), then the positive (1)",
+            )
+        return 1
+
+    @classmethod
+    def default_names(cls, outputs: int) -> tuple[str, ...]:
+        return ("0", "1")
+
+    @property
+    def class_count(self) -> int:
+        return 2
+
+    def output_origin(self, recipe: Recipe) -> str:
+        return "task 'binary' outputs one probability"
+
+    @property
+    def label_source(self) -> str:
+        return 'y.reshape(len(y), 1).astype("float32")'
+
+    @property
+    def labels_text(self) -> str:
+        return "labels 0 or 1"
+
+    def check_label_values(self, key: str, y: npt.NDArray[Any]) -> list[str]:
+        return _zero_one(key, y, self.labels_text)
+
+    def parity_score(
+        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
+    ) -> float:
+        from l2compile import scoring
+
+        return scoring.binary_accuracy(outputs, targets)
+
+    def predictions(self, outputs: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        from l2compile import scoring
+
+        return scoring.positives(outputs).reshape(-1)
+
+    def output_json(self) -> dict[str, Any]:
+        return {
+            "meaning": "the probability that the sample is of the positive "
+            f"class ({self.names[1]!r}, label 1; {self.names[0]!r} is label 0); "
+            "positive where it is above 0.5",
+            "labels": "labels.txt",
+        }
+
+
+@register
+@dataclass(frozen=True)
+class Multilabel(Task):
+    """Any number of labels per sample: one sigmoid output per label."""
+
+    name: ClassVar[str] = "multilabel"
+    losses: ClassVar[tuple[str, ...]] = Binary.losses
+    default_metrics: ClassVar[tuple[str, ...]] = ("binary_accuracy", "auc")
+    allowed_metrics: ClassVar[tuple[str, ...]] = (
+        "binary_accuracy",
+        "auc",
+        "precision",
+        "recall",
+    )
+    activation: ClassVar[str] = "sigmoid"
+    expects: ClassVar[str] = "one probability per label"
+    output_name: ClassVar[str] = "probabilities"
+    parity_metric: ClassVar[str | None] = "binary_accuracy"
+    per: ClassVar[str] = "label"
+    weighs_classes: ClassVar[bool] = False
+    bool_labels: ClassVar[bool] = True
+
+    @classmethod
+    def planned_outputs(
+        cls, spec: Spec, recipe: Recipe, output: Shape | None, report: Report
+    ) -> int:
+        outputs = spec.train.num_classes or _units(output)
+        origin = (
+            f"train.num_classes is {outputs}"
+            if spec.train.num_classes
+            else "the last layer's units"
+        )
+        _count_names(spec, outputs, "labels", report, origin)
+        return outputs
+
+    def output_origin(self, recipe: Recipe) -> str:
+        return f"train.num_classes is {self.outputs}"
+
+    def metric_source(self, metric: str) -> str:
+        if metric == "auc":  # each label's AUC, averaged
+            return (
+                f"keras.metrics.AUC(multi_label=True, num_labels={self.outputs}, "
+                'name="auc")'
+            )
+        return super().metric_source(metric)
+
+    @property
+    def label_source(self) -> str:
+        return 'y.reshape(len(y), -1).astype("float32")'
+
+    @property
+    def labels_text(self) -> str:
+        return f"{self.outputs} columns of 0 or 1, one per label"
+
+    def check_label_values(self, key: str, y: npt.NDArray[Any]) -> list[str]:
+        return _zero_one(key, y, "labels 0 or 1")
+
+    def score(
+        self, metric: str, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
+    ) -> float:
+        from l2compile import scoring
+
+        if metric == "auc":
+            return scoring.auc(outputs, targets, per_label=True)
+        return super().score(metric, outputs, targets)
+
+    def parity_score(
+        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
+    ) -> float:
+        from l2compile import scoring
+
+        return scoring.binary_accuracy(outputs, targets)
+
+    def predictions(self, outputs: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        from l2compile import scoring
+
+        return scoring.positives(outputs)
+
+    def output_json(self) -> dict[str, Any]:
+        return {
+            "meaning": "one probability per label, each on its own (a sample "
+            "may have any number of labels); a label is present where its "
+            "probability is above 0.5. The label names, in order, are the "
+            "lines of labels.txt",
+            "labels": "labels.txt",
+        }
+
+
+@register
+@dataclass(frozen=True)
+class Regression(Task):
+    """Real-valued targets: N linear outputs."""
+
+    name: ClassVar[str] = "regression"
+    losses: ClassVar[tuple[str, ...]] = ("mse", "mae", "huber")
+    default_metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse")
+    allowed_metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse", "mse")
+    activation: ClassVar[str] = "linear"
+    expects: ClassVar[str] = "raw values"
+    output_name: ClassVar[str] = "values"
+    parity_metric: ClassVar[str | None] = None
+    per: ClassVar[str] = "target"
+    weighs_classes: ClassVar[bool] = False
+    counts_classes: ClassVar[bool] = False
+
+    units: tuple[str, ...] = ()
+
+    @classmethod
+    def planned_outputs(
+        cls, spec: Spec, recipe: Recipe, output: Shape | None, report: Report
+    ) -> int:
+        outputs = _units(output)
+        _count_names(spec, outputs, "targets", report, "the last layer's units")
+        return outputs
+
+    @classmethod
+    def plan(
+        cls, spec: Spec, recipe: Recipe, output: Shape | None, report: Report
+    ) -> Task:
+        task = super().plan(spec, recipe, output, report)
+        assert isinstance(task, Regression)
+        return replace(task, units=tuple(spec.train.target_units or ()))
+
+    @classmethod
+    def default_names(cls, outputs: int) -> tuple[str, ...]:
+        return tuple(f"target_{i}" for i in range(outputs))
+
+    def output_origin(self, recipe: Recipe) -> str:
+        return "the targets' columns"
+
+    @property
+    def label_source(self) -> str:
+        return 'y.reshape(len(y), -1).astype("float32")'
+
+    @property
+    def labels_text(self) -> str:
+        n = self.outputs
+        return "float targets" + (f", {n} columns" if n > 1 else "")
+
+    def check_label_values(self, key: str, y: npt.NDArray[Any]) -> list[str]:
+        from l2compile.datasets import not_finite
+
+        if y.dtype.kind not in "iuf":
+            return [f"{key} has dtype {y.dtype}; expected numbers"]
+        return not_finite(key, y) if y.dtype.kind == "f" else []
+
+    def parity_score(
+        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
+    ) -> float:
+        raise TypeError("regression compares outputs, not a score")
+
+    def compare(
+        self,
+        keras_outputs: npt.NDArray[Any],
+        lite_outputs: npt.NDArray[Any],
+        targets: npt.NDArray[Any],
+    ) -> Parity:
+        """The largest difference between the outputs, in units of each
+        target's standard deviation on the test split (1 where it is 0)."""
+        from l2compile import scoring
+
+        spread = scoring.rows(targets).std(axis=0)
+        spread[spread == 0] = 1.0
+        gap = abs(scoring.rows(lite_outputs) - scoring.rows(keras_outputs)) / spread
+        return Parity("relative_max_difference", None, None, float(gap.max()))
+
+    def predictions(self, outputs: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return outputs
+
+    def output_json(self) -> dict[str, Any]:
+        targets = [
+            {"name": name, **({"unit": self.units[i]} if self.units else {})}
+            for i, name in enumerate(self.names)
+        ]
+        return {
+            "meaning": "raw regression values, one per target, in the units of "
+            "the training targets (the model does not scale them)",
+            "targets": targets,
+        }
+
     def output_files(self, recipe: Recipe) -> dict[str, str]:
-        return {"labels.txt": "".join(f"{name}\n" for name in recipe.labels)}
+        return {}
+
+
+def _units(output: Shape | None) -> int:
+    """The outputs of a model whose output is one vector (0: unknown, or not
+    a vector, which check_output reports)."""
+    return output[0] if output is not None and len(output) == 1 else 0
+
+
+def _zero_one(key: str, y: npt.NDArray[Any], what: str) -> list[str]:
+    """0/1 labels, as integers or floats."""
+    import numpy as np
+
+    from l2compile.datasets import not_finite
+
+    if y.dtype.kind not in "iufb":
+        return [f"{key} has dtype {y.dtype}; expected {what}"]
+    if y.dtype.kind == "f":
+        problems = not_finite(key, y)
+        if problems:
+            return problems
+    bad = (y != 0) & (y != 1)
+    if not np.any(bad):
+        return []
+    at = tuple(int(i) for i in np.argwhere(bad)[0])
+    value = y[at].item()
+    count = int(np.count_nonzero(bad))
+    where = f"{key}[{', '.join(str(i) for i in at)}]"
+    more = f" ({count} such values)" if count > 1 else ""
+    return [f"{key} holds {value!r} at {where}{more}; expected {what}"]
 
 
 def _a(word: str) -> str:

@@ -46,11 +46,19 @@ def train(job: TrainJob, log: Log) -> dict[str, Any]:
     plan, saved = job.plan, job.saved
     interrupts.phase("import")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ chatter out
-    generated = import_generated(job.module, plan.name, plan.distribute)
+    generated = import_generated(
+        job.module, plan.name, plan.distribute, plan.optional_members
+    )
     generated.set_seeds()
     x_train, y_train = generated.preprocess(job.dataset.x_train, job.dataset.y_train)
     x_test, y_test = generated.preprocess(job.dataset.x_test, job.dataset.y_test)
-    model, replicas = _make_model(plan, generated, job.work, saved)
+    if plan.validation is not None:
+        (x_train, y_train), (x_val, y_val) = generated.validation_split(
+            x_train, y_train
+        )
+    else:  # validation: test, the article's way
+        x_val, y_val = x_test, y_test
+    model, replicas = _make_model(plan, generated, job.work, saved, x_train)
 
     interrupts.phase("training")
     log(
@@ -60,10 +68,11 @@ def train(job: TrainJob, log: Log) -> dict[str, Any]:
         + (f", {replicas} replicas" if plan.distribute != "none" else "")
     )
     logged, penalties, seconds = _train(
-        job, generated, model, (x_train, y_train, x_test, y_test)
+        job, generated, model, (x_train, y_train, x_val, y_val)
     )
     interrupts.phase("evaluating")
     metrics = measure.scores(plan, generated, model, x_test, y_test)
+    metrics["validation"] = measure.validation(plan, logged, len(x_val))
     metrics.update(
         epochs=job.epochs,
         parameters=plan.params,
@@ -83,13 +92,20 @@ def train(job: TrainJob, log: Log) -> dict[str, Any]:
 
 
 def _make_model(
-    plan: ModelPlan, generated: GeneratedModule, work: Path, saved: Saved | None
+    plan: ModelPlan,
+    generated: GeneratedModule,
+    work: Path,
+    saved: Saved | None,
+    x_train: Any,
 ) -> tuple[Any, int]:
-    """The compiled model (in its strategy's scope, if any), restored from the
-    saved state when resuming, and its number of replicas."""
+    """The compiled model (in its strategy's scope, if any), its normalization
+    adapted to `x_train`, restored from the saved state when resuming, and its
+    number of replicas."""
 
     def make() -> Any:
         model = generated.compile_model(generated.build_model())
+        if plan.adapted:
+            generated.adapt(model, x_train)
         if saved is not None:
             resume_.restore(model, work, saved)
         return model

@@ -23,6 +23,7 @@ from l2compile.datasets import (
     recipe_for,
 )
 from l2compile.errors import BuildError
+from l2compile.tasks import Binary, Multilabel, Regression
 
 from .conftest import make_fashion_idx, make_mnist_npz
 
@@ -101,6 +102,71 @@ def test_float_labels_are_refused_and_their_nan_named(tmp_path: Path) -> None:
         f"{path}: not usable as npz data:\n"
         "  - y_train has dtype float32; expected integer labels\n"
         "  - y_train holds a value that is not finite (NaN) at y_train[2]"
+    )
+
+
+# --- labels by task -----------------------------------------------------------------
+
+BINARY = ModelInput(
+    (4,), task=Binary("binary_crossentropy", ("accuracy",), 1, ("0", "1"))
+)
+TAGS = ModelInput(
+    (4,), task=Multilabel("binary_crossentropy", ("auc",), 3, ("a", "b", "c"))
+)
+PRICES = ModelInput((4,), task=Regression("mse", ("mae",), 2, ("p", "q")))
+
+
+def test_a_binary_label_2_is_named_with_its_place(tmp_path: Path) -> None:
+    y = np.array([0, 1, 1, 0, 2, 2], np.int64)
+    path = _save(tmp_path / "d.npz", _floats(y_train=y, y_test=y[:3]))
+    assert _refused(path, recipe_for("npz"), BINARY) == (
+        f"{path}: not usable as npz data:\n"
+        "  - y_train holds 2 at y_train[4] (2 such values); expected labels 0 or 1"
+    )
+
+
+def test_binary_labels_may_be_0_1_floats_in_a_column(tmp_path: Path) -> None:
+    y = np.array([[0.0], [1.0], [1.0], [0.0], [1.0], [0.0]], np.float32)
+    path = _save(tmp_path / "d.npz", _floats(y_train=y, y_test=y[:3]))
+    data = load_dataset(recipe_for("npz"), path, model_input=BINARY, env={})
+    assert data.y_train.shape == (6, 1)
+
+
+def test_multilabel_labels_may_be_bools(tmp_path: Path) -> None:
+    y = np.zeros((6, 3), bool)
+    y[0, 1] = True
+    path = _save(tmp_path / "d.npz", _floats(y_train=y, y_test=y[:3]))
+    data = load_dataset(recipe_for("npz"), path, model_input=TAGS, env={})
+    assert data.y_train.dtype == bool
+
+
+def test_multilabel_columns_that_do_not_match_the_output(tmp_path: Path) -> None:
+    y = np.zeros((6, 4), np.int64)
+    path = _save(tmp_path / "d.npz", _floats(y_train=y, y_test=y[:3]))
+    assert _refused(path, recipe_for("npz"), TAGS) == (
+        f"{path}: not usable as npz data:\n"
+        "  - y_train has shape (6, 4); expected (6, 3): 3 columns of 0 or 1, one "
+        "per label\n"
+        "  - y_test has shape (3, 4); expected (3, 3): 3 columns of 0 or 1, one "
+        "per label"
+    )
+
+
+def test_a_regression_target_with_nan_is_named(tmp_path: Path) -> None:
+    y = np.ones((6, 2), np.float64)
+    y[3, 1] = np.nan
+    path = _save(tmp_path / "d.npz", _floats(y_train=y, y_test=y[:3]))
+    assert _refused(path, recipe_for("npz"), PRICES) == (
+        f"{path}: not usable as npz data:\n"
+        "  - y_train holds a value that is not finite (NaN) at y_train[3, 1]"
+    )
+
+
+def test_regression_targets_of_one_column_for_two_outputs(tmp_path: Path) -> None:
+    y = np.ones(6, np.float32)
+    path = _save(tmp_path / "d.npz", _floats(y_train=y, y_test=y[:3]))
+    assert _refused(path, recipe_for("npz"), PRICES).splitlines()[1] == (
+        "  - y_train has shape (6,); expected (6, 2): float targets, 2 columns"
     )
 
 

@@ -30,6 +30,11 @@ def test_the_corpus_covers_the_cases_users_hit() -> None:
         "graph_unknown_input", "graph_later_layer", "graph_dead_branch",
         "graph_merge_one_input", "graph_merge_shapes", "graph_two_inputs_not_merged",
         "graph_concatenate", "graph_automatic_name", "graph_embedding",
+        "task_binary_softmax", "task_regression_activation",
+        "task_loss_metric_mismatch", "task_needs_own_data",
+        "task_classification_options", "task_class_weight_values",
+        "task_multilabel_counts", "task_multi_worker", "normalization_not_input",
+        "task_top_k_default",
     }  # fmt: skip
 
 

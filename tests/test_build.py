@@ -341,10 +341,12 @@ def test_int8_io_gives_int8_tensors_with_their_quantization(
     assert entry["accuracy_drop"] <= 0.01
 
 
-#: `l2compile build` with LiteRT's score of model.dynamic.tflite made 0.05
-#: worse, on TensorFlow: the export runs in the command's own process there.
+#: `l2compile build` with LiteRT's outputs of model.dynamic.tflite made wrong
+#: for 8 of the 128 test samples it got right (a drop of 0.0625), on
+#: TensorFlow: the export runs in the command's own process there.
 _WORSE = """
 import dataclasses, sys
+import numpy as np
 from l2compile import export
 
 real = export.score_tflite
@@ -352,9 +354,12 @@ real = export.score_tflite
 
 def worse(path, x, y, task):
     score = real(path, x, y, task)
-    if path.name == "model.dynamic.tflite":
-        return dataclasses.replace(score, accuracy=score.accuracy - 0.05)
-    return score
+    if path.name != "model.dynamic.tflite":
+        return score
+    outputs = score.outputs.copy()
+    right = np.flatnonzero(outputs.argmax(-1) == np.asarray(y))[:8]
+    outputs[right] = np.roll(outputs[right], 1, axis=-1)
+    return dataclasses.replace(score, outputs=outputs)
 
 
 export.score_tflite = worse
@@ -396,9 +401,10 @@ def test_a_quantized_file_that_loses_too_much_fails_and_is_kept(
         if not line.startswith("l2compile:")
     ]
     assert message[0].startswith("model.dynamic.tflite (dynamic) scores test accuracy ")
+    drop = float(message[0].split("a drop of ")[1].split(",")[0])
+    assert abs(drop - 8 / 128) <= 2 / 128  # its own quantization moves it a little
     assert message[0].endswith(
-        ": a drop of 0.0500, more than the 0.01 allowed "
-        "(export.tflite.max_accuracy_drop)"
+        ", more than the 0.01 allowed (export.tflite.max_accuracy_drop)"
     )
     assert message[1] == (
         f"Nothing was published and {out} was not changed; this build's files are "

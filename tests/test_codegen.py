@@ -94,20 +94,23 @@ def checked_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     code, stdout, _ = run("generate", "specs", "-o", f"{out}/")
     assert code == EXIT_OK
     assert sorted(p.name for p in out.iterdir()) == [
+        "breast_cancer.py",
+        "diabetes_progression.py",
+        "digit_attributes.py",
         "fashion_mlp.py",
         "mnist_cnn.py",
         "mnist_lstm.py",
         "mnist_mlp.py",
         "mnist_resnet.py",
     ]
-    assert stdout.count("wrote ") == 5
+    assert stdout.count("wrote ") == 8
     return out
 
 
 def test_check_passes_when_every_module_is_current(checked_in: Path) -> None:
     before = {p.name: p.stat().st_mtime_ns for p in checked_in.iterdir()}
     code, out, _ = run("generate", "--check", "specs", "-o", str(checked_in))
-    assert (code, out) == (EXIT_OK, "5 generated module(s) up to date\n")
+    assert (code, out) == (EXIT_OK, "8 generated module(s) up to date\n")
     assert {p.name: p.stat().st_mtime_ns for p in checked_in.iterdir()} == before
 
 
@@ -117,7 +120,7 @@ def test_check_reports_a_missing_module(checked_in: Path) -> None:
     assert code == EXIT_STALE
     assert out == f"missing {checked_in / 'mnist_cnn.py'}\n"
     assert err == (
-        "1 of 5 generated module(s) out of date; run the same command without "
+        "1 of 8 generated module(s) out of date; run the same command without "
         "--check to update them\n"
     )
     assert not (checked_in / "mnist_cnn.py").exists()

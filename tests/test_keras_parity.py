@@ -128,3 +128,49 @@ def test_weight_decay_reaches_what_inspect_reports(
         assert optimizer._use_weight_decay(variable) == (variable.path in decayed), (
             variable.path
         )
+
+
+def _random_data(plan: ModelPlan, n: int = 64) -> tuple[Any, Any]:
+    """Raw samples and labels of the kind the plan's data holds, seeded."""
+    rng = np.random.default_rng(7)
+    shape = (n, *plan.input_shape)
+    if plan.integer_input:
+        x: Any = rng.integers(0, plan.model_input.ids or 1, size=shape)
+    else:
+        x = rng.normal(size=shape).astype(np.float32)
+    task = plan.task
+    if task.name == "classification":
+        y: Any = np.arange(n) % task.outputs
+    elif task.name == "binary":
+        y = np.arange(n) % 2
+    elif task.name == "multilabel":
+        y = rng.integers(0, 2, size=(n, task.outputs))
+    else:
+        y = rng.normal(size=(n, task.outputs)) * 10
+    return x, y
+
+
+def test_scoring_equals_keras_evaluate(built: tuple[ModelPlan, Any, Any]) -> None:
+    """The numpy scoring that TFLite files and `eval` are scored with gives
+    Keras' own figures: the loss less the L2 penalty, and every metric (auc:
+    exactly, where Keras interpolates over 200 thresholds)."""
+    plan, module, model = built
+    if plan.distribute != "none":
+        pytest.skip("scored by its strategy's own evaluate")
+    x, y = module.preprocess(*_random_data(plan))
+    if plan.adapted:
+        module.adapt(model, x)
+    keras_scores = model.evaluate(x, y, verbose=0, return_dict=True)
+    outputs = np.asarray(model(x, training=False))
+    targets = plan.task.targets(y)
+    penalty = float(sum(float(loss) for loss in model.losses))
+    assert plan.task.data_loss(outputs, targets) == pytest.approx(
+        float(keras_scores["loss"]) - penalty, rel=1e-4, abs=1e-5
+    )
+    mine = plan.task.scores(outputs, targets)
+    assert set(mine) == set(plan.task.metric_names)
+    for metric, value in mine.items():
+        tolerance = 0.02 if metric == "auc" else 1e-4
+        assert value == pytest.approx(
+            float(keras_scores[metric]), rel=tolerance, abs=tolerance
+        ), metric

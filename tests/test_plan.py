@@ -134,5 +134,7 @@ def test_a_plan_without_a_data_file_has_no_data_path(tmp_path: Path) -> None:
 
 
 def test_the_model_input_names_the_embeddings_ids(tmp_path: Path) -> None:
-    assert plan_text(EMBEDDING, tmp_path).model_input == ModelInput((12,), ids=50)
-    assert plan_text(ARTICLE, tmp_path).model_input == ModelInput((784,))
+    embedding = plan_text(EMBEDDING, tmp_path)
+    assert embedding.model_input == ModelInput((12,), ids=50, task=embedding.task)
+    article = plan_text(ARTICLE, tmp_path)
+    assert article.model_input == ModelInput((784,), task=article.task)

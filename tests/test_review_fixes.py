@@ -217,6 +217,6 @@ def test_eval_of_a_broken_file_is_a_clear_failure(tmp_path: Path) -> None:
 def test_a_quoted_number_where_a_number_is_meant_says_so(tmp_path: Path) -> None:
     text = SMALL_SPEC + "export:\n  formats: [tflite]\n  tflite: {batch: '1'}\n"
     assert compile_errors(text, tmp_path) == [
-        "spec.yaml:17:19: error: export.tflite.batch: '1' is a string here; write "
+        "spec.yaml:18:19: error: export.tflite.batch: '1' is a string here; write "
         "it without quotes: 1"
     ]

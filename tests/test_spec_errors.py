@@ -20,7 +20,7 @@ ALL_TYPES = (
     "depthwise_conv2d, separable_conv2d, conv2d_transpose, max_pooling2d, "
     "average_pooling2d, global_average_pooling2d, global_max_pooling2d, "
     "global_average_pooling1d, max_pooling1d, batch_normalization, "
-    "layer_normalization, lstm, gru, simple_rnn, dropout, "
+    "layer_normalization, normalization, lstm, gru, simple_rnn, dropout, "
     "spatial_dropout2d, gaussian_noise, flatten, reshape, zero_padding2d, "
     "up_sampling2d, add, subtract, multiply, average, maximum, concatenate"
 )
@@ -404,10 +404,11 @@ def test_weight_decay_and_l2_on_the_same_weights_need_consent(tmp_path: Path) ->
     assert not isinstance(compile_spec(path), list)
 
 
-def test_npz_recipe_needs_its_classes(tmp_path: Path) -> None:
-    text = GOOD.replace("recipe: mnist", "recipe: npz")
-    assert errors(text, tmp_path) == [
-        "spec.yaml:13:3: error: train: the npz recipe needs num_classes"
+def test_npz_recipe_needs_its_classes_for_classification(tmp_path: Path) -> None:
+    text = GOOD.replace("recipe: mnist", "recipe: npz\n  data: x.npz")
+    assert compile_errors(text, tmp_path) == [
+        "spec.yaml:13:3: error: train: the npz recipe needs num_classes for task "
+        "'classification'"
     ]
 
 
@@ -472,7 +473,7 @@ def test_tflite_options_without_the_tflite_format_are_an_error(
 ) -> None:
     text = SMALL_SPEC + ("export:\n  formats: [keras]\n  tflite: {quantize: [int8]}\n")
     assert compile_errors(text, tmp_path) == [
-        "spec.yaml:17:11: error: export.tflite: TFLite options are set, but "
+        "spec.yaml:18:11: error: export.tflite: TFLite options are set, but "
         "export.formats leaves tflite out, so no TFLite file would be made; add "
         "tflite to formats, or remove these options"
     ]

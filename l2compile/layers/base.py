@@ -119,6 +119,9 @@ class LayerSpec(StrictModel):
     passthrough: ClassVar[bool] = False
     #: It looks up integer ids, so it must read the model's input, unscaled.
     reads_ids: ClassVar[bool] = False
+    #: It learns statistics of the training data before training (its
+    #: `adapt`), so it must read the model's input.
+    adapted: ClassVar[bool] = False
     #: What TFLite's converter is known to refuse for this kind: a dynamic
     #: batch, and (the reason, where it does) full-integer quantization.
     tflite_dynamic_batch: ClassVar[bool] = True

@@ -1,11 +1,19 @@
-"""Normalization: batch and layer normalization, with learned gamma and beta."""
+"""Normalization: batch and layer normalization, with learned gamma and beta,
+and the normalization of the input by the training data's own statistics."""
 
 from __future__ import annotations
 
 from typing import ClassVar, Literal
 
 from l2compile.fields import Epsilon, Rate
-from l2compile.layers.base import Shape, WeightedSpec, WeightPlan, py_float, register
+from l2compile.layers.base import (
+    LayerSpec,
+    Shape,
+    WeightedSpec,
+    WeightPlan,
+    py_float,
+    register,
+)
 
 
 class _Normalization(WeightedSpec):
@@ -51,3 +59,30 @@ class LayerNormalizationLayer(_Normalization):
 
     keras_class: ClassVar[str] = "LayerNormalization"
     type: Literal["layer_normalization"]
+
+
+@register
+class NormalizationLayer(LayerSpec):
+    """Standardizes each feature (the last axis) of the model's input with the
+    mean and variance of the training split, learned by Keras' `adapt` before
+    training: they become weights of the model, so every exported file takes
+    raw features."""
+
+    keras_class: ClassVar[str] = "Normalization"
+    type: Literal["normalization"]
+    adapted: ClassVar[bool] = True
+    # Measured on the breast-cancer example: its int8 file scored 0.63 where
+    # the Keras model scored 0.99.
+    tflite_int8_refused: ClassVar[str | None] = (
+        "full-integer quantization gives the raw input one scale for all its "
+        "features, before the normalization sees them, so features of a small "
+        "range round to a few values"
+    )
+
+    def weights(self, shape: Shape) -> list[WeightPlan]:
+        size = (shape[-1],)
+        return [
+            WeightPlan("mean", size, "statistic"),
+            WeightPlan("variance", size, "statistic"),
+            WeightPlan("count", (), "statistic"),
+        ]

@@ -24,6 +24,7 @@ from keras import layers, regularizers
 INPUT_SHAPE = (28, 28)
 L2 = 0.0001  # L2 coefficient of every kernel (biases not regularized)
 LEARNING_RATE = 0.001
+VALIDATION = 0.1  # share of the training data held out to validate, never trained on
 EPOCHS = 15
 BATCH_SIZE = 64
 SEED = 1234
@@ -107,6 +108,17 @@ def preprocess(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def validation_split(
+    x: np.ndarray, y: np.ndarray
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Hold out a seeded VALIDATION share of the training data to validate on:
+    training never sees it, and the test split is scored only at the end."""
+    order = np.random.default_rng(SEED).permutation(len(x))
+    held = round(len(x) * VALIDATION)
+    kept, val = np.sort(order[held:]), np.sort(order[:held])
+    return (x[kept], y[kept]), (x[val], y[val])
+
+
 class Batches(keras.utils.PyDataset):  # type: ignore[misc]
     """The training data in batches of BATCH_SIZE, in a new order each epoch.
 
@@ -177,8 +189,9 @@ def main(argv: list[str] | None = None) -> None:
     (x_train, y_train), (x_test, y_test) = load_data(args.data)
     x_train, y_train = preprocess(x_train, y_train)
     x_test, y_test = preprocess(x_test, y_test)
+    (x_train, y_train), (x_val, y_val) = validation_split(x_train, y_train)
     model = compile_model(build_model())
-    train(model, x_train, y_train, x_test, y_test, epochs=args.epochs)
+    train(model, x_train, y_train, x_val, y_val, epochs=args.epochs)
     scores = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
     print("Test loss:", scores["loss"])
     print("Test accuracy:", scores["accuracy"])

@@ -22,6 +22,7 @@ from keras import layers, regularizers
 INPUT_SHAPE = (12,)
 L2 = 0.0001  # L2 coefficient of every kernel (biases not regularized)
 LEARNING_RATE = 0.001
+VALIDATION = 0.1  # share of the training data held out to validate, never trained on
 EPOCHS = 1
 BATCH_SIZE = 8
 SEED = 0
@@ -85,6 +86,17 @@ def load_data(
 def preprocess(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Shape each sample as INPUT_SHAPE; the embedding reads integer ids."""
     return x.reshape((-1, *INPUT_SHAPE)).astype("int32"), y
+
+
+def validation_split(
+    x: np.ndarray, y: np.ndarray
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Hold out a seeded VALIDATION share of the training data to validate on:
+    training never sees it, and the test split is scored only at the end."""
+    order = np.random.default_rng(SEED).permutation(len(x))
+    held = round(len(x) * VALIDATION)
+    kept, val = np.sort(order[held:]), np.sort(order[:held])
+    return (x[kept], y[kept]), (x[val], y[val])
 
 
 class Batches(keras.utils.PyDataset):  # type: ignore[misc]
@@ -161,8 +173,9 @@ def main(argv: list[str] | None = None) -> None:
     (x_train, y_train), (x_test, y_test) = load_data(args.data)
     x_train, y_train = preprocess(x_train, y_train)
     x_test, y_test = preprocess(x_test, y_test)
+    (x_train, y_train), (x_val, y_val) = validation_split(x_train, y_train)
     model = compile_model(build_model())
-    train(model, x_train, y_train, x_test, y_test, epochs=args.epochs)
+    train(model, x_train, y_train, x_val, y_val, epochs=args.epochs)
     scores = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
     print("Test loss:", scores["loss"])
     print("Test accuracy:", scores["accuracy"])
