@@ -154,6 +154,10 @@ def _check_module_name(value: str) -> str:
 
 
 ModuleName = Annotated[Identifier, AfterValidator(_check_module_name)]
+#: Names written one a line into labels.txt and model.json.
+Names = list[
+    Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_one_line)]
+]
 
 if TYPE_CHECKING:
     Layer = LayerSpec
@@ -208,28 +212,16 @@ class TrainSpec(StrictModel):
         "--data overrides it.",
     )
     num_classes: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
-        default=None, description="npz recipe: how many classes the labels have."
+        default=None,
+        description="npz recipe: how many classes (task classification) or "
+        "labels (multilabel) the data has.",
     )
-    labels: (
-        list[
-            Annotated[
-                str, Field(min_length=1, max_length=200), AfterValidator(_one_line)
-            ]
-        ]
-        | None
-    ) = Field(
+    labels: Names | None = Field(
         default=None,
         description="npz recipe: a name for each class (binary: the negative, "
         "then the positive), label or regression target.",
     )
-    target_units: (
-        list[
-            Annotated[
-                str, Field(min_length=1, max_length=200), AfterValidator(_one_line)
-            ]
-        ]
-        | None
-    ) = Field(
+    target_units: Names | None = Field(
         default=None,
         description="task regression: the unit of each target, for model.json.",
     )

@@ -9,8 +9,8 @@ recipe (x_train, y_train, x_test, y_test), split 80/20 with a fixed seed
 (by class, where there are classes):
 
 - breast_cancer.npz (specs/breast_cancer.yaml, task binary): the Wisconsin
-  Diagnostic Breast Cancer table (UCI), 569 tumours, 30 raw features from
-  0.0008 to 4,254 in scale; label 1 is malignant, 0 benign.
+  Diagnostic Breast Cancer table (UCI), 569 tumours, 30 raw features (one
+  never above 0.03, another up to 4,254); label 1 is malignant, 0 benign.
 - diabetes.npz (specs/diabetes.yaml, task regression): Efron et al.'s
   diabetes table, 442 patients, 10 raw baseline features (age, sex, body
   mass index, blood pressure, six blood serum measurements); the target is a
