@@ -30,7 +30,7 @@ inside the functions that score or check data, which only the build and
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -56,35 +56,97 @@ __all__ = [
     "register",
 ]
 
-#: Every loss a spec can name, and its Keras class (for options such as
-#: label smoothing).
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss a spec can name: its Keras class (compile() gets the class where
+    an option is set), and whether it takes label smoothing (Keras' sparse
+    cross-entropy has none). `l2compile.scoring.data_loss` computes each."""
+
+    keras_class: str
+    smoothed: bool = False
+
+
+#: Every loss a spec can name.
 LOSSES = {
-    "sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
-    "categorical_crossentropy": "CategoricalCrossentropy",
-    "binary_crossentropy": "BinaryCrossentropy",
-    "binary_focal_crossentropy": "BinaryFocalCrossentropy",
-    "mse": "MeanSquaredError",
-    "mae": "MeanAbsoluteError",
-    "huber": "Huber",
+    "sparse_categorical_crossentropy": Loss("SparseCategoricalCrossentropy"),
+    "categorical_crossentropy": Loss("CategoricalCrossentropy", smoothed=True),
+    "binary_crossentropy": Loss("BinaryCrossentropy", smoothed=True),
+    "binary_focal_crossentropy": Loss("BinaryFocalCrossentropy", smoothed=True),
+    "mse": Loss("MeanSquaredError"),
+    "mae": Loss("MeanAbsoluteError"),
+    "huber": Loss("Huber"),
 }
-#: The losses that take label smoothing (Keras' own; the sparse one has none).
-_SMOOTHED = (
-    "categorical_crossentropy",
-    "binary_crossentropy",
-    "binary_focal_crossentropy",
-)
-#: Every metric a spec can name. Each is logged under its own name.
-METRICS = (
-    "accuracy",
-    "top_k_accuracy",
-    "auc",
-    "binary_accuracy",
-    "precision",
-    "recall",
-    "mae",
-    "rmse",
-    "mse",
-)
+_SMOOTHED = tuple(name for name, loss in LOSSES.items() if loss.smoothed)
+
+_Array = Any  # an array of outputs or targets (numpy is imported only to score)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric a spec can name, in one place: how compile() gets it (`source`:
+    Python source, logged under the metric's name) and how l2compile scores
+    it without Keras (`score`, through `l2compile.scoring`), each for a task."""
+
+    source: Callable[[Task], str]
+    score: Callable[[Task, _Array, _Array], float]
+
+
+def _scoring() -> Any:
+    from l2compile import scoring
+
+    return scoring
+
+
+def _top_k_source(task: Task) -> str:
+    kind = "TopK" if task.one_hot else "SparseTopK"
+    return (
+        f"keras.metrics.{kind}CategoricalAccuracy(k={task.top_k}, "
+        'name="top_k_accuracy")'
+    )
+
+
+def _auc_source(task: Task) -> str:
+    if task.auc_per_label:  # each label's AUC, averaged
+        return (
+            f"keras.metrics.AUC(multi_label=True, num_labels={task.outputs}, "
+            'name="auc")'
+        )
+    return 'keras.metrics.AUC(name="auc")'
+
+
+#: Every metric a spec can name (which task takes which: its allowed_metrics).
+METRIC_KINDS: dict[str, Metric] = {
+    "accuracy": Metric(lambda t: '"accuracy"', lambda t, o, y: t.parity_score(o, y)),
+    "top_k_accuracy": Metric(
+        _top_k_source, lambda t, o, y: _scoring().top_k_accuracy(o, y, t.top_k)
+    ),
+    "auc": Metric(
+        _auc_source, lambda t, o, y: _scoring().auc(o, y, per_label=t.auc_per_label)
+    ),
+    "binary_accuracy": Metric(
+        lambda t: '"binary_accuracy"', lambda t, o, y: _scoring().binary_accuracy(o, y)
+    ),
+    "precision": Metric(
+        lambda t: 'keras.metrics.Precision(name="precision")',
+        lambda t, o, y: _scoring().precision(o, y),
+    ),
+    "recall": Metric(
+        lambda t: 'keras.metrics.Recall(name="recall")',
+        lambda t, o, y: _scoring().recall(o, y),
+    ),
+    "mae": Metric(
+        lambda t: '"mae"', lambda t, o, y: _scoring().mean_absolute_error(o, y)
+    ),
+    "rmse": Metric(
+        lambda t: 'keras.metrics.RootMeanSquaredError(name="rmse")',
+        lambda t, o, y: _scoring().rmse(o, y),
+    ),
+    "mse": Metric(
+        lambda t: '"mse"', lambda t, o, y: _scoring().mean_squared_error(o, y)
+    ),
+}
+METRICS = tuple(METRIC_KINDS)
 
 
 @dataclass(frozen=True)
@@ -143,6 +205,9 @@ class Task(ABC):
     counts_classes: ClassVar[bool] = True
     #: Whether its labels may be bools (0/1 labels).
     bool_labels: ClassVar[bool] = False
+    #: Whether metric auc is each output's AUC, averaged (else: of every
+    #: output at once, as Keras' AUC over one-hot rows).
+    auc_per_label: ClassVar[bool] = False
 
     loss_name: str  #: train.loss, or the task's default
     metric_names: tuple[str, ...]  #: train.metrics, or the task's defaults
@@ -230,34 +295,15 @@ class Task(ABC):
         option is set."""
         if self.label_smoothing:
             return (
-                f"keras.losses.{LOSSES[self.loss_name]}"
+                f"keras.losses.{LOSSES[self.loss_name].keras_class}"
                 "(label_smoothing=LABEL_SMOOTHING)"
             )
         return py_str(self.loss_name)
 
-    def metric_source(self, metric: str) -> str:
-        """One metric as compile() gets it, logged under its own name."""
-        if metric == "top_k_accuracy":
-            kind = (
-                "TopKCategoricalAccuracy"
-                if self.loss_name == "categorical_crossentropy"
-                else "SparseTopKCategoricalAccuracy"
-            )
-            return f'keras.metrics.{kind}(k={self.top_k}, name="top_k_accuracy")'
-        if metric == "auc":
-            return 'keras.metrics.AUC(name="auc")'
-        if metric == "precision":
-            return 'keras.metrics.Precision(name="precision")'
-        if metric == "recall":
-            return 'keras.metrics.Recall(name="recall")'
-        if metric == "rmse":
-            return 'keras.metrics.RootMeanSquaredError(name="rmse")'
-        return py_str(metric)
-
     @property
     def metrics(self) -> tuple[str, ...]:
         """compile()'s metrics, one Python expression each."""
-        return tuple(self.metric_source(m) for m in self.metric_names)
+        return tuple(METRIC_KINDS[m].source(self) for m in self.metric_names)
 
     @property
     def history_keys(self) -> tuple[str, ...]:
@@ -377,37 +423,13 @@ class Task(ABC):
 
         return scoring.data_loss(self.loss_name, outputs, targets, self.label_smoothing)
 
-    def score(
-        self, metric: str, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
-    ) -> float:
-        """One of the task's metrics, computed as Keras' (auc: exactly)."""
-        from l2compile import scoring
-
-        if metric == "accuracy":
-            return self.parity_score(outputs, targets)
-        if metric == "top_k_accuracy":
-            return scoring.top_k_accuracy(outputs, targets, self.top_k)
-        if metric == "auc":
-            return scoring.auc(outputs, targets, per_label=False)
-        if metric == "binary_accuracy":
-            return scoring.binary_accuracy(outputs, targets)
-        if metric == "precision":
-            return scoring.precision(outputs, targets)
-        if metric == "recall":
-            return scoring.recall(outputs, targets)
-        if metric == "mae":
-            return scoring.mean_absolute_error(outputs, targets)
-        if metric == "mse":
-            return scoring.mean_squared_error(outputs, targets)
-        if metric == "rmse":
-            return scoring.rmse(outputs, targets)
-        raise ValueError(f"no scoring for metric {metric!r}")
-
     def scores(
         self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
     ) -> dict[str, float]:
-        """Every metric of the task."""
-        return {m: self.score(m, outputs, targets) for m in self.metric_names}
+        """Every metric of the task, computed as Keras' (auc: exactly)."""
+        return {
+            m: METRIC_KINDS[m].score(self, outputs, targets) for m in self.metric_names
+        }
 
     def parity_score(
         self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
@@ -639,15 +661,6 @@ class Classification(Task):
 
         return scoring.labels_of(y) if not self.one_hot else super().targets(y)
 
-    def score(
-        self, metric: str, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
-    ) -> float:
-        from l2compile import scoring
-
-        if metric == "auc":  # Keras' AUC over every one-hot output
-            return scoring.auc(outputs, targets, per_label=False)
-        return super().score(metric, outputs, targets)
-
     def predictions(self, outputs: npt.NDArray[Any]) -> npt.NDArray[Any]:
         from l2compile import scoring
 
@@ -767,6 +780,7 @@ class Multilabel(Task):
     per: ClassVar[str] = "label"
     weighs_classes: ClassVar[bool] = False
     bool_labels: ClassVar[bool] = True
+    auc_per_label: ClassVar[bool] = True
 
     @classmethod
     def planned_outputs(
@@ -784,14 +798,6 @@ class Multilabel(Task):
     def output_origin(self, recipe: Recipe) -> str:
         return f"train.num_classes is {self.outputs}"
 
-    def metric_source(self, metric: str) -> str:
-        if metric == "auc":  # each label's AUC, averaged
-            return (
-                f"keras.metrics.AUC(multi_label=True, num_labels={self.outputs}, "
-                'name="auc")'
-            )
-        return super().metric_source(metric)
-
     @property
     def label_source(self) -> str:
         return 'y.reshape(len(y), -1).astype("float32")'
@@ -802,15 +808,6 @@ class Multilabel(Task):
 
     def check_label_values(self, key: str, y: npt.NDArray[Any]) -> list[str]:
         return _zero_one(key, y, "labels 0 or 1")
-
-    def score(
-        self, metric: str, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
-    ) -> float:
-        from l2compile import scoring
-
-        if metric == "auc":
-            return scoring.auc(outputs, targets, per_label=True)
-        return super().score(metric, outputs, targets)
 
     def parity_score(
         self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
