@@ -90,6 +90,13 @@ def digit_attributes() -> dict[str, np.ndarray]:
 
 
 def main(folder: Path = HERE) -> None:
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        sys.exit(
+            "make_example_data.py reads the tables scikit-learn ships: "
+            "pip install scikit-learn"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     for name, make in (
         ("breast_cancer", breast_cancer),
