@@ -153,8 +153,9 @@ METRICS = tuple(METRIC_KINDS)
 class Parity:
     """A converted model against the Keras model on the test split: `key`
     names `difference` in metrics.json (`accuracy_drop`: Keras' score less
-    the converted one's; `relative_max_difference`: the largest difference
-    between their outputs, over the targets' standard deviation)."""
+    the converted one's; `label_disagreement`: the share of per-label
+    decisions on which the two differ; `relative_max_difference`: the largest
+    difference between their outputs, over the targets' standard deviation)."""
 
     key: str
     keras: float | None  #: the Keras model's parity score (None: outputs compared)
@@ -163,6 +164,12 @@ class Parity:
 
     def failure(self, name: str, limit: float, note: str) -> str:
         """Why a file of this parity fails against `limit`."""
+        if self.key == "label_disagreement":
+            return (
+                f"{name} decides {self.difference:.4f} of the test split's labels "
+                "(present or not) otherwise than the Keras model, more than the "
+                f"{limit} allowed{note}"
+            )
         if self.keras is None:
             return (
                 f"{name}'s outputs differ from the Keras model's by up to "
@@ -815,6 +822,26 @@ class Multilabel(Task):
         from l2compile import scoring
 
         return scoring.binary_accuracy(outputs, targets)
+
+    def compare(
+        self,
+        keras_outputs: npt.NDArray[Any],
+        lite_outputs: npt.NDArray[Any],
+        targets: npt.NDArray[Any],
+    ) -> Parity:
+        """Per-label agreement: the share of (sample, label) decisions, present
+        or not at 0.5, on which the file and the Keras model differ."""
+        import numpy as np
+
+        from l2compile import scoring
+
+        differ = scoring.positives(keras_outputs) != scoring.positives(lite_outputs)
+        return Parity(
+            "label_disagreement",
+            self.parity_score(keras_outputs, targets),
+            self.parity_score(lite_outputs, targets),
+            float(np.mean(differ)),
+        )
 
     def predictions(self, outputs: npt.NDArray[Any]) -> npt.NDArray[Any]:
         from l2compile import scoring

@@ -147,3 +147,29 @@ def test_top_k_precision_and_recall_count_as_keras_does() -> None:
 def test_labels_of_reads_integers_and_one_hot_rows() -> None:
     assert scoring.labels_of(np.array([[0, 0, 1], [1, 0, 0]])).tolist() == [2, 0]
     assert scoring.labels_of(np.array([[1], [0]])).tolist() == [1, 0]
+
+
+def test_multilabel_parity_is_the_share_of_label_decisions_that_differ() -> None:
+    from l2compile.tasks import Multilabel
+
+    task = Multilabel("binary_crossentropy", ("auc",), 2, ("a", "b"))
+    keras = np.array([[0.9, 0.1], [0.6, 0.4]])
+    lite = np.array([[0.9, 0.6], [0.4, 0.4]])
+    parity = task.compare(keras, lite, np.array([[1, 0], [1, 0]]))
+    assert (parity.key, parity.difference) == ("label_disagreement", 0.5)
+    assert parity.failure("m.tflite (int8)", 0.01, "") == (
+        "m.tflite (int8) decides 0.5000 of the test split's labels (present or "
+        "not) otherwise than the Keras model, more than the 0.01 allowed"
+    )
+
+
+def test_regression_parity_is_the_largest_difference_over_the_targets_spread() -> None:
+    from l2compile.tasks import Regression
+
+    task = Regression("mse", ("mae",), 1, ("t",))
+    targets = np.array([[0.0], [1.0], [2.0]])
+    parity = task.compare(
+        np.array([[1.0], [2.0], [3.0]]), np.array([[1.0], [2.1], [3.0]]), targets
+    )
+    assert parity.key == "relative_max_difference"
+    assert parity.difference == pytest.approx(0.1 / np.std(targets))
