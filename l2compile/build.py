@@ -129,7 +129,8 @@ def _check_validation_share(plan: ModelPlan, samples: int) -> None:
     if 0 < held < samples:
         return
     raise BuildError(
-        f"train.validation: {plan.validation:g} of the {samples:,} training "
+        f"train.validation (in {plan.source_file}): {plan.validation:g} of the "
+        f"{samples:,} training "
         f"samples is {held:,}, which leaves "
         + ("nothing to validate on" if held == 0 else "nothing to train on")
         + "; use a larger share, more data, or validation: test"

@@ -254,7 +254,8 @@ def test_a_validation_share_that_holds_out_nothing_stops_before_training(
     with pytest.raises(BuildError) as err:
         builder.build(spec.plan, spec.code, tmp_path / "out", data=data, log=print)
     assert str(err.value) == (
-        "train.validation: 0.1 of the 4 training samples is 0, which leaves "
+        f"train.validation (in {spec.plan.source_file}): 0.1 of the 4 training "
+        "samples is 0, which leaves "
         "nothing to validate on; use a larger share, more data, or validation: test"
     )
     assert not (tmp_path / "out").exists()
