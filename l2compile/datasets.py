@@ -68,14 +68,44 @@ IDX_FILES = {
 
 
 @dataclass(frozen=True)
+class Column:
+    """A csv feature column as the model reads it: a number, or (where its
+    values are text) a category id: 0 for a value not in `vocabulary`, else
+    its place in the vocabulary, counted from 1."""
+
+    name: str
+    vocabulary: tuple[str, ...] | None = None  #: None: a numeric column
+
+    @property
+    def width(self) -> int:
+        """How many values it becomes in the model: one-hot, out-of-vocabulary first."""
+        return 1 if self.vocabulary is None else len(self.vocabulary) + 1
+
+
+@dataclass(frozen=True)
 class Dataset:
-    """A recipe's raw splits, checked, and where they were read from."""
+    """A recipe's raw splits, checked, and where they were read from.
+
+    For a streamed recipe (image_folder) x holds the files' paths. `columns`
+    are a csv's feature columns; `classes` the class names the data gives
+    (an image folder's subfolders; a csv's text labels).
+    """
 
     x_train: npt.NDArray[np.generic]
     y_train: npt.NDArray[np.generic]
     x_test: npt.NDArray[np.generic]
     y_test: npt.NDArray[np.generic]
     source: str
+    columns: tuple[Column, ...] = ()
+    classes: tuple[str, ...] = ()
+
+    @property
+    def vocabularies(self) -> list[list[str] | None]:
+        """What the csv module's build_model takes: each feature column's
+        vocabulary (None: numeric)."""
+        return [
+            None if c.vocabulary is None else list(c.vocabulary) for c in self.columns
+        ]
 
     @classmethod
     def of(cls, arrays: Mapping[str, npt.NDArray[np.generic]], source: str) -> Dataset:

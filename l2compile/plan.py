@@ -69,7 +69,7 @@ from l2compile.layers.base import (
     shape_text,
 )
 from l2compile.recipes import ModelInput, Recipe, SpecPath, recipe_for
-from l2compile.spec import LoadedSpec, Spec
+from l2compile.spec import LoadedSpec, SplitFiles, Spec
 from l2compile.tasks import Task, plan_task
 
 __all__ = [
@@ -94,6 +94,14 @@ _OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}
 MAX_PARAMS = 2**30
 #: How many unknown names in `inputs` get a suggestion (see _Planner.closest).
 _MAX_SUGGESTIONS = 5
+
+
+def _seed(layer: LayerSpec, index: int) -> tuple[str, ...]:
+    """The `seed` argument of a layer that draws random numbers: the module's
+    SEED offset by the layer's index, so that no two layers share a stream."""
+    if not layer.seeded:
+        return ()
+    return ("seed=SEED" if index == 0 else f"seed=SEED + {index}",)
 
 
 @dataclass(frozen=True)
@@ -195,6 +203,8 @@ class ModelPlan:
     data: str | None = None  #: train.data as written (the module's DATA)
     #: train.data resolved against the spec's folder, where the build reads it.
     data_path: SpecPath | None = None
+    #: A csv's separate test file (data: {train: ..., test: ...}), resolved.
+    test_path: SpecPath | None = None
 
     @property
     def tensorflow_only(self) -> bool:
@@ -208,12 +218,12 @@ class ModelPlan:
     @property
     def is_stack(self) -> bool:
         """Whether each layer takes the one before it: a `keras.Sequential`."""
-        return _is_stack(self.layers)
+        return _is_stack(self.layers, self.recipe)
 
     @property
     def variable_scope(self) -> str | None:
         """What Keras puts before each layer's variable paths."""
-        return _variable_scope(self.name, self.layers)
+        return _variable_scope(self.name, self.layers, self.recipe)
 
     def weight_path(self, layer: LayerPlan, weight: WeightPlan) -> str:
         """The Keras variable path of a weight of this model."""
@@ -528,7 +538,7 @@ class _Planner:
             name=name,
             type=layer.kind,
             keras_class=layer.keras_class,
-            args=(*layer.arguments(), f"name={py_str(name)}"),
+            args=(*layer.arguments(), *_seed(layer, i), f"name={py_str(name)}"),
             output_shape=out,
             weights=tuple(layer.weights(shape)),
             inputs=tuple(ref for ref, _ in inputs),
@@ -727,7 +737,17 @@ class _Planner:
 
     def plan(self) -> ModelPlan | list[SpecError]:
         spec = self.spec
-        recipe = recipe_for(spec.train.recipe, spec.train.num_classes)
+        train = spec.train
+        split = train.data if isinstance(train.data, SplitFiles) else None
+        recipe = recipe_for(
+            train.recipe,
+            train.num_classes,
+            data=split.train if split else train.data,
+            test_data=split.test if split else None,
+            label=train.label_columns,
+            features=tuple(train.features) if train.features is not None else None,
+            test_split=train.test_split,
+        )
         layers = self.layers()
         complete = bool(layers) and len(layers) == len(spec.layers)
         output = layers[-1].output_shape if complete else None
@@ -742,7 +762,7 @@ class _Planner:
         if self.errors:
             # In the order of the file, as a reader goes through it.
             return sorted(self.errors, key=lambda e: (e.line or 0, e.column or 0))
-        optimizer = self.optimizer(layers)
+        optimizer = self.optimizer(layers, recipe)
         return ModelPlan(
             name=spec.name,
             description=spec.description,
@@ -760,7 +780,9 @@ class _Planner:
             batch_size=spec.train.batch_size,
             seed=spec.train.seed,
             export_formats=tuple(spec.export.formats),
-            constants=self.constants(layers, optimizer, steps_per_execution, task),
+            constants=self.constants(
+                recipe, layers, optimizer, steps_per_execution, task
+            ),
             tflite=self.tflite_plan(layers),
             distribute=spec.train.distribute,
             deterministic_ops=spec.train.deterministic_ops,
@@ -770,15 +792,25 @@ class _Planner:
             validation=(
                 None if spec.train.validation == "test" else spec.train.validation
             ),
-            data=spec.train.data,
+            data=recipe.data,
             data_path=(
-                SpecPath("train.data", self.source.file, spec.train.data, self.folder)
-                if spec.train.data is not None
+                SpecPath(
+                    "train.data.train" if split else "train.data",
+                    self.source.file,
+                    recipe.data,
+                    self.folder,
+                )
+                if recipe.data is not None
+                else None
+            ),
+            test_path=(
+                SpecPath("train.data.test", self.source.file, split.test, self.folder)
+                if split
                 else None
             ),
         )
 
-    def optimizer(self, layers: list[LayerPlan]) -> _Optimizer:
+    def optimizer(self, layers: list[LayerPlan], recipe: Recipe) -> _Optimizer:
         """The optimizer, and the weights its decoupled weight decay skips."""
         opt = self.spec.train.optimizer
         cls = f"keras.optimizers.{_OPTIMIZERS[opt.type]}"
@@ -786,7 +818,7 @@ class _Planner:
             return _Optimizer(cls, ("learning_rate=LEARNING_RATE",), ())
         if opt.type == "adam":
             cls = "keras.optimizers.AdamW"
-        scope = _variable_scope(self.spec.name, layers)
+        scope = _variable_scope(self.spec.name, layers, recipe)
         no_decay = tuple(
             w.path(scope, lay.name)
             for lay in layers
@@ -798,6 +830,7 @@ class _Planner:
 
     def constants(
         self,
+        recipe: Recipe,
         layers: list[LayerPlan],
         optimizer: _Optimizer,
         steps_per_execution: int,
@@ -809,11 +842,7 @@ class _Planner:
         jit = spec.train.jit_compile
         constants = [
             Constant("INPUT_SHAPE", shape_text(tuple(spec.input.shape))),
-            *(
-                [Constant("DATA", py_str(spec.train.data), "the data file")]
-                if spec.train.data
-                else []
-            ),
+            *(Constant(*constant) for constant in recipe.constants()),
             Constant("L2", py_float(spec.l2), _l2_comment(spec, layers)),
             Constant("LEARNING_RATE", py_float(opt.learning_rate)),
         ]
@@ -896,8 +925,11 @@ def task_constants(spec: Spec, task: Task) -> list[Constant]:
     return constants
 
 
-def _is_stack(layers: tuple[LayerPlan, ...] | list[LayerPlan]) -> bool:
-    """Whether each layer takes the one before it (the first: the input)."""
+def _is_stack(layers: tuple[LayerPlan, ...] | list[LayerPlan], recipe: Recipe) -> bool:
+    """Whether each layer takes the one before it (the first: the input), and
+    nothing comes before them (a recipe that encodes the input needs a graph)."""
+    if recipe.encodes:
+        return False
     before = (INPUT, *(layer.name for layer in layers))
     return all(layer.inputs == (before[i],) for i, layer in enumerate(layers))
 
@@ -912,11 +944,11 @@ def _nth(i: int, automatic: list[str]) -> str:
 
 
 def _variable_scope(
-    name: str, layers: tuple[LayerPlan, ...] | list[LayerPlan]
+    name: str, layers: tuple[LayerPlan, ...] | list[LayerPlan], recipe: Recipe
 ) -> str | None:
     """A Sequential model builds its layers under its own name; a functional
     one builds them as they are called, outside any model's scope."""
-    return name if _is_stack(layers) else None
+    return name if _is_stack(layers, recipe) else None
 
 
 def _l2_comment(spec: Spec, layers: list[LayerPlan]) -> str:

@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from l2compile.errors import FieldPath
 from l2compile.layers.base import INPUT, py_str
@@ -57,10 +57,75 @@ class Recipe:
     num_classes: int | None  #: None: the npz recipe without train.num_classes
     labels: tuple[str, ...] = ()
     pixels: str | None = None
+    #: Where the user's data is, as the spec writes it (train.data), and a
+    #: separate test file's (csv: data: {train: ..., test: ...}).
+    data: str | None = None
+    test_data: str | None = None
+    #: csv: the label columns, and the feature columns (None: all the others).
+    label: tuple[str, ...] = ()
+    features: tuple[str, ...] | None = None
+    #: csv and image_folder: the share of the data tested on (None: its own
+    #: test file or folder).
+    test_split: float | None = None
+
+    @property
+    def encodes(self) -> bool:
+        """Whether the model encodes its input itself (a csv's text columns
+        become one-hot vectors in the model), before the spec's layers."""
+        return self.name == "csv"
+
+    def constants(self) -> list[tuple[str, str, str]]:
+        """The generated module's data constants: (name, value, comment)."""
+        found = []
+        if self.data is not None:
+            what = "folder" if self.streamed else "file"
+            found.append(("DATA", py_str(self.data), f"the data {what}"))
+        if self.test_data is not None:
+            found.append(("TEST_DATA", py_str(self.test_data), "the test file"))
+        if self.label:
+            names = ", ".join(py_str(name) for name in self.label)
+            found.append(("LABELS", f"({names},)", "the label columns"))
+        if self.features is not None:
+            names = "".join(f"    {py_str(name)},\n" for name in self.features)
+            found.append(("FEATURES", "(\n" + names + ")", "the feature columns"))
+        elif self.name == "csv":
+            found.append(("FEATURES", "None", "every column but the labels"))
+        if self.test_split is not None:
+            found.append(
+                (
+                    "TEST_SPLIT",
+                    repr(self.test_split),
+                    "share of the data tested on, seeded"
+                    + (", per class" if self.streamed else ""),
+                )
+            )
+        return found
 
     @property
     def input_size(self) -> int:
         return math.prod(self.image_shape or ())
+
+    @property
+    def own_data(self) -> bool:
+        """Whether it reads the user's own files (train.data or --data)."""
+        return self.name in ("npz", "csv", "image_folder")
+
+    @property
+    def any_task(self) -> bool:
+        """Whether its labels can be any task's (else: class labels)."""
+        return self.name in ("npz", "csv")
+
+    @property
+    def classes_from_data(self) -> bool:
+        """Whether the data, not the spec, says how many classes there are: a
+        classifier's last layer states it, and the build checks the data."""
+        return self.name in ("csv", "image_folder")
+
+    @property
+    def streamed(self) -> bool:
+        """Whether its samples are read from disk a batch at a time while
+        training (x is then the files' paths), not held in memory."""
+        return self.name == "image_folder"
 
     # --- how the generated module reads it ----------------------------------
 
@@ -70,6 +135,8 @@ class Recipe:
         `idx` (Keras' folder of IDX files) or `user_npz` (the user's .npz)."""
         if self.name == "npz":
             return "user_npz"
+        if self.name in ("csv", "image_folder"):
+            return self.name
         return "idx" if self.layout == "idx" else "keras_npz"
 
     @property
@@ -80,6 +147,10 @@ class Recipe:
     @property
     def data_help(self) -> str:
         """The help of the module's `--data` option, as a Python literal."""
+        if self.loader == "csv":
+            return py_str("CSV file with a header row")
+        if self.loader == "image_folder":
+            return py_str("folder of images, one subfolder per class")
         if self.loader == "user_npz":
             return py_str(".npz with x_train, y_train, x_test, y_test")
         if self.loader == "idx":
@@ -91,6 +162,8 @@ class Recipe:
     @property
     def classes_origin(self) -> str:
         """Where its number of classes is declared, for messages."""
+        if self.classes_from_data:
+            return "the last layer's units"
         if self.name == "npz":
             return f"train.num_classes is {self.num_classes}"
         return f"recipe {self.name!r} has {self.num_classes} classes"
@@ -106,6 +179,13 @@ class Recipe:
 
     def check_input(self, shape: Sequence[int], report: Report) -> None:
         """The spec's input.shape must hold one of its samples."""
+        if self.name == "image_folder" and (len(shape) != 3 or shape[-1] not in (1, 3)):
+            report(
+                ("input", "shape"),
+                "recipe 'image_folder' gives images as [height, width, channels], "
+                "with 1 channel (grayscale) or 3 (RGB); got "
+                f"{list(shape)}",
+            )
         size = math.prod(shape)
         if self.image_shape is not None and size != self.input_size:
             image = "x".join(str(d) for d in self.image_shape)
@@ -122,6 +202,15 @@ class Recipe:
         readers = [layer for layer in layers if INPUT in layer.inputs]
         ids = [layer for layer in readers if layer.reads_ids]
         for layer in layers:
+            if layer.reads_ids and self.name in ("csv", "image_folder"):
+                report(
+                    ("layers", layer.index, "type"),
+                    f"an {layer.type} looks up integer ids, which only the npz "
+                    f"recipe feeds; recipe {self.name!r} gives "
+                    + ("scaled pixels" if self.streamed else "numbers")
+                    + " (a csv's text columns are one-hot encoded in the model)",
+                )
+                continue
             if layer.reads_ids and (layer not in readers or self.image_shape):
                 report(
                     ("layers", layer.index, "type"),
@@ -194,11 +283,14 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def recipe_for(name: str, num_classes: int | None = None) -> Recipe:
-    """The recipe a spec names; `npz` is the user's own file (of `num_classes`
-    classes or labels, where the spec says; its task names them)."""
-    if name == "npz":
-        return Recipe("npz", "npz", "npz", "", None, None, num_classes)
+def recipe_for(name: str, num_classes: int | None = None, **data: Any) -> Recipe:
+    """The recipe a spec names; `npz`, `csv` and `image_folder` read the user's
+    own files (of `num_classes` classes or labels, where the spec says; its
+    task names them), which `data` (Recipe's data fields) locates."""
+    titles = {"npz": "npz", "csv": "CSV", "image_folder": "image folder"}
+    if name in titles:
+        layout = {"npz": "npz", "csv": "csv", "image_folder": "folder"}[name]
+        return Recipe(name, titles[name], layout, "", None, None, num_classes, **data)
     return RECIPES[name]
 
 

@@ -131,6 +131,26 @@ def _balanced_or_weights(value: object) -> object:
     )
 
 
+def _column_or_columns(value: object) -> object:
+    """One error for train.label, not one per member of its union."""
+    if isinstance(value, str) and value:
+        return value
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, str) and v for v in value)
+    ):
+        repeated = sorted({v for v in value if value.count(v) > 1})
+        if repeated:
+            raise PydanticCustomError(
+                "value_error", "{error}", {"error": f"{repeated[0]!r} is listed twice"}
+            )
+        return value
+    raise PydanticCustomError(
+        "column_names", "must be a column name, or a list of column names"
+    )
+
+
 def _one_line(value: str) -> str:
     if not value.isprintable():
         raise ValueError(
@@ -204,12 +224,48 @@ class OptimizerSpec(StrictModel):
     )
 
 
+DataPath = Annotated[str, Field(min_length=1, max_length=4096)]
+ColumnName = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class SplitFiles(StrictModel):
+    """A csv recipe's training and test tables, as two files."""
+
+    train: DataPath
+    test: DataPath
+
+
+#: The recipes that read a user's own files, and so take train.data.
+OWN_DATA = ("npz", "csv", "image_folder")
+
+
 class TrainSpec(StrictModel):
-    recipe: Literal["mnist", "fashion_mnist", "npz"]
-    data: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+    recipe: Literal["mnist", "fashion_mnist", "npz", "csv", "image_folder"]
+    data: DataPath | SplitFiles | None = Field(
         default=None,
-        description="npz recipe: the .npz file (relative to the working folder); "
-        "--data overrides it.",
+        description="npz, csv and image_folder recipes: the .npz file, the CSV "
+        "file (or {train: a.csv, test: b.csv}) or the folder of images, relative "
+        "to the spec file; --data overrides it.",
+    )
+    label: Annotated[
+        ColumnName | list[ColumnName] | None, BeforeValidator(_column_or_columns)
+    ] = Field(
+        default=None,
+        description="csv recipe: the label column, or a list of columns "
+        "(multilabel, or regression with several targets).",
+    )
+    features: (
+        Annotated[list[ColumnName], Field(min_length=1), AfterValidator(_unique)] | None
+    ) = Field(
+        default=None,
+        description="csv recipe: the feature columns, in the order the model "
+        "reads them; default: every column but the labels, in the file's order.",
+    )
+    test_split: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] | None = Field(
+        default=None,
+        description="csv and image_folder recipes: the share of the data to "
+        "test on (seeded; stratified by class for image folders), where "
+        "there is no separate test file or folder.",
     )
     num_classes: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
         default=None,
@@ -298,26 +354,76 @@ class TrainSpec(StrictModel):
 
     @model_validator(mode="after")
     def _recipe_fields(self) -> TrainSpec:
-        if self.recipe != "npz" and self.num_classes is not None:
+        recipe = self.recipe
+        if recipe != "npz" and self.num_classes is not None and recipe != "csv":
             raise PydanticCustomError(
                 "recipe_classes",
-                "num_classes is only for the npz recipe; '{recipe}' knows its classes",
-                {"recipe": self.recipe},
+                "num_classes is only for the npz and csv recipes; '{recipe}' "
+                "knows its classes",
+                {"recipe": recipe},
             )
-        if self.data is not None and self.recipe != "npz":
+        if self.data is not None and recipe not in OWN_DATA:
             raise PydanticCustomError(
                 "labels_count",
-                "data is only for the npz recipe; '{recipe}' is found as the "
-                "README's Data section says, or with --data",
-                {"recipe": self.recipe},
+                "data is only for the npz, csv and image_folder recipes; "
+                "'{recipe}' is found as the README's Data section says, or with "
+                "--data",
+                {"recipe": recipe},
             )
-        if self.labels is not None and self.recipe != "npz":
+        if isinstance(self.data, SplitFiles) and recipe != "csv":
+            raise PydanticCustomError(
+                "recipe_field",
+                "data with train and test files is only for the csv recipe; "
+                "'{recipe}' reads one path",
+                {"recipe": recipe, "field": "data"},
+            )
+        if self.labels is not None and recipe not in ("npz", "csv"):
             raise PydanticCustomError(
                 "labels_count",
-                "labels are only for the npz recipe; '{recipe}' names its classes",
-                {"recipe": self.recipe},
+                "labels are only for the npz and csv recipes; '{recipe}' names "
+                "its classes",
+                {"recipe": recipe},
+            )
+        for field in ("label", "features"):
+            if getattr(self, field) is not None and recipe != "csv":
+                raise PydanticCustomError(
+                    "recipe_field",
+                    "{field} is only for the csv recipe",
+                    {"field": field},
+                )
+        if recipe == "csv" and self.label is None:
+            raise PydanticCustomError(
+                "labels_count",
+                "the csv recipe needs label: the column (or columns) to predict",
+            )
+        if self.test_split is not None and recipe not in ("csv", "image_folder"):
+            raise PydanticCustomError(
+                "recipe_field",
+                "test_split is only for the csv and image_folder recipes",
+                {"field": "test_split"},
+            )
+        if self.test_split is not None and isinstance(self.data, SplitFiles):
+            raise PydanticCustomError(
+                "recipe_field",
+                "test_split splits one file; data names a test file already",
+                {"field": "test_split"},
+            )
+        labels = self.label_columns
+        both = [f for f in self.features or () if f in labels]
+        if both:
+            raise PydanticCustomError(
+                "recipe_field",
+                "column '{column}' is both a label and a feature",
+                {"column": both[0], "field": "features"},
             )
         return self
+
+    @property
+    def label_columns(self) -> tuple[str, ...]:
+        """The csv recipe's label columns (none for other recipes)."""
+        if self.label is None:
+            return ()
+        return (self.label,) if isinstance(self.label, str) else tuple(self.label)
 
 
 ExportFormat = Literal["keras", "saved_model", "tflite"]
@@ -611,6 +717,8 @@ def _to_spec_error(doc: Document, err: ErrorDetails) -> SpecError:
         return doc.error((*path, i), f"must be a number above 0, got {_describe(item)}")
     if kind in ("recipe_classes", "labels_count"):
         return doc.error(path, err["msg"])
+    if kind == "recipe_field":
+        return doc.error((*path, ctx["field"]), err["msg"])
     if kind == "int8_samples":
         return doc.error((*path, "representative_samples"), err["msg"])
     if kind == "value_error":

@@ -489,12 +489,12 @@ def register(kind: _T) -> _T:
 def plan_task(spec: Spec, recipe: Recipe, output: Shape | None, report: Report) -> Task:
     """The task the spec names, planned against its data and model output."""
     kind = TASKS[spec.task]
-    if kind is not Classification and recipe.name != "npz":
+    if kind is not Classification and not recipe.any_task:
         report(
             ("task",),
             f"recipe {recipe.name!r} gives class labels, which only task "
             "'classification' reads; a binary, multilabel or regression task "
-            "needs its own data (train.recipe: npz)",
+            "needs its own data (train.recipe: npz or csv)",
         )
     if spec.train.target_units is not None and kind is not Regression:
         report(
@@ -560,6 +560,12 @@ class Classification(Task):
         cls, spec: Spec, recipe: Recipe, output: Shape | None, report: Report
     ) -> int:
         train = spec.train
+        if recipe.num_classes is None and recipe.classes_from_data:
+            # The data's classes are counted when it is read; the build checks
+            # them against the last layer.
+            recipe = replace(recipe, num_classes=_units(output) if output else 0)
+            if not recipe.num_classes:
+                return 0
         if recipe.num_classes is None:
             report(
                 ("train",),

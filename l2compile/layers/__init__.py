@@ -19,6 +19,7 @@ FAMILIES = (
     "normalization",
     "recurrent",
     "regularization",
+    "augmentation",
     "reshaping",
     "merge",
 )
