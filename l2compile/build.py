@@ -79,7 +79,12 @@ def build(
         )
     interrupts.phase("data")
     dataset = load_dataset(
-        plan.recipe, data, spec_path=plan.data_path, model_input=plan.model_input
+        plan.recipe,
+        data,
+        spec_path=plan.data_path,
+        model_input=plan.model_input,
+        seed=plan.seed,
+        test_path=plan.test_path,
     )
     log(
         f"data: {dataset.source} ({len(dataset.x_train):,} train, "

@@ -340,7 +340,9 @@ def build(
     from l2compile import build as builder  # imports Keras when it trains
     from l2compile import processes
 
-    processes.claim(compiled.plan.backend)  # this process trains
+    processes.claim(  # this process trains
+        compiled.plan.backend, tensorflow=compiled.plan.recipe.streamed
+    )
 
     out = out or Path("build") / compiled.plan.name
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C (see __main__): the

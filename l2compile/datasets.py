@@ -166,6 +166,8 @@ def load_dataset(
     model_input: ModelInput | None = None,
     env: Mapping[str, str] | None = None,
     download: Downloader | None = None,
+    seed: int = 0,
+    test_path: SpecPath | None = None,
 ) -> Dataset:
     """Find, read and check a recipe's data; raise `BuildError` if none is usable.
 
@@ -173,15 +175,21 @@ def load_dataset(
     alone; else the spec's own data file (`spec_path`). Otherwise: the
     `L2COMPILE_DATA` folder, the Keras cache, then Keras' own download.
     `model_input` adds the checks of the data against the model's input.
+    The csv and image_folder recipes split off their test share with `seed`;
+    a csv's separate test file is `test_path`.
     """
     env = os.environ if env is None else env
     given = data if data is not None else spec_path.path if spec_path else None
     places = candidates(recipe, given, env)
-    if recipe.name == "npz" and given is None:
+    if recipe.own_data and given is None:
+        what = "folder" if recipe.streamed else "file"
         raise BuildError(
-            "the npz recipe needs its data file: set train.data in the spec, "
-            "or pass --data PATH"
+            f"the {recipe.name} recipe needs its data {what}: set train.data in "
+            "the spec, or pass --data PATH"
         )
+    if recipe.layout in ("csv", "folder"):
+        assert given is not None and model_input is not None
+        return _read_own(recipe, given, spec_path, data, test_path, seed, model_input)
     for _, path in places:
         if _holds(recipe, path):
             if recipe.layout == "idx":
@@ -195,6 +203,36 @@ def load_dataset(
         return downloader(recipe)
     except Exception as exc:
         raise BuildError(_not_found_message(recipe, env, places, exc)) from exc
+
+
+def _read_own(
+    recipe: Recipe,
+    given: Path,
+    spec_path: SpecPath | None,
+    data: Path | None,
+    test_path: SpecPath | None,
+    seed: int,
+    model_input: ModelInput,
+) -> Dataset:
+    """A csv file (and its test file) or an image folder, read and checked."""
+    if recipe.layout == "folder":
+        from l2compile import images
+
+        if not given.is_dir():
+            raise BuildError(
+                _missing(recipe, given, given, spec_path if data is None else None)
+            )
+        return images.read_folder(recipe, given, seed=seed, model_input=model_input)
+    from l2compile import tables
+
+    test = test_path.path if test_path is not None else None
+    for path, origin in (
+        (given, spec_path if data is None else None),
+        (test, test_path),
+    ):
+        if path is not None and not path.is_file():
+            raise BuildError(_missing(recipe, path, path, origin))
+    return tables.read_csv(recipe, given, test, seed=seed, model_input=model_input)
 
 
 def _holds(recipe: Recipe, path: Path) -> bool:
@@ -214,7 +252,11 @@ def _missing(
     if looked != given:
         return f"{where}: no such file (looked for {looked})"
     if given.is_dir():
-        return f"{where}: is a folder, not an .npz file"
+        return f"{where}: is a folder, not " + (
+            "a CSV file" if recipe.layout == "csv" else "an .npz file"
+        )
+    if given.is_file() and recipe.layout == "folder":
+        return f"{where}: is a file, not a folder of images"
     if given.is_file():  # the idx layout needs a folder
         return f"{where}: is a file, not Keras' {recipe.filename}/ folder"
     if given.exists():

@@ -71,13 +71,14 @@ def export_tflite(
     interrupts.phase("tflite_source")
     log("exporting the SavedModel that TFLite is converted from")
     export.export_tflite_source(
-        model, source, plan.input_shape, options.batch, plan.task.output_name
+        model, source, fed_shape(plan, dataset), options.batch, plan.task.output_name
     )
     representative = None
     if "int8" in options.quantize:
         # Calibration data: `calibration`'s training samples, preprocessed.
         representative, _ = generated.preprocess(dataset.x_train, dataset.y_train)
-        representative = np.asarray(representative, dtype=np.float32)
+        # An image folder's are read as they are taken: take them all.
+        representative = np.asarray(representative[:], dtype=np.float32)
     scores: dict[str, Any] = {
         f"keras_test_{metric}": value
         for metric, value in task.scores(keras_outputs, targets).items()
@@ -139,9 +140,13 @@ def write_deploy_files(
     from ai_edge_litert.interpreter import Interpreter
 
     recipe, task = plan.recipe, plan.task
+    if dataset.classes and not task.names:  # an image folder's, a csv's text labels
+        task = dataclasses.replace(task, names=dataset.classes)
     for name, text in task.output_files(recipe).items():
         (work / name).write_text(text)
-    scaled = dataset.x_train.dtype == np.uint8 and not plan.integer_input
+    scaled = (
+        dataset.x_train.dtype == np.uint8 and not plan.integer_input
+    ) or recipe.streamed
     files = {}
     for mode, score in scores["files"].items():
         interpreter = Interpreter(model_path=str(work / score["file"]))
@@ -158,10 +163,11 @@ def write_deploy_files(
         "signature": export.SIGNATURE,
         "input": {
             "name": export.INPUT_NAME,
-            "shape": [batch, *plan.input_shape],
+            "shape": [batch, *fed_shape(plan, dataset)],
             "dtype": "float32",
-            "source": recipe.sample_text(str(dataset.x_train.dtype)),
+            "source": recipe.sample_text(str(dataset.x_train.dtype), plan.input_shape),
             "pixels": recipe.pixels,
+            **recipe.input_json(plan.input_shape, dataset.columns),
             **_normalization(plan),
             "preprocessing": {
                 "formula": "input = (value * scale - mean) / std, reshaped to shape",
@@ -178,6 +184,14 @@ def write_deploy_files(
         "files": files,
     }
     manifest.write_json(work / "model.json", model_json)
+
+
+def fed_shape(plan: ModelPlan, dataset: Dataset) -> tuple[int, ...]:
+    """The shape of one sample as an app feeds the model: a csv's is one value
+    per feature column (the model encodes them into input.shape)."""
+    if plan.recipe.encodes:
+        return (len(dataset.columns),)
+    return plan.input_shape
 
 
 def _normalization(plan: ModelPlan) -> dict[str, Any]:

@@ -229,7 +229,12 @@ def evaluate_artifact(
     }[kind]
     score = open_checked(path, plan)  # before the data: a wrong shape stops here
     dataset = load_dataset(
-        plan.recipe, data, spec_path=plan.data_path, model_input=plan.model_input
+        plan.recipe,
+        data,
+        spec_path=plan.data_path,
+        model_input=plan.model_input,
+        seed=plan.seed,
+        test_path=plan.test_path,
     )
     x, targets = _test_split(plan, code, dataset)
     scores = score(x, targets)

@@ -27,6 +27,10 @@ def scores(
     prints them), and the loss split into the data loss and the L2 penalty."""
     if plan.distribute == "multi_worker":
         keras_scores = generated.evaluate(model, x_test, y_test)  # evaluate() fails
+    elif plan.recipe.streamed:  # images read a batch at a time
+        keras_scores = model.evaluate(
+            generated.Batches(x_test, y_test), verbose=0, return_dict=True
+        )
     else:
         keras_scores = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
     found = {"test_loss": float(keras_scores["loss"])}

@@ -585,11 +585,17 @@ class _Planner:
 
     def check_multi_worker(self, task: Task) -> None:
         """multi_worker's custom loop (see the template) trains and scores
-        integer-label classification alone."""
+        integer-label classification alone, on arrays in memory."""
         train = self.spec.train
         if train.distribute != "multi_worker":
             return
-        if (
+        if train.recipe in ("csv", "image_folder"):
+            self.error(
+                ("train", "distribute"),
+                f"multi_worker's custom training loop reads arrays in memory, not "
+                f"recipe {train.recipe!r}; use distribute: mirrored or none",
+            )
+        elif (
             task.name != "classification"
             or task.loss_name != "sparse_categorical_crossentropy"
             or task.metric_names != ("accuracy",)

@@ -55,7 +55,7 @@ def keras_backend() -> str | None:
     return str(keras.backend.backend())
 
 
-def claim(backend: str) -> None:
+def claim(backend: str, *, tensorflow: bool = False) -> None:
     """Make the command line's own process (the one that installed l2compile's
     signal handlers) the one that trains on `backend`.
 
@@ -67,12 +67,17 @@ def claim(backend: str) -> None:
     sys.meta_path refuses the import; Keras goes on without it. (Not a None in
     sys.modules: Keras reads any "tensorflow" entry there as TensorFlow being
     loaded, and its preprocessing layers, Normalization among them, then
-    reach for it.)
+    reach for it.) Where the generated module reads its data with TensorFlow
+    (`tensorflow`: an image folder's images), it stays importable.
     """
     if not interrupts.installed() or "keras" in sys.modules:
         return  # a library caller's process, or one whose Keras is chosen
     os.environ["KERAS_BACKEND"] = backend
-    if backend != backends.EXPORT and "tensorflow" not in sys.modules:
+    if (
+        backend != backends.EXPORT
+        and not tensorflow
+        and "tensorflow" not in sys.modules
+    ):
         sys.meta_path.insert(0, _NoTensorFlow())
 
 

@@ -168,12 +168,70 @@ class Recipe:
             return f"train.num_classes is {self.num_classes}"
         return f"recipe {self.name!r} has {self.num_classes} classes"
 
-    def sample_text(self, dtype: str) -> str:
-        """What an app feeds the model, one sample: `dtype` is the data's own."""
+    def sample_text(self, dtype: str, shape: Sequence[int] = ()) -> str:
+        """What an app feeds the model, one sample: `dtype` is the data's own,
+        `shape` the spec's input.shape."""
+        if self.name == "csv":
+            return (
+                "one table row: a value per feature column, in the order of "
+                "columns: a number column's value as it is, a text column's "
+                "category id (see columns)"
+            )
+        if self.streamed:
+            height, width, channels = shape
+            kind = "grayscale" if channels == 1 else "RGB"
+            return (
+                f"a {height}x{width} {kind} image, its 8-bit pixel values "
+                "scaled to [0, 1], row by row from the top left"
+            )
         if self.image_shape is None:
             return f"one sample of the npz's x arrays ({dtype})"
         size = "x".join(str(d) for d in self.image_shape)
         return f"a {size} grayscale image as uint8 pixels (0-255), row by row"
+
+    def input_json(
+        self, shape: Sequence[int], columns: Sequence[Any]
+    ) -> dict[str, Any]:
+        """What model.json adds about the input for an app: a camera frame's
+        treatment for an image folder, the columns and their vocabularies for
+        a csv (`columns`: the data's `datasets.Column`s)."""
+        if self.streamed:
+            height, width, channels = shape
+            return {
+                "image": {
+                    "height": height,
+                    "width": width,
+                    "channels": channels,
+                    "channel_order": "grayscale" if channels == 1 else "RGB",
+                    "resize": f"bilinear to {height}x{width}, stretched (the "
+                    "aspect ratio is not kept), as training resized them",
+                    "value_range": [0.0, 1.0],
+                    "scaling": "8-bit pixel values (0-255) divided by 255",
+                    "camera_frame": (
+                        "convert the frame to "
+                        + ("grayscale" if channels == 1 else "RGB (not BGR)")
+                        + f", resize it to {width} wide by {height} high, divide "
+                        "each 8-bit value by 255, and feed it as float32 "
+                        "[1, height, width, channels]"
+                    ),
+                }
+            }
+        if self.name != "csv":
+            return {}
+        return {
+            "columns": [
+                {"name": c.name, "kind": "number"}
+                if c.vocabulary is None
+                else {
+                    "name": c.name,
+                    "kind": "category",
+                    "ids": "0 for a value not in vocabulary, else its place "
+                    "in vocabulary counted from 1",
+                    "vocabulary": list(c.vocabulary),
+                }
+                for c in columns
+            ]
+        }
 
     # --- the model against it -------------------------------------------------
 
@@ -202,6 +260,14 @@ class Recipe:
         readers = [layer for layer in layers if INPUT in layer.inputs]
         ids = [layer for layer in readers if layer.reads_ids]
         for layer in layers:
+            if layer.kind.adapted and self.streamed:
+                report(
+                    ("layers", layer.index, "type"),
+                    f"a {layer.type} layer learns its statistics from the data in "
+                    "memory, and an image folder is read from disk a batch at a "
+                    "time; its pixels are scaled to [0, 1] already (use "
+                    "batch_normalization to normalize further)",
+                )
             if layer.reads_ids and self.name in ("csv", "image_folder"):
                 report(
                     ("layers", layer.index, "type"),

@@ -76,7 +76,17 @@ class _CallView:
 
 #: Names build_model() itself uses, which a layer's variable must not take.
 _RESERVED = frozenset(
-    {"inputs", "outputs", "x", "layers", "keras", "regularizers", "np", "tf"}
+    {
+        "inputs",
+        "outputs",
+        "x",
+        "layers",
+        "keras",
+        "regularizers",
+        "np",
+        "tf",
+        "features",
+    }
 )
 _LONGEST_VARIABLE = 32
 
@@ -93,7 +103,7 @@ def _variables(plan: ModelPlan) -> dict[str, str]:
     for layer in plan.layers:
         for ref in layer.inputs:
             readers.setdefault(ref, []).append(layer.index)
-    variables = {INPUT: "inputs"}
+    variables = {INPUT: "features" if plan.recipe.encodes else "inputs"}
     for layer in plan.layers:
         if layer is plan.layers[-1]:
             variables[layer.name] = "outputs"
@@ -252,6 +262,11 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "class_weight": _class_weight(plan),
         "class_count": plan.task.class_count,
         "loader": plan.recipe.loader,
+        "test_data": plan.recipe.test_data is not None,
+        "test_split": plan.recipe.test_split is not None,
+        "channels": plan.input_shape[-1],
+        "model_args": "vocabularies" if plan.recipe.encodes else "",
+        "table_labels": plan.task.table_labels,
         "data_title": plan.recipe.title,
         "keras_dataset": plan.recipe.keras_dataset,
         "data_help": plan.recipe.data_help,

@@ -82,6 +82,10 @@ def build_key(code: str, dataset: Dataset, epochs: int, backend: str) -> dict[st
     for array in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
         data.update(f"{array.dtype.str}{array.shape}".encode())
         data.update(np.ascontiguousarray(array).data)
+        if array.dtype.kind == "U":  # an image folder's paths: and their files
+            for path in array:
+                stat = os.stat(path)
+                data.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
     # The header comments name the spec's path and hash; a spec moved, run from
     # elsewhere or edited only in its comments makes the same code.
     body = "".join(

@@ -399,6 +399,11 @@ class Task(ABC):
     def labels_text(self) -> str:
         """What the data's labels must be, for messages and the module."""
 
+    #: How a csv module's load_data gives the labels, as Python source of `y`:
+    #: from its float32 label columns (text labels as their ids) to what
+    #: `l2compile.tables` reads for this task.
+    table_labels: ClassVar[str] = "y"
+
     def check_label_header(
         self, key: str, shape: tuple[int, ...], rows: int
     ) -> list[str]:
@@ -544,6 +549,7 @@ class Classification(Task):
     """One class per sample: a softmax over the classes, trained with
     (sparse) categorical cross-entropy."""
 
+    table_labels: ClassVar[str] = 'y[:, 0].astype("int64")'
     name: ClassVar[str] = "classification"
     losses: ClassVar[tuple[str, ...]] = (
         "sparse_categorical_crossentropy",
@@ -692,6 +698,7 @@ class Classification(Task):
 class Binary(Task):
     """Two classes: one sigmoid output, the probability of the positive class."""
 
+    table_labels: ClassVar[str] = 'y[:, 0].astype("int64")'
     name: ClassVar[str] = "binary"
     losses: ClassVar[tuple[str, ...]] = (
         "binary_crossentropy",
@@ -869,6 +876,7 @@ class Multilabel(Task):
 class Regression(Task):
     """Real-valued targets: N linear outputs."""
 
+    table_labels: ClassVar[str] = "y[:, 0] if y.shape[1] == 1 else y"
     name: ClassVar[str] = "regression"
     losses: ClassVar[tuple[str, ...]] = ("mse", "mae", "huber")
     default_metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse")

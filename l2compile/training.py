@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from l2compile import callbacks, export, interrupts, measure
+import numpy as np
+
+from l2compile import callbacks, export, images, interrupts, measure
 from l2compile import resume as resume_
 from l2compile.contract import GeneratedModule, import_generated
 from l2compile.datasets import Dataset
@@ -50,15 +52,23 @@ def train(job: TrainJob, log: Log) -> dict[str, Any]:
         job.module, plan.name, plan.distribute, plan.optional_members
     )
     generated.set_seeds()
-    x_train, y_train = generated.preprocess(job.dataset.x_train, job.dataset.y_train)
-    x_test, y_test = generated.preprocess(job.dataset.x_test, job.dataset.y_test)
+    data = job.dataset
+    if plan.recipe.streamed:
+        interrupts.phase("data")
+        log(f"checking that the {len(data.x_train) + len(data.x_test):,} images decode")
+        images.check_decodable(np.concatenate([data.x_train, data.x_test]))
+    # Split the raw samples (an image folder's: its paths), then preprocess.
+    x_train, y_train = data.x_train, data.y_train
     if plan.validation is not None:
         (x_train, y_train), (x_val, y_val) = generated.validation_split(
             x_train, y_train
         )
-    else:  # validation: test, the article's way
+        x_val, y_val = generated.preprocess(x_val, y_val)
+    x_train, y_train = generated.preprocess(x_train, y_train)
+    x_test, y_test = generated.preprocess(data.x_test, data.y_test)
+    if plan.validation is None:  # validation: test, the article's way
         x_val, y_val = x_test, y_test
-    model, replicas = _make_model(plan, generated, job.work, saved, x_train)
+    model, replicas = _make_model(plan, generated, job, saved, x_train)
 
     interrupts.phase("training")
     log(
@@ -94,7 +104,7 @@ def train(job: TrainJob, log: Log) -> dict[str, Any]:
 def _make_model(
     plan: ModelPlan,
     generated: GeneratedModule,
-    work: Path,
+    job: TrainJob,
     saved: Saved | None,
     x_train: Any,
 ) -> tuple[Any, int]:
@@ -103,11 +113,13 @@ def _make_model(
     number of replicas."""
 
     def make() -> Any:
-        model = generated.compile_model(generated.build_model())
+        # A csv's model is built for its columns' vocabularies.
+        args = (job.dataset.vocabularies,) if plan.recipe.encodes else ()
+        model = generated.compile_model(generated.build_model(*args))
         if plan.adapted:
             generated.adapt(model, x_train)
         if saved is not None:
-            resume_.restore(model, work, saved)
+            resume_.restore(model, job.work, saved)
         return model
 
     if plan.distribute == "none":

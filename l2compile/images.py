@@ -1,0 +1,220 @@
+"""The image_folder recipe's data: a folder of images, one subfolder per class.
+
+Two layouts, as Keras' `image_dataset_from_directory` reads them:
+
+- `DATA/train/<class>/*` and `DATA/test/<class>/*`: the test split is its own
+  folder, and both must have the same class folders;
+- `DATA/<class>/*` with `train.test_split`: the test split is a seeded share of
+  each class's images (stratified), the same share of every class.
+
+Class names are the folder names, sorted; a class's id is its place among
+them. Image files are the ones with an extension of `EXTENSIONS` (any case),
+sorted by name; other files are left alone, as Keras leaves them.
+
+Listing and checking the folders happens before anything is trained: a
+missing or extra class folder, an empty class, a file that is no image (its
+first bytes), and a number of classes the model's last layer does not have,
+each stop the build with the path named. Whether every file decodes is
+checked by `check_decodable`, with TensorFlow's own decoders, in the process
+that trains (TensorFlow is not imported here otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from l2compile.errors import BuildError, some_of
+from l2compile.recipes import ModelInput, Recipe
+
+if TYPE_CHECKING:
+    from l2compile.datasets import Dataset
+
+#: The image files TensorFlow's `decode_image` reads, by extension.
+EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+#: The first bytes of each format `decode_image` reads.
+_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+
+
+def layout(folder: Path) -> str:
+    """`split` (train/ and test/ folders) or `classes` (class folders only)."""
+    return (
+        "split"
+        if (folder / "train").is_dir() and (folder / "test").is_dir()
+        else ("classes")
+    )
+
+
+def class_images(folder: Path) -> dict[str, list[str]]:
+    """Each class folder of `folder` (sorted), with its image files (sorted)."""
+    found: dict[str, list[str]] = {}
+    with os.scandir(folder) as entries:
+        classes = sorted(e.name for e in entries if e.is_dir())
+    for name in classes:
+        with os.scandir(folder / name) as entries:
+            found[name] = sorted(
+                str(folder / name / e.name)
+                for e in entries
+                if e.is_file() and e.name.lower().endswith(EXTENSIONS)
+            )
+    return found
+
+
+def read_folder(
+    recipe: Recipe, folder: Path, *, seed: int, model_input: ModelInput
+) -> Dataset:
+    """List and check an image folder: x is the images' paths, y their class ids."""
+    from l2compile.datasets import Dataset  # it imports this module
+
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "no such folder"
+        raise BuildError(f"{folder}: {what}; the image_folder recipe reads a folder")
+    if layout(folder) == "split":
+        if recipe.test_split is not None:
+            raise BuildError(
+                f"{folder}: has train/ and test/ folders, so train.test_split has "
+                "nothing to split; remove it, or put the class folders directly "
+                f"in {folder}"
+            )
+        train = _classes(folder / "train")
+        test = _classes(folder / "test")
+        _same_classes(folder / "train", train, folder / "test", test)
+        x_train, y_train = _flatten(train)
+        x_test, y_test = _flatten(test)
+        classes = tuple(train)
+    else:
+        if recipe.test_split is None:
+            raise BuildError(
+                f"{folder}: has no train/ and test/ folders; put the class folders "
+                "in both, or set train.test_split to test on a share of each class"
+            )
+        both = _classes(folder)
+        (x_train, y_train), (x_test, y_test) = split(both, recipe.test_split, seed)
+        classes = tuple(both)
+    _check_count(folder, classes, model_input)
+    _check_magic([*x_train, *x_test])
+    return Dataset(x_train, y_train, x_test, y_test, str(folder), classes=classes)
+
+
+def _classes(folder: Path) -> dict[str, list[str]]:
+    found = class_images(folder)
+    if not found:
+        raise BuildError(
+            f"{folder}: no class folders; put each class's images in a folder "
+            "named after the class"
+        )
+    for name, files in found.items():
+        if not files:
+            raise BuildError(
+                f"{folder / name}: no images ({', '.join(EXTENSIONS)}): every class "
+                "needs some"
+            )
+    return found
+
+
+def _same_classes(
+    train_dir: Path,
+    train: dict[str, list[str]],
+    test_dir: Path,
+    test: dict[str, list[str]],
+) -> None:
+    missing = [name for name in train if name not in test]
+    extra = [name for name in test if name not in train]
+    if missing:
+        raise BuildError(
+            f"{test_dir}: has no class folder {missing[0]!r}, which {train_dir} has "
+            "(train and test need the same classes)"
+        )
+    if extra:
+        raise BuildError(
+            f"{test_dir / extra[0]}: a class folder {train_dir} does not have "
+            "(train and test need the same classes)"
+        )
+
+
+def _flatten(classes: dict[str, list[str]]) -> tuple[np.ndarray, np.ndarray]:
+    paths = [path for files in classes.values() for path in files]
+    labels = [i for i, files in enumerate(classes.values()) for _ in files]
+    return np.array(paths, dtype=str), np.array(labels, dtype=np.int64)
+
+
+def split(
+    classes: dict[str, list[str]], share: float, seed: int
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Each class's images split by a permutation seeded with (seed, its id):
+    round(share * count) of them tested on, the rest trained on, each in
+    name order (the generated module's `load_data` splits the same way)."""
+    parts: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
+    for label, (name, files) in enumerate(classes.items()):
+        order = np.random.default_rng((seed, label)).permutation(len(files))
+        held = round(len(files) * share)
+        if held >= len(files):
+            raise BuildError(
+                f"{Path(files[0]).parent}: train.test_split {share:g} of its "
+                f"{len(files)} images leaves none to train on"
+            )
+        for part, picked in (("test", order[:held]), ("train", order[held:])):
+            parts[part] += [(files[i], label) for i in np.sort(picked)]
+    return tuple(  # type: ignore[return-value]
+        (
+            np.array([p for p, _ in parts[part]], dtype=str),
+            np.array([label for _, label in parts[part]], dtype=np.int64),
+        )
+        for part in ("train", "test")
+    )
+
+
+def _check_count(
+    folder: Path, classes: tuple[str, ...], model_input: ModelInput
+) -> None:
+    task = model_input.task
+    units = task.outputs if task is not None else None
+    if units is not None and units != len(classes):
+        raise BuildError(
+            f"{folder}: has {len(classes)} class folders ({some_of(list(classes))}), "
+            f"but the last layer has {units} units, one per class"
+        )
+
+
+def _check_magic(paths: list[str]) -> None:
+    """Every file starts as an image of a format TensorFlow decodes."""
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(8)
+        except OSError as exc:
+            raise BuildError(f"{path}: cannot read: {exc.strerror}") from exc
+        if not head.startswith(_MAGIC):
+            what = "is empty" if not head else "is not a BMP, GIF, JPEG or PNG image"
+            raise BuildError(f"{path}: {what}")
+
+
+def check_decodable(paths: np.ndarray) -> None:
+    """Every image decodes with TensorFlow's decoders (raise BuildError naming
+    the first that does not). Runs where training runs: it imports TensorFlow."""
+    import tensorflow as tf
+
+    def decode(index: tf.Tensor, path: tf.Tensor) -> tf.Tensor:
+        image = tf.io.decode_image(
+            tf.io.read_file(path), channels=3, expand_animations=False
+        )
+        return index + 0 * tf.cast(tf.size(image[:1, :1, :1]), tf.int64)
+
+    indices = tf.data.Dataset.from_tensor_slices(
+        (np.arange(len(paths), dtype=np.int64), paths)
+    )
+    decoded = indices.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    decoded = decoded.ignore_errors()
+    good = np.zeros(len(paths), dtype=bool)
+    for batch in decoded.batch(4096).as_numpy_iterator():
+        good[batch] = True
+    if not good.all():
+        bad = paths[np.argmin(good)]
+        count = int(np.count_nonzero(~good))
+        more = f" ({count} files do not)" if count > 1 else ""
+        raise BuildError(
+            f"{bad}: is not a decodable image: TensorFlow cannot read it{more}"
+        )
