@@ -140,7 +140,7 @@ def write_deploy_files(
     from ai_edge_litert.interpreter import Interpreter
 
     recipe, task = plan.recipe, plan.task
-    if dataset.classes and not task.names:  # an image folder's, a csv's text labels
+    if dataset.classes:  # an image folder's classes, a csv's text labels
         task = dataclasses.replace(task, names=dataset.classes)
     for name, text in task.output_files(recipe).items():
         (work / name).write_text(text)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 from l2compile import export, manifest, scoring
@@ -303,9 +304,15 @@ def _open_keras(path: Path, plan: ModelPlan) -> _Scorer:
         check_signature(path, plan, _keras_shapes(inputs), _keras_shapes(model.outputs))
 
     def score(x: Any, targets: npt.NDArray[Any]) -> _Scores:
-        scores = model.evaluate(x, targets, verbose=0, return_dict=True)
-        began = time.perf_counter()
-        model.predict(x, batch_size=plan.batch_size, verbose=0)
+        if isinstance(x, np.ndarray):
+            scores = model.evaluate(x, targets, verbose=0, return_dict=True)
+            began = time.perf_counter()
+            model.predict(x, batch_size=plan.batch_size, verbose=0)
+        else:  # an image folder's images, read a batch at a time
+            data = _chunks(keras, x, targets, plan.batch_size)
+            scores = model.evaluate(data, verbose=0, return_dict=True)
+            began = time.perf_counter()
+            model.predict(data, verbose=0)
         return _Scores(
             scores={m: float(scores[m]) for m in plan.task.metric_names},
             loss=float(scores["loss"]),
@@ -315,6 +322,21 @@ def _open_keras(path: Path, plan: ModelPlan) -> _Scorer:
         )
 
     return score
+
+
+def _chunks(keras: Any, x: Any, targets: npt.NDArray[Any], size: int) -> Any:
+    """(x, targets) in order, `size` samples a batch, for Keras: x is taken a
+    slice at a time (an image folder's images are read as they are taken)."""
+
+    class Chunks(keras.utils.PyDataset):  # type: ignore[misc]
+        def __len__(self) -> int:
+            return -(-len(targets) // size)
+
+        def __getitem__(self, i: int) -> tuple[Any, Any]:
+            part = slice(i * size, (i + 1) * size)
+            return x[part], targets[part]
+
+    return Chunks()
 
 
 def _open_saved_model(path: Path, plan: ModelPlan) -> _Scorer:

@@ -15,6 +15,8 @@ Tests marked `needs_mnist` are skipped where no copy is found.
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -198,3 +200,96 @@ def compiled(tmp_path: Path, text: str = SMALL_SPEC) -> Compiled:
     result = compile_spec(path)
     assert not isinstance(result, list), [str(e) for e in result]
     return result
+
+
+def write_png(path: Path, pixels: np.ndarray) -> Path:
+    """A PNG file of 8-bit pixels (height, width, 1 or 3), written without an
+    imaging library: zlib-compressed rows, each with filter byte 0."""
+    height, width, channels = pixels.shape
+    color = {1: 0, 3: 2}[channels]
+    raw = b"".join(
+        b"\x00" + pixels[row].astype(np.uint8).tobytes() for row in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, color, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def write_bmp(path: Path, pixels: np.ndarray) -> Path:
+    """A 24-bit BMP file of RGB pixels (height, width, 3): rows bottom-up, BGR,
+    each padded to 4 bytes."""
+    height, width, _ = pixels.shape
+    pad = (-3 * width) % 4
+    rows = b"".join(
+        pixels[row, :, ::-1].astype(np.uint8).tobytes() + b"\x00" * pad
+        for row in range(height - 1, -1, -1)
+    )
+    info = struct.pack(
+        "<IiiHHIIiiII", 40, width, height, 1, 24, 0, len(rows), 0, 0, 0, 0
+    )
+    head = struct.pack("<2sIHHI", b"BM", 54 + len(rows), 0, 0, 54)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(head + info + rows)
+    return path
+
+
+#: The classes of `make_image_folder`: a shape each, learnable in an epoch or two.
+SHAPES = ("circle", "square", "stripes")
+
+
+def shape_image(
+    kind: int, size: int, channels: int, rng: np.random.Generator
+) -> np.ndarray:
+    """A noisy picture of SHAPES[kind], 8-bit, (size, size, channels)."""
+    rows, cols = np.mgrid[:size, :size]
+    centre = size / 2
+    shape = (
+        (rows - centre) ** 2 + (cols - centre) ** 2 < (size / 3) ** 2,
+        (abs(rows - centre) < size / 4) & (abs(cols - centre) < size / 4),
+        rows % 3 == 0,
+    )[kind]
+    image = np.clip(shape + rng.normal(0, 0.25, (size, size)), 0, 1)
+    gray = (image * 255).astype(np.uint8)[..., None]
+    if channels == 1:
+        return gray
+    return np.concatenate([gray, gray // 2, 255 - gray], axis=-1)
+
+
+def make_image_folder(
+    root: Path,
+    *,
+    channels: int = 1,
+    split: bool = True,
+    per_class: int = 40,
+    size: int = 16,
+    seed: int = 0,
+) -> Path:
+    """A folder of SHAPES images: root/train/<class>/ and root/test/<class>/
+    (`split`), or root/<class>/ alone; RGB folders mix PNG and BMP files."""
+    rng = np.random.default_rng(seed)
+    parts = (
+        (("train", per_class), ("test", per_class // 2))
+        if split
+        else (("", per_class),)
+    )
+    for part, count in parts:
+        for kind, name in enumerate(SHAPES):
+            for i in range(count):
+                pixels = shape_image(kind, size, channels, rng)
+                file = root / part / name / f"{i:03d}"
+                if channels == 3 and i % 2:
+                    write_bmp(file.with_suffix(".bmp"), pixels)
+                else:
+                    write_png(file.with_suffix(".png"), pixels)
+    return root

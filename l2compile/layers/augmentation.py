@@ -1,10 +1,13 @@
 """Image augmentation: random flips, rotations, zooms, translations, contrast
 and brightness, drawn anew for each batch while training.
 
-At inference each passes its input on unchanged (as dropout does), so the
-exported files hold none of them. Each draws its own random numbers from the
-seed the planner gives it (`LayerSpec.seeded`): SEED plus its index in the
-spec, so a build is reproducible and no two layers draw the same numbers.
+At inference each passes its input on unchanged, as dropout does, but only
+where the model is called with `training=False`: unlike dropout, Keras' image
+preprocessing layers default to training=True, so a call that leaves
+`training` out (as `model.export` does) augments. Each draws its own random
+numbers from the seed the planner gives it (`LayerSpec.seeded`): SEED plus
+its index in the spec, so a build is reproducible and no two layers draw the
+same numbers.
 
 Keras checks the factors loosely (RandomRotation takes `[-3, 0.5]`, a single
 negative factor means its absolute value, and a pair in the wrong order is
