@@ -148,7 +148,7 @@ def split(
     round(share * count) of them tested on, the rest trained on, each in
     name order (the generated module's `load_data` splits the same way)."""
     parts: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
-    for label, (name, files) in enumerate(classes.items()):
+    for label, files in enumerate(classes.values()):
         order = np.random.default_rng((seed, label)).permutation(len(files))
         held = round(len(files) * share)
         if held >= len(files):

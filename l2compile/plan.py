@@ -69,7 +69,7 @@ from l2compile.layers.base import (
     shape_text,
 )
 from l2compile.recipes import ModelInput, Recipe, SpecPath, recipe_for
-from l2compile.spec import LoadedSpec, SplitFiles, Spec
+from l2compile.spec import LoadedSpec, Spec, SplitFiles
 from l2compile.tasks import Task, plan_task
 
 __all__ = [
