@@ -340,17 +340,15 @@ def build(
     from l2compile import build as builder  # imports Keras when it trains
     from l2compile import processes
 
-    processes.claim(  # this process trains
-        compiled.plan.backend, tensorflow=compiled.plan.recipe.streamed
-    )
-
-    out = out or Path("build") / compiled.plan.name
+    plan = compiled.plan
+    processes.claim(plan.backend, tensorflow=plan.recipe.streamed)  # it trains
+    out = out or Path("build") / plan.name
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C (see __main__): the
     # previous build is left as it was, and the finished epochs are kept for
     # --resume.
     try:
         result = builder.build(
-            compiled.plan,
+            plan,
             compiled.code,
             out,
             data=data,

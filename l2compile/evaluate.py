@@ -164,7 +164,9 @@ def check_signature(
         raise BuildError(
             f"{path} takes {len(inputs)} inputs, but {spec}'s model takes one; {advice}"
         )
-    if not _fits(inputs[0], plan.input_shape):
+    # A csv model takes a value per feature column and encodes them into
+    # input.shape itself; reading the data checks those columns against it.
+    if not plan.recipe.encodes and not _fits(inputs[0], plan.input_shape):
         raise BuildError(
             f"{path} takes input of shape {_shape_text(inputs[0])}, but "
             f"{spec}'s input.shape is {list(plan.input_shape)}; {advice}"

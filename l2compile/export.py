@@ -35,8 +35,22 @@ def save_keras(model: Any, path: Path) -> None:
 
 
 def export_saved_model(model: Any, path: Path) -> None:
-    """A TensorFlow SavedModel for serving (Keras 3's `model.export`)."""
-    model.export(str(path), format="tf_saved_model", verbose=False)
+    """A TensorFlow SavedModel for serving: what Keras 3's `model.export`
+    writes (its `serve` endpoint, also `serving_default`), but calling the
+    model with training=False. `model.export` calls it without, and Keras'
+    image augmentation layers then augment every served image."""
+    import keras
+    import tensorflow as tf
+
+    (inputs,) = model.inputs
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name="serve",
+        fn=lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec(inputs.shape, inputs.dtype, name=inputs.name)],
+    )
+    archive.write_out(str(path), verbose=False)
 
 
 def export_tflite_source(

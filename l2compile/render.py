@@ -200,6 +200,12 @@ def _backend_note(plan: ModelPlan) -> str:
         return (
             "It runs on any Keras backend: set KERAS_BACKEND to jax, tensorflow\n"
             "or torch."
+            + (
+                "\nIt reads the images with TensorFlow's image ops, so it needs\n"
+                "TensorFlow installed."
+                if plan.recipe.streamed
+                else ""
+            )
         )
     uses = " and ".join(
         what
@@ -266,6 +272,7 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "test_split": plan.recipe.test_split is not None,
         "channels": plan.input_shape[-1],
         "model_args": "vocabularies" if plan.recipe.encodes else "",
+        "samples_type": "np.ndarray | Images" if plan.recipe.streamed else "np.ndarray",
         "table_labels": plan.task.table_labels,
         "data_title": plan.recipe.title,
         "keras_dataset": plan.recipe.keras_dataset,

@@ -345,12 +345,6 @@ def test_the_tflite_file_holds_no_augmentation(
     assert random_ops(exported_ops["tflite"]) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Keras' image augmentation layers default to training=True, and "
-    "model.export (l2compile.export.export_saved_model) calls the model "
-    "without training=False: the served SavedModel augments its inputs",
-)
 def test_the_served_saved_model_holds_no_augmentation(
     exported_ops: dict[str, object],
 ) -> None:

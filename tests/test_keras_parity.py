@@ -32,7 +32,10 @@ def built(
     module_path = tmp_path_factory.mktemp("gen") / f"{plan.name}.py"
     module_path.write_text(render_module(plan), encoding="utf-8")
     module: GeneratedModule = import_generated(module_path, f"parity_{plan.name}")
-    model = module.compile_model(module.build_model())
+    module.set_seeds()  # the same initial weights, run after run
+    # A csv model is built for its columns: here all numeric, one per input value.
+    args = ([None] * plan.input_shape[0],) if plan.recipe.encodes else ()
+    model = module.compile_model(module.build_model(*args))
     return plan, module, model
 
 
@@ -157,7 +160,11 @@ def test_scoring_equals_keras_evaluate(built: tuple[ModelPlan, Any, Any]) -> Non
     plan, module, model = built
     if plan.distribute != "none":
         pytest.skip("scored by its strategy's own evaluate")
-    x, y = module.preprocess(*_random_data(plan))
+    x, y = _random_data(plan)
+    if plan.recipe.streamed:  # preprocess reads image files; these are pixels
+        x = (x - x.min()) / (x.max() - x.min())
+    else:
+        x, y = module.preprocess(x, y)
     if plan.adapted:
         module.adapt(model, x)
     keras_scores = model.evaluate(x, y, verbose=0, return_dict=True)
@@ -170,7 +177,9 @@ def test_scoring_equals_keras_evaluate(built: tuple[ModelPlan, Any, Any]) -> Non
     mine = plan.task.scores(outputs, targets)
     assert set(mine) == set(plan.task.metric_names)
     for metric, value in mine.items():
-        tolerance = 0.02 if metric == "auc" else 1e-4
+        # Keras interpolates AUC over 200 thresholds: an untrained model, whose
+        # outputs crowd a few of them, differs from the exact AUC by up to ~0.03.
+        tolerance = 0.05 if metric == "auc" else 1e-4
         assert value == pytest.approx(
             float(keras_scores[metric]), rel=tolerance, abs=tolerance
         ), metric

@@ -21,7 +21,9 @@ ALL_TYPES = (
     "average_pooling2d, global_average_pooling2d, global_max_pooling2d, "
     "global_average_pooling1d, max_pooling1d, batch_normalization, "
     "layer_normalization, normalization, lstm, gru, simple_rnn, dropout, "
-    "spatial_dropout2d, gaussian_noise, flatten, reshape, zero_padding2d, "
+    "spatial_dropout2d, gaussian_noise, random_flip, random_rotation, "
+    "random_zoom, random_translation, random_contrast, random_brightness, "
+    "flatten, reshape, zero_padding2d, "
     "up_sampling2d, add, subtract, multiply, average, maximum, concatenate"
 )
 

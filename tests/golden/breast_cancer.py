@@ -110,7 +110,19 @@ def validation_split(
 def adapt(model: keras.Model, x: np.ndarray) -> None:
     """Learn the input's mean and variance from the training data, before
     training: they are weights of the model, so it takes raw features."""
-    model.get_layer("normalization_1").adapt(x)
+    layer = model.get_layer("normalization_1")
+    layer.adapt(x)
+    unit_spread(layer)
+
+
+def unit_spread(layer: layers.Normalization) -> None:
+    """Leave features that never vary in the training data unscaled (variance
+    1, as scikit-learn's StandardScaler does): divided by their zero spread,
+    a value training never saw there (a one-hot slot for unknown categories)
+    would swamp every other feature."""
+    variance = keras.ops.convert_to_numpy(layer.adapt_variance)
+    layer.adapt_variance.assign(np.where(variance > 0, variance, 1.0))
+    layer.finalize_state()
 
 
 def class_weights(y: np.ndarray) -> dict[int, float]:
@@ -195,9 +207,10 @@ def main(argv: list[str] | None = None) -> None:
 
     set_seeds()
     (x_train, y_train), (x_test, y_test) = load_data(args.data)
+    (x_train, y_train), (x_val, y_val) = validation_split(x_train, y_train)
+    x_val, y_val = preprocess(x_val, y_val)
     x_train, y_train = preprocess(x_train, y_train)
     x_test, y_test = preprocess(x_test, y_test)
-    (x_train, y_train), (x_val, y_val) = validation_split(x_train, y_train)
     model = compile_model(build_model())
     adapt(model, x_train)
     train(model, x_train, y_train, x_val, y_val, epochs=args.epochs)

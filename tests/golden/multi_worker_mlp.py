@@ -205,9 +205,10 @@ def main(argv: list[str] | None = None) -> None:
 
     set_seeds()
     (x_train, y_train), (x_test, y_test) = load_data(args.data)
+    (x_train, y_train), (x_val, y_val) = validation_split(x_train, y_train)
+    x_val, y_val = preprocess(x_val, y_val)
     x_train, y_train = preprocess(x_train, y_train)
     x_test, y_test = preprocess(x_test, y_test)
-    (x_train, y_train), (x_val, y_val) = validation_split(x_train, y_train)
     # Variables are created in the strategy's scope; BATCH_SIZE is the global
     # batch, split across the replicas.
     with make_strategy().scope():

@@ -188,9 +188,10 @@ def main(argv: list[str] | None = None) -> None:
 
     set_seeds()
     (x_train, y_train), (x_test, y_test) = load_data(args.data)
+    (x_train, y_train), (x_val, y_val) = validation_split(x_train, y_train)
+    x_val, y_val = preprocess(x_val, y_val)
     x_train, y_train = preprocess(x_train, y_train)
     x_test, y_test = preprocess(x_test, y_test)
-    (x_train, y_train), (x_val, y_val) = validation_split(x_train, y_train)
     model = compile_model(build_model())
     train(model, x_train, y_train, x_val, y_val, epochs=args.epochs)
     scores = model.evaluate(x_test, y_test, verbose=0, return_dict=True)

@@ -1,0 +1,888 @@
+"""Reading and checking a user's CSV file for the csv recipe, streamed.
+
+The file is read several times, never held: memory is the float32 (and
+int64) arrays it becomes, the text columns' vocabularies and a block of a few
+thousand rows. The generated module reimplements these rules, so they are
+stated here exactly.
+
+Reading
+    The file is opened with encoding "utf-8-sig" (a BOM is dropped) and
+    newline="", and read with Python's `csv.reader` in its default dialect.
+    Lines are counted from 1, as a text editor does, with the header on line
+    1; a row is named by the line it starts on (1 + `reader.line_num` before
+    it is read), so quoted fields holding newlines count right. Blank lines
+    (rows the reader gives as []) are skipped, before the header too. The
+    first row is the header; its names are stripped of surrounding
+    whitespace, and must be unique.
+
+Cells
+    Every cell is stripped of surrounding whitespace. A cell is MISSING if it
+    is "" or, in any case, one of "na", "n/a", "nan", "null". A cell is a
+    NUMBER if `float(cell)` succeeds and gives a finite value.
+
+Columns
+    The label columns are `recipe.label`; the feature columns
+    `recipe.features`, or else every header column that is not a label, in
+    the file's order. A test file's header must be the train file's: the
+    same columns in the same order. Every row must have as many fields as the
+    header has columns. A missing value in a label or feature column, in any
+    row, is an error; other columns are not read.
+
+Split
+    With a test file: the train file's rows train, the test file's test.
+    Else, with `recipe.test_split`: n = the number of data rows;
+    order = np.random.default_rng(seed).permutation(n);
+    held = round(n * test_split); the rows order[:held] test and the rows
+    order[held:] train, each kept in file order. Neither is an error.
+
+Features
+    A feature column is NUMERIC if at least half of its values in the
+    training rows are numbers, else TEXT. In a numeric column every value
+    (training or test row) must be a number. A text column's vocabulary is
+    its distinct values in the training rows, sorted; a value's id is 1 +
+    its index in the vocabulary, and 0 (the out-of-vocabulary slot) for a
+    value not in it (test rows only). x is float32 (rows, features): the
+    numbers and the ids. The model one-hot encodes each text column, so a
+    sample is sum(1 for a numeric column, len(vocabulary) + 1 for a text
+    column) values, which must equal input.shape.
+
+Labels, by `model_input.task.name`
+    regression: every label value must be a number; y is float32, (n,) for
+        one label column, (n, k) for k.
+    multilabel: every label value must be the number 0 or 1; y is float32
+        (n, k).
+    binary and classification: exactly one label column. If every value in
+        the training rows is a number, the labels are numbers: binary's must
+        be 0 or 1; classification's integers (2.0 is 2) from 0 to the last
+        layer's units less 1; y is int64 (n,), their values. Otherwise they
+        are names: the classes are the training rows' distinct values,
+        sorted, of which binary needs exactly two and classification as many
+        as the last layer's units; y is int64 (n,), each value's index among
+        the classes, and a test value not among them is an error.
+    regression and multilabel need one label column per output of the model.
+
+Errors
+    The first problem found raises `BuildError`, naming the file, and the line
+    and column where there is one. They are found in this order: the recipe
+    against the task; the header, then the test file's; with test_split, the
+    split's rows (a first pass counts them); the rows in file order, the
+    train file first (field counts, missing values, and the labels of
+    regression and multilabel); a file without data rows; non-numbers in
+    numeric columns (the first in file order); the training rows' labels;
+    the encoded width against input.shape; the memory the arrays need; last,
+    while the arrays are filled, the test rows' labels of binary and
+    classification.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+# The module, not its names: datasets may import this module while it loads.
+from l2compile import datasets
+from l2compile.errors import BuildError, closest, some_of
+from l2compile.recipes import ModelInput, Recipe
+from l2compile.tasks import Task
+
+__all__ = ["MISSING", "is_missing", "is_number", "read_csv"]
+
+#: The values that mean "no value", compared in lower case.
+MISSING = ("", "na", "n/a", "nan", "null")
+#: Every spelling of them, in any case: a row is checked by one set operation.
+_MISSING_FORMS = frozenset(
+    "".join(letters)
+    for word in MISSING
+    for letters in itertools.product(*((c.lower(), c.upper()) for c in word))
+)
+#: Rows converted at a time while the arrays are filled.
+_BLOCK_ROWS = 4096
+#: Distinct label values kept while counting a classifier's classes, beyond
+#: those it needs: enough to name them, bounded where a column is not labels.
+_EXTRA_LABELS = 100
+
+_Getter = Callable[[Sequence[str]], tuple[str, ...]]
+
+
+def is_missing(cell: str) -> bool:
+    """Whether a stripped cell holds no value."""
+    return cell in _MISSING_FORMS
+
+
+def is_number(cell: str) -> bool:
+    """Whether a stripped cell is a finite number, as `float` reads it."""
+    try:
+        return math.isfinite(float(cell))
+    except ValueError:
+        return False
+
+
+def read_csv(
+    recipe: Recipe,
+    train: Path,
+    test: Path | None,
+    *,
+    seed: int,
+    model_input: ModelInput,
+) -> datasets.Dataset:
+    """Read and check the csv recipe's data: `train`, and `test` or a seeded
+    `recipe.test_split` of `train`. See the module's docstring for the rules."""
+    task = model_input.task
+    assert task is not None, "the csv recipe always has a task"
+    if test is None and recipe.test_split is None:
+        raise BuildError(
+            "the csv recipe needs test data: a test file (data: {train: ..., "
+            "test: ...}) or train.test_split"
+        )
+    labels = _labels_for(task, recipe.label)
+    sources, features = _sources(recipe, train, test, seed)
+    scan = _Scan(len(features))
+    for index, source in enumerate(sources):
+        _scan(index, source, scan, labels)
+    _check_rows(sources, scan)
+    columns = _settle_columns(sources, features, scan)
+    labels.settle(train)
+    _check_width(train, model_input, columns)
+    _check_memory(train, columns, labels, scan.rows)
+    x, y = _fill(sources, columns, labels, scan.rows)
+    return datasets.Dataset(
+        x[False],
+        y[False],
+        x[True],
+        y[True],
+        source=str(train) + (f" and {test}" if test is not None else ""),
+        columns=columns,
+        classes=labels.classes,
+    )
+
+
+def _sources(
+    recipe: Recipe, train: Path, test: Path | None, seed: int
+) -> tuple[list[_Source], tuple[str, ...]]:
+    """The files to read, their headers checked, and the feature columns."""
+    header = _header(train)
+    features = recipe.features
+    if features is None:
+        features = tuple(name for name in header if name not in recipe.label)
+    _find(train, header, recipe.label, "train.label")
+    _find(train, header, features, "train.features")
+    if test is None:
+        assert recipe.test_split is not None
+        held = _split(train, recipe.test_split, seed)
+        return [_Source.of(train, header, recipe.label, features, held=held)], features
+    test_header = _header(test)
+    _same_header(test, test_header, train, header)
+    return [
+        _Source.of(train, header, recipe.label, features, held=None),
+        _Source.of(test, test_header, recipe.label, features, held=None, test=True),
+    ], features
+
+
+# --- reading rows ---------------------------------------------------------------------
+
+
+def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Each non-blank row of a CSV file, header included, with the line it
+    starts on."""
+    line = 0  # the last line read
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            for row in reader:
+                start, line = line + 1, reader.line_num
+                if row:
+                    yield start, row
+    except UnicodeDecodeError as exc:
+        raise BuildError(_not_utf8(path)) from exc
+    except csv.Error as exc:
+        raise BuildError(f"{path}: line {line + 1}: {exc}") from exc
+    except OSError as exc:
+        raise BuildError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+def _not_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8: found again line by line, since the
+    text reader decodes blocks and cannot say."""
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                byte = raw[exc.start : exc.start + 1].hex()
+                return f"{path}: line {number} is not UTF-8 text (byte 0x{byte})"
+    return f"{path}: is not UTF-8 text"
+
+
+def _header(path: Path) -> tuple[str, ...]:
+    """The header's column names, stripped; each must be unique."""
+    for _, row in _records(path):
+        names = tuple(cell.strip() for cell in row)
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                count = names.count(name)
+                times = "twice" if count == 2 else f"{count} times"
+                raise BuildError(
+                    f"{path}: column {name!r} appears {times} in the header"
+                )
+            seen.add(name)
+        return names
+    raise BuildError(f"{path}: no header row")
+
+
+def _find(
+    path: Path, header: Sequence[str], names: Sequence[str], field_name: str
+) -> None:
+    """Each of `names` (the spec's `field_name`) must be a header column."""
+    for name in names:
+        if name in header:
+            continue
+        message = f"{path}: no column {name!r} ({field_name})"
+        guess = closest(name, header)
+        if guess is not None:
+            message += f"; did you mean {guess!r}?"
+        else:
+            message += f"; its columns are: {some_of(list(header), limit=8)}"
+        raise BuildError(message)
+
+
+def _same_header(
+    test: Path, test_header: Sequence[str], train: Path, header: Sequence[str]
+) -> None:
+    """A test file's header must be the train file's, in the same order (the
+    generated module reads the columns by their place)."""
+    if tuple(test_header) == tuple(header):
+        return
+    missing = [name for name in header if name not in test_header]
+    extra = [name for name in test_header if name not in header]
+    parts = [
+        f"{what} {'column' if len(names) == 1 else 'columns'} "
+        + some_of([repr(name) for name in names], limit=8)
+        for what, names in (("missing", missing), ("extra", extra))
+        if names
+    ] or [f"the same columns in another order ({', '.join(header)} in {train})"]
+    raise BuildError(f"{test}: its header differs from {train}'s: {'; '.join(parts)}")
+
+
+def _split(path: Path, test_split: float, seed: int) -> bytes:
+    """Which of the file's data rows test (1) and train (0): a first pass
+    counts them, and a seeded permutation picks round(n * test_split)."""
+    rows = sum(1 for _ in itertools.islice(_records(path), 1, None))
+    if rows == 0:
+        raise BuildError(f"{path}: no data rows")
+    held = round(rows * test_split)
+    if held == 0 or held == rows:
+        none = "tests on none" if held == 0 else "leaves none to train on"
+        raise BuildError(
+            f"{path}: train.test_split {test_split} of {_plural(rows, 'data row')} "
+            f"{none}"
+        )
+    order = np.random.default_rng(seed).permutation(rows)
+    flags = np.zeros(rows, np.uint8)
+    flags[order[:held]] = 1
+    return flags.tobytes()  # one byte a row, indexed as ints
+
+
+def _getter(positions: Sequence[int]) -> _Getter:
+    """A row's fields at `positions`, as a tuple, fetched in C."""
+    if len(positions) == 1:
+        at = positions[0]
+        return lambda row: (row[at],)
+    if not positions:
+        return lambda row: ()
+    return itemgetter(*positions)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One file as it is read: where its label and feature columns are, and
+    which of its rows test."""
+
+    path: Path
+    header: tuple[str, ...]
+    labels: tuple[int, ...]
+    features: tuple[int, ...]
+    held: bytes | None  #: test_split: per data row, 1 where it tests
+    test: bool = False  #: every row tests (the test file)
+
+    @classmethod
+    def of(
+        cls,
+        path: Path,
+        header: tuple[str, ...],
+        labels: Sequence[str],
+        features: Sequence[str],
+        *,
+        held: bytes | None,
+        test: bool = False,
+    ) -> _Source:
+        return cls(
+            path,
+            header,
+            tuple(header.index(name) for name in labels),
+            tuple(header.index(name) for name in features),
+            held,
+            test,
+        )
+
+    def rows(self) -> Iterator[tuple[int, bool, list[str]]]:
+        """(line, whether it tests, fields) for each data row, each with as
+        many fields as the header."""
+        width, held = len(self.header), self.held
+        for i, (line, row) in enumerate(itertools.islice(_records(self.path), 1, None)):
+            if len(row) != width:
+                raise BuildError(
+                    f"{self.path}: line {line} has {_plural(len(row), 'field')}, "
+                    f"but the header has {_plural(width, 'column')}"
+                )
+            if held is None:
+                yield line, self.test, row
+            elif i < len(held):
+                yield line, held[i] == 1, row
+            else:
+                raise _changed(self.path)
+
+    def missing(self, line: int, row: Sequence[str]) -> BuildError:
+        """The error for the first missing value of a row that has one."""
+        for at in sorted({*self.labels, *self.features}):
+            if is_missing(row[at].strip()):
+                return _at(self.path, line, self.header[at], "missing value")
+        raise AssertionError("the row has a missing value")
+
+
+def _at(path: Path, line: int, column: str, what: str) -> BuildError:
+    """An error about one value: `FILE: line 7, column 'age': what`."""
+    return BuildError(f"{path}: line {line}, column {column!r}: {what}")
+
+
+def _changed(path: Path) -> BuildError:
+    return BuildError(f"{path}: changed while it was being read; read it again")
+
+
+def _plural(count: int, word: str, words: str = "") -> str:
+    """`1 column`, `3 columns`; `words` where the plural is not word + s."""
+    return f"{count:,} " + (word if count == 1 else words or word + "s")
+
+
+# --- the scan: counting, checking, vocabularies ---------------------------------------
+
+
+@dataclass
+class _Scan:
+    """What the scan of the rows finds for each feature column: in the
+    training rows, how many values are numbers and how many are not, and the
+    distinct values that are not (the vocabulary, where it is text); in any
+    row, the first value that is not a number (an error where it is numeric).
+
+    Columns that have held only numbers so far are converted a row at a time
+    in C (`fast`); the others, which may be text, a cell at a time."""
+
+    size: int
+    numbers: list[int] = field(init=False)
+    texts: list[int] = field(init=False)
+    words: list[set[str]] = field(init=False)
+    #: (source index, line, value) of each column's first non-number.
+    first_text: list[tuple[int, int, str] | None] = field(init=False)
+    #: Rows by whether they test.
+    rows: dict[bool, int] = field(init=False)
+    fast: list[int] = field(init=False)
+    slow: list[int] = field(init=False)
+    _fast_get: _Getter = field(init=False)
+    _fast_rows: int = 0  #: training rows whose fast columns all held numbers
+
+    def __post_init__(self) -> None:
+        self.numbers = [0] * self.size
+        self.texts = [0] * self.size
+        self.words = [set() for _ in range(self.size)]
+        self.first_text = [None] * self.size
+        self.rows = {False: 0, True: 0}
+        self.fast, self.slow = list(range(self.size)), []
+        self._fast_get = _getter(self.fast)
+
+    def row(self, source: int, line: int, test: bool, cells: list[str]) -> None:
+        """Count one row's stripped, present feature values."""
+        self.rows[test] += 1
+        if not test:
+            for k in self.slow:
+                self._count(k, cells[k])
+        try:
+            fine = math.isfinite(sum(map(float, self._fast_get(cells))))
+        except ValueError:
+            fine = False
+        if fine:  # a sum is finite only where every term is
+            self._fast_rows += not test
+            return
+        moved = []
+        for k in self.fast:
+            cell = cells[k]
+            number = is_number(cell)
+            if not test:
+                self.numbers[k] += number
+            if not number:
+                self.first_text[k] = (source, line, cell)
+                moved.append(k)
+                if not test:
+                    self.texts[k] += 1
+                    self.words[k].add(cell)
+        if moved:
+            self._move(moved)
+
+    def _count(self, k: int, cell: str) -> None:
+        words = self.words[k]
+        if cell in words:
+            self.texts[k] += 1
+        elif is_number(cell):
+            self.numbers[k] += 1
+        else:
+            self.texts[k] += 1
+            words.add(cell)
+
+    def _move(self, moved: list[int]) -> None:
+        """Columns that met a non-number leave the fast ones; those credit
+        the rows counted together first."""
+        for k in self.fast:
+            self.numbers[k] += self._fast_rows
+        self._fast_rows = 0
+        self.fast = [k for k in self.fast if k not in moved]
+        self.slow = sorted(self.slow + moved)
+        self._fast_get = _getter(self.fast)
+
+    def finish(self) -> None:
+        """Credit the fast columns with the rows counted together, at a
+        file's end."""
+        self._move([])
+
+
+def _scan(index: int, source: _Source, scan: _Scan, labels: _Labels) -> None:
+    """Pass over one file's rows (`sources[index]`): field counts, missing
+    values, the labels checked row by row, and the features counted."""
+    get_features, get_labels = _getter(source.features), _getter(source.labels)
+    for line, test, row in source.rows():
+        cells = list(map(str.strip, get_features(row)))
+        label_cells = list(map(str.strip, get_labels(row)))
+        if not _MISSING_FORMS.isdisjoint(cells) or not _MISSING_FORMS.isdisjoint(
+            label_cells
+        ):
+            raise source.missing(line, row)
+        scan.row(index, line, test, cells)
+        labels.scan(source.path, line, test, label_cells)
+    scan.finish()
+
+
+def _check_rows(sources: Sequence[_Source], scan: _Scan) -> None:
+    """Each file must hold data rows (a split file's were counted already)."""
+    for source in sources:
+        test = source.test
+        if source.held is None and not scan.rows[test]:
+            raise BuildError(f"{source.path}: no data rows")
+
+
+def _settle_columns(
+    sources: Sequence[_Source], features: Sequence[str], scan: _Scan
+) -> tuple[datasets.Column, ...]:
+    """Each feature column's kind, and a text column's vocabulary; refuses the
+    first non-number in a numeric column."""
+    numeric = [
+        2 * scan.numbers[k] >= scan.numbers[k] + scan.texts[k] for k in range(scan.size)
+    ]
+    bad = [
+        (found, k)
+        for k, found in enumerate(scan.first_text)
+        if numeric[k] and found is not None
+    ]
+    if bad:
+        (source, line, cell), k = min(bad)
+        raise _at(
+            sources[source].path,
+            line,
+            features[k],
+            f"{cell!r} is not a number (the column's other values are numbers)",
+        )
+    mixed = [k for k in range(scan.size) if not numeric[k] and scan.numbers[k]]
+    if mixed:
+        _add_numbers(sources[0], mixed, scan.words)
+    return tuple(
+        datasets.Column(name, None if numeric[k] else tuple(sorted(scan.words[k])))
+        for k, name in enumerate(features)
+    )
+
+
+def _add_numbers(source: _Source, columns: list[int], words: list[set[str]]) -> None:
+    """Another pass, for text columns that also hold numbers: the scan kept
+    only their non-numbers, so that numeric columns never kept their values."""
+    get = _getter([source.features[k] for k in columns])
+    for _, test, row in source.rows():
+        if not test:
+            for k, cell in zip(columns, get(row), strict=True):
+                words[k].add(cell.strip())
+
+
+# --- labels ---------------------------------------------------------------------------
+
+
+class _Labels(ABC):
+    """How a task's label columns are checked and converted."""
+
+    dtype: type[np.generic]
+
+    def __init__(self, task: Task, names: tuple[str, ...]) -> None:
+        self.task = task
+        self.names = names
+        self.classes: tuple[str, ...] = ()
+
+    def shape(self, rows: int) -> tuple[int, ...]:
+        return (rows,) if len(self.names) == 1 else (rows, len(self.names))
+
+    @abstractmethod
+    def scan(self, path: Path, line: int, test: bool, cells: list[str]) -> None:
+        """Check one row's stripped, present label values, where they can be
+        checked alone."""
+
+    def settle(self, path: Path) -> None:
+        """Check what needs every training row (`path`: the train file)."""
+        return None  # most tasks' labels are checked a row at a time
+
+    @abstractmethod
+    def convert(self, path: Path, line: int, test: bool, cells: list[str]) -> Any:
+        """One row's labels as y holds them."""
+
+
+class _Targets(_Labels):
+    """Regression: every value a number."""
+
+    dtype = np.float32
+
+    def scan(self, path: Path, line: int, test: bool, cells: list[str]) -> None:
+        for name, cell in zip(self.names, cells, strict=True):
+            if not is_number(cell):
+                raise _at(
+                    path,
+                    line,
+                    name,
+                    f"{cell!r} is not a number (task {self.task.name} predicts "
+                    "numbers)",
+                )
+
+    def convert(self, path: Path, line: int, test: bool, cells: list[str]) -> Any:
+        return float(cells[0]) if len(cells) == 1 else list(map(float, cells))
+
+
+class _ZeroOne(_Labels):
+    """Multilabel: every value the number 0 or 1."""
+
+    dtype = np.float32
+
+    def shape(self, rows: int) -> tuple[int, ...]:
+        return (rows, len(self.names))
+
+    def scan(self, path: Path, line: int, test: bool, cells: list[str]) -> None:
+        if _ZERO_ONE.issuperset(cells):
+            return
+        for name, cell in zip(self.names, cells, strict=True):
+            if not is_number(cell) or float(cell) not in (0.0, 1.0):
+                raise _at(
+                    path,
+                    line,
+                    name,
+                    f"{_shown(cell)} is not a label of task {self.task.name} (0 or 1)",
+                )
+
+    def convert(self, path: Path, line: int, test: bool, cells: list[str]) -> Any:
+        return list(map(float, cells))
+
+
+_ZERO_ONE = frozenset(("0", "1"))
+
+
+class _Classes(_Labels):
+    """Binary and classification: one column, of class ids or class names,
+    as the training rows decide."""
+
+    dtype = np.int64
+
+    def __init__(self, task: Task, names: tuple[str, ...]) -> None:
+        super().__init__(task, names)
+        self.binary = task.name == "binary"
+        self.needed = 2 if self.binary else task.outputs
+        self.seen: set[str] = set()  #: distinct training values, bounded
+        self.overflow = False  #: more distinct values than `seen` keeps
+        self.numbers = True  #: every training value is a number
+        self.first_bad: tuple[int, str] | None = None  #: not an id, in training
+        self.ids: dict[str, int] = {}  #: value -> y, once settled
+
+    def scan(self, path: Path, line: int, test: bool, cells: list[str]) -> None:
+        cell = cells[0]
+        if test or cell in self.seen:
+            return  # a value's checks depend on the value alone
+        if len(self.seen) < self.needed + _EXTRA_LABELS:
+            self.seen.add(cell)
+        else:
+            self.overflow = True
+        if not is_number(cell):
+            self.numbers = False
+        elif self.first_bad is None and self._id(cell) is None:
+            self.first_bad = (line, cell)
+
+    def _id(self, cell: str) -> int | None:
+        """A number's label, if it is one the task takes."""
+        value = float(cell)
+        if self.binary:
+            return int(value) if value in (0.0, 1.0) else None
+        if value.is_integer() and 0 <= value < self.needed:
+            return int(value)
+        return None
+
+    def _not_an_id(self, cell: str) -> str:
+        if self.binary:
+            return f"{_shown(cell)} is not a label of task binary (0 or 1)"
+        return (
+            f"{_shown(cell)} is not a class id (0 to {self.needed - 1}: the last "
+            f"layer has {_plural(self.needed, 'unit')})"
+        )
+
+    def settle(self, path: Path) -> None:
+        name = self.names[0]
+        if self.numbers:
+            if self.first_bad is not None:
+                line, cell = self.first_bad
+                raise _at(path, line, name, self._not_an_id(cell))
+            return
+        classes = sorted(self.seen)
+        shown = (
+            ", ".join(classes[:8]) + " and more"
+            if self.overflow
+            else some_of(classes, limit=8)
+        )
+        count = f"more than {len(classes):,}" if self.overflow else f"{len(classes):,}"
+        if self.binary and (self.overflow or len(classes) != 2):
+            raise BuildError(
+                f"{path}: column {name!r} has {count} "
+                f"{'value' if count == '1' else 'values'} in the training rows "
+                f"({shown}); task binary needs two (0 and 1, or two names)"
+            )
+        if self.overflow or len(classes) != self.needed:
+            raise BuildError(
+                f"{path}: column {name!r} has {count} "
+                f"{'class' if count == '1' else 'classes'} in the training rows "
+                f"({shown}), but the last layer has {_plural(self.needed, 'unit')}"
+            )
+        self.classes = tuple(classes)
+        self.ids = {value: i for i, value in enumerate(classes)}
+
+    def convert(self, path: Path, line: int, test: bool, cells: list[str]) -> Any:
+        cell = cells[0]
+        found = self.ids.get(cell)
+        if found is not None:
+            return found
+        if self.classes:
+            raise _at(
+                path,
+                line,
+                self.names[0],
+                f"{cell!r} is not among the training rows' classes "
+                f"({some_of(list(self.classes), limit=8)})",
+            )
+        found = self._id(cell) if is_number(cell) else None
+        if found is None:
+            raise _at(path, line, self.names[0], self._not_an_id(cell))
+        if len(self.ids) < self.needed + _EXTRA_LABELS:
+            self.ids[cell] = found  # "1" and "1.0" are both 1
+        return found
+
+
+def _shown(cell: str) -> str:
+    """A label value for a message: a number as written, else quoted."""
+    return cell if is_number(cell) else repr(cell)
+
+
+def _labels_for(task: Task, names: tuple[str, ...]) -> _Labels:
+    """The task's labels, refusing label columns it cannot read."""
+    columns = f"{_plural(len(names), 'column')} ({', '.join(names)})"
+    if task.name in ("binary", "classification"):
+        if len(names) != 1:
+            raise BuildError(
+                f"train.label names {columns}; task {task.name} reads one label column"
+            )
+        return _Classes(task, names)
+    if task.outputs and len(names) != task.outputs:
+        raise BuildError(
+            f"train.label names {columns}, but the model outputs "
+            f"{_plural(task.outputs, 'value')}: task {task.name} needs one label "
+            "column per output"
+        )
+    if task.name == "multilabel":
+        return _ZeroOne(task, names)
+    return _Targets(task, names)
+
+
+# --- the model's input, and memory ----------------------------------------------------
+
+
+def _check_width(
+    path: Path, model_input: ModelInput, columns: Sequence[datasets.Column]
+) -> None:
+    """input.shape must hold a sample after the model's one-hot encoding."""
+    width = sum(column.width for column in columns)
+    if tuple(model_input.shape) == (width,):
+        return
+    shape = list(model_input.shape)
+    numeric = sum(column.vocabulary is None for column in columns)
+    texts = [column for column in columns if column.vocabulary is not None]
+    if not texts:
+        what = (
+            "no feature columns"
+            if not numeric
+            else "one numeric column"
+            if numeric == 1
+            else "numeric columns"
+        )
+        raise BuildError(
+            f"input.shape {shape} must equal the number of feature values, but "
+            f"{path} gives {width} ({what})"
+        )
+    parts = [
+        f"{column.name!r} one-hot as {column.width:,} "
+        f"({_plural(column.width - 1, 'category', 'categories')}"
+        " and an out-of-vocabulary slot)"
+        for column in texts[:8]
+    ]
+    if len(texts) > 8:
+        rest = texts[8:]
+        parts.append(
+            f"{len(rest)} more text columns one-hot as "
+            f"{sum(c.width for c in rest):,} in all"
+        )
+    described = ", ".join(parts)
+    if numeric:
+        described = f"{_plural(numeric, 'numeric column')}, and {described}"
+    raise BuildError(
+        f"input.shape {shape} must equal the number of feature values after "
+        f"encoding, but {path} gives {width:,}: {described}"
+    )
+
+
+def _check_memory(
+    path: Path,
+    columns: Sequence[datasets.Column],
+    labels: _Labels,
+    rows: dict[bool, int],
+) -> None:
+    """Refuse arrays that cannot fit in memory before they are allocated, with
+    a float32 copy of the samples for training, as the other recipes do."""
+    sizes = {}
+    for test, split in ((False, "train"), (True, "test")):
+        sizes[f"x_{split}"] = rows[test] * len(columns) * 4
+        item = np.dtype(labels.dtype).itemsize
+        sizes[f"y_{split}"] = math.prod(labels.shape(rows[test])) * item
+    raw = sum(sizes.values())
+    copies = sizes["x_train"] + sizes["x_test"]
+    available = datasets.available_memory()
+    if available is None or raw + copies <= available:
+        return
+    size_text = datasets.size_text
+    parts = ", ".join(f"{key} {size_text(size)}" for key, size in sizes.items())
+    raise BuildError(
+        f"{path}: too large for the memory available: its arrays take "
+        f"{size_text(raw)} ({parts}), and training at least {size_text(copies)} "
+        f"more for float32 copies of the samples: {size_text(raw + copies)} in "
+        f"all, but only {size_text(available)} is available"
+    )
+
+
+# --- the fill -------------------------------------------------------------------------
+
+
+class _Ids(dict[str, int]):
+    """A text column's ids: 0 for a value not in its vocabulary."""
+
+    def __missing__(self, key: str) -> int:
+        return 0
+
+
+@dataclass
+class _Split:
+    """One split's arrays, filled a block of rows at a time."""
+
+    x: npt.NDArray[np.float32]
+    y: npt.NDArray[Any]
+    numeric: list[int]  #: x's numeric columns
+    text: list[int]  #: x's text columns
+    filled: int = 0
+    numbers: list[list[float]] = field(default_factory=list)
+    ids: list[list[int]] = field(default_factory=list)
+    labels: list[Any] = field(default_factory=list)
+
+    def add(self, numbers: list[float], ids: list[int], label: Any, path: Path) -> None:
+        self.numbers.append(numbers)
+        self.ids.append(ids)
+        self.labels.append(label)
+        if len(self.labels) >= _BLOCK_ROWS:
+            self.flush(path)
+
+    def flush(self, path: Path) -> None:
+        start, end = self.filled, self.filled + len(self.labels)
+        if end > len(self.x):
+            raise _changed(path)
+        if self.numeric:
+            self.x[start:end, self.numeric] = np.array(self.numbers, np.float32)
+        if self.text:
+            self.x[start:end, self.text] = np.array(self.ids, np.float32)
+        self.y[start:end] = np.array(self.labels, self.y.dtype)
+        self.filled = end
+        self.numbers, self.ids, self.labels = [], [], []
+
+
+def _fill(
+    sources: Sequence[_Source],
+    columns: Sequence[datasets.Column],
+    labels: _Labels,
+    rows: dict[bool, int],
+) -> tuple[dict[bool, npt.NDArray[Any]], dict[bool, npt.NDArray[Any]]]:
+    """The last pass: the values, converted into arrays allocated once."""
+    numeric = [k for k, c in enumerate(columns) if c.vocabulary is None]
+    text = [k for k, c in enumerate(columns) if c.vocabulary is not None]
+    vocabularies = [
+        _Ids((word, i + 1) for i, word in enumerate(columns[k].vocabulary or ()))
+        for k in text
+    ]
+    splits = {
+        test: _Split(
+            np.empty((rows[test], len(columns)), np.float32),
+            np.empty(labels.shape(rows[test]), labels.dtype),
+            numeric,
+            text,
+        )
+        for test in (False, True)
+    }
+    for source in sources:
+        get_numbers = _getter([source.features[k] for k in numeric])
+        get_text = _getter([source.features[k] for k in text])
+        get_labels = _getter(source.labels)
+        for line, test, row in source.rows():
+            # The scan checked every value: these conversions cannot fail.
+            numbers = list(map(float, map(str.strip, get_numbers(row))))
+            ids = [
+                vocabulary[cell.strip()]
+                for vocabulary, cell in zip(vocabularies, get_text(row), strict=True)
+            ]
+            cells = list(map(str.strip, get_labels(row)))
+            label = labels.convert(source.path, line, test, cells)
+            splits[test].add(numbers, ids, label, source.path)
+    for split in splits.values():
+        split.flush(sources[0].path)
+        if split.filled != len(split.x):
+            raise _changed(sources[-1].path)
+    return (
+        {test: split.x for test, split in splits.items()},
+        {test: split.y for test, split in splits.items()},
+    )

@@ -1,0 +1,579 @@
+"""The csv recipe's reader: CSV files made here, what each becomes, and the
+exact message each bad one gets (file, line and column named)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from l2compile import datasets
+from l2compile.errors import BuildError
+from l2compile.recipes import ModelInput, recipe_for
+from l2compile.tables import read_csv
+from l2compile.tasks import Binary, Classification, Multilabel, Regression, Task
+
+SPECIES = Classification(
+    "sparse_categorical_crossentropy", ("accuracy",), 3, ("a", "b", "c")
+)
+BINARY = Binary("binary_crossentropy", ("accuracy",), 1, ("0", "1"))
+TAGS = Multilabel("binary_crossentropy", ("auc",), 2, ("t", "u"))
+PRICE = Regression("mse", ("mae",), 1, ("p",))
+PRICES = Regression("mse", ("mae",), 2, ("p", "q"))
+
+
+def _csv(folder: Path, text: str, name: str = "d.csv") -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8", newline="")
+    return path
+
+
+def _read(
+    path: Path,
+    task: Task,
+    width: int,
+    *,
+    label: tuple[str, ...] = ("y",),
+    features: tuple[str, ...] | None = None,
+    test: Path | None = None,
+    test_split: float | None = 0.5,
+    seed: int = 0,
+) -> datasets.Dataset:
+    recipe = recipe_for(
+        "csv",
+        None,
+        data=str(path),
+        label=label,
+        features=features,
+        test_split=None if test else test_split,
+    )
+    model_input = ModelInput((width,), task=task)
+    return read_csv(recipe, path, test, seed=seed, model_input=model_input)
+
+
+def _refused(path: Path, task: Task = SPECIES, width: int = 1, **kw: object) -> str:
+    with pytest.raises(BuildError) as err:
+        _read(path, task, width, **kw)  # type: ignore[arg-type]
+    return str(err.value)
+
+
+def _pair(folder: Path, train: str, test: str) -> tuple[Path, Path]:
+    return _csv(folder, train, "train.csv"), _csv(folder, test, "test.csv")
+
+
+# --- what a file becomes ------------------------------------------------------------
+
+
+def test_train_and_test_files_give_numbers_ids_and_class_names(tmp_path: Path) -> None:
+    train, test = _pair(
+        tmp_path,
+        "age, sex ,city,y\n1.5,m,Oslo,b\n2,f,Rome,a\n3, m ,Rome,c\n",
+        "age,sex,city,y\n4,x,Oslo,a\n5e1,f,Paris,c\n",
+    )
+    data = _read(train, SPECIES, 1 + 3 + 3, test=test)
+    assert data.x_train.dtype == np.float32 and data.x_train.shape == (3, 3)
+    np.testing.assert_array_equal(data.x_train, [[1.5, 2, 1], [2, 1, 2], [3, 2, 2]])
+    # An unseen sex and city are id 0, the out-of-vocabulary slot.
+    np.testing.assert_array_equal(data.x_test, [[4, 0, 1], [50, 1, 0]])
+    assert data.y_train.dtype == np.int64
+    assert data.y_train.tolist() == [1, 0, 2]
+    assert data.y_test.tolist() == [0, 2]
+    assert data.classes == ("a", "b", "c")
+    assert data.columns == (
+        datasets.Column("age"),
+        datasets.Column("sex", ("f", "m")),
+        datasets.Column("city", ("Oslo", "Rome")),
+    )
+    assert data.source == f"{train} and {test}"
+
+
+def test_features_pick_and_order_the_columns(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "a,b,y,c\n1,2,0,x\n3,4,1,\n5,6,0,z\n7,8,1,w\n")
+    # Column c is not read, so its missing value is no error.
+    data = _read(path, BINARY, 2, features=("b", "a"))
+    both = np.concatenate([data.x_train, data.x_test])
+    assert sorted(both.tolist()) == [[2, 1], [4, 3], [6, 5], [8, 7]]
+    assert [c.name for c in data.columns] == ["b", "a"]
+
+
+def test_class_ids_as_numbers(tmp_path: Path) -> None:
+    train, test = _pair(tmp_path, "x,y\n1,0\n2,2.0\n3,1\n", "x,y\n4,1e0\n")
+    data = _read(train, SPECIES, 1, test=test)
+    assert data.y_train.tolist() == [0, 2, 1]
+    assert data.y_test.tolist() == [1]
+    assert data.y_train.dtype == np.int64
+    assert data.classes == ()
+
+
+def test_binary_labels_as_numbers_or_as_two_names(tmp_path: Path) -> None:
+    train, test = _pair(tmp_path, "x,y\n1,0\n2,1\n3,1.0\n", "x,y\n4,0\n")
+    data = _read(train, BINARY, 1, test=test)
+    assert data.y_train.tolist() == [0, 1, 1] and data.y_test.tolist() == [0]
+    assert data.y_train.dtype == np.int64 and data.classes == ()
+
+    train, test = _pair(tmp_path, "x,y\n1,M\n2,B\n3,M\n", "x,y\n4,B\n")
+    data = _read(train, BINARY, 1, test=test)
+    assert data.classes == ("B", "M")
+    assert data.y_train.tolist() == [1, 0, 1] and data.y_test.tolist() == [0]
+
+
+def test_multilabel_labels_are_float32_columns(tmp_path: Path) -> None:
+    train, test = _pair(tmp_path, "x,t,u\n1,0,1\n2,1,1.0\n", "x,t,u\n3,0,0\n")
+    data = _read(train, TAGS, 1, label=("t", "u"), test=test)
+    assert data.y_train.dtype == np.float32
+    np.testing.assert_array_equal(data.y_train, [[0, 1], [1, 1]])
+    np.testing.assert_array_equal(data.y_test, [[0, 0]])
+    assert [c.name for c in data.columns] == ["x"]
+
+
+def test_regression_targets_one_column_or_several(tmp_path: Path) -> None:
+    train, test = _pair(tmp_path, "x,p,q\n1,2.5,-1\n2,3,1e3\n", "x,p,q\n3,4,5\n")
+    data = _read(train, PRICE, 2, label=("p",), test=test)
+    assert data.y_train.dtype == np.float32 and data.y_train.shape == (2,)
+    np.testing.assert_array_equal(data.y_train, [2.5, 3])
+    np.testing.assert_array_equal(data.x_train, [[1, -1], [2, 1000]])
+    data = _read(train, PRICES, 1, label=("p", "q"), test=test)
+    np.testing.assert_array_equal(data.y_train, [[2.5, -1], [3, 1000]])
+    assert data.y_test.shape == (1, 2)
+
+
+def test_a_column_under_half_numbers_is_text_and_its_numbers_are_names(
+    tmp_path: Path,
+) -> None:
+    train, test = _pair(
+        tmp_path, "n,t,y\n1,1,a\n2,x,b\n3,y,c\n4,z,a\n", "n,t,y\n5,1,a\n"
+    )
+    data = _read(train, SPECIES, 1 + 5, test=test)
+    # Column t: one number of four, so text, and "1" a category like the others.
+    assert data.columns[1] == datasets.Column("t", ("1", "x", "y", "z"))
+    np.testing.assert_array_equal(data.x_train[:, 1], [1, 2, 3, 4])
+    np.testing.assert_array_equal(data.x_test[:, 1], [1])
+
+
+def test_quoted_fields_hold_commas_and_newlines(tmp_path: Path) -> None:
+    train, test = _pair(
+        tmp_path,
+        'note,n,y\n"a, b",1,a\n"two\nlines",2,b\n"say ""hi""",3,c\n',
+        'note,n,y\n"a, b",4,a\n',
+    )
+    data = _read(train, SPECIES, 1 + 4, test=test)
+    assert data.columns[0].vocabulary == ("a, b", 'say "hi"', "two\nlines")
+    np.testing.assert_array_equal(data.x_train[:, 0], [1, 3, 2])
+    np.testing.assert_array_equal(data.x_test[:, 0], [1])
+
+
+def test_a_bom_and_blank_lines_are_not_data(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeffx,y\r\n1,0\r\n\r\n2,1\r\n3,0\r\n4,1\r\n".encode())
+    data = _read(path, BINARY, 1)
+    assert data.columns == (datasets.Column("x"),)
+    assert len(data.x_train) + len(data.x_test) == 4
+
+
+# --- test_split -------------------------------------------------------------------
+
+
+def _numbered(folder: Path, rows: int) -> Path:
+    lines = "".join(f"{i},{i % 2}\n" for i in range(rows))
+    return _csv(folder, "i,y\n" + lines, f"rows{rows}.csv")
+
+
+def test_test_split_is_seeded_disjoint_and_in_file_order(tmp_path: Path) -> None:
+    path = _numbered(tmp_path, 50)
+    first = _read(path, BINARY, 1, test_split=0.2, seed=7)
+    again = _read(path, BINARY, 1, test_split=0.2, seed=7)
+    other = _read(path, BINARY, 1, test_split=0.2, seed=8)
+    train, test = first.x_train[:, 0].tolist(), first.x_test[:, 0].tolist()
+    assert again.x_train[:, 0].tolist() == train
+    assert again.x_test[:, 0].tolist() == test
+    assert other.x_test[:, 0].tolist() != test
+    assert len(test) == 10 and not set(train) & set(test)
+    assert sorted(train + test) == list(range(50))
+    assert train == sorted(train) and test == sorted(test)
+    # The documented rule, which the generated module repeats.
+    order = np.random.default_rng(7).permutation(50)
+    assert test == np.sort(order[:10]).tolist()
+    assert first.y_test.tolist() == [int(i) % 2 for i in test]
+
+
+def test_many_rows_match_a_plain_reading(tmp_path: Path) -> None:
+    """More rows than a block, columns that turn out text after numbers: the
+    streamed reader agrees with the rules applied to rows held in memory."""
+    rng = np.random.default_rng(3)
+    rows = 9_000
+    numbers = rng.normal(size=(rows, 3)).round(4)
+    late_text = [str(i) if i < 200 else f"w{i % 7}" for i in range(rows)]
+    words = rng.choice(["red", "green", "blue"], size=rows)
+    labels = rng.choice(["p", "q", "r"], size=rows)
+    lines = ["a,b,late,c,colour,y"] + [
+        f"{n[0]},{n[1]},{late},{n[2]},{w},{y}"
+        for n, late, w, y in zip(numbers, late_text, words, labels, strict=True)
+    ]
+    path = _csv(tmp_path, "\n".join(lines) + "\n", "many.csv")
+    held = round(rows * 0.25)
+    order = np.random.default_rng(5).permutation(rows)
+    test_rows, train_rows = np.sort(order[:held]), np.sort(order[held:])
+    late_vocab = sorted({late_text[i] for i in train_rows})
+    colours = sorted({str(words[i]) for i in train_rows})
+    width = 3 + len(late_vocab) + 1 + len(colours) + 1
+    data = _read(path, SPECIES, width, test_split=0.25, seed=5)
+
+    def plain(i: int) -> list[float]:
+        late = late_text[i]
+        return [
+            float(numbers[i, 0]),
+            float(numbers[i, 1]),
+            late_vocab.index(late) + 1 if late in late_vocab else 0,
+            float(numbers[i, 2]),
+            colours.index(str(words[i])) + 1,
+        ]
+
+    assert data.columns[2].vocabulary == tuple(late_vocab)
+    np.testing.assert_array_equal(
+        data.x_train, np.array([plain(i) for i in train_rows], np.float32)
+    )
+    np.testing.assert_array_equal(
+        data.x_test, np.array([plain(i) for i in test_rows], np.float32)
+    )
+    classes = ["p", "q", "r"]
+    assert data.y_test.tolist() == [classes.index(labels[i]) for i in test_rows]
+
+
+# --- errors: the file's shape -----------------------------------------------------
+
+
+def test_a_row_with_the_wrong_number_of_fields(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "a,b,c,y\n1,2,3,a\n1,2,3\n1,2,3,4,5\n")
+    assert _refused(path) == (
+        f"{path}: line 3 has 3 fields, but the header has 4 columns"
+    )
+
+
+def test_lines_count_quoted_newlines_and_blank_lines(tmp_path: Path) -> None:
+    path = _csv(tmp_path, 'a,b,y\n1,"two\nlines",a\n\n2,x\n')
+    assert _refused(path) == (
+        f"{path}: line 5 has 2 fields, but the header has 3 columns"
+    )
+    # A row spanning lines is named by its first.
+    path = _csv(tmp_path, 'a,b,y\n1,x,a\n,"two\nlines",b\n', "second.csv")
+    assert _refused(path) == f"{path}: line 3, column 'a': missing value"
+
+
+@pytest.mark.parametrize("cell", ["", "  ", "NA", "n/a", "NaN", " null "])
+def test_a_missing_value_is_refused(tmp_path: Path, cell: str) -> None:
+    path = _csv(tmp_path, f"age,y\n1,a\n2,b\n{cell},c\n")
+    assert _refused(path) == f"{path}: line 4, column 'age': missing value"
+
+
+def test_a_missing_label_in_the_test_file(tmp_path: Path) -> None:
+    train, test = _pair(tmp_path, "x,y\n1,a\n", "x,y\n1,a\n2,NULL\n")
+    assert _refused(train, test=test) == f"{test}: line 3, column 'y': missing value"
+
+
+def test_a_non_number_in_a_numeric_column(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "age,y\n1,a\n2,b\nabc,c\n4,a\n")
+    assert _refused(path) == (
+        f"{path}: line 4, column 'age': 'abc' is not a number "
+        "(the column's other values are numbers)"
+    )
+
+
+def test_half_numbers_make_a_numeric_column(tmp_path: Path) -> None:
+    train, test = _pair(tmp_path, "age,y\n1,a\nx,b\n", "age,y\n3,a\n")
+    assert _refused(train, test=test) == (
+        f"{train}: line 3, column 'age': 'x' is not a number "
+        "(the column's other values are numbers)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("a", "numeric"), [("1,2,3,x,y,z", True), ("1,2,w,x,y,z", False)]
+)
+def test_numbers_are_counted_across_rows_read_fast_and_slowly(
+    tmp_path: Path, a: str, numeric: bool
+) -> None:
+    """Row 2's text in b sends that row down the slow path: a's number there
+    still counts, and a's count holds when a's own text comes."""
+    b = "1,t,u,v,w,q"
+    rows = "".join(
+        f"{x},{y},c\n" for x, y in zip(a.split(","), b.split(","), strict=True)
+    )
+    train, test = _pair(tmp_path, "a,b,y\n" + rows, "a,b,y\n1,t,c\n")
+    if numeric:
+        assert _refused(train, test=test) == (
+            f"{train}: line 5, column 'a': 'x' is not a number "
+            "(the column's other values are numbers)"
+        )
+        return
+    one_class = Classification(
+        "sparse_categorical_crossentropy", ("accuracy",), 1, ("c",)
+    )
+    data = _read(train, one_class, 7 + 7, test=test)
+    assert data.columns[0].vocabulary == ("1", "2", "w", "x", "y", "z")
+    assert data.columns[1].vocabulary == ("1", "q", "t", "u", "v", "w")
+
+
+def test_a_non_number_in_a_test_row_of_a_numeric_column(tmp_path: Path) -> None:
+    train, test = _pair(tmp_path, "age,y\n1,a\n2,b\n", "age,y\n3,a\ninf,b\n")
+    assert _refused(train, test=test) == (
+        f"{test}: line 3, column 'age': 'inf' is not a number "
+        "(the column's other values are numbers)"
+    )
+
+
+def test_a_misspelled_label_column_gets_a_suggestion(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "radius,diagnosis\n1,M\n")
+    assert _refused(path, BINARY, label=("diagnosiss",)) == (
+        f"{path}: no column 'diagnosiss' (train.label); did you mean 'diagnosis'?"
+    )
+
+
+def test_an_unknown_feature_column_lists_the_columns(tmp_path: Path) -> None:
+    names = [f"c{i}" for i in range(10)]
+    path = _csv(tmp_path, ",".join(names) + ",y\n" + "1," * 10 + "a\n")
+    assert _refused(path, features=("c1", "zzz")) == (
+        f"{path}: no column 'zzz' (train.features); its columns are: "
+        "c0, c1, c2, c3, c4, c5, c6, c7 and 3 more"
+    )
+
+
+def test_a_column_named_twice(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "x, y ,z,y\n1,2,3,a\n")
+    assert _refused(path) == f"{path}: column 'y' appears twice in the header"
+
+
+def test_empty_files(tmp_path: Path) -> None:
+    empty = _csv(tmp_path, "", "empty.csv")
+    assert _refused(empty) == f"{empty}: no header row"
+    blank = _csv(tmp_path, "\n\n", "blank.csv")
+    assert _refused(blank) == f"{blank}: no header row"
+    header = _csv(tmp_path, "x,y\n\n", "header.csv")
+    assert _refused(header) == f"{header}: no data rows"
+    train, test = _pair(tmp_path, "x,y\n1,a\n", "x,y\n")
+    assert _refused(train, test=test) == f"{test}: no data rows"
+    train, test = _pair(tmp_path, "x,y\n", "x,y\n1,a\n")
+    assert _refused(train, test=test) == f"{train}: no data rows"
+
+
+def test_a_test_file_with_other_columns(tmp_path: Path) -> None:
+    train, test = _pair(tmp_path, "a,b,c,y\n1,2,3,a\n", "y,a,d\na,1,2\n")
+    assert _refused(train, test=test) == (
+        f"{test}: its header differs from {train}'s: missing columns 'b', 'c'; "
+        "extra column 'd'"
+    )
+
+
+def test_a_test_file_with_the_columns_in_another_order(tmp_path: Path) -> None:
+    train, test = _pair(tmp_path, "a,b,y\n1,2,a\n", "b,a,y\n2,1,a\n")
+    assert _refused(train, test=test) == (
+        f"{test}: its header differs from {train}'s: the same columns in another "
+        f"order (a, b, y in {train})"
+    )
+
+
+def test_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("x,y\n1,a\n2,café\n".encode("latin-1"))
+    assert _refused(path) == f"{path}: line 3 is not UTF-8 text (byte 0xe9)"
+
+
+def test_a_field_beyond_the_csv_module_limit(tmp_path: Path) -> None:
+    limit = csv.field_size_limit()
+    path = _csv(tmp_path, "x,y\n1,a\n" + "2," + "b" * (limit + 1) + "\n")
+    assert _refused(path) == (
+        f"{path}: line 3: field larger than field limit ({limit})"
+    )
+
+
+def test_no_test_data(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "x,y\n1,a\n")
+    assert _refused(path, test_split=None) == (
+        "the csv recipe needs test data: a test file (data: {train: ..., "
+        "test: ...}) or train.test_split"
+    )
+
+
+def test_a_test_split_of_no_rows(tmp_path: Path) -> None:
+    path = _numbered(tmp_path, 3)
+    assert _refused(path, BINARY, test_split=0.1) == (
+        f"{path}: train.test_split 0.1 of 3 data rows tests on none"
+    )
+    one = _numbered(tmp_path, 1)
+    assert _refused(one, BINARY, test_split=0.9) == (
+        f"{one}: train.test_split 0.9 of 1 data row leaves none to train on"
+    )
+
+
+# --- errors: labels against the task ------------------------------------------------
+
+
+def test_a_binary_label_2(tmp_path: Path) -> None:
+    path, test = _pair(
+        tmp_path,
+        "x,diagnosis\n1,0\n2,1\n3,1\n4,0\n5,0\n6,1\n7,0\n8,2\n",
+        "x,diagnosis\n1,0\n",
+    )
+    assert _refused(path, BINARY, label=("diagnosis",), test=test) == (
+        f"{path}: line 9, column 'diagnosis': 2 is not a label of task binary (0 or 1)"
+    )
+
+
+def test_a_binary_column_of_three_names(tmp_path: Path) -> None:
+    train, test = _pair(
+        tmp_path, "x,diagnosis\n1,M\n2,B\n3,X\n4,M\n", "x,diagnosis\n1,M\n"
+    )
+    assert _refused(train, BINARY, label=("diagnosis",), test=test) == (
+        f"{train}: column 'diagnosis' has 3 values in the training rows (B, M, X); "
+        "task binary needs two (0 and 1, or two names)"
+    )
+    train, test = _pair(tmp_path, "x,diagnosis\n1,M\n2,M\n", "x,diagnosis\n1,M\n")
+    assert _refused(train, BINARY, label=("diagnosis",), test=test) == (
+        f"{train}: column 'diagnosis' has 1 value in the training rows (M); "
+        "task binary needs two (0 and 1, or two names)"
+    )
+
+
+def test_a_binary_test_label_that_is_not_a_number(tmp_path: Path) -> None:
+    train, test = _pair(tmp_path, "x,y\n1,0\n2,1\n", "x,y\n1,0\n2,yes\n")
+    assert _refused(train, BINARY, test=test) == (
+        f"{test}: line 3, column 'y': 'yes' is not a label of task binary (0 or 1)"
+    )
+
+
+def test_a_binary_test_name_not_among_the_training_names(tmp_path: Path) -> None:
+    train, test = _pair(tmp_path, "x,y\n1,B\n2,M\n", "x,y\n1,B\n2,X\n")
+    assert _refused(train, BINARY, test=test) == (
+        f"{test}: line 3, column 'y': 'X' is not among the training rows' "
+        "classes (B, M)"
+    )
+
+
+def test_classes_by_name_against_the_last_layer(tmp_path: Path) -> None:
+    species = Classification(
+        "sparse_categorical_crossentropy", ("accuracy",), 4, ("0", "1", "2", "3")
+    )
+    train, test = _pair(tmp_path, "x,species\n1,a\n2,b\n3,c\n4,a\n", "x,species\n1,a\n")
+    assert _refused(train, species, label=("species",), test=test) == (
+        f"{train}: column 'species' has 3 classes in the training rows (a, b, c), "
+        "but the last layer has 4 units"
+    )
+
+
+def test_a_class_id_beyond_the_last_layer(tmp_path: Path) -> None:
+    species = Classification(
+        "sparse_categorical_crossentropy", ("accuracy",), 4, ("0", "1", "2", "3")
+    )
+    train, test = _pair(
+        tmp_path,
+        "x,species\n1,0\n2,3\n3,1\n4,2\n5,1\n6,0\n7,1\n8,7\n",
+        "x,species\n1,0\n",
+    )
+    assert _refused(train, species, label=("species",), test=test) == (
+        f"{train}: line 9, column 'species': 7 is not a class id (0 to 3: the "
+        "last layer has 4 units)"
+    )
+
+
+def test_a_fractional_class_id(tmp_path: Path) -> None:
+    train, test = _pair(tmp_path, "x,y\n1,0\n2,2.5\n", "x,y\n1,0\n")
+    assert _refused(train, test=test) == (
+        f"{train}: line 3, column 'y': 2.5 is not a class id (0 to 2: the last "
+        "layer has 3 units)"
+    )
+
+
+def test_a_test_class_not_among_the_training_classes(tmp_path: Path) -> None:
+    train, test = _pair(
+        tmp_path,
+        "x,species\n1,a\n2,b\n3,c\n",
+        "x,species\n" + "".join(f"{i},a\n" for i in range(9)) + "10,d\n",
+    )
+    assert _refused(train, label=("species",), test=test) == (
+        f"{test}: line 11, column 'species': 'd' is not among the training rows' "
+        "classes (a, b, c)"
+    )
+
+
+def test_many_distinct_names_are_not_counted_forever(tmp_path: Path) -> None:
+    train, test = _pair(
+        tmp_path,
+        "x,y\n" + "".join(f"{i},n{i:04}\n" for i in range(500)),
+        "x,y\n1,n0000\n",
+    )
+    assert _refused(train, test=test) == (
+        f"{train}: column 'y' has more than 103 classes in the training rows "
+        "(n0000, n0001, n0002, n0003, n0004, n0005, n0006, n0007 and more), but "
+        "the last layer has 3 units"
+    )
+
+
+def test_a_multilabel_label_2_or_a_name(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "x,t,u\n1,0,1\n2,1,2\n")
+    assert _refused(path, TAGS, label=("t", "u")) == (
+        f"{path}: line 3, column 'u': 2 is not a label of task multilabel (0 or 1)"
+    )
+    path, test = _pair(tmp_path, "x,t,u\n1,yes,1\n", "x,t,u\n1,0,1\n")
+    assert _refused(path, TAGS, label=("t", "u"), test=test) == (
+        f"{path}: line 2, column 't': 'yes' is not a label of task multilabel (0 or 1)"
+    )
+
+
+def test_a_regression_target_that_is_not_a_number(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "x,p\n1,2\n2,abc\n")
+    assert _refused(path, PRICE, label=("p",)) == (
+        f"{path}: line 3, column 'p': 'abc' is not a number (task regression "
+        "predicts numbers)"
+    )
+
+
+def test_label_columns_against_the_task(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "x,a,b\n1,0,1\n")
+    assert _refused(path, BINARY, label=("a", "b")) == (
+        "train.label names 2 columns (a, b); task binary reads one label column"
+    )
+    assert _refused(path, TAGS, label=("a",)) == (
+        "train.label names 1 column (a), but the model outputs 2 values: task "
+        "multilabel needs one label column per output"
+    )
+
+
+# --- errors: the model's input, and memory --------------------------------------------
+
+
+def test_numeric_columns_against_input_shape(tmp_path: Path) -> None:
+    path, test = _pair(tmp_path, "a,b,y\n1,2,a\n3,4,b\n5,6,c\n", "a,b,y\n1,2,a\n")
+    assert _refused(path, width=30, test=test) == (
+        f"input.shape [30] must equal the number of feature values, but {path} "
+        "gives 2 (numeric columns)"
+    )
+
+
+def test_one_hot_columns_against_input_shape(tmp_path: Path) -> None:
+    path, test = _pair(
+        tmp_path,
+        "a,sex,b,city,y\n1,m,2,Oslo,a\n3,f,4,Oslo,b\n5,f,6,Oslo,c\n",
+        "a,sex,b,city,y\n1,m,2,Rome,a\n",
+    )
+    assert _refused(path, width=30, test=test) == (
+        f"input.shape [30] must equal the number of feature values after encoding, "
+        f"but {path} gives 7: 2 numeric columns, and 'sex' one-hot as 3 "
+        "(2 categories and an out-of-vocabulary slot), 'city' one-hot as 2 "
+        "(1 category and an out-of-vocabulary slot)"
+    )
+
+
+def test_data_too_large_for_memory_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, test = _pair(tmp_path, "a,b,y\n1,2,0\n3,4,1\n", "a,b,y\n5,6,1\n7,8,0\n")
+    monkeypatch.setattr(datasets, "available_memory", lambda: 96)  # just enough
+    assert _read(path, BINARY, 2, test=test).x_train.shape == (2, 2)
+    monkeypatch.setattr(datasets, "available_memory", lambda: 90)
+    assert _refused(path, BINARY, width=2, test=test) == (
+        f"{path}: too large for the memory available: its arrays take 64 bytes "
+        "(x_train 16 bytes, y_train 16 bytes, x_test 16 bytes, y_test 16 bytes), "
+        "and training at least 32 bytes more for float32 copies of the samples: "
+        "96 bytes in all, but only 90 bytes is available"
+    )
