@@ -15,11 +15,14 @@ import pytest
 from click.testing import CliRunner
 
 from l2compile import build as builder
+from l2compile import callbacks
+from l2compile.errors import Interrupted
 from l2compile.cli import main
 from l2compile.datasets import load_dataset
 from l2compile.generate import Compiled, compile_spec
 
 from .conftest import SHAPES, make_image_folder
+from .test_resume import _StopAt
 
 GRAY_SPEC = """\
 name: shapes_gray
@@ -179,6 +182,36 @@ def test_no_exported_file_holds_augmentation(rgb: tuple[Compiled, Path, Any]) ->
             if any(w in op.upper() for w in ("RANDOM", "PROJECTIVE", "FLEX", "CUSTOM"))
         ]
         assert strange == [], (file.name, ops)
+
+
+def test_an_image_folder_build_resumes_to_the_same_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each epoch's order is a function of (seed, epoch) alone, for paths as
+    for arrays: a build stopped after epoch 2 of 4 and resumed ends where an
+    unbroken one does."""
+    make_image_folder(tmp_path / "photos", per_class=12)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        GRAY_SPEC.replace("epochs: 3", "epochs: 4").replace(", tflite]", "]")
+    )
+    compiled = _compiled(spec)
+
+    def run(out: Path, **options: Any) -> dict[str, Any]:
+        result = builder.build(
+            compiled.plan, compiled.code, out, log=lambda m: None, **options
+        )
+        return result.metrics
+
+    full = run(tmp_path / "full")
+    with monkeypatch.context() as patch:
+        patch.setattr(callbacks, "penalty_recorder", _StopAt(2))
+        with pytest.raises(Interrupted):
+            run(tmp_path / "out")
+    again = run(tmp_path / "out", resume=True)
+    assert again["resumed_after_epoch"] == 2
+    assert again["test_loss"] == pytest.approx(full["test_loss"], abs=1e-4)
+    assert again["history"]["loss"] == pytest.approx(full["history"]["loss"], abs=1e-4)
 
 
 @pytest.mark.parametrize("artifact", ["model.keras", "model.tflite", "saved_model"])

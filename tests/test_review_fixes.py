@@ -48,14 +48,15 @@ def run(*args: str) -> tuple[int, str, str]:
         (
             "recipe: mnist",
             "recipe: mnist\n  num_classes: 10",
-            "spec.yaml:13:3: error: train: num_classes is only for the npz recipe; "
-            "'mnist' knows its classes",
+            "spec.yaml:13:3: error: train: num_classes is only for the npz and csv "
+            "recipes; 'mnist' knows its classes",
         ),
         (
             "recipe: mnist",
             "recipe: mnist\n  data: x.npz",
-            "spec.yaml:13:3: error: train: data is only for the npz recipe; 'mnist' is "
-            "found as the README's Data section says, or with --data",
+            "spec.yaml:13:3: error: train: data is only for the npz, csv and "
+            "image_folder recipes; 'mnist' is found as the README's Data section "
+            "says, or with --data",
         ),
         (
             "name: mnist_mlp",
