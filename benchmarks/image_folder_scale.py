@@ -1,6 +1,6 @@
 """Scale benchmark: an image folder of 6,000 and of 60,000 MNIST digits.
 
-    python benchmarks/image_folder_scale.py [--sizes 6000,60000] [--epochs 2]
+    python benchmarks/image_folder_scale.py [--sizes 6000,30000,60000] [--epochs 3]
                                             [--rounds 1] [--keep FOLDER]
 
 Writes the first N training digits of mnist.npz ($L2COMPILE_DATA, a folder
@@ -19,8 +19,11 @@ prints the medians of
 - peak memory: the largest resident set among the build's processes;
 - test accuracy;
 
-and the ratios of the larger size to the smaller: the time ratio should be
-about the ratio of images (10), the memory ratio within 1.3.
+and the ratios of the largest size to the smallest: the memory ratio should
+be within 1.3. Training time grows linearly when each further image costs
+the same: the script prints the extra training seconds per 10,000 more
+images between consecutive sizes, which should agree (a build also has a
+fixed cost, compiling the model and starting up, which does not grow).
 
 The machine is shared and noisy: compare the ratios of one run.
 """
@@ -28,6 +31,7 @@ The machine is shared and noisy: compare the ratios of one run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -114,8 +118,8 @@ ROWS = (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="6000,60000")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--sizes", default="6000,30000,60000")
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument(
         "--keep", type=Path, help="write the folders here, and keep them"
@@ -147,12 +151,21 @@ def main() -> None:
     }
     small, large = sizes[0], sizes[-1]
     print(f"\n{args.epochs} epochs, medians of {args.rounds} round(s)")
-    print(f"| | {small:,} images | {large:,} images | ratio |")
-    print("|---|---:|---:|---:|")
+    print("| | " + " | ".join(f"{n:,} images" for n in sizes) + " | ratio |")
+    print("|---|" + "---:|" * (len(sizes) + 1))
     for label, key, form in ROWS:
-        a, b = medians[small][key], medians[large][key]
-        print(f"| {label} | {a:{form}} | {b:{form}} | {b / a:.2f} |")
-    print(f"| images | {small:,} | {large:,} | {large / small:.2f} |")
+        found = [medians[n][key] for n in sizes]
+        cells = " | ".join(f"{v:{form}}" for v in found)
+        print(f"| {label} | {cells} | {found[-1] / found[0]:.2f} |")
+    print(
+        "| images | "
+        + " | ".join(f"{n:,}" for n in sizes)
+        + f" | {large / small:.2f} |"
+    )
+    print("\nextra training seconds per 10,000 more images:")
+    for a, b in itertools.pairwise(sizes):
+        extra = medians[b]["train_s"] - medians[a]["train_s"]
+        print(f"  {a:,} -> {b:,}: {extra / (b - a) * 10_000:.2f} s")
 
 
 if __name__ == "__main__":
