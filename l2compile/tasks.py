@@ -263,7 +263,10 @@ class Task(ABC):
                 "does not list",
             )
         outputs = cls.planned_outputs(spec, recipe, output, report)
-        names = tuple(train.labels or cls.default_names(outputs))
+        columns = train.label_columns if cls.output_per_column else ()
+        if len(columns) != outputs:
+            columns = ()
+        names = tuple(train.labels or columns or cls.default_names(outputs))
         weight = train.class_weight
         return cls(
             loss_name=loss,
@@ -403,6 +406,8 @@ class Task(ABC):
     #: from its float32 label columns (text labels as their ids) to what
     #: `l2compile.tables` reads for this task.
     table_labels: ClassVar[str] = "y"
+    #: Whether each output is a csv label column of its own, named after it.
+    output_per_column: ClassVar[bool] = False
 
     def check_label_header(
         self, key: str, shape: tuple[int, ...], rows: int
@@ -784,6 +789,7 @@ class Binary(Task):
 class Multilabel(Task):
     """Any number of labels per sample: one sigmoid output per label."""
 
+    output_per_column: ClassVar[bool] = True
     name: ClassVar[str] = "multilabel"
     losses: ClassVar[tuple[str, ...]] = Binary.losses
     default_metrics: ClassVar[tuple[str, ...]] = ("binary_accuracy", "auc")
@@ -877,6 +883,7 @@ class Regression(Task):
     """Real-valued targets: N linear outputs."""
 
     table_labels: ClassVar[str] = "y[:, 0] if y.shape[1] == 1 else y"
+    output_per_column: ClassVar[bool] = True
     name: ClassVar[str] = "regression"
     losses: ClassVar[tuple[str, ...]] = ("mse", "mae", "huber")
     default_metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse")

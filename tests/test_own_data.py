@@ -65,9 +65,10 @@ train:
 export: {formats: [keras, saved_model, tflite]}
 """
 
-#: Measured here (JAX, CPU): both image models score 1.0 on their test
-#: images (the shapes are easy; the floor checks that they were learned).
-IMAGE_FLOOR = 0.9
+#: Measured here (JAX, CPU): the grayscale model scores 0.95 on its test
+#: folder after 3 epochs, the RGB one (augmented) 1.0 after 10; a third of
+#: each is chance.
+IMAGE_FLOOR = 0.85
 
 
 def _compiled(spec: Path) -> Compiled:
@@ -245,7 +246,8 @@ train:
   data: cancer.csv
   label: diagnosis
   test_split: 0.2
-  epochs: 20
+  optimizer: {learning_rate: 0.003}
+  epochs: 40
   batch_size: 32
 export: {formats: [keras, tflite], tflite: {quantize: [none, float16, dynamic]}}
 """
@@ -292,10 +294,12 @@ train:
 export: {formats: [keras, tflite], tflite: {quantize: [none, dynamic]}}
 """
 
-#: Measured here (JAX, CPU): cancer_table 0.97 test accuracy; diabetes_table
-#: MAE 42 (predicting the training mean scores 63); fruit_table 1.0.
+#: Measured here (JAX, CPU): cancer_table 0.965 test accuracy and 0.999 auc;
+#: fruit_table 0.98 accuracy; diabetes_table MAE 46.3 (predicting the
+#: training mean scores 59.7 on its test file). Floors leave room for another
+#: machine's arithmetic.
 CSV_FLOORS = {"cancer": 0.92, "fruit": 0.9}
-DIABETES_MAE_CEILING = 50.0
+DIABETES_MAE_CEILING = 52.0
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
@@ -362,7 +366,7 @@ def fruit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Compiled, Path, Any
 def test_a_csv_binary_task_learns(cancer: tuple[Compiled, Path, Any]) -> None:
     _, out, metrics = cancer
     assert metrics["test_accuracy"] >= CSV_FLOORS["cancer"]
-    assert metrics["test_auc"] >= CSV_FLOORS["cancer"]
+    assert metrics["test_auc"] >= 0.97
     for score in metrics["tflite"]["files"].values():
         assert score["accuracy_drop"] <= 0.01
     assert (out / "labels.txt").read_text() == "benign\nmalignant\n"
@@ -392,11 +396,9 @@ def test_a_csv_regression_learns(diabetes: tuple[Compiled, Path, Any]) -> None:
         "s5",
         "s6",
     ]
-    assert (
-        model["output"]["targets"]
-        == [{"name": "0", "unit": "disease progression score"}]
-        or model["output"]["targets"][0]["unit"] == "disease progression score"
-    )
+    assert model["output"]["targets"] == [
+        {"name": "progression", "unit": "disease progression score"}
+    ]
 
 
 def test_a_csv_text_column_is_one_hot_encoded_in_the_model(

@@ -191,7 +191,7 @@ def encode(
             one_hot = layers.CategoryEncoding(
                 len(vocabulary) + 1, output_mode="one_hot", name=f"one_hot_{c}"
             )
-            parts.append(one_hot(inputs[:, c]))
+            parts.append(one_hot(keras.ops.cast(inputs[:, c], "int32")))
     if len(parts) == 1:
         return parts[0]
     return layers.Concatenate(name="features")(parts)
