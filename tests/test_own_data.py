@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from l2compile import build as builder
 from l2compile import callbacks
-from l2compile.errors import Interrupted
 from l2compile.cli import main
 from l2compile.datasets import load_dataset
+from l2compile.errors import Interrupted
 from l2compile.generate import Compiled, compile_spec
 
 from .conftest import SHAPES, make_image_folder
@@ -156,6 +156,7 @@ def test_the_generated_module_reads_the_folder_as_the_build_did(
         seed=plan.seed,
     )
     assert x_train.tolist() == built.x_train.tolist()
+    assert y_train.tolist() == built.y_train.tolist()
     assert x_test.tolist() == built.x_test.tolist()
     assert y_test.tolist() == built.y_test.tolist()
     assert np.bincount(y_test).tolist() == [10, 10, 10]
@@ -163,7 +164,7 @@ def test_the_generated_module_reads_the_folder_as_the_build_did(
     images, _ = module.preprocess(x_test, y_test)
     batch = images[np.array([0, 5, 29])]
     assert batch.shape == (3, 12, 12, 3) and batch.dtype == np.float32
-    assert 0.0 <= batch.min() and batch.max() <= 1.0
+    assert batch.min() >= 0.0 and batch.max() <= 1.0
 
 
 def test_no_exported_file_holds_augmentation(rgb: tuple[Compiled, Path, Any]) -> None:
@@ -314,7 +315,10 @@ def cancer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Compiled, Path, An
     data = sklearn.load_breast_cancer()
     names = [name.replace(" ", "_") for name in data.feature_names]
     diagnosis = np.where(data.target == 1, "benign", "malignant")
-    rows = [[*map(repr, map(float, x)), d] for x, d in zip(data.data, diagnosis)]
+    rows = [
+        [*map(repr, map(float, x)), d]
+        for x, d in zip(data.data, diagnosis, strict=True)
+    ]
     _write_csv(folder / "cancer.csv", [*names, "diagnosis"], rows)
     return _build(folder, CANCER_SPEC)
 
@@ -324,7 +328,9 @@ def diabetes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Compiled, Path, 
     sklearn = pytest.importorskip("sklearn.datasets")
     folder = tmp_path_factory.mktemp("diabetes")
     data = sklearn.load_diabetes()
-    rows = [[*map(float, x), float(t)] for x, t in zip(data.data, data.target)]
+    rows = [
+        [*map(float, x), float(t)] for x, t in zip(data.data, data.target, strict=True)
+    ]
     header = [*data.feature_names, "progression"]
     order = np.random.default_rng(0).permutation(len(rows))
     _write_csv(folder / "diabetes_train.csv", header, [rows[i] for i in order[:350]])
