@@ -51,14 +51,25 @@ def layout(folder: Path) -> str:
 def class_images(folder: Path) -> dict[str, list[str]]:
     """Each class folder of `folder` (sorted), with its image files (sorted)."""
     found: dict[str, list[str]] = {}
-    with os.scandir(folder) as entries:
-        classes = sorted(e.name for e in entries if e.is_dir())
-    for name in classes:
-        with os.scandir(folder / name) as entries:
-            found[name] = sorted(
-                str(folder / name / e.name)
-                for e in entries
-                if e.is_file() and e.name.lower().endswith(EXTENSIONS)
+    place = folder
+    try:
+        with os.scandir(folder) as entries:
+            classes = sorted(e.name for e in entries if e.is_dir())
+        for name in classes:
+            place = folder / name
+            with os.scandir(place) as entries:
+                found[name] = sorted(
+                    str(place / e.name)
+                    for e in entries
+                    if e.is_file() and e.name.lower().endswith(EXTENSIONS)
+                )
+    except OSError as exc:
+        raise BuildError(f"{place}: cannot list: {exc.strerror or exc}") from exc
+    for name in found:
+        if not name.isprintable():
+            raise BuildError(
+                f"{folder / name!r}: a class folder's name becomes a line of "
+                "labels.txt: it must be printable, on one line"
             )
     return found
 
@@ -94,6 +105,11 @@ def read_folder(
         both = _classes(folder)
         (x_train, y_train), (x_test, y_test) = split(both, recipe.test_split, seed)
         classes = tuple(both)
+        if not len(x_test):
+            raise BuildError(
+                f"{folder}: train.test_split {recipe.test_split:g} of each class's "
+                "images tests on none: there are too few; use a larger share"
+            )
     _check_count(folder, classes, model_input)
     _check_magic([*x_train, *x_test])
     return Dataset(x_train, y_train, x_test, y_test, str(folder), classes=classes)

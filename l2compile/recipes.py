@@ -142,7 +142,11 @@ class Recipe:
     @property
     def data_example(self) -> str:
         """The `--data` argument the module's usage line shows."""
-        return self.filename or "data.npz"
+        if self.data is not None:
+            return self.data
+        return self.filename or {"csv": "data.csv", "image_folder": "photos/"}.get(
+            self.name, "data.npz"
+        )
 
     @property
     def data_help(self) -> str:

@@ -658,6 +658,12 @@ class _Classes(_Labels):
                 raise _at(path, line, name, self._not_an_id(cell))
             return
         classes = sorted(self.seen)
+        odd = [value for value in classes if not value.isprintable()]
+        if odd:
+            raise BuildError(
+                f"{path}: column {name!r} holds the class name {odd[0]!r}; a class "
+                "name becomes a line of labels.txt: it must be printable, on one line"
+            )
         shown = (
             ", ".join(classes[:8]) + " and more"
             if self.overflow

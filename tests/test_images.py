@@ -174,3 +174,32 @@ def test_an_image_that_does_not_decode_is_named(tmp_path: Path) -> None:
     )
     os.remove(bad)
     images.check_decodable(paths[paths != str(bad)])  # the rest decode
+
+
+def test_a_class_folder_name_that_is_not_one_printable_line_is_refused(
+    tmp_path: Path,
+) -> None:
+    root = make_image_folder(tmp_path / "photos", split=False, per_class=4)
+    odd = root / "two\nlines"
+    write_png(odd / "a.png", np.zeros((4, 4, 1), np.uint8))
+    assert _refused(root, 0.5) == (
+        f"{odd!r}: a class folder's name becomes a line of labels.txt: it must "
+        "be printable, on one line"
+    )
+
+
+def test_a_test_split_that_tests_on_nothing_is_refused(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "photos", split=False, per_class=2)
+    assert _refused(root, 0.2) == (
+        f"{root}: train.test_split 0.2 of each class's images tests on none: "
+        "there are too few; use a larger share"
+    )
+
+
+def test_a_symlink_loop_is_named_not_a_traceback(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "photos", per_class=2)
+    loop = root / "train" / "loop"
+    loop.symlink_to(loop)
+    assert _refused(root) == (
+        f"{root}/train: cannot list: Too many levels of symbolic links"
+    )

@@ -475,6 +475,26 @@ def test_the_csv_module_reads_the_table_as_the_build_did(
     assert y_train.dtype == built.y_train.dtype
 
 
+def test_the_csv_module_trains_as_a_script_from_its_data_default(
+    fruit: tuple[Compiled, Path, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`python fruit_table.py` in the data's folder reads DATA, as written."""
+    import importlib.util
+
+    _, out, _ = fruit
+    spec = importlib.util.spec_from_file_location("fruit_main", out / "fruit_table.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.chdir(out.parent)
+    module.main(["--epochs", "1", "--out", str(out.parent / "script.keras")])
+    printed = capsys.readouterr().out
+    assert "Test accuracy:" in printed
+    assert (out.parent / "script.keras").is_file()
+
+
 @pytest.mark.parametrize("artifact", ["model.keras", "model.tflite"])
 def test_eval_scores_csv_artifacts(
     artifact: str, fruit: tuple[Compiled, Path, Any]

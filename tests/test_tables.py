@@ -577,3 +577,15 @@ def test_data_too_large_for_memory_is_refused_before_it_is_read(
         "and training at least 32 bytes more for float32 copies of the samples: "
         "96 bytes in all, but only 90 bytes is available"
     )
+
+
+def test_a_class_name_that_is_not_one_printable_line_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A quoted label may hold a newline; as a line of labels.txt it would
+    shift every class after it."""
+    path = _csv(tmp_path, 'x,y\n1,a\n2,"b\nc"\n3,d\n4,a\n5,"b\nc"\n6,d\n')
+    assert _refused(path, SPECIES, 1, test_split=0.5) == (
+        f"{path}: column 'y' holds the class name 'b\\nc'; a class name becomes "
+        "a line of labels.txt: it must be printable, on one line"
+    )
