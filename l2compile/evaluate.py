@@ -9,6 +9,7 @@ SavedModel fed the wrong shape can abort the whole process.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tempfile
@@ -24,7 +25,7 @@ import numpy.typing as npt
 from l2compile import export, manifest, scoring
 from l2compile.contract import import_generated
 from l2compile.datasets import Dataset, load_dataset
-from l2compile.errors import BuildError
+from l2compile.errors import BuildError, some_of
 from l2compile.plan import ModelPlan
 
 #: A tensor's shape; None where a dimension (or the whole shape) is not fixed.
@@ -239,6 +240,8 @@ def evaluate_artifact(
         seed=plan.seed,
         test_path=plan.test_path,
     )
+    if plan.recipe.encodes:
+        _check_columns(path, dataset)
     x, targets = _test_split(plan, code, dataset)
     scores = score(x, targets)
     return Evaluation(
@@ -252,6 +255,39 @@ def evaluate_artifact(
         mean_latency_ms=scores.mean_latency_ms,
         batch=scores.batch,
     )
+
+
+def _check_columns(path: Path, dataset: Dataset) -> None:
+    """A csv model's text columns must be encoded as it was trained: the
+    model.json its build wrote beside it (where there is one) lists each
+    column's vocabulary, which the data's must equal."""
+    found = Path(path).resolve().parent / "model.json"
+    try:
+        trained = json.loads(found.read_text(encoding="utf-8"))["input"]["columns"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no model.json (no TFLite export): nothing to compare with
+    mine = [
+        {"name": c.name, "vocabulary": list(c.vocabulary or ())}
+        for c in dataset.columns
+    ]
+    theirs = [
+        {"name": c.get("name"), "vocabulary": list(c.get("vocabulary", ()))}
+        for c in trained
+    ]
+    for ours, built in zip(mine, theirs, strict=False):
+        if ours != built:
+            raise BuildError(
+                f"{dataset.source}: column {ours['name']!r} is encoded otherwise "
+                f"than {path} was trained ({found}: column {built['name']!r}, "
+                f"vocabulary {some_of(built['vocabulary'], limit=6) or 'none'}; "
+                f"this data's: {some_of(ours['vocabulary'], limit=6) or 'none'}): "
+                "score it on data with the training split's values"
+            )
+    if len(mine) != len(theirs):
+        raise BuildError(
+            f"{dataset.source}: has {len(mine)} feature columns, but {path} was "
+            f"trained on {len(theirs)} ({found})"
+        )
 
 
 def _test_split(

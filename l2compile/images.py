@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -196,16 +196,74 @@ def _check_count(
 
 
 def _check_magic(paths: list[str]) -> None:
-    """Every file starts as an image of a format TensorFlow decodes."""
+    """Every file starts as an image of a format TensorFlow decodes, of a
+    size it can decode: its header's width and height, before any pixel."""
     for path in paths:
         try:
             with open(path, "rb") as f:
-                head = f.read(8)
+                head = f.read(32)
+                size = _jpeg_size(f) if head.startswith(b"\xff\xd8") else None
         except OSError as exc:
             raise BuildError(f"{path}: cannot read: {exc.strerror}") from exc
         if not head.startswith(_MAGIC):
             what = "is empty" if not head else "is not a BMP, GIF, JPEG or PNG image"
             raise BuildError(f"{path}: {what}")
+        width, height = size or _header_size(head)
+        if width * height > MAX_PIXELS:
+            raise BuildError(
+                f"{path}: is {width}x{height} pixels, more than the "
+                f"{MAX_PIXELS:,} l2compile decodes (Pillow's decompression-bomb "
+                "limit): decoding it could take all the memory; shrink it"
+            )
+
+
+#: The most pixels an image may declare: Pillow's limit against decompression
+#: bombs (Image.MAX_IMAGE_PIXELS), beyond which it refuses to open a file.
+MAX_PIXELS = 89_478_485
+
+
+def _header_size(head: bytes) -> tuple[int, int]:
+    """A PNG's, GIF's or BMP's width and height, from its first 32 bytes
+    (0, 0 where the header is too short to say: the decoder then refuses it)."""
+    if head.startswith(b"\x89PNG") and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head.startswith(b"GIF") and len(head) >= 10:
+        return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+    if head.startswith(b"BM") and len(head) >= 26:
+        width = int.from_bytes(head[18:22], "little", signed=True)
+        height = int.from_bytes(head[22:26], "little", signed=True)
+        return abs(width), abs(height)
+    return 0, 0
+
+
+def _jpeg_size(f: BinaryIO) -> tuple[int, int]:
+    """A JPEG's width and height, from its first frame header (SOFn), reading
+    marker by marker from the start; (0, 0) where there is none."""
+    f.seek(2)
+    while True:
+        marker = f.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return 0, 0
+        kind = marker[1]
+        if kind == 0xFF:  # padding before a marker
+            f.seek(-1, os.SEEK_CUR)
+            continue
+        if kind in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            continue
+        length = f.read(2)
+        if len(length) < 2:
+            return 0, 0
+        if kind in (
+            *range(0xC0, 0xC4),
+            *range(0xC5, 0xC8),
+            *range(0xC9, 0xCC),
+            *range(0xCD, 0xD0),
+        ):
+            frame = f.read(5)
+            if len(frame) < 5:
+                return 0, 0
+            return int.from_bytes(frame[3:5], "big"), int.from_bytes(frame[1:3], "big")
+        f.seek(int.from_bytes(length, "big") - 2, os.SEEK_CUR)
 
 
 def check_decodable(paths: np.ndarray) -> None:

@@ -203,3 +203,23 @@ def test_a_symlink_loop_is_named_not_a_traceback(tmp_path: Path) -> None:
     assert _refused(root) == (
         f"{root}/train: cannot list: Too many levels of symbolic links"
     )
+
+
+@pytest.mark.parametrize("kind", ["png", "bmp"])
+def test_an_image_declaring_too_many_pixels_is_refused_unread(
+    tmp_path: Path, kind: str
+) -> None:
+    """A decompression bomb: a small file whose header declares 20000x20000
+    pixels is refused from its header, before anything decodes it."""
+    root = make_image_folder(tmp_path / "photos", channels=3, per_class=2)
+    small = root / "train" / "circle" / f"00{0 if kind == 'png' else 1}.{kind}"
+    data = bytearray(small.read_bytes())
+    big = (20_000).to_bytes(4, "big" if kind == "png" else "little")
+    for offset in (16, 20) if kind == "png" else (18, 22):
+        data[offset : offset + 4] = big
+    small.write_bytes(bytes(data))
+    assert _refused(root) == (
+        f"{small}: is 20000x20000 pixels, more than the 89,478,485 l2compile "
+        "decodes (Pillow's decompression-bomb limit): decoding it could take all "
+        "the memory; shrink it"
+    )

@@ -475,6 +475,33 @@ def test_the_csv_module_reads_the_table_as_the_build_did(
     assert y_train.dtype == built.y_train.dtype
 
 
+def test_eval_refuses_a_csv_whose_categories_differ_from_training(
+    fruit: tuple[Compiled, Path, Any], tmp_path: Path
+) -> None:
+    """Ids are places in the training vocabulary: scored on data whose text
+    values differ, the model would read other categories, so eval says so."""
+    _, out, _ = fruit
+    other = tmp_path / "fruit.csv"
+    other.write_text((out.parent / "fruit.csv").read_text().replace("yellow", "purple"))
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            str(out / "model.tflite"),
+            "--spec",
+            str(out.parent / "spec.yaml"),
+            "--data",
+            str(other),
+        ],
+    )
+    assert result.exit_code != 0
+    assert (
+        f"{other}: column 'color' is encoded otherwise than {out / 'model.tflite'} "
+        f"was trained ({out.resolve() / 'model.json'}: column 'color', vocabulary "
+        "green, red, yellow; this data's: green, purple, red)"
+    ) in " ".join(result.output.split())
+
+
 def test_the_csv_module_trains_as_a_script_from_its_data_default(
     fruit: tuple[Compiled, Path, Any],
     monkeypatch: pytest.MonkeyPatch,
