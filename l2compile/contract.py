@@ -39,14 +39,18 @@ class GeneratedModule(Protocol):
     def set_seeds(self) -> None:
         """Seed Python, NumPy and Keras' backend (and, asked, determinism)."""
 
-    def load_data(self, path: str) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
-        """The train and test splits from `path` (a recipe's also takes None)."""
+    def load_data(self, path: str) -> tuple[Any, ...]:
+        """The train and test splits from `path` (a recipe's also takes None;
+        a csv's also gives each feature column's vocabulary, None: numeric)."""
 
-    def preprocess(self, x: Array, y: Array) -> tuple[Array, Array]:
-        """Raw samples and labels as the model is fed them."""
+    def preprocess(self, x: Array, y: Array) -> tuple[Any, Array]:
+        """Raw samples and labels as the model is fed them (an image folder's
+        x is the files' paths, and its samples an `Images` sequence that
+        decodes the files of a slice when it is taken)."""
 
-    def build_model(self) -> Model:
-        """The uncompiled model."""
+    def build_model(self, *vocabularies: Any) -> Model:
+        """The uncompiled model (a csv's: for its feature columns'
+        vocabularies, as load_data gives them)."""
 
     def compile_model(self, model: Model) -> Model:
         """`model` with its optimizer, loss and metrics attached."""

@@ -343,7 +343,7 @@ def size_text(size: float) -> str:
     return f"{size:,.0f} bytes"
 
 
-def _check_memory(source: str, headers: Mapping[str, ArrayHeader]) -> None:
+def check_memory(source: str, headers: Mapping[str, ArrayHeader]) -> None:
     """Refuse data that cannot fit in memory, with the generated preprocessing's
     float32 (or int32) copy of the samples, before reading any of it."""
     raw = sum(h.nbytes for h in headers.values())
@@ -498,7 +498,7 @@ def read_npz(
                 member = infos[key].filename
                 headers[key] = npz_header(archive, infos[key])
             _raise(recipe, str(path), check_layout(recipe, headers, model_input))
-            _check_memory(str(path), headers)
+            check_memory(str(path), headers)
             arrays = {}
             for key in _KEYS:
                 member = infos[key].filename
@@ -574,7 +574,7 @@ def read_idx(
             arrays[key] = np.frombuffer(raw, np.uint8).reshape(header.shape)
         if not reading:
             _raise(recipe, str(folder), check_layout(recipe, headers, model_input))
-            _check_memory(str(folder), headers)
+            check_memory(str(folder), headers)
     _raise(recipe, str(folder), check_values(recipe, arrays, model_input))
     return Dataset.of(arrays, str(folder))
 

@@ -39,13 +39,9 @@ EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 _MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
 
 
-def layout(folder: Path) -> str:
-    """`split` (train/ and test/ folders) or `classes` (class folders only)."""
-    return (
-        "split"
-        if (folder / "train").is_dir() and (folder / "test").is_dir()
-        else ("classes")
-    )
+def has_split(folder: Path) -> bool:
+    """Whether `folder` holds train/ and test/ folders (else: class folders)."""
+    return (folder / "train").is_dir() and (folder / "test").is_dir()
 
 
 def class_images(folder: Path) -> dict[str, list[str]]:
@@ -83,7 +79,7 @@ def read_folder(
     if not folder.is_dir():
         what = "is a file" if folder.exists() else "no such folder"
         raise BuildError(f"{folder}: {what}; the image_folder recipe reads a folder")
-    if layout(folder) == "split":
+    if has_split(folder):
         if recipe.test_split is not None:
             raise BuildError(
                 f"{folder}: has train/ and test/ folders, so train.test_split has "
@@ -111,7 +107,7 @@ def read_folder(
                 "images tests on none: there are too few; use a larger share"
             )
     _check_count(folder, classes, model_input)
-    _check_magic([*x_train, *x_test])
+    _check_headers([*x_train, *x_test])
     return Dataset(x_train, y_train, x_test, y_test, str(folder), classes=classes)
 
 
@@ -195,7 +191,7 @@ def _check_count(
         )
 
 
-def _check_magic(paths: list[str]) -> None:
+def _check_headers(paths: list[str]) -> None:
     """Every file starts as an image of a format TensorFlow decodes, of a
     size it can decode: its header's width and height, before any pixel."""
     for path in paths:

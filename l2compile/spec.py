@@ -28,7 +28,9 @@ from typing import (
 from pydantic import (
     AfterValidator,
     BeforeValidator,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     model_validator,
 )
@@ -239,9 +241,25 @@ class SplitFiles(StrictModel):
 OWN_DATA = ("npz", "csv", "image_folder")
 
 
+def _path_or_files(value: object) -> str:
+    """Which member of train.data a value is meant for: a mapping is the csv
+    recipe's train and test files, anything else one path."""
+    return _FILES if isinstance(value, dict) else _PATH
+
+
+#: The tags of train.data's members, which error paths leave out.
+_PATH, _FILES = "<path>", "<files>"
+
+
 class TrainSpec(StrictModel):
     recipe: Literal["mnist", "fashion_mnist", "npz", "csv", "image_folder"]
-    data: DataPath | SplitFiles | None = Field(
+    data: (
+        Annotated[
+            Annotated[DataPath, Tag(_PATH)] | Annotated[SplitFiles, Tag(_FILES)],
+            Discriminator(_path_or_files),
+        ]
+        | None
+    ) = Field(
         default=None,
         description="npz, csv and image_folder recipes: the .npz file, the CSV "
         "file (or {train: a.csv, test: b.csv}) or the folder of images, relative "
@@ -567,7 +585,7 @@ def _clean_path(loc: tuple[Any, ...], data: Any) -> FieldPath:
     """Drop the discriminator tags pydantic puts in union paths."""
     path: list[str | int] = []
     for part in loc:
-        if (
+        if part in (_PATH, _FILES) or (
             isinstance(data, dict)
             and isinstance(part, str)
             and part not in data
@@ -594,12 +612,19 @@ def _unwrap(annotation: Any, data: Any) -> Any:
         if len(members) == 1:
             return _unwrap(members[0], data)
         if isinstance(data, dict):
-            for member in members:
-                fields = getattr(member, "model_fields", {})
+            models = [
+                member
+                for member in (_unwrap(m, data) for m in members)
+                if hasattr(member, "model_fields")
+            ]
+            for member in models:
+                fields = member.model_fields
                 if "type" in fields and data.get("type") in get_args(
                     fields["type"].annotation
                 ):
                     return member
+            if len(models) == 1:  # a mapping is for the one model among them
+                return models[0]
         return None
     return annotation
 

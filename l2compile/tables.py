@@ -783,26 +783,17 @@ def _check_memory(
     labels: _Labels,
     rows: dict[bool, int],
 ) -> None:
-    """Refuse arrays that cannot fit in memory before they are allocated, with
-    a float32 copy of the samples for training, as the other recipes do."""
-    sizes = {}
+    """Refuse arrays that cannot fit in memory before they are allocated, as
+    the other recipes do (`datasets.check_memory`), from their shapes."""
+    headers = {}
     for test, split in ((False, "train"), (True, "test")):
-        sizes[f"x_{split}"] = rows[test] * len(columns) * 4
-        item = np.dtype(labels.dtype).itemsize
-        sizes[f"y_{split}"] = math.prod(labels.shape(rows[test])) * item
-    raw = sum(sizes.values())
-    copies = sizes["x_train"] + sizes["x_test"]
-    available = datasets.available_memory()
-    if available is None or raw + copies <= available:
-        return
-    size_text = datasets.size_text
-    parts = ", ".join(f"{key} {size_text(size)}" for key, size in sizes.items())
-    raise BuildError(
-        f"{path}: too large for the memory available: its arrays take "
-        f"{size_text(raw)} ({parts}), and training at least {size_text(copies)} "
-        f"more for float32 copies of the samples: {size_text(raw + copies)} in "
-        f"all, but only {size_text(available)} is available"
-    )
+        headers[f"x_{split}"] = datasets.ArrayHeader(
+            (rows[test], len(columns)), np.dtype(np.float32)
+        )
+        headers[f"y_{split}"] = datasets.ArrayHeader(
+            tuple(labels.shape(rows[test])), np.dtype(labels.dtype)
+        )
+    datasets.check_memory(str(path), headers)
 
 
 # --- the fill -------------------------------------------------------------------------

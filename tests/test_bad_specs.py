@@ -34,7 +34,8 @@ def test_the_corpus_covers_the_cases_users_hit() -> None:
         "task_loss_metric_mismatch", "task_needs_own_data",
         "task_classification_options", "task_class_weight_values",
         "task_multilabel_counts", "task_multi_worker", "normalization_not_input",
-        "task_top_k_default",
+        "task_top_k_default", "csv_data_files_typo", "csv_label_twice",
+        "csv_label_is_feature", "csv_fields_elsewhere", "image_folder_channels",
     }  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from l2compile import build as builder
 from l2compile import callbacks
 from l2compile.cli import main
+from l2compile.contract import import_generated
 from l2compile.datasets import load_dataset
 from l2compile.errors import Interrupted
 from l2compile.generate import Compiled, compile_spec
@@ -139,14 +140,8 @@ def test_the_generated_module_reads_the_folder_as_the_build_did(
 ) -> None:
     """The module's own load_data splits the folder as the build did, and its
     Images decode a batch of files into [0, 1] pixels of INPUT_SHAPE."""
-    import importlib.util
-
     compiled, out, _ = rgb
-    path = out / f"{compiled.plan.name}.py"
-    spec = importlib.util.spec_from_file_location("rgb_module", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_generated(out / f"{compiled.plan.name}.py", "rgb_module")
     (x_train, y_train), (x_test, y_test) = module.load_data(str(out.parent / "photos"))
     plan = compiled.plan
     built = load_dataset(
@@ -448,15 +443,8 @@ def test_the_csv_module_reads_the_table_as_the_build_did(
 ) -> None:
     """The generated module's own load_data (run without l2compile) gives the
     arrays and vocabularies l2compile's reader gave the build."""
-    import importlib.util
-
     compiled, out, _ = fruit
-    spec = importlib.util.spec_from_file_location(
-        "fruit_module", out / "fruit_table.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_generated(out / "fruit_table.py", "fruit_module")
     (x_train, y_train), (x_test, y_test), vocabularies = module.load_data(
         str(out.parent / "fruit.csv")
     )
@@ -508,13 +496,8 @@ def test_the_csv_module_trains_as_a_script_from_its_data_default(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`python fruit_table.py` in the data's folder reads DATA, as written."""
-    import importlib.util
-
     _, out, _ = fruit
-    spec = importlib.util.spec_from_file_location("fruit_main", out / "fruit_table.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_generated(out / "fruit_table.py", "fruit_main")
     monkeypatch.chdir(out.parent)
     module.main(["--epochs", "1", "--out", str(out.parent / "script.keras")])
     printed = capsys.readouterr().out
