@@ -48,7 +48,7 @@ class GeneratedModule(Protocol):
         x is the files' paths, and its samples an `Images` sequence that
         decodes the files of a slice when it is taken)."""
 
-    def build_model(self, *vocabularies: Any) -> Model:
+    def build_model(self, *vocabularies: Any, **backbone_weights: str) -> Model:
         """The uncompiled model (a csv's: for its feature columns'
         vocabularies, as load_data gives them)."""
 

@@ -58,6 +58,7 @@ from pathlib import Path
 from l2compile.backends import DEFAULT as DEFAULT_BACKEND
 from l2compile.errors import FieldPath, SpecError, closest
 from l2compile.layers import KINDS, LayerSpec, MergeSpec
+from l2compile.layers.backbone import role_of
 from l2compile.layers.base import (
     INPUT,
     Role,
@@ -124,6 +125,9 @@ class LayerPlan:
     regularizers: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ()
     final_activation: str | None = None  #: see LayerSpec.final_activation
+    #: What builds it, where that is not `layers.<keras_class>(args)` (a
+    #: backbone: the generated `backbone()`).
+    constructor: str | None = None
 
     @property
     def kind(self) -> _Kind:
@@ -139,6 +143,11 @@ class LayerPlan:
         return self.kind.reads_ids
 
     @property
+    def call_args(self) -> tuple[str, ...]:
+        """What its call takes besides its input (see LayerSpec.call_args)."""
+        return self.kind.call_args
+
+    @property
     def all_args(self) -> tuple[str, ...]:
         *own, name = self.args
         return (*own, *self.regularizers, name)
@@ -146,6 +155,27 @@ class LayerPlan:
     @property
     def params(self) -> int:
         return sum(w.params for w in self.weights)
+
+
+@dataclass(frozen=True)
+class BackbonePlan:
+    """A pretrained backbone, as the generated `backbone()` builds it."""
+
+    layer: str  #: its layer's name in the model
+    model: str  #: its name in a spec (mobilenet_v3_small)
+    keras_class: str  #: its class in keras.applications
+    input_shape: Shape
+    #: Its weights: `imagenet` (Keras' own), `none` (random) or `file`.
+    weights: str
+    weights_path: SpecPath | None  #: the file, resolved against the spec
+    rescaling: str  #: the layer that scales [0, 1] to what it reads
+    reads: str  #: the pixel range it reads
+    own_preprocessing: str
+    #: Its L2 coefficient as source (None: no penalty), and the names of the
+    #: variables the l2 rules reach.
+    l2: str | None
+    regularized: tuple[str, ...]
+    trained_from: int | None  #: the first layer it trains (None: frozen)
 
 
 @dataclass(frozen=True)
@@ -205,6 +235,7 @@ class ModelPlan:
     data_path: SpecPath | None = None
     #: A csv's separate test file (data: {train: ..., test: ...}), resolved.
     test_path: SpecPath | None = None
+    backbone: BackbonePlan | None = None
 
     @property
     def tensorflow_only(self) -> bool:
@@ -275,11 +306,14 @@ class ModelPlan:
         return self.layers[-1].output_shape
 
 
-def _regularizer(coefficient: float, global_l2: float) -> str:
+def _coefficient(coefficient: float, global_l2: float) -> str:
     # The global coefficient is written as the module's L2 constant, so a
     # reader changes it in one place; an override is written as its number.
-    value = "L2" if coefficient == global_l2 else py_float(coefficient)
-    return f"regularizers.L2({value})"
+    return "L2" if coefficient == global_l2 else py_float(coefficient)
+
+
+def _regularizer(coefficient: float, global_l2: float) -> str:
+    return f"regularizers.L2({_coefficient(coefficient, global_l2)})"
 
 
 # --- the l2 pass ----------------------------------------------------------------
@@ -310,7 +344,8 @@ def _assign_l2(layer: LayerPlan, layer_l2: float | None, spec: Spec) -> LayerPla
     weights = []
     args: dict[str, str] = {}
     for weight in layer.weights:
-        reached = reached_by_l2(weight.role, spec)
+        # A frozen weight does not change: Keras adds no penalty for it.
+        reached = reached_by_l2(weight.role, spec) and weight.trainable
         l2 = coefficient if reached else 0.0
         weights.append(replace(weight, l2=l2, weight_decay=decay if reached else 0.0))
         if l2 > 0 and weight.regularizer:
@@ -561,6 +596,11 @@ class _Planner:
             if plan is None:
                 continue
             shapes.setdefault(name, plan.output_shape)  # as wire(): the first
+            pretrained = layer.pretrained()
+            if pretrained is not None:
+                file = pretrained.weights_file is not None
+                call = "backbone(backbone_weights)" if file else "backbone()"
+                plan = replace(plan, constructor=call)
             l2 = getattr(layer, "l2", None)
             planned.append(_assign_l2(plan, l2, self.spec))
         return planned
@@ -763,6 +803,7 @@ class _Planner:
         self.check_data(recipe, task, layers)
         self.check_weight_decay(layers)
         self.check_tflite(layers)
+        backbone = self.backbone(layers)
         steps_per_execution = self.steps_per_execution()
         backend = self.backend()
         if self.errors:
@@ -787,7 +828,7 @@ class _Planner:
             seed=spec.train.seed,
             export_formats=tuple(spec.export.formats),
             constants=self.constants(
-                recipe, layers, optimizer, steps_per_execution, task
+                recipe, layers, optimizer, steps_per_execution, task, backbone
             ),
             tflite=self.tflite_plan(layers),
             distribute=spec.train.distribute,
@@ -814,6 +855,68 @@ class _Planner:
                 if split
                 else None
             ),
+            backbone=backbone,
+        )
+
+    def backbone(self, layers: list[LayerPlan]) -> BackbonePlan | None:
+        """The model's pretrained backbone, if it has one (one at most); its
+        weights file must exist and hold that model's weights."""
+        found = [
+            (i, layer, pretrained)
+            for i, layer in enumerate(self.spec.layers)
+            if (pretrained := layer.pretrained()) is not None
+        ]
+        for i, _, _ in found[1:]:
+            self.error(
+                ("layers", i, "type"),
+                f"a model takes one backbone, and layer {found[0][0]} is one",
+            )
+        planned = {layer.index: layer for layer in layers}
+        if not found or found[0][0] not in planned:
+            return None
+        i, spec_layer, pretrained = found[0]
+        layer = planned[i]
+        path = None
+        if pretrained.weights_file is not None:
+            path = SpecPath(
+                f"layers[{i}].weights",
+                self.source.file,
+                pretrained.weights_file,
+                self.folder,
+            )
+            problem = (
+                pretrained.check_file(path.path)
+                if path.path.is_file()
+                else f"no such file: {path.path} (paths are relative to the "
+                "spec's folder); write weights: imagenet for Keras' own"
+            )
+            if problem is not None:
+                self.error(("layers", i, "weights"), problem)
+        (source,) = layer.inputs
+        shape = (
+            tuple(self.spec.input.shape)
+            if source == INPUT
+            else next(lay.output_shape for lay in layers if lay.name == source)
+        )
+        layer_l2 = getattr(spec_layer, "l2", None)
+        coefficient = self.spec.l2 if layer_l2 is None else layer_l2
+        return BackbonePlan(
+            layer=layer.name,
+            model=pretrained.model,
+            keras_class=pretrained.keras_class,
+            input_shape=shape,
+            weights=pretrained.weights,
+            weights_path=path,
+            rescaling=pretrained.rescaling,
+            reads=pretrained.reads,
+            own_preprocessing=pretrained.own_preprocessing,
+            l2=_coefficient(coefficient, self.spec.l2) if coefficient > 0 else None,
+            regularized=tuple(
+                name
+                for name in ("kernel", "bias", "gamma", "beta")
+                if reached_by_l2(role_of(name), self.spec)
+            ),
+            trained_from=pretrained.trained_from,
         )
 
     def optimizer(self, layers: list[LayerPlan], recipe: Recipe) -> _Optimizer:
@@ -841,6 +944,7 @@ class _Planner:
         optimizer: _Optimizer,
         steps_per_execution: int,
         task: Task,
+        backbone: BackbonePlan | None,
     ) -> tuple[Constant, ...]:
         """The module's named hyperparameters, in the order they are printed."""
         spec = self.spec
@@ -850,6 +954,7 @@ class _Planner:
             Constant("INPUT_SHAPE", shape_text(tuple(spec.input.shape))),
             *(Constant(*constant) for constant in recipe.constants()),
             Constant("L2", py_float(spec.l2), _l2_comment(spec, layers)),
+            *_backbone_constants(backbone),
             Constant("LEARNING_RATE", py_float(opt.learning_rate)),
         ]
         if opt.weight_decay > 0:
@@ -899,6 +1004,39 @@ class _Optimizer:
     no_decay: tuple[str, ...]
 
 
+def _backbone_constants(backbone: BackbonePlan | None) -> list[Constant]:
+    """The constants of the generated backbone()."""
+    if backbone is None:
+        return []
+    constants = []
+    if backbone.weights_path is not None:
+        constants.append(
+            Constant(
+                "BACKBONE_WEIGHTS",
+                py_str(backbone.weights_path.written),
+                f"{backbone.model}'s weights file, without its top",
+            )
+        )
+    if backbone.l2 is not None:
+        names = ", ".join(py_str(name) for name in backbone.regularized)
+        constants.append(
+            Constant(
+                "REGULARIZED",
+                f"({names},)" if len(backbone.regularized) == 1 else f"({names})",
+                "the backbone's weights the l2 rules reach, by variable name",
+            )
+        )
+    if backbone.trained_from:
+        constants.append(
+            Constant(
+                "FINE_TUNE_FROM",
+                repr(backbone.trained_from),
+                "the backbone trains its layers from this index on",
+            )
+        )
+    return constants
+
+
 def task_constants(spec: Spec, task: Task) -> list[Constant]:
     """The constants the task's options and the validation split add."""
     constants = []
@@ -934,7 +1072,7 @@ def task_constants(spec: Spec, task: Task) -> list[Constant]:
 def _is_stack(layers: tuple[LayerPlan, ...] | list[LayerPlan], recipe: Recipe) -> bool:
     """Whether each layer takes the one before it (the first: the input), and
     nothing comes before them (a recipe that encodes the input needs a graph)."""
-    if recipe.encodes:
+    if recipe.encodes or any(layer.call_args for layer in layers):
         return False
     before = (INPUT, *(layer.name for layer in layers))
     return all(layer.inputs == (before[i],) for i, layer in enumerate(layers))

@@ -16,7 +16,15 @@ from typing import Any
 import jinja2
 
 from l2compile import __version__
-from l2compile.plan import INPUT, Constant, LayerPlan, ModelPlan, py_str
+from l2compile.plan import (
+    INPUT,
+    BackbonePlan,
+    Constant,
+    LayerPlan,
+    ModelPlan,
+    py_str,
+    shape_text,
+)
 
 #: The module template, and the width its lines are kept to (ruff's default).
 MODULE_TEMPLATE = "module.py.jinja"
@@ -72,6 +80,8 @@ class _CallView:
     #: Where the call's arguments are split one a line: its inputs, one a
     #: line too where `)([a, b])` is too long (as ruff lays them out).
     sources: tuple[str, ...] | None
+    #: The whole call, where the layer is not built by `layers.<class>`.
+    expression: str | None = None
 
 
 #: Names build_model() itself uses, which a layer's variable must not take.
@@ -129,6 +139,11 @@ def _calls(plan: ModelPlan) -> list[_CallView]:
         sources = [variables[ref] for ref in layer.inputs]
         source = f"[{', '.join(sources)}]" if len(sources) > 1 else sources[0]
         target = variables[layer.name]
+        if layer.constructor is not None:
+            call = ", ".join((source, *layer.call_args))
+            expression = f"{layer.constructor}({call})"
+            calls.append(_CallView(target, "", (), source, True, None, expression))
+            continue
         args = layer.all_args
         line = f"{target} = layers.{layer.keras_class}({', '.join(args)})({source})"
         one_line = _fits(4, line)
@@ -252,7 +267,9 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
             4, f"optimizer = {plan.optimizer}({', '.join(plan.optimizer_args)})"
         ),
         "no_weight_decay": bool(plan.no_weight_decay),
-        "uses_regularizers": any(layer.regularizers for layer in plan.layers),
+        "uses_regularizers": any(layer.regularizers for layer in plan.layers)
+        or bool(plan.backbone and plan.backbone.l2),
+        "backbone": _backbone_view(plan.backbone) if plan.backbone else None,
         "parser_one_line": _fits(
             4, f'parser = argparse.ArgumentParser(description="Train {plan.name}.")'
         ),
@@ -272,6 +289,7 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "test_split": plan.recipe.test_split is not None,
         "channels": plan.input_shape[-1],
         "model_args": "vocabularies" if plan.recipe.encodes else "",
+        "model_params": _model_params(plan),
         "samples_type": "np.ndarray | Images" if plan.recipe.streamed else "np.ndarray",
         "table_labels": plan.task.table_labels,
         "data_title": plan.recipe.title,
@@ -282,6 +300,47 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "distribute": plan.distribute,
         "deterministic_ops": plan.deterministic_ops,
         "tensorflow_only": plan.tensorflow_only,
+    }
+
+
+def _model_params(plan: ModelPlan) -> str:
+    """build_model()'s parameters, as its `def` line writes them."""
+    if plan.recipe.encodes:
+        return "vocabularies: list[list[str] | None]"
+    if plan.backbone is not None and plan.backbone.weights == "file":
+        return "backbone_weights: str = BACKBONE_WEIGHTS"
+    return ""
+
+
+_WEIGHTS_TEXT = {
+    "file": "its pretrained weights from the file `weights`",
+    "imagenet": "Keras' ImageNet weights (from ~/.keras/models/, else downloaded)",
+    "none": "random weights (weights: none)",
+}
+
+
+def _backbone_view(backbone: BackbonePlan) -> dict[str, Any]:
+    """What the generated backbone() and regularize() print."""
+    weights = {"file": "None", "none": "None", "imagenet": py_str("imagenet")}
+    summary = (
+        f"{backbone.keras_class} from keras.applications without its top (its "
+        f"ImageNet classifier), with {_WEIGHTS_TEXT[backbone.weights]}. It reads "
+        f"pixels in {backbone.reads}: the Rescaling before it takes this model's "
+        "[0, 1] there."
+    )
+    # Within LINE_LENGTH with the indent and the quotes on either end.
+    text = "\n    ".join(textwrap.wrap(summary, LINE_LENGTH - 7))
+    return {
+        "keras_class": backbone.keras_class,
+        "name": py_str(backbone.layer),
+        "file": backbone.weights == "file",
+        "docstring": docstring(text),
+        "weights_arg": weights[backbone.weights],
+        "input_shape": shape_text(backbone.input_shape),
+        "reads": backbone.reads,
+        "rescaling": backbone.rescaling,
+        "l2": backbone.l2,
+        "trained_from": backbone.trained_from,
     }
 
 

@@ -18,13 +18,21 @@ def weights(plan: ModelPlan) -> list[dict[str, Any]]:
             "path": plan.weight_path(layer, w),
             "shape": list(w.shape),
             "params": w.params,
-            "trainable": w.role != "statistic",
+            "role": w.role,
+            "trainable": w.role != "statistic" and w.trainable,
             "l2": w.l2,
             "weight_decay": w.weight_decay,
         }
         for layer in plan.layers
         for w in layer.weights
     ]
+
+
+def _untrained(record: dict[str, Any]) -> str:
+    """Why a weight is not trained, as the table notes it."""
+    if record["trainable"]:
+        return ""
+    return " (not trained)" if record["role"] == "statistic" else " (frozen)"
 
 
 def layers(plan: ModelPlan) -> list[dict[str, Any]]:
@@ -96,7 +104,7 @@ def as_table(plan: ModelPlan) -> str:
         rows.append(
             (
                 record["layer"],
-                record["weight"] + ("" if record["trainable"] else " (not trained)"),
+                record["weight"] + _untrained(record),
                 shape_text(tuple(record["shape"])),
                 f"{record['params']:,}",
                 _number(record["l2"]),

@@ -22,7 +22,8 @@ from l2compile import callbacks, export, images, interrupts, measure
 from l2compile import resume as resume_
 from l2compile.contract import GeneratedModule, import_generated
 from l2compile.datasets import Dataset
-from l2compile.errors import Diverged
+from l2compile.errors import BuildError, Diverged
+from l2compile.layers.backbone import imagenet_missing
 from l2compile.plan import ModelPlan
 from l2compile.resume import Saved
 
@@ -115,7 +116,7 @@ def _make_model(
     def make() -> Any:
         # A csv's model is built for its columns' vocabularies.
         args = (job.dataset.vocabularies,) if plan.recipe.encodes else ()
-        model = generated.compile_model(generated.build_model(*args))
+        model = generated.compile_model(_build(plan, generated, args))
         if plan.adapted:
             generated.adapt(model, x_train)
         if saved is not None:
@@ -127,6 +128,23 @@ def _make_model(
     strategy = generated.make_strategy()
     with strategy.scope():
         return make(), int(strategy.num_replicas_in_sync)
+
+
+def _build(plan: ModelPlan, generated: GeneratedModule, args: tuple[Any, ...]) -> Any:
+    """The generated module's model; a backbone's weights file is the one the
+    spec names (the module's BACKBONE_WEIGHTS is as the spec writes it)."""
+    backbone = plan.backbone
+    if backbone is None:
+        return generated.build_model(*args)
+    if backbone.weights_path is not None:
+        weights = str(backbone.weights_path.path.resolve())
+        return generated.build_model(*args, backbone_weights=weights)
+    try:
+        return generated.build_model(*args)
+    except Exception as error:
+        if backbone.weights != "imagenet":
+            raise
+        raise BuildError(imagenet_missing(backbone.keras_class, error)) from error
 
 
 def _train(

@@ -293,3 +293,10 @@ def make_image_folder(
                 else:
                     write_png(file.with_suffix(".png"), pixels)
     return root
+
+
+def builds_offline(plan: ModelPlan) -> bool:
+    """Whether the model builds without a network: a backbone with ImageNet
+    weights needs them in Keras' cache (~/.keras/models/), which tests do not
+    fill."""
+    return plan.backbone is None or plan.backbone.weights != "imagenet"

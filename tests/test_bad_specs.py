@@ -36,6 +36,8 @@ def test_the_corpus_covers_the_cases_users_hit() -> None:
         "task_multilabel_counts", "task_multi_worker", "normalization_not_input",
         "task_top_k_default", "csv_data_files_typo", "csv_label_twice",
         "csv_label_is_feature", "csv_fields_elsewhere", "image_folder_channels",
+        "backbone_unknown", "backbone_too_small", "backbone_fine_tune_range",
+        "backbone_fine_tune_frozen", "backbone_wrong_weights", "backbone_two",
     }  # fmt: skip
 
 

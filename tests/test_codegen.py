@@ -102,15 +102,16 @@ def checked_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "mnist_lstm.py",
         "mnist_mlp.py",
         "mnist_resnet.py",
+        "phone_classifier.py",
     ]
-    assert stdout.count("wrote ") == 8
+    assert stdout.count("wrote ") == 9
     return out
 
 
 def test_check_passes_when_every_module_is_current(checked_in: Path) -> None:
     before = {p.name: p.stat().st_mtime_ns for p in checked_in.iterdir()}
     code, out, _ = run("generate", "--check", "specs", "-o", str(checked_in))
-    assert (code, out) == (EXIT_OK, "8 generated module(s) up to date\n")
+    assert (code, out) == (EXIT_OK, "9 generated module(s) up to date\n")
     assert {p.name: p.stat().st_mtime_ns for p in checked_in.iterdir()} == before
 
 
@@ -120,7 +121,7 @@ def test_check_reports_a_missing_module(checked_in: Path) -> None:
     assert code == EXIT_STALE
     assert out == f"missing {checked_in / 'mnist_cnn.py'}\n"
     assert err == (
-        "1 of 8 generated module(s) out of date; run the same command without "
+        "1 of 9 generated module(s) out of date; run the same command without "
         "--check to update them\n"
     )
     assert not (checked_in / "mnist_cnn.py").exists()

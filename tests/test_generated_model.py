@@ -17,7 +17,7 @@ from l2compile.errors import BuildError
 from l2compile.plan import plan_spec
 from l2compile.spec import load_spec
 
-from .conftest import GOLDEN, SPECS, plan_file
+from .conftest import GOLDEN, SPECS, builds_offline, plan_file
 from .update_golden import all_specs
 
 
@@ -129,7 +129,8 @@ def _isolated(
 def test_generated_modules_build_their_models_without_l2compile(
     tmp_path: Path,
 ) -> None:
-    names = sorted(p.stem for p in GOLDEN.glob("*.py"))
+    plans = {plan.name: plan for plan in map(plan_file, all_specs())}
+    names = sorted(p.stem for p in GOLDEN.glob("*.py") if builds_offline(plans[p.stem]))
     for name in names:
         (tmp_path / f"{name}.py").write_text((GOLDEN / f"{name}.py").read_text())
     result = _isolated(
@@ -147,7 +148,6 @@ def test_generated_modules_build_their_models_without_l2compile(
         *names,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    plans = {plan.name: plan for plan in map(plan_file, all_specs())}
     assert json.loads(result.stdout.splitlines()[-1]) == {
         name: [
             plans[name].params,

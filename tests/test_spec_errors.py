@@ -24,7 +24,7 @@ ALL_TYPES = (
     "spatial_dropout2d, gaussian_noise, random_flip, random_rotation, "
     "random_zoom, random_translation, random_contrast, random_brightness, "
     "flatten, reshape, zero_padding2d, "
-    "up_sampling2d, add, subtract, multiply, average, maximum, concatenate"
+    "up_sampling2d, add, subtract, multiply, average, maximum, concatenate, backbone"
 )
 
 

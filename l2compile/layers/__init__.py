@@ -22,6 +22,7 @@ FAMILIES = (
     "augmentation",
     "reshaping",
     "merge",
+    "backbone",
 )
 for _family in FAMILIES:
     importlib.import_module(f"{__name__}.{_family}")

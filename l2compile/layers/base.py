@@ -31,7 +31,9 @@ it comes from, and states `merged_shape(inputs, place)` instead of
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, TypeVar, get_args
 
 from pydantic import Field
@@ -91,6 +93,11 @@ class WeightPlan:
     cell: str | None = None  # recurrent layers keep their weights in a cell
     l2: float = 0.0
     weight_decay: float = 0.0
+    #: `name` is the whole path (a pretrained backbone's weights keep the
+    #: paths their application gave them).
+    absolute: bool = False
+    #: Whether training changes it (a frozen backbone's weights do not).
+    trainable: bool = True
 
     @property
     def params(self) -> int:
@@ -99,9 +106,27 @@ class WeightPlan:
     def path(self, scope: str | None, layer: str) -> str:
         """Keras' variable path: `[scope/]layer[/cell]/name`. A Sequential model
         builds its layers under its own name; a functional one does not."""
+        if self.absolute:
+            return self.name
         parts = [*([scope] if scope else []), layer]
         parts += [*([self.cell] if self.cell else []), self.name]
         return "/".join(parts)
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """What a pretrained model (a backbone) tells the planner of itself."""
+
+    model: str  #: its name in a spec
+    keras_class: str  #: its class in keras.applications
+    weights: str  #: imagenet, none, or file
+    weights_file: str | None  #: the file, as the spec writes it
+    #: Why a file does not hold its weights (None: it does).
+    check_file: Callable[[Path], str | None]
+    rescaling: str  #: the layer that scales [0, 1] to what it reads
+    reads: str  #: the pixel range it reads
+    own_preprocessing: str
+    trained_from: int | None  #: the first layer it trains (None: frozen)
 
 
 class Place(Protocol):
@@ -132,6 +157,9 @@ class LayerSpec(StrictModel):
     #: batch, and (the reason, where it does) full-integer quantization.
     tflite_dynamic_batch: ClassVar[bool] = True
     tflite_int8_refused: ClassVar[str | None] = None
+    #: Arguments its call takes besides its input (a backbone's
+    #: `training=False`); a model with such a layer is built as a graph.
+    call_args: ClassVar[tuple[str, ...]] = ()
 
     name: Identifier | None = Field(
         default=None, description="Layer name; defaults to <type>_<n>."
@@ -164,6 +192,11 @@ class LayerSpec(StrictModel):
     def final_activation(self) -> str | None:
         """The activation its output ends with (None: not one a task can rely
         on, e.g. a recurrent layer's, or none at all)."""
+        return None
+
+    def pretrained(self) -> Pretrained | None:
+        """What the module builds for it in a function of its own, where it is
+        a pretrained model (None: a Keras layer)."""
         return None
 
 

@@ -1,0 +1,130 @@
+"""Backbones: what l2compile knows of keras.applications without TensorFlow
+(l2compile/layers/backbones.json) is what Keras builds, and weights files are
+checked against the model they are for."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from l2compile.layers.backbone import (
+    BACKBONES,
+    MIN_SIZE,
+    check_weights_file,
+    imagenet_missing,
+    table,
+)
+
+from .conftest import plan_text
+from .update_backbones import measure
+
+
+def _application(model: str, shape: tuple[int, int, int]) -> Any:
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import keras
+
+    cls = getattr(keras.applications, BACKBONES[model].keras_class)
+    return cls(input_shape=shape, include_top=False, weights=None)
+
+
+def _spec(model: str, shape: tuple[int, ...], extra: str = "") -> str:
+    return (
+        "name: bb\n"
+        f"input: {{shape: {list(shape)}}}\n"
+        "l2: 0.001\n"
+        "layers:\n"
+        f"  - {{type: backbone, model: {model}, weights: none{extra}}}\n"
+        "  - {type: global_average_pooling2d}\n"
+        "  - {type: dense, units: 2, activation: softmax}\n"
+        "train: {recipe: image_folder, data: photos, test_split: 0.2, "
+        "epochs: 1, batch_size: 8}\n"
+    )
+
+
+@pytest.mark.parametrize("model", sorted(BACKBONES))
+def test_the_table_is_what_keras_builds(model: str, tmp_path: Path) -> None:
+    """Every weight's path, shape and layer, the layer count and the output
+    shape at odd sizes: `python -m tests.update_backbones` after a Keras
+    upgrade changes them."""
+    assert measure(model) == table()[model]
+    for shape in ((97, 97, 3), (MIN_SIZE, 37, 3)):
+        plan = plan_text(_spec(model, shape), tmp_path)
+        built = _application(model, shape)
+        assert plan.layers[0].output_shape == tuple(built.output_shape[1:])
+        assert plan.layers[0].params == built.count_params()
+
+
+def test_images_smaller_than_the_minimum_are_refused_as_keras_does() -> None:
+    with pytest.raises(ValueError, match="at least 32x32"):
+        _application("mobilenet_v3_small", (MIN_SIZE - 1, 64, 3))
+
+
+def test_a_weights_file_of_the_model_passes_and_of_another_fails(
+    tmp_path: Path,
+) -> None:
+    import keras
+
+    own = tmp_path / "small.weights.h5"
+    _application("mobilenet_v3_small", (32, 32, 3)).save_weights(own)
+    assert check_weights_file(own, "mobilenet_v3_small") is None
+    problem = check_weights_file(own, "mobilenet_v3_large")
+    assert problem is not None
+    assert "holds 206 arrays (939,120 numbers)" in problem
+    assert "mobilenet_v3_large without its top has 262 weights" in problem
+    dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    other = tmp_path / "dense.weights.h5"
+    dense.save_weights(other)
+    assert "saved from another model" in str(check_weights_file(other, "mobilenet_v2"))
+    text = tmp_path / "notes.weights.h5"
+    text.write_text("not hdf5")
+    assert "is not a Keras weights file" in str(
+        check_weights_file(text, "mobilenet_v2")
+    )
+
+
+def test_missing_imagenet_weights_say_which_file_to_put_where() -> None:
+    url = (
+        "https://storage.googleapis.com/tensorflow/keras-applications/"
+        "mobilenet_v3/weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
+    )
+    error = Exception(f"URL fetch failure on {url}: None -- [Errno -3] Try again")
+    message = imagenet_missing("MobileNetV3Small", error)
+    assert f"Put the file {url} at ~/.keras/models/" in message
+    assert message.endswith(
+        "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5, or name a "
+        "weights file (weights: path/to/file.weights.h5)"
+    )
+
+
+def test_frozen_weights_carry_no_coefficient_and_fine_tuning_adds_them(
+    tmp_path: Path,
+) -> None:
+    frozen = plan_text(_spec("mobilenet_v3_small", (32, 32, 3)), tmp_path)
+    tuned = plan_text(
+        _spec("mobilenet_v3_small", (32, 32, 3), ", fine_tune_from: 100"), tmp_path
+    )
+    unreached = plan_text(
+        _spec("mobilenet_v3_small", (32, 32, 3), ", trainable: true, l2: 0"),
+        tmp_path,
+    )
+    head = 576 * 2
+    assert frozen.regularized_params == head
+    weights = table()["mobilenet_v3_small"]["weights"]
+    tuned_kernels = sum(
+        _count(shape)
+        for index, path, shape in weights
+        if index >= 100 and path.endswith("/kernel")
+    )
+    assert tuned.regularized_params == head + tuned_kernels > head
+    assert unreached.regularized_params == head
+    assert unreached.backbone is not None and unreached.backbone.l2 is None
+
+
+def _count(shape: list[int]) -> int:
+    n = 1
+    for size in shape:
+        n *= size
+    return n
