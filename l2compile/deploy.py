@@ -65,6 +65,7 @@ def export_tflite(
     allowed (the task's parity: `Task.compare`). `dataset` is as
     `calibration` made it."""
     task = plan.task
+    labels = image_classifier_labels(plan, dataset)
     targets = task.targets(y_test)
     keras_outputs = scoring.predict(lambda x: model(x, training=False), x_test)
     source = work / "tflite_source"
@@ -99,6 +100,8 @@ def export_tflite(
                 f"export.tflite.quantize: the TFLite converter could not make {name} "
                 f"({mode}): {type(exc).__name__}: {reason}"
             ) from exc
+        if labels is not None:
+            _attach_metadata(work / name, plan, labels, log)
         interrupts.phase(f"checking {mode}")
         log(f"checking {name} on the test split with the LiteRT interpreter")
         score = export.score_tflite(work / name, x_test, targets, task)
@@ -128,6 +131,72 @@ def export_tflite(
     return scores
 
 
+#: How an image classifier's TFLite input is made from RGB pixels in [0, 255]
+#: (`(pixel - mean) / std`), as its metadata states it: l2compile feeds images
+#: scaled to [0, 1].
+METADATA_MEAN, METADATA_STD = 0.0, 255.0
+
+
+def image_classifier_labels(plan: ModelPlan, dataset: Dataset) -> list[str] | None:
+    """The class names an image classifier's TFLite files carry in their
+    metadata, or None where the model is not one (MediaPipe's ImageClassifier
+    reads one score per class from an RGB image whose pixels were scaled)."""
+    shape = plan.input_shape
+    if not (plan.task.scores_classes and len(shape) == 3 and shape[-1] == 3):
+        return None
+    if not _scaled(plan, dataset):
+        return None
+    return list(dataset.classes or plan.task.names)
+
+
+def _scaled(plan: ModelPlan, dataset: Dataset) -> bool:
+    """Whether the model reads 8-bit pixels scaled to [0, 1]."""
+    eight_bit = dataset.x_train.dtype == np.uint8 and not plan.integer_input
+    return eight_bit or plan.recipe.streamed
+
+
+def _attach_metadata(file: Path, plan: ModelPlan, labels: list[str], log: Log) -> None:
+    """Write MediaPipe's image-classifier metadata into a TFLite file: its
+    labels and its input's normalization. A file MediaPipe cannot read (int8
+    input or output) is left as it is, and so is every file where the
+    optional mediapipe package is missing; model.json says which."""
+    from l2compile import metadata
+
+    try:
+        file.write_bytes(
+            metadata.image_classifier_metadata(
+                file.read_bytes(),
+                labels=labels,
+                mean=[METADATA_MEAN],
+                std=[METADATA_STD],
+                name=plan.name,
+                description=plan.description or f"{plan.name}, by l2compile",
+            )
+        )
+    except metadata.MetadataUnavailable as error:
+        log(f"{file.name}: no TFLite metadata: {error}")
+    except ValueError as error:
+        log(f"{file.name}: no TFLite metadata, MediaPipe could not read it: {error}")
+
+
+def _metadata_json(file: Path) -> dict[str, Any] | None:
+    """What model.json says of a TFLite file's metadata (None: it has none)."""
+    from l2compile import metadata
+
+    try:
+        labels = metadata.read_labels(file.read_bytes())
+    except metadata.MetadataUnavailable:
+        return None
+    if labels is None:
+        return None
+    return {
+        "writer": "l2compile.metadata (MediaPipe's metadata schema)",
+        "labels_file": metadata.LABELS_FILE,
+        "normalization": {"mean": [METADATA_MEAN], "std": [METADATA_STD]},
+        "formula": "input = (pixel - mean) / std, for RGB pixels in [0, 255]",
+    }
+
+
 def write_deploy_files(
     work: Path,
     plan: ModelPlan,
@@ -144,9 +213,7 @@ def write_deploy_files(
         task = dataclasses.replace(task, names=dataset.classes)
     for name, text in task.output_files(recipe).items():
         (work / name).write_text(text)
-    scaled = (
-        dataset.x_train.dtype == np.uint8 and not plan.integer_input
-    ) or recipe.streamed
+    scaled = _scaled(plan, dataset)
     files = {}
     for mode, score in scores["files"].items():
         interpreter = Interpreter(model_path=str(work / score["file"]))
@@ -156,6 +223,7 @@ def write_deploy_files(
             "file": score["file"],
             "input": _tensor(inp),
             "output": _tensor(out),
+            "metadata": _metadata_json(work / score["file"]),
         }
     batch = options.batch if options.batch is not None else -1
     model_json = {
@@ -169,6 +237,7 @@ def write_deploy_files(
             "pixels": recipe.pixels,
             **recipe.input_json(plan.input_shape, dataset.columns),
             **_normalization(plan),
+            **_backbone(plan),
             "preprocessing": {
                 "formula": "input = (value * scale - mean) / std, reshaped to shape",
                 "scale": 1 / 255 if scaled else 1.0,
@@ -205,6 +274,24 @@ def _normalization(plan: ModelPlan) -> dict[str, Any]:
         "and variance of the training split (layers "
         + ", ".join(plan.adapted)
         + "): feed raw features, after the scaling below",
+    }
+
+
+def _backbone(plan: ModelPlan) -> dict[str, Any]:
+    """A pretrained backbone's own preprocessing, inside the model: an app
+    feeds the input as `preprocessing` says, and nothing more."""
+    backbone = plan.backbone
+    if backbone is None:
+        return {}
+    return {
+        "backbone": {
+            "model": backbone.model,
+            "keras_class": f"keras.applications.{backbone.keras_class}",
+            "reads": backbone.reads,
+            "in_model": f"{backbone.rescaling} takes the input's [0, 1] to "
+            f"{backbone.reads}",
+            "own_preprocessing": backbone.own_preprocessing,
+        }
     }
 
 

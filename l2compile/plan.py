@@ -143,11 +143,6 @@ class LayerPlan:
         return self.kind.reads_ids
 
     @property
-    def call_args(self) -> tuple[str, ...]:
-        """What its call takes besides its input (see LayerSpec.call_args)."""
-        return self.kind.call_args
-
-    @property
     def all_args(self) -> tuple[str, ...]:
         *own, name = self.args
         return (*own, *self.regularizers, name)
@@ -1072,7 +1067,7 @@ def task_constants(spec: Spec, task: Task) -> list[Constant]:
 def _is_stack(layers: tuple[LayerPlan, ...] | list[LayerPlan], recipe: Recipe) -> bool:
     """Whether each layer takes the one before it (the first: the input), and
     nothing comes before them (a recipe that encodes the input needs a graph)."""
-    if recipe.encodes or any(layer.call_args for layer in layers):
+    if recipe.encodes:
         return False
     before = (INPUT, *(layer.name for layer in layers))
     return all(layer.inputs == (before[i],) for i, layer in enumerate(layers))

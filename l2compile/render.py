@@ -56,6 +56,8 @@ class _LayerView:
     keras_class: str
     args: tuple[str, ...]
     one_line: bool
+    #: The whole constructor, where the layer is not built by `layers.<class>`.
+    expression: str | None = None
 
 
 def _fits(indent: int, line: str) -> bool:
@@ -63,6 +65,8 @@ def _fits(indent: int, line: str) -> bool:
 
 
 def _layer_view(layer: LayerPlan) -> _LayerView:
+    if layer.constructor is not None:
+        return _LayerView("", (), True, layer.constructor)
     args = layer.all_args
     line = f"layers.{layer.keras_class}({', '.join(args)}),"
     return _LayerView(layer.keras_class, args, _fits(_LAYER_INDENT, line))
@@ -140,8 +144,7 @@ def _calls(plan: ModelPlan) -> list[_CallView]:
         source = f"[{', '.join(sources)}]" if len(sources) > 1 else sources[0]
         target = variables[layer.name]
         if layer.constructor is not None:
-            call = ", ".join((source, *layer.call_args))
-            expression = f"{layer.constructor}({call})"
+            expression = f"{layer.constructor}({source})"
             calls.append(_CallView(target, "", (), source, True, None, expression))
             continue
         args = layer.all_args

@@ -198,6 +198,9 @@ class Task(ABC):
     activation: ClassVar[str]
     #: What that output is, for messages: `class probabilities`.
     expects: ClassVar[str]
+    #: Its output is one score per named class: on an RGB image input, what
+    #: MediaPipe's ImageClassifier reads (with TFLite metadata).
+    scores_classes: ClassVar[bool] = False
     #: The name of the model's output in exported signatures, which apps use.
     output_name: ClassVar[str]
     #: The metric TFLite files must keep within tolerance (None: the task
@@ -565,6 +568,7 @@ class Classification(Task):
     activation: ClassVar[str] = "softmax"
     expects: ClassVar[str] = "class probabilities"
     output_name: ClassVar[str] = "probabilities"
+    scores_classes: ClassVar[bool] = True
 
     @classmethod
     def planned_outputs(

@@ -211,11 +211,6 @@ class BackboneLayer(WeightedSpec):
 
     keras_class: ClassVar[str] = "Sequential"
     input_rank: ClassVar[int | None] = 3
-    #: The generated module builds it in `backbone()` and calls it with
-    #: training=False: its batch normalization keeps its ImageNet statistics
-    #: (Keras' transfer-learning guide), also where layers are fine-tuned.
-    call_args: ClassVar[tuple[str, ...]] = ("training=False",)
-
     type: Literal["backbone"]
     model: BackboneName = Field(description="The keras.applications model.")
     # `weights` in a spec; the attribute would hide LayerSpec.weights().
@@ -320,7 +315,10 @@ class BackboneLayer(WeightedSpec):
                 tuple(size),
                 role_of(path),
                 absolute=True,
-                trainable=start is not None and index >= start,
+                # Batch normalization stays frozen where the rest trains.
+                trainable=start is not None
+                and index >= start
+                and role_of(path) not in ("norm", "statistic"),
             )
             for index, path, size in table()[self.model]["weights"]
         ]

@@ -157,9 +157,6 @@ class LayerSpec(StrictModel):
     #: batch, and (the reason, where it does) full-integer quantization.
     tflite_dynamic_batch: ClassVar[bool] = True
     tflite_int8_refused: ClassVar[str | None] = None
-    #: Arguments its call takes besides its input (a backbone's
-    #: `training=False`); a model with such a layer is built as a graph.
-    call_args: ClassVar[tuple[str, ...]] = ()
 
     name: Identifier | None = Field(
         default=None, description="Layer name; defaults to <type>_<n>."

@@ -48,18 +48,22 @@ def set_seeds() -> None:
 
 def build_model() -> keras.Model:
     """Build the uncompiled model."""
-    inputs = keras.Input(shape=INPUT_SHAPE, name="input")
-    x = layers.RandomFlip("horizontal", seed=SEED, name="random_flip_1")(inputs)
-    x = backbone()(x, training=False)
-    x = layers.GlobalAveragePooling2D(name="global_average_pooling2d_1")(x)
-    outputs = layers.Dense(
-        3,
-        activation="softmax",
-        kernel_regularizer=regularizers.L2(0.001),
-        bias_regularizer=regularizers.L2(0.001),
-        name="dense_1",
-    )(x)
-    return keras.Model(inputs, outputs, name="fine_tuned_backbone")
+    return keras.Sequential(
+        [
+            keras.Input(shape=INPUT_SHAPE, name="input"),
+            layers.RandomFlip("horizontal", seed=SEED, name="random_flip_1"),
+            backbone(),
+            layers.GlobalAveragePooling2D(name="global_average_pooling2d_1"),
+            layers.Dense(
+                3,
+                activation="softmax",
+                kernel_regularizer=regularizers.L2(0.001),
+                bias_regularizer=regularizers.L2(0.001),
+                name="dense_1",
+            ),
+        ],
+        name="fine_tuned_backbone",
+    )
 
 
 def backbone() -> keras.Model:
@@ -75,6 +79,12 @@ def backbone() -> keras.Model:
     # Fine-tuned: its layers from FINE_TUNE_FROM on train, the ones before stay.
     for layer in application.layers[:FINE_TUNE_FROM]:
         layer.trainable = False
+    # Batch normalization keeps its ImageNet statistics and scales, as Keras'
+    # transfer-learning guide says: in Keras 3 only a frozen layer runs in
+    # inference mode (fit's training=True overrides a call's training=False).
+    for layer in application.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False
     return keras.Sequential(
         [
             layers.Rescaling(2.0, offset=-1.0),

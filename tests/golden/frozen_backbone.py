@@ -47,16 +47,20 @@ def set_seeds() -> None:
 
 def build_model() -> keras.Model:
     """Build the uncompiled model."""
-    inputs = keras.Input(shape=INPUT_SHAPE, name="input")
-    x = backbone()(inputs, training=False)
-    x = layers.GlobalMaxPooling2D(name="global_max_pooling2d_1")(x)
-    outputs = layers.Dense(
-        2,
-        activation="softmax",
-        kernel_regularizer=regularizers.L2(L2),
-        name="dense_1",
-    )(x)
-    return keras.Model(inputs, outputs, name="frozen_backbone")
+    return keras.Sequential(
+        [
+            keras.Input(shape=INPUT_SHAPE, name="input"),
+            backbone(),
+            layers.GlobalMaxPooling2D(name="global_max_pooling2d_1"),
+            layers.Dense(
+                2,
+                activation="softmax",
+                kernel_regularizer=regularizers.L2(L2),
+                name="dense_1",
+            ),
+        ],
+        name="frozen_backbone",
+    )
 
 
 def backbone() -> keras.Model:

@@ -45,20 +45,24 @@ def set_seeds() -> None:
 
 def build_model() -> keras.Model:
     """Build the uncompiled model."""
-    inputs = keras.Input(shape=INPUT_SHAPE, name="input")
-    x = layers.RandomFlip("horizontal", seed=SEED, name="random_flip_1")(inputs)
-    x = layers.RandomRotation(0.05, seed=SEED + 1, name="random_rotation_1")(x)
-    x = layers.RandomZoom(height_factor=0.1, seed=SEED + 2, name="random_zoom_1")(x)
-    x = backbone()(x, training=False)
-    x = layers.GlobalAveragePooling2D(name="global_average_pooling2d_1")(x)
-    x = layers.Dropout(0.2, name="dropout_1")(x)
-    outputs = layers.Dense(
-        5,
-        activation="softmax",
-        kernel_regularizer=regularizers.L2(L2),
-        name="dense_1",
-    )(x)
-    return keras.Model(inputs, outputs, name="phone_classifier")
+    return keras.Sequential(
+        [
+            keras.Input(shape=INPUT_SHAPE, name="input"),
+            layers.RandomFlip("horizontal", seed=SEED, name="random_flip_1"),
+            layers.RandomRotation(0.05, seed=SEED + 1, name="random_rotation_1"),
+            layers.RandomZoom(height_factor=0.1, seed=SEED + 2, name="random_zoom_1"),
+            backbone(),
+            layers.GlobalAveragePooling2D(name="global_average_pooling2d_1"),
+            layers.Dropout(0.2, name="dropout_1"),
+            layers.Dense(
+                5,
+                activation="softmax",
+                kernel_regularizer=regularizers.L2(L2),
+                name="dense_1",
+            ),
+        ],
+        name="phone_classifier",
+    )
 
 
 def backbone() -> keras.Model:
