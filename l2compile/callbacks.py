@@ -75,3 +75,21 @@ def divergence_guard(keras: Any) -> Any:
             )
 
     return DivergenceGuard()
+
+
+def stopping_restorer(
+    keras: Any, stopper: Any, state: dict[str, Any], best_weights: list[Any]
+) -> Any:
+    """A callback that gives a resumed build's EarlyStopping (`stopper`) the
+    state it had when the build stopped: Keras' on_train_begin resets it, so
+    give this right after it."""
+
+    class RestoreStopping(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_train_begin(self, logs: Any = None) -> None:
+            stopper.wait = state["wait"]
+            stopper.best = state["best"]
+            stopper.best_epoch = state["best_epoch"]
+            stopper.stopped_epoch = state["stopped_epoch"]
+            stopper.best_weights = list(best_weights) or None
+
+    return RestoreStopping()

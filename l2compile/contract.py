@@ -52,8 +52,9 @@ class GeneratedModule(Protocol):
         """The uncompiled model (a csv's: for its feature columns'
         vocabularies, as load_data gives them)."""
 
-    def compile_model(self, model: Model) -> Model:
-        """`model` with its optimizer, loss and metrics attached."""
+    def compile_model(self, model: Model, *schedule: int) -> Model:
+        """`model` with its optimizer, loss and metrics attached (where the
+        learning rate has a schedule: over `steps_per_epoch, epochs`)."""
 
     def make_strategy(self) -> Any:
         """The tf.distribute.Strategy to build the model in (distribute only)."""
@@ -72,6 +73,10 @@ class GeneratedModule(Protocol):
     ) -> Any:
         """Train, validating each epoch; Keras' History (multi_worker: no
         initial_epoch, as its loop cannot resume)."""
+
+    def early_stopping(self) -> Any:
+        """keras.callbacks.EarlyStopping as the spec configures it (only where
+        it stops early)."""
 
     def evaluate(self, model: Model, x: Array, y: Array) -> dict[str, float]:
         """The loss and accuracy computed on this worker (multi_worker only)."""
@@ -97,7 +102,7 @@ ONLY_WITH = {
     "evaluate": ("multi_worker",),
 }
 #: Members that only some plans' modules have (ModelPlan.optional_members).
-OPTIONAL = ("validation_split", "adapt", "class_weights")
+OPTIONAL = ("validation_split", "adapt", "class_weights", "early_stopping")
 #: Every member of the contract, in the order it is declared.
 MEMBERS = tuple(GeneratedModule.__annotations__) + tuple(
     name for name in vars(GeneratedModule) if not name.startswith("_")

@@ -70,7 +70,8 @@ from l2compile.layers.base import (
     shape_text,
 )
 from l2compile.recipes import ModelInput, Recipe, SpecPath, recipe_for
-from l2compile.spec import LoadedSpec, Spec, SplitFiles
+from l2compile.schedules import SchedulePlan, plan_schedule
+from l2compile.spec import LoadedSpec, ScheduleSpec, Spec, SplitFiles
 from l2compile.tasks import Task, plan_task
 
 __all__ = [
@@ -231,6 +232,10 @@ class ModelPlan:
     #: A csv's separate test file (data: {train: ..., test: ...}), resolved.
     test_path: SpecPath | None = None
     backbone: BackbonePlan | None = None
+    #: The learning rate's schedule (None: the constant LEARNING_RATE).
+    schedule: SchedulePlan | None = None
+    #: keras.callbacks.EarlyStopping's arguments, as source (None: none).
+    early_stopping: tuple[str, ...] | None = None
 
     @property
     def tensorflow_only(self) -> bool:
@@ -268,6 +273,7 @@ class ModelPlan:
             *(("validation_split",) if self.validation is not None else ()),
             *(("adapt",) if self.adapted else ()),
             *(("class_weights",) if self.task.class_weight == "balanced" else ()),
+            *(("early_stopping",) if self.early_stopping else ()),
         )
 
     @property
@@ -798,6 +804,8 @@ class _Planner:
         self.check_data(recipe, task, layers)
         self.check_weight_decay(layers)
         self.check_tflite(layers)
+        self.check_schedule()
+        self.check_early_stopping(task)
         backbone = self.backbone(layers)
         steps_per_execution = self.steps_per_execution()
         backend = self.backend()
@@ -851,6 +859,8 @@ class _Planner:
                 else None
             ),
             backbone=backbone,
+            schedule=self.schedule(),
+            early_stopping=self.early_stopping(task),
         )
 
     def backbone(self, layers: list[LayerPlan]) -> BackbonePlan | None:
@@ -914,12 +924,72 @@ class _Planner:
             trained_from=pretrained.trained_from,
         )
 
+    def schedule(self) -> SchedulePlan | None:
+        rate = self.spec.train.optimizer.learning_rate
+        return plan_schedule(rate) if isinstance(rate, ScheduleSpec) else None
+
+    def check_schedule(self) -> None:
+        """A warmup leaves epochs to decay over."""
+        rate = self.spec.train.optimizer.learning_rate
+        epochs = self.spec.train.epochs
+        if isinstance(rate, ScheduleSpec) and rate.warmup_epochs >= epochs:
+            self.error(
+                ("train", "optimizer", "learning_rate", "warmup_epochs"),
+                f"the warmup takes {rate.warmup_epochs} of the {epochs} epochs; "
+                "it must leave at least one to decay over",
+            )
+
+    def early_stopping(self, task: Task) -> tuple[str, ...] | None:
+        """EarlyStopping's arguments, where the spec stops early."""
+        stop = self.spec.train.early_stopping
+        if stop is None:
+            return None
+        return (
+            f"monitor={py_str(stop.monitor)}",
+            "patience=PATIENCE",
+            *([f"min_delta={py_float(stop.min_delta)}"] if stop.min_delta else []),
+            f"restore_best_weights={stop.restore_best_weights!r}",
+        )
+
+    def check_early_stopping(self, task: Task) -> None:
+        """Early stopping watches the validation split, on a loop that stops."""
+        train = self.spec.train
+        stop = train.early_stopping
+        if stop is None:
+            return
+        where = ("train", "early_stopping")
+        if train.validation == "test":
+            self.error(
+                where,
+                "early stopping watches the validation split, and validation: "
+                "test would pick the epoch by the test data it then reports; "
+                "hold out a share instead (validation: 0.1)",
+            )
+        elif train.distribute == "multi_worker":
+            self.error(
+                where,
+                "distribute multi_worker trains in its own loop, which does not "
+                "stop early; use mirrored or none",
+            )
+        watched = [key for key in task.history_keys if key.startswith("val_")]
+        if stop.monitor not in watched:
+            self.error(
+                (*where, "monitor"),
+                f"{stop.monitor!r} is not a validation score this task logs "
+                f"({', '.join(watched)})",
+                suggestion=closest(stop.monitor, watched),
+            )
+
     def optimizer(self, layers: list[LayerPlan], recipe: Recipe) -> _Optimizer:
         """The optimizer, and the weights its decoupled weight decay skips."""
         opt = self.spec.train.optimizer
         cls = f"keras.optimizers.{_OPTIMIZERS[opt.type]}"
+        if self.schedule() is not None:
+            rate = "learning_rate=learning_rate(steps_per_epoch, epochs)"
+        else:
+            rate = "learning_rate=LEARNING_RATE"
         if opt.weight_decay == 0:
-            return _Optimizer(cls, ("learning_rate=LEARNING_RATE",), ())
+            return _Optimizer(cls, (rate,), ())
         if opt.type == "adam":
             cls = "keras.optimizers.AdamW"
         scope = _variable_scope(self.spec.name, layers, recipe)
@@ -929,7 +999,7 @@ class _Planner:
             for w in lay.weights
             if w.role != "statistic" and w.weight_decay == 0
         )
-        args = ("learning_rate=LEARNING_RATE", "weight_decay=WEIGHT_DECAY")
+        args = (rate, "weight_decay=WEIGHT_DECAY")
         return _Optimizer(cls, args, no_decay)
 
     def constants(
@@ -950,7 +1020,7 @@ class _Planner:
             *(Constant(*constant) for constant in recipe.constants()),
             Constant("L2", py_float(spec.l2), _l2_comment(spec, layers)),
             *_backbone_constants(backbone),
-            Constant("LEARNING_RATE", py_float(opt.learning_rate)),
+            *_rate_constants(opt.learning_rate),
         ]
         if opt.weight_decay > 0:
             constants.append(
@@ -972,6 +1042,17 @@ class _Planner:
         constants += task_constants(spec, task)
         constants += [
             Constant("EPOCHS", repr(spec.train.epochs)),
+            *(
+                [
+                    Constant(
+                        "PATIENCE",
+                        repr(spec.train.early_stopping.patience),
+                        "epochs without improvement before training stops",
+                    )
+                ]
+                if spec.train.early_stopping
+                else []
+            ),
             Constant("BATCH_SIZE", repr(spec.train.batch_size)),
             Constant("SEED", repr(spec.train.seed)),
             Constant(
@@ -997,6 +1078,18 @@ class _Optimizer:
     cls: str
     args: tuple[str, ...]
     no_decay: tuple[str, ...]
+
+
+def _rate_constants(rate: float | ScheduleSpec) -> list[Constant]:
+    """LEARNING_RATE, and its schedule's constants."""
+    if not isinstance(rate, ScheduleSpec):
+        return [Constant("LEARNING_RATE", py_float(rate))]
+    schedule = plan_schedule(rate)
+    first = "the learning rate after warmup" if rate.warmup_epochs else ""
+    return [
+        Constant("LEARNING_RATE", py_float(rate.initial), first),
+        *(Constant(*c) for c in (schedule.constants if schedule else ())),
+    ]
 
 
 def _backbone_constants(backbone: BackbonePlan | None) -> list[Constant]:

@@ -273,6 +273,9 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "uses_regularizers": any(layer.regularizers for layer in plan.layers)
         or bool(plan.backbone and plan.backbone.l2),
         "backbone": _backbone_view(plan.backbone) if plan.backbone else None,
+        "schedule": plan.schedule,
+        "early_stopping": plan.early_stopping,
+        "compile_args": ", steps_per_epoch, args.epochs" if plan.schedule else "",
         "parser_one_line": _fits(
             4, f'parser = argparse.ArgumentParser(description="Train {plan.name}.")'
         ),

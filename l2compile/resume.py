@@ -74,6 +74,9 @@ class Saved:
     history: dict[str, list[float]] = field(default_factory=dict)
     penalties: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
+    #: keras.callbacks.EarlyStopping's state (wait, best, best_epoch,
+    #: stopped_epoch); its best weights are saved after the variables.
+    early_stopping: dict[str, Any] | None = None
 
 
 def build_key(code: str, dataset: Dataset, epochs: int, backend: str) -> dict[str, Any]:
@@ -162,7 +165,10 @@ _FIELDS = (
     "history",
     "penalties",
     "train_seconds",
+    "early_stopping",
 )
+#: Fields a state may leave out (a build that does not stop early).
+_OPTIONAL = frozenset({"early_stopping"})
 #: Open files without following a link, and without waiting on a FIFO.
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
@@ -292,7 +298,7 @@ def _parse(raw: Any) -> Saved:
     unknown = sorted(set(raw) - set(_FIELDS))
     if unknown:
         raise _Invalid(f"holds an unknown field, {reprlib.repr(unknown[0])}")
-    missing = [name for name in _FIELDS if name not in raw]
+    missing = [name for name in _FIELDS if name not in raw and name not in _OPTIONAL]
     if missing:
         raise _Invalid(f"{missing[0]} is missing")
     epochs = _integer(raw["epochs"], "epochs")
@@ -338,17 +344,40 @@ def _parse(raw: Any) -> Saved:
         },
         penalties=_per_epoch(raw["penalties"], "penalties", epoch),
         train_seconds=seconds,
+        early_stopping=_stopping(raw.get("early_stopping"), epoch),
     )
+
+
+def _stopping(raw: Any, epoch: int) -> dict[str, Any] | None:
+    """EarlyStopping's saved state, every field checked."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != set(_STOPPING):
+        raise _Invalid(f"early_stopping does not hold exactly {', '.join(_STOPPING)}")
+    state: dict[str, Any] = {}
+    for name in ("wait", "best_epoch", "stopped_epoch"):
+        value = _integer(raw[name], f"early_stopping.{name}")
+        if not 0 <= value <= epoch:
+            raise _Invalid(f"early_stopping.{name} is {value}, outside 0 to {epoch}")
+        state[name] = value
+    best = raw["best"]
+    state["best"] = None if best is None else _number(best, "early_stopping.best")
+    return state
+
+
+#: What an EarlyStopping state holds.
+_STOPPING = ("wait", "best", "best_epoch", "stopped_epoch")
 
 
 #: How every refusal of `restore` ends.
 _AGAIN = ". Build without --resume to start over"
 
 
-def restore(model: Any, work: Path, saved: Saved) -> None:
+def restore(model: Any, work: Path, saved: Saved) -> list[Any]:
     """Put the model's and the optimizer's variables back as they were at the
-    end of epoch `saved.epoch`. Call it in the distribution strategy's scope,
-    if the model has one.
+    end of epoch `saved.epoch`, and return early stopping's best weights where
+    they were saved. Call it in the distribution strategy's scope, if the
+    model has one.
 
     The `.npz` is read without following a link, and every array's shape and
     dtype are checked from its header before any array is read.
@@ -356,18 +385,26 @@ def restore(model: Any, work: Path, saved: Saved) -> None:
     model.optimizer.build(model.trainable_variables)  # creates its slots
     variables = list(model.variables) + list(model.optimizer.variables)
     paths = [variable_name(v) for v in variables]
+    best = len(saved.variables) > len(paths)  # early stopping's best weights
+    targets = variables + (list(model.weights) if best else [])
+    paths += [_BEST + variable_name(w) for w in model.weights] if best else []
     _check_names(paths, saved, work)
     path = work / FOLDER / saved.file
     _check_regular(path)
-    values = _read_values(path, paths, variables)
+    values = _read_values(path, paths, targets)
     for name, value in zip(paths, values, strict=True):
         if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
             raise BuildError(
                 f"--resume: {path}: {name} holds values that are not finite; a "
                 f"finished epoch never saves those{_AGAIN}"
             )
-    for variable, value in zip(variables, values, strict=True):
+    for variable, value in zip(variables, values[: len(variables)], strict=True):
         variable.assign(value)
+    return list(values[len(variables) :])
+
+
+#: What early stopping's best weights are saved as, before their paths.
+_BEST = "early_stopping/best/"
 
 
 def _check_names(paths: list[str], saved: Saved, work: Path) -> None:
@@ -484,11 +521,13 @@ def saver(
     epochs: int,
     start: Saved | None,
     penalties: list[float],
+    stopper: Any = None,
 ) -> Any:
     """A callback that saves the state at the end of every finished epoch.
 
-    Give it after the callbacks that record `penalties` and watch for a
-    diverging loss: an epoch whose loss is not finite is not saved.
+    Give it after the callbacks that record `penalties`, watch for a
+    diverging loss (an epoch whose loss is not finite is not saved) and stop
+    early (`stopper`, whose state and best weights it saves too).
     """
     folder = work / FOLDER
 
@@ -511,9 +550,20 @@ def saver(
                 self.model.optimizer.variables
             )
             name = f"epoch-{epoch + 1:04d}.npz"
-            arrays: dict[str, Any] = {
-                f"v{i}": np.asarray(v) for i, v in enumerate(variables)
-            }
+            names = [variable_name(v) for v in variables]
+            values = [np.asarray(v) for v in variables]
+            stopping = None
+            if stopper is not None:
+                stopping = {
+                    "wait": int(stopper.wait),
+                    "best": None if stopper.best is None else float(stopper.best),
+                    "best_epoch": int(stopper.best_epoch),
+                    "stopped_epoch": int(stopper.stopped_epoch),
+                }
+                if stopper.best_weights is not None:
+                    names += [_BEST + variable_name(w) for w in self.model.weights]
+                    values += [np.asarray(w) for w in stopper.best_weights]
+            arrays: dict[str, Any] = {f"v{i}": v for i, v in enumerate(values)}
             with _durably(folder / name) as f:
                 np.savez(f, **arrays)
             state = {
@@ -521,11 +571,12 @@ def saver(
                 "epoch": epoch + 1,
                 "epochs": epochs,
                 "key": key,
-                "variables": [variable_name(v) for v in variables],
+                "variables": names,
                 "file": name,
                 "history": self.history,
                 "penalties": list(penalties),
                 "train_seconds": self.seconds + time.perf_counter() - self.began,
+                **({"early_stopping": stopping} if stopper is not None else {}),
             }
             with _durably(folder / STATE) as f:
                 f.write((json.dumps(state, indent=1) + "\n").encode("utf-8"))

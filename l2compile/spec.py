@@ -212,9 +212,79 @@ def _unique(value: list[str]) -> list[str]:
     return value
 
 
+LearningRate = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class ScheduleSpec(StrictModel):
+    """A learning-rate schedule, as a Keras LearningRateSchedule that steps
+    with every batch (epochs are counted in the training split's batches)."""
+
+    schedule: Literal["constant", "cosine", "step"] = Field(
+        description="constant; cosine (decays to alpha times initial over the "
+        "epochs after warmup, keras.optimizers.schedules.CosineDecay); step "
+        "(multiplies by drop every every_epochs, ExponentialDecay staircase)."
+    )
+    initial: LearningRate = Field(
+        description="The learning rate it starts from (cosine: after warmup)."
+    )
+    warmup_epochs: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        default=0,
+        description="cosine: epochs over which the rate rises linearly from 0 "
+        "to initial.",
+    )
+    alpha: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = Field(
+        default=0.0, description="cosine: the final rate, as a share of initial."
+    )
+    drop: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = Field(
+        default=0.5, description="step: what the rate is multiplied by."
+    )
+    every_epochs: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+        default=None, description="step: how many epochs between drops."
+    )
+
+    @model_validator(mode="after")
+    def _own_fields(self) -> ScheduleSpec:
+        owners = {
+            "warmup_epochs": "cosine",
+            "alpha": "cosine",
+            "drop": "step",
+            "every_epochs": "step",
+        }
+        for name, owner in owners.items():
+            if name in self.model_fields_set and self.schedule != owner:
+                raise PydanticCustomError(
+                    "recipe_field",
+                    "{field} is only for schedule {owner}",
+                    {"field": name, "owner": owner},
+                )
+        if self.schedule == "step" and self.every_epochs is None:
+            raise PydanticCustomError(
+                "recipe_field",
+                "schedule step needs every_epochs: how many epochs between drops",
+                {"field": "every_epochs"},
+            )
+        return self
+
+
+def _rate_or_schedule(value: object) -> str:
+    """Which member of learning_rate a value is meant for."""
+    return _SCHEDULE if isinstance(value, dict) else _RATE
+
+
+#: The tags of learning_rate's members, which error paths leave out.
+_RATE, _SCHEDULE = "<rate>", "<schedule>"
+
+
 class OptimizerSpec(StrictModel):
     type: Literal["adam", "sgd", "rmsprop"] = "adam"
-    learning_rate: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.001
+    learning_rate: Annotated[
+        Annotated[LearningRate, Tag(_RATE)] | Annotated[ScheduleSpec, Tag(_SCHEDULE)],
+        Discriminator(_rate_or_schedule),
+    ] = Field(
+        default=0.001,
+        description="A constant rate, or a schedule: {schedule: cosine, "
+        "initial: 0.001, warmup_epochs: 1}.",
+    )
     weight_decay: L2Coefficient = Field(
         default=0.0,
         description="Decoupled weight decay (AdamW for adam) on the weights the "
@@ -249,6 +319,26 @@ def _path_or_files(value: object) -> str:
 
 #: The tags of train.data's members, which error paths leave out.
 _PATH, _FILES = "<path>", "<files>"
+
+
+class EarlyStoppingSpec(StrictModel):
+    """Stop training when a validation score has stopped improving
+    (keras.callbacks.EarlyStopping)."""
+
+    monitor: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+        default="val_loss",
+        description="What to watch: val_loss, or val_ and a metric's name.",
+    )
+    patience: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=3, description="Epochs without improvement before it stops."
+    )
+    min_delta: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        default=0.0, description="The least change that counts as improvement."
+    )
+    restore_best_weights: bool = Field(
+        default=True,
+        description="End with the weights of the best epoch, not the last.",
+    )
 
 
 class TrainSpec(StrictModel):
@@ -336,6 +426,10 @@ class TrainSpec(StrictModel):
         )
     )
     epochs: Annotated[int, Field(gt=0, le=100_000)]
+    early_stopping: EarlyStoppingSpec | None = Field(
+        default=None,
+        description="Stop when the validation split's score stops improving.",
+    )
     batch_size: Annotated[int, Field(gt=0, le=1_000_000)]
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     backend: Backend = Field(
@@ -585,7 +679,7 @@ def _clean_path(loc: tuple[Any, ...], data: Any) -> FieldPath:
     """Drop the discriminator tags pydantic puts in union paths."""
     path: list[str | int] = []
     for part in loc:
-        if part in (_PATH, _FILES) or (
+        if part in (_PATH, _FILES, _RATE, _SCHEDULE) or (
             isinstance(data, dict)
             and isinstance(part, str)
             and part not in data

@@ -8,6 +8,7 @@ user checks in is exactly what was trained.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -69,7 +70,7 @@ def train(job: TrainJob, log: Log) -> dict[str, Any]:
     x_test, y_test = generated.preprocess(data.x_test, data.y_test)
     if plan.validation is None:  # validation: test, the article's way
         x_val, y_val = x_test, y_test
-    model, replicas = _make_model(plan, generated, job, saved, x_train)
+    model, replicas, best = _make_model(plan, generated, job, saved, x_train)
 
     interrupts.phase("training")
     log(
@@ -79,13 +80,14 @@ def train(job: TrainJob, log: Log) -> dict[str, Any]:
         + (f", {replicas} replicas" if plan.distribute != "none" else "")
     )
     logged, penalties, seconds = _train(
-        job, generated, model, (x_train, y_train, x_val, y_val)
+        job, generated, model, (x_train, y_train, x_val, y_val), best
     )
     interrupts.phase("evaluating")
     metrics = measure.scores(plan, generated, model, x_test, y_test)
     metrics["validation"] = measure.validation(plan, logged, len(x_val))
     metrics.update(
         epochs=job.epochs,
+        epochs_trained=len(logged.get("loss", ())),
         parameters=plan.params,
         regularized_parameters=plan.regularized_params,
         history=logged,
@@ -108,26 +110,31 @@ def _make_model(
     job: TrainJob,
     saved: Saved | None,
     x_train: Any,
-) -> tuple[Any, int]:
+) -> tuple[Any, int, list[Any]]:
     """The compiled model (in its strategy's scope, if any), its normalization
-    adapted to `x_train`, restored from the saved state when resuming, and its
-    number of replicas."""
+    adapted to `x_train`, restored from the saved state when resuming, its
+    number of replicas, and early stopping's saved best weights."""
+    best: list[Any] = []
+    # A learning-rate schedule counts the batches of the run's epochs.
+    schedule = (
+        (math.ceil(len(x_train) / plan.batch_size), job.epochs) if plan.schedule else ()
+    )
 
     def make() -> Any:
         # A csv's model is built for its columns' vocabularies.
         args = (job.dataset.vocabularies,) if plan.recipe.encodes else ()
-        model = generated.compile_model(_build(plan, generated, args))
+        model = generated.compile_model(_build(plan, generated, args), *schedule)
         if plan.adapted:
             generated.adapt(model, x_train)
         if saved is not None:
-            resume_.restore(model, job.work, saved)
+            best.extend(resume_.restore(model, job.work, saved))
         return model
 
     if plan.distribute == "none":
-        return make(), 1
+        return make(), 1, best
     strategy = generated.make_strategy()
     with strategy.scope():
-        return make(), int(strategy.num_replicas_in_sync)
+        return make(), int(strategy.num_replicas_in_sync), best
 
 
 def _build(plan: ModelPlan, generated: GeneratedModule, args: tuple[Any, ...]) -> Any:
@@ -152,6 +159,7 @@ def _train(
     generated: GeneratedModule,
     model: Any,
     data: tuple[Any, Any, Any, Any],
+    best: list[Any],
 ) -> tuple[dict[str, list[float]], list[float], float]:
     """Train through the generated `train`; the whole history (with the saved
     epochs before it), the L2 penalty at each epoch's end, and the seconds."""
@@ -161,19 +169,31 @@ def _train(
     penalties = list(saved.penalties) if saved is not None else []
     divergence = callbacks.divergence_guard(keras)
     used = [callbacks.penalty_recorder(keras, penalties), divergence]
+    stopper = generated.early_stopping() if plan.early_stopping else None
+    epochs = job.epochs
+    if stopper is not None:
+        used.append(stopper)
+        state = saved.early_stopping if saved is not None else None
+        if saved is not None and state is not None:
+            # Its on_train_begin forgets; this puts the saved state back.
+            used.append(callbacks.stopping_restorer(keras, stopper, state, best))
+            if state["stopped_epoch"]:  # it had stopped: train no further
+                epochs = saved.epoch
     resumable: dict[str, Any] = {}
     if plan.distribute != "multi_worker":
         # Its custom loop prints its own lines, and saves no state.
         used.insert(0, callbacks.progress_bar(keras))
         used.append(
-            resume_.saver(keras, job.work, job.key, job.epochs, saved, penalties)
+            resume_.saver(
+                keras, job.work, job.key, job.epochs, saved, penalties, stopper
+            )
         )
         resumable["initial_epoch"] = saved.epoch if saved is not None else 0
     began = time.perf_counter()
     history = generated.train(
         model,
         *data,
-        epochs=job.epochs,
+        epochs=epochs,
         # Keras' progress bar in a terminal; one line per epoch in a log file.
         verbose=1 if sys.stdout.isatty() else 2,
         callbacks=used,

@@ -37,7 +37,9 @@ def built(
     module.set_seeds()  # the same initial weights, run after run
     # A csv model is built for its columns: here all numeric, one per input value.
     args = ([None] * plan.input_shape[0],) if plan.recipe.encodes else ()
-    model = module.compile_model(module.build_model(*args))
+    # A scheduled learning rate counts an epoch's batches: any will do.
+    steps = (10,) if plan.schedule else ()
+    model = module.compile_model(module.build_model(*args), *steps)
     return plan, module, model
 
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from l2compile import build as builder
@@ -487,3 +488,71 @@ def test_resume_refuses_a_history_of_other_values_than_this_training_logs(
         f"state.json: {problem}. Build without --resume to start over"
     )
     assert not (tmp_path / "out").exists()
+
+
+SCHEDULED = """\
+name: scheduled
+input: {shape: [20]}
+l2: 0.001
+layers:
+  - {type: dense, units: 64, activation: relu}
+  - {type: dense, units: 3, activation: softmax}
+train:
+  recipe: npz
+  data: data.npz
+  num_classes: 3
+  epochs: 10
+  batch_size: 16
+  validation: 0.2
+  optimizer:
+    learning_rate: {schedule: cosine, initial: 0.05, warmup_epochs: 1}
+  early_stopping: {monitor: val_loss, patience: 3}
+export: {formats: [keras]}
+"""
+
+
+def test_a_build_with_a_schedule_and_early_stopping_resumes_to_the_same_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random labels: the validation loss is best early, and training stops
+    `patience` epochs later, ending with the best epoch's weights. A build
+    stopped in between (early stopping's count half done, its best weights
+    held) and resumed stops at the same epoch with the same weights; the
+    schedule goes on from the optimizer's restored step count."""
+    from l2compile.generate import compile_spec
+
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "data.npz",
+        x_train=rng.normal(size=(400, 20)).astype("float32"),
+        y_train=rng.integers(0, 3, 400),
+        x_test=rng.normal(size=(100, 20)).astype("float32"),
+        y_test=rng.integers(0, 3, 100),
+    )
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SCHEDULED)
+    compiled = compile_spec(spec)
+    assert not isinstance(compiled, list), [str(e) for e in compiled]
+
+    def run(out: Path, **options: Any) -> dict[str, Any]:
+        result = builder.build(
+            compiled.plan, compiled.code, out, log=lambda m: None, **options
+        )
+        return result.metrics
+
+    full = run(tmp_path / "full")
+    trained = full["epochs_trained"]
+    assert 3 < trained < 10  # it stopped early
+    for stop in (2, trained - 1):  # early stopping's count begun, and nearly done
+        out = tmp_path / f"out{stop}"
+        with monkeypatch.context() as patch:
+            patch.setattr(callbacks, "penalty_recorder", _StopAt(stop))
+            with pytest.raises(Interrupted):
+                run(out)
+        again = run(out, resume=True)
+        assert again["resumed_after_epoch"] == stop
+        assert again["epochs_trained"] == trained
+        assert again["history"]["val_loss"] == pytest.approx(
+            full["history"]["val_loss"], abs=1e-5
+        )
+        assert again["test_loss"] == pytest.approx(full["test_loss"], abs=1e-5)
