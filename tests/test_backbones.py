@@ -55,6 +55,9 @@ def test_the_table_is_what_keras_builds(model: str, tmp_path: Path) -> None:
         built = _application(model, shape)
         assert plan.layers[0].output_shape == tuple(built.output_shape[1:])
         assert plan.layers[0].params == built.count_params()
+    # And a file saved from it passes the weights file check.
+    built.save_weights(tmp_path / "own.weights.h5")
+    assert check_weights_file(tmp_path / "own.weights.h5", model) is None
 
 
 def test_images_smaller_than_the_minimum_are_refused_as_keras_does() -> None:

@@ -144,13 +144,15 @@ def table() -> dict[str, Any]:
 
 
 def weight_shapes(model: str) -> Counter[tuple[int, ...]]:
-    """The shapes of a backbone's weights, counted."""
-    return Counter(tuple(shape) for _, _, shape in table()[model]["weights"])
+    """The shapes of a backbone's arrays, counted: scalars (a normalization
+    layer's sample count) left out, as Keras' files differ on them."""
+    return Counter(tuple(shape) for _, _, shape in table()[model]["weights"] if shape)
 
 
 def check_weights_file(path: Path, model: str) -> str | None:
     """Why `path` is not a weights file of `model` without its top (None: it
-    is one): it must hold an array of each shape the model's weights have.
+    is one): it must hold an array of each shape the model's weights have
+    (scalars aside).
 
     Both of Keras' formats are read: `.weights.h5` (`save_weights`) and the
     legacy `.h5` files of keras.applications' ImageNet weights.
