@@ -23,13 +23,19 @@ from l2compile.layers.backbone import BACKBONES, TABLE
 SIZE = (96, 96, 3)
 
 
-def measure(model: str) -> dict[str, Any]:
-    """What the table holds of one backbone, read off Keras' own model."""
+def build_application(model: str, shape: tuple[int, int, int] = SIZE) -> Any:
+    """Keras' own model, without its top and with random weights."""
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
 
     cls = getattr(keras.applications, BACKBONES[model].keras_class)
-    application = cls(input_shape=SIZE, include_top=False, weights=None)
+    return cls(input_shape=shape, include_top=False, weights=None)
+
+
+def measure(model: str, built: Any = None) -> dict[str, Any]:
+    """What the table holds of one backbone, read off Keras' own model (or
+    `built`, one of it at another size)."""
+    application = built if built is not None else build_application(model)
     weights = [
         [index, variable.path, list(variable.shape)]
         for index, layer in enumerate(application.layers)
