@@ -92,6 +92,11 @@ def build(
     )
     _check_validation_share(plan, len(dataset.x_train))
     epochs = plan.epochs if epochs is None else epochs
+    if plan.warmup_epochs >= epochs:
+        raise BuildError(
+            f"--epochs {epochs}: the learning rate's warmup takes "
+            f"{plan.warmup_epochs} epochs and must leave at least one to decay over"
+        )
     key = resume_.build_key(code, dataset, epochs, plan.backend)
     work, lock = workfolder.open_work(out, log)
     try:

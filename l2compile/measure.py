@@ -47,16 +47,17 @@ def scores(
 
 
 def validation(
-    plan: ModelPlan, history: dict[str, Any], samples: int
+    plan: ModelPlan, history: dict[str, Any], samples: int, epoch: int | None = None
 ) -> dict[str, Any]:
-    """What validated the model, and its scores there after the last epoch
-    (kept apart from the test scores, which nothing was chosen on)."""
+    """What validated the model, and its scores there after the epoch whose
+    weights it ends with (`epoch`, from 1; None: the last), kept apart from
+    the test scores, which nothing was chosen on."""
     if plan.validation is None:
         data = "test: the test split, as the article does"
     else:
         data = f"{plan.validation:g} of the training split, seeded and never trained on"
     last = {
-        key[len("val_") :]: values[-1]
+        key[len("val_") :]: values[-1 if epoch is None else epoch - 1]
         for key, values in history.items()
         if key.startswith("val_") and values
     }

@@ -238,6 +238,11 @@ class ModelPlan:
     early_stopping: tuple[str, ...] | None = None
 
     @property
+    def warmup_epochs(self) -> int:
+        """The epochs the learning rate's schedule warms up over."""
+        return self.schedule.warmup_epochs if self.schedule else 0
+
+    @property
     def tensorflow_only(self) -> bool:
         """Whether the generated module needs Keras' TensorFlow backend."""
         return self.distribute != "none" or self.deterministic_ops
@@ -806,7 +811,7 @@ class _Planner:
         self.check_tflite(layers)
         self.check_schedule()
         self.check_early_stopping(task)
-        backbone = self.backbone(layers)
+        backbone = self.backbone(layers, recipe)
         steps_per_execution = self.steps_per_execution()
         backend = self.backend()
         if self.errors:
@@ -860,10 +865,10 @@ class _Planner:
             ),
             backbone=backbone,
             schedule=self.schedule(),
-            early_stopping=self.early_stopping(task),
+            early_stopping=self.early_stopping(),
         )
 
-    def backbone(self, layers: list[LayerPlan]) -> BackbonePlan | None:
+    def backbone(self, layers: list[LayerPlan], recipe: Recipe) -> BackbonePlan | None:
         """The model's pretrained backbone, if it has one (one at most); its
         weights file must exist and hold that model's weights."""
         found = [
@@ -881,6 +886,12 @@ class _Planner:
             return None
         i, spec_layer, pretrained = found[0]
         layer = planned[i]
+        if recipe.encodes:
+            self.error(
+                ("layers", i, "type"),
+                f"a backbone reads images, and recipe {recipe.name!r} gives table rows",
+            )
+            return None
         path = None
         if pretrained.weights_file is not None:
             path = SpecPath(
@@ -892,7 +903,7 @@ class _Planner:
             problem = (
                 pretrained.check_file(path.path)
                 if path.path.is_file()
-                else f"no such file: {path.path} (paths are relative to the "
+                else f"{path.path} is not a file (paths are relative to the "
                 "spec's folder); write weights: imagenet for Keras' own"
             )
             if problem is not None:
@@ -939,7 +950,7 @@ class _Planner:
                 "it must leave at least one to decay over",
             )
 
-    def early_stopping(self, task: Task) -> tuple[str, ...] | None:
+    def early_stopping(self) -> tuple[str, ...] | None:
         """EarlyStopping's arguments, where the spec stops early."""
         stop = self.spec.train.early_stopping
         if stop is None:
@@ -997,7 +1008,7 @@ class _Planner:
             w.path(scope, lay.name)
             for lay in layers
             for w in lay.weights
-            if w.role != "statistic" and w.weight_decay == 0
+            if w.role != "statistic" and w.trainable and w.weight_decay == 0
         )
         args = (rate, "weight_decay=WEIGHT_DECAY")
         return _Optimizer(cls, args, no_decay)

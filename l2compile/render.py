@@ -100,6 +100,8 @@ _RESERVED = frozenset(
         "np",
         "tf",
         "features",
+        "backbone",  # the generated backbone(), and build_model's parameter
+        "backbone_weights",
     }
 )
 _LONGEST_VARIABLE = 32
@@ -340,6 +342,7 @@ def _backbone_view(backbone: BackbonePlan) -> dict[str, Any]:
         "keras_class": backbone.keras_class,
         "name": py_str(backbone.layer),
         "file": backbone.weights == "file",
+        "weights": backbone.weights,
         "docstring": docstring(text),
         "weights_arg": weights[backbone.weights],
         "input_shape": shape_text(backbone.input_shape),

@@ -24,8 +24,7 @@ class SchedulePlan:
     docstring: str
     cls: str  #: the class in keras.optimizers.schedules
     args: tuple[str, ...]  #: its arguments, as source
-    #: Statements before the return (locals the arguments use).
-    setup: tuple[str, ...] = ()
+    warmup_epochs: int = 0  #: epochs the rate rises over (cosine)
 
 
 def plan_schedule(spec: ScheduleSpec) -> SchedulePlan | None:
@@ -36,7 +35,7 @@ def plan_schedule(spec: ScheduleSpec) -> SchedulePlan | None:
         return SchedulePlan(
             kind="step",
             constants=(
-                ("DROP", py_float(spec.drop), "the learning rate is multiplied by"),
+                ("DROP", py_float(spec.drop), "what each drop multiplies the rate by"),
                 ("DROP_EVERY", repr(spec.every_epochs), "epochs between drops"),
             ),
             docstring="LEARNING_RATE, multiplied by DROP every DROP_EVERY epochs.",
@@ -48,7 +47,9 @@ def plan_schedule(spec: ScheduleSpec) -> SchedulePlan | None:
                 "staircase=True",
             ),
         )
-    constants = [("ALPHA", py_float(spec.alpha), "the final rate, times the first")]
+    constants = [
+        ("ALPHA", py_float(spec.alpha), "the final rate, as a share of LEARNING_RATE")
+    ]
     if not spec.warmup_epochs:
         return SchedulePlan(
             kind="cosine",
@@ -71,6 +72,7 @@ def plan_schedule(spec: ScheduleSpec) -> SchedulePlan | None:
         docstring="A linear rise from 0 to LEARNING_RATE over WARMUP_EPOCHS, then "
         "a cosine\n    decay to ALPHA times it over the other epochs.",
         cls="CosineDecay",
+        warmup_epochs=spec.warmup_epochs,
         args=(
             "0.0",
             "decay_steps=(epochs - WARMUP_EPOCHS) * steps_per_epoch",

@@ -79,12 +79,15 @@ def train(job: TrainJob, log: Log) -> dict[str, Any]:
         + ("epoch" if job.epochs == 1 else "epochs")
         + (f", {replicas} replicas" if plan.distribute != "none" else "")
     )
-    logged, penalties, seconds = _train(
+    logged, penalties, seconds, stopped = _train(
         job, generated, model, (x_train, y_train, x_val, y_val), best
     )
     interrupts.phase("evaluating")
     metrics = measure.scores(plan, generated, model, x_test, y_test)
-    metrics["validation"] = measure.validation(plan, logged, len(x_val))
+    kept = stopped.get("weights_of_epoch")
+    metrics["validation"] = measure.validation(plan, logged, len(x_val), kept)
+    if stopped:
+        metrics["early_stopping"] = stopped
     metrics.update(
         epochs=job.epochs,
         epochs_trained=len(logged.get("loss", ())),
@@ -160,9 +163,10 @@ def _train(
     model: Any,
     data: tuple[Any, Any, Any, Any],
     best: list[Any],
-) -> tuple[dict[str, list[float]], list[float], float]:
+) -> tuple[dict[str, list[float]], list[float], float, dict[str, Any]]:
     """Train through the generated `train`; the whole history (with the saved
-    epochs before it), the L2 penalty at each epoch's end, and the seconds."""
+    epochs before it), the L2 penalty at each epoch's end, the seconds, and
+    what early stopping did (epochs counted from 1)."""
     import keras
 
     plan, saved = job.plan, job.saved
@@ -204,4 +208,17 @@ def _train(
     seconds = time.perf_counter() - began
     logged = {k: [float(v) for v in values] for k, values in history.history.items()}
     logged, seconds = resume_.continued(saved, logged, seconds)
-    return logged, penalties, seconds
+    stopped: dict[str, Any] = {}
+    if stopper is not None:
+        restored = stopper.restore_best_weights and stopper.best_weights is not None
+        stopped = {
+            "stopped_after_epoch": stopper.stopped_epoch + 1
+            if stopper.stopped_epoch
+            else None,
+            "best_epoch": stopper.best_epoch + 1,
+            # The epoch whose weights the model ends with.
+            "weights_of_epoch": stopper.best_epoch + 1
+            if restored
+            else len(logged.get("loss", ())),
+        }
+    return logged, penalties, seconds, stopped

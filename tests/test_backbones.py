@@ -126,3 +126,43 @@ def _count(shape: list[int]) -> int:
     for size in shape:
         n *= size
     return n
+
+
+def test_weights_files_keras_cannot_load_or_restore_are_refused(tmp_path: Path) -> None:
+    import h5py
+
+    named = tmp_path / "weights.bin"
+    named.write_bytes(b"")
+    assert "is not named as a Keras weights file" in str(
+        check_weights_file(named, "mobilenet_v2")
+    )
+    # EfficientNetB0's ImageNet weights hold ImageNet's standard deviation as
+    # the normalization's variance; Keras builds them with one more layer.
+    imagenet = tmp_path / "b0.weights.h5"
+    with h5py.File(imagenet, "w") as file:
+        file["layers/normalization/vars/1"] = [0.229, 0.224, 0.225]
+    problem = check_weights_file(imagenet, "efficientnet_b0")
+    assert problem is not None
+    assert "holds efficientnet_b0's ImageNet weights" in problem
+    assert "write weights: imagenet" in problem
+
+
+def test_efficientnet_b0_counts_the_layer_keras_adds_for_imagenet_weights(
+    tmp_path: Path,
+) -> None:
+    """Keras builds EfficientNetB0 with weights="imagenet" with a Rescaling
+    after its normalization (layer 3): fine_tune_from counts it."""
+    count = table()["efficientnet_b0"]["layers"]
+    last = f", fine_tune_from: {count}"
+    imagenet = _spec("efficientnet_b0", (64, 64, 3), last).replace(
+        "weights: none", "weights: imagenet"
+    )
+    assert plan_text(imagenet, tmp_path).layers[0].params > 0
+    with pytest.raises(AssertionError, match="out of range"):
+        plan_text(_spec("efficientnet_b0", (64, 64, 3), last), tmp_path)
+    from_stem = _spec("efficientnet_b0", (64, 64, 3), ", fine_tune_from: 5")
+    stem = "stem_conv/kernel"  # table layer 4, Keras' layer 5 with ImageNet's
+    for weights, first in (("imagenet", stem), ("none", "stem_bn/gamma")):
+        plan = plan_text(from_stem.replace("none", weights), tmp_path)
+        trained = [w.name for w in plan.layers[0].weights if w.trainable]
+        assert trained[0] == first, weights

@@ -543,6 +543,15 @@ def test_a_build_with_a_schedule_and_early_stopping_resumes_to_the_same_end(
     full = run(tmp_path / "full")
     trained = full["epochs_trained"]
     assert 3 < trained < 10  # it stopped early
+    stopped = full["early_stopping"]
+    assert stopped["stopped_after_epoch"] == trained
+    assert stopped["weights_of_epoch"] == stopped["best_epoch"] < trained
+    # The validation scores are the kept epoch's, not the last one's.
+    kept = full["history"]["val_loss"][stopped["best_epoch"] - 1]
+    assert full["validation"]["scores"]["loss"] == kept
+    # A run too short for the warmup is refused before it trains.
+    with pytest.raises(BuildError, match="warmup takes 1 epochs"):
+        run(tmp_path / "short", epochs=1)
     for stop in (2, trained - 1):  # early stopping's count begun, and nearly done
         out = tmp_path / f"out{stop}"
         with monkeypatch.context() as patch:
@@ -556,3 +565,4 @@ def test_a_build_with_a_schedule_and_early_stopping_resumes_to_the_same_end(
             full["history"]["val_loss"], abs=1e-5
         )
         assert again["test_loss"] == pytest.approx(full["test_loss"], abs=1e-5)
+        assert again["early_stopping"] == stopped

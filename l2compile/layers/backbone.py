@@ -64,6 +64,10 @@ class Backbone:
     offset: float
     #: The preprocessing the application does itself, as model.json states it.
     own_preprocessing: str
+    #: Where Keras inserts a layer when it builds the application with
+    #: weights="imagenet" (EfficientNetB0's extra Rescaling), shifting the
+    #: indices of the layers from there on by one.
+    imagenet_inserts: int | None = None
 
 
 _TO_255 = "reads pixels in [0, 255]"
@@ -100,6 +104,7 @@ BACKBONES: dict[str, Backbone] = {
         f"{_TO_255}; its first layers scale them to [0, 1] and normalize each "
         "channel with ImageNet's mean and variance, which are weights of the "
         "model (its `normalization` layer)",
+        imagenet_inserts=3,
     ),
     "efficientnet_v2_b0": Backbone(
         "EfficientNetV2B0",
@@ -165,11 +170,26 @@ def check_weights_file(path: Path, model: str) -> str | None:
         if isinstance(item, h5py.Dataset) and item.ndim > 0:
             shapes[tuple(int(n) for n in item.shape)] += 1
 
+    if not path.name.endswith(WEIGHTS_SUFFIXES):
+        return (
+            f"{path} is not named as a Keras weights file: Keras loads "
+            f"{' or '.join(WEIGHTS_SUFFIXES)} files (save_weights writes .weights.h5)"
+        )
+    stddev: list[Any] = []
     try:
         with h5py.File(path, "r") as file:
             file.visititems(visit)
+            if BACKBONES[model].imagenet_inserts is not None:
+                stddev = _imagenet_stddev(file)
     except OSError as error:
         return f"{path} is not a Keras weights file (HDF5): {error}"
+    if stddev:
+        return (
+            f"{path} holds {model}'s ImageNet weights, which Keras builds with "
+            "one more layer (a Rescaling after its input normalization) that a "
+            "weights file cannot restore: write weights: imagenet (Keras' file, "
+            "from ~/.keras/models/) instead"
+        )
     wanted = weight_shapes(model)
     if shapes == wanted:
         return None
@@ -182,6 +202,32 @@ def check_weights_file(path: Path, model: str) -> str | None:
         f"keras.applications.{BACKBONES[model].keras_class}(include_top=False)"
         " with save_weights()"
     )
+
+
+#: The names Keras loads weights from (saving_api.load_weights).
+WEIGHTS_SUFFIXES = (".weights.h5", ".h5", ".hdf5")
+#: ImageNet's per-channel standard deviation, which Keras stores as
+#: EfficientNetB0's normalization variance (tensorflow issue 49930).
+_IMAGENET_STDDEV = (0.229, 0.224, 0.225)
+
+
+def _imagenet_stddev(file: Any) -> list[Any]:
+    """The arrays of `file` that hold ImageNet's standard deviation."""
+    import h5py
+    import numpy as np
+
+    found: list[Any] = []
+
+    def visit(_: str, item: Any) -> None:
+        if (
+            isinstance(item, h5py.Dataset)
+            and item.shape == (3,)
+            and np.allclose(item[()], _IMAGENET_STDDEV, atol=1e-4)
+        ):
+            found.append(item.name)
+
+    file.visititems(visit)
+    return found
 
 
 def imagenet_missing(keras_class: str, error: Exception) -> str:
@@ -287,7 +333,7 @@ class BackboneLayer(WeightedSpec):
                 f"its input is {shape_text(shape)}",
             )
             return None
-        count = table()[model]["layers"]
+        count = table()[model]["layers"] + (1 if self._inserted is not None else 0)
         if (
             self.fine_tune_from is not None
             and "trainable" in self.model_fields_set
@@ -297,6 +343,12 @@ class BackboneLayer(WeightedSpec):
                 "fine_tune_from",
                 "it trains the layers from that index on, but trainable: false "
                 "freezes the whole backbone; drop one of them",
+            )
+            return None
+        if self.fine_tune_from is not None and self.trainable:
+            place.error(
+                "fine_tune_from",
+                "trainable: true trains every layer already; give one of them",
             )
             return None
         if self.fine_tune_from is not None and self.fine_tune_from >= count:
@@ -309,18 +361,33 @@ class BackboneLayer(WeightedSpec):
         height, width = (-(-n // STRIDE) for n in shape[:2])
         return (height, width, int(table()[model]["channels"]))
 
+    @property
+    def _inserted(self) -> int | None:
+        """Where Keras inserts a layer for these weights (None: nowhere)."""
+        if self.pretrained_weights != "imagenet":
+            return None
+        return self.facts.imagenet_inserts
+
+    def _index(self, index: int) -> int:
+        """A table layer index as Keras numbers it for these weights."""
+        inserted = self._inserted
+        return index + 1 if inserted is not None and index >= inserted else index
+
     def weights(self, shape: Shape) -> list[WeightPlan]:
         start = self.trained_from
+        # Pretrained batch normalization stays frozen where the rest trains
+        # (random weights: it learns its statistics, as any network does).
+        pretrained = self.pretrained_weights != "none"
+        frozen_roles = ("norm", "statistic") if pretrained else ("statistic",)
         return [
             WeightPlan(
                 path,
                 tuple(size),
                 role_of(path),
                 absolute=True,
-                # Batch normalization stays frozen where the rest trains.
                 trainable=start is not None
-                and index >= start
-                and role_of(path) not in ("norm", "statistic"),
+                and self._index(index) >= start
+                and role_of(path) not in frozen_roles,
             )
             for index, path, size in table()[self.model]["weights"]
         ]

@@ -79,12 +79,6 @@ def backbone() -> keras.Model:
     # Fine-tuned: its layers from FINE_TUNE_FROM on train, the ones before stay.
     for layer in application.layers[:FINE_TUNE_FROM]:
         layer.trainable = False
-    # Batch normalization keeps its ImageNet statistics and scales, as Keras'
-    # transfer-learning guide says: in Keras 3 only a frozen layer runs in
-    # inference mode (fit's training=True overrides a call's training=False).
-    for layer in application.layers:
-        if isinstance(layer, layers.BatchNormalization):
-            layer.trainable = False
     return keras.Sequential(
         [
             layers.Rescaling(2.0, offset=-1.0),
