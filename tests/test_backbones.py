@@ -4,6 +4,7 @@ checked against the model they are for."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -112,20 +113,13 @@ def test_frozen_weights_carry_no_coefficient_and_fine_tuning_adds_them(
     assert frozen.regularized_params == head
     weights = table()["mobilenet_v3_small"]["weights"]
     tuned_kernels = sum(
-        _count(shape)
+        math.prod(shape)
         for index, path, shape in weights
         if index >= 100 and path.endswith("/kernel")
     )
     assert tuned.regularized_params == head + tuned_kernels > head
     assert unreached.regularized_params == head
     assert unreached.backbone is not None and unreached.backbone.l2 is None
-
-
-def _count(shape: list[int]) -> int:
-    n = 1
-    for size in shape:
-        n *= size
-    return n
 
 
 def test_weights_files_keras_cannot_load_or_restore_are_refused(tmp_path: Path) -> None:

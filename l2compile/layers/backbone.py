@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -193,8 +194,8 @@ def check_weights_file(path: Path, model: str) -> str | None:
     wanted = weight_shapes(model)
     if shapes == wanted:
         return None
-    numbers = sum(_size(s) * n for s, n in shapes.items())
-    expected = sum(_size(s) * n for s, n in wanted.items())
+    numbers = sum(math.prod(s) * n for s, n in shapes.items())
+    expected = sum(math.prod(s) * n for s, n in wanted.items())
     return (
         f"{path} holds {shapes.total():,} arrays ({numbers:,} numbers), but "
         f"{model} without its top has {wanted.total():,} weights ({expected:,} "
@@ -243,13 +244,6 @@ def imagenet_missing(keras_class: str, error: Exception) -> str:
         f"~/.keras/models/{url.rsplit('/', 1)[1]}, or name a weights file "
         "(weights: path/to/file.weights.h5)"
     )
-
-
-def _size(shape: tuple[int, ...]) -> int:
-    size = 1
-    for n in shape:
-        size *= n
-    return size
 
 
 @register
