@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -17,8 +16,11 @@ import click
 
 from l2compile import __version__, backends, interrupts, report, terminal
 from l2compile import generate as generate_
+from l2compile import overrides as overrides_
 from l2compile.errors import BuildError, Interrupted, SpecError
+from l2compile.files import write_atomically
 from l2compile.generate import Compiled, compile_spec, display_path
+from l2compile.overrides import Override
 from l2compile.spec import json_schema
 
 EXIT_OK = 0
@@ -65,33 +67,38 @@ def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
     sys.exit(code)
 
 
-def _compile_or_exit(path: Path, backend: str | None = None) -> Compiled:
-    compiled = compile_spec(path, backend=backend)
+def _compile_or_exit(
+    path: Path, backend: str | None = None, overrides: tuple[Override, ...] = ()
+) -> Compiled:
+    compiled = compile_spec(path, backend=backend, overrides=overrides)
     if isinstance(compiled, list):
         _report(compiled)
         sys.exit(EXIT_SPEC_ERROR)
     return compiled
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write through a temporary file beside `path`, so it is never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _overrides(sets: tuple[str, ...], *, several: bool) -> tuple[Override, ...]:
+    """The --set options read; exit 2 on one that cannot be."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        # mkstemp makes the file private; keep the old file's mode, or the umask's.
-        try:
-            mode = path.stat().st_mode & 0o777
-        except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        found = tuple(overrides_.parse(text) for text in sets)
+        overrides_.check_distinct(found)
+    except overrides_.OverrideError as exc:
+        _fail(str(exc), EXIT_SPEC_ERROR)
+    for override in found:
+        if not several and len(override.values) > 1:
+            _fail(
+                f"--set {override.text}: build takes one value per field "
+                "(l2compile sweep tries several)",
+                EXIT_SPEC_ERROR,
+            )
+    return found
+
+
+_SET_HELP = (
+    "Override a spec field, by its path as the errors write it: "
+    "--set l2=0.001, --set train.optimizer.learning_rate=3e-4, "
+    "--set layers[0].units=64. Values are read as YAML. Repeatable."
+)
 
 
 class _Commands(click.Group):
@@ -166,9 +173,21 @@ def inspect(spec: Path, as_json: bool, show_layers: bool) -> None:
     type=click.Path(path_type=Path),
     help="The recipe's data, as for build. Default: as for build.",
 )
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="With --spec: the fields the build overrode, as build --set took them "
+    "(default: those the manifest records).",
+)
 @_VERBOSE
 def eval_(
-    artifact: Path, spec_path: Path | None, data: Path | None, verbose: bool
+    artifact: Path,
+    spec_path: Path | None,
+    data: Path | None,
+    sets: tuple[str, ...],
+    verbose: bool,
 ) -> None:
     """Score ARTIFACT (a .keras file, a SavedModel folder or a .tflite file) on
     the test split of the spec's recipe: the task's metrics (accuracy, auc,
@@ -187,7 +206,8 @@ def eval_(
         except BuildError as exc:
             _fail(str(exc))
         spec_path, named_by = found.spec, f" (named by {found.manifest})"
-    compiled = _compile_or_exit(spec_path)
+        sets = sets or found.overrides
+    compiled = _compile_or_exit(spec_path, overrides=_overrides(sets, several=False))
     try:
         result = evaluate.evaluate_artifact(
             artifact, compiled.plan, compiled.code, data
@@ -316,6 +336,7 @@ def generate(
     help="Train on this Keras backend instead of the spec's train.backend "
     f"(default {backends.DEFAULT}). The export always runs on TensorFlow.",
 )
+@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE", help=_SET_HELP)
 @_VERBOSE
 def build(
     spec: Path,
@@ -324,6 +345,7 @@ def build(
     epochs: int | None,
     resume: bool,
     backend: str | None,
+    sets: tuple[str, ...],
     verbose: bool,
 ) -> None:
     """Generate SPEC's module, train the model it builds, and export it.
@@ -336,7 +358,7 @@ def build(
     """
     if verbose:
         terminal.show_native_logs()
-    compiled = _compile_or_exit(spec, backend)
+    compiled = _compile_or_exit(spec, backend, _overrides(sets, several=False))
     from l2compile import build as builder  # imports Keras when it trains
     from l2compile import processes
 
@@ -395,4 +417,112 @@ def build(
         _fail(
             f"interrupted after the build was published: {out} holds the new build",
             EXIT_INTERRUPTED,
+        )
+
+
+@main.command(epilog=_EXIT_CODES)
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    required=True,
+    metavar="FIELD=V1,V2,...",
+    help="A field and the values to try, by its path as the errors write it: "
+    "--set l2=0,1e-3,1e-2. Several --set make a grid. Values are read as YAML.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Sweep folder. Default: build/<name>-sweep/",
+)
+@click.option(
+    "--data", type=click.Path(path_type=Path), help="The recipe's data, as for build."
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    help="Train each trial this many epochs instead of the spec's.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Trials run at once (each is one build process).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(("local", "ray")),
+    default="local",
+    show_default=True,
+    help="local: processes on this machine. ray: Ray Tune trials on the cluster "
+    'at $RAY_ADDRESS (pip install "l2compile[ray]").',
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the sweep in --out: skip finished trials, continue "
+    "interrupted ones from their last epoch.",
+)
+@click.option(
+    "--export",
+    is_flag=True,
+    help="Also export each trial as its spec says (off: trials train and score).",
+)
+def sweep(
+    spec: Path,
+    sets: tuple[str, ...],
+    out: Path | None,
+    data: Path | None,
+    epochs: int | None,
+    jobs: int,
+    engine: str,
+    resume: bool,
+    export: bool,
+) -> None:
+    """Build SPEC once per combination of the --set values, and compare the
+    trials: results.csv, results.json, plots/ and report.html in the sweep
+    folder. The best trial is chosen by its validation score, never by its
+    test score."""
+    from l2compile import sweep as sweep_
+
+    overrides = _overrides(sets, several=True)
+    try:
+        planned = sweep_.plan_sweep(spec, overrides, epochs=epochs, export=export)
+    except overrides_.OverrideError as exc:
+        _fail(str(exc), EXIT_SPEC_ERROR)
+    if isinstance(planned, list):
+        _report(planned)
+        sys.exit(EXIT_SPEC_ERROR)
+    name = _compile_or_exit(spec).plan.name
+    out = out or Path("build") / f"{name}-sweep"
+    try:
+        results = sweep_.run_sweep(
+            planned,
+            out,
+            jobs=jobs,
+            engine=engine,
+            data=data,
+            resume=resume,
+            log=lambda message: click.echo(f"l2compile: {message}", err=True),
+        )
+    except KeyboardInterrupt:
+        _fail(
+            f"interrupted; {out / sweep_.RESULTS_CSV} describes the finished "
+            "trials: add --resume to continue",
+            EXIT_INTERRUPTED,
+        )
+    except BuildError as exc:
+        _fail(str(exc))
+    failed = [r for r in results["trials"] if r["status"] != "ok"]
+    click.echo(f"Results in {out}/: {sweep_.RESULTS_CSV}, {sweep_.RESULTS_JSON}")
+    if results["best"] is not None:
+        chosen = next(r for r in results["trials"] if r["trial"] == results["best"])
+        key = results["chosen_by"]
+        click.echo(f"Best by {key}: trial {results['best']} ({chosen[key]:.4f})")
+    if failed:
+        _fail(
+            f"{len(failed)} of {len(results['trials'])} trials failed; "
+            f"see results.csv and {out / sweep_.TRIALS}/<trial>.log"
         )

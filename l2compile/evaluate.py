@@ -53,6 +53,7 @@ class BuildSpec:
 
     spec: Path
     manifest: Path
+    overrides: tuple[str, ...] = ()  #: the build's --set, as given
 
 
 def _size(path: Path) -> int:
@@ -133,7 +134,10 @@ def spec_of_build(artifact: Path) -> BuildSpec:
             f"{found} changed since the build (sha256 {sha[:12]} then, {now[:12]} "
             "now); pass --spec to score against it anyway"
         )
-    return BuildSpec(spec=found, manifest=found_at)
+    sets = spec.get("set", [])
+    if not (isinstance(sets, list) and all(isinstance(s, str) for s in sets)):
+        raise BuildError(f"{found_at}: spec.set is not a list of FIELD=VALUE")
+    return BuildSpec(spec=found, manifest=found_at, overrides=tuple(sets))
 
 
 def _fits(shape: TensorShape, expected: tuple[int, ...]) -> bool:

@@ -8,11 +8,13 @@ checked in no longer matches its specs.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from l2compile import interrupts
 from l2compile.errors import SpecError
+from l2compile.overrides import Override, place
 from l2compile.plan import ModelPlan, plan_spec
 from l2compile.render import render_module
 from l2compile.spec import load_spec
@@ -46,17 +48,23 @@ def display_path(path: Path) -> str:
 
 
 def compile_spec(
-    path: Path, *, version_header: bool = True, backend: str | None = None
+    path: Path,
+    *,
+    version_header: bool = True,
+    backend: str | None = None,
+    overrides: Sequence[Override] = (),
 ) -> Compiled | list[SpecError]:
     """Spec file -> spec -> plan -> source; every error of the file otherwise.
-    `backend` (build --backend) overrides the spec's train.backend."""
+    `backend` (build --backend) overrides the spec's train.backend, and
+    `overrides` (--set) its fields; an error at an overridden field is placed
+    at its --set."""
     interrupts.phase("spec")
-    loaded = load_spec(path, display_path(path))
+    loaded = load_spec(path, display_path(path), overrides)
     if isinstance(loaded, list):
-        return loaded
+        return place(loaded, overrides)
     plan = plan_spec(loaded, path.absolute().parent, backend=backend)
     if isinstance(plan, list):
-        return plan
+        return place(plan, overrides)
     return Compiled(plan, render_module(plan, version_header=version_header))
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 import stat
@@ -24,6 +23,7 @@ from typing import Any
 from l2compile import __version__
 from l2compile.datasets import Dataset
 from l2compile.errors import some_of
+from l2compile.files import json_text
 from l2compile.plan import ModelPlan
 from l2compile.resume import package_version
 
@@ -68,6 +68,8 @@ def write(
                 os.path.relpath(Path(plan.source_file).resolve(), out.resolve())
             ).as_posix(),
             "sha256": plan.spec_sha256,
+            # build --set: the fields overridden, as given.
+            "set": list(plan.overrides),
         },
         "generated_module": module,
         "seed": plan.seed,
@@ -95,20 +97,8 @@ def write(
 
 
 def write_json(path: Path, value: Any) -> None:
-    """Strict JSON: a value that is not finite (NaN, infinity) is written as
-    null, never as the bare NaN that JSON readers refuse."""
-    text = json.dumps(_finite(value), indent=2, allow_nan=False)
-    path.write_text(text + "\n", encoding="utf-8")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+    """Strict JSON (l2compile.files.json_text)."""
+    path.write_text(json_text(value), encoding="utf-8")
 
 
 def read(path: Path) -> Any:

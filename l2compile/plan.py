@@ -202,6 +202,8 @@ class ModelPlan:
     description: str
     source_file: str
     spec_sha256: str
+    #: `--set FIELD=VALUE` applied to the spec file's fields, as written.
+    overrides: tuple[str, ...]
     input_shape: Shape
     l2: float
     l2_bias: bool
@@ -823,6 +825,7 @@ class _Planner:
             description=spec.description,
             source_file=self.source.file,
             spec_sha256=self.source.sha256,
+            overrides=self.source.overrides,
             input_shape=tuple(spec.input.shape),
             l2=spec.l2,
             l2_bias=spec.l2_bias,

@@ -258,6 +258,7 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
     return {
         "source_file": comment_text(plan.source_file),
         "spec_sha256": plan.spec_sha256,
+        "overrides": [comment_text(o) for o in plan.overrides],
         "version": __version__ if version_header else None,
         "docstring": _module_docstring(plan),
         "name": plan.name,

@@ -152,6 +152,8 @@ class Document:
     #: first value; an unsupported tag becomes null), so that all the errors
     #: of a file are reported together.
     problems: tuple[SpecError, ...] = ()
+    #: The command line's `--set FIELD=VALUE` applied to `data` (overrides.py).
+    overrides: tuple[str, ...] = ()
 
     def position(self, path: FieldPath, *, key: bool = False) -> Position | None:
         """Where `path` was written; the nearest written ancestor otherwise."""

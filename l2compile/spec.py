@@ -13,6 +13,7 @@ import importlib.metadata
 import os
 import sys
 import types
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import (
@@ -47,6 +48,7 @@ from l2compile.fields import (
     is_identifier,
 )
 from l2compile.layers import KINDS, LAYER_TYPES, LayerSpec
+from l2compile.overrides import Override, apply
 from l2compile.source import Document, read_spec_file
 from l2compile.tasks import LOSSES, METRICS, TASKS
 
@@ -636,11 +638,18 @@ def json_schema() -> dict[str, Any]:
     return {**schema, "$schema": SCHEMA_DIALECT, "title": "l2compile spec"}
 
 
-def load_spec(path: Path, display: str | None = None) -> LoadedSpec | list[SpecError]:
-    """Read, parse and validate one spec file; all its errors, or the spec."""
+def load_spec(
+    path: Path, display: str | None = None, overrides: Sequence[Override] = ()
+) -> LoadedSpec | list[SpecError]:
+    """Read, parse and validate one spec file, with `overrides` (--set)
+    applied; all its errors, or the spec."""
     doc = read_spec_file(path, display, tuple(Spec.model_fields))
     if isinstance(doc, list):
         return doc
+    if overrides:
+        doc = apply(doc, overrides)
+        if isinstance(doc, list):
+            return doc
     return validate_document(doc)
 
 

@@ -90,6 +90,8 @@ class Metric:
 
     source: Callable[[Task], str]
     score: Callable[[Task, _Array, _Array], float]
+    #: Whether a larger score is a better model (a sweep's choice).
+    higher_is_better: bool = True
 
 
 def _scoring() -> Any:
@@ -136,14 +138,19 @@ METRIC_KINDS: dict[str, Metric] = {
         lambda t, o, y: _scoring().recall(o, y),
     ),
     "mae": Metric(
-        lambda t: '"mae"', lambda t, o, y: _scoring().mean_absolute_error(o, y)
+        lambda t: '"mae"',
+        lambda t, o, y: _scoring().mean_absolute_error(o, y),
+        higher_is_better=False,
     ),
     "rmse": Metric(
         lambda t: 'keras.metrics.RootMeanSquaredError(name="rmse")',
         lambda t, o, y: _scoring().rmse(o, y),
+        higher_is_better=False,
     ),
     "mse": Metric(
-        lambda t: '"mse"', lambda t, o, y: _scoring().mean_squared_error(o, y)
+        lambda t: '"mse"',
+        lambda t, o, y: _scoring().mean_squared_error(o, y),
+        higher_is_better=False,
     ),
 }
 METRICS = tuple(METRIC_KINDS)

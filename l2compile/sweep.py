@@ -1,0 +1,389 @@
+"""`l2compile sweep`: a grid of `--set` values, one build per trial, and the
+results side by side.
+
+A sweep is planned before anything runs: every trial's spec (the spec with the
+trial's values, its own seed, and export off unless asked) is compiled here,
+so that a bad value is reported, at its `--set`, before any trial trains. Each
+trial is then an ordinary `l2compile build --set ...` of that spec into
+`DIR/trials/<id>/`, run by an engine (l2compile.engines: processes on this
+machine, or Ray Tune trials on a cluster); this module reads what each build
+published (its metrics.json) into one row, and chooses the best trial by its
+validation score, never its test score.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from l2compile import manifest
+from l2compile.errors import BuildError, SpecError
+from l2compile.files import json_text, write_atomically
+from l2compile.generate import compile_spec
+from l2compile.overrides import Override, check_distinct, grid, parse
+from l2compile.tasks import METRIC_KINDS
+
+Log = Callable[[str], None]
+
+#: The sweep's own record in its folder: what it was, for --resume.
+RECORD = "sweep.json"
+RESULTS_CSV = "results.csv"
+RESULTS_JSON = "results.json"
+TRIALS = "trials"
+#: A spec that validates on the test split is swept with this share of its
+#: training split held out instead: a sweep chooses on validation data.
+HELD_OUT = 0.1
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of the grid: its values, its seed, and the build's --set."""
+
+    id: str
+    values: tuple[Override, ...]  #: the swept fields, one value each
+    seed: int
+    sets: tuple[str, ...]  #: every --set its build takes
+
+    def label(self) -> str:
+        return ", ".join(o.text for o in self.values)
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A sweep, checked: its trials and how the best one is chosen."""
+
+    spec: Path
+    spec_sha256: str
+    fields: tuple[str, ...]
+    trials: tuple[Trial, ...]
+    epochs: int | None
+    export: bool
+    metric: str  #: the task's first metric: val_<metric> chooses the best
+    higher_is_better: bool
+    notes: tuple[str, ...]  #: what the sweep changed beyond the --set
+
+    def record(self) -> dict[str, Any]:
+        """What --resume compares: the same spec, values, epochs and export."""
+        return {
+            "spec": str(self.spec),
+            "spec_sha256": self.spec_sha256,
+            "trials": {t.id: list(t.sets) for t in self.trials},
+            "epochs": self.epochs,
+            "export": self.export,
+        }
+
+
+def seed_of(base: int, values: Sequence[Override]) -> int:
+    """A trial's seed: derived from the spec's seed and the trial's values, so
+    that it is the same however the grid is ordered or resumed."""
+    text = f"{base}:" + "\n".join(o.text for o in values)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+def plan_sweep(
+    spec: Path,
+    sets: Sequence[Override],
+    *,
+    epochs: int | None = None,
+    export: bool = False,
+) -> SweepPlan | list[SpecError]:
+    """Every trial of the grid, each trial's spec compiled (all errors, each
+    once, otherwise)."""
+    check_distinct(sets)
+    base = compile_spec(spec)
+    if isinstance(base, list):
+        return base
+    plan = base.plan
+    fields = {o.path: o for o in sets}
+    notes, extra = [], []
+    if ("train", "seed") not in fields:
+        notes.append(f"each trial's seed is derived from the spec's ({plan.seed})")
+    if plan.validation is None and ("train", "validation") not in fields:
+        extra.append(parse(f"train.validation={HELD_OUT}"))
+        notes.append(
+            f"the spec validates on the test split; the sweep holds out "
+            f"{HELD_OUT:g} of the training split instead, to choose on"
+        )
+    if not export:
+        extra.append(parse("export.formats=[]"))
+    trials, errors, seen = [], [], set()
+    for index, values in enumerate(grid(sets)):
+        seed = seed_of(plan.seed, values)
+        seeded = () if ("train", "seed") in fields else (parse(f"train.seed={seed}"),)
+        overrides = (*values, *seeded, *extra)
+        compiled = compile_spec(spec, overrides=overrides)
+        if isinstance(compiled, list):
+            for error in compiled:
+                text = str(error)
+                if text not in seen:
+                    seen.add(text)
+                    errors.append(error)
+            continue
+        if ("train", "seed") in fields:
+            seed = compiled.plan.seed
+        trials.append(
+            Trial(f"{index:03d}", values, seed, tuple(o.text for o in overrides))
+        )
+    if errors:
+        return errors
+    metric = plan.task.metric_names[0]
+    return SweepPlan(
+        spec=spec.resolve(),
+        spec_sha256=plan.spec_sha256,
+        fields=tuple(o.field for o in sets),
+        trials=tuple(trials),
+        epochs=epochs,
+        export=export,
+        metric=metric,
+        higher_is_better=METRIC_KINDS[metric].higher_is_better,
+        notes=tuple(notes),
+    )
+
+
+# --- the sweep folder ----------------------------------------------------------
+
+
+def open_folder(out: Path, sweep: SweepPlan, resume: bool) -> list[Trial]:
+    """Make (or, with `resume`, reopen) the sweep folder; the trials to run."""
+    record_path = out / RECORD
+    if record_path.is_file():
+        if not resume:
+            raise BuildError(
+                f"{out} holds a sweep already: add --resume to continue it, "
+                "or choose another --out"
+            )
+        try:
+            recorded = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BuildError(f"cannot read {record_path}: {exc}") from None
+        if recorded != sweep.record():
+            raise BuildError(
+                f"{out} holds another sweep (its spec, --set values, --epochs or "
+                "--export differ): --resume continues the same sweep; choose "
+                "another --out for this one"
+            )
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BuildError(
+            f"{out} exists and is not a sweep folder; choose another --out"
+        )
+    else:
+        (out / TRIALS).mkdir(parents=True, exist_ok=True)
+        write_atomically(record_path, json_text(sweep.record()))
+    return [t for t in sweep.trials if not finished(out, t)]
+
+
+def trial_dir(out: Path, trial: Trial) -> Path:
+    return out / TRIALS / trial.id
+
+
+def finished(out: Path, trial: Trial) -> bool:
+    """Whether the trial's build was published (a build publishes whole)."""
+    return (trial_dir(out, trial) / manifest.METRICS).is_file()
+
+
+def build_command(
+    sweep: SweepPlan, trial: Trial, out: Path, data: Path | None, resume: bool
+) -> list[str]:
+    """The trial's `l2compile build` command line."""
+    command = [sys.executable, "-m", "l2compile", "build", str(sweep.spec)]
+    command += ["--out", str(trial_dir(out, trial).resolve())]
+    for text in trial.sets:
+        command += ["--set", text]
+    if sweep.epochs is not None:
+        command += ["--epochs", str(sweep.epochs)]
+    if data is not None:
+        command += ["--data", str(data.resolve())]
+    if resume:
+        command.append("--resume")  # a trial interrupted mid-way goes on
+    return command
+
+
+# --- results ----------------------------------------------------------------------
+
+
+def row(
+    sweep: SweepPlan, out: Path, trial: Trial, run: dict[str, Any]
+) -> dict[str, Any]:
+    """One trial's row: its values, scores, losses, gap, time and memory."""
+    found: dict[str, Any] = {"trial": trial.id, "seed": trial.seed}
+    found.update({o.field: o.values[0] for o in trial.values})
+    found.update(status=run.get("status", "failed"), error=run.get("error", ""))
+    path = trial_dir(out, trial) / manifest.METRICS
+    if path.is_file():
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        found.update(_scores(sweep.metric, metrics))
+        found["status"] = "ok"
+    found["seconds"] = run.get("seconds")
+    found["peak_memory_mb"] = run.get("peak_memory_mb")
+    return found
+
+
+def _scores(metric: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a build's metrics.json says at the epoch whose weights it kept."""
+    history = metrics.get("history", {})
+    split = metrics.get("history_split", {})
+    stopped = metrics.get("early_stopping") or {}
+    epochs = len(history.get("loss", ())) or 1
+    kept = (stopped.get("weights_of_epoch") or epochs) - 1
+
+    def at(series: Sequence[float] | None) -> float | None:
+        return float(series[kept]) if series and len(series) > kept else None
+
+    found: dict[str, Any] = {
+        f"val_{k}": v
+        for k, v in metrics.get("validation", {}).get("scores", {}).items()
+    }
+    found.update({k: v for k, v in metrics.items() if k.startswith("test_")})
+    found.pop("test_loss_split", None)
+    train, val = at(history.get(metric)), at(history.get(f"val_{metric}"))
+    found[f"train_{metric}"] = train
+    found["gap"] = None if train is None or val is None else train - val
+    found["data_loss"] = at(split.get("data_loss"))
+    found["val_data_loss"] = at(split.get("val_data_loss"))
+    found["l2_penalty"] = at(split.get("l2_penalty"))
+    found["epochs_trained"] = metrics.get("epochs_trained")
+    found["layer_norms"] = layer_norms(metrics.get("l2_norms", {}))
+    return found
+
+
+def layer_norms(norms: dict[str, float]) -> dict[str, float]:
+    """Each layer's regularized weights' L2 norm, together (from each weight's,
+    keyed by the variable path `layer/weight`)."""
+    squares: dict[str, float] = {}
+    for path, norm in norms.items():
+        layer = path.rsplit("/", 1)[0]
+        squares[layer] = squares.get(layer, 0.0) + float(norm) ** 2
+    return {layer: math.sqrt(total) for layer, total in squares.items()}
+
+
+def best(sweep: SweepPlan, rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The finished trial with the best validation score."""
+    key = f"val_{sweep.metric}"
+    scored = [r for r in rows if r["status"] == "ok" and r.get(key) is not None]
+    if not scored:
+        return None
+    pick = max if sweep.higher_is_better else min
+    return pick(scored, key=lambda r: float(r[key]))
+
+
+def write_results(
+    sweep: SweepPlan, out: Path, rows: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """results.json and results.csv, each replaced whole."""
+    chosen = best(sweep, rows)
+    ordered = sorted(rows, key=lambda r: str(r["trial"]))
+    results = {
+        "spec": str(sweep.spec),
+        "fields": list(sweep.fields),
+        "epochs": sweep.epochs,
+        "chosen_by": f"val_{sweep.metric}",
+        "higher_is_better": sweep.higher_is_better,
+        "best": None if chosen is None else chosen["trial"],
+        "notes": list(sweep.notes),
+        "trials": ordered,
+    }
+    write_atomically(out / RESULTS_JSON, json_text(results))
+    write_atomically(out / RESULTS_CSV, _csv(ordered))
+    return results
+
+
+def _csv(rows: Sequence[dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for r in rows:
+        columns += [k for k in r if k not in columns and k != "layer_norms"]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(
+            {
+                k: json.dumps(v) if isinstance(v, list | dict) else v
+                for k, v in r.items()
+            }
+        )
+    return text.getvalue()
+
+
+# --- running ----------------------------------------------------------------------
+
+
+def _run_file(out: Path, trial: Trial) -> Path:
+    return out / TRIALS / f"{trial.id}.run.json"
+
+
+def _read_run(out: Path, trial: Trial) -> dict[str, Any]:
+    try:
+        found = json.loads(_run_file(out, trial).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def run_sweep(
+    sweep: SweepPlan,
+    out: Path,
+    *,
+    jobs: int = 1,
+    engine: str = "local",
+    data: Path | None = None,
+    resume: bool = False,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Run the trials not yet finished, writing results.csv and results.json
+    as each ends; the results. On Ctrl-C the finished trials are described,
+    and the running ones keep their epochs for --resume."""
+    from l2compile import engines
+
+    todo = open_folder(out, sweep, resume)
+    by_id = {t.id: t for t in sweep.trials}
+    rows = {
+        t.id: row(sweep, out, t, _read_run(out, t))
+        for t in sweep.trials
+        if finished(out, t)
+    }
+    for note in sweep.notes:
+        log(f"note: {note}")
+    log(
+        f"{len(sweep.trials)} trials, {len(todo)} to run"
+        + (f" ({len(sweep.trials) - len(todo)} finished before)" if rows else "")
+        + f", {jobs} at a time on the {engine} engine; logs in {out / TRIALS}/"
+    )
+
+    def done(run: Any, report: dict[str, Any]) -> None:
+        trial = by_id[run.id]
+        write_atomically(_run_file(out, trial), json_text(report))
+        rows[trial.id] = row(sweep, out, trial, report)
+        write_results(sweep, out, list(rows.values()))
+        score = rows[trial.id].get(f"val_{sweep.metric}")
+        outcome = (
+            f"val_{sweep.metric} {score:.4f}"
+            if isinstance(score, float)
+            else f"{rows[trial.id]['status']}: {report.get('error', '')}"
+        )
+        log(
+            f"[{len(rows)}/{len(sweep.trials)}] trial {trial.id} ({trial.label()}): "
+            f"{outcome} ({report.get('seconds', 0):.0f} s)"
+        )
+
+    runs = [
+        engines.TrialRun(
+            t.id,
+            tuple(build_command(sweep, t, out, data, resume)),
+            str((out / TRIALS / f"{t.id}.log").resolve()),
+        )
+        for t in todo
+    ]
+    run = engines.run_ray if engine == "ray" else engines.run_local
+    try:
+        run(runs, jobs, done)
+    finally:
+        results = write_results(sweep, out, list(rows.values()))
+    return results
