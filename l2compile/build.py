@@ -30,6 +30,7 @@ from l2compile import (
     export,
     interrupts,
     manifest,
+    pages,
     processes,
     workfolder,
 )
@@ -198,6 +199,7 @@ def _build_into(
         model_file.unlink()
     interrupts.phase("manifest")
     manifest.write_json(dest / manifest.METRICS, metrics)
+    (dest / pages.NAME).write_text(pages.build_page(plan, metrics), encoding="utf-8")
     manifest.write(dest, out, plan, dataset, module.name)
     return metrics
 

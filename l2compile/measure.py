@@ -81,13 +81,8 @@ def history_split(history: dict[str, Any], penalties: list[float]) -> dict[str, 
 
 
 def l2_norms(model: Any, plan: ModelPlan) -> dict[str, float]:
-    """The L2 norm of every regularized weight at the end of training."""
-    wanted = {
-        plan.weight_path(layer, w)
-        for layer in plan.layers
-        for w in layer.weights
-        if w.l2 > 0 or w.weight_decay > 0
-    }
+    """The L2 norm of the plan's `normed_weights` at the end of training."""
+    wanted = plan.normed_weights
     return {
         v.path: float(np.linalg.norm(np.asarray(v, dtype=np.float64)))
         for v in model.weights

@@ -268,6 +268,18 @@ class ModelPlan:
         return weight.path(self.variable_scope, layer.name)
 
     @property
+    def normed_weights(self) -> frozenset[str]:
+        """The weights whose L2 norm a build reports: every regularized
+        weight, and every trained kernel with or without a penalty (so that
+        builds with and without one, a sweep's trials, compare)."""
+        return frozenset(
+            self.weight_path(layer, w)
+            for layer in self.layers
+            for w in layer.weights
+            if w.l2 > 0 or w.weight_decay > 0 or (w.role == "kernel" and w.trainable)
+        )
+
+    @property
     def adapted(self) -> tuple[str, ...]:
         """The layers that learn the training data's statistics before training."""
         return tuple(layer.name for layer in self.layers if layer.kind.adapted)

@@ -28,7 +28,7 @@ def weights(plan: ModelPlan) -> list[dict[str, Any]]:
     ]
 
 
-def _untrained(record: dict[str, Any]) -> str:
+def untrained(record: dict[str, Any]) -> str:
     """Why a weight is not trained, as the table notes it."""
     if record["trainable"]:
         return ""
@@ -104,7 +104,7 @@ def as_table(plan: ModelPlan) -> str:
         rows.append(
             (
                 record["layer"],
-                record["weight"] + _untrained(record),
+                record["weight"] + untrained(record),
                 shape_text(tuple(record["shape"])),
                 f"{record['params']:,}",
                 _number(record["l2"]),

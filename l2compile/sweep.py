@@ -38,6 +38,7 @@ RECORD = "sweep.json"
 RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"
 TRIALS = "trials"
+PLOTS = "plots"
 #: A spec that validates on the test split is swept with this share of its
 #: training split held out instead: a sweep chooses on validation data.
 HELD_OUT = 0.1
@@ -79,6 +80,13 @@ class SweepPlan:
             "epochs": self.epochs,
             "export": self.export,
         }
+
+
+def _set_order(error: SpecError, sets: Sequence[Override]) -> tuple[int, int]:
+    """Errors at a --set in the order of the --set options, then the spec's."""
+    fields = [f"--set {o.field}=" for o in sets]
+    at = next((i for i, f in enumerate(fields) if error.file.startswith(f)), len(sets))
+    return at, error.line or 0
 
 
 def seed_of(base: int, values: Sequence[Override]) -> int:
@@ -133,7 +141,7 @@ def plan_sweep(
             Trial(f"{index:03d}", values, seed, tuple(o.text for o in overrides))
         )
     if errors:
-        return errors
+        return sorted(errors, key=lambda e: _set_order(e, sets))
     metric = plan.task.metric_names[0]
     return SweepPlan(
         spec=spec.resolve(),
@@ -255,13 +263,16 @@ def _scores(metric: str, metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def layer_norms(norms: dict[str, float]) -> dict[str, float]:
-    """Each layer's regularized weights' L2 norm, together (from each weight's,
-    keyed by the variable path `layer/weight`)."""
+    """Each layer's L2 norm of its kernels and regularized weights together
+    (from each weight's, keyed by the variable path `model/layer/weight`)."""
     squares: dict[str, float] = {}
     for path, norm in norms.items():
         layer = path.rsplit("/", 1)[0]
         squares[layer] = squares.get(layer, 0.0) + float(norm) ** 2
-    return {layer: math.sqrt(total) for layer, total in squares.items()}
+    # Variable paths start with the model's name: leave it out.
+    model = {layer.split("/", 1)[0] for layer in squares}
+    cut = len(model.pop()) + 1 if len(model) == 1 and "/" in next(iter(squares)) else 0
+    return {layer[cut:]: math.sqrt(total) for layer, total in squares.items()}
 
 
 def best(sweep: SweepPlan, rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -386,4 +397,18 @@ def run_sweep(
         run(runs, jobs, done)
     finally:
         results = write_results(sweep, out, list(rows.values()))
+    write_report(sweep, out, results)
     return results
+
+
+def write_report(sweep: SweepPlan, out: Path, results: dict[str, Any]) -> None:
+    """plots/<field>.png (and heat_map.png) and report.html, each whole."""
+    from l2compile import pages
+
+    figures = pages.sweep_figures(results)
+    (out / PLOTS).mkdir(exist_ok=True)
+    for name, png in figures.items():
+        write_atomically(out / PLOTS / f"{name}.png", png)
+    write_atomically(
+        out / pages.NAME, pages.sweep_page(results, figures, sweep.spec_sha256)
+    )

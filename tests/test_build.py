@@ -237,13 +237,7 @@ def test_every_layer_trains_exports_and_converts(
     )
     assert "model.tflite" in result.artifacts
     assert abs(result.metrics["tflite"]["files"]["none"]["accuracy_drop"]) <= 0.001
-    expected_norms = {
-        spec.plan.weight_path(layer, w)
-        for layer in spec.plan.layers
-        for w in layer.weights
-        if w.l2 > 0 or w.weight_decay > 0
-    }
-    assert set(result.metrics["l2_norms"]) == expected_norms
+    assert set(result.metrics["l2_norms"]) == spec.plan.normed_weights
     from ai_edge_litert.interpreter import Interpreter
 
     (inp,) = Interpreter(str(result.out / "model.tflite")).get_input_details()

@@ -1,0 +1,237 @@
+"""The figures of the reports, as PNG bytes (matplotlib, no display needed).
+
+A build's: its training curves per epoch (the loss split into the data loss
+and the L2 penalty; each metric on training and validation data) and the L2
+norm of each regularized weight. A sweep's: for each swept field, the task's
+metric on training and validation data, the losses and each layer's weight
+norm against the field's values; for a two-field grid, a heat map of the
+validation score. Figures are built with matplotlib's object API (no pyplot
+state), so they can be drawn from any thread.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+#: Pixels per inch of the PNG files: 100 keeps a report page light.
+DPI = 100
+
+
+def _figure(panels: int, height: float = 3.4) -> tuple[Any, list[Any]]:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.6 * panels, height), layout="constrained")
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    return figure, list(axes)
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+# --- a build ----------------------------------------------------------------------
+
+
+def training_curves(metrics: dict[str, Any], metric_names: Sequence[str]) -> bytes:
+    """Loss (data loss and penalty) and each metric per epoch."""
+    history: dict[str, list[float]] = metrics.get("history", {})
+    split: dict[str, list[float]] = metrics.get("history_split", {})
+    figure, (losses, scores) = _figure(2)
+    epochs = list(range(1, len(history.get("loss", [])) + 1))
+    for key, label, style in (
+        ("data_loss", "training data loss", "-"),
+        ("val_data_loss", "validation data loss", "--"),
+        ("l2_penalty", "L2 penalty", ":"),
+    ):
+        if split.get(key):
+            losses.plot(epochs, split[key], style, marker="o", label=label)
+    losses.set(title="Loss: data loss and L2 penalty", xlabel="epoch")
+    for name in metric_names:
+        for key, style in ((name, "-"), (f"val_{name}", "--")):
+            if history.get(key):
+                label = (
+                    "validation " if key.startswith("val_") else "training "
+                ) + name
+                scores.plot(epochs, history[key], style, marker="o", label=label)
+    scores.set(title="Metrics", xlabel="epoch")
+    for axes in (losses, scores):
+        axes.legend(fontsize="small")
+        axes.grid(alpha=0.3)
+        axes.xaxis.get_major_locator().set_params(integer=True)
+    return _png(figure)
+
+
+def weight_norms(norms: dict[str, float]) -> bytes:
+    """A bar per regularized weight: its L2 norm at the end of training."""
+    names = list(norms)
+    figure, (axes,) = _figure(1, height=0.6 + 0.28 * max(len(names), 1))
+    axes.barh(range(len(names)), [norms[n] for n in names], color="#4c72b0")
+    axes.set_yticks(range(len(names)), names, fontsize="small")
+    axes.invert_yaxis()
+    axes.set(title="L2 norm of each regularized weight", xlabel="‖w‖₂")
+    axes.grid(axis="x", alpha=0.3)
+    return _png(figure)
+
+
+# --- a sweep ----------------------------------------------------------------------
+
+
+def _numbers(values: Sequence[Any]) -> list[float] | None:
+    """The values as numbers, if every one is (true and false are not)."""
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return [float(v) for v in values]
+    return None
+
+
+def _x_axis(axes: Any, values: Sequence[Any]) -> dict[str, float]:
+    """Position each value on `axes`' x axis: log for numbers spanning
+    decades (symlog, with 0 shown, where 0 is one of them), linear for
+    other numbers, in order for anything else."""
+    shown = sorted(set(map(_key, values)), key=lambda k: _order(k, values))
+    numbers = _numbers([_value(k, values) for k in shown])
+    if numbers is None:
+        axes.set_xticks(range(len(shown)), shown)
+        return {k: float(i) for i, k in enumerate(shown)}
+    positive = [n for n in numbers if n > 0]
+    if positive and min(numbers) >= 0 and max(positive) / min(positive) >= 100:
+        if min(numbers) == 0:
+            axes.set_xscale("symlog", linthresh=min(positive), linscale=0.5)
+        else:
+            axes.set_xscale("log")
+    axes.set_xticks(numbers, [f"{n:g}" for n in numbers])
+    axes.minorticks_off()
+    return dict(zip(shown, numbers, strict=True))
+
+
+def _key(value: Any) -> str:
+    return value if isinstance(value, str) else repr(value)
+
+
+def _value(key: str, values: Sequence[Any]) -> Any:
+    return next(v for v in values if _key(v) == key)
+
+
+def _order(key: str, values: Sequence[Any]) -> Any:
+    numbers = _numbers(values)
+    if numbers is not None:
+        return float(_value(key, values))
+    return [_key(v) for v in values].index(key)
+
+
+def _series(
+    rows: Sequence[dict[str, Any]], field: str, others: Sequence[str]
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The rows grouped by the other fields' values: one line each."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        label = ", ".join(f"{o}={row.get(o)!r}" for o in others)
+        groups.setdefault(label, []).append(row)
+    return list(groups.items())
+
+
+def _lines(
+    axes: Any,
+    rows: Sequence[dict[str, Any]],
+    field: str,
+    others: Sequence[str],
+    keys: Sequence[tuple[str, str, str]],
+) -> None:
+    """On `axes`, a line per (series, key) against the field's values."""
+    where = _x_axis(axes, [r[field] for r in rows])
+    for group, (label, members) in enumerate(_series(rows, field, others)):
+        members = sorted(members, key=lambda r: where[_key(r[field])])
+        for key, name, style in keys:
+            points = [
+                (where[_key(r[field])], r[key])
+                for r in members
+                if isinstance(r.get(key), int | float) and math.isfinite(r[key])
+            ]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                text = f"{name} ({label})" if label else name
+                axes.plot(xs, ys, style, marker="o", color=f"C{group}", label=text)
+    axes.set_xlabel(field)
+    axes.grid(alpha=0.3)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize="x-small")
+
+
+def sweep_field(
+    rows: Sequence[dict[str, Any]], field: str, others: Sequence[str], metric: str
+) -> bytes:
+    """The metric, the losses and each layer's weight norm against `field`."""
+    rows = [r for r in rows if r.get("status") == "ok"]
+    figure, (scores, losses, norms) = _figure(3, height=3.8)
+    _lines(
+        scores,
+        rows,
+        field,
+        others,
+        ((f"train_{metric}", "training", "-"), (f"val_{metric}", "validation", "--")),
+    )
+    scores.set_title(f"{metric} on training and validation data")
+    _lines(
+        losses,
+        rows,
+        field,
+        others,
+        (
+            ("data_loss", "training data loss", "-"),
+            ("val_data_loss", "validation data loss", "--"),
+            ("l2_penalty", "L2 penalty", ":"),
+        ),
+    )
+    losses.set_title("Loss: data loss and L2 penalty")
+    layers = sorted({layer for r in rows for layer in r.get("layer_norms", {})})
+    flat = [
+        {**r, **{f"norm:{k}": v for k, v in r.get("layer_norms", {}).items()}}
+        for r in rows
+    ]
+    styles = ("-", "--", ":", "-.")
+    _lines(
+        norms,
+        flat,
+        field,
+        others,
+        [(f"norm:{k}", k, styles[i % 4]) for i, k in enumerate(layers)],
+    )
+    norms.set_title("L2 norm of each layer's regularized weights")
+    return _png(figure)
+
+
+def heat_map(
+    rows: Sequence[dict[str, Any]], fields: tuple[str, str], key: str
+) -> bytes:
+    """`key` (a validation score) over a two-field grid."""
+    first, second = fields
+    ys = sorted(
+        {_key(r[first]) for r in rows},
+        key=lambda k: _order(k, [r[first] for r in rows]),
+    )
+    xs = sorted(
+        {_key(r[second]) for r in rows},
+        key=lambda k: _order(k, [r[second] for r in rows]),
+    )
+    grid = [[math.nan] * len(xs) for _ in ys]
+    for r in rows:
+        value = r.get(key)
+        if r.get("status") == "ok" and isinstance(value, int | float):
+            grid[ys.index(_key(r[first]))][xs.index(_key(r[second]))] = float(value)
+    figure, (axes,) = _figure(1, height=1.4 + 0.5 * len(ys))
+    image = axes.imshow(grid, cmap="viridis", aspect="auto")
+    axes.set_xticks(range(len(xs)), xs)
+    axes.set_yticks(range(len(ys)), ys)
+    axes.set(xlabel=second, ylabel=first, title=f"{key} over the grid")
+    for i, line in enumerate(grid):
+        for j, value in enumerate(line):
+            text = "failed" if math.isnan(value) else f"{value:.4f}"
+            axes.text(
+                j, i, text, ha="center", va="center", color="white", fontsize="small"
+            )
+    figure.colorbar(image, ax=axes)
+    return _png(figure)

@@ -1,0 +1,352 @@
+"""`l2compile sweep`: planning a grid, choosing on validation, the results
+and plots, and real sweeps of tiny builds (two fields, Ctrl-C and --resume)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from l2compile import pages, plots
+from l2compile import sweep as sweep_
+from l2compile.cli import main
+from l2compile.errors import BuildError
+from l2compile.overrides import parse
+from tests.conftest import SMALL_SPEC, make_mnist_npz
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _spec(tmp_path: Path, text: str = SMALL_SPEC) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _plan(tmp_path: Path, *sets: str, text: str = SMALL_SPEC) -> sweep_.SweepPlan:
+    planned = sweep_.plan_sweep(_spec(tmp_path, text), [parse(s) for s in sets])
+    assert isinstance(planned, sweep_.SweepPlan), planned
+    return planned
+
+
+# --- planning ------------------------------------------------------------------
+
+
+def test_every_trial_is_checked_before_any_runs(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(
+        main,
+        [
+            "sweep",
+            str(_spec(tmp_path)),
+            "--set",
+            "l2=0,-1",
+            "--set",
+            "layers[1].units=4,0",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 2
+    lines = result.output.splitlines()
+    # Each bad value once, at its --set, however many trials it is in.
+    assert lines[:2] == [
+        "--set l2=-1: error: l2: must be greater than or equal to 0, got -1",
+        "--set layers[1].units=0: error: layers[1].units: must be greater than "
+        "0, got 0",
+    ]
+    assert not out.exists()
+
+
+def test_trials_get_their_own_seeds_derived_from_the_specs(tmp_path: Path) -> None:
+    planned = _plan(tmp_path, "l2=0,0.01", "layers[1].units=4,8")
+    seeds = [t.seed for t in planned.trials]
+    assert len(set(seeds)) == 4
+    assert [t.sets[2] for t in planned.trials] == [f"train.seed={s}" for s in seeds]
+    # The same values give the same seed, whatever else is swept.
+    again = _plan(tmp_path, "layers[1].units=8,4", "l2=0.01,0")
+    assert {t.label(): t.seed for t in planned.trials}[
+        "l2=0.01, layers[1].units=4"
+    ] != {t.label(): t.seed for t in again.trials}["layers[1].units=4, l2=0.01"]
+    assert sweep_.seed_of(7, planned.trials[1].values) == planned.trials[1].seed
+    # A swept seed is the trial's seed.
+    seeded = _plan(tmp_path, "train.seed=3,5")
+    assert [t.seed for t in seeded.trials] == [3, 5]
+
+
+def test_a_spec_that_validates_on_test_is_swept_on_a_held_out_share(
+    tmp_path: Path,
+) -> None:
+    planned = _plan(tmp_path, "l2=0,0.01")
+    assert all("train.validation=0.1" in t.sets for t in planned.trials)
+    assert any("holds out 0.1" in note for note in planned.notes)
+    assert all("export.formats=[]" in t.sets for t in planned.trials)
+    chosen = _plan(tmp_path, "l2=0,0.01", "train.validation=0.2")
+    assert not any(s == "train.validation=0.1" for s in chosen.trials[0].sets)
+
+
+def _metrics(val: float, epochs: int = 2, kept: int | None = None) -> dict[str, Any]:
+    return {
+        "history": {
+            "loss": [1.0 + i for i in range(epochs)],
+            "accuracy": [0.5 + i / 10 for i in range(epochs)],
+            "val_accuracy": [val - 0.1 * (epochs - 1 - i) for i in range(epochs)],
+        },
+        "history_split": {
+            "data_loss": [0.9 + i for i in range(epochs)],
+            "val_data_loss": [0.8 + i for i in range(epochs)],
+            "l2_penalty": [0.1 * (i + 1) for i in range(epochs)],
+        },
+        "validation": {"scores": {"accuracy": val, "loss": 1.0}},
+        "test_accuracy": 0.7,
+        "test_loss": 1.2,
+        "test_loss_split": {"data_loss": 1.0, "l2_penalty": 0.2},
+        "epochs_trained": epochs,
+        "early_stopping": {"weights_of_epoch": kept} if kept else None,
+        "l2_norms": {"m/dense_1/kernel": 3.0, "m/dense_1/bias": 4.0, "m/out/kernel": 1},
+    }
+
+
+def test_a_row_reads_the_kept_epoch_and_the_best_is_chosen_on_validation(
+    tmp_path: Path,
+) -> None:
+    planned = _plan(tmp_path, "l2=0,0.01,0.1")
+    for trial, (val, kept) in zip(
+        planned.trials, [(0.8, None), (0.9, 1), (0.85, None)], strict=True
+    ):
+        folder = sweep_.trial_dir(tmp_path, trial)
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(_metrics(val, kept=kept)))
+    rows = [sweep_.row(planned, tmp_path, t, {"seconds": 1.5}) for t in planned.trials]
+    kept_first = rows[1]
+    assert kept_first["train_accuracy"] == 0.5  # epoch 1's, the weights kept
+    assert kept_first["gap"] == pytest.approx(0.5 - 0.8)
+    assert kept_first["l2_penalty"] == pytest.approx(0.1)
+    assert rows[0]["data_loss"] == pytest.approx(1.9)  # the last epoch's
+    assert rows[0]["layer_norms"] == {"dense_1": 5.0, "out": 1.0}
+    assert rows[0]["l2"] == 0 and rows[0]["status"] == "ok"
+    # The best validation score, although another trial's test score is higher.
+    rows[0]["test_accuracy"] = 0.99
+    assert sweep_.best(planned, rows) is rows[1]
+    regression = sweep_.SweepPlan(
+        **{**planned.__dict__, "metric": "accuracy", "higher_is_better": False}
+    )
+    assert sweep_.best(regression, rows) is rows[0]
+
+
+def test_results_csv_has_a_row_per_trial_and_a_column_per_field(
+    tmp_path: Path,
+) -> None:
+    planned = _plan(tmp_path, "l2=0,0.01")
+    rows = [
+        {"trial": "001", "l2": 0.01, "status": "failed", "error": "diverged"},
+        {"trial": "000", "l2": 0, "status": "ok", "val_accuracy": 0.5},
+    ]
+    results = sweep_.write_results(planned, tmp_path, rows)
+    assert results["best"] == "000"
+    with (tmp_path / "results.csv").open(encoding="utf-8") as f:
+        read = list(csv.DictReader(f))
+    assert [r["trial"] for r in read] == ["000", "001"]
+    assert read[1]["error"] == "diverged"
+    assert json.loads((tmp_path / "results.json").read_text())["chosen_by"] == (
+        "val_accuracy"
+    )
+
+
+def test_a_sweep_folder_is_continued_only_by_the_same_sweep(tmp_path: Path) -> None:
+    planned = _plan(tmp_path, "l2=0,0.01")
+    out = tmp_path / "out"
+    assert len(sweep_.open_folder(out, planned, resume=False)) == 2
+    with pytest.raises(BuildError, match="holds a sweep already: add --resume"):
+        sweep_.open_folder(out, planned, resume=False)
+    other = _plan(tmp_path, "l2=0,0.1")
+    with pytest.raises(BuildError, match="holds another sweep"):
+        sweep_.open_folder(out, other, resume=True)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("")
+    with pytest.raises(BuildError, match="is not a sweep folder"):
+        sweep_.open_folder(tmp_path / "busy", planned, resume=False)
+
+
+# --- plots and pages -------------------------------------------------------------
+
+
+def test_a_lambda_axis_is_logarithmic_with_zero_shown() -> None:
+    from matplotlib.figure import Figure
+
+    axes = Figure().subplots()
+    where = plots._x_axis(axes, [0, 1e-4, 1e-2, 1e-1])
+    assert axes.get_xscale() == "symlog"
+    assert [t.get_text() for t in axes.get_xticklabels()] == [
+        "0",
+        "0.0001",
+        "0.01",
+        "0.1",
+    ]
+    assert where["0"] == 0.0
+    axes = Figure().subplots()
+    plots._x_axis(axes, [1e-3, 1e-1])
+    assert axes.get_xscale() == "log"
+    axes = Figure().subplots()
+    assert plots._x_axis(axes, ["relu", "tanh"]) == {"relu": 0.0, "tanh": 1.0}
+
+
+def test_the_sweep_figures_and_page(tmp_path: Path) -> None:
+    rows = [
+        {
+            "trial": f"00{i}",
+            "l2": l2,
+            "units": units,
+            "status": "ok" if i != 3 else "failed",
+            "val_accuracy": 0.5 + i / 10,
+            "train_accuracy": 0.6 + i / 10,
+            "data_loss": 1.0,
+            "val_data_loss": 1.1,
+            "l2_penalty": l2,
+            "layer_norms": {"dense_1": 2.0 + i},
+        }
+        for i, (l2, units) in enumerate([(0, 4), (0, 8), (0.1, 4), (0.1, 8)])
+    ]
+    results = {
+        "trials": rows,
+        "fields": ["l2", "units"],
+        "chosen_by": "val_accuracy",
+        "best": "002",
+        "spec": str(_spec(tmp_path)),
+    }
+    figures = pages.sweep_figures(results)
+    assert sorted(figures) == ["heat_map", "l2", "units"]
+    assert all(png.startswith(b"\x89PNG") for png in figures.values())
+    page = pages.sweep_page(results, figures, "0" * 64)
+    assert page.count("data:image/png;base64,") == 3
+    assert '<tr class="best">' in page
+
+
+def test_a_page_shows_hostile_spec_text_and_loads_nothing(tmp_path: Path) -> None:
+    hostile = "<script>alert(1)</script><img src=http://example.com/x>"
+    spec = _spec(tmp_path, SMALL_SPEC.replace("for fast tests", hostile))
+    page = pages.spec_section(str(spec), "0" * 64, ["l2=<b>"])
+    html = pages.render("t", hostile, [page])
+    assert "<script>" not in html and "<img src=http" not in html
+    assert "&lt;script&gt;" in html and "--set l2=&lt;b&gt;" in html
+    assert "default-src &#39;none&#39;" in html or "default-src 'none'" in html
+    assert "changed since" in html  # the sha256 given is not the file's
+
+
+# --- real sweeps of tiny builds ---------------------------------------------------
+
+
+def _sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "l2compile", "sweep", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_a_two_field_sweep_of_tiny_builds(tmp_path: Path) -> None:
+    data = make_mnist_npz(tmp_path / "mnist.npz", n_train=200, n_test=64)
+    spec = _spec(tmp_path)
+    result = _sweep(
+        str(spec),
+        "--set",
+        "l2=0,0.01",
+        "--set",
+        "layers[1].units=4,8",
+        "--data",
+        str(data),
+        "--out",
+        "out",
+        "--jobs",
+        "2",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    results = json.loads((out / "results.json").read_text())
+    rows = results["trials"]
+    assert [(r["l2"], r["layers[1].units"]) for r in rows] == [
+        (0, 4),
+        (0, 8),
+        (0.01, 4),
+        (0.01, 8),
+    ]
+    assert all(r["status"] == "ok" for r in rows)
+    assert [r["l2_penalty"] == 0 for r in rows] == [True, True, False, False]
+    best = max(rows, key=lambda r: r["val_accuracy"])
+    assert results["best"] == best["trial"]
+    assert f"Best by val_accuracy: trial {best['trial']}" in result.stdout
+    for r in rows:
+        assert r["seconds"] > 0 and r["peak_memory_mb"] > 50
+        trial = out / "trials" / r["trial"]
+        manifest = json.loads((trial / "manifest.json").read_text())
+        assert f"train.seed={r['seed']}" in manifest["spec"]["set"]
+        # Export is off for trials: no model files.
+        assert not list(trial.glob("*.tflite")) and not (trial / "model.keras").exists()
+        assert (trial / "report.html").is_file()
+    with (out / "results.csv").open(encoding="utf-8") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert sorted(p.name for p in (out / "plots").iterdir()) == [
+        "heat_map.png",
+        "l2.png",
+        "layers_1_.units.png",
+    ]
+    assert (out / "report.html").read_text().count("data:image/png") == 3
+
+
+def _wait_for(path: Path, process: subprocess.Popen[str], seconds: float) -> None:
+    ends = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < ends, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_ctrl_c_keeps_the_finished_trials_and_resume_runs_the_rest(
+    tmp_path: Path,
+) -> None:
+    data = make_mnist_npz(tmp_path / "mnist.npz", n_train=200, n_test=64)
+    args = [str(_spec(tmp_path)), "--set", "l2=0,0.01,0.1", "--data", str(data)]
+    args += ["--out", "out"]
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "l2compile", "sweep", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out = tmp_path / "out"
+    try:
+        _wait_for(out / "results.csv", sweep, 300)  # the first trial is done
+        sweep.send_signal(signal.SIGINT)
+        _, stderr = sweep.communicate(timeout=120)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 130, stderr
+    assert "describes the finished trials: add --resume to continue" in stderr
+    with (out / "results.csv").open(encoding="utf-8") as f:
+        kept = list(csv.DictReader(f))
+    assert [(r["trial"], r["status"]) for r in kept] == [("000", "ok")]
+    first = json.loads((out / "results.json").read_text())["trials"][0]
+
+    again = _sweep(*args, cwd=tmp_path)
+    assert again.returncode == 3, again.stderr  # the folder holds a sweep
+    assert "add --resume" in again.stderr
+    resumed = _sweep(*args, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "3 trials, 2 to run (1 finished before)" in resumed.stderr
+    rows = json.loads((out / "results.json").read_text())["trials"]
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok"]
+    assert rows[0] == first  # not run again
+    assert os.path.exists(out / "report.html")
