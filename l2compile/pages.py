@@ -138,10 +138,15 @@ def build_page(plan: ModelPlan, metrics: dict[str, Any]) -> str:
     sections.append(spec_section(plan.source_file, plan.spec_sha256, plan.overrides))
     lead = (
         f"{plan.description + ' · ' if plan.description else ''}"
-        f"{metrics.get('epochs_trained')} epochs on Keras' {plan.backend} backend, "
+        f"{_count(metrics.get('epochs_trained') or 0, 'epoch')} on Keras' "
+        f"{plan.backend} backend, "
         f"{plan.params:,} parameters, {plan.regularized_params:,} with an L2 penalty"
     )
     return render(f"{plan.name}: build report", lead, sections)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def _scores(metrics: dict[str, Any]) -> Section:
@@ -178,10 +183,13 @@ def _weights(plan: ModelPlan, norms: dict[str, float]) -> Section:
     notes = (
         f"{plan.regularized_params:,} of {plan.params:,} parameters "
         f"({plan.regularized_params / total:.1%}) carry an L2 penalty; the norm is "
-        "each regularized weight's at the end of training.",
+        "each kernel's and regularized weight's at the end of training.",
     )
+    # Variable paths start with the model's name; the chart leaves it out.
+    scope = f"{plan.variable_scope}/" if plan.variable_scope else ""
+    shown = {k.removeprefix(scope): v for k, v in norms.items()}
     images = (
-        (image(plots.weight_norms(norms), "L2 norm of each weight"),) if norms else ()
+        (image(plots.weight_norms(shown), "L2 norm of each weight"),) if norms else ()
     )
     return Section(
         "Weights and their L2",

@@ -67,13 +67,13 @@ def training_curves(metrics: dict[str, Any], metric_names: Sequence[str]) -> byt
 
 
 def weight_norms(norms: dict[str, float]) -> bytes:
-    """A bar per regularized weight: its L2 norm at the end of training."""
+    """A bar per kernel and regularized weight: its L2 norm after training."""
     names = list(norms)
     figure, (axes,) = _figure(1, height=0.6 + 0.28 * max(len(names), 1))
     axes.barh(range(len(names)), [norms[n] for n in names], color="#4c72b0")
     axes.set_yticks(range(len(names)), names, fontsize="small")
     axes.invert_yaxis()
-    axes.set(title="L2 norm of each regularized weight", xlabel="‖w‖₂")
+    axes.set(title="L2 norm of each kernel and regularized weight", xlabel="‖w‖₂")
     axes.grid(axis="x", alpha=0.3)
     return _png(figure)
 
@@ -143,9 +143,12 @@ def _lines(
 ) -> None:
     """On `axes`, a line per (series, key) against the field's values."""
     where = _x_axis(axes, [r[field] for r in rows])
-    for group, (label, members) in enumerate(_series(rows, field, others)):
+    groups = _series(rows, field, others)
+    for group, (label, members) in enumerate(groups):
         members = sorted(members, key=lambda r: where[_key(r[field])])
-        for key, name, style in keys:
+        for line, (key, name, style) in enumerate(keys):
+            # A colour per group of the other fields' values, else per line.
+            color = f"C{group if len(groups) > 1 else line}"
             points = [
                 (where[_key(r[field])], r[key])
                 for r in members
@@ -154,7 +157,7 @@ def _lines(
             if points:
                 xs, ys = zip(*points, strict=True)
                 text = f"{name} ({label})" if label else name
-                axes.plot(xs, ys, style, marker="o", color=f"C{group}", label=text)
+                axes.plot(xs, ys, style, marker="o", color=color, label=text)
     axes.set_xlabel(field)
     axes.grid(alpha=0.3)
     if axes.get_legend_handles_labels()[0]:
@@ -200,7 +203,7 @@ def sweep_field(
         others,
         [(f"norm:{k}", k, styles[i % 4]) for i, k in enumerate(layers)],
     )
-    norms.set_title("L2 norm of each layer's regularized weights")
+    norms.set_title("L2 norm of each layer's weights")
     return _png(figure)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,10 +46,51 @@ def test_build_writes_every_artifact(small_build: builder.BuildResult) -> None:
         "model.json",
         "model.keras",
         "model.tflite",
+        "report.html",
         "saved_model/",
         "small_mlp.py",
     )
     assert (small_build.out / "saved_model" / "saved_model.pb").is_file()
+
+
+def test_the_report_page_holds_the_build(small_build: builder.BuildResult) -> None:
+    page = (small_build.out / "report.html").read_text(encoding="utf-8")
+    metrics = json.loads((small_build.out / "metrics.json").read_text())
+    for title in ("Scores", "Training", "Weights and their L2", "TFLite files"):
+        assert f"<h2>{title}</h2>" in page
+    assert "<h2>Spec: " in page and "name: small_mlp" in page
+    # Every weight with its coefficient, and the norm each kernel ended with.
+    for path, norm in metrics["l2_norms"].items():
+        layer, weight = path.split("/")[-2:]
+        assert f"<td>{layer}</td><td>{weight}</td>" in page
+        assert f'<td class="n">{norm:.4g}</td>' in page
+    assert f'<td class="n">{metrics["test_accuracy"]:.4g}</td>' in page
+    for entry in metrics["tflite"]["files"].values():
+        assert f"<td>{entry['file']}</td>" in page
+    # Two figures: the curves per epoch and the weight norms, inline.
+    assert page.count('src="data:image/png;base64,') == 2
+    assert "http://" not in page and "https://" not in page
+
+
+def test_the_report_page_renders_in_chromium(
+    small_build: builder.BuildResult, tmp_path: Path
+) -> None:
+    from .pagecheck import check_page, find_chromium
+
+    try:
+        find_chromium()
+    except FileNotFoundError:
+        if os.environ.get("CI"):
+            raise  # .ci/run installs it
+        pytest.skip("no chromium here: apt-get install chromium")
+    shots = Path(os.environ.get("L2COMPILE_TEST_ARTIFACTS", ROOT / "build" / "test"))
+    shots.mkdir(parents=True, exist_ok=True)
+    found = check_page(small_build.out / "report.html", shots / "build_report.png")
+    assert found["title"] == "small_mlp: build report"
+    assert found["console"] == [] and found["exceptions"] == []
+    assert [e for e in found["log"] if e["level"] in ("error", "warning")] == []
+    assert found["images_total"] == 2 and found["images_loaded"] == 2
+    assert (shots / "build_report.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_manifest_hashes_every_file(small_build: builder.BuildResult) -> None:
