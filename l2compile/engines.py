@@ -9,9 +9,12 @@ memory; the engines differ only in where that function runs. Ray is an extra
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -35,38 +38,72 @@ class TrialRun:
     id: str
     command: tuple[str, ...]
     log: str  #: the file its stdout and stderr go to
+    cwd: str  #: the folder it runs in (the sweep's)
 
 
 Done = Callable[[TrialRun, dict[str, Any]], None]
 
+#: The build is started by this small program, which writes the build's peak
+#: memory when it ends: on Linux a process's peak counts the memory of the
+#: process it was started from (a Ray worker, the sweep), so measuring from a
+#: small one keeps that out. It leaves Ctrl-C to the build.
+_LAUNCHER = """\
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ, setsigdef=[signal.SIGINT])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
 
 def run_trial(
-    run: TrialRun, started: Callable[[Any], bool] | None = None
+    run: TrialRun,
+    started: Callable[[Any], bool] | None = None,
+    *,
+    own_session: bool = True,
 ) -> dict[str, Any]:
     """Run the trial's build to its end: its status, the error it ended
-    with, its seconds and its peak memory (the process and the children it
+    with, its seconds and its peak memory (the build and the children it
     waited for, as the kernel counts them). `started` gets the process and
-    may refuse it (the sweep is stopping)."""
+    may refuse it (the sweep is stopping). In `own_session` (the local
+    engine), a Ctrl-C at the terminal reaches the sweep alone, which stops
+    the builds itself."""
     began = time.perf_counter()
-    with open(run.log, "wb") as log:
-        process = subprocess.Popen(
-            run.command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # the sweep alone passes a Ctrl-C on
-        )
-        if started is not None and not started(process):
-            process.send_signal(signal.SIGINT)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-    code = process.returncode
+    fd, peak_file = tempfile.mkstemp(prefix=".peak-", dir=Path(run.log).parent)
+    os.close(fd)
+    try:
+        with open(run.log, "wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _LAUNCHER, peak_file, *run.command],
+                cwd=run.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=own_session,
+            )
+            if started is not None and not started(process):
+                stop(process)
+            code = process.wait()
+        peak = Path(peak_file).read_text(encoding="ascii").strip()
+    finally:
+        Path(peak_file).unlink(missing_ok=True)
     return {
         "status": "ok" if code == 0 else "interrupted" if code == 130 else "failed",
         "error": "" if code == 0 else _last_error(Path(run.log), code),
         "seconds": round(time.perf_counter() - began, 2),
-        "peak_memory_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: KiB
+        # Linux counts KiB; none if the launcher was killed.
+        "peak_memory_mb": round(int(peak) / 1024, 1) if peak.isdigit() else None,
     }
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> None:
+    """Send a trial's build (and its launcher) `sig`: Ctrl-C by default."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
 
 
 def _last_error(log: Path, code: int) -> str:
@@ -113,15 +150,22 @@ def run_local(runs: Sequence[TrialRun], jobs: int, done: Done) -> None:
         stopping.set()
         with lock:
             for process in running.values():
-                process.send_signal(signal.SIGINT)
+                stop(process)
         # The stopped builds save their state; wait for them, not for ever.
         wait(pending, timeout=STOP_SECONDS)
         with lock:
             for process in running.values():
-                process.kill()
+                stop(process, signal.SIGKILL)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+#: The variables a Ray trial gets from the sweep (a trial runs in the
+#: environment of the node's Ray worker, not the sweep's).
+PASSED_ON = ("L2COMPILE_", "KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL")
+#: The keys of a trial's report (Tune adds its own to what it reports).
+REPORTED = ("status", "error", "seconds", "peak_memory_mb")
 
 
 def _ray_trial(config: dict[str, Any]) -> None:
@@ -129,18 +173,34 @@ def _ray_trial(config: dict[str, Any]) -> None:
     from ray import tune
 
     run = TrialRun(**{**config["run"], "command": tuple(config["run"]["command"])})
-    tune.report(run_trial(run))
+    # In the worker's process group: if Ray stops the worker, its build stops.
+    tune.report(run_trial(run, own_session=False))
+
+
+def _ray_settings(address: str) -> None:
+    """Ray and Tune as a sweep wants them, set before Ray is imported: quiet,
+    no usage report, Ctrl-C raised out of Tuner.fit (Tune's own handler waits
+    and then returns as if the trials had finished)."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    if address.startswith(("127.", "localhost")):
+        # Otherwise Ray replaces a loopback address with the host's, and a
+        # head that listens on loopback only is never reached.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def run_ray(runs: Sequence[TrialRun], jobs: int, done: Done) -> None:
     """Run the trials as Ray Tune trials on the cluster at $RAY_ADDRESS,
-    `jobs` at a time, each on one CPU; `done` gets each when all have ended."""
+    `jobs` at a time, each on one CPU; `done` gets each as it finishes."""
     address = os.environ.get("RAY_ADDRESS")
     if not address:
         raise BuildError(
             "--engine ray runs the trials on an existing Ray cluster: set "
             "RAY_ADDRESS to its address (ray start --head prints it)"
         )
+    _ray_settings(address)
     try:
         import ray
         from ray import tune
@@ -148,22 +208,45 @@ def run_ray(runs: Sequence[TrialRun], jobs: int, done: Done) -> None:
         raise BuildError(
             '--engine ray needs Ray Tune: pip install "l2compile[ray]"'
         ) from None
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)  # failures are rows
     by_id = {run.id: run for run in runs}
-    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    reported: set[str] = set()
+
+    class Reported(tune.Callback):
+        def on_trial_result(
+            self, iteration: int, trials: Any, trial: Any, result: Any, **info: Any
+        ) -> None:
+            run = by_id[trial.config["run"]["id"]]
+            reported.add(run.id)
+            done(run, {k: result.get(k) for k in REPORTED})
+
+    env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ON)}
+    ray.init(
+        address=address,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+        runtime_env={"env_vars": env},
+    )
     try:
         with tempfile.TemporaryDirectory(prefix="l2compile-ray-") as storage:
             tuner = tune.Tuner(
                 tune.with_resources(_ray_trial, {"cpu": 1}),
                 param_space={"run": tune.grid_search([asdict(r) for r in runs])},
-                tune_config=tune.TuneConfig(max_concurrent_trials=jobs),
-                run_config=tune.RunConfig(storage_path=storage, verbose=0),
+                tune_config=tune.TuneConfig(
+                    max_concurrent_trials=jobs,
+                    trial_dirname_creator=lambda trial: trial.trial_id,
+                ),
+                run_config=tune.RunConfig(
+                    storage_path=storage,
+                    verbose=0,
+                    callbacks=[Reported()],
+                    failure_config=tune.FailureConfig(max_failures=0),
+                ),
             )
-            for result in tuner.fit():
-                run = by_id[result.config["run"]["id"]]
-                if result.error is not None:
-                    report = {"status": "failed", "error": str(result.error)}
-                else:
-                    report = dict(result.metrics or {})
-                done(run, report)
+            grid = tuner.fit()
+            for result in (grid[i] for i in range(len(grid))):
+                run = by_id[(result.config or {})["run"]["id"]]
+                if run.id not in reported:  # the trial itself failed in Ray
+                    done(run, {"status": "failed", "error": str(result.error)})
     finally:
         ray.shutdown()

@@ -389,6 +389,7 @@ def run_sweep(
             t.id,
             tuple(build_command(sweep, t, out, data, resume)),
             str((out / TRIALS / f"{t.id}.log").resolve()),
+            str(Path.cwd()),
         )
         for t in todo
     ]

@@ -195,6 +195,7 @@ def test_only_the_requested_formats_are_written(
         "model.int8.tflite",
         "model.json",
         "model.tflite",
+        "report.html",
         "small_mlp.py",
     )
 

@@ -106,6 +106,7 @@ def test_mirrored_build_trains_and_writes_every_artifact(
         "model.json",
         "model.keras",
         "model.tflite",
+        "report.html",
         "saved_model/",
     ]
     files = found["tflite"]

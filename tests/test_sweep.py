@@ -350,3 +350,102 @@ def test_ctrl_c_keeps_the_finished_trials_and_resume_runs_the_rest(
     assert [r["status"] for r in rows] == ["ok", "ok", "ok"]
     assert rows[0] == first  # not run again
     assert os.path.exists(out / "report.html")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ray_head(ray: str, env: dict[str, str], temp: Path) -> tuple[Any, str]:
+    """A Ray head on 127.0.0.1 only, in `temp`; the process and its address."""
+    import threading
+
+    port, client = _free_port(), _free_port()
+    head = subprocess.Popen(
+        [
+            *(ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1"),
+            *(f"--port={port}", f"--ray-client-server-port={client}"),
+            *("--num-cpus=2", "--num-gpus=0", "--include-dashboard=false"),
+            *("--disable-usage-stats", "--include-log-monitor=false"),
+            f"--temp-dir={temp}",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    said: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert head.stdout is not None
+        for line in head.stdout:
+            said.append(line)
+            if "Ray runtime started" in line:
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not ready.wait(180):
+        head.kill()
+        pytest.fail("the Ray head did not start:\n" + "".join(said))
+    return head, f"127.0.0.1:{port}"
+
+
+def test_a_sweep_through_a_local_ray_head(tmp_path: Path) -> None:
+    import shutil
+    import tempfile
+
+    pytest.importorskip("ray", reason='the test extra installs "l2compile[ray]"')
+    ray = str(Path(sys.executable).parent / "ray")
+    # Loopback only (README: On a Ray cluster), no usage report.
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    }
+    temp = Path(tempfile.mkdtemp(prefix="rayh", dir="/tmp"))  # short: its sockets
+    head, address = _ray_head(ray, env, temp)
+    try:
+        data = make_mnist_npz(tmp_path / "mnist.npz", n_train=200, n_test=64)
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "l2compile", "sweep", str(_spec(tmp_path))),
+                *("--set", "l2=0,0.01", "--set", "layers[1].units=4"),
+                *("--data", str(data), "--out", "out"),
+                *("--engine", "ray", "--jobs", "2"),
+            ],
+            cwd=tmp_path,
+            env={**env, "RAY_ADDRESS": address},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        head.terminate()
+        head.wait(timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert result.returncode == 0, result.stderr
+    assert "2 at a time on the ray engine" in result.stderr
+    out = tmp_path / "out"
+    results = json.loads((out / "results.json").read_text())
+    rows = results["trials"]
+    assert [(r["l2"], r["layers[1].units"], r["status"]) for r in rows] == [
+        (0, 4, "ok"),
+        (0.01, 4, "ok"),
+    ]
+    # The same row as the local engine's: the build's scores and the launcher's
+    # time and memory.
+    for r in rows:
+        assert {"val_accuracy", "test_accuracy", "gap", "l2_penalty"} <= set(r)
+        assert r["seconds"] > 0 and r["peak_memory_mb"] > 50
+        assert (out / "trials" / r["trial"] / "report.html").is_file()
+    assert results["best"] == max(rows, key=lambda r: r["val_accuracy"])["trial"]
+    assert sorted(p.name for p in (out / "plots").iterdir()) == [
+        "heat_map.png",
+        "l2.png",
+        "layers_1_.units.png",
+    ]
