@@ -28,7 +28,7 @@ from l2compile import manifest
 from l2compile.errors import BuildError, SpecError
 from l2compile.files import json_text, write_atomically
 from l2compile.generate import compile_spec
-from l2compile.overrides import Override, check_distinct, grid, parse
+from l2compile.overrides import Override, at_override, check_distinct, grid, parse
 from l2compile.tasks import METRIC_KINDS
 
 Log = Callable[[str], None]
@@ -134,6 +134,20 @@ def plan_sweep(
                 if text not in seen:
                     seen.add(text)
                     errors.append(error)
+            continue
+        if compiled.plan.validation is None:  # --set train.validation=test
+            found = next(o for o in values if o.path == ("train", "validation"))
+            text = f"--set {found.text}: a sweep chooses on validation data"
+            if text not in seen:
+                seen.add(text)
+                errors.append(
+                    at_override(
+                        found,
+                        "a sweep chooses its best trial on validation data, never "
+                        "on the test split: set a share of the training split "
+                        "(train.validation=0.1)",
+                    )
+                )
             continue
         if ("train", "seed") in fields:
             seed = compiled.plan.seed

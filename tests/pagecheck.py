@@ -1,4 +1,11 @@
-"""Check a local HTML page in headless Chromium via DevTools-over-pipe (stdlib only)."""
+"""Check a local HTML page in headless Chromium: the DevTools protocol over a
+pipe (stdlib only), for the tests of report.html.
+
+`check_page` loads the page, collects console messages, exceptions and log
+entries (failed loads, blocked content), checks that every image decoded,
+and saves a full-page screenshot; the browser is killed whatever happens.
+Run it by hand: `python -m tests.pagecheck PAGE.html SHOT.png`.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+#: Where the tests keep their screenshots ($L2COMPILE_TEST_ARTIFACTS).
+ARTIFACTS = Path(__file__).resolve().parent.parent / "build" / "test"
 
 CANDIDATES = ("/usr/lib/chromium/chromium", "chromium", "chromium-browser")
 FLAGS = (
@@ -164,6 +176,23 @@ def check_page(
             os.close(fd)
         shutil.rmtree(profile, ignore_errors=True)
         out["elapsed_s"] = round(time.monotonic() - start, 3)
+
+
+def check_in_chromium(page: Path, shot: str, images: int) -> None:
+    """The page renders in headless Chromium with no console errors and
+    every image loaded; its screenshot is kept (README: Development)."""
+    try:
+        find_chromium()
+    except FileNotFoundError:
+        if os.environ.get("CI"):
+            raise  # .ci/run installs it
+        pytest.skip("no chromium here: apt-get install chromium")
+    shots = Path(os.environ.get("L2COMPILE_TEST_ARTIFACTS", ARTIFACTS))
+    shots.mkdir(parents=True, exist_ok=True)
+    found = check_page(page, shots / shot)
+    assert found["console"] == [] and found["exceptions"] == []
+    assert [e for e in found["log"] if e["level"] in ("error", "warning")] == []
+    assert found["images_total"] == images and found["images_loaded"] == images
 
 
 if __name__ == "__main__":

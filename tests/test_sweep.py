@@ -22,6 +22,7 @@ from l2compile.cli import main
 from l2compile.errors import BuildError
 from l2compile.overrides import parse
 from tests.conftest import SMALL_SPEC, make_mnist_npz
+from tests.pagecheck import check_in_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,6 +93,15 @@ def test_a_spec_that_validates_on_test_is_swept_on_a_held_out_share(
     assert all("export.formats=[]" in t.sets for t in planned.trials)
     chosen = _plan(tmp_path, "l2=0,0.01", "train.validation=0.2")
     assert not any(s == "train.validation=0.1" for s in chosen.trials[0].sets)
+    refused = sweep_.plan_sweep(
+        _spec(tmp_path), [parse("l2=0,0.01"), parse("train.validation=test,0.2")]
+    )
+    assert isinstance(refused, list)
+    assert [str(e) for e in refused] == [
+        "--set train.validation=test: error: a sweep chooses its best trial on "
+        "validation data, never on the test split: set a share of the training "
+        "split (train.validation=0.1)"
+    ]
 
 
 def _metrics(val: float, epochs: int = 2, kept: int | None = None) -> dict[str, Any]:
@@ -303,6 +313,7 @@ def test_a_two_field_sweep_of_tiny_builds(tmp_path: Path) -> None:
         "layers_1_.units.png",
     ]
     assert (out / "report.html").read_text().count("data:image/png") == 3
+    check_in_chromium(out / "report.html", "sweep_report.png", images=3)
 
 
 def _wait_for(path: Path, process: subprocess.Popen[str], seconds: float) -> None:
