@@ -339,6 +339,11 @@ def _regularizer(coefficient: float, global_l2: float) -> str:
 # --- the l2 pass ----------------------------------------------------------------
 
 
+def _held_out(validation: float | str) -> float | None:
+    """The share of the training split held out; None: validation: test."""
+    return None if isinstance(validation, str) else validation
+
+
 def reached_by_l2(role: Role, spec: Spec) -> bool:
     """Whether the global `l2` (and weight decay) reach a weight of this role.
 
@@ -859,9 +864,7 @@ class _Planner:
             backend=backend,
             weight_decay=spec.train.optimizer.weight_decay,
             no_weight_decay=optimizer.no_decay,
-            validation=(
-                None if spec.train.validation == "test" else spec.train.validation
-            ),
+            validation=_held_out(spec.train.validation),
             data=recipe.data,
             data_path=(
                 SpecPath(

@@ -107,6 +107,7 @@ def test_eval_reads_the_spec_from_the_build_manifest(built: Built) -> None:
         "file": "specs/cnn.yaml",
         "from_build": "../../specs/cnn.yaml",
         "sha256": sha256(built.root / "specs" / "cnn.yaml"),
+        "set": [],
     }
     for artifact, accuracy in (
         ("model.keras", metrics["test_accuracy"]),

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,17 @@ SPEC = SMALL_SPEC + (
     "  tflite: {quantize: [none, int8]}\n"
 )
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
+
+
+def _alternating(cases: list[str]) -> list[Any]:
+    """Each case with one of the signals, in turn: both go through the one
+    handler (l2compile.interrupts.SIGNALS), so each place a build can be
+    stopped is tested with one of them and both signals are tested across
+    the build, at half the cost of every case with each."""
+    return [
+        pytest.param(case, sig, id=f"{case}-{sig.name}")
+        for case, sig in zip(cases, SIGNALS * len(cases), strict=False)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +127,9 @@ AFTER_TRAINING = [
 ]
 
 
-@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
-@pytest.mark.parametrize("phase", BEFORE_TRAINING + AFTER_TRAINING)
+@pytest.mark.parametrize(
+    ("phase", "sig"), _alternating(BEFORE_TRAINING + AFTER_TRAINING)
+)
 def test_an_interrupt_at_any_phase_of_a_build_changes_nothing(
     tmp_path: Path,
     earlier: tuple[Path, Path, Path],
@@ -141,15 +154,16 @@ def test_an_interrupt_at_any_phase_of_a_build_changes_nothing(
     assert _files(out) == before
 
 
-@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 @pytest.mark.parametrize(
-    "line",
-    [
-        "exporting the SavedModel that TFLite is converted from",
-        "converting model.tflite (float32)",
-        "checking model.tflite on the test split with the LiteRT interpreter",
-        "converting model.int8.tflite (full integer, calibrated)",
-    ],
+    ("line", "sig"),
+    _alternating(
+        [
+            "exporting the SavedModel that TFLite is converted from",
+            "converting model.tflite (float32)",
+            "checking model.tflite on the test split with the LiteRT interpreter",
+            "converting model.int8.tflite (full integer, calibrated)",
+        ]
+    ),
 )
 def test_an_interrupt_inside_tensorflows_export_work_stops_the_build(
     tmp_path: Path, earlier: tuple[Path, Path, Path], line: str, sig: signal.Signals
@@ -180,8 +194,9 @@ def test_an_interrupt_inside_tensorflows_export_work_stops_the_build(
     assert _files(out) == before
 
 
-@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
-@pytest.mark.parametrize("phase", ["moving", "published", "exiting"])
+@pytest.mark.parametrize(
+    ("phase", "sig"), _alternating(["moving", "published", "exiting"])
+)
 def test_an_interrupt_while_or_after_publishing_says_the_build_was_published(
     tmp_path: Path, earlier: tuple[Path, Path, Path], phase: str, sig: signal.Signals
 ) -> None:
