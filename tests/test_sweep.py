@@ -460,3 +460,25 @@ def test_a_sweep_through_a_local_ray_head(tmp_path: Path) -> None:
         "l2.png",
         "layers_1_.units.png",
     ]
+
+
+def test_the_readme_table_is_the_committed_sweep() -> None:
+    """README: What L2 does quotes benchmarks/what_l2_does/results.csv."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## What L2 does", 1)[1]
+    table = section.split("| l2 | training accuracy", 1)[1].split("\n\n", 1)[0]
+    shown = [line.split(" | ") for line in table.splitlines()[2:]]
+    with (ROOT / "benchmarks" / "what_l2_does" / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(shown) == len(rows) == 4
+    for cells, row in zip(shown, rows, strict=True):
+        assert cells[0] == f"| {float(row['l2']):g}"
+        assert cells[1:8] == [
+            f"{float(row['train_accuracy']):.4f}",
+            f"{float(row['val_accuracy']):.4f}",
+            f"{float(row['gap']):+.4f}",
+            f"{float(row['test_accuracy']):.4f}",
+            f"{float(row['data_loss']):.4f}",
+            f"{float(row['val_data_loss']):.4f}",
+            f"{float(row['l2_penalty']):.4f}",
+        ]
