@@ -199,9 +199,21 @@ def _build_into(
         model_file.unlink()
     interrupts.phase("manifest")
     manifest.write_json(dest / manifest.METRICS, metrics)
-    (dest / pages.NAME).write_text(pages.build_page(plan, metrics), encoding="utf-8")
+    _write_report(dest, plan, metrics, log)
     manifest.write(dest, out, plan, dataset, module.name)
     return metrics
+
+
+def _write_report(
+    dest: Path, plan: ModelPlan, metrics: dict[str, Any], log: Log
+) -> None:
+    """report.html; a page that cannot be drawn does not fail a trained build."""
+    try:
+        page = pages.build_page(plan, metrics)
+    except Exception as exc:  # matplotlib's, on a figure it refuses
+        log(f"report.html not written: {type(exc).__name__}: {exc}")
+        return
+    (dest / pages.NAME).write_text(page, encoding="utf-8")
 
 
 @dataclass(frozen=True)

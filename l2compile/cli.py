@@ -178,8 +178,9 @@ def inspect(spec: Path, as_json: bool, show_layers: bool) -> None:
     "sets",
     multiple=True,
     metavar="FIELD=VALUE",
-    help="With --spec: the fields the build overrode, as build --set took them "
-    "(default: those the manifest records).",
+    help="The fields the build overrode, as build --set took them. Default: "
+    "those the build's manifest records, when the spec is the one it names; "
+    "given, they replace those.",
 )
 @_VERBOSE
 def eval_(

@@ -10,6 +10,7 @@ memory; the engines differ only in where that function runs. Ray is an extra
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import signal
@@ -46,11 +47,20 @@ Done = Callable[[TrialRun, dict[str, Any]], None]
 #: The build is started by this small program, which writes the build's peak
 #: memory when it ends: on Linux a process's peak counts the memory of the
 #: process it was started from (a Ray worker, the sweep), so measuring from a
-#: small one keeps that out. It leaves Ctrl-C to the build.
+#: small one keeps that out. It leaves Ctrl-C to the build, and the build gets
+#: SIGTERM (and stops, keeping its epochs) if the launcher is killed: Ray
+#: stops a trial by killing its worker's own children only.
 _LAUNCHER = """\
-import os, signal, sys
+import ctypes, os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
-pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ, setsigdef=[signal.SIGINT])
+parent = os.getpid()
+pid = os.fork()
+if pid == 0:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(143)
+    os.execv(sys.argv[2], sys.argv[2:])
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as f:
     f.write(str(usage.ru_maxrss))
@@ -173,7 +183,8 @@ def _ray_trial(config: dict[str, Any]) -> None:
     from ray import tune
 
     run = TrialRun(**{**config["run"], "command": tuple(config["run"]["command"])})
-    # In the worker's process group: if Ray stops the worker, its build stops.
+    # In the worker's process group; the launcher stops the build if Ray
+    # kills it.
     tune.report(run_trial(run, own_session=False))
 
 
@@ -191,23 +202,28 @@ def _ray_settings(address: str) -> None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
-def run_ray(runs: Sequence[TrialRun], jobs: int, done: Done) -> None:
-    """Run the trials as Ray Tune trials on the cluster at $RAY_ADDRESS,
-    `jobs` at a time, each on one CPU; `done` gets each as it finishes."""
-    address = os.environ.get("RAY_ADDRESS")
-    if not address:
+def check(engine: str) -> None:
+    """What `engine` needs, before the sweep writes anything."""
+    if engine != "ray":
+        return
+    if not os.environ.get("RAY_ADDRESS"):
         raise BuildError(
             "--engine ray runs the trials on an existing Ray cluster: set "
             "RAY_ADDRESS to its address (ray start --head prints it)"
         )
+    if importlib.util.find_spec("ray") is None:
+        raise BuildError('--engine ray needs Ray Tune: pip install "l2compile[ray]"')
+
+
+def run_ray(runs: Sequence[TrialRun], jobs: int, done: Done) -> None:
+    """Run the trials as Ray Tune trials on the cluster at $RAY_ADDRESS,
+    `jobs` at a time, each on one CPU; `done` gets each as it finishes."""
+    check("ray")
+    address = os.environ["RAY_ADDRESS"]
     _ray_settings(address)
-    try:
-        import ray
-        from ray import tune
-    except ImportError:
-        raise BuildError(
-            '--engine ray needs Ray Tune: pip install "l2compile[ray]"'
-        ) from None
+    import ray
+    from ray import tune
+
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)  # failures are rows
     by_id = {run.id: run for run in runs}
     reported: set[str] = set()

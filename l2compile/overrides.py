@@ -24,7 +24,6 @@ from l2compile.errors import FieldPath, SpecError, format_path
 from l2compile.source import Document, parse_yaml
 
 #: `train.optimizer`, `layers[1]`, `layers.1`: names and indexes.
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*|[0-9]+)((?:\[[0-9]+\])*)")
 _INDEX = re.compile(r"\[([0-9]+)\]")
 #: What one `--set` may hold, so that a hostile command line costs little.
@@ -129,9 +128,12 @@ def split_values(text: str, where: str) -> list[str]:
 def _value(text: str, where: str) -> Any:
     """A value read as YAML 1.2, as the spec file's values are."""
     doc = parse_yaml(f"value: {text}\n", where)
-    if isinstance(doc, list) or doc.problems or set(doc.data) != {"value"}:
+    problems = doc if isinstance(doc, list) else list(doc.problems)
+    if isinstance(doc, list) or problems or set(doc.data) != {"value"}:
+        reason = f" ({problems[0].message})" if problems else ""
         raise OverrideError(
-            f"{where}: {text!r} is not a YAML value (quote text that holds ': ' or '#')"
+            f"{where}: {text!r} is not a YAML value{reason}; quote text that "
+            "holds ': ' or ' #'"
         )
     return doc.data["value"]
 
@@ -192,17 +194,24 @@ def at_override(override: Override, message: str) -> SpecError:
 
 
 def place(errors: list[SpecError], overrides: Sequence[Override]) -> list[SpecError]:
-    """Errors at (or under) an overridden field, placed at its `--set`."""
+    """Errors at (or under) an overridden field, placed at its `--set`; so
+    is an unknown field that a --set's path made (a misspelt part of it)."""
     placed = []
     for error in errors:
-        found = next(
-            (o for o in overrides if error.path[: len(o.path)] == o.path and o.path),
-            None,
-        )
+        found = next((o for o in overrides if _placed_at(error, o)), None)
         if found is not None:
             error = replace(error, file=f"--set {found.text}", line=None, column=None)
         placed.append(error)
     return placed
+
+
+def _placed_at(error: SpecError, override: Override) -> bool:
+    if not override.path:
+        return False
+    if error.path[: len(override.path)] == override.path:
+        return True
+    made = error.path == override.path[: len(error.path)]
+    return made and error.message.startswith("unknown field")
 
 
 def grid(overrides: Sequence[Override]) -> list[tuple[Override, ...]]:
@@ -227,8 +236,3 @@ def check_distinct(overrides: Sequence[Override]) -> None:
                     f"--set {first.field} and --set {second.field} set the same "
                     "field; give it one --set with all its values"
                 )
-
-
-def name_ok(name: str) -> bool:
-    """Whether `name` is a plain field name (for messages and columns)."""
-    return _NAME.fullmatch(name) is not None

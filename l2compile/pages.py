@@ -283,8 +283,13 @@ def sweep_page(results: dict[str, Any], figures: dict[str, bytes], sha256: str) 
         for r in results["trials"]
     )
     notes = [
-        f"The best trial ({results['best']}) is chosen by {key}, on data the "
-        "trials validated on and did not train on. The test split is reported "
+        (
+            f"The best trial ({results['best']}) is chosen by {key}"
+            if results["best"] is not None
+            else f"No trial has a {key} to choose by"
+        )
+        + ", on data the trials validated on and did not train on. The test "
+        "split is reported "
         "beside it, never chosen on: a choice made on the test split would make "
         "its score an optimistic estimate.",
         "gap: the task's metric on the training data minus on the validation data, "

@@ -66,14 +66,24 @@ def training_curves(metrics: dict[str, Any], metric_names: Sequence[str]) -> byt
     return _png(figure)
 
 
+#: The most bars the weight-norm chart shows (the largest norms).
+MAX_BARS = 60
+
+
 def weight_norms(norms: dict[str, float]) -> bytes:
-    """A bar per kernel and regularized weight: its L2 norm after training."""
+    """A bar per kernel and regularized weight: its L2 norm after training
+    (the MAX_BARS largest, for a model with more)."""
     names = list(norms)
+    if len(names) > MAX_BARS:
+        names = sorted(names, key=lambda n: -norms[n])[:MAX_BARS]
     figure, (axes,) = _figure(1, height=0.6 + 0.28 * max(len(names), 1))
     axes.barh(range(len(names)), [norms[n] for n in names], color="#4c72b0")
     axes.set_yticks(range(len(names)), names, fontsize="small")
     axes.invert_yaxis()
-    axes.set(title="L2 norm of each kernel and regularized weight", xlabel="‖w‖₂")
+    title = "L2 norm of each kernel and regularized weight"
+    if len(names) < len(norms):
+        title += f" (the {len(names)} largest of {len(norms)})"
+    axes.set(title=title, xlabel="‖w‖₂")
     axes.grid(axis="x", alpha=0.3)
     return _png(figure)
 
@@ -225,16 +235,18 @@ def heat_map(
         value = r.get(key)
         if r.get("status") == "ok" and isinstance(value, int | float):
             grid[ys.index(_key(r[first]))][xs.index(_key(r[second]))] = float(value)
+    from matplotlib import colormaps
+
     figure, (axes,) = _figure(1, height=1.4 + 0.5 * len(ys))
-    image = axes.imshow(grid, cmap="viridis", aspect="auto")
+    colors = colormaps["viridis"].with_extremes(bad="#d9d9d9")  # no score: grey
+    image = axes.imshow(grid, cmap=colors, aspect="auto")
     axes.set_xticks(range(len(xs)), xs)
     axes.set_yticks(range(len(ys)), ys)
     axes.set(xlabel=second, ylabel=first, title=f"{key} over the grid")
     for i, line in enumerate(grid):
         for j, value in enumerate(line):
-            text = "failed" if math.isnan(value) else f"{value:.4f}"
-            axes.text(
-                j, i, text, ha="center", va="center", color="white", fontsize="small"
-            )
+            text = "no score" if math.isnan(value) else f"{value:.4f}"
+            color = "black" if math.isnan(value) else "white"
+            axes.text(j, i, text, ha="center", va="center", color=color, size=9)
     figure.colorbar(image, ax=axes)
     return _png(figure)

@@ -25,10 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from l2compile import manifest
-from l2compile.errors import BuildError, SpecError
+from l2compile.errors import BuildError, FieldPath, SpecError, format_path
 from l2compile.files import json_text, write_atomically
 from l2compile.generate import compile_spec
-from l2compile.overrides import Override, at_override, check_distinct, grid, parse
+from l2compile.overrides import (
+    Override,
+    OverrideError,
+    at_override,
+    check_distinct,
+    grid,
+    parse,
+)
 from l2compile.tasks import METRIC_KINDS
 
 Log = Callable[[str], None]
@@ -90,10 +97,46 @@ def _set_order(error: SpecError, sets: Sequence[Override]) -> tuple[int, int]:
 
 
 def seed_of(base: int, values: Sequence[Override]) -> int:
-    """A trial's seed: derived from the spec's seed and the trial's values, so
-    that it is the same however the grid is ordered or resumed."""
-    text = f"{base}:" + "\n".join(o.text for o in values)
+    """A trial's seed: derived from the spec's seed and the trial's values (by
+    field, as parsed), so that it is the same however the --set options are
+    ordered or their values written (1e-3 or 0.001), and on --resume."""
+    fields = sorted((format_path(o.path), json.dumps(o.values[0])) for o in values)
+    text = f"{base}:" + "\n".join(f"{f}={v}" for f, v in fields)
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+#: The most trials one sweep may plan.
+MAX_TRIALS = 1000
+
+
+def _covered(path: FieldPath, sets: Sequence[Override]) -> Override | None:
+    """The --set that sets `path` (itself or a field above it), if any."""
+    return next((o for o in sets if path[: len(o.path)] == o.path), None)
+
+
+def _extra(
+    plan: Any, sets: Sequence[Override], export: bool
+) -> tuple[list[Override], list[str], list[SpecError]]:
+    """What the sweep sets in every trial besides the grid's values (a
+    held-out share; export off), the notes that say so, and the --set it
+    refuses."""
+    extra, notes, errors = [], [], []
+    if _covered(("train", "seed"), sets) is None:
+        notes.append(f"each trial's seed is derived from the spec's ({plan.seed})")
+    if plan.validation is None and _covered(("train", "validation"), sets) is None:
+        extra.append(parse(f"train.validation={HELD_OUT}"))
+        notes.append(
+            f"the spec validates on the test split; the sweep holds out "
+            f"{HELD_OUT:g} of the training split instead, to choose on"
+        )
+    if not export:
+        touched = [o for o in sets if o.path[:1] == ("export",)]
+        errors += [
+            at_override(o, "trials export nothing without --export; add --export")
+            for o in touched
+        ]
+        extra.append(parse("export={formats: []}"))  # its tflite options too
+    return extra, notes, errors
 
 
 def plan_sweep(
@@ -106,53 +149,32 @@ def plan_sweep(
     """Every trial of the grid, each trial's spec compiled (all errors, each
     once, otherwise)."""
     check_distinct(sets)
+    count = math.prod(len(o.values) for o in sets)
+    if count > MAX_TRIALS:
+        raise OverrideError(
+            f"the --set values make {count:,} trials; a sweep runs at most "
+            f"{MAX_TRIALS:,}"
+        )
     base = compile_spec(spec)
     if isinstance(base, list):
         return base
     plan = base.plan
-    fields = {o.path: o for o in sets}
-    notes, extra = [], []
-    if ("train", "seed") not in fields:
-        notes.append(f"each trial's seed is derived from the spec's ({plan.seed})")
-    if plan.validation is None and ("train", "validation") not in fields:
-        extra.append(parse(f"train.validation={HELD_OUT}"))
-        notes.append(
-            f"the spec validates on the test split; the sweep holds out "
-            f"{HELD_OUT:g} of the training split instead, to choose on"
-        )
-    if not export:
-        extra.append(parse("export.formats=[]"))
-    trials, errors, seen = [], [], set()
+    extra, notes, errors = _extra(plan, sets, export)
+    seeded = _covered(("train", "seed"), sets) is None
+    width = max(3, len(str(count - 1)))
+    trials, seen = [], {str(e) for e in errors}
     for index, values in enumerate(grid(sets)):
         seed = seed_of(plan.seed, values)
-        seeded = () if ("train", "seed") in fields else (parse(f"train.seed={seed}"),)
-        overrides = (*values, *seeded, *extra)
-        compiled = compile_spec(spec, overrides=overrides)
-        if isinstance(compiled, list):
-            for error in compiled:
-                text = str(error)
-                if text not in seen:
-                    seen.add(text)
-                    errors.append(error)
+        overrides = (*values, *((parse(f"train.seed={seed}"),) if seeded else ()))
+        overrides += tuple(extra)
+        found = _trial_errors(spec, plan, values, overrides)
+        if isinstance(found, list):
+            errors += [e for e in found if str(e) not in seen]
+            seen.update(str(e) for e in found)
             continue
-        if compiled.plan.validation is None:  # --set train.validation=test
-            found = next(o for o in values if o.path == ("train", "validation"))
-            text = f"--set {found.text}: a sweep chooses on validation data"
-            if text not in seen:
-                seen.add(text)
-                errors.append(
-                    at_override(
-                        found,
-                        "a sweep chooses its best trial on validation data, never "
-                        "on the test split: set a share of the training split "
-                        "(train.validation=0.1)",
-                    )
-                )
-            continue
-        if ("train", "seed") in fields:
-            seed = compiled.plan.seed
+        seed = seed if seeded else found.seed
         trials.append(
-            Trial(f"{index:03d}", values, seed, tuple(o.text for o in overrides))
+            Trial(f"{index:0{width}d}", values, seed, tuple(o.text for o in overrides))
         )
     if errors:
         return sorted(errors, key=lambda e: _set_order(e, sets))
@@ -168,6 +190,39 @@ def plan_sweep(
         higher_is_better=METRIC_KINDS[metric].higher_is_better,
         notes=tuple(notes),
     )
+
+
+def _trial_errors(
+    spec: Path, base: Any, values: tuple[Override, ...], overrides: tuple[Override, ...]
+) -> Any:
+    """The trial's plan, or its errors: its spec's, and the sweep's own (it
+    must validate on held-out data, and score the base spec's metric)."""
+    compiled = compile_spec(spec, overrides=overrides)
+    if isinstance(compiled, list):
+        return compiled
+    trial = compiled.plan
+    if trial.validation is None:  # --set train.validation=test (or above it)
+        found = _covered(("train", "validation"), values)
+        assert found is not None  # the sweep holds out a share otherwise
+        return [
+            at_override(
+                found,
+                "a sweep chooses its best trial on validation data, never on the "
+                "test split: set a share of the training split "
+                "(train.validation=0.1)",
+            )
+        ]
+    metric = base.task.metric_names[0]
+    if trial.task.metric_names[:1] != (metric,):
+        found = _covered(("train", "metrics"), values) or _covered(("task",), values)
+        message = (
+            f"a sweep compares its trials by val_{metric}, the spec's first "
+            f"metric; this trial's first metric is {trial.task.metric_names[0]}"
+        )
+        return [
+            at_override(found, message) if found else at_override(values[0], message)
+        ]
+    return trial
 
 
 # --- the sweep folder ----------------------------------------------------------
@@ -292,11 +347,19 @@ def layer_norms(norms: dict[str, float]) -> dict[str, float]:
 def best(sweep: SweepPlan, rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """The finished trial with the best validation score."""
     key = f"val_{sweep.metric}"
-    scored = [r for r in rows if r["status"] == "ok" and r.get(key) is not None]
+    scored = [
+        r
+        for r in sorted(rows, key=lambda r: str(r["trial"]))
+        if r["status"] == "ok" and isinstance(r.get(key), int | float)
+    ]
     if not scored:
         return None
-    pick = max if sweep.higher_is_better else min
-    return pick(scored, key=lambda r: float(r[key]))
+    sign = 1 if sweep.higher_is_better else -1
+    # A tie goes to the lower validation loss, then to the first trial.
+    return max(
+        scored,
+        key=lambda r: (sign * float(r[key]), -float(r.get("val_loss") or 0.0)),
+    )
 
 
 def write_results(
@@ -362,11 +425,13 @@ def run_sweep(
     resume: bool = False,
     log: Log = print,
 ) -> dict[str, Any]:
-    """Run the trials not yet finished, writing results.csv and results.json
-    as each ends; the results. On Ctrl-C the finished trials are described,
-    and the running ones keep their epochs for --resume."""
+    """Run the trials not yet finished, writing results.csv, results.json,
+    the plots and report.html as each ends; the results. On Ctrl-C those
+    describe the finished trials, and the running ones keep their epochs
+    for --resume."""
     from l2compile import engines
 
+    engines.check(engine)  # before the folder is made
     todo = open_folder(out, sweep, resume)
     by_id = {t.id: t for t in sweep.trials}
     rows = {
@@ -386,7 +451,7 @@ def run_sweep(
         trial = by_id[run.id]
         write_atomically(_run_file(out, trial), json_text(report))
         rows[trial.id] = row(sweep, out, trial, report)
-        write_results(sweep, out, list(rows.values()))
+        write_report(sweep, out, write_results(sweep, out, list(rows.values())))
         score = rows[trial.id].get(f"val_{sweep.metric}")
         outcome = (
             f"val_{sweep.metric} {score:.4f}"
@@ -408,10 +473,9 @@ def run_sweep(
         for t in todo
     ]
     run = engines.run_ray if engine == "ray" else engines.run_local
-    try:
+    if runs:
         run(runs, jobs, done)
-    finally:
-        results = write_results(sweep, out, list(rows.values()))
+    results = write_results(sweep, out, list(rows.values()))
     write_report(sweep, out, results)
     return results
 

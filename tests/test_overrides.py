@@ -112,6 +112,17 @@ def test_an_error_at_an_overridden_field_is_placed_at_its_set(
     ]
 
 
+def test_a_misspelt_part_of_a_path_is_placed_at_its_set(tmp_path: Path) -> None:
+    errors = compile_spec(
+        _spec(tmp_path), overrides=(parse("train.early_stoping.patience=3"),)
+    )
+    assert isinstance(errors, list)
+    assert [str(e) for e in errors] == [
+        "--set train.early_stoping.patience=3: error: train.early_stoping: unknown "
+        "field 'early_stoping'; did you mean 'early_stopping'?"
+    ]
+
+
 def test_a_path_that_does_not_reach_into_the_spec_is_named(tmp_path: Path) -> None:
     errors = compile_spec(_spec(tmp_path), overrides=(parse("layers[9].units=3"),))
     assert isinstance(errors, list)

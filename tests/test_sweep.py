@@ -20,7 +20,7 @@ from l2compile import pages, plots
 from l2compile import sweep as sweep_
 from l2compile.cli import main
 from l2compile.errors import BuildError
-from l2compile.overrides import parse
+from l2compile.overrides import OverrideError, parse
 from tests.conftest import SMALL_SPEC, make_mnist_npz
 from tests.pagecheck import check_in_chromium
 
@@ -73,15 +73,52 @@ def test_trials_get_their_own_seeds_derived_from_the_specs(tmp_path: Path) -> No
     seeds = [t.seed for t in planned.trials]
     assert len(set(seeds)) == 4
     assert [t.sets[2] for t in planned.trials] == [f"train.seed={s}" for s in seeds]
-    # The same values give the same seed, whatever else is swept.
-    again = _plan(tmp_path, "layers[1].units=8,4", "l2=0.01,0")
-    assert {t.label(): t.seed for t in planned.trials}[
-        "l2=0.01, layers[1].units=4"
-    ] != {t.label(): t.seed for t in again.trials}["layers[1].units=4, l2=0.01"]
     assert sweep_.seed_of(7, planned.trials[1].values) == planned.trials[1].seed
     # A swept seed is the trial's seed.
     seeded = _plan(tmp_path, "train.seed=3,5")
     assert [t.seed for t in seeded.trials] == [3, 5]
+
+
+def test_seeds_do_not_depend_on_how_the_set_options_are_written(
+    tmp_path: Path,
+) -> None:
+    one = _plan(tmp_path, "l2=0.001,0", "layers[1].units=4")
+    other = _plan(tmp_path, "layers[1].units=4", "l2=1e-3,0")
+    assert one.trials[0].seed == other.trials[0].seed
+    assert one.trials[1].seed == other.trials[1].seed != one.trials[0].seed
+
+
+def test_what_the_sweep_sets_itself_never_meets_a_users_set(tmp_path: Path) -> None:
+    # A spec with TFLite options sweeps with export off, its options and all.
+    text = SMALL_SPEC + "export: {formats: [tflite], tflite: {quantize: [int8]}}\n"
+    planned = _plan(tmp_path, "l2=0,0.01", text=text)
+    assert "export={formats: []}" in planned.trials[0].sets
+    # Without --export, a --set export... would change nothing.
+    refused = sweep_.plan_sweep(
+        _spec(tmp_path), [parse("l2=0,0.01"), parse("export.formats=[keras]")]
+    )
+    assert isinstance(refused, list)
+    assert str(refused[0]) == (
+        "--set export.formats=[keras]: error: trials export nothing without "
+        "--export; add --export"
+    )
+    # A --set above train.seed or train.validation replaces the sweep's own.
+    train = "{recipe: mnist, epochs: 1, batch_size: 32, seed: 5, validation: 0.2}"
+    planned = _plan(tmp_path, f"train={train}")
+    assert planned.trials[0].seed == 5
+    sets = planned.trials[0].sets
+    assert not any(t.startswith(("train.seed", "train.validation")) for t in sets)
+    # Or a metric the trials are not compared by.
+    refused = sweep_.plan_sweep(
+        _spec(tmp_path), [parse("train.metrics=[accuracy],[top_k_accuracy]")]
+    )
+    assert isinstance(refused, list)
+    assert "a sweep compares its trials by val_accuracy" in str(refused[0])
+    with pytest.raises(OverrideError, match="make 1,331 trials; a sweep runs at most"):
+        sweep_.plan_sweep(
+            _spec(tmp_path),
+            [parse(f"f{i}=" + ",".join(map(str, range(11)))) for i in range(3)],
+        )
 
 
 def test_a_spec_that_validates_on_test_is_swept_on_a_held_out_share(
@@ -90,7 +127,7 @@ def test_a_spec_that_validates_on_test_is_swept_on_a_held_out_share(
     planned = _plan(tmp_path, "l2=0,0.01")
     assert all("train.validation=0.1" in t.sets for t in planned.trials)
     assert any("holds out 0.1" in note for note in planned.notes)
-    assert all("export.formats=[]" in t.sets for t in planned.trials)
+    assert all("export={formats: []}" in t.sets for t in planned.trials)
     chosen = _plan(tmp_path, "l2=0,0.01", "train.validation=0.2")
     assert not any(s == "train.validation=0.1" for s in chosen.trials[0].sets)
     refused = sweep_.plan_sweep(
@@ -147,6 +184,13 @@ def test_a_row_reads_the_kept_epoch_and_the_best_is_chosen_on_validation(
     # The best validation score, although another trial's test score is higher.
     rows[0]["test_accuracy"] = 0.99
     assert sweep_.best(planned, rows) is rows[1]
+    # A tie goes to the lower validation loss, then to the first trial.
+    tied = [
+        {"trial": "001", "status": "ok", "val_accuracy": 0.9, "val_loss": 0.5},
+        {"trial": "000", "status": "ok", "val_accuracy": 0.9, "val_loss": 0.7},
+        {"trial": "002", "status": "ok", "val_accuracy": 0.9, "val_loss": 0.5},
+    ]
+    assert sweep_.best(planned, tied) is tied[0]
     regression = sweep_.SweepPlan(
         **{**planned.__dict__, "metric": "accuracy", "higher_is_better": False}
     )
@@ -170,6 +214,16 @@ def test_results_csv_has_a_row_per_trial_and_a_column_per_field(
     assert json.loads((tmp_path / "results.json").read_text())["chosen_by"] == (
         "val_accuracy"
     )
+
+
+def test_a_ray_sweep_without_a_cluster_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    planned = _plan(tmp_path, "l2=0,0.01")
+    with pytest.raises(BuildError, match="set RAY_ADDRESS"):
+        sweep_.run_sweep(planned, tmp_path / "out", engine="ray", log=str)
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_sweep_folder_is_continued_only_by_the_same_sweep(tmp_path: Path) -> None:
