@@ -225,6 +225,7 @@ def test_an_interrupt_while_or_after_publishing_says_the_build_was_published(
         ["inspect", "specs/mnist.yaml"],
         ["build", "specs/mnist.yaml", "--out", "{tmp}/gen"],
         ["eval", "{tmp}/gen/model.tflite", "--spec", "specs/mnist.yaml"],
+        ["sweep", "specs/mnist.yaml", "--set", "l2=0,0.1", "--out", "{tmp}/sw"],
     ],
     ids=lambda c: c[0],
 )
