@@ -509,9 +509,13 @@ def sweep(
             log=lambda message: click.echo(f"l2compile: {message}", err=True),
         )
     except KeyboardInterrupt:
+        table = out / sweep_.RESULTS_CSV
         _fail(
-            f"interrupted; {out / sweep_.RESULTS_CSV} describes the finished "
-            "trials: add --resume to continue",
+            f"interrupted; {table} describes the finished trials: add --resume "
+            "to continue"
+            if table.is_file()
+            else f"interrupted before any trial finished: add --resume to continue "
+            f"the sweep in {out}",
             EXIT_INTERRUPTED,
         )
     except BuildError as exc:

@@ -252,8 +252,10 @@ def open_folder(out: Path, sweep: SweepPlan, resume: bool) -> list[Trial]:
             f"{out} exists and is not a sweep folder; choose another --out"
         )
     else:
-        (out / TRIALS).mkdir(parents=True, exist_ok=True)
+        # The record first: a folder stopped before it is still empty, and
+        # one stopped after it is this sweep, for --resume.
         write_atomically(record_path, json_text(sweep.record()))
+    (out / TRIALS).mkdir(exist_ok=True)
     return [t for t in sweep.trials if not finished(out, t)]
 
 

@@ -79,6 +79,28 @@ def test_the_report_page_renders_in_chromium(
     check_in_chromium(small_build.out / "report.html", "build_report.png", images=2)
 
 
+def test_a_report_that_cannot_be_drawn_does_not_fail_the_build(
+    small_build: builder.BuildResult,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from l2compile import pages
+
+    def refuse(*args: object) -> str:
+        raise ValueError("Image size of 640x70000 pixels is too large")
+
+    monkeypatch.setattr(pages, "build_page", refuse)
+    said: list[str] = []
+    spec = compiled(tmp_path)
+    metrics = json.loads((small_build.out / "metrics.json").read_text())
+    builder._write_report(tmp_path, spec.plan, metrics, said.append)
+    assert said == [
+        "report.html not written: ValueError: Image size of 640x70000 pixels is "
+        "too large"
+    ]
+    assert not (tmp_path / "report.html").exists()
+
+
 def test_manifest_hashes_every_file(small_build: builder.BuildResult) -> None:
     manifest = json.loads((small_build.out / "manifest.json").read_text())
     listed = {a["path"]: a for a in manifest["artifacts"]}

@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -264,6 +265,13 @@ def test_a_lambda_axis_is_logarithmic_with_zero_shown() -> None:
     assert plots._x_axis(axes, ["relu", "tanh"]) == {"relu": 0.0, "tanh": 1.0}
 
 
+def test_the_weight_norm_chart_of_a_large_model_stays_drawable() -> None:
+    # 3,000 bars would be 84,000 pixels tall, which matplotlib refuses.
+    png = plots.weight_norms({f"dense_{i}/kernel": float(i) for i in range(3000)})
+    _, height = struct.unpack(">II", png[16:24])
+    assert height <= (0.6 + 0.28 * plots.MAX_BARS) * plots.DPI + 1
+
+
 def test_the_sweep_figures_and_page(tmp_path: Path) -> None:
     rows = [
         {
@@ -393,7 +401,8 @@ def test_ctrl_c_keeps_the_finished_trials_and_resume_runs_the_rest(
     )
     out = tmp_path / "out"
     try:
-        _wait_for(out / "results.csv", sweep, 300)  # the first trial is done
+        # The first trial is done: its row, plots and page are written last.
+        _wait_for(out / "report.html", sweep, 300)
         sweep.send_signal(signal.SIGINT)
         _, stderr = sweep.communicate(timeout=120)
     finally:
@@ -403,6 +412,9 @@ def test_ctrl_c_keeps_the_finished_trials_and_resume_runs_the_rest(
     with (out / "results.csv").open(encoding="utf-8") as f:
         kept = list(csv.DictReader(f))
     assert [(r["trial"], r["status"]) for r in kept] == [("000", "ok")]
+    # The plots and page describe the finished trial too.
+    assert (out / "plots" / "l2.png").is_file()
+    assert '<tr class="best"><td>000</td>' in (out / "report.html").read_text()
     first = json.loads((out / "results.json").read_text())["trials"][0]
 
     again = _sweep(*args, cwd=tmp_path)
@@ -536,3 +548,34 @@ def test_the_readme_table_is_the_committed_sweep() -> None:
             f"{float(row['val_data_loss']):.4f}",
             f"{float(row['l2_penalty']):.4f}",
         ]
+
+
+def test_a_trials_build_stops_when_its_launcher_is_killed(tmp_path: Path) -> None:
+    """Ray stops a trial by killing its worker's children: the launcher. The
+    build it started must then get SIGTERM (and save its epochs), not run on."""
+    from l2compile.engines import _LAUNCHER
+
+    launcher = subprocess.Popen(
+        [
+            *(sys.executable, "-I", "-S", "-c", _LAUNCHER, str(tmp_path / "peak")),
+            *("/bin/sleep", "60"),
+        ],
+        start_new_session=True,
+    )
+    try:
+        ends = time.monotonic() + 10
+        children: list[str] = []
+        while not children and time.monotonic() < ends:
+            found = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children")
+            children = found.read_text().split()
+            time.sleep(0.05)
+        (build,) = children
+        launcher.kill()
+        launcher.wait(timeout=10)
+        stat = Path(f"/proc/{build}/stat")
+        while stat.exists() and stat.read_text().split()[2] != "Z":
+            assert time.monotonic() < ends, "the build outlived its launcher"
+            time.sleep(0.05)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
