@@ -420,7 +420,7 @@ def test_ctrl_c_keeps_the_finished_trials_and_resume_runs_the_rest(
     again = _sweep(*args, cwd=tmp_path)
     assert again.returncode == 3, again.stderr  # the folder holds a sweep
     assert "add --resume" in again.stderr
-    resumed = _sweep(*args, "--resume", cwd=tmp_path)
+    resumed = _sweep(*args, "--resume", "--jobs", "2", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "3 trials, 2 to run (1 finished before)" in resumed.stderr
     rows = json.loads((out / "results.json").read_text())["trials"]
