@@ -63,12 +63,14 @@ def build(
     data: Path | None = None,
     epochs: int | None = None,
     resume: bool = False,
+    save_split: bool = False,
     log: Log = print,
 ) -> BuildResult:
     """Train, evaluate and export `plan`'s model into `out`, atomically.
 
     With `resume`, continue an interrupted build of the same code, data and
     epochs from its last finished epoch (or start afresh if there is none).
+    With `save_split`, write split.json: which samples train, validate, test.
     """
     out = Path(os.path.normpath(out))  # build/x/ and build/./x are build/x
     workfolder.check_out_dir(out)
@@ -84,7 +86,7 @@ def build(
         data,
         spec_path=plan.data_path,
         model_input=plan.model_input,
-        seed=plan.seed,
+        seed=plan.split_seed,
         test_path=plan.test_path,
     )
     log(
@@ -105,7 +107,7 @@ def build(
         try:
             workfolder.check_free_space(work, plan)
             metrics = _build_into(
-                work, out, plan, code, dataset, epochs, key, saved, log
+                work, out, plan, code, dataset, epochs, key, saved, save_split, log
             )
             if not workfolder.is_chief():
                 # Every worker trains and exports (they run in lockstep); only
@@ -157,6 +159,7 @@ def _build_into(
     epochs: int,
     key: dict[str, Any],
     saved: Saved | None,
+    save_split: bool,
     log: Log,
 ) -> dict[str, Any]:
     """Write the module, train on the plan's backend, then export on
@@ -178,7 +181,18 @@ def _build_into(
         metrics: dict[str, Any] = processes.run(
             "train",
             plan.backend,
-            TrainJob(plan, module, dataset, epochs, work, key, saved, model_file),
+            TrainJob(
+                plan,
+                module,
+                dataset,
+                epochs,
+                work,
+                key,
+                saved,
+                model_file,
+                require_learning=plan.require_learning,
+                save_split=save_split,
+            ),
             log,
         )
         if exports:

@@ -6,6 +6,7 @@ and only once the spec is valid and the data found.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -74,7 +75,14 @@ def _compile_or_exit(
     if isinstance(compiled, list):
         _report(compiled)
         sys.exit(EXIT_SPEC_ERROR)
+    _warn(compiled)
     return compiled
+
+
+def _warn(compiled: Compiled) -> None:
+    """A valid spec's warnings, one line each."""
+    for warning in compiled.plan.warnings:
+        click.echo(str(warning), err=True)
 
 
 def _overrides(sets: tuple[str, ...], *, several: bool) -> tuple[Override, ...]:
@@ -130,6 +138,7 @@ def validate(specs: tuple[Path, ...]) -> None:
             _report(compiled)
             failed = True
             continue
+        _warn(compiled)
         plan = compiled.plan
         click.echo(
             f"{display_path(path)}: ok ({plan.name}: {len(plan.layers)} layers, "
@@ -337,6 +346,18 @@ def generate(
     help="Train on this Keras backend instead of the spec's train.backend "
     f"(default {backends.DEFAULT}). The export always runs on TensorFlow.",
 )
+@click.option(
+    "--require-learning",
+    is_flag=True,
+    help="Fail (exit 3, publishing nothing, the epochs kept for --resume) when "
+    "the model does not beat the trivial baseline on the validation data, as "
+    "train.require_learning: true does. Without it, such a build warns.",
+)
+@click.option(
+    "--save-split",
+    is_flag=True,
+    help="Also write split.json: the rows (or files) that train, validate and test.",
+)
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE", help=_SET_HELP)
 @_VERBOSE
 def build(
@@ -346,6 +367,8 @@ def build(
     epochs: int | None,
     resume: bool,
     backend: str | None,
+    require_learning: bool,
+    save_split: bool,
     sets: tuple[str, ...],
     verbose: bool,
 ) -> None:
@@ -364,6 +387,8 @@ def build(
     from l2compile import processes
 
     plan = compiled.plan
+    if require_learning:
+        plan = dataclasses.replace(plan, require_learning=True)
     processes.claim(plan.backend, tensorflow=plan.recipe.streamed)  # it trains
     out = out or Path("build") / plan.name
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C (see __main__): the
@@ -377,19 +402,11 @@ def build(
             data=data,
             epochs=epochs,
             resume=resume,
+            save_split=save_split,
             log=lambda message: click.echo(f"l2compile: {message}", err=True),
         )
     except Interrupted as exc:
-        saved = (
-            f"Epoch 1 of {exc.epochs} is"
-            if exc.epoch == 1
-            else f"Epochs 1-{exc.epoch} of {exc.epochs} are"
-        )
-        _fail(
-            f"interrupted; {out} was not changed. {saved} saved in {exc.work}: "
-            "add --resume to continue",
-            EXIT_INTERRUPTED,
-        )
+        _fail(_interrupted(exc, out), EXIT_INTERRUPTED)
     except KeyboardInterrupt:
         _fail(f"interrupted; {out} was not changed", EXIT_INTERRUPTED)
     except BuildError as exc:
@@ -419,6 +436,19 @@ def build(
             f"interrupted after the build was published: {out} holds the new build",
             EXIT_INTERRUPTED,
         )
+
+
+def _interrupted(exc: Interrupted, out: Path) -> str:
+    """What an interrupted build says: nothing changed, which epochs are kept."""
+    saved = (
+        f"Epoch 1 of {exc.epochs} is"
+        if exc.epoch == 1
+        else f"Epochs 1-{exc.epoch} of {exc.epochs} are"
+    )
+    return (
+        f"interrupted; {out} was not changed. {saved} saved in {exc.work}: "
+        "add --resume to continue"
+    )
 
 
 @main.command(epilog=_EXIT_CODES)
@@ -471,6 +501,19 @@ def build(
     is_flag=True,
     help="Also export each trial as its spec says (off: trials train and score).",
 )
+@click.option(
+    "--choose",
+    metavar="VAL_SCORE",
+    help="The validation score that chooses the best trial: val_loss, val_ and "
+    "one of the spec's metrics, val_balanced_accuracy or val_macro_f1. "
+    "Default: val_ and the spec's first metric.",
+)
+@click.option(
+    "--save-split",
+    is_flag=True,
+    help="Each trial writes split.json (the samples it trains, validates and "
+    "tests on: the same in every trial).",
+)
 def sweep(
     spec: Path,
     sets: tuple[str, ...],
@@ -481,6 +524,8 @@ def sweep(
     engine: str,
     resume: bool,
     export: bool,
+    choose: str | None,
+    save_split: bool,
 ) -> None:
     """Build SPEC once per combination of the --set values, and compare the
     trials: results.csv, results.json, plots/ and report.html in the sweep
@@ -490,13 +535,20 @@ def sweep(
 
     overrides = _overrides(sets, several=True)
     try:
-        planned = sweep_.plan_sweep(spec, overrides, epochs=epochs, export=export)
-    except overrides_.OverrideError as exc:
+        planned = sweep_.plan_sweep(
+            spec,
+            overrides,
+            epochs=epochs,
+            export=export,
+            choose=choose,
+            save_split=save_split,
+        )
+    except (overrides_.OverrideError, sweep_.SweepError) as exc:
         _fail(str(exc), EXIT_SPEC_ERROR)
     if isinstance(planned, list):
         _report(planned)
         sys.exit(EXIT_SPEC_ERROR)
-    name = _compile_or_exit(spec).plan.name
+    name = _compile_or_exit(spec).plan.name  # and its warnings
     out = out or Path("build") / f"{name}-sweep"
     try:
         results = sweep_.run_sweep(
@@ -521,7 +573,7 @@ def sweep(
     except BuildError as exc:
         _fail(str(exc))
     failed = [r for r in results["trials"] if r["status"] != "ok"]
-    click.echo(f"Results in {out}/: {sweep_.RESULTS_CSV}, {sweep_.RESULTS_JSON}")
+    click.echo(f"Results in {out}/: {', '.join(sweep_.written(out))}")
     if results["best"] is not None:
         chosen = next(r for r in results["trials"] if r["trial"] == results["best"])
         key = results["chosen_by"]

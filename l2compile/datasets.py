@@ -98,6 +98,18 @@ class Dataset:
     source: str
     columns: tuple[Column, ...] = ()
     classes: tuple[str, ...] = ()
+    #: Where each training and test sample comes from, for split.json: a
+    #: csv's data rows (counted from 0, the header and blank lines left out),
+    #: an image folder's files (relative to it); None: its place in its array.
+    train_ids: npt.NDArray[np.generic] | None = None
+    test_ids: npt.NDArray[np.generic] | None = None
+
+    def ids(self, test: bool) -> npt.NDArray[np.generic]:
+        """Where each sample of the training (or test) split comes from."""
+        found = self.test_ids if test else self.train_ids
+        if found is not None:
+            return found
+        return np.arange(len(self.x_test if test else self.x_train))
 
     @property
     def vocabularies(self) -> list[list[str] | None]:

@@ -47,6 +47,9 @@ class SpecError:
     message: str
     suggestion: str | None = None
     expected: tuple[str, ...] = ()
+    #: error: nothing is generated; warning: generated, but likely not what
+    #: the spec means.
+    level: str = "error"
 
     def __str__(self) -> str:
         where = self.file
@@ -54,7 +57,7 @@ class SpecError:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
-        text = f"{where}: error: "
+        text = f"{where}: {self.level}: "
         if self.path:
             text += f"{format_path(self.path)}: "
         text += self.message
@@ -79,6 +82,11 @@ class BuildError(Exception):
 
 class Diverged(BuildError):
     """Training stopped on a loss that is not finite."""
+
+
+class NotLearned(BuildError):
+    """A model that does not beat the trivial baseline, where the build
+    requires learning; its epochs are kept for --resume."""
 
 
 class ParityError(BuildError):

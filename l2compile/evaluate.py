@@ -241,7 +241,7 @@ def evaluate_artifact(
         data,
         spec_path=plan.data_path,
         model_input=plan.model_input,
-        seed=plan.seed,
+        seed=plan.split_seed,
         test_path=plan.test_path,
     )
     if plan.recipe.encodes:

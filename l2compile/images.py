@@ -108,7 +108,23 @@ def read_folder(
             )
     _check_count(folder, classes, model_input)
     _check_headers([*x_train, *x_test])
-    return Dataset(x_train, y_train, x_test, y_test, str(folder), classes=classes)
+    return Dataset(
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        str(folder),
+        classes=classes,
+        train_ids=_relative(x_train, folder),
+        test_ids=_relative(x_test, folder),
+    )
+
+
+def _relative(paths: np.ndarray, folder: Path) -> np.ndarray:
+    """The files' paths relative to the image folder, with / between parts."""
+    return np.array(
+        [Path(os.path.relpath(p, folder)).as_posix() for p in paths], dtype=str
+    )
 
 
 def _classes(folder: Path) -> dict[str, list[str]]:

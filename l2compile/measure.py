@@ -6,6 +6,7 @@ the penalty reaches."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 from l2compile import scoring
 from l2compile.contract import GeneratedModule
 from l2compile.plan import ModelPlan
+from l2compile.tasks import METRIC_KINDS
 
 
 def penalty(model: Any) -> float:
@@ -21,10 +23,16 @@ def penalty(model: Any) -> float:
 
 
 def scores(
-    plan: ModelPlan, generated: GeneratedModule, model: Any, x_test: Any, y_test: Any
+    plan: ModelPlan,
+    generated: GeneratedModule,
+    model: Any,
+    x_test: Any,
+    y_test: Any,
+    names: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The test loss and accuracy, as Keras reports them (and the article
-    prints them), and the loss split into the data loss and the L2 penalty."""
+    prints them), the loss split into the data loss and the L2 penalty, and
+    the scores class by class (or target by target) of the classes `names`."""
     if plan.distribute == "multi_worker":
         keras_scores = generated.evaluate(model, x_test, y_test)  # evaluate() fails
     elif plan.recipe.streamed:  # images read a batch at a time
@@ -39,10 +47,81 @@ def scores(
     for key, value in found.items():
         print(f"Test {key[len('test_') :]}:", value)
     outputs = scoring.predict(lambda x: model(x, training=False), x_test)
-    data_loss = plan.task.data_loss(outputs, plan.task.targets(y_test))
+    targets = plan.task.targets(y_test)
+    data_loss = plan.task.data_loss(outputs, targets)
+    breakdown = plan.task.breakdown(outputs, targets, names or plan.task.names)
     return {
         **found,
         "test_loss_split": {"data_loss": data_loss, "l2_penalty": penalty(model)},
+        **{f"test_{key}": value for key, value in breakdown.items()},
+    }
+
+
+def summary(plan: ModelPlan, model: Any, x: Any, y: Any) -> dict[str, float]:
+    """The task's summary scores (balanced accuracy, macro-F1) of `model` on
+    a split, which Keras' metrics do not give."""
+    if not plan.task.summary_names:
+        return {}
+    outputs = scoring.predict(lambda x: model(x, training=False), x)
+    return plan.task.summary(outputs, plan.task.targets(y))
+
+
+#: A model learned where one of its validation scores closes at least this
+#: share of the gap between the trivial baseline's score and a perfect one
+#: (for an error, such as mae: is at least this share below the baseline's).
+MARGIN = 0.05
+
+
+def baseline(
+    plan: ModelPlan, y_train: Any, splits: dict[str, Any], names: Sequence[str]
+) -> dict[str, Any]:
+    """The trivial model's scores on each split (`splits`: name -> labels):
+    it gives every sample the training split's class shares (regression: the
+    mean of each target), whatever the input."""
+    task = plan.task
+    train = task.targets(y_train)
+    _, predicts = task.trivial(train, names)
+    found: dict[str, Any] = {"predicts": predicts}
+    for split, y in splits.items():
+        found[split] = task.baseline(train, task.targets(y), names)
+    return found
+
+
+def learning(
+    plan: ModelPlan, validated: dict[str, Any], trivial: dict[str, Any]
+) -> dict[str, Any]:
+    """Whether the model beats the trivial baseline on the validation data by
+    MARGIN in any of the task's metrics, and the one line that says so."""
+    checks = []
+    for metric in plan.task.metric_names:
+        model, base = validated.get(metric), trivial.get(metric)
+        if not isinstance(model, float | int) or not isinstance(base, float | int):
+            continue
+        higher = METRIC_KINDS[metric].higher_is_better
+        needed = base + MARGIN * (1.0 - base) if higher else base * (1.0 - MARGIN)
+        passed = model > needed if higher else model < needed
+        checks.append((passed, metric, float(model), float(base), needed, higher))
+    if not checks:
+        return {"learned": None, "verdict": "no validation score to judge by"}
+    passed, metric, model, base, needed, higher = next(
+        (check for check in checks if check[0]), checks[0]
+    )
+    than = "above" if higher else "below"
+    if passed:
+        verdict = f"val {metric} {model:.4f} against the trivial baseline's {base:.4f}"
+    else:
+        verdict = (
+            f"the model did not learn: val {metric} {model:.4f} against the "
+            f"trivial baseline's {base:.4f} (it needs {than} {needed:.4f})"
+        )
+    return {
+        "learned": passed,
+        "metric": metric,
+        "higher_is_better": higher,
+        "val": model,
+        "baseline_val": base,
+        "needed": needed,
+        "verdict": verdict,
     }
 
 

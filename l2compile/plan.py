@@ -216,6 +216,12 @@ class ModelPlan:
     batch_size: int
     seed: int
     export_formats: tuple[str, ...]
+    #: Seeds the data split (train.split_seed, else train.seed).
+    split_seed: int = 0
+    #: Fail a build whose model does not beat the trivial baseline.
+    require_learning: bool = False
+    #: What in the spec is valid but likely not what it means.
+    warnings: tuple[SpecError, ...] = ()
     constants: tuple[Constant, ...] = field(default=())
     tflite: TFLitePlan | None = None
     distribute: str = "none"
@@ -406,6 +412,7 @@ class _Planner:
             folder if folder is not None else Path(loaded.source.file).parent
         )
         self.errors: list[SpecError] = []
+        self.warnings: list[SpecError] = []
         self._names: list[str] = []
         self._automatic: list[str] = []  # <type>_<n> of each layer, named or not
         self._suggested = 0
@@ -414,6 +421,10 @@ class _Planner:
         self, path: FieldPath, message: str, suggestion: str | None = None
     ) -> None:
         self.errors.append(self.source.error(path, message, suggestion=suggestion))
+
+    def warn(self, path: FieldPath, message: str) -> None:
+        """A warning at `path`: the spec is valid, but likely not what it means."""
+        self.warnings.append(replace(self.source.error(path, message), level="warning"))
 
     def names(self) -> list[str]:
         """Each layer's name: the spec's, else `<type>_<n>` for the n-th layer
@@ -854,6 +865,8 @@ class _Planner:
             epochs=spec.train.epochs,
             batch_size=spec.train.batch_size,
             seed=spec.train.seed,
+            split_seed=spec.train.seeds_split,
+            require_learning=spec.train.require_learning,
             export_formats=tuple(spec.export.formats),
             constants=self.constants(
                 recipe, layers, optimizer, steps_per_execution, task, backbone
@@ -866,25 +879,21 @@ class _Planner:
             no_weight_decay=optimizer.no_decay,
             validation=_held_out(spec.train.validation),
             data=recipe.data,
-            data_path=(
-                SpecPath(
-                    "train.data.train" if split else "train.data",
-                    self.source.file,
-                    recipe.data,
-                    self.folder,
-                )
-                if recipe.data is not None
-                else None
+            data_path=self.spec_path(
+                "train.data.train" if split else "train.data", recipe.data
             ),
-            test_path=(
-                SpecPath("train.data.test", self.source.file, split.test, self.folder)
-                if split
-                else None
-            ),
+            test_path=self.spec_path("train.data.test", split.test if split else None),
             backbone=backbone,
             schedule=self.schedule(),
             early_stopping=self.early_stopping(),
+            warnings=tuple(self.warnings),
         )
+
+    def spec_path(self, field_name: str, written: str | None) -> SpecPath | None:
+        """A path the spec writes at `field_name`, resolved against its folder."""
+        if written is None:
+            return None
+        return SpecPath(field_name, self.source.file, written, self.folder)
 
     def backbone(self, layers: list[LayerPlan], recipe: Recipe) -> BackbonePlan | None:
         """The model's pretrained backbone, if it has one (one at most); its
@@ -932,6 +941,14 @@ class _Planner:
             if source == INPUT
             else next(lay.output_shape for lay in layers if lay.name == source)
         )
+        if pretrained.weights == "none" and pretrained.trained_from is None:
+            self.warn(
+                ("layers", i, "weights"),
+                "a frozen backbone with weights: none stays random: only the "
+                "layers after it train, on features of random kernels, and such "
+                "a model learns little or nothing; set trainable: true, or use "
+                "weights: imagenet or a weights file",
+            )
         layer_l2 = getattr(spec_layer, "l2", None)
         coefficient = self.spec.l2 if layer_l2 is None else layer_l2
         return BackbonePlan(
@@ -1084,6 +1101,7 @@ class _Planner:
             ),
             Constant("BATCH_SIZE", repr(spec.train.batch_size)),
             Constant("SEED", repr(spec.train.seed)),
+            *_split_seed_constant(spec, recipe),
             Constant(
                 "STEPS_PER_EXECUTION",
                 repr(steps_per_execution),
@@ -1100,6 +1118,21 @@ class _Planner:
             ),
         ]
         return tuple(constants)
+
+
+def _split_seed_constant(spec: Spec, recipe: Recipe) -> list[Constant]:
+    """SPLIT_SEED, where the module splits its data (a test share or a
+    validation share): SEED unless train.split_seed sets its own."""
+    if _held_out(spec.train.validation) is None and recipe.test_split is None:
+        return []
+    seed = spec.train.split_seed
+    return [
+        Constant(
+            "SPLIT_SEED",
+            "SEED" if seed is None else repr(seed),
+            "which samples test and validate",
+        )
+    ]
 
 
 @dataclass(frozen=True)

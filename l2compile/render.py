@@ -217,9 +217,10 @@ def _module_docstring(plan: ModelPlan) -> str:
 def _backend_note(plan: ModelPlan) -> str:
     """Which Keras backends the module runs on."""
     if not plan.tensorflow_only:
+        others = [b for b in ("jax", "tensorflow", "torch") if b != plan.backend]
         return (
-            "It runs on any Keras backend: set KERAS_BACKEND to jax, tensorflow\n"
-            "or torch."
+            f"It was built for Keras' {plan.backend} backend, which it sets unless\n"
+            f"KERAS_BACKEND names another: it runs on {others[0]} and {others[1]} too."
             + (
                 "\nIt reads the images with TensorFlow's image ops, so it needs\n"
                 "TensorFlow installed."
@@ -235,7 +236,10 @@ def _backend_note(plan: ModelPlan) -> str:
         )
         if used
     )
-    return f"It uses {uses}: run it with KERAS_BACKEND=tensorflow."
+    return (
+        f"It uses {uses}, so it sets KERAS_BACKEND to tensorflow\n"
+        "unless it is set already."
+    )
 
 
 @dataclass(frozen=True)
@@ -261,6 +265,7 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "overrides": [comment_text(o) for o in plan.overrides],
         "version": __version__ if version_header else None,
         "docstring": _module_docstring(plan),
+        "backend": py_str(plan.backend),
         "name": plan.name,
         "model_name": py_str(plan.name),
         "constants": [_constant_view(constant) for constant in plan.constants],

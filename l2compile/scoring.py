@@ -247,3 +247,57 @@ def predict(
             for start in range(0, len(x), CHUNK)
         ]
     )
+
+
+# --- per class ------------------------------------------------------------------
+
+
+def confusion(truth: Array, predicted: Array, classes: int) -> npt.NDArray[np.int64]:
+    """Counts of (true class, predicted class): row i, column j holds the
+    samples of class i predicted as j (scikit-learn's confusion_matrix)."""
+    truth = np.asarray(truth, dtype=np.int64).reshape(-1)
+    predicted = np.asarray(predicted, dtype=np.int64).reshape(-1)
+    counts = np.bincount(truth * classes + predicted, minlength=classes * classes)
+    found: npt.NDArray[np.int64] = counts.reshape(classes, classes)
+    return found
+
+
+def _share(part: Array, whole: Array) -> npt.NDArray[np.float64]:
+    """part / whole, 0 where whole is 0 (scikit-learn's zero_division=0)."""
+    part = np.asarray(part, dtype=np.float64)
+    whole = np.asarray(whole, dtype=np.float64)
+    out: npt.NDArray[np.float64] = np.divide(
+        part, whole, out=np.zeros_like(part), where=whole > 0
+    )
+    return out
+
+
+def per_class(counts: Array) -> dict[str, npt.NDArray[Any]]:
+    """Each class's precision, recall, F1 and support (its true samples) from
+    a confusion matrix; 0 where a share is of nothing."""
+    counts = np.asarray(counts)
+    hits = np.diag(counts)
+    support = counts.sum(axis=1)
+    precision = _share(hits, counts.sum(axis=0))
+    recall = _share(hits, support)
+    f1 = _share(2 * precision * recall, precision + recall)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
+
+
+def balanced_accuracy(counts: Array) -> float:
+    """The mean recall over the classes that have true samples."""
+    counts = np.asarray(counts)
+    support = counts.sum(axis=1)
+    present = support > 0
+    if not present.any():
+        return 0.0
+    return float(np.mean(np.diag(counts)[present] / support[present]))
+
+
+def two_by_two(truth: Array, predicted: Array) -> npt.NDArray[np.int64]:
+    """One label's confusion matrix, [[tn, fp], [fn, tp]]."""
+    return confusion(
+        np.asarray(truth).reshape(-1) > THRESHOLD,
+        np.asarray(predicted).reshape(-1) > THRESHOLD,
+        2,
+    )

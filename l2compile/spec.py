@@ -433,7 +433,23 @@ class TrainSpec(StrictModel):
         description="Stop when the validation split's score stops improving.",
     )
     batch_size: Annotated[int, Field(gt=0, le=1_000_000)]
-    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = Field(
+        default=0,
+        description="Seeds the initial weights, dropout and each epoch's data "
+        "order (and the data split, unless split_seed is set).",
+    )
+    split_seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = Field(
+        default=None,
+        description="Seeds the data split: which samples test (test_split) and "
+        "which validate (validation). Default: seed. A sweep keeps it fixed, so "
+        "that every trial trains, validates and tests on the same samples.",
+    )
+    require_learning: bool = Field(
+        default=False,
+        description="Fail the build (exit 3, its epochs kept for --resume) when "
+        "the model does not beat the trivial baseline on the validation data "
+        "(build --require-learning).",
+    )
     backend: Backend = Field(
         default=DEFAULT_BACKEND,
         description="The Keras backend the build trains on (build --backend "
@@ -465,6 +481,11 @@ class TrainSpec(StrictModel):
         "(tf.config.experimental.enable_op_determinism): the same results run "
         "after run on GPUs too. CPU builds are deterministic without it.",
     )
+
+    @property
+    def seeds_split(self) -> int:
+        """The seed of the data split: split_seed, else seed."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     @model_validator(mode="after")
     def _recipe_fields(self) -> TrainSpec:

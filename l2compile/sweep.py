@@ -59,6 +59,7 @@ class Trial:
     values: tuple[Override, ...]  #: the swept fields, one value each
     seed: int
     sets: tuple[str, ...]  #: every --set its build takes
+    split_seed: int = 0  #: seeds its data split (the same in every trial)
 
     def label(self) -> str:
         return ", ".join(o.text for o in self.values)
@@ -74,9 +75,13 @@ class SweepPlan:
     trials: tuple[Trial, ...]
     epochs: int | None
     export: bool
-    metric: str  #: the task's first metric: val_<metric> chooses the best
-    higher_is_better: bool
+    metric: str  #: the task's first metric (its training score and gap)
+    higher_is_better: bool  #: of `choose`
     notes: tuple[str, ...]  #: what the sweep changed beyond the --set
+    #: The validation score that chooses the best trial (--choose; default:
+    #: val_ and the task's first metric).
+    choose: str = ""
+    save_split: bool = False  #: each trial writes split.json
 
     def record(self) -> dict[str, Any]:
         """What --resume compares: the same spec, values, epochs and export."""
@@ -121,8 +126,19 @@ def _extra(
     held-out share; export off), the notes that say so, and the --set it
     refuses."""
     extra, notes, errors = [], [], []
+    if _covered(("train", "split_seed"), sets) is None:
+        # The split is the sweep's, not the trial's: every trial trains,
+        # validates and tests on the same samples.
+        extra.append(parse(f"train.split_seed={plan.split_seed}"))
+        notes.append(
+            f"every trial trains, validates and tests on the same samples "
+            f"(train.split_seed {plan.split_seed})"
+        )
     if _covered(("train", "seed"), sets) is None:
-        notes.append(f"each trial's seed is derived from the spec's ({plan.seed})")
+        notes.append(
+            f"each trial's seed (its initial weights, data order and dropout) is "
+            f"derived from the spec's ({plan.seed})"
+        )
     if plan.validation is None and _covered(("train", "validation"), sets) is None:
         extra.append(parse(f"train.validation={HELD_OUT}"))
         notes.append(
@@ -145,9 +161,11 @@ def plan_sweep(
     *,
     epochs: int | None = None,
     export: bool = False,
+    choose: str | None = None,
+    save_split: bool = False,
 ) -> SweepPlan | list[SpecError]:
     """Every trial of the grid, each trial's spec compiled (all errors, each
-    once, otherwise)."""
+    once, otherwise); `choose` is the validation score that picks the best."""
     check_distinct(sets)
     count = math.prod(len(o.values) for o in sets)
     if count > MAX_TRIALS:
@@ -159,6 +177,13 @@ def plan_sweep(
     if isinstance(base, list):
         return base
     plan = base.plan
+    choices = choosable(plan.task)
+    choose = choose or f"val_{plan.task.metric_names[0]}"
+    if choose not in choices:
+        raise SweepError(
+            f"--choose {choose}: this spec's trials can be chosen by "
+            + ", ".join(choices)
+        )
     extra, notes, errors = _extra(plan, sets, export)
     seeded = _covered(("train", "seed"), sets) is None
     width = max(3, len(str(count - 1)))
@@ -167,14 +192,20 @@ def plan_sweep(
         seed = seed_of(plan.seed, values)
         overrides = (*values, *((parse(f"train.seed={seed}"),) if seeded else ()))
         overrides += tuple(extra)
-        found = _trial_errors(spec, plan, values, overrides)
+        found = _trial_errors(spec, plan, values, overrides, choose)
         if isinstance(found, list):
             errors += [e for e in found if str(e) not in seen]
             seen.update(str(e) for e in found)
             continue
         seed = seed if seeded else found.seed
         trials.append(
-            Trial(f"{index:0{width}d}", values, seed, tuple(o.text for o in overrides))
+            Trial(
+                f"{index:0{width}d}",
+                values,
+                seed,
+                tuple(o.text for o in overrides),
+                found.split_seed,
+            )
         )
     if errors:
         return sorted(errors, key=lambda e: _set_order(e, sets))
@@ -187,13 +218,34 @@ def plan_sweep(
         epochs=epochs,
         export=export,
         metric=metric,
-        higher_is_better=METRIC_KINDS[metric].higher_is_better,
+        higher_is_better=choices[choose],
         notes=tuple(notes),
+        choose=choose,
+        save_split=save_split,
     )
 
 
+class SweepError(ValueError):
+    """A sweep that cannot be planned as asked (exit 2: nothing is written)."""
+
+
+def choosable(task: Any) -> dict[str, bool]:
+    """The validation scores a sweep can choose by, and whether higher is
+    better for each: the loss, the task's metrics and its summary scores."""
+    found = {"val_loss": False}
+    found.update(
+        {f"val_{m}": METRIC_KINDS[m].higher_is_better for m in task.metric_names}
+    )
+    found.update({f"val_{name}": True for name in task.summary_names})
+    return found
+
+
 def _trial_errors(
-    spec: Path, base: Any, values: tuple[Override, ...], overrides: tuple[Override, ...]
+    spec: Path,
+    base: Any,
+    values: tuple[Override, ...],
+    overrides: tuple[Override, ...],
+    choose: str,
 ) -> Any:
     """The trial's plan, or its errors: its spec's, and the sweep's own (it
     must validate on held-out data, and score the base spec's metric)."""
@@ -213,12 +265,16 @@ def _trial_errors(
             )
         ]
     metric = base.task.metric_names[0]
+    message = None
     if trial.task.metric_names[:1] != (metric,):
-        found = _covered(("train", "metrics"), values) or _covered(("task",), values)
         message = (
             f"a sweep compares its trials by val_{metric}, the spec's first "
             f"metric; this trial's first metric is {trial.task.metric_names[0]}"
         )
+    elif choose not in choosable(trial.task):
+        message = f"a sweep compares its trials by {choose}, which this trial lacks"
+    if message is not None:
+        found = _covered(("train", "metrics"), values) or _covered(("task",), values)
         return [
             at_override(found, message) if found else at_override(values[0], message)
         ]
@@ -280,6 +336,8 @@ def build_command(
         command += ["--epochs", str(sweep.epochs)]
     if data is not None:
         command += ["--data", str(data.resolve())]
+    if sweep.save_split:
+        command.append("--save-split")
     if resume:
         command.append("--resume")  # a trial interrupted mid-way goes on
     return command
@@ -292,7 +350,11 @@ def row(
     sweep: SweepPlan, out: Path, trial: Trial, run: dict[str, Any]
 ) -> dict[str, Any]:
     """One trial's row: its values, scores, losses, gap, time and memory."""
-    found: dict[str, Any] = {"trial": trial.id, "seed": trial.seed}
+    found: dict[str, Any] = {
+        "trial": trial.id,
+        "seed": trial.seed,
+        "split_seed": trial.split_seed,
+    }
     found.update({o.field: o.values[0] for o in trial.values})
     found.update(status=run.get("status", "failed"), error=run.get("error", ""))
     path = trial_dir(out, trial) / manifest.METRICS
@@ -320,8 +382,15 @@ def _scores(metric: str, metrics: dict[str, Any]) -> dict[str, Any]:
         f"val_{k}": v
         for k, v in metrics.get("validation", {}).get("scores", {}).items()
     }
-    found.update({k: v for k, v in metrics.items() if k.startswith("test_")})
-    found.pop("test_loss_split", None)
+    # The scores; the per-class tables and the residuals stay in metrics.json.
+    found.update(
+        {
+            k: v
+            for k, v in metrics.items()
+            if k.startswith("test_") and isinstance(v, int | float)
+        }
+    )
+    found["learned"] = metrics.get("learned")
     train, val = at(history.get(metric)), at(history.get(f"val_{metric}"))
     found[f"train_{metric}"] = train
     found["gap"] = None if train is None or val is None else train - val
@@ -348,7 +417,7 @@ def layer_norms(norms: dict[str, float]) -> dict[str, float]:
 
 def best(sweep: SweepPlan, rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """The finished trial with the best validation score."""
-    key = f"val_{sweep.metric}"
+    key = sweep.choose
     scored = [
         r
         for r in sorted(rows, key=lambda r: str(r["trial"]))
@@ -374,7 +443,8 @@ def write_results(
         "spec": str(sweep.spec),
         "fields": list(sweep.fields),
         "epochs": sweep.epochs,
-        "chosen_by": f"val_{sweep.metric}",
+        "chosen_by": sweep.choose,
+        "metric": sweep.metric,
         "higher_is_better": sweep.higher_is_better,
         "best": None if chosen is None else chosen["trial"],
         "notes": list(sweep.notes),
@@ -454,9 +524,9 @@ def run_sweep(
         write_atomically(_run_file(out, trial), json_text(report))
         rows[trial.id] = row(sweep, out, trial, report)
         write_report(sweep, out, write_results(sweep, out, list(rows.values())))
-        score = rows[trial.id].get(f"val_{sweep.metric}")
+        score = rows[trial.id].get(sweep.choose)
         outcome = (
-            f"val_{sweep.metric} {score:.4f}"
+            f"{sweep.choose} {score:.4f}"
             if isinstance(score, float)
             else f"{rows[trial.id]['status']}: {report.get('error', '')}"
         )
@@ -480,6 +550,19 @@ def run_sweep(
     results = write_results(sweep, out, list(rows.values()))
     write_report(sweep, out, results)
     return results
+
+
+def written(out: Path) -> list[str]:
+    """What a sweep wrote in its folder, for its last line."""
+    found = [RESULTS_CSV, RESULTS_JSON]
+    plots = sorted(p.name for p in (out / PLOTS).glob("*.png"))
+    if plots:
+        found.append(f"{PLOTS}/ ({', '.join(plots)})")
+    from l2compile import pages
+
+    if (out / pages.NAME).is_file():
+        found.append(pages.NAME)
+    return [*found, f"{TRIALS}/ (each trial's build and log)"]
 
 
 def write_report(sweep: SweepPlan, out: Path, results: dict[str, Any]) -> None:

@@ -155,6 +155,12 @@ def read_csv(
     _check_width(train, model_input, columns)
     _check_memory(train, columns, labels, scan.rows)
     x, y = _fill(sources, columns, labels, scan.rows)
+    held = sources[0].held
+    if held is None:  # a test file: each file's rows in order
+        ids = {part: np.arange(len(x[part])) for part in (False, True)}
+    else:
+        flags = np.frombuffer(held, np.uint8)
+        ids = {part: np.flatnonzero(flags == part) for part in (False, True)}
     return datasets.Dataset(
         x[False],
         y[False],
@@ -163,6 +169,8 @@ def read_csv(
         source=str(train) + (f" and {test}" if test is not None else ""),
         columns=columns,
         classes=labels.classes,
+        train_ids=ids[False],
+        test_ids=ids[True],
     )
 
 

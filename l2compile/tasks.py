@@ -482,6 +482,91 @@ class Task(ABC):
     def predictions(self, outputs: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """What the model predicts for each sample."""
 
+    # --- against a trivial model, and class by class ------------------------------
+
+    #: The scores a build adds beside the metrics, on the validation and test
+    #: splits (a sweep may choose by them): higher is better for each.
+    summary_names: ClassVar[tuple[str, ...]] = ("balanced_accuracy", "macro_f1")
+
+    def trivial(
+        self, train_targets: npt.NDArray[Any], names: Sequence[str]
+    ) -> tuple[npt.NDArray[Any], str]:
+        """The output a model that learned nothing from the inputs gives every
+        sample (the training split's class shares), and what it predicts."""
+        import numpy as np
+
+        from l2compile import scoring
+
+        counts = np.bincount(
+            scoring.labels_of(train_targets), minlength=self.outputs
+        ).astype(np.float64)
+        top = int(np.argmax(counts))
+        return counts / max(counts.sum(), 1.0), (
+            f"always the training split's most frequent class, {names[top]!r} "
+            f"({int(counts[top]):,} of {int(counts.sum()):,} samples)"
+        )
+
+    def baseline(
+        self,
+        train_targets: npt.NDArray[Any],
+        targets: npt.NDArray[Any],
+        names: Sequence[str],
+    ) -> dict[str, float]:
+        """The trivial model's scores on `targets`: its data loss, every
+        metric and the summary scores."""
+        import numpy as np
+
+        row, _ = self.trivial(train_targets, names)
+        outputs = np.tile(np.asarray(row, dtype=np.float32), (len(targets), 1))
+        return {
+            "loss": self.data_loss(outputs, targets),
+            **self.scores(outputs, targets),
+            **self.summary(outputs, targets),
+        }
+
+    def confusion(
+        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
+    ) -> npt.NDArray[Any]:
+        """The confusion matrix: (true class, predicted class) counts."""
+        from l2compile import scoring
+
+        return scoring.confusion(
+            scoring.labels_of(targets), scoring.classes(outputs), self.outputs
+        )
+
+    def breakdown(
+        self,
+        outputs: npt.NDArray[Any],
+        targets: npt.NDArray[Any],
+        names: Sequence[str],
+    ) -> dict[str, Any]:
+        """The scores class by class (`per_class`: precision, recall, F1,
+        support), the confusion matrix, balanced accuracy and macro-F1."""
+        from l2compile import scoring
+
+        counts = self.confusion(outputs, targets)
+        stats = scoring.per_class(counts)
+        return {
+            "per_class": {
+                name: {
+                    key: int(values[i]) if key == "support" else float(values[i])
+                    for key, values in stats.items()
+                }
+                for i, name in enumerate(names)
+            },
+            "confusion": {"labels": list(names), "counts": counts.tolist()},
+            "balanced_accuracy": scoring.balanced_accuracy(counts),
+            "macro_f1": float(stats["f1"].mean()),
+        }
+
+    def summary(
+        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
+    ) -> dict[str, float]:
+        """The summary scores alone (`summary_names`)."""
+        names = [str(i) for i in range(self.class_count)]
+        found = self.breakdown(outputs, targets, names)
+        return {name: found[name] for name in self.summary_names}
+
     # --- deployment ------------------------------------------------------------
 
     @abstractmethod
@@ -786,6 +871,27 @@ class Binary(Task):
 
         return scoring.positives(outputs).reshape(-1)
 
+    def trivial(
+        self, train_targets: npt.NDArray[Any], names: Sequence[str]
+    ) -> tuple[npt.NDArray[Any], str]:
+        import numpy as np
+
+        from l2compile import scoring
+
+        share = float(np.mean(scoring.rows(train_targets) > scoring.THRESHOLD))
+        top = int(share > scoring.THRESHOLD)
+        return np.array([share]), (
+            f"the training split's share of positives ({share:.4f}) for every "
+            f"sample: always {names[top]!r}"
+        )
+
+    def confusion(
+        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
+    ) -> npt.NDArray[Any]:
+        from l2compile import scoring
+
+        return scoring.two_by_two(targets, outputs)
+
     def output_json(self) -> dict[str, Any]:
         return {
             "meaning": "the probability that the sample is of the positive "
@@ -877,6 +983,55 @@ class Multilabel(Task):
         from l2compile import scoring
 
         return scoring.positives(outputs)
+
+    def trivial(
+        self, train_targets: npt.NDArray[Any], names: Sequence[str]
+    ) -> tuple[npt.NDArray[Any], str]:
+        import numpy as np
+
+        from l2compile import scoring
+
+        shares = np.mean(scoring.rows(train_targets) > scoring.THRESHOLD, axis=0)
+        return shares, (
+            "each label's share of the training split for every sample: each "
+            "label always as it mostly is"
+        )
+
+    def breakdown(
+        self,
+        outputs: npt.NDArray[Any],
+        targets: npt.NDArray[Any],
+        names: Sequence[str],
+    ) -> dict[str, Any]:
+        """Each label on its own: its 2x2 confusion matrix ([[tn, fp], [fn,
+        tp]]) and scores; the summaries are their means."""
+        import numpy as np
+
+        from l2compile import scoring
+
+        p, y = scoring.rows(outputs), scoring.rows(targets)
+        counts = [scoring.two_by_two(y[:, j], p[:, j]) for j in range(p.shape[1])]
+        per_label = [scoring.per_class(c) for c in counts]
+        return {
+            "per_class": {
+                name: {
+                    "precision": float(stats["precision"][1]),
+                    "recall": float(stats["recall"][1]),
+                    "f1": float(stats["f1"][1]),
+                    "support": int(stats["support"][1]),
+                }
+                for name, stats in zip(names, per_label, strict=True)
+            },
+            "confusion": {
+                "labels": list(names),
+                "per_label": True,
+                "counts": [c.tolist() for c in counts],
+            },
+            "balanced_accuracy": float(
+                np.mean([scoring.balanced_accuracy(c) for c in counts])
+            ),
+            "macro_f1": float(np.mean([stats["f1"][1] for stats in per_label])),
+        }
 
     def output_json(self) -> dict[str, Any]:
         return {
@@ -970,6 +1125,77 @@ class Regression(Task):
 
     def predictions(self, outputs: npt.NDArray[Any]) -> npt.NDArray[Any]:
         return outputs
+
+    summary_names: ClassVar[tuple[str, ...]] = ()
+    #: The most (true, predicted) pairs per target metrics.json keeps for the
+    #: report's residual plot.
+    residual_points: ClassVar[int] = 2000
+
+    def trivial(
+        self, train_targets: npt.NDArray[Any], names: Sequence[str]
+    ) -> tuple[npt.NDArray[Any], str]:
+        from l2compile import scoring
+
+        return scoring.rows(train_targets).mean(axis=0), (
+            "the training split's mean of each target for every sample (its "
+            "median, for mae)"
+        )
+
+    def baseline(
+        self,
+        train_targets: npt.NDArray[Any],
+        targets: npt.NDArray[Any],
+        names: Sequence[str],
+    ) -> dict[str, float]:
+        import numpy as np
+
+        from l2compile import scoring
+
+        found = super().baseline(train_targets, targets, names)
+        if "mae" in found:  # the median is the constant with the least MAE
+            median = np.median(scoring.rows(train_targets), axis=0)
+            found["mae"] = scoring.mean_absolute_error(
+                np.tile(median, (len(targets), 1)), targets
+            )
+        return found
+
+    def breakdown(
+        self,
+        outputs: npt.NDArray[Any],
+        targets: npt.NDArray[Any],
+        names: Sequence[str],
+    ) -> dict[str, Any]:
+        """Each target's MAE and RMSE, and up to `residual_points` of its
+        (true, predicted) pairs, evenly spaced, for the residual plot."""
+        import numpy as np
+
+        from l2compile import scoring
+
+        p, y = scoring.rows(outputs), scoring.rows(targets)
+        kept = np.unique(
+            np.linspace(0, len(y) - 1, min(len(y), self.residual_points)).astype(int)
+        )
+        return {
+            "per_target": {
+                name: {
+                    "mae": scoring.mean_absolute_error(p[:, j], y[:, j]),
+                    "rmse": scoring.rmse(p[:, j], y[:, j]),
+                }
+                for j, name in enumerate(names)
+            },
+            "residuals": {
+                name: {
+                    "true": [float(v) for v in y[kept, j]],
+                    "predicted": [float(v) for v in p[kept, j]],
+                }
+                for j, name in enumerate(names)
+            },
+        }
+
+    def summary(
+        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
+    ) -> dict[str, float]:
+        return {}
 
     def output_json(self) -> dict[str, Any]:
         targets = [

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from l2compile import callbacks, export, images, interrupts, measure
+from l2compile import callbacks, export, images, interrupts, manifest, measure
 from l2compile import resume as resume_
 from l2compile.contract import GeneratedModule, import_generated
 from l2compile.datasets import Dataset
-from l2compile.errors import BuildError, Diverged
+from l2compile.errors import BuildError, Diverged, NotLearned
 from l2compile.layers.backbone import imagenet_missing
 from l2compile.plan import ModelPlan
 from l2compile.resume import Saved
@@ -43,6 +43,10 @@ class TrainJob:
     key: dict[str, Any]
     saved: Saved | None  #: the state to resume from
     model_file: Path  #: where the trained model is saved
+    #: Fail when the model does not beat the trivial baseline (NotLearned).
+    require_learning: bool = False
+    #: Write split.json (which samples train, validate and test) beside it.
+    save_split: bool = False
 
 
 def train(job: TrainJob, log: Log) -> dict[str, Any]:
@@ -59,6 +63,8 @@ def train(job: TrainJob, log: Log) -> dict[str, Any]:
         interrupts.phase("data")
         log(f"checking that the {len(data.x_train) + len(data.x_test):,} images decode")
         images.check_decodable(np.concatenate([data.x_train, data.x_test]))
+    if job.save_split:
+        _save_split(job, generated)
     # Split the raw samples (an image folder's: its paths), then preprocess.
     x_train, y_train = data.x_train, data.y_train
     if plan.validation is not None:
@@ -83,11 +89,14 @@ def train(job: TrainJob, log: Log) -> dict[str, Any]:
         job, generated, model, (x_train, y_train, x_val, y_val), best
     )
     interrupts.phase("evaluating")
-    metrics = measure.scores(plan, generated, model, x_test, y_test)
+    names = data.classes or plan.task.names
+    metrics = measure.scores(plan, generated, model, x_test, y_test, names)
     kept = stopped.get("weights_of_epoch")
     metrics["validation"] = measure.validation(plan, logged, len(x_val), kept)
+    metrics["validation"]["scores"].update(measure.summary(plan, model, x_val, y_val))
     if stopped:
         metrics["early_stopping"] = stopped
+    _judge(job, metrics, y_train, y_val, y_test, names, log)
     metrics.update(
         epochs=job.epochs,
         epochs_trained=len(logged.get("loss", ())),
@@ -105,6 +114,75 @@ def train(job: TrainJob, log: Log) -> dict[str, Any]:
     log(f"saving {job.model_file.name}")
     export.save_keras(model, job.model_file)
     return metrics
+
+
+def _judge(
+    job: TrainJob,
+    metrics: dict[str, Any],
+    y_train: Any,
+    y_val: Any,
+    y_test: Any,
+    names: Any,
+    log: Log,
+) -> None:
+    """Score the trivial baseline beside the model, say how the two compare,
+    and whether the model learned: a warning where it did not, or NotLearned
+    where the build requires learning."""
+    plan = job.plan
+    trivial = measure.baseline(plan, y_train, {"val": y_val, "test": y_test}, names)
+    learning = measure.learning(plan, metrics["validation"]["scores"], trivial["val"])
+    metrics.update(baseline=trivial, learned=learning["learned"], learning=learning)
+    metric = plan.task.metric_names[0]
+    log(
+        f"test {metric} {metrics[f'test_{metric}']:.4f} against "
+        f"{trivial['test'][metric]:.4f} for the trivial baseline "
+        f"({trivial['predicts']})"
+    )
+    if learning["learned"] is not False:
+        return
+    if job.require_learning:
+        raise NotLearned(
+            f"{learning['verdict']}; nothing was published (the build requires "
+            "learning: train.require_learning or --require-learning)"
+        )
+    log(
+        f"warning: {learning['verdict']}; its files are written all the same, "
+        'with "learned": false in metrics.json (--require-learning fails instead)'
+    )
+
+
+def _save_split(job: TrainJob, generated: GeneratedModule) -> None:
+    """split.json: where each sample that trains, validates and tests comes
+    from (as Dataset.ids says), the validation share split off as the
+    generated validation_split does."""
+    plan, data = job.plan, job.dataset
+    ids = data.ids(test=False)
+    train, validation = ids, None
+    if plan.validation is not None:
+        places = np.arange(len(ids))
+        (kept, _), (held, _) = generated.validation_split(places, places)
+        train, validation = ids[kept], ids[held]
+    if plan.recipe.streamed:
+        unit = f"image files, relative to {data.source}"
+    elif plan.recipe.encodes:
+        unit = "data rows of each CSV file, from 0 (no header, no blank lines)"
+    else:
+        unit = "places in the arrays: x_train (train, validation) and x_test (test)"
+    manifest.write_json(
+        job.model_file.parent / SPLIT,
+        {
+            "data": data.source,
+            "split_seed": plan.split_seed,
+            "ids": unit,
+            "train": train.tolist(),
+            "validation": "test" if validation is None else validation.tolist(),
+            "test": data.ids(test=True).tolist(),
+        },
+    )
+
+
+#: Where build --save-split writes the split.
+SPLIT = "split.json"
 
 
 def _make_model(

@@ -177,3 +177,50 @@ def test_generated_file_trains_as_a_script(tmp_path: Path, tiny_mnist: Path) -> 
     # main() saves to <name>.keras in the working folder by default.
     assert lines[-1] == "Saved mnist_mlp.keras"
     assert (tmp_path / "mnist_mlp.keras").stat().st_size > 0
+
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
+
+
+def test_a_module_runs_as_its_docstring_says_beside_only_keras_jax_and_numpy(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    """In a virtual environment holding keras, jax[cpu] and numpy (and what
+    they need) and no TensorFlow, with KERAS_BACKEND unset, the command the
+    module's docstring gives trains it: the module sets the backend it was
+    built for, since Keras would otherwise choose TensorFlow."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    wanted = [f"{name}=={_package_version(name)}" for name in ("keras", "numpy")]
+    wanted.append(f"jax[cpu]=={_package_version('jax')}")
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", *wanted],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if installed.returncode != 0 and not os.environ.get("CI"):
+        pytest.skip(f"cannot install keras and jax: {installed.stderr[-500:]}")
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    module = (GOLDEN / "mnist_mlp.py").read_text()
+    (tmp_path / "mnist_mlp.py").write_text(module)
+    usage = next(line for line in module.splitlines() if "python mnist_mlp.py" in line)
+    command = usage.split()
+    assert command[:3] == ["python", "mnist_mlp.py", "--data"]
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    result = subprocess.run(
+        [str(python), *command[1:3], str(tiny_mnist), "--epochs", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Test accuracy: " in result.stdout
+    assert "tensorflow" not in result.stderr.lower()
+    assert (tmp_path / "mnist_mlp.keras").is_file()

@@ -9,8 +9,8 @@ build_model(), or run it to train the model:
 
     python frozen_backbone.py --data photos/
 
-It runs on any Keras backend: set KERAS_BACKEND to jax, tensorflow
-or torch.
+It was built for Keras' jax backend, which it sets unless
+KERAS_BACKEND names another: it runs on tensorflow and torch too.
 It reads the images with TensorFlow's image ops, so it needs
 TensorFlow installed.
 """
@@ -18,6 +18,9 @@ TensorFlow installed.
 import argparse
 import math
 import os
+
+# The Keras backend this module was built for, unless KERAS_BACKEND names another.
+os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras
 import numpy as np
@@ -35,6 +38,7 @@ VALIDATION = 0.1  # share of the training data held out to validate, never train
 EPOCHS = 1
 BATCH_SIZE = 8
 SEED = 0
+SPLIT_SEED = SEED  # which samples test and validate
 STEPS_PER_EXECUTION = 64  # steps per compiled call: same math, less overhead
 JIT_COMPILE = "auto"  # compile the training step with XLA (auto: as Keras chooses)
 OUT = "frozen_backbone.keras"  # where main() saves the model
@@ -132,12 +136,12 @@ def load_data(
     path: str = DATA,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """The images' paths and class ids (their folders' places, sorted by name).
-    Each class's images are split by a permutation seeded with (SEED, its id):
-    TEST_SPLIT of them tested on, the rest trained on."""
+    Each class's images are split by a permutation seeded with
+    (SPLIT_SEED, its id): TEST_SPLIT of them tested on, the rest trained on."""
     paths: dict[str, list[str]] = {"train": [], "test": []}
     labels: dict[str, list[int]] = {"train": [], "test": []}
     for label, files in enumerate(list_images(path).values()):
-        order = np.random.default_rng((SEED, label)).permutation(len(files))
+        order = np.random.default_rng((SPLIT_SEED, label)).permutation(len(files))
         held = round(len(files) * TEST_SPLIT)
         for part, picked in (("test", order[:held]), ("train", order[held:])):
             paths[part] += [files[i] for i in np.sort(picked)]
@@ -159,12 +163,16 @@ def read_image(path: tf.Tensor) -> tf.Tensor:
     return tf.image.resize(image, INPUT_SHAPE[:2]) / 255.0
 
 
-# A batch of image files read in one call of a TensorFlow graph.
-read_images = tf.function(
-    lambda paths: tf.map_fn(
+def read_batch(paths: tf.Tensor) -> tf.Tensor:
+    """A batch of image files, decoded."""
+    return tf.map_fn(
         read_image, paths, fn_output_signature=tf.TensorSpec(INPUT_SHAPE, tf.float32)
-    ),
-    input_signature=[tf.TensorSpec([None], tf.string)],
+    )
+
+
+# read_batch as one call of a TensorFlow graph.
+read_images = tf.function(
+    read_batch, input_signature=[tf.TensorSpec([None], tf.string)]
 )
 
 
@@ -192,7 +200,7 @@ def validation_split(
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Hold out a seeded VALIDATION share of the training data to validate on:
     training never sees it, and the test split is scored only at the end."""
-    order = np.random.default_rng(SEED).permutation(len(x))
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
     held = round(len(x) * VALIDATION)
     kept, val = np.sort(order[held:]), np.sort(order[:held])
     return (x[kept], y[kept]), (x[val], y[val])

@@ -8,12 +8,16 @@ build_model(), or run it to train the model:
 
     python mnist_mlp.py --data mnist.npz
 
-It runs on any Keras backend: set KERAS_BACKEND to jax, tensorflow
-or torch.
+It was built for Keras' jax backend, which it sets unless
+KERAS_BACKEND names another: it runs on tensorflow and torch too.
 """
 
 import argparse
 import math
+import os
+
+# The Keras backend this module was built for, unless KERAS_BACKEND names another.
+os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras
 import numpy as np

@@ -9,10 +9,15 @@ build_model(), or run it to train the model:
 
     python multi_worker_mlp.py --data mnist.npz
 
-It uses tf.distribute: run it with KERAS_BACKEND=tensorflow.
+It uses tf.distribute, so it sets KERAS_BACKEND to tensorflow
+unless it is set already.
 """
 
 import argparse
+import os
+
+# The Keras backend this module was built for, unless KERAS_BACKEND names another.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras
 import numpy as np
@@ -26,6 +31,7 @@ VALIDATION = 0.1  # share of the training data held out to validate, never train
 EPOCHS = 2
 BATCH_SIZE = 32
 SEED = 7
+SPLIT_SEED = SEED  # which samples test and validate
 STEPS_PER_EXECUTION = 1  # steps per compiled call: same math, less overhead
 JIT_COMPILE = "auto"  # compile the training step with XLA (auto: as Keras chooses)
 OUT = "multi_worker_mlp.keras"  # where main() saves the model
@@ -100,7 +106,7 @@ def validation_split(
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Hold out a seeded VALIDATION share of the training data to validate on:
     training never sees it, and the test split is scored only at the end."""
-    order = np.random.default_rng(SEED).permutation(len(x))
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
     held = round(len(x) * VALIDATION)
     kept, val = np.sort(order[held:]), np.sort(order[:held])
     return (x[kept], y[kept]), (x[val], y[val])

@@ -9,12 +9,16 @@ build_model(), or run it to train the model:
 
     python scheduled_early_stop.py --data mnist.npz
 
-It runs on any Keras backend: set KERAS_BACKEND to jax, tensorflow
-or torch.
+It was built for Keras' jax backend, which it sets unless
+KERAS_BACKEND names another: it runs on tensorflow and torch too.
 """
 
 import argparse
 import math
+import os
+
+# The Keras backend this module was built for, unless KERAS_BACKEND names another.
+os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras
 import numpy as np
@@ -30,6 +34,7 @@ EPOCHS = 6
 PATIENCE = 2  # epochs without improvement before training stops
 BATCH_SIZE = 64
 SEED = 0
+SPLIT_SEED = SEED  # which samples test and validate
 STEPS_PER_EXECUTION = 64  # steps per compiled call: same math, less overhead
 JIT_COMPILE = "auto"  # compile the training step with XLA (auto: as Keras chooses)
 OUT = "scheduled_early_stop.keras"  # where main() saves the model
@@ -126,7 +131,7 @@ def validation_split(
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Hold out a seeded VALIDATION share of the training data to validate on:
     training never sees it, and the test split is scored only at the end."""
-    order = np.random.default_rng(SEED).permutation(len(x))
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
     held = round(len(x) * VALIDATION)
     kept, val = np.sort(order[held:]), np.sort(order[:held])
     return (x[kept], y[kept]), (x[val], y[val])
