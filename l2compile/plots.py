@@ -1,18 +1,21 @@
 """The figures of the reports, as PNG bytes (matplotlib, no display needed).
 
-A build's: its training curves per epoch (the loss split into the data loss
-and the L2 penalty; each metric on training and validation data) and the L2
-norm of each regularized weight. A sweep's: for each swept field, the task's
-metric on training and validation data, the losses and each layer's weight
-norm against the field's values; for a two-field grid, a heat map of the
-validation score. Figures are built with matplotlib's object API (no pyplot
-state), so they can be drawn from any thread.
+A build's: its confusion matrix (a classifier's) or its predictions against
+the true values (a regression's), its training curves per epoch (the loss
+split into the data loss and the L2 penalty; each metric on training and
+validation data) and the L2 norm of each block of regularized weights.
+A sweep's: for each swept field, the task's metric on training and validation
+data, the losses and each layer's weight norm against the field's values; for
+a two-field grid, a heat map of the validation score. Figures are built with
+matplotlib's object API (no pyplot state), so they can be drawn from any
+thread.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,22 +73,131 @@ def training_curves(metrics: dict[str, Any], metric_names: Sequence[str]) -> byt
 MAX_BARS = 60
 
 
-def weight_norms(norms: dict[str, float]) -> bytes:
-    """A bar per kernel and regularized weight: its L2 norm after training
-    (the MAX_BARS largest, for a model with more)."""
+def weight_norms(
+    norms: dict[str, float],
+    *,
+    most: int = MAX_BARS,
+    what: str = "each kernel and regularized weight",
+) -> bytes:
+    """A bar per entry of `norms` (a kernel and regularized weight, or a block
+    of them): its L2 norm after training (the `most` largest, for more)."""
     names = list(norms)
-    if len(names) > MAX_BARS:
-        names = sorted(names, key=lambda n: -norms[n])[:MAX_BARS]
-    figure, (axes,) = _figure(1, height=0.6 + 0.28 * max(len(names), 1))
+    if len(names) > most:
+        names = sorted(names, key=lambda n: -norms[n])[:most]
+    figure, (axes,) = _figure(1, height=max(1.8, 0.6 + 0.28 * len(names)))
     axes.barh(range(len(names)), [norms[n] for n in names], color="#4c72b0")
-    axes.set_yticks(range(len(names)), names, fontsize="small")
+    axes.set_yticks(range(len(names)), [_short(n, 40) for n in names], fontsize="small")
     axes.invert_yaxis()
-    title = "L2 norm of each kernel and regularized weight"
+    title = f"L2 norm of {what}"
     if len(names) < len(norms):
         title += f" (the {len(names)} largest of {len(norms)})"
-    axes.set(title=title, xlabel="‖w‖₂")
+    axes.set_xlabel("‖w‖₂")
+    _title(figure, title)
     axes.grid(axis="x", alpha=0.3)
     return _png(figure)
+
+
+#: Above this many classes a confusion matrix has no count in its cells,
+#: and above CONFUSION_TICKS no class name on its axes: they would overlap.
+CONFUSION_TEXT = 20
+CONFUSION_TICKS = 40
+
+
+def confusion(labels: Sequence[str], counts: Sequence[Sequence[int]]) -> bytes:
+    """The test split's confusion matrix (rows: true class, columns: the
+    predicted one), each cell shaded by its share of its true class."""
+    from matplotlib.figure import Figure
+
+    n = len(labels)
+    shares = [[c / max(sum(row), 1) for c in row] for row in counts]
+    side = min(3.2 + 0.3 * n, 7.5)  # inches: 1,000 classes stay drawable
+    figure = Figure(figsize=(side + 1.2, side), layout="constrained")
+    axes = figure.subplots()
+    shown = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="equal")
+    if n <= CONFUSION_TICKS:
+        names = [_short(label, 18) for label in labels]
+        axes.set_xticks(range(n), names, rotation=90, parse_math=False)
+        axes.set_yticks(range(n), names, parse_math=False)
+        axes.tick_params(labelsize="small" if n > 10 else "medium")
+    else:
+        axes.set_xticks([])
+        axes.set_yticks([])
+    if n <= CONFUSION_TEXT:
+        for i, row in enumerate(counts):
+            for j, count in enumerate(row):
+                color = "white" if shares[i][j] > 0.5 else "black"
+                size = 9 if n <= 10 else 7
+                axes.text(
+                    j, i, f"{count:,}", ha="center", va="center", color=color, size=size
+                )
+    axes.set(xlabel="predicted class", ylabel="true class")
+    figure.colorbar(shown, ax=axes, label="share of the true class", shrink=0.8)
+    _title(figure, f"Confusion matrix on the test split ({n} classes)")
+    return _png(figure)
+
+
+#: The most targets the residual figure draws, a panel each.
+MAX_TARGETS = 4
+
+
+def residuals(found: dict[str, dict[str, Sequence[float]]]) -> bytes:
+    """Per target (the first MAX_TARGETS), each test sample's prediction
+    against its true value, with the diagonal where they would agree."""
+    from matplotlib.figure import Figure
+
+    targets = list(found)[:MAX_TARGETS]
+    columns = min(len(targets), 2) or 1
+    rows = math.ceil(len(targets) / columns) or 1
+    figure = Figure(figsize=(4.6 * columns, 3.8 * rows), layout="constrained")
+    grid = figure.subplots(rows, columns, squeeze=False)
+    for index, axes in enumerate(grid.flat):
+        if index >= len(targets):
+            axes.set_visible(False)
+            continue
+        target = targets[index]
+        pairs = [
+            (float(t), float(p))
+            for t, p in zip(
+                found[target].get("true", ()),
+                found[target].get("predicted", ()),
+                strict=False,
+            )
+            if math.isfinite(t) and math.isfinite(p)
+        ]
+        if pairs:
+            true, predicted = zip(*pairs, strict=True)
+            axes.scatter(true, predicted, s=8, alpha=0.5, color="#4c72b0")
+            low, high = min(*true, *predicted), max(*true, *predicted)
+            axes.plot([low, high], [low, high], "--", color="#c44e52", label="y = x")
+            axes.legend(fontsize="small")
+        axes.set(xlabel="true", ylabel="predicted")
+        axes.set_title(
+            _wrap(f"{_short(target, 30)}: {len(pairs):,} test samples", 40),
+            parse_math=False,
+        )
+        axes.grid(alpha=0.3)
+    title = "Predicted against true values on the test split"
+    if len(found) > len(targets):
+        title += f" (the first {len(targets)} of {len(found)} targets)"
+    _title(figure, title)
+    return _png(figure)
+
+
+def _short(text: str, most: int) -> str:
+    """`text`, cut to `most` characters with an ellipsis."""
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
+def _wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
+def _title(figure: Any, text: str) -> None:
+    """A figure's title, wrapped to its width (constrained layout makes room
+    for its lines, but not for a line wider than the figure)."""
+    # About 11 characters an inch at 12 points; 10 leaves a margin.
+    width = max(int(figure.get_figwidth() * 10), 20)
+    figure.suptitle(_wrap(text, width), parse_math=False)
 
 
 # --- a sweep ----------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """Check a local HTML page in headless Chromium: the DevTools protocol over a
 pipe (stdlib only), for the tests of report.html.
 
-`check_page` loads the page, collects console messages, exceptions and log
-entries (failed loads, blocked content), checks that every image decoded,
-and saves a full-page screenshot; the browser is killed whatever happens.
-Run it by hand: `python -m tests.pagecheck PAGE.html SHOT.png`.
+`check_page` loads the page in a 1280x900 viewport, collects console
+messages, exceptions and log entries (failed loads, blocked content), checks
+that every image decoded, measures where the elements with the ids asked for
+end, and saves a full-page screenshot; the browser is killed whatever
+happens. Run it by hand: `python -m tests.pagecheck PAGE.html SHOT.png [ID...]`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +35,19 @@ FLAGS = (
     "--no-first-run", "--no-default-browser-check", "--disable-extensions",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--mute-audio", "--hide-scrollbars", "--force-device-scale-factor=1",
-    "--window-size=1280,800", "--remote-debugging-pipe",
+    "--window-size=1280,900", "--remote-debugging-pipe",
 )  # fmt: skip
+#: The viewport the page is laid out in: the first screen of a laptop.
+VIEWPORT = (1280, 900)
 CONSOLE_LEVELS = ("error", "warning", "assert")
 PAGE_JS = """JSON.stringify([document.title, Array.from(document.images, i =>
   [i.complete && i.naturalWidth > 0, (i.currentSrc || i.src || '').slice(0, 80)])])"""
+#: Where each element of the ids (a JSON list, formatted in) ends, in CSS
+#: pixels from the top of the page; null for an id not on the page.
+BOTTOMS_JS = """JSON.stringify(Object.fromEntries(%s.map(id => {
+  const e = document.getElementById(id);
+  return [id, e ? e.getBoundingClientRect().bottom + window.scrollY : null];
+})))"""
 
 
 def find_chromium() -> str:
@@ -118,9 +128,13 @@ def _await_exit(pid: int, wait: float) -> None:
 
 
 def check_page(
-    html_path: str | Path, screenshot_path: str | Path, timeout: float = 30
+    html_path: str | Path,
+    screenshot_path: str | Path,
+    timeout: float = 30,
+    ids: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Load a local page in headless Chromium, save a full-page PNG, report problems."""
+    """Load a local page in headless Chromium, save a full-page PNG, report
+    problems, and where each element of `ids` ends (`bottoms`, CSS pixels)."""
     start = time.monotonic()
     url, chromium = Path(html_path).resolve().as_uri(), find_chromium()
     profile = tempfile.mkdtemp(prefix="pagecheck-")
@@ -144,12 +158,24 @@ def check_page(
         sid = attached["sessionId"]
         for domain in ("Page", "Runtime", "Log"):
             cdp.send(f"{domain}.enable", sid)
+        width, height = VIEWPORT
+        cdp.send(
+            "Emulation.setDeviceMetricsOverride",
+            sid,
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         mark = len(cdp.events)
         if error := cdp.send("Page.navigate", sid, url=url).get("errorText"):
             raise RuntimeError(f"navigation to {url} failed: {error}")
         cdp.wait_event("Page.loadEventFired", since=mark)
         value = cdp.send("Runtime.evaluate", sid, expression=PAGE_JS)["result"]["value"]
         title, images = json.loads(value)
+        where = BOTTOMS_JS % json.dumps(list(ids))
+        value = cdp.send("Runtime.evaluate", sid, expression=where)["result"]["value"]
+        out["bottoms"] = json.loads(value)
         size = cdp.send("Page.getLayoutMetrics", sid)["cssContentSize"]
         clip = dict(x=0, y=0, width=size["width"], height=size["height"], scale=1)
         png = cdp.send(
@@ -178,9 +204,12 @@ def check_page(
         out["elapsed_s"] = round(time.monotonic() - start, 3)
 
 
-def check_in_chromium(page: Path, shot: str, images: int) -> None:
+def check_in_chromium(
+    page: Path, shot: str, images: int, first_screen: Sequence[str] = ()
+) -> None:
     """The page renders in headless Chromium with no console errors and
-    every image loaded; its screenshot is kept (README: Development)."""
+    every image loaded, and each element of `first_screen` (ids) ends on its
+    first screen (VIEWPORT); its screenshot is kept (README: Development)."""
     try:
         find_chromium()
     except FileNotFoundError:
@@ -189,13 +218,21 @@ def check_in_chromium(page: Path, shot: str, images: int) -> None:
         pytest.skip("no chromium here: apt-get install chromium")
     shots = Path(os.environ.get("L2COMPILE_TEST_ARTIFACTS", ARTIFACTS))
     shots.mkdir(parents=True, exist_ok=True)
-    found = check_page(page, shots / shot)
+    found = check_page(page, shots / shot, ids=first_screen)
     assert found["console"] == [] and found["exceptions"] == []
     assert [e for e in found["log"] if e["level"] in ("error", "warning")] == []
     assert found["images_total"] == images and found["images_loaded"] == images
+    height = VIEWPORT[1]
+    for name, bottom in found["bottoms"].items():
+        assert bottom is not None, f"{page}: no element with id {name!r}"
+        assert bottom <= height, (
+            f"{page}: #{name} ends at {bottom:.0f} px, below the first screen "
+            f"({VIEWPORT[0]}x{height}); see {shots / shot}"
+        )
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: pagecheck.py PAGE.html SCREENSHOT.png")
-    print(json.dumps(check_page(sys.argv[1], sys.argv[2]), indent=2))
+    if len(sys.argv) < 3:
+        sys.exit("usage: pagecheck.py PAGE.html SCREENSHOT.png [ID...]")
+    found = check_page(sys.argv[1], sys.argv[2], ids=sys.argv[3:])
+    print(json.dumps(found, indent=2))

@@ -66,8 +66,9 @@ def test_the_report_page_holds_the_build(small_build: builder.BuildResult) -> No
     assert f'<td class="n">{metrics["test_accuracy"]:.4g}</td>' in page
     for entry in metrics["tflite"]["files"].values():
         assert f"<td>{entry['file']}</td>" in page
-    # Two figures: the curves per epoch and the weight norms, inline.
-    assert page.count('src="data:image/png;base64,') == 2
+    # Three figures, inline: the confusion matrix, the curves per epoch and
+    # the weight norms.
+    assert page.count('src="data:image/png;base64,') == 3
     assert "http://" not in page and "https://" not in page
 
 
@@ -76,7 +77,12 @@ def test_the_report_page_renders_in_chromium(
 ) -> None:
     from .pagecheck import check_in_chromium
 
-    check_in_chromium(small_build.out / "report.html", "build_report.png", images=2)
+    check_in_chromium(
+        small_build.out / "report.html",
+        "build_report.png",
+        images=3,
+        first_screen=("verdict", "tflite"),
+    )
 
 
 def test_a_report_that_cannot_be_drawn_does_not_fail_the_build(

@@ -107,6 +107,26 @@ def test_a_frozen_backbone_learns_an_image_folder_and_keeps_parity(
     assert metrics["regularized_parameters"] == 576 * 3
 
 
+def test_the_report_opens_with_the_verdict_and_the_tflite_files(
+    built: tuple[Path, Any, list[Path]],
+) -> None:
+    """A backbone's hundreds of weights are folded away: the page's first
+    screen says whether the model learned, and what its TFLite files score."""
+    from .pagecheck import check_in_chromium
+
+    out, metrics, _ = built
+    assert metrics["learned"] is True
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "Learned: yes" in page
+    # The confusion matrix, the curves per epoch and the weight norms.
+    check_in_chromium(
+        out / "report.html",
+        "phone_classifier_report.png",
+        images=3,
+        first_screen=("verdict", "tflite"),
+    )
+
+
 def test_every_tflite_file_carries_its_labels_and_normalization(
     built: tuple[Path, Any, list[Path]],
 ) -> None:
