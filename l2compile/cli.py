@@ -242,6 +242,8 @@ def eval_(
         f"latency:   {result.mean_latency_ms:.4f} ms per sample "
         f"(mean, in batches of {result.batch})"
     )
+    for line in evaluate.breakdown_lines(result.breakdown):
+        click.echo(line)
 
 
 @main.command(epilog=_EXIT_CODES)

@@ -15,7 +15,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ class Evaluation:
     size_bytes: int
     mean_latency_ms: float
     batch: int
+    #: The scores class by class (or target by target): Task.breakdown.
+    breakdown: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,7 @@ class _Scores:
     loss_note: str
     mean_latency_ms: float
     batch: int
+    outputs: npt.NDArray[Any]  #: the artifact's output for each sample
 
 
 #: Scores an opened artifact on preprocessed samples and their targets.
@@ -248,6 +251,7 @@ def evaluate_artifact(
         _check_columns(path, dataset)
     x, targets = _test_split(plan, code, dataset)
     scores = score(x, targets)
+    names = dataset.classes or plan.task.names
     return Evaluation(
         kind=kind,
         samples=len(targets),
@@ -258,6 +262,7 @@ def evaluate_artifact(
         size_bytes=_size(path),
         mean_latency_ms=scores.mean_latency_ms,
         batch=scores.batch,
+        breakdown=plan.task.breakdown(scores.outputs, targets, names),
     )
 
 
@@ -329,6 +334,7 @@ def _open_tflite(path: Path, plan: ModelPlan) -> _Scorer:
             loss_note="data loss; TFLite files hold no L2 penalty",
             mean_latency_ms=found.mean_latency_ms,
             batch=found.batch,
+            outputs=found.outputs,
         )
 
     return score
@@ -349,18 +355,19 @@ def _open_keras(path: Path, plan: ModelPlan) -> _Scorer:
         if isinstance(x, np.ndarray):
             scores = model.evaluate(x, targets, verbose=0, return_dict=True)
             began = time.perf_counter()
-            model.predict(x, batch_size=plan.batch_size, verbose=0)
+            outputs = model.predict(x, batch_size=plan.batch_size, verbose=0)
         else:  # an image folder's images, read a batch at a time
             data = _chunks(keras, x, targets, plan.batch_size)
             scores = model.evaluate(data, verbose=0, return_dict=True)
             began = time.perf_counter()
-            model.predict(data, verbose=0)
+            outputs = model.predict(data, verbose=0)
         return _Scores(
             scores={m: float(scores[m]) for m in plan.task.metric_names},
             loss=float(scores["loss"]),
             loss_note="with the L2 penalty, as Keras reports it",
             mean_latency_ms=1000 * (time.perf_counter() - began) / len(targets),
             batch=plan.batch_size,
+            outputs=np.asarray(outputs),
         )
 
     return score
@@ -414,6 +421,76 @@ def _open_saved_model(path: Path, plan: ModelPlan) -> _Scorer:
             loss_note="data loss; a SavedModel's serving signature holds no L2 penalty",
             mean_latency_ms=latency,
             batch=scoring.CHUNK,
+            outputs=outputs,
         )
 
     return score
+
+
+#: eval prints every class's scores up to this many classes, else the lowest
+#: recalls; and the confusion matrix up to CONFUSION_CLASSES.
+LISTED_CLASSES = 50
+CONFUSION_CLASSES = 20
+_NAME = 24  #: characters of a class name shown in a column
+
+
+def breakdown_lines(breakdown: dict[str, Any]) -> list[str]:
+    """What eval prints of the scores class by class (or target by target)."""
+    lines = [
+        f"{name + ':':<10} {breakdown[name]:.4f}"
+        for name in ("balanced_accuracy", "macro_f1")
+        if name in breakdown
+    ]
+    if "per_target" in breakdown:
+        lines.append("per target:")
+        lines += _columns(
+            ["target", "mae", "rmse"],
+            [
+                [name, f"{s['mae']:.4f}", f"{s['rmse']:.4f}"]
+                for name, s in breakdown["per_target"].items()
+            ],
+        )
+    per_class: dict[str, dict[str, float]] = breakdown.get("per_class", {})
+    if per_class:
+        shown = list(per_class.items())
+        title = "per class:"
+        if len(shown) > LISTED_CLASSES:
+            shown = sorted(shown, key=lambda item: item[1]["recall"])[:LISTED_CLASSES]
+            title = f"per class ({LISTED_CLASSES} of {len(per_class)}, lowest recall):"
+        lines.append(title)
+        lines += _columns(
+            ["class", "precision", "recall", "f1", "support"],
+            [
+                [
+                    name,
+                    *(f"{s[k]:.4f}" for k in ("precision", "recall", "f1")),
+                    str(int(s["support"])),
+                ]
+                for name, s in shown
+            ],
+        )
+    confusion = breakdown.get("confusion", {})
+    labels = confusion.get("labels", [])
+    if labels and not confusion.get("per_label") and len(labels) <= CONFUSION_CLASSES:
+        lines.append("confusion (rows: the true class, columns: the predicted):")
+        lines += _columns(
+            ["", *labels],
+            [
+                [name, *map(str, row)]
+                for name, row in zip(labels, confusion["counts"], strict=True)
+            ],
+        )
+    return lines
+
+
+def _columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows as aligned columns, indented; names cut to _NAME characters."""
+    cells = [
+        [c if len(c) <= _NAME else c[: _NAME - 1] + "…" for c in row]
+        for row in [list(header), *map(list, rows)]
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    ]

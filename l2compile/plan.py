@@ -192,6 +192,8 @@ class TFLitePlan:
     representative_samples: int
     max_accuracy_drop: float
     batch: int | None  # None: a dynamic batch dimension
+    #: Why a mode of the default export is left out (the build says so).
+    left_out: str | None = None
 
 
 @dataclass(frozen=True)
@@ -689,17 +691,21 @@ class _Planner:
         if "tflite" not in export.formats:
             return None
         t = export.tflite
-        quantize = tuple(t.quantize)
-        if "quantize" not in t.model_fields_set and any(
-            lay.kind.tflite_int8_refused for lay in layers
-        ):
+        quantize, left_out = tuple(t.quantize), None
+        refused = [lay for lay in layers if lay.kind.tflite_int8_refused]
+        if "quantize" not in t.model_fields_set and refused and "int8" in quantize:
             quantize = tuple(m for m in quantize if m != "int8")  # see check_tflite
+            left_out = (
+                f"no int8 file: int8 cannot quantize layers[{refused[0].index}] "
+                f"({refused[0].type}): {refused[0].kind.tflite_int8_refused}"
+            )
         return TFLitePlan(
             quantize=quantize,
             int8_io=t.int8_io,
             representative_samples=t.representative_samples,
             max_accuracy_drop=t.max_accuracy_drop,
             batch=None if t.batch == "dynamic" else t.batch,
+            left_out=left_out,
         )
 
     def check_tflite(self, layers: list[LayerPlan]) -> None:

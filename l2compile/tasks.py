@@ -502,8 +502,8 @@ class Task(ABC):
         ).astype(np.float64)
         top = int(np.argmax(counts))
         return counts / max(counts.sum(), 1.0), (
-            f"always the training split's most frequent class, {names[top]!r} "
-            f"({int(counts[top]):,} of {int(counts.sum()):,} samples)"
+            f"the training split's most frequent class for every sample, "
+            f"{names[top]!r}, {int(counts[top]):,} of {int(counts.sum()):,} samples"
         )
 
     def baseline(

@@ -135,8 +135,8 @@ def _judge(
     metric = plan.task.metric_names[0]
     log(
         f"test {metric} {metrics[f'test_{metric}']:.4f} against "
-        f"{trivial['test'][metric]:.4f} for the trivial baseline "
-        f"({trivial['predicts']})"
+        f"{trivial['test'][metric]:.4f} for a trivial baseline: "
+        f"{trivial['predicts']}"
     )
     if learning["learned"] is not False:
         return

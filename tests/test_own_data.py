@@ -438,6 +438,51 @@ def test_a_csv_text_column_is_one_hot_encoded_in_the_model(
         assert int(np.argmax(interpreter.get_tensor(res["index"]))) == 2  # pear
 
 
+def test_a_classifiers_scores_per_class_are_scikit_learns_on_its_predictions(
+    fruit: tuple[Compiled, Path, Any],
+) -> None:
+    """metrics.json's per-class scores, confusion matrix, balanced accuracy
+    and macro-F1 of a 3-class build are what scikit-learn finds on the saved
+    model's own predictions of the test split; the model learned, unwarned."""
+    import keras
+
+    sklearn = pytest.importorskip("sklearn.metrics")
+    compiled, out, metrics = fruit
+    plan = compiled.plan
+    data = load_dataset(
+        plan.recipe,
+        out.parent / "fruit.csv",
+        model_input=plan.model_input,
+        seed=plan.split_seed,
+    )
+    model = keras.saving.load_model(out / "model.keras")
+    predicted = np.argmax(model.predict(data.x_test, verbose=0), axis=1)
+    truth = data.y_test
+    names = ["apple", "melon", "pear"]
+    report = sklearn.classification_report(
+        truth, predicted, labels=[0, 1, 2], output_dict=True, zero_division=0
+    )
+    assert list(metrics["test_per_class"]) == names
+    for i, name in enumerate(names):
+        mine = metrics["test_per_class"][name]
+        theirs = report[str(i)]
+        assert mine["precision"] == pytest.approx(theirs["precision"])
+        assert mine["recall"] == pytest.approx(theirs["recall"])
+        assert mine["f1"] == pytest.approx(theirs["f1-score"])
+        assert mine["support"] == theirs["support"]
+    assert metrics["test_confusion"] == {
+        "labels": names,
+        "counts": sklearn.confusion_matrix(truth, predicted).tolist(),
+    }
+    assert metrics["test_balanced_accuracy"] == pytest.approx(
+        sklearn.balanced_accuracy_score(truth, predicted)
+    )
+    assert metrics["test_macro_f1"] == pytest.approx(report["macro avg"]["f1-score"])
+    assert metrics["learned"] is True
+    base = metrics["baseline"]["test"]["accuracy"]
+    assert base == pytest.approx(np.mean(truth == np.bincount(data.y_train).argmax()))
+
+
 def test_the_csv_module_reads_the_table_as_the_build_did(
     fruit: tuple[Compiled, Path, Any],
 ) -> None:
