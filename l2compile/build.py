@@ -190,7 +190,6 @@ def _build_into(
                 key,
                 saved,
                 model_file,
-                require_learning=plan.require_learning,
                 save_split=save_split,
             ),
             log,
@@ -259,6 +258,8 @@ def export_stage(job: ExportJob, log: Log) -> dict[str, Any] | None:
         export.export_saved_model(model, dest / "saved_model")
     tflite = None
     if plan.tflite is not None:
+        if plan.tflite.left_out is not None:
+            log(plan.tflite.left_out)
         x_test, y_test = generated.preprocess(job.dataset.x_test, job.dataset.y_test)
         tflite = deploy.export_tflite(
             dest,

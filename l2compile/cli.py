@@ -575,11 +575,11 @@ def sweep(
     except BuildError as exc:
         _fail(str(exc))
     failed = [r for r in results["trials"] if r["status"] != "ok"]
-    click.echo(f"Results in {out}/: {', '.join(sweep_.written(out))}")
     if results["best"] is not None:
         chosen = next(r for r in results["trials"] if r["trial"] == results["best"])
         key = results["chosen_by"]
         click.echo(f"Best by {key}: trial {results['best']} ({chosen[key]:.4f})")
+    click.echo(f"Results in {out}/: {', '.join(sweep_.written(out))}")
     if failed:
         _fail(
             f"{len(failed)} of {len(results['trials'])} trials failed; "

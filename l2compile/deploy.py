@@ -74,8 +74,6 @@ def export_tflite(
     export.export_tflite_source(
         model, source, fed_shape(plan, dataset), options.batch, plan.task.output_name
     )
-    if options.left_out is not None:
-        log(options.left_out)
     representative = None
     if "int8" in options.quantize:
         # Calibration data: `calibration`'s training samples, preprocessed.

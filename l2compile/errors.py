@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 #: A path into the spec document: mapping keys and sequence indexes.
 FieldPath = tuple[str | int, ...]
@@ -49,7 +50,7 @@ class SpecError:
     expected: tuple[str, ...] = ()
     #: error: nothing is generated; warning: generated, but likely not what
     #: the spec means.
-    level: str = "error"
+    level: Literal["error", "warning"] = "error"
 
     def __str__(self) -> str:
         where = self.file

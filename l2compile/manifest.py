@@ -73,6 +73,7 @@ def write(
         },
         "generated_module": module,
         "seed": plan.seed,
+        "split_seed": plan.split_seed,
         "data": dataset.source,
         "backend": plan.backend,
         "versions": {

@@ -91,37 +91,42 @@ def learning(
     plan: ModelPlan, validated: dict[str, Any], trivial: dict[str, Any]
 ) -> dict[str, Any]:
     """Whether the model beats the trivial baseline on the validation data by
-    MARGIN in any of the task's metrics, and the one line that says so."""
+    MARGIN in any of the task's metrics or summary scores (balanced accuracy
+    judges a classifier of rare classes that accuracy would not); a score the
+    baseline already has perfect judges nothing. `comparison` says how."""
     checks = []
-    for metric in plan.task.metric_names:
-        model, base = validated.get(metric), trivial.get(metric)
+    task = plan.task
+    for name in (*task.metric_names, *getattr(task, "summary_names", ())):
+        model, base = validated.get(name), trivial.get(name)
         if not isinstance(model, float | int) or not isinstance(base, float | int):
             continue
-        higher = METRIC_KINDS[metric].higher_is_better
+        kind = METRIC_KINDS.get(name)
+        higher = kind.higher_is_better if kind is not None else True
+        if (1.0 - base if higher else base) <= 1e-12:
+            continue  # nothing is left to beat it by
         needed = base + MARGIN * (1.0 - base) if higher else base * (1.0 - MARGIN)
-        passed = model > needed if higher else model < needed
-        checks.append((passed, metric, float(model), float(base), needed, higher))
+        passed = model >= needed if higher else model <= needed
+        checks.append((passed, name, float(model), float(base), needed, higher))
     if not checks:
-        return {"learned": None, "verdict": "no validation score to judge by"}
-    passed, metric, model, base, needed, higher = next(
+        return {
+            "learned": None,
+            "comparison": "no validation score the trivial baseline leaves room "
+            "to beat",
+        }
+    passed, name, model, base, needed, higher = next(
         (check for check in checks if check[0]), checks[0]
     )
-    than = "above" if higher else "below"
-    if passed:
-        verdict = f"val {metric} {model:.4f} against the trivial baseline's {base:.4f}"
-    else:
-        verdict = (
-            f"the model did not learn: val {metric} {model:.4f} against the "
-            f"trivial baseline's {base:.4f} (it needs {than} {needed:.4f})"
-        )
+    comparison = f"val {name} {model:.4f} against the trivial baseline's {base:.4f}"
+    if not passed:
+        comparison += f" (it needs at {'least' if higher else 'most'} {needed:.4f})"
     return {
         "learned": passed,
-        "metric": metric,
+        "metric": name,
         "higher_is_better": higher,
         "val": model,
         "baseline_val": base,
         "needed": needed,
-        "verdict": verdict,
+        "comparison": comparison,
     }
 
 

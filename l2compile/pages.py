@@ -191,20 +191,31 @@ def _verdict(metrics: dict[str, Any]) -> Section:
     baseline: dict[str, Any] = metrics.get("baseline") or {}
     validation: dict[str, Any] = metrics.get("validation") or {}
     val: dict[str, Any] = validation.get("scores") or {}
+    # The baseline's loss is a data loss: set beside the model's data loss,
+    # not its loss with the L2 penalty.
     names = [
-        k[len("test_") :]
-        for k, v in metrics.items()
-        if k.startswith("test_") and _is_number(v)
+        "data_loss",
+        *(
+            k[len("test_") :]
+            for k, v in metrics.items()
+            if k.startswith("test_") and _is_number(v) and k != "test_loss"
+        ),
     ]
+    split = metrics.get("test_loss_split") or {}
+    model_test = {n: metrics.get(f"test_{n}") for n in names[1:]}
     columns: list[tuple[str, dict[str, Any]]] = [
-        ("model (test)", {n: metrics[f"test_{n}"] for n in names})
+        ("model (test)", {"data_loss": split.get("data_loss"), **model_test})
     ]
+
+    def data_loss(scores: dict[str, Any]) -> dict[str, Any]:
+        return {"data_loss": scores.get("loss"), **scores}
+
     if baseline:
-        columns.append(("baseline (test)", baseline.get("test") or {}))
+        columns.append(("baseline (test)", data_loss(baseline.get("test") or {})))
     if val:
-        columns.append(("model (val)", val))
+        columns.append(("model (val)", {"data_loss": _val_data_loss(metrics), **val}))
     if baseline:
-        columns.append(("baseline (val)", baseline.get("val") or {}))
+        columns.append(("baseline (val)", data_loss(baseline.get("val") or {})))
     rows = [
         (Cell(n.replace("_", " ")), *(scores.get(n) for _, scores in columns))
         for n in names
@@ -215,7 +226,6 @@ def _verdict(metrics: dict[str, Any]) -> Section:
     if validation:
         data, samples = validation.get("data", "?"), validation.get("samples")
         notes.append(f"Validated on {data} ({samples} samples).")
-    split = metrics.get("test_loss_split") or {}
     if split:
         notes.append(
             "Test loss: "
@@ -234,34 +244,25 @@ def _verdict(metrics: dict[str, Any]) -> Section:
     )
 
 
+def _val_data_loss(metrics: dict[str, Any]) -> Any:
+    """The validation data loss at the epoch whose weights the model kept."""
+    series = (metrics.get("history_split") or {}).get("val_data_loss") or []
+    kept = (metrics.get("early_stopping") or {}).get("weights_of_epoch")
+    kept = kept or len(series)
+    return series[kept - 1] if 0 < kept <= len(series) else None
+
+
 def _learned(metrics: dict[str, Any]) -> Callout:
     if "learned" not in metrics:
         return Callout("Learned: not measured (metrics.json has no baseline).")
     learning: dict[str, Any] = metrics.get("learning") or {}
-    verdict = str(learning.get("verdict") or _against(learning))
-    # The verdict may say it already; the callout says it once.
-    said = "the model did not learn"
-    if verdict.lower().startswith(said):
-        verdict = verdict[len(said) :].lstrip(" :;,")
+    verdict = str(learning.get("comparison") or "")
     if metrics["learned"] is None:
         return Callout("Learned: not judged" + (f" ({verdict})" if verdict else ""))
     if metrics["learned"]:
         return Callout("Learned: yes" + (f": {verdict}" if verdict else ""))
     return Callout(
         "The model did not learn" + (f": {verdict}" if verdict else ""), warning=True
-    )
-
-
-def _against(learning: dict[str, Any]) -> str:
-    """The verdict from its numbers, for a `learning` that does not say it."""
-    found = [learning.get(k) for k in ("val", "baseline_val", "needed")]
-    if not all(map(_is_number, found)):
-        return ""
-    val, base, needed = (number(v).text for v in found)
-    better = "at least" if learning.get("higher_is_better", True) else "at most"
-    return (
-        f"val {learning.get('metric', 'score')} {val} against the baseline's "
-        f"{base}; {better} {needed} was needed"
     )
 
 
@@ -569,14 +570,20 @@ def _file_name(field: str) -> str:
 def sweep_page(results: dict[str, Any], figures: dict[str, bytes], sha256: str) -> str:
     """A sweep's page: the best trial, every trial's row, and the plots."""
     key, fields = results["chosen_by"], results["fields"]
+    # The task's metric on each split, and the score that chooses (--choose)
+    # where it is another.
+    metric = results.get("metric") or key[len("val_") :]
+    chosen = [] if key == f"val_{metric}" else [key]
     columns = [
         "trial",
         *fields,
         "status",
-        key,
-        f"train_{key[4:]}",
+        *chosen,
+        f"val_{metric}",
+        f"train_{metric}",
         "gap",
-        f"test_{key[4:]}",
+        f"test_{metric}",
+        "learned",
         "test_loss",
         "data_loss",
         "l2_penalty",
@@ -587,7 +594,7 @@ def sweep_page(results: dict[str, Any], figures: dict[str, bytes], sha256: str) 
         Row(
             tuple(
                 Cell(str(r.get(c)))
-                if c in ("trial", "status") or c in fields
+                if c in ("trial", "status", "learned") or c in fields
                 else number(r.get(c))
                 for c in columns
             ),

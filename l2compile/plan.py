@@ -230,6 +230,9 @@ class ModelPlan:
     deterministic_ops: bool = False
     #: The Keras backend the build trains on (train.backend or build --backend).
     backend: str = DEFAULT_BACKEND
+    #: The backend the generated module sets unless KERAS_BACKEND names one
+    #: (train.backend; build --backend leaves the code as it is).
+    module_backend: str = DEFAULT_BACKEND
     weight_decay: float = 0.0
     #: Trainable weights that weight decay must leave alone (Keras paths).
     no_weight_decay: tuple[str, ...] = ()
@@ -823,11 +826,10 @@ class _Planner:
                 "(set l2: 0), or set weight_decay_with_l2: true to use both",
             )
 
-    def plan(self) -> ModelPlan | list[SpecError]:
-        spec = self.spec
-        train = spec.train
-        split = train.data if isinstance(train.data, SplitFiles) else None
-        recipe = recipe_for(
+    def recipe(self, split: SplitFiles | None) -> Recipe:
+        """The data node: the spec's recipe and its fields."""
+        train = self.spec.train
+        return recipe_for(
             train.recipe,
             train.num_classes,
             data=split.train if split else train.data,
@@ -836,6 +838,12 @@ class _Planner:
             features=tuple(train.features) if train.features is not None else None,
             test_split=train.test_split,
         )
+
+    def plan(self) -> ModelPlan | list[SpecError]:
+        spec = self.spec
+        train = spec.train
+        split = train.data if isinstance(train.data, SplitFiles) else None
+        recipe = self.recipe(split)
         layers = self.layers()
         complete = bool(layers) and len(layers) == len(spec.layers)
         output = layers[-1].output_shape if complete else None
@@ -850,6 +858,7 @@ class _Planner:
         backbone = self.backbone(layers, recipe)
         steps_per_execution = self.steps_per_execution()
         backend = self.backend()
+        tensorflow_only = train.distribute != "none" or train.deterministic_ops
         if self.errors:
             # In the order of the file, as a reader goes through it.
             return sorted(self.errors, key=lambda e: (e.line or 0, e.column or 0))
@@ -881,6 +890,8 @@ class _Planner:
             distribute=spec.train.distribute,
             deterministic_ops=spec.train.deterministic_ops,
             backend=backend,
+            # A TensorFlow-only module needs TensorFlow, whatever trains it.
+            module_backend="tensorflow" if tensorflow_only else train.backend,
             weight_decay=spec.train.optimizer.weight_decay,
             no_weight_decay=optimizer.no_decay,
             validation=_held_out(spec.train.validation),

@@ -217,9 +217,10 @@ def _module_docstring(plan: ModelPlan) -> str:
 def _backend_note(plan: ModelPlan) -> str:
     """Which Keras backends the module runs on."""
     if not plan.tensorflow_only:
-        others = [b for b in ("jax", "tensorflow", "torch") if b != plan.backend]
+        backend = plan.module_backend
+        others = [b for b in ("jax", "tensorflow", "torch") if b != backend]
         return (
-            f"It was built for Keras' {plan.backend} backend, which it sets unless\n"
+            f"It was built for Keras' {backend} backend, which it sets unless\n"
             f"KERAS_BACKEND names another: it runs on {others[0]} and {others[1]} too."
             + (
                 "\nIt reads the images with TensorFlow's image ops, so it needs\n"
@@ -265,7 +266,7 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "overrides": [comment_text(o) for o in plan.overrides],
         "version": __version__ if version_header else None,
         "docstring": _module_docstring(plan),
-        "backend": py_str(plan.backend),
+        "backend": py_str(plan.module_backend),
         "name": plan.name,
         "model_name": py_str(plan.name),
         "constants": [_constant_view(constant) for constant in plan.constants],

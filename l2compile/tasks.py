@@ -546,6 +546,9 @@ class Task(ABC):
 
         counts = self.confusion(outputs, targets)
         stats = scoring.per_class(counts)
+        # Macro-F1 over the classes the split holds or the model predicts, as
+        # scikit-learn's f1_score(average="macro") counts them.
+        present = (counts.sum(axis=0) + counts.sum(axis=1)) > 0
         return {
             "per_class": {
                 name: {
@@ -556,7 +559,7 @@ class Task(ABC):
             },
             "confusion": {"labels": list(names), "counts": counts.tolist()},
             "balanced_accuracy": scoring.balanced_accuracy(counts),
-            "macro_f1": float(stats["f1"].mean()),
+            "macro_f1": float(stats["f1"][present].mean()) if present.any() else 0.0,
         }
 
     def summary(
@@ -1152,11 +1155,13 @@ class Regression(Task):
         from l2compile import scoring
 
         found = super().baseline(train_targets, targets, names)
-        if "mae" in found:  # the median is the constant with the least MAE
-            median = np.median(scoring.rows(train_targets), axis=0)
-            found["mae"] = scoring.mean_absolute_error(
-                np.tile(median, (len(targets), 1)), targets
-            )
+        # The median is the constant with the least absolute error.
+        median = np.median(scoring.rows(train_targets), axis=0)
+        error = scoring.mean_absolute_error(np.tile(median, (len(targets), 1)), targets)
+        if "mae" in found:
+            found["mae"] = error
+        if self.loss_name == "mae":
+            found["loss"] = error
         return found
 
     def breakdown(

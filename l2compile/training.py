@@ -8,6 +8,7 @@ user checks in is exactly what was trained.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -43,8 +44,6 @@ class TrainJob:
     key: dict[str, Any]
     saved: Saved | None  #: the state to resume from
     model_file: Path  #: where the trained model is saved
-    #: Fail when the model does not beat the trivial baseline (NotLearned).
-    require_learning: bool = False
     #: Write split.json (which samples train, validate and test) beside it.
     save_split: bool = False
 
@@ -138,16 +137,23 @@ def _judge(
         f"{trivial['test'][metric]:.4f} for a trivial baseline: "
         f"{trivial['predicts']}"
     )
-    if learning["learned"] is not False:
+    if learning["learned"]:
         return
-    if job.require_learning:
+    if learning["learned"] is None:
+        verdict = f"cannot tell whether the model learned: {learning['comparison']}"
+    else:
+        verdict = f"the model did not learn: {learning['comparison']}"
+    if plan.require_learning:
         raise NotLearned(
-            f"{learning['verdict']}; nothing was published (the build requires "
-            "learning: train.require_learning or --require-learning)"
+            f"{verdict}; nothing was published (the build requires learning: "
+            "train.require_learning or --require-learning). To publish this "
+            "model as it is, build again with --resume and without "
+            "--require-learning (or with --set train.require_learning=false)"
         )
     log(
-        f"warning: {learning['verdict']}; its files are written all the same, "
-        'with "learned": false in metrics.json (--require-learning fails instead)'
+        f"warning: {verdict}; its files are written all the same, with "
+        f'"learned": {json.dumps(learning["learned"])} in metrics.json '
+        "(--require-learning fails instead)"
     )
 
 

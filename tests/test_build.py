@@ -496,7 +496,11 @@ def test_eval_scores_every_kind_of_artifact_like_the_build(
             ],
         )
         assert result.exit_code == 0, result.output
-        lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
+        lines = dict(
+            line.split(":", 1)
+            for line in result.stdout.splitlines()
+            if not line.startswith(" ")
+        )
         assert float(lines["accuracy"]) == pytest.approx(accuracy, abs=1e-4), artifact
         assert "test samples" in lines["data"]
     missing = CliRunner().invoke(

@@ -122,7 +122,7 @@ def test_eval_reads_the_spec_from_the_build_manifest(built: Built) -> None:
             f"artifact:  {path} ({evaluate.kind_of(built.out / artifact)})",
             "spec:      specs/cnn.yaml (named by build/tiny_cnn/manifest.json)",
         ]
-        scores = dict(line.split(":", 1) for line in lines)
+        scores = dict(line.split(":", 1) for line in lines if not line.startswith(" "))
         assert float(scores["accuracy"]) == pytest.approx(accuracy, abs=1e-4)
 
 

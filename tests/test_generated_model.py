@@ -185,6 +185,7 @@ def _package_version(name: str) -> str:
     return version(name)
 
 
+@pytest.mark.network
 def test_a_module_runs_as_its_docstring_says_beside_only_keras_jax_and_numpy(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:

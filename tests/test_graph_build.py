@@ -155,7 +155,11 @@ def test_eval_scores_a_graphs_keras_and_tflite_files_like_the_build(
             main, ["eval", str(out / artifact), "--spec", str(spec), "--data", data]
         )
         assert result.exit_code == 0, result.output
-        lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
+        lines = dict(
+            line.split(":", 1)
+            for line in result.stdout.splitlines()
+            if not line.startswith(" ")
+        )
         assert float(lines["accuracy"]) == pytest.approx(accuracy, abs=1e-4), artifact
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +17,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from l2compile import measure, scoring
+from l2compile import measure
 from l2compile import sweep as sweep_
 from l2compile.cli import main
+from l2compile.contract import import_generated
 from l2compile.overrides import parse
 from l2compile.tasks import Binary, Classification, Multilabel, Regression
 
@@ -63,10 +65,10 @@ def test_per_class_scores_agree_with_scikit_learn() -> None:
     assert found["balanced_accuracy"] == pytest.approx(
         metrics.recall_score(truth, predicted, labels=[0, 1, 2], average="macro")
     )
+    # Macro-F1 over the classes true or predicted (3 never is), as
+    # scikit-learn's default counts them.
     assert found["macro_f1"] == pytest.approx(
-        metrics.f1_score(
-            truth, predicted, labels=labels, average="macro", zero_division=0
-        )
+        metrics.f1_score(truth, predicted, average="macro", zero_division=0)
     )
 
 
@@ -144,13 +146,14 @@ def test_a_binary_baseline_ranks_nothing_and_a_regression_one_is_the_mean() -> N
     found = binary.baseline(
         np.array([1, 1, 1, 0]), np.array([0, 1, 0, 0]), ("no", "yes")
     )
+    # Always yes, at 0.75: right once in four; its F1 is 0 for no, 0.4 for yes.
     assert found == pytest.approx(
         {
-            "loss": found["loss"],
-            "accuracy": 0.25,  # always yes
+            "loss": -(np.log(0.25) * 3 + np.log(0.75)) / 4,
+            "accuracy": 0.25,
             "auc": 0.5,
             "balanced_accuracy": 0.5,
-            "macro_f1": found["macro_f1"],
+            "macro_f1": 0.2,
         }
     )
     regression = Regression("mse", ("mae", "rmse"), 1, ("y",))
@@ -158,7 +161,10 @@ def test_a_binary_baseline_ranks_nothing_and_a_regression_one_is_the_mean() -> N
     test = np.array([2.5, 4.0])
     found = regression.baseline(train, test, ("y",))
     assert found["rmse"] == pytest.approx(np.sqrt((1.5**2 + 0.0) / 2))
+    assert found["loss"] == pytest.approx(1.5**2 / 2)  # mse, from the mean
     assert found["mae"] == pytest.approx((0.0 + 1.5) / 2)  # from the median
+    by_mae = Regression("mae", ("mae",), 1, ("y",))
+    assert by_mae.baseline(train, test, ("y",))["loss"] == found["mae"]
 
 
 def _plan(*metrics: str) -> Any:
@@ -171,9 +177,9 @@ def test_a_model_learned_only_where_it_beats_the_baseline_by_the_margin() -> Non
     found = measure.learning(plan, {"accuracy": 0.35}, base)
     assert found["learned"] is False
     assert found["needed"] == pytest.approx(1 / 3 + 0.05 * 2 / 3)
-    assert found["verdict"] == (
-        "the model did not learn: val accuracy 0.3500 against the trivial "
-        "baseline's 0.3333 (it needs above 0.3667)"
+    assert found["comparison"] == (
+        "val accuracy 0.3500 against the trivial baseline's 0.3333 (it needs at "
+        "least 0.3667)"
     )
     assert measure.learning(plan, {"accuracy": 0.4}, base)["learned"] is True
     # An error must fall below the baseline's by the margin.
@@ -187,6 +193,21 @@ def test_a_model_learned_only_where_it_beats_the_baseline_by_the_margin() -> Non
     )
     assert (found["learned"], found["metric"]) == (True, "auc")
     assert measure.learning(plan, {}, base)["learned"] is None
+    # Rare classes: accuracy below always-the-majority's, but every class found.
+    balanced = SimpleNamespace(
+        task=SimpleNamespace(
+            metric_names=("accuracy",), summary_names=("balanced_accuracy",)
+        )
+    )
+    found = measure.learning(
+        balanced,
+        {"accuracy": 0.90, "balanced_accuracy": 0.85},
+        {"accuracy": 0.95, "balanced_accuracy": 0.5},
+    )
+    assert (found["learned"], found["metric"]) == (True, "balanced_accuracy")
+    # A baseline that is already perfect leaves nothing to judge by.
+    perfect = measure.learning(plan, {"accuracy": 1.0}, {"accuracy": 1.0})
+    assert perfect["learned"] is None
 
 
 # --- warnings and notes in the plan -------------------------------------------------
@@ -301,6 +322,46 @@ def test_a_sweep_chooses_by_any_validation_score_it_has(tmp_path: Path) -> None:
     )
 
 
+def test_a_sweep_page_shows_the_chosen_score_beside_the_tasks_metric() -> None:
+    from l2compile import pages
+
+    row = {
+        "trial": "000",
+        "l2": 0,
+        "status": "ok",
+        "val_balanced_accuracy": 0.61,
+        "val_accuracy": 0.72,
+        "train_accuracy": 0.75,
+        "gap": 0.03,
+        "test_accuracy": 0.7,
+        "learned": True,
+    }
+    results = {
+        "spec": "spec.yaml",
+        "fields": ["l2"],
+        "chosen_by": "val_balanced_accuracy",
+        "metric": "accuracy",
+        "best": "000",
+        "notes": [],
+        "trials": [row],
+    }
+    page = pages.sweep_page(results, {}, "0" * 64)
+    header = page[page.index("<thead>") : page.index("</thead>")]
+    assert re.findall(r"<th>(.*?)</th>", header)[:10] == [
+        "trial",
+        "l2",
+        "status",
+        "val_balanced_accuracy",
+        "val_accuracy",
+        "train_accuracy",
+        "gap",
+        "test_accuracy",
+        "learned",
+        "test_loss",
+    ]
+    assert "chosen by val_balanced_accuracy" in page
+
+
 def _write_table(path: Path, rows: int) -> None:
     rng = np.random.default_rng(0)
     lines = ["size,color,kind"]
@@ -357,6 +418,15 @@ def test_every_trial_of_a_sweep_trains_validates_and_tests_on_the_same_rows(
     rows = sorted([*splits[0]["train"], *splits[0]["validation"], *splits[0]["test"]])
     assert rows == list(range(200))
     assert len(splits[0]["test"]) == 50 and len(splits[0]["validation"]) == 30
+    # The ids are the rows the trial's own module trained, validated and
+    # tested on: their first column, as the module reads them.
+    with (tmp_path / "kinds.csv").open(encoding="utf-8") as f:
+        sizes = np.array([float(r["size"]) for r in csv.DictReader(f)], np.float32)
+    module = import_generated(out / "trials" / "000" / "kinds.py", "kinds_trial")
+    (x_train, y_train), (x_test, _), _ = module.load_data(str(tmp_path / "kinds.csv"))
+    (x_train, _), (x_val, _) = module.validation_split(x_train, y_train)
+    for part, x in (("train", x_train), ("validation", x_val), ("test", x_test)):
+        np.testing.assert_array_equal(x[:, 0], sizes[splits[0][part]])
     with (out / "results.csv").open(encoding="utf-8") as f:
         table = list(csv.DictReader(f))
     assert [r["split_seed"] for r in table] == ["0", "0"]
@@ -364,9 +434,9 @@ def test_every_trial_of_a_sweep_trains_validates_and_tests_on_the_same_rows(
     assert all(r["learned"] in ("True", "False") for r in table)
     assert "val_balanced_accuracy" in table[0] and "test_macro_f1" in table[0]
     assert "Best by val_macro_f1: trial" in result.stdout
-    assert result.stdout.startswith(
-        "Results in out/: results.csv, results.json, plots/ (l2.png), report.html, "
-        "trials/ (each trial's build and log)\n"
+    assert result.stdout.endswith(
+        "\nResults in out/: results.csv, results.json, plots/ (l2.png), "
+        "report.html, trials/ (each trial's build and log)\n"
     )
 
 
@@ -412,20 +482,29 @@ def test_a_frozen_random_backbone_learns_nothing_and_the_build_says_so(
     failed = build("--require-learning")
     assert failed.returncode == 3, failed.stderr
     assert "warning: layers[0].weights: a frozen backbone" in failed.stderr
-    assert (
-        "error: the model did not learn: val accuracy 0.3333 against the trivial "
-        "baseline's 0.3333 (it needs above 0.3667); nothing was published"
-    ) in failed.stderr
+    assert "error: the model did not learn: val " in failed.stderr
+    assert "the trivial baseline's 0.3333" in failed.stderr
+    assert "nothing was published" in failed.stderr
     assert "epochs 1-2 of 2 are saved" in failed.stderr
     assert "AutoGraph" not in failed.stderr  # the image reader converts cleanly
     assert not (tmp_path / "out").exists()
-    resumed = build("--resume")
+    resumed = build("--resume", "--save-split")
     assert resumed.returncode == 0, resumed.stderr
     assert "l2compile: warning: the model did not learn: val accuracy" in resumed.stderr
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["learned"] is False
-    assert metrics["test_accuracy"] == pytest.approx(1 / 3)
+    assert metrics["test_accuracy"] < metrics["learning"]["needed"]
     assert metrics["baseline"]["test"]["accuracy"] == pytest.approx(1 / 3)
-    assert metrics["test_confusion"]["counts"] == [[12, 0, 0]] * 3
+    counts = metrics["test_confusion"]["counts"]
+    assert [sum(row) for row in counts] == [12, 12, 12]
     assert "The model did not learn" in (tmp_path / "out" / "report.html").read_text()
-    assert scoring.balanced_accuracy(metrics["test_confusion"]["counts"]) == 1 / 3
+    # Its split: the image files, relative to the folder; the test split validated.
+    split = json.loads((tmp_path / "out" / "split.json").read_text())
+    photos = tmp_path / "photos"
+    assert split["test"] == [
+        p.relative_to(photos).as_posix() for p in sorted(photos.glob("test/*/*"))
+    ]
+    assert split["train"] == [
+        p.relative_to(photos).as_posix() for p in sorted(photos.glob("train/*/*"))
+    ]
+    assert split["validation"] == "test"

@@ -286,7 +286,11 @@ def test_eval_prints_the_regressions_metrics(
         ],
     )
     assert result.exit_code == EXIT_OK, result.output
-    scores = dict(line.split(":", 1) for line in result.output.splitlines())
+    scores = dict(
+        line.split(":", 1)
+        for line in result.output.splitlines()
+        if not line.startswith(" ")
+    )
     assert "accuracy" not in scores
     assert float(scores["mae"]) == pytest.approx(metrics["test_mae"], abs=1e-3)
     assert float(scores["rmse"]) == pytest.approx(metrics["test_rmse"], abs=1e-3)
