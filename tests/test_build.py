@@ -31,6 +31,9 @@ def small_build(tmp_path_factory: pytest.TempPathFactory) -> builder.BuildResult
         spec.plan, spec.code, tmp / "out", data=data, log=messages.append
     )
     assert any(m.startswith("data: ") for m in messages)
+    # It learned, and nothing warned: a good build has no warning line.
+    assert result.metrics["learned"] is True
+    assert not any(m.startswith("warning:") for m in messages)
     return result
 
 
