@@ -62,7 +62,11 @@ def summary(plan: ModelPlan, model: Any, x: Any, y: Any) -> dict[str, float]:
     a split, which Keras' metrics do not give."""
     if not plan.task.summary_names:
         return {}
-    outputs = scoring.predict(lambda x: model(x, training=False), x)
+    if plan.distribute == "none" and isinstance(x, np.ndarray):
+        # Keras' compiled predict: a tenth of the eager calls' time for a CNN.
+        outputs = np.asarray(model.predict(x, batch_size=scoring.CHUNK, verbose=0))
+    else:  # images read a batch at a time; a strategy's model
+        outputs = scoring.predict(lambda x: model(x, training=False), x)
     return plan.task.summary(outputs, plan.task.targets(y))
 
 
