@@ -225,3 +225,34 @@ def test_a_module_runs_as_its_docstring_says_beside_only_keras_jax_and_numpy(
     assert "Test accuracy: " in result.stdout
     assert "tensorflow" not in result.stderr.lower()
     assert (tmp_path / "mnist_mlp.keras").is_file()
+
+
+def test_an_image_modules_reader_is_converted_without_an_autograph_warning(
+    tmp_path: Path,
+) -> None:
+    """read_images is a tf.function of a named function, which AutoGraph can
+    convert in a module the build imports from its file; a lambda made
+    TensorFlow warn on every image build ("AutoGraph could not transform
+    <function <lambda>> ... Please report this to the TensorFlow team")."""
+    from .conftest import make_image_folder
+
+    photos = make_image_folder(tmp_path / "images", channels=3, per_class=2)
+    files = [str(p) for p in sorted(photos.glob("train/*/*"))]
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import numpy as np\n"
+        "from l2compile.contract import import_generated\n"
+        "module = import_generated(Path(sys.argv[1]), 'photos')\n"
+        "print(module.read_images(np.array(sys.argv[2:])).shape)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(GOLDEN / "augmented_photos.py"), *files],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == f"({len(files)}, 32, 32, 3)"
+    assert "AutoGraph" not in result.stderr

@@ -461,35 +461,20 @@ def test_a_frozen_random_backbone_learns_nothing_and_the_build_says_so(
     _photos(tmp_path / "photos")
     (tmp_path / "spec.yaml").write_text(FROZEN_RANDOM, encoding="utf-8")
 
-    def build(*options: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "l2compile",
-                "build",
-                "spec.yaml",
-                "--out",
-                "out",
-                *options,
-            ],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+    def build(*options: str) -> Any:
+        spec, out = str(tmp_path / "spec.yaml"), str(tmp_path / "out")
+        return CliRunner().invoke(main, ["build", spec, "--out", out, *options])
 
     failed = build("--require-learning")
-    assert failed.returncode == 3, failed.stderr
+    assert failed.exit_code == 3, failed.stderr
     assert "warning: layers[0].weights: a frozen backbone" in failed.stderr
     assert "error: the model did not learn: val " in failed.stderr
     assert "the trivial baseline's 0.3333" in failed.stderr
     assert "nothing was published" in failed.stderr
     assert "epochs 1-2 of 2 are saved" in failed.stderr
-    assert "AutoGraph" not in failed.stderr  # the image reader converts cleanly
     assert not (tmp_path / "out").exists()
     resumed = build("--resume", "--save-split")
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.exit_code == 0, resumed.stderr
     assert "l2compile: warning: the model did not learn: val accuracy" in resumed.stderr
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["learned"] is False
