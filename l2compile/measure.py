@@ -100,7 +100,7 @@ def learning(
     baseline already has perfect judges nothing. `comparison` says how."""
     checks = []
     task = plan.task
-    for name in (*task.metric_names, *getattr(task, "summary_names", ())):
+    for name in (*task.metric_names, *task.summary_names):
         model, base = validated.get(name), trivial.get(name)
         if not isinstance(model, float | int) or not isinstance(base, float | int):
             continue

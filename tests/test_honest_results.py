@@ -168,7 +168,7 @@ def test_a_binary_baseline_ranks_nothing_and_a_regression_one_is_the_mean() -> N
 
 
 def _plan(*metrics: str) -> Any:
-    return SimpleNamespace(task=SimpleNamespace(metric_names=metrics))
+    return SimpleNamespace(task=SimpleNamespace(metric_names=metrics, summary_names=()))
 
 
 def test_a_model_learned_only_where_it_beats_the_baseline_by_the_margin() -> None:
