@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,66 @@ def write_atomically(path: Path, text: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+#: Open without waiting on a FIFO that has no writer.
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+class NotAFile(OSError):
+    """A path that is not a regular file; the message ("is a FIFO, not a
+    regular file") follows the path's name."""
+
+    def __init__(self, mode: int) -> None:
+        super().__init__(f"is {kind(mode)}, not a regular file")
+
+
+class TooLarge(ValueError):
+    """A file larger than its reader's bound."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the file is {size:,} bytes; the most is {limit:,}")
+        self.size, self.limit = size, limit
+
+
+def kind(mode: int) -> str:
+    """What a file of this `st_mode` is, in words ("a FIFO")."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def read_bounded(path: Path, limit: int, *, follow_links: bool = True) -> bytes:
+    """The bytes of the regular file `path`, never more than `limit`.
+
+    A FIFO, a device or a socket is refused from its open descriptor, before a
+    byte is read, so a reader never waits on a pipe nor reads /dev/zero
+    forever; a file that grows past `limit` while it is read is refused too.
+    With `follow_links=False` a symbolic link is refused (ELOOP).
+
+    Raises FileNotFoundError, NotAFile, TooLarge, or another OSError.
+    """
+    flags = os.O_RDONLY | _NONBLOCK
+    if not follow_links:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise NotAFile(info.st_mode)
+    with os.fdopen(fd, "rb") as f:
+        if info.st_size > limit:
+            raise TooLarge(info.st_size, limit)
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(len(data), limit)
+    return data
 
 
 def json_text(value: Any) -> str:

@@ -16,14 +16,13 @@ import hashlib
 import json
 import os
 import platform
-import stat
 from pathlib import Path
 from typing import Any
 
 from l2compile import __version__
 from l2compile.datasets import Dataset
 from l2compile.errors import some_of
-from l2compile.files import json_text
+from l2compile.files import NotAFile, TooLarge, json_text, read_bounded
 from l2compile.plan import ModelPlan
 from l2compile.resume import package_version
 
@@ -109,25 +108,17 @@ def read(path: Path) -> Any:
     Raises FileNotFoundError where there is none, Unreadable otherwise.
     """
     try:
-        info = path.stat()
+        raw = read_bounded(path, MAX_BYTES)
     except FileNotFoundError:
         raise
-    except OSError as exc:
-        raise Unreadable(f"cannot read {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise Unreadable(f"{path} is not a file")
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # replaced meanwhile
-                raise Unreadable(f"{path} is not a file")
-            raw = f.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise Unreadable(f"cannot read {path}: {exc.strerror}") from None
-    if len(raw) > MAX_BYTES:
+    except NotAFile as exc:
+        raise Unreadable(f"{path} {exc}") from None
+    except TooLarge:
         raise Unreadable(
             f"{path} is not a build manifest (more than {MAX_BYTES:,} bytes)"
-        )
+        ) from None
+    except OSError as exc:
+        raise Unreadable(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

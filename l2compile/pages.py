@@ -10,12 +10,10 @@ checked in.
 from __future__ import annotations
 
 import base64
-import hashlib
 import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from l2compile import __version__, plots
@@ -116,17 +114,11 @@ def render(title: str, lead: str, sections: Sequence[Section]) -> str:
     return page.render(title=title, lead=lead, sections=sections, version=__version__)
 
 
-def spec_section(source_file: str, sha256: str, overrides: Sequence[str]) -> Section:
-    """The spec as written, and the --set values applied to it."""
-    notes = [f"--set {o}" for o in overrides]
-    try:
-        raw = Path(source_file).read_bytes()
-    except OSError as exc:
-        return Section("Spec", (f"{source_file}: cannot read: {exc.strerror}", *notes))
-    if hashlib.sha256(raw).hexdigest() != sha256:
-        notes.insert(0, f"{source_file} has changed since; this is the file now")
-    text = raw.decode("utf-8", errors="replace")
-    return Section(f"Spec: {source_file}", tuple(notes), code=text)
+def spec_section(source_file: str, text: str, overrides: Sequence[str]) -> Section:
+    """The spec as it was read when the command began (never read again), and
+    the --set values applied to it."""
+    notes = tuple(f"--set {o}" for o in overrides)
+    return Section(f"Spec: {source_file}", notes, code=text)
 
 
 # --- a build ----------------------------------------------------------------------
@@ -166,7 +158,7 @@ def build_page(plan: ModelPlan, metrics: dict[str, Any]) -> str:
             ),
         ),
         _weights(plan, metrics.get("l2_norms", {})),
-        spec_section(plan.source_file, plan.spec_sha256, plan.overrides),
+        spec_section(plan.source_file, plan.spec_text, plan.overrides),
     ]
     lead = (
         f"{plan.description + ' · ' if plan.description else ''}"
@@ -567,7 +559,9 @@ def _file_name(field: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in field)
 
 
-def sweep_page(results: dict[str, Any], figures: dict[str, bytes], sha256: str) -> str:
+def sweep_page(
+    results: dict[str, Any], figures: dict[str, bytes], spec_text: str
+) -> str:
     """A sweep's page: the best trial, every trial's row, and the plots."""
     key, fields = results["chosen_by"], results["fields"]
     # The task's metric on each split, and the score that chooses (--choose)
@@ -622,7 +616,7 @@ def sweep_page(results: dict[str, Any], figures: dict[str, bytes], sha256: str) 
             "Plots",
             images=tuple(image(png, name) for name, png in figures.items()),
         ),
-        spec_section(results["spec"], sha256, [f"{f}=..." for f in fields]),
+        spec_section(results["spec"], spec_text, [f"{f}=..." for f in fields]),
     ]
     lead = f"{len(results['trials'])} trials over {', '.join(fields)}"
     return render("Sweep report", lead, sections)

@@ -204,6 +204,8 @@ class ModelPlan:
     description: str
     source_file: str
     spec_sha256: str
+    #: The spec file's text as it was read (the report shows it).
+    spec_text: str
     #: `--set FIELD=VALUE` applied to the spec file's fields, as written.
     overrides: tuple[str, ...]
     input_shape: Shape
@@ -868,6 +870,7 @@ class _Planner:
             description=spec.description,
             source_file=self.source.file,
             spec_sha256=self.source.sha256,
+            spec_text=self.source.text,
             overrides=self.source.overrides,
             input_shape=tuple(spec.input.shape),
             l2=spec.l2,

@@ -49,6 +49,7 @@ import numpy.typing as npt
 from l2compile import __version__
 from l2compile.datasets import ArrayHeader, Dataset, npz_array, npz_header
 from l2compile.errors import BuildError
+from l2compile.files import read_bounded
 
 FOLDER = "resume"
 STATE = "state.json"
@@ -209,7 +210,7 @@ def read(work: Path) -> Saved | None:
             f"{MAX_STATE_BYTES:,}"
         )
     try:
-        raw = json.loads(_read_bounded(path, MAX_STATE_BYTES))
+        raw = json.loads(read_bounded(path, MAX_STATE_BYTES, follow_links=False))
     except (OSError, ValueError, RecursionError) as exc:
         raise unreadable(f"{STATE}: {type(exc).__name__}: {exc}") from exc
     if isinstance(raw, dict) and (
@@ -236,17 +237,6 @@ def read(work: Path) -> Saved | None:
     if not stat.S_ISREG(info.st_mode):
         raise unreadable(f"its {saved.file} is not a regular file")
     return saved
-
-
-def _read_bounded(path: Path, limit: int) -> bytes:
-    """At most `limit` bytes of the regular file `path`, never through a link."""
-    with os.fdopen(os.open(path, _OPEN_FLAGS), "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise OSError(f"{path.name} is not a regular file")
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"it grew beyond {limit:,} bytes while being read")
-    return data
 
 
 def _plural(count: int, noun: str) -> str:

@@ -37,6 +37,7 @@ from yaml.events import (
 )
 
 from l2compile.errors import FieldPath, SpecError, closest
+from l2compile.files import NotAFile, TooLarge, read_bounded
 
 #: A spec is a short file; these bounds keep a hostile one from using much
 #: time or memory.
@@ -145,6 +146,9 @@ class Document:
 
     file: str
     sha256: str
+    #: The file's text, read once: the report shows it, and nothing reads
+    #: the file again.
+    text: str
     data: Any
     values: dict[FieldPath, Position] = field(default_factory=dict)
     keys: dict[FieldPath, Position] = field(default_factory=dict)
@@ -569,7 +573,7 @@ def parse_yaml(
     if not isinstance(data, dict):
         return [_error_at(file, root, (), _NOT_A_MAPPING)]
     return Document(
-        file, sha, data, converter.values, converter.keys, tuple(converter.errors)
+        file, sha, text, data, converter.values, converter.keys, tuple(converter.errors)
     )
 
 
@@ -618,22 +622,15 @@ def read_spec_file(
     `fields` the spec's top-level field names (see `parse_yaml`)."""
     file = display if display is not None else str(path)
     try:
-        if path.is_dir():
-            return [SpecError(file, None, None, (), "is a folder, not a spec file")]
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            return [
-                SpecError(
-                    file,
-                    None,
-                    None,
-                    (),
-                    f"the file is {size:,} bytes; a spec is at most {MAX_BYTES:,}",
-                )
-            ]
-        raw = path.read_bytes()
+        raw = read_bounded(path, MAX_BYTES)
     except FileNotFoundError:
         return [SpecError(file, None, None, (), "no such file")]
+    except NotAFile as exc:
+        what = "is a folder, not a spec file" if path.is_dir() else str(exc)
+        return [SpecError(file, None, None, (), what)]
+    except TooLarge as exc:
+        message = f"the file is {exc.size:,} bytes; a spec is at most {MAX_BYTES:,}"
+        return [SpecError(file, None, None, (), message)]
     except OSError as exc:
         return [SpecError(file, None, None, (), f"cannot read: {exc.strerror}")]
     try:

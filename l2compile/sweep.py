@@ -71,6 +71,7 @@ class SweepPlan:
 
     spec: Path
     spec_sha256: str
+    spec_text: str  #: as read when the sweep began (its page shows it)
     fields: tuple[str, ...]
     trials: tuple[Trial, ...]
     epochs: int | None
@@ -213,6 +214,7 @@ def plan_sweep(
     return SweepPlan(
         spec=spec.resolve(),
         spec_sha256=plan.spec_sha256,
+        spec_text=plan.spec_text,
         fields=tuple(o.field for o in sets),
         trials=tuple(trials),
         epochs=epochs,
@@ -574,5 +576,5 @@ def write_report(sweep: SweepPlan, out: Path, results: dict[str, Any]) -> None:
     for name, png in figures.items():
         write_atomically(out / PLOTS / f"{name}.png", png)
     write_atomically(
-        out / pages.NAME, pages.sweep_page(results, figures, sweep.spec_sha256)
+        out / pages.NAME, pages.sweep_page(results, figures, sweep.spec_text)
     )

@@ -228,8 +228,11 @@ def _manifest_a_folder(manifest: Path) -> None:
             "{manifest} is not a build manifest (more than 1,048,576 bytes); "
             "pass --spec",
         ),
-        (_manifest_a_device, "{manifest} is not a file; pass --spec"),
-        (_manifest_a_folder, "{manifest} is not a file; pass --spec"),
+        (
+            _manifest_a_device,
+            "{manifest} is a character device, not a regular file; pass --spec",
+        ),
+        (_manifest_a_folder, "{manifest} is a folder, not a regular file; pass --spec"),
     ],
 )
 def test_eval_refuses_a_manifest_it_cannot_use(

@@ -345,7 +345,7 @@ def test_a_sweep_page_shows_the_chosen_score_beside_the_tasks_metric() -> None:
         "notes": [],
         "trials": [row],
     }
-    page = pages.sweep_page(results, {}, "0" * 64)
+    page = pages.sweep_page(results, {}, "name: t\n")
     header = page[page.index("<thead>") : page.index("</thead>")]
     assert re.findall(r"<th>(.*?)</th>", header)[:10] == [
         "trial",

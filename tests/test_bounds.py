@@ -1,0 +1,121 @@
+"""Every input is read with a bound: a spec, a manifest, a resume state.
+
+These are cases from the adversarial review (issue 27): each failed before
+its fix. The image and CSV bounds are in test_image_bounds.py and
+test_table_bounds.py, the sweep's in test_sweep_bounds.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from l2compile import build as builder
+from l2compile.files import NotAFile, TooLarge, read_bounded
+from l2compile.spec import load_spec
+
+from .conftest import SMALL_SPEC, compiled
+
+
+def _load_errors(path: Path) -> list[str]:
+    result = load_spec(path, path.name)
+    assert isinstance(result, list), "expected the spec to be rejected"
+    return [str(e) for e in result]
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_validate_refuses_a_device_at_once(device: str) -> None:
+    # Before: st_size is 0 for a device, so the whole "file" was read, until
+    # memory ran out (23.5 GB in 46 s). The timeout only ends a test that
+    # would otherwise never end.
+    done = subprocess.run(
+        [sys.executable, "-m", "l2compile", "validate", device],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"{device}: error: is a character device, not a regular file\n"
+        f"1 error in {device}\n"
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_spec_that_is_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "spec.yaml"
+    os.mkfifo(fifo)
+    assert _load_errors(fifo) == ["spec.yaml: error: is a FIFO, not a regular file"]
+
+
+def test_a_folder_is_not_a_spec(tmp_path: Path) -> None:
+    (tmp_path / "specs.yaml").mkdir()
+    assert _load_errors(tmp_path / "specs.yaml") == [
+        "specs.yaml: error: is a folder, not a spec file"
+    ]
+
+
+def test_a_spec_symlink_loop_is_named(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").symlink_to(tmp_path / "b.yaml")
+    (tmp_path / "b.yaml").symlink_to(tmp_path / "a.yaml")
+    assert _load_errors(tmp_path / "a.yaml") == [
+        "a.yaml: error: cannot read: Too many levels of symbolic links"
+    ]
+
+
+def test_a_spec_too_large_is_refused_by_its_size(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_bytes(b"#" * ((1 << 20) + 1))
+    assert _load_errors(path) == [
+        "big.yaml: error: the file is 1,048,577 bytes; a spec is at most 1,048,576"
+    ]
+
+
+def test_read_bounded_never_reads_past_its_limit(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 10)
+    assert read_bounded(path, 10) == b"x" * 10
+    with pytest.raises(TooLarge, match="the file is 10 bytes; the most is 9"):
+        read_bounded(path, 9)
+    link = tmp_path / "link"
+    link.symlink_to(path)
+    assert read_bounded(link, 10) == b"x" * 10
+    with pytest.raises(OSError) as err:
+        read_bounded(link, 10, follow_links=False)
+    assert not isinstance(err.value, NotAFile)  # ELOOP, from the open itself
+    with pytest.raises(NotAFile, match="is a character device"):
+        read_bounded(Path("/dev/zero"), 10)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_build_never_reads_its_spec_again(tmp_path: Path, tiny_mnist: Path) -> None:
+    # Before: the report read the spec file again after training, so a spec
+    # replaced by a FIFO meanwhile hung the build after "saving model.keras".
+    text = SMALL_SPEC + "export: {formats: [keras]}\n"
+    spec = compiled(tmp_path, text)
+    source = tmp_path / "small.yaml"
+    source.unlink()
+    os.mkfifo(source)
+    rescued = threading.Event()
+
+    def rescue() -> None:  # ends a hung read with EOF, so the test cannot hang
+        if not done.wait(120):
+            rescued.set()
+            with open(source, "wb"):
+                pass
+
+    done = threading.Event()
+    threading.Thread(target=rescue, daemon=True).start()
+    out = tmp_path / "out"
+    try:
+        builder.build(spec.plan, spec.code, out, data=tiny_mnist, log=lambda m: None)
+    finally:
+        done.set()
+    assert not rescued.is_set(), "the build waited on the FIFO"
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "description: a small MLP for fast tests" in page
