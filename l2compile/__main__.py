@@ -2,7 +2,8 @@
 
 Ctrl-C and SIGTERM are handled from the moment this module runs, before the
 heavier imports, so that an interrupt ends with one line and exit 130. Once
-a command has finished, the program leaves at once (`os._exit`), without
+a command has finished, a signal no longer changes its exit status, and
+the program leaves at once (`os._exit`), without
 TensorFlow's slow teardown: a signal in that second would otherwise end the
 process with Python's default 143, or 0, and no word.
 """
@@ -35,10 +36,10 @@ def run() -> None:
         code = interrupts.EXIT_INTERRUPTED
     interrupts.stop_raising()
     interrupts.phase("exiting")
-    if interrupts.received() and code in (0, None):
-        # The command had done its work and said so; the signal came after.
-        sys.stderr.write("error: interrupted after the command had finished\n")
-        code = interrupts.EXIT_INTERRUPTED
+    if interrupts.settle() and code in (0, None):
+        # The command had done its work and said so; the signal came after,
+        # so it succeeded (exit 130 would say that nothing was replaced).
+        sys.stderr.write("l2compile: interrupted after the command had finished\n")
     if isinstance(code, str):
         sys.stderr.write(f"{code}\n")
         code = 1

@@ -423,20 +423,22 @@ def build(
             f"the build failed: {kind}: {exc}\n"
             f"{out} was not changed. Set L2COMPILE_DEBUG=1 to see the traceback."
         )
-    try:
-        interrupts.phase("published")
-        if not result.published:
-            click.echo("Not the chief worker: the chief publishes the artifacts.")
-            return
+    # Published: from here the build has succeeded, and a signal only ends
+    # the listing early (it is recorded, never raised: exit 130 would say
+    # that nothing was replaced).
+    interrupts.stop_raising()
+    interrupts.phase("published")
+    if not result.published:
+        click.echo("Not the chief worker: the chief publishes the artifacts.")
+    else:
         click.echo(f"Artifacts in {result.out}/:")
         for name in result.artifacts:
             click.echo(f"  {result.out / name}")
-    except KeyboardInterrupt:
-        pass
-    if interrupts.received():  # it came while publishing, too late to stop it
-        _fail(
-            f"interrupted after the build was published: {out} holds the new build",
-            EXIT_INTERRUPTED,
+    if interrupts.settle():
+        click.echo(
+            f"l2compile: interrupted after the build was published: {out} holds "
+            "the new build",
+            err=True,
         )
 
 

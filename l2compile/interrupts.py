@@ -123,3 +123,12 @@ def stop_raising() -> None:
     """From now on only record signals: the process is on its way out."""
     global _held
     _held += 1
+
+
+def settle() -> bool:
+    """For a command whose work is done: from now on only record signals, and
+    say (once) whether one came, forgetting it."""
+    stop_raising()
+    came = received()
+    _received.clear()
+    return came
