@@ -102,6 +102,13 @@ def _overrides(sets: tuple[str, ...], *, several: bool) -> tuple[Override, ...]:
     return found
 
 
+def _spec_files(specs: tuple[Path, ...]) -> list[Path]:
+    files = generate_.spec_files(list(specs))
+    if isinstance(files, str):
+        _fail(files, EXIT_SPEC_ERROR)
+    return files
+
+
 _SET_HELP = (
     "Override a spec field, by its path as the errors write it: "
     "--set l2=0.001, --set train.optimizer.learning_rate=3e-4, "
@@ -132,7 +139,7 @@ def main() -> None:
 def validate(specs: tuple[Path, ...]) -> None:
     """Check SPECS and report every error, with its file, line and field."""
     failed = False
-    for path in generate_.spec_files(list(specs)):
+    for path in _spec_files(specs):
         compiled = compile_spec(path)
         if isinstance(compiled, list):
             _report(compiled)
@@ -276,12 +283,7 @@ def generate(
     specs: tuple[Path, ...], output: str | None, check: bool, no_version_header: bool
 ) -> None:
     """Write one Keras module per spec in SPECS (files or folders), without training."""
-    files = generate_.spec_files(list(specs))
-    if not files:
-        _fail(
-            f"no spec files (*.yaml, *.yml) in {', '.join(map(str, specs))}",
-            EXIT_SPEC_ERROR,
-        )
+    files = _spec_files(specs)
     compiled = []
     failed = False
     for path in files:

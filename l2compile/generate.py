@@ -68,16 +68,20 @@ def compile_spec(
     return Compiled(plan, render_module(plan, version_header=version_header))
 
 
-def spec_files(paths: list[Path]) -> list[Path]:
-    """The spec files named, with folders expanded to their *.yaml and *.yml."""
+def spec_files(paths: list[Path]) -> list[Path] | str:
+    """The spec files named, with folders expanded to their *.yaml and *.yml;
+    a message where a folder holds none (a check of nothing must not pass)."""
     files: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            files += sorted(
-                p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file()
-            )
-        else:
+        if not path.is_dir():
             files.append(path)
+            continue
+        found = sorted(
+            p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file()
+        )
+        if not found:
+            return f"{path}: no spec files (*.yaml, *.yml) in this folder"
+        files += found
     return files
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from l2compile.layers.backbone import (
@@ -81,6 +82,30 @@ def test_a_weights_file_of_the_model_passes_and_of_another_fails(
     text.write_text("not hdf5")
     assert "is not a Keras weights file" in str(
         check_weights_file(text, "mobilenet_v2")
+    )
+
+
+def test_a_weights_file_with_nan_values_is_refused_by_validate(
+    tmp_path: Path,
+) -> None:
+    # Before: the right shapes passed validate, a full epoch trained on NaN,
+    # and the build then blamed the learning rate.
+    import h5py
+
+    own = tmp_path / "small.weights.h5"
+    build_application("mobilenet_v3_small", (32, 32, 3)).save_weights(own)
+    with h5py.File(own, "r+") as file:
+        names: list[str] = []
+        file.visititems(
+            lambda n, i: names.append(n) if isinstance(i, h5py.Dataset) else None
+        )
+        target = next(n for n in names if file[n].ndim == 4)
+        values = file[target][()]
+        values.flat[:3] = [np.nan, np.inf, -np.inf]
+        file[target][...] = values
+    assert check_weights_file(own, "mobilenet_v3_small") == (
+        f"{own}: 3 of the {values.size:,} values of {target} are NaN or "
+        "infinite: the file was saved from a model whose training diverged"
     )
 
 

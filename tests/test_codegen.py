@@ -171,10 +171,16 @@ def test_two_specs_with_one_name_are_refused(tmp_path: Path) -> None:
     )
 
 
-def test_a_folder_without_specs(tmp_path: Path) -> None:
-    code, _, err = run("generate", str(tmp_path))
-    assert code == EXIT_SPEC_ERROR
-    assert err == f"error: no spec files (*.yaml, *.yml) in {tmp_path}\n"
+@pytest.mark.parametrize("command", ["generate", "validate"])
+def test_a_folder_without_specs(tmp_path: Path, command: str) -> None:
+    # Before: validate passed (exit 0, silent) having checked nothing.
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "notes.txt").write_text("name: x\n")
+    code, out, err = run(command, str(SPECS / "mnist.yaml"), str(tmp_path / "specs"))
+    assert (code, out) == (EXIT_SPEC_ERROR, "")
+    assert err == (
+        f"error: {tmp_path / 'specs'}: no spec files (*.yaml, *.yml) in this folder\n"
+    )
 
 
 def test_without_the_version_line_an_upgrade_changes_nothing(

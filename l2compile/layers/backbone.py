@@ -177,13 +177,22 @@ def check_weights_file(path: Path, model: str) -> str | None:
             f"{' or '.join(WEIGHTS_SUFFIXES)} files (save_weights writes .weights.h5)"
         )
     stddev: list[Any] = []
+    bad: tuple[str, int, int] | None = None
     try:
         with h5py.File(path, "r") as file:
             file.visititems(visit)
             if BACKBONES[model].imagenet_inserts is not None:
                 stddev = _imagenet_stddev(file)
+            if shapes == weight_shapes(model):  # so each array is of a known size
+                bad = _not_finite(file)
     except OSError as error:
         return f"{path} is not a Keras weights file (HDF5): {error}"
+    if bad is not None:
+        name, count, size = bad
+        return (
+            f"{path}: {count:,} of the {size:,} values of {name} are NaN or "
+            "infinite: the file was saved from a model whose training diverged"
+        )
     if stddev:
         return (
             f"{path} holds {model}'s ImageNet weights, which Keras builds with "
@@ -228,6 +237,23 @@ def _imagenet_stddev(file: Any) -> list[Any]:
             found.append(item.name)
 
     file.visititems(visit)
+    return found
+
+
+def _not_finite(file: Any) -> tuple[str, int, int] | None:
+    """The first array of `file` with values that are not finite: its name,
+    how many, and its size (arrays are read one at a time)."""
+    import h5py
+    import numpy as np
+
+    def visit(name: str, item: Any) -> tuple[str, int, int] | None:
+        if not isinstance(item, h5py.Dataset) or item.dtype.kind not in "fc":
+            return None
+        values = item[()]
+        count = int(values.size - np.count_nonzero(np.isfinite(values)))
+        return (name, count, int(item.size)) if count else None
+
+    found: tuple[str, int, int] | None = file.visititems(visit)
     return found
 
 
