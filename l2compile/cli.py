@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from l2compile.files import write_atomically
 from l2compile.generate import Compiled, compile_spec, display_path
 from l2compile.overrides import Override
 from l2compile.spec import json_schema
+from l2compile.tasks import METRIC_KINDS
 
 EXIT_OK = 0
 EXIT_STALE = 1
@@ -242,7 +244,9 @@ def eval_(
     click.echo(f"spec:      {compiled.plan.source_file}{named_by}")
     click.echo(f"data:      {result.data} ({result.samples:,} test samples)")
     for metric, value in result.scores.items():
-        click.echo(f"{metric + ':':<10} {value:.4f}")
+        shown = f"{value:.4f}" if math.isfinite(value) else "undefined"
+        why = METRIC_KINDS[metric].undefined if not math.isfinite(value) else ""
+        click.echo(f"{metric + ':':<10} {shown}" + (f" ({why})" if why else ""))
     click.echo(f"loss:      {result.loss:.4f} ({result.loss_note})")
     click.echo(f"size:      {result.size_bytes:,} bytes")
     click.echo(

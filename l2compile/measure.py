@@ -6,6 +6,7 @@ the penalty reaches."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,13 +42,17 @@ def scores(
         )
     else:
         keras_scores = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
-    found = {"test_loss": float(keras_scores["loss"])}
-    for metric in plan.task.metric_names:
-        found[f"test_{metric}"] = float(keras_scores[metric])
-    for key, value in found.items():
-        print(f"Test {key[len('test_') :]}:", value)
     outputs = scoring.predict(lambda x: model(x, training=False), x_test)
     targets = plan.task.targets(y_test)
+    found: dict[str, float | None] = {"test_loss": float(keras_scores["loss"])}
+    print("Test loss:", found["test_loss"])
+    for metric in plan.task.metric_names:
+        found[f"test_{metric}"] = float(keras_scores[metric])
+        if (why := _undefined(plan, metric, outputs, targets)) is not None:
+            found[f"test_{metric}"] = None
+            print(f"Test {metric}: undefined ({why})")
+            continue
+        print(f"Test {metric}:", found[f"test_{metric}"])
     data_loss = plan.task.data_loss(outputs, targets)
     breakdown = plan.task.breakdown(outputs, targets, names or plan.task.names)
     return {
@@ -55,6 +60,14 @@ def scores(
         "test_loss_split": {"data_loss": data_loss, "l2_penalty": penalty(model)},
         **{f"test_{key}": value for key, value in breakdown.items()},
     }
+
+
+def _undefined(plan: ModelPlan, metric: str, outputs: Any, targets: Any) -> str | None:
+    """Why `metric` has no value on these targets (None: it has one)."""
+    kind = METRIC_KINDS[metric]
+    if not kind.undefined or not math.isnan(kind.score(plan.task, outputs, targets)):
+        return None
+    return kind.undefined
 
 
 def summary(plan: ModelPlan, model: Any, x: Any, y: Any) -> dict[str, float]:
@@ -101,16 +114,16 @@ def learning(
     checks = []
     task = plan.task
     for name in (*task.metric_names, *task.summary_names):
-        model, base = validated.get(name), trivial.get(name)
-        if not isinstance(model, float | int) or not isinstance(base, float | int):
-            continue
+        model, base = _finite(validated.get(name)), _finite(trivial.get(name))
+        if model is None or base is None:
+            continue  # undefined on this split (auc of one class)
         kind = METRIC_KINDS.get(name)
         higher = kind.higher_is_better if kind is not None else True
         if (1.0 - base if higher else base) <= 1e-12:
             continue  # nothing is left to beat it by
         needed = base + MARGIN * (1.0 - base) if higher else base * (1.0 - MARGIN)
         passed = model >= needed if higher else model <= needed
-        checks.append((passed, name, float(model), float(base), needed, higher))
+        checks.append((passed, name, model, base, needed, higher))
     if not checks:
         return {
             "learned": None,
@@ -132,6 +145,13 @@ def learning(
         "needed": needed,
         "comparison": comparison,
     }
+
+
+def _finite(value: Any) -> float | None:
+    """A score as a float; None where it is missing or not finite."""
+    if isinstance(value, float | int) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def validation(

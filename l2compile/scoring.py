@@ -16,6 +16,7 @@ labels (n,), one-hot rows (n, N), or float rows (n, N).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -204,13 +205,14 @@ def recall(probabilities: Array, targets: Array) -> float:
 
 def roc_auc(scores: Array, truth: Array) -> float:
     """The area under the ROC curve of one output: the chance that a random
-    positive scores above a random negative, ties counting half (0.5 where
-    one of the two is missing)."""
+    positive scores above a random negative, ties counting half (NaN where
+    one of the two is missing: it is undefined there, as in scikit-learn,
+    where Keras' AUC metric gives 0)."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     truth = np.asarray(truth).reshape(-1) > THRESHOLD
     positive, negative = int(truth.sum()), int((~truth).sum())
     if not positive or not negative:
-        return 0.5
+        return math.nan
     order = np.argsort(scores, kind="stable")
     ranks = np.empty(len(scores), dtype=np.float64)
     sorted_scores = scores[order]
@@ -226,11 +228,15 @@ def roc_auc(scores: Array, truth: Array) -> float:
 
 def auc(probabilities: Array, targets: Array, per_label: bool) -> float:
     """ROC AUC: of each label, averaged (`per_label`, multi-label), or of every
-    output at once (binary; classification's one-hot rows, as Keras' AUC)."""
+    output at once (binary; classification's one-hot rows, as Keras' AUC).
+    Per label, the labels it is undefined for are left out of the mean; NaN
+    where it is undefined for all."""
     p, y = rows(probabilities), rows(targets)
-    if per_label:
-        return float(np.mean([roc_auc(p[:, j], y[:, j]) for j in range(p.shape[1])]))
-    return roc_auc(p, y)
+    if not per_label:
+        return roc_auc(p, y)
+    found = [roc_auc(p[:, j], y[:, j]) for j in range(p.shape[1])]
+    defined = [value for value in found if not math.isnan(value)]
+    return float(np.mean(defined)) if defined else math.nan
 
 
 def rmse(outputs: Array, targets: Array) -> float:

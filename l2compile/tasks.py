@@ -92,6 +92,9 @@ class Metric:
     score: Callable[[Task, _Array, _Array], float]
     #: Whether a larger score is a better model (a sweep's choice).
     higher_is_better: bool = True
+    #: Why `score` may be NaN on a split: then the score is reported as
+    #: undefined (null), never as the number Keras' metric gives there.
+    undefined: str = ""
 
 
 def _scoring() -> Any:
@@ -124,7 +127,9 @@ METRIC_KINDS: dict[str, Metric] = {
         _top_k_source, lambda t, o, y: _scoring().top_k_accuracy(o, y, t.top_k)
     ),
     "auc": Metric(
-        _auc_source, lambda t, o, y: _scoring().auc(o, y, per_label=t.auc_per_label)
+        _auc_source,
+        lambda t, o, y: _scoring().auc(o, y, per_label=t.auc_per_label),
+        undefined="AUC is undefined where the split holds one class only",
     ),
     "binary_accuracy": Metric(
         lambda t: '"binary_accuracy"', lambda t, o, y: _scoring().binary_accuracy(o, y)

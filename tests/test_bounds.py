@@ -119,3 +119,35 @@ def test_a_build_never_reads_its_spec_again(tmp_path: Path, tiny_mnist: Path) ->
     assert not rescued.is_set(), "the build waited on the FIFO"
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "description: a small MLP for fast tests" in page
+
+
+def test_auc_of_a_test_split_of_one_class_is_undefined_not_zero(
+    tmp_path: Path,
+) -> None:
+    # Before: labels all 0 gave test_auc 0.0 (Keras' AUC metric there).
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    np.savez(
+        tmp_path / "t.npz",
+        x_train=x,
+        y_train=y,
+        x_test=x[:16],
+        y_test=np.zeros(16, dtype="int64"),
+    )
+    spec = compiled(
+        tmp_path,
+        "name: one_class\ntask: binary\ninput: {shape: [3]}\nlayers:\n"
+        "  - {type: dense, units: 1, activation: sigmoid}\n"
+        "train: {recipe: npz, data: t.npz, epochs: 1, batch_size: 8, "
+        "metrics: [accuracy, auc]}\nexport: {formats: [keras]}\n",
+    )
+    out = tmp_path / "out"
+    builder.build(spec.plan, spec.code, out, log=lambda m: None)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_auc"] is None
+    assert isinstance(metrics["test_accuracy"], float)

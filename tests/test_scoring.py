@@ -119,8 +119,12 @@ def test_auc_is_the_exact_area_under_the_roc_curve() -> None:
     )
 
 
-def test_auc_of_one_class_only_is_a_half() -> None:
-    assert scoring.roc_auc(np.array([0.2, 0.9]), np.array([1, 1])) == 0.5
+def test_auc_of_one_class_only_is_undefined() -> None:
+    assert np.isnan(scoring.roc_auc(np.array([0.2, 0.9]), np.array([1, 1])))
+    # Per label, a label of one class is left out of the mean; all: undefined.
+    p = np.array([[0.2, 0.1], [0.9, 0.8], [0.4, 0.3]])
+    assert scoring.auc(p, np.array([[0, 1], [1, 1], [0, 1]]), per_label=True) == 1.0
+    assert np.isnan(scoring.auc(p, np.ones((3, 2)), per_label=True))
 
 
 def test_top_k_precision_and_recall_count_as_keras_does() -> None:
