@@ -60,6 +60,8 @@ class OverrideError(ValueError):
 def parse(text: str) -> Override:
     """Read one `--set FIELD=V1,V2,...`."""
     shown = text if len(text) <= 80 else text[:60] + "..."
+    if not shown.isprintable():  # a line break must not start a line of its own
+        shown = shown.encode("unicode_escape").decode("ascii")
     where = f"--set {shown}"
     if len(text) > MAX_CHARS:
         raise OverrideError(f"{where}: at most {MAX_CHARS:,} characters")
@@ -128,8 +130,10 @@ def split_values(text: str, where: str) -> list[str]:
 def _value(text: str, where: str) -> Any:
     """A value read as YAML 1.2, as the spec file's values are."""
     doc = parse_yaml(f"value: {text}\n", where)
-    problems = doc if isinstance(doc, list) else list(doc.problems)
-    if isinstance(doc, list) or problems or set(doc.data) != {"value"}:
+    if not isinstance(doc, list) and doc.problems:  # YAML, with a bad value
+        raise OverrideError(f"{where}: {doc.problems[0].message}")
+    problems = doc if isinstance(doc, list) else []
+    if isinstance(doc, list) or set(doc.data) != {"value"}:
         reason = f" ({problems[0].message})" if problems else ""
         raise OverrideError(
             f"{where}: {text!r} is not a YAML value{reason}; quote text that "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import sys
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +119,13 @@ def construct(tag: str, text: str) -> Any:
         return -math.inf if text.startswith("-") else math.inf
     if lower == ".nan":
         return math.nan
-    return float(text)
+    value = float(text)
+    if math.isinf(value):  # 1e400: beyond a float, not the infinity .inf writes
+        raise _BadScalar(
+            f"{_short(text)} is too large: a number's size is at most "
+            f"{sys.float_info.max:.3g}"
+        )
+    return value
 
 
 def plain_value(text: str) -> Any:

@@ -63,6 +63,39 @@ def test_a_bad_set_is_refused_with_its_text(text: str, message: str) -> None:
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # Before: the line break was echoed raw, across two lines.
+        (
+            "description=a\nb",
+            "--set description=a\\nb: control characters and line breaks are refused",
+        ),
+        # Before: '1e400' is not a YAML value (...); quote text that holds ': '.
+        (
+            "l2=1e400",
+            "--set l2=1e400: '1e400' is too large: a number's size is at most 1.8e+308",
+        ),
+        ("l2=!!int x", "--set l2=!!int x: 'x' is not a valid '!!int' value"),
+    ],
+)
+def test_a_bad_set_is_named_on_one_line_and_says_what_is_wrong(
+    text: str, message: str
+) -> None:
+    with pytest.raises(OverrideError) as error:
+        parse(text)
+    assert str(error.value) == message
+
+
+def test_a_number_too_large_for_a_float_is_too_large_in_a_spec(tmp_path: Path) -> None:
+    from .conftest import compile_errors
+
+    assert compile_errors(SMALL_SPEC.replace("l2: 0.01", "l2: -1.5e400"), tmp_path) == [
+        "spec.yaml:4:5: error: l2: '-1.5e400' is too large: a number's size is at "
+        "most 1.8e+308"
+    ]
+
+
 @given(st.lists(st.integers(1, 4), min_size=1, max_size=3))
 def test_the_grid_is_every_combination_once_the_last_field_fastest(
     counts: list[int],
