@@ -229,7 +229,11 @@ def eval_(
     compiled = _compile_or_exit(spec_path, overrides=_overrides(sets, several=False))
     try:
         result = evaluate.evaluate_artifact(
-            artifact, compiled.plan, compiled.code, data
+            artifact,
+            compiled.plan,
+            compiled.code,
+            data,
+            log=lambda message: click.echo(f"l2compile: {message}", err=True),
         )
     except BuildError as exc:
         _fail(str(exc))

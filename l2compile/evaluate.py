@@ -9,7 +9,7 @@ SavedModel fed the wrong shape can abort the whole process.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import stat
 import tempfile
@@ -228,7 +228,11 @@ _Scorer = Callable[[Any, npt.NDArray[Any]], _Scores]
 
 
 def evaluate_artifact(
-    path: Path, plan: ModelPlan, code: str, data: Path | None = None
+    path: Path,
+    plan: ModelPlan,
+    code: str,
+    data: Path | None = None,
+    log: Callable[[str], None] = lambda message: None,
 ) -> Evaluation:
     """Score the artifact at `path` on the test split of `plan`'s recipe,
     after checking that its input and output fit `plan`."""
@@ -239,6 +243,10 @@ def evaluate_artifact(
         "saved_model": _open_saved_model,
     }[kind]
     score = open_checked(path, plan)  # before the data: a wrong shape stops here
+    trained = None
+    if plan.recipe.encodes:
+        trained = trained_columns(path, log)
+        plan = _read_by_name(plan, trained)
     dataset = load_dataset(
         plan.recipe,
         data,
@@ -248,7 +256,11 @@ def evaluate_artifact(
         test_path=plan.test_path,
     )
     if plan.recipe.encodes:
-        _check_columns(path, dataset)
+        _check_columns(path, dataset, trained)
+    if plan.recipe.streamed:  # a file that does not decode is named, as build does
+        from l2compile import images
+
+        images.check_decodable(dataset.x_test)
     x, targets = _test_split(plan, code, dataset)
     scores = score(x, targets)
     names = dataset.classes or plan.task.names
@@ -266,37 +278,77 @@ def evaluate_artifact(
     )
 
 
-def _check_columns(path: Path, dataset: Dataset) -> None:
-    """A csv model's text columns must be encoded as it was trained: the
-    model.json its build wrote beside it (where there is one) lists each
-    column's vocabulary, which the data's must equal."""
-    found = Path(path).resolve().parent / "model.json"
-    try:
-        trained = json.loads(found.read_text(encoding="utf-8"))["input"]["columns"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # no model.json (no TFLite export): nothing to compare with
-    mine = [
-        {"name": c.name, "vocabulary": list(c.vocabulary or ())}
-        for c in dataset.columns
-    ]
-    theirs = [
-        {"name": c.get("name"), "vocabulary": list(c.get("vocabulary", ()))}
-        for c in trained
-    ]
-    for ours, built in zip(mine, theirs, strict=False):
-        if ours != built:
-            raise BuildError(
-                f"{dataset.source}: column {ours['name']!r} is encoded otherwise "
-                f"than {path} was trained ({found}: column {built['name']!r}, "
-                f"vocabulary {some_of(built['vocabulary'], limit=6) or 'none'}; "
-                f"this data's: {some_of(ours['vocabulary'], limit=6) or 'none'}): "
-                "score it on data with the training split's values"
+#: The files beside an artifact that list the columns its model reads.
+_COLUMN_FILES = (manifest.NAME, "model.json")
+
+
+@dataclass(frozen=True)
+class TrainedColumns:
+    """The columns a csv model was trained on, in order, with each text
+    column's vocabulary, and the file that lists them."""
+
+    names: tuple[str, ...]
+    vocabularies: tuple[tuple[str, ...], ...]
+    file: Path
+
+
+def trained_columns(path: Path, log: Callable[[str], None]) -> TrainedColumns | None:
+    """The columns listed beside the artifact (its build's manifest.json, or
+    model.json); None, said in `log`, where no file lists them."""
+    folder = Path(path).resolve().parent
+    for name in _COLUMN_FILES:
+        found = folder / name
+        try:
+            listed = manifest.read(found)["input"]["columns"]
+            return TrainedColumns(
+                tuple(str(c["name"]) for c in listed),
+                tuple(tuple(map(str, c.get("vocabulary", ()))) for c in listed),
+                found,
             )
-    if len(mine) != len(theirs):
+        except (FileNotFoundError, manifest.Unreadable):
+            continue
+        except (KeyError, TypeError, AttributeError):
+            continue  # an older build's file, without the columns
+    log(
+        f"warning: neither {' nor '.join(_COLUMN_FILES)} beside {path} lists the "
+        "columns its model was trained on: the data's columns are read in the "
+        "file's order, unchecked"
+    )
+    return None
+
+
+def _read_by_name(plan: ModelPlan, trained: TrainedColumns | None) -> ModelPlan:
+    """The plan reading the trained columns by name, in the trained order,
+    where the spec does not list them itself (the file's order may differ)."""
+    if trained is None or plan.recipe.features is not None:
+        return plan
+    recipe = dataclasses.replace(plan.recipe, features=trained.names)
+    return dataclasses.replace(plan, recipe=recipe)
+
+
+def _check_columns(
+    path: Path, dataset: Dataset, trained: TrainedColumns | None
+) -> None:
+    """A csv model's columns must be the trained ones, in the trained order,
+    and its text columns encoded as they were trained."""
+    if trained is None:
+        return
+    names = tuple(c.name for c in dataset.columns)
+    if names != trained.names:
         raise BuildError(
-            f"{dataset.source}: has {len(mine)} feature columns, but {path} was "
-            f"trained on {len(theirs)} ({found})"
+            f"{dataset.source}: the spec's features are "
+            f"{some_of(names, limit=8)}, but {path} was trained on "
+            f"{some_of(trained.names, limit=8)}, in that order ({trained.file})"
         )
+    for column, vocabulary in zip(dataset.columns, trained.vocabularies, strict=True):
+        if tuple(column.vocabulary or ()) != vocabulary:
+            raise BuildError(
+                f"{dataset.source}: column {column.name!r} is encoded otherwise "
+                f"than {path} was trained ({trained.file}: vocabulary "
+                f"{some_of(vocabulary, limit=6) or 'none'}; this data's: "
+                f"{some_of(column.vocabulary or (), limit=6) or 'none'}): score "
+                "it on data with the training split's values"
+            )
 
 
 def _test_split(

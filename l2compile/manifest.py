@@ -74,6 +74,9 @@ def write(
         "seed": plan.seed,
         "split_seed": plan.split_seed,
         "data": dataset.source,
+        # A csv model's columns, in the order it reads them, and each text
+        # column's vocabulary: eval reads new data by these names.
+        "input": plan.recipe.input_json(plan.input_shape, dataset.columns),
         "backend": plan.backend,
         "versions": {
             "l2compile": __version__,

@@ -226,6 +226,31 @@ def test_eval_scores_image_folder_artifacts(
     assert accuracy >= IMAGE_FLOOR
 
 
+def test_eval_names_a_test_image_that_does_not_decode(
+    gray: tuple[Compiled, Path, Any], tmp_path: Path
+) -> None:
+    # Before: "cannot evaluate model.keras: InvalidArgumentError ... Invalid
+    # PNG", which blamed the model and named no file.
+    import shutil
+
+    _, out, _ = gray
+    photos = shutil.copytree(out.parent / "photos", tmp_path / "photos")
+    bad = sorted((photos / "test").rglob("*.png"))[3]
+    raw = bad.read_bytes()
+    bad.write_bytes(raw[:41] + b"\x00" * (len(raw) - 41))  # header kept, pixels not
+    result = _eval(
+        str(out / "model.keras"),
+        "--spec",
+        str(out.parent / "spec.yaml"),
+        "--data",
+        str(photos),
+    )
+    assert result.exit_code == 3
+    assert result.output.endswith(
+        f"error: {bad}: is not a decodable image: TensorFlow cannot read it\n"
+    )
+
+
 # --- CSV tables -------------------------------------------------------------------
 
 CANCER_SPEC = """\
@@ -530,9 +555,63 @@ def test_eval_refuses_a_csv_whose_categories_differ_from_training(
     assert result.exit_code != 0
     assert (
         f"{other}: column 'color' is encoded otherwise than {out / 'model.tflite'} "
-        f"was trained ({out.resolve() / 'model.json'}: column 'color', vocabulary "
-        "green, red, yellow; this data's: green, purple, red)"
+        f"was trained ({out.resolve() / 'manifest.json'}: vocabulary green, red, "
+        "yellow; this data's: green, purple, red)"
     ) in " ".join(result.output.split())
+
+
+def _eval(*args: str) -> Any:
+    return CliRunner().invoke(main, ["eval", *args])
+
+
+def _swap_columns(source: Path, target: Path, a: str, b: str) -> None:
+    """The same table with columns `a` and `b` (header and values) swapped."""
+    lines = [line.split(",") for line in source.read_text().splitlines()]
+    i, j = lines[0].index(a), lines[0].index(b)
+    for cells in lines:
+        cells[i], cells[j] = cells[j], cells[i]
+    target.write_text("\n".join(",".join(c) for c in lines) + "\n")
+
+
+def test_eval_reads_a_csvs_columns_by_the_names_the_model_was_trained_on(
+    cancer: tuple[Compiled, Path, Any], tmp_path: Path
+) -> None:
+    # Before: a table with two columns swapped was scored as it stood (0.60
+    # accuracy against the real 0.53 in the report), with no word.
+    _, out, _ = cancer
+    spec = str(out.parent / "spec.yaml")
+    first = _eval(str(out / "model.keras"), "--spec", spec)
+    assert first.exit_code == 0, first.output
+    swapped = tmp_path / "cancer.csv"
+    _swap_columns(out.parent / "cancer.csv", swapped, "mean_radius", "mean_texture")
+    again = _eval(str(out / "model.keras"), "--spec", spec, "--data", str(swapped))
+    assert again.exit_code == 0, again.output
+    score = [line for line in first.output.splitlines() if line.startswith("acc")]
+    assert score and score == [
+        line for line in again.output.splitlines() if line.startswith("acc")
+    ]
+    # A column the model reads is missing: said, not scored.
+    dropped = tmp_path / "dropped.csv"
+    lines = (out.parent / "cancer.csv").read_text().splitlines()
+    dropped.write_text("\n".join(line.split(",", 1)[1] for line in lines) + "\n")
+    missing = _eval(str(out / "model.keras"), "--spec", spec, "--data", str(dropped))
+    assert missing.exit_code == 3
+    assert "mean_radius" in missing.output
+
+
+def test_eval_says_when_nothing_beside_the_artifact_lists_its_columns(
+    cancer: tuple[Compiled, Path, Any], tmp_path: Path
+) -> None:
+    _, out, _ = cancer
+    alone = tmp_path / "model.keras"
+    alone.write_bytes((out / "model.keras").read_bytes())
+    result = _eval(str(alone), "--spec", str(out.parent / "spec.yaml"))
+    assert result.exit_code == 0, result.output
+    assert (
+        f"l2compile: warning: neither manifest.json nor model.json beside {alone} "
+        "lists the columns its model was trained on: the data's columns are read "
+        "in the file's order, unchecked"
+    ) in result.output.splitlines()
 
 
 def test_the_csv_module_trains_as_a_script_from_its_data_default(
