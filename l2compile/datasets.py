@@ -20,6 +20,7 @@ Only numpy is imported at module level; Keras is imported inside
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import math
 import os
@@ -273,6 +274,14 @@ def _missing(
         return f"{where}: is a file, not Keras' {recipe.filename}/ folder"
     if given.exists():
         return f"{where}: is not a regular file"
+    try:
+        os.stat(given)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # exists() says False for a loop too
+            return (
+                f"{where}: is a symbolic link loop (ELOOP: too many levels of "
+                "symbolic links)"
+            )
     if spec_path is not None and not Path(spec_path.written).is_absolute():
         return (
             f"{where}: no such file (resolved against the spec's folder: "

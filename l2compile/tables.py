@@ -6,14 +6,24 @@ thousand rows. The generated module reimplements these rules, so they are
 stated here exactly.
 
 Reading
-    The file is opened with encoding "utf-8-sig" (a BOM is dropped) and
-    newline="", and read with Python's `csv.reader` in its default dialect.
-    Lines are counted from 1, as a text editor does, with the header on line
-    1; a row is named by the line it starts on (1 + `reader.line_num` before
-    it is read), so quoted fields holding newlines count right. Blank lines
-    (rows the reader gives as []) are skipped, before the header too. The
-    first row is the header; its names are stripped of surrounding
-    whitespace, and must be unique.
+    The file must be a regular file (a symbolic link to one is followed): a
+    folder, a FIFO or a device is refused from its open descriptor, before a
+    byte is read. It is opened with encoding "utf-8-sig" (a BOM is dropped)
+    and newline="", and read with Python's `csv.reader` in its default
+    dialect. Lines are counted from 1, as a text editor does, with the header
+    on line 1; a row is named by the line it starts on, so quoted fields
+    holding newlines count right. Blank lines (rows the reader gives as [])
+    are skipped, before the header too. The first row is the header; its
+    names are stripped of surrounding whitespace, and must be unique and not
+    empty.
+
+Bounds
+    A row, with the lines its quoted fields span, holds at most
+    MAX_ROW_CHARS characters, and a field at most `csv.field_size_limit()`
+    (131,072); lines are read with that bound, so a file without newlines is
+    never read whole. The header has at most MAX_COLUMNS columns. The file's
+    size is not bounded: it is streamed, and its arrays are checked against
+    the memory available.
 
 Cells
     Every cell is stripped of surrounding whitespace. A cell is MISSING if it
@@ -76,26 +86,54 @@ Errors
 
 from __future__ import annotations
 
+import codecs
 import csv
+import errno
 import itertools
 import math
+import os
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
 
 # The module, not its names: datasets may import this module while it loads.
-from l2compile import datasets
+from l2compile import datasets, files
 from l2compile.errors import BuildError, closest, some_of
 from l2compile.recipes import ModelInput, Recipe
 from l2compile.tasks import Task
 
-__all__ = ["MISSING", "is_missing", "is_number", "read_csv"]
+__all__ = [
+    "MAX_COLUMNS",
+    "MAX_ROW_CHARS",
+    "MISSING",
+    "is_missing",
+    "is_number",
+    "read_csv",
+]
+
+#: The most columns a table's header has, read or not. Every row is split
+#: into all of its fields, and by default every column but the labels is a
+#: feature: an input of the model, a category encoding where it is text, an
+#: entry of model.json. 65,536 holds the wide tables people keep as CSV (a
+#: gene-expression matrix has some 20,000 columns); a wider one is a sparse
+#: matrix, which a CSV table is the wrong form for.
+MAX_COLUMNS = 65_536
+#: The most characters a row holds, with the lines its quoted fields span:
+#: 128 characters for each of MAX_COLUMNS columns. Lines are read with this
+#: bound, so a line without end is refused, never read whole; it bounds the
+#: memory one row takes while it is split.
+MAX_ROW_CHARS = 8 * 1024 * 1024
+#: Open without waiting on a FIFO that has no writer.
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+#: Bytes read at a time while the line that is not UTF-8 is found again.
+_PIECE_BYTES = 1 << 20
 
 #: The values that mean "no value", compared in lower case.
 MISSING = ("", "na", "n/a", "nan", "null")
@@ -179,20 +217,24 @@ def _sources(
 ) -> tuple[list[_Source], tuple[str, ...]]:
     """The files to read, their headers checked, and the feature columns."""
     header = _header(train)
+    # Each name's place, found once: a header may have MAX_COLUMNS names.
+    places = {name: k for k, name in enumerate(header)}
     features = recipe.features
     if features is None:
         features = tuple(name for name in header if name not in recipe.label)
-    _find(train, header, recipe.label, "train.label")
-    _find(train, header, features, "train.features")
+    _find(train, places, recipe.label, "train.label")
+    _find(train, places, features, "train.features")
+    labels = tuple(places[name] for name in recipe.label)
+    columns = tuple(places[name] for name in features)
     if test is None:
         assert recipe.test_split is not None
         held = _split(train, recipe.test_split, seed)
-        return [_Source.of(train, header, recipe.label, features, held=held)], features
+        return [_Source(train, header, labels, columns, held)], features
     test_header = _header(test)
     _same_header(test, test_header, train, header)
     return [
-        _Source.of(train, header, recipe.label, features, held=None),
-        _Source.of(test, test_header, recipe.label, features, held=None, test=True),
+        _Source(train, header, labels, columns, None),
+        _Source(test, test_header, labels, columns, None, test=True),
     ], features
 
 
@@ -202,65 +244,153 @@ def _sources(
 def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
     """Each non-blank row of a CSV file, header included, with the line it
     starts on."""
-    line = 0  # the last line read
     try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
-            for row in reader:
-                start, line = line + 1, reader.line_num
-                if row:
-                    yield start, row
+        with _open(path) as f:
+            lines = _Lines(f, path)
+            try:
+                for row in csv.reader(lines):
+                    start = lines.start
+                    lines.next_row()
+                    if row:
+                        yield start, row
+            except csv.Error as exc:
+                raise BuildError(f"{path}: line {lines.start}: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise BuildError(_not_utf8(path)) from exc
-    except csv.Error as exc:
-        raise BuildError(f"{path}: line {line + 1}: {exc}") from exc
     except OSError as exc:
         raise BuildError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
 
+def _open(path: Path, *, binary: bool = False) -> IO[Any]:
+    """The regular file `path`, open; anything else is refused from its open
+    descriptor before a byte is read, so a FIFO is never waited on and a
+    device never read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise BuildError(f"{path}: no such file") from exc
+        if exc.errno == errno.ELOOP:
+            raise BuildError(
+                f"{path}: is a symbolic link loop (ELOOP: too many levels of "
+                "symbolic links)"
+            ) from exc
+        raise BuildError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise BuildError(f"{path}: is {files.kind(mode)}, not a CSV file")
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
+        if binary:
+            return os.fdopen(fd, "rb")
+        return os.fdopen(fd, encoding="utf-8-sig", newline="")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _Lines:
+    """A text file's lines for `csv.reader`, read with a bound: the lines of
+    one row hold at most MAX_ROW_CHARS characters in all."""
+
+    def __init__(self, f: IO[str], path: Path) -> None:
+        self.f, self.path = f, path
+        self.read = 0  #: lines read so far
+        self.start = 1  #: the line the row being read starts on
+        self.left = MAX_ROW_CHARS  #: characters the row may still take
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.f.readline(self.left + 1)
+        if not line:
+            raise StopIteration
+        self.read += 1
+        self.left -= len(line)
+        if self.left < 0:
+            raise BuildError(
+                f"{self.path}: line {self.start}: the row is longer than "
+                f"{MAX_ROW_CHARS:,} characters; a row has at most {MAX_ROW_CHARS:,}"
+            )
+        return line
+
+    def next_row(self) -> None:
+        """The reader has a whole row: the next one starts on the next line."""
+        self.start, self.left = self.read + 1, MAX_ROW_CHARS
+
+
 def _not_utf8(path: Path) -> str:
     """Where a file stops being UTF-8: found again line by line, since the
-    text reader decodes blocks and cannot say."""
-    with path.open("rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                byte = raw[exc.start : exc.start + 1].hex()
-                return f"{path}: line {number} is not UTF-8 text (byte 0x{byte})"
+    text reader decodes blocks and cannot say. A line is read in pieces, so a
+    file without newlines is never held whole."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    number = 1
+    with _open(path, binary=True) as f:
+        try:
+            while piece := f.readline(_PIECE_BYTES):
+                decoder.decode(piece)  # a character cut between pieces waits
+                number += piece.endswith(b"\n")
+            decoder.decode(b"", final=True)  # a character cut at the end
+        except UnicodeDecodeError as exc:
+            byte = exc.object[exc.start : exc.start + 1].hex()
+            return f"{path}: line {number} is not UTF-8 text (byte 0x{byte})"
     return f"{path}: is not UTF-8 text"
 
 
 def _header(path: Path) -> tuple[str, ...]:
-    """The header's column names, stripped; each must be unique."""
-    for _, row in _records(path):
+    """The header's column names, stripped: at most MAX_COLUMNS, each named,
+    and each unique."""
+    for line, row in _records(path):
+        if len(row) > MAX_COLUMNS:
+            raise BuildError(
+                f"{path}: line {line}: the header has {len(row):,} columns; a "
+                f"table has at most {MAX_COLUMNS:,}"
+            )
         names = tuple(cell.strip() for cell in row)
-        seen: set[str] = set()
-        for name in names:
-            if name in seen:
-                count = names.count(name)
-                times = "twice" if count == 2 else f"{count} times"
+        first: dict[str, int] = {}
+        for k, name in enumerate(names, 1):
+            if not name:
                 raise BuildError(
-                    f"{path}: column {name!r} appears {times} in the header"
+                    f"{path}: line {line}, column {k:,}: the header cell is empty; "
+                    "every column needs a name"
                 )
-            seen.add(name)
+            if first.setdefault(name, k) != k:
+                raise _named_twice(path, line, names, name)
         return names
     raise BuildError(f"{path}: no header row")
 
 
+def _named_twice(path: Path, line: int, names: Sequence[str], name: str) -> BuildError:
+    """The error for a name that heads more than one column."""
+    places = [f"{k:,}" for k, other in enumerate(names, 1) if other == name]
+    times = "twice" if len(places) == 2 else f"{len(places):,} times"
+    shown = (
+        some_of(places, limit=8)
+        if len(places) > 8
+        else f"{', '.join(places[:-1])} and {places[-1]}"
+    )
+    return BuildError(
+        f"{path}: line {line}: column {name!r} appears {times} in the header "
+        f"(columns {shown})"
+    )
+
+
 def _find(
-    path: Path, header: Sequence[str], names: Sequence[str], field_name: str
+    path: Path, places: dict[str, int], names: Sequence[str], field_name: str
 ) -> None:
-    """Each of `names` (the spec's `field_name`) must be a header column."""
+    """Each of `names` (the spec's `field_name`) must be a header column
+    (`places`: the header's names, in order, each with its place)."""
     for name in names:
-        if name in header:
+        if name in places:
             continue
         message = f"{path}: no column {name!r} ({field_name})"
-        guess = closest(name, header)
+        guess = closest(name, places)
         if guess is not None:
             message += f"; did you mean {guess!r}?"
         else:
-            message += f"; its columns are: {some_of(list(header), limit=8)}"
+            message += f"; its columns are: {some_of(list(places), limit=8)}"
         raise BuildError(message)
 
 
@@ -271,14 +401,18 @@ def _same_header(
     generated module reads the columns by their place)."""
     if tuple(test_header) == tuple(header):
         return
-    missing = [name for name in header if name not in test_header]
-    extra = [name for name in test_header if name not in header]
+    train_names, test_names = set(header), set(test_header)
+    missing = [name for name in header if name not in test_names]
+    extra = [name for name in test_header if name not in train_names]
     parts = [
         f"{what} {'column' if len(names) == 1 else 'columns'} "
         + some_of([repr(name) for name in names], limit=8)
         for what, names in (("missing", missing), ("extra", extra))
         if names
-    ] or [f"the same columns in another order ({', '.join(header)} in {train})"]
+    ] or [
+        "the same columns in another order "
+        f"({some_of(list(header), limit=8)} in {train})"
+    ]
     raise BuildError(f"{test}: its header differs from {train}'s: {'; '.join(parts)}")
 
 
@@ -322,26 +456,6 @@ class _Source:
     features: tuple[int, ...]
     held: bytes | None  #: test_split: per data row, 1 where it tests
     test: bool = False  #: every row tests (the test file)
-
-    @classmethod
-    def of(
-        cls,
-        path: Path,
-        header: tuple[str, ...],
-        labels: Sequence[str],
-        features: Sequence[str],
-        *,
-        held: bytes | None,
-        test: bool = False,
-    ) -> _Source:
-        return cls(
-            path,
-            header,
-            tuple(header.index(name) for name in labels),
-            tuple(header.index(name) for name in features),
-            held,
-            test,
-        )
 
     def rows(self) -> Iterator[tuple[int, bool, list[str]]]:
         """(line, whether it tests, fields) for each data row, each with as
@@ -461,7 +575,8 @@ class _Scan:
         for k in self.fast:
             self.numbers[k] += self._fast_rows
         self._fast_rows = 0
-        self.fast = [k for k in self.fast if k not in moved]
+        gone = set(moved)  # a row may move every column at once
+        self.fast = [k for k in self.fast if k not in gone]
         self.slow = sorted(self.slow + moved)
         self._fast_get = _getter(self.fast)
 

@@ -341,7 +341,13 @@ def test_an_unknown_feature_column_lists_the_columns(tmp_path: Path) -> None:
 
 def test_a_column_named_twice(tmp_path: Path) -> None:
     path = _csv(tmp_path, "x, y ,z,y\n1,2,3,a\n")
-    assert _refused(path) == f"{path}: column 'y' appears twice in the header"
+    assert _refused(path) == (
+        f"{path}: line 1: column 'y' appears twice in the header (columns 2 and 4)"
+    )
+    path = _csv(tmp_path, "\nx,a,a,y,a\n1,2,3,a,4\n")
+    assert _refused(path) == (
+        f"{path}: line 2: column 'a' appears 3 times in the header (columns 2, 3 and 5)"
+    )
 
 
 def test_empty_files(tmp_path: Path) -> None:

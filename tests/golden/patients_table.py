@@ -120,9 +120,12 @@ def load_data(
     sorted; a feature's id is its place in it counted from 1 (0: a value
     training never saw), a label's counted from 0."""
     header = next(read_rows(path))
-    labels = [header.index(name) for name in LABELS]
+    place: dict[str, int] = {}  # a name's first column: found once per name
+    for i, name in enumerate(header):
+        place.setdefault(name, i)
+    labels = [place[name] for name in LABELS]
     names = FEATURES or [name for name in header if name not in LABELS]
-    used = [header.index(name) for name in names] + labels
+    used = [place[name] for name in names] + labels
     files = [path, test_path]
     sizes = [sum(1 for _ in read_rows(file)) - 1 for file in files]
     tested = np.repeat([False, True], sizes)
