@@ -182,9 +182,9 @@ def test_a_class_folder_name_that_is_not_one_printable_line_is_refused(
     root = make_image_folder(tmp_path / "photos", split=False, per_class=4)
     odd = root / "two\nlines"
     write_png(odd / "a.png", np.zeros((4, 4, 1), np.uint8))
-    assert _refused(root, 0.5) == (
-        f"{odd!r}: a class folder's name becomes a line of labels.txt: it must "
-        "be printable, on one line"
+    assert _refused(root, 0.5) == (  # the folder as a plain path, the name quoted
+        f"{root}: a class folder's name, 'two\\nlines', becomes a line of "
+        "labels.txt: it must be printable, on one line"
     )
 
 
