@@ -151,3 +151,18 @@ def test_auc_of_a_test_split_of_one_class_is_undefined_not_zero(
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_auc"] is None
     assert isinstance(metrics["test_accuracy"], float)
+
+
+def test_the_limits_table_states_each_limit_the_code_enforces() -> None:
+    import importlib
+    import re
+
+    from .conftest import ROOT
+
+    text = (ROOT / "docs" / "limits.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| [^|]+ \| ([^|]+) \| `([\w.]+)` \|", text, re.MULTILINE)
+    assert len(rows) >= 15
+    for limit, constant in rows:
+        module, name = constant.rsplit(".", 1)
+        value = getattr(importlib.import_module(f"l2compile.{module}"), name)
+        assert limit.startswith(f"{value:,}"), (constant, limit, value)
