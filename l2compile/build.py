@@ -93,6 +93,8 @@ def build(
         f"data: {dataset.source} ({len(dataset.x_train):,} train, "
         f"{len(dataset.x_test):,} test samples)"
     )
+    for warning in dataset.warnings:
+        log(warning)
     _check_validation_share(plan, len(dataset.x_train))
     epochs = plan.epochs if epochs is None else epochs
     if plan.warmup_epochs >= epochs:

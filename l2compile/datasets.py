@@ -104,6 +104,9 @@ class Dataset:
     #: an image folder's files (relative to it); None: its place in its array.
     train_ids: npt.NDArray[np.generic] | None = None
     test_ids: npt.NDArray[np.generic] | None = None
+    #: Warnings about the data that do not stop a build (photos an EXIF
+    #: orientation turns): the command logs them, once.
+    warnings: tuple[str, ...] = ()
 
     def ids(self, test: bool) -> npt.NDArray[np.generic]:
         """Where each sample of the training (or test) split comes from."""

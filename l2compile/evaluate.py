@@ -255,6 +255,8 @@ def evaluate_artifact(
         seed=plan.split_seed,
         test_path=plan.test_path,
     )
+    for warning in dataset.warnings:
+        log(warning)
     if plan.recipe.encodes:
         _check_columns(path, dataset, trained)
     if plan.recipe.streamed:  # a file that does not decode is named, as build does

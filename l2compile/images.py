@@ -27,7 +27,6 @@ counted in one warning. Whether every file decodes is checked by
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
@@ -115,8 +114,6 @@ def read_folder(
             )
     _check_count(folder, classes, model_input)
     rotated = _check_headers([*x_train, *x_test])
-    if rotated:  # once per build: the build's log is not passed down here
-        print(f"l2compile: {_rotated_warning(rotated)}", file=sys.stderr)
     return Dataset(
         x_train,
         y_train,
@@ -126,6 +123,7 @@ def read_folder(
         classes=classes,
         train_ids=_relative(x_train, folder),
         test_ids=_relative(x_test, folder),
+        warnings=(_rotated_warning(rotated),) if rotated else (),
     )
 
 

@@ -217,7 +217,7 @@ def _turned(orientation: int, order: bytes) -> bytes:
 
 
 def test_jpegs_an_exif_orientation_turns_are_counted_in_one_warning(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
 ) -> None:
     root = _folder(tmp_path)
     (root / "train" / "circle" / "a.jpg").write_bytes(_turned(6, b"II"))
@@ -225,21 +225,20 @@ def test_jpegs_an_exif_orientation_turns_are_counted_in_one_warning(
     (root / "test" / "square" / "c.jpg").write_bytes(_turned(1, b"MM"))
     data = _read(root)
     assert f"{root}/test/square/c.jpg" in data.x_test  # upright: read, unnamed
-    assert capsys.readouterr().err == (
-        f"l2compile: warning: 2 JPEG images (the first: {root}/train/circle/a.jpg) "
+    assert data.warnings == (
+        f"warning: 2 JPEG images (the first: {root}/train/circle/a.jpg) "
         "have an EXIF orientation, which TensorFlow's decoder does not apply: "
         "they are trained as stored, turned or mirrored from how a photo viewer "
         "shows them; save the pixels turned (exiftran -ai, or Pillow's "
-        "ImageOps.exif_transpose) to train on what a viewer shows\n"
+        "ImageOps.exif_transpose) to train on what a viewer shows",
     )
     (root / "train" / "circle" / "a.jpg").unlink()
-    _read(root)
-    assert capsys.readouterr().err == (
-        f"l2compile: warning: {root}/train/square/b.jpg: has an EXIF orientation, "
+    assert _read(root).warnings == (
+        f"warning: {root}/train/square/b.jpg: has an EXIF orientation, "
         "which TensorFlow's decoder does not apply: it is trained as stored, "
         "turned or mirrored from how a photo viewer shows it; save the pixels "
         "turned (exiftran -ai, or Pillow's ImageOps.exif_transpose) to train on "
-        "what a viewer shows\n"
+        "what a viewer shows",
     )
 
 
