@@ -549,6 +549,7 @@ def sweep(
 
     overrides = _overrides(sets, several=True)
     try:
+        sweep_.check_jobs(jobs, engine)
         planned = sweep_.plan_sweep(
             spec,
             overrides,

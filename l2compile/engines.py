@@ -14,6 +14,7 @@ import importlib.util
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,10 @@ from l2compile.errors import BuildError
 ENGINES = ("local", "ray")
 #: How long stopped trials get to save their epochs and leave.
 STOP_SECONDS = 60.0
+#: How long the ray engine waits for $RAY_ADDRESS to answer.
+CONNECT_SECONDS = 5.0
+#: The file, beside a trial's log, where its launcher writes its peak memory.
+PEAK_PREFIX = ".peak-"
 
 
 @dataclass(frozen=True)
@@ -44,23 +49,31 @@ class TrialRun:
 
 Done = Callable[[TrialRun, dict[str, Any]], None]
 
-#: The build is started by this small program, which writes the build's peak
-#: memory when it ends: on Linux a process's peak counts the memory of the
-#: process it was started from (a Ray worker, the sweep), so measuring from a
-#: small one keeps that out. It leaves Ctrl-C to the build, and the build gets
-#: SIGTERM (and stops, keeping its epochs) if the launcher is killed: Ray
-#: stops a trial by killing its worker's own children only.
+#: The build is started by this small program (`launcher PEAK_FILE
+#: PARENT_PID COMMAND...`), which writes the build's peak memory when it
+#: ends: on Linux a process's peak counts the memory of the process it was
+#: started from (a Ray worker, the sweep), so measuring from a small one keeps
+#: that out. It leaves Ctrl-C to the build. A trial dies with what started
+#: it: the launcher gets SIGTERM when its parent (the sweep, or the Ray
+#: worker) dies, however it died (SIGKILL too), and the build gets SIGTERM
+#: (and stops, keeping its epochs) when the launcher dies: Ray stops a trial
+#: by killing its worker's own children only. The parent's pid is checked
+#: after the signal is asked for, so a parent that died before misses nothing.
 _LAUNCHER = """\
 import ctypes, os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
+prctl = ctypes.CDLL(None, use_errno=True).prctl
+prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[2]):
+    sys.exit(143)
 parent = os.getpid()
 pid = os.fork()
 if pid == 0:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    prctl(1, signal.SIGTERM)
     if os.getppid() != parent:
         os._exit(143)
-    os.execv(sys.argv[2], sys.argv[2:])
+    os.execv(sys.argv[3], sys.argv[3:])
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as f:
     f.write(str(usage.ru_maxrss))
@@ -82,12 +95,15 @@ def run_trial(
     engine), a Ctrl-C at the terminal reaches the sweep alone, which stops
     the builds itself."""
     began = time.perf_counter()
-    fd, peak_file = tempfile.mkstemp(prefix=".peak-", dir=Path(run.log).parent)
+    fd, peak_file = tempfile.mkstemp(prefix=PEAK_PREFIX, dir=Path(run.log).parent)
     os.close(fd)
     try:
         with open(run.log, "wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _LAUNCHER, peak_file, *run.command],
+                [
+                    *(sys.executable, "-I", "-S", "-c", _LAUNCHER),
+                    *(peak_file, str(os.getpid()), *run.command),
+                ],
                 cwd=run.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -206,13 +222,46 @@ def check(engine: str) -> None:
     """What `engine` needs, before the sweep writes anything."""
     if engine != "ray":
         return
-    if not os.environ.get("RAY_ADDRESS"):
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
         raise BuildError(
             "--engine ray runs the trials on an existing Ray cluster: set "
             "RAY_ADDRESS to its address (ray start --head prints it)"
         )
+    _check_reachable(address)
     if importlib.util.find_spec("ray") is None:
         raise BuildError('--engine ray needs Ray Tune: pip install "l2compile[ray]"')
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """The host and port of a cluster address (`HOST:PORT`, `ray://HOST:PORT`,
+    `[IPv6]:PORT`); None for one Ray resolves itself (`auto`)."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not host or not port.isdigit():
+        return None
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse, within CONNECT_SECONDS, a cluster address that does not answer:
+    ray.init retries one for about 14 minutes, silent, before it gives up."""
+    found = _host_port(address)
+    if found is None:
+        return
+    try:
+        with socket.create_connection(found, timeout=CONNECT_SECONDS):
+            pass
+    except OSError as exc:
+        reason = (
+            f"no answer in {CONNECT_SECONDS:g} s"
+            if isinstance(exc, TimeoutError)
+            else exc.strerror or str(exc)
+        )
+        raise BuildError(
+            f"--engine ray: cannot reach the Ray cluster at {address} (from "
+            f"RAY_ADDRESS): {reason}; start it (ray start --head) or set "
+            "RAY_ADDRESS to its address"
+        ) from None
 
 
 def run_ray(runs: Sequence[TrialRun], jobs: int, done: Done) -> None:

@@ -14,17 +14,20 @@ validation score, never its test score.
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import io
 import json
 import math
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from l2compile import manifest
+from l2compile import manifest, workfolder
 from l2compile.errors import BuildError, FieldPath, SpecError, format_path
 from l2compile.files import json_text, write_atomically
 from l2compile.generate import compile_spec
@@ -115,6 +118,48 @@ def seed_of(base: int, values: Sequence[Override]) -> int:
 MAX_TRIALS = 1000
 
 
+def _same(value: Any) -> Any:
+    """A value as a sweep compares it: 1e-2 and 0.01 are one value, and so are
+    1 and 1.0; true and 1 are not (Python's own == says they are)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return ("number", value)
+    if isinstance(value, list):
+        return ("list", tuple(_same(v) for v in value))
+    if isinstance(value, dict):
+        return ("mapping", frozenset((_same(k), _same(v)) for k, v in value.items()))
+    return (type(value).__name__, value)
+
+
+def _duplicates(sets: Sequence[Override]) -> list[SpecError]:
+    """A value given twice in one --set, however written (0.01 and 1e-2): it
+    would run the same trial, with the same seed, twice."""
+    errors = []
+    for override in sets:
+        first: dict[Any, str] = {}
+        for text, value in zip(override.value_texts, override.values, strict=True):
+            key = _same(value)
+            if key not in first:
+                first[key] = text
+                continue
+            said = first[key]
+            twice = (
+                f"{text} is given twice"
+                if said == text
+                else f"{said} and {text} are the same value"
+            )
+            errors.append(
+                SpecError(
+                    f"--set {override.text}",
+                    None,
+                    None,
+                    override.path,
+                    f"{twice}: a sweep would run the same trial twice; give each "
+                    "value once",
+                )
+            )
+    return errors
+
+
 def _covered(path: FieldPath, sets: Sequence[Override]) -> Override | None:
     """The --set that sets `path` (itself or a field above it), if any."""
     return next((o for o in sets if path[: len(o.path)] == o.path), None)
@@ -168,6 +213,9 @@ def plan_sweep(
     """Every trial of the grid, each trial's spec compiled (all errors, each
     once, otherwise); `choose` is the validation score that picks the best."""
     check_distinct(sets)
+    duplicates = _duplicates(sets)
+    if duplicates:
+        return duplicates
     count = math.prod(len(o.values) for o in sets)
     if count > MAX_TRIALS:
         raise OverrideError(
@@ -360,13 +408,32 @@ def row(
     found.update({o.field: o.values[0] for o in trial.values})
     found.update(status=run.get("status", "failed"), error=run.get("error", ""))
     path = trial_dir(out, trial) / manifest.METRICS
-    if path.is_file():
+    if path.is_file() and (changed := _spec_changed(sweep, out, trial)):
+        found.update(status="failed", error=changed)  # never compared
+    elif path.is_file():
         metrics = json.loads(path.read_text(encoding="utf-8"))
         found.update(_scores(sweep.metric, metrics))
         found["status"] = "ok"
     found["seconds"] = run.get("seconds")
     found["peak_memory_mb"] = run.get("peak_memory_mb")
     return found
+
+
+def _spec_changed(sweep: SweepPlan, out: Path, trial: Trial) -> str:
+    """Why a finished trial was not built from the spec the sweep read (a
+    file edited while the sweep ran); "" where it was."""
+    try:
+        built = manifest.read(trial_dir(out, trial) / manifest.NAME)["spec"]["sha256"]
+    except (OSError, manifest.Unreadable, KeyError, TypeError):
+        return "its build's manifest.json does not say which spec it built"
+    if built == sweep.spec_sha256:
+        return ""
+    return (
+        f"{sweep.spec} changed while the sweep ran: this trial was built from "
+        f"another spec (sha256 {str(built)[:12]}..., the sweep's "
+        f"{sweep.spec_sha256[:12]}...), so it is not compared; restore the "
+        "spec, or start a new sweep"
+    )
 
 
 def _scores(metric: str, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -465,13 +532,38 @@ def _csv(rows: Sequence[dict[str, Any]]) -> str:
     writer = csv.DictWriter(text, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow(
-            {
-                k: json.dumps(v) if isinstance(v, list | dict) else v
-                for k, v in r.items()
-            }
-        )
+        writer.writerow({k: _cell(v) for k, v in r.items()})
     return text.getvalue()
+
+
+#: How a cell that a spreadsheet runs as a formula starts (OWASP: CSV
+#: injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A value as results.csv writes it: a list or mapping as JSON, and text
+    that a spreadsheet would run as a formula with a ' before it, as OWASP
+    advises. A number stays a number, -0.5 included: a cell that is a number
+    whole is no formula. A carriage return becomes a line break, which the
+    csv module quotes (it leaves a lone one bare, and a reader would end the
+    row there). results.json keeps every value as it was."""
+    if isinstance(value, list | dict):
+        value = json.dumps(value)
+    if not isinstance(value, str):
+        return value
+    if value.startswith(FORMULA_STARTS) and not _number(value):
+        value = "'" + value
+    return value.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _number(text: str) -> bool:
+    """Whether `text` is a number and nothing else (no space around it)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text == text.strip()
 
 
 # --- running ----------------------------------------------------------------------
@@ -502,24 +594,52 @@ def run_sweep(
     """Run the trials not yet finished, writing results.csv, results.json,
     the plots and report.html as each ends; the results. On Ctrl-C those
     describe the finished trials, and the running ones keep their epochs
-    for --resume."""
+    for --resume. The folder is locked while the sweep runs."""
     from l2compile import engines
 
     engines.check(engine)  # before the folder is made
-    todo = open_folder(out, sweep, resume)
+    lock = lock_folder(out)
+    try:
+        todo = _wait_for_builds(out, open_folder(out, sweep, resume), log)
+        for stale in (out / TRIALS).glob(f"{engines.PEAK_PREFIX}*"):
+            stale.unlink(missing_ok=True)  # a killed sweep's: this one holds the lock
+        rows = {
+            t.id: row(sweep, out, t, _read_run(out, t))
+            for t in sweep.trials
+            if finished(out, t)
+        }
+        for note in sweep.notes:
+            log(f"note: {note}")
+        at_once = _at_once(jobs, engine, len(todo), log)
+        log(
+            f"{len(sweep.trials)} trials, {len(todo)} to run"
+            + (f" ({len(sweep.trials) - len(todo)} finished before)" if rows else "")
+            + f", {at_once} at a time on the {engine} engine; logs in {out / TRIALS}/"
+        )
+        runs = [
+            engines.TrialRun(
+                t.id,
+                tuple(build_command(sweep, t, out, data, resume)),
+                str((out / TRIALS / f"{t.id}.log").resolve()),
+                str(Path.cwd()),
+            )
+            for t in todo
+        ]
+        run = engines.run_ray if engine == "ray" else engines.run_local
+        if runs:
+            run(runs, at_once, _on_done(sweep, out, rows, log))
+        results = write_results(sweep, out, list(rows.values()))
+        write_report(sweep, out, results)
+        return results
+    finally:
+        os.close(lock)  # after the stopped builds have ended
+
+
+def _on_done(
+    sweep: SweepPlan, out: Path, rows: dict[str, dict[str, Any]], log: Log
+) -> Callable[[Any, dict[str, Any]], None]:
+    """What the sweep does as each trial ends: its row, then every file whole."""
     by_id = {t.id: t for t in sweep.trials}
-    rows = {
-        t.id: row(sweep, out, t, _read_run(out, t))
-        for t in sweep.trials
-        if finished(out, t)
-    }
-    for note in sweep.notes:
-        log(f"note: {note}")
-    log(
-        f"{len(sweep.trials)} trials, {len(todo)} to run"
-        + (f" ({len(sweep.trials) - len(todo)} finished before)" if rows else "")
-        + f", {jobs} at a time on the {engine} engine; logs in {out / TRIALS}/"
-    )
 
     def done(run: Any, report: dict[str, Any]) -> None:
         trial = by_id[run.id]
@@ -537,21 +657,99 @@ def run_sweep(
             f"{outcome} ({report.get('seconds', 0):.0f} s)"
         )
 
-    runs = [
-        engines.TrialRun(
-            t.id,
-            tuple(build_command(sweep, t, out, data, resume)),
-            str((out / TRIALS / f"{t.id}.log").resolve()),
-            str(Path.cwd()),
+    return done
+
+
+# --- one sweep at a time, and its trials' builds ----------------------------------
+
+#: The most trials the local engine runs at once (--jobs): each is a build
+#: process of a few hundred MB, and more than a machine's CPUs only share them.
+MAX_JOBS = 64
+#: How often a sweep looks again at a trial whose earlier build is ending.
+POLL_SECONDS = 0.2
+
+
+def check_jobs(jobs: int, engine: str) -> None:
+    """Refuse more trials at once than the local engine runs (SweepError; on
+    a Ray cluster, Ray runs as many as it has CPUs for)."""
+    if engine == "local" and jobs > MAX_JOBS:
+        raise SweepError(
+            f"--jobs {jobs}: the local engine runs at most {MAX_JOBS} trials at "
+            "once (each is a build process on this machine); --engine ray runs "
+            "more on a cluster"
         )
-        for t in todo
-    ]
-    run = engines.run_ray if engine == "ray" else engines.run_local
-    if runs:
-        run(runs, jobs, done)
-    results = write_results(sweep, out, list(rows.values()))
-    write_report(sweep, out, results)
-    return results
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _at_once(jobs: int, engine: str, todo: int, log: Log) -> int:
+    """The trials to run at once: --jobs, at most the trials to run; a note
+    when the local engine runs more builds at once than there are CPUs."""
+    at_once = max(1, min(jobs, todo))
+    cpus = _cpus()
+    if engine == "local" and at_once > cpus:
+        log(
+            f"note: --jobs {jobs}: {at_once} builds at once share this machine's "
+            f"{cpus} CPUs, so each runs slower"
+        )
+    return at_once
+
+
+def lock_folder(out: Path) -> int:
+    """Make the sweep folder if need be, and lock it for this sweep; the lock's
+    descriptor. The lock is a build's (l2compile.workfolder.open_work): flock
+    on the folder, released when the descriptor is closed or the process
+    dies, so a killed sweep leaves no stale lock."""
+    if out.exists() and not out.is_dir():
+        raise BuildError(
+            f"{out} exists and is not a sweep folder; choose another --out"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise BuildError(
+            f"cannot make the sweep folder {out}: {exc.strerror or exc}"
+        ) from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        raise BuildError(
+            f"{out}: another l2compile sweep is running in it now (the folder is "
+            "locked); wait for it to end, or choose another --out"
+        ) from None
+    return lock
+
+
+def _building(out: Path, trial: Trial) -> bool:
+    """Whether a build of the trial holds its work folder's lock (one that a
+    killed sweep left ending, or one run by hand)."""
+    return workfolder.is_locked(workfolder.work_folder(trial_dir(out, trial)))
+
+
+def _wait_for_builds(out: Path, todo: list[Trial], log: Log) -> list[Trial]:
+    """Wait for the builds of these trials that still run, rather than start a
+    second build of each; the trials they did not finish."""
+    busy = [t for t in todo if _building(out, t)]
+    for trial in busy:
+        log(
+            f"trial {trial.id}: an earlier build of it is still running (its work "
+            "folder is locked); waiting for it to end"
+        )
+    while busy:
+        time.sleep(POLL_SECONDS)
+        busy = [t for t in busy if _building(out, t)]
+    left = [t for t in todo if not finished(out, t)]
+    for trial in todo:
+        if trial not in left:
+            log(f"trial {trial.id}: its earlier build finished; its result is kept")
+    return left
 
 
 def written(out: Path) -> list[str]:

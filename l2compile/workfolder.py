@@ -162,6 +162,29 @@ def _saved_epochs(saved: Saved) -> str:
     return f"epochs 1-{saved.epoch} of {saved.epochs} are"
 
 
+def work_folder(out: Path, task: str = "") -> Path:
+    """Where a build of `out` works: `.NAME.partial` beside it (`task`: a
+    worker's suffix, where several train together)."""
+    return out.parent / f".{out.name}.partial{task}"
+
+
+def is_locked(folder: Path) -> bool:
+    """Whether a running process holds `folder`'s lock, as a build holds its
+    work folder's (`open_work`) and a sweep its folder's; False where there is
+    no such folder. A lock ends with its process, so none is ever stale."""
+    try:
+        lock = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(lock)
+    return False
+
+
 def open_work(out: Path, log: Log) -> tuple[Path, int]:
     """Create (or reuse) the build's work folder beside `out`, and lock it.
 
@@ -171,8 +194,7 @@ def open_work(out: Path, log: Log) -> tuple[Path, int]:
     keeps two builds from writing the same `--out` at once; it is released
     when the descriptor is closed, or the process dies.
     """
-    task = "" if is_chief() else "-" + _task_name()
-    work = out.parent / f".{out.name}.partial{task}"
+    work = work_folder(out, "" if is_chief() else "-" + _task_name())
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):

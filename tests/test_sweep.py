@@ -174,6 +174,8 @@ def test_a_row_reads_the_kept_epoch_and_the_best_is_chosen_on_validation(
         folder = sweep_.trial_dir(tmp_path, trial)
         folder.mkdir(parents=True)
         (folder / "metrics.json").write_text(json.dumps(_metrics(val, kept=kept)))
+        manifest = {"spec": {"sha256": planned.spec_sha256}}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
     rows = [sweep_.row(planned, tmp_path, t, {"seconds": 1.5}) for t in planned.trials]
     kept_first = rows[1]
     assert kept_first["train_accuracy"] == 0.5  # epoch 1's, the weights kept
@@ -557,7 +559,7 @@ def test_a_trials_build_stops_when_its_launcher_is_killed(tmp_path: Path) -> Non
     launcher = subprocess.Popen(
         [
             *(sys.executable, "-I", "-S", "-c", _LAUNCHER, str(tmp_path / "peak")),
-            *("/bin/sleep", "60"),
+            *(str(os.getpid()), "/bin/sleep", "60"),
         ],
         start_new_session=True,
     )
