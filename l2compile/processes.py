@@ -114,7 +114,10 @@ class Child:
         read_end, write_end = os.pipe()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "l2compile.processes", stage, str(write_end)],
+                [
+                    *(sys.executable, "-m", "l2compile.processes", stage),
+                    *(str(write_end), str(os.getpid())),
+                ],
                 stdin=subprocess.PIPE,
                 pass_fds=(write_end,),
                 env={**os.environ, "KERAS_BACKEND": backend},
@@ -279,7 +282,21 @@ class StageFailed(Exception):
         return self.message
 
 
+def _die_with(parent: int) -> None:
+    """SIGTERM this process when `parent` dies (Linux; a build SIGKILLed in
+    the middle of its export leaves no child working on), or end it now if
+    the parent is already gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        terminal.exit_now(interrupts.EXIT_INTERRUPTED)
+
+
 def _main() -> None:
+    _die_with(int(sys.argv[3]))
     # As l2compile's command line does: the parent would wait for the
     # teardown of TensorFlow (about 1 s).
     terminal.exit_now(_child(sys.argv[1], int(sys.argv[2])))

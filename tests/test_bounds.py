@@ -166,3 +166,38 @@ def test_the_limits_table_states_each_limit_the_code_enforces() -> None:
         module, name = constant.rsplit(".", 1)
         value = getattr(importlib.import_module(f"l2compile.{module}"), name)
         assert limit.startswith((f"{value:,}", f"{value:,g}")), (constant, limit)
+
+
+def test_a_build_stage_process_dies_with_its_build() -> None:
+    # A build SIGKILLed while its export child worked left the child working
+    # on. The stand-in build here starts a stage process's own guard and is
+    # then killed; the stage process must end with it.
+    import signal
+    import time
+
+    child = (
+        "import os, time\n"
+        "from l2compile.processes import _die_with\n"
+        "_die_with(os.getppid())\n"
+        "print(os.getpid(), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    build = (
+        f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {child!r}])\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", build], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    stage = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait(timeout=60)
+    ends = time.monotonic() + 60
+    while time.monotonic() < ends:
+        try:
+            os.kill(stage, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(stage, signal.SIGKILL)
+    raise AssertionError("the stage process outlived its build")
