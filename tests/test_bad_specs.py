@@ -39,7 +39,7 @@ def test_the_corpus_covers_the_cases_users_hit() -> None:
         "backbone_unknown", "backbone_too_small", "backbone_fine_tune_range",
         "backbone_fine_tune_frozen", "backbone_wrong_weights", "backbone_two",
         "early_stopping_on_test", "schedule_warmup_too_long",
-        "schedule_field_elsewhere", "backbone_on_table",
+        "schedule_field_elsewhere", "backbone_on_table", "number_too_large",
     }  # fmt: skip
 
 

@@ -560,6 +560,28 @@ def test_eval_refuses_a_csv_whose_categories_differ_from_training(
     ) in " ".join(result.output.split())
 
 
+def test_eval_refuses_a_spec_whose_features_are_in_another_order(
+    fruit: tuple[Compiled, Path, Any], tmp_path: Path
+) -> None:
+    # Before: "column 'color' is encoded otherwise ... vocabulary none; this
+    # data's: none", where the problem is the order.
+    _, out, _ = fruit
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        FRUIT_SPEC.replace(
+            "features: [weight, color, shape, ripeness]",
+            "features: [ripeness, color, shape, weight]",
+        ).replace("data: fruit.csv", f"data: {out.parent / 'fruit.csv'}")
+    )
+    result = _eval(str(out / "model.keras"), "--spec", str(spec))
+    assert result.exit_code == 3
+    assert (
+        f"error: {out.parent / 'fruit.csv'}: the spec's features are ripeness, "
+        f"color, shape, weight, but {out / 'model.keras'} was trained on weight, "
+        f"color, shape, ripeness, in that order ({out.resolve() / 'manifest.json'})"
+    ) in " ".join(result.output.split())
+
+
 def _eval(*args: str) -> Any:
     return CliRunner().invoke(main, ["eval", *args])
 
