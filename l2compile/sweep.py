@@ -14,7 +14,6 @@ validation score, never its test score.
 from __future__ import annotations
 
 import csv
-import fcntl
 import hashlib
 import io
 import json
@@ -716,10 +715,7 @@ def lock_folder(out: Path) -> int:
         raise BuildError(
             f"cannot make the sweep folder {out}: {exc.strerror or exc}"
         ) from None
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(lock)
+    if not workfolder.take_lock(lock):
         raise BuildError(
             f"{out}: another l2compile sweep is running in it now (the folder is "
             "locked); wait for it to end, or choose another --out"

@@ -185,6 +185,17 @@ def is_locked(folder: Path) -> bool:
     return False
 
 
+def take_lock(folder: int) -> bool:
+    """Take the exclusive lock of the open folder `folder` without waiting;
+    False, with the descriptor closed, where another process holds it."""
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(folder)
+        return False
+    return True
+
+
 def open_work(out: Path, log: Log) -> tuple[Path, int]:
     """Create (or reuse) the build's work folder beside `out`, and lock it.
 
@@ -217,10 +228,7 @@ def open_work(out: Path, log: Log) -> tuple[Path, int]:
                     f"--out {out}: {work}, where the build works, exists and is "
                     "not a folder; move it away"
                 ) from None
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(lock)
+            if not take_lock(lock):
                 raise BuildError(
                     f"--out {out}: another l2compile build is writing it now (its "
                     f"work folder {work} is locked); wait for that build to end"
