@@ -123,6 +123,10 @@ def build(
                 # From here on the build is published; an interrupt waits, and
                 # the caller says it came after (cli.py, "published").
                 workfolder.publish(work, out)
+                if interrupts.installed():
+                    # The command line's build has succeeded: a later signal
+                    # only ends its listing (exit 130 would say otherwise).
+                    interrupts.stop_raising()
                 artifacts = sorted(
                     p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
                 )

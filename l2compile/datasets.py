@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from l2compile.errors import BuildError, some_of
+from l2compile.files import unreadable
 
 # The recipe is the plan's data node; importers of the data side find it here too.
 from l2compile.recipes import RECIPES as RECIPES
@@ -281,10 +282,7 @@ def _missing(
         os.stat(given)
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # exists() says False for a loop too
-            return (
-                f"{where}: is a symbolic link loop (ELOOP: too many levels of "
-                "symbolic links)"
-            )
+            return f"{where}: {unreadable(exc)}"
     if spec_path is not None and not Path(spec_path.written).is_absolute():
         return (
             f"{where}: no such file (resolved against the spec's folder: "

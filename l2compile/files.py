@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -50,7 +51,8 @@ class NotAFile(OSError):
     regular file") follows the path's name."""
 
     def __init__(self, mode: int) -> None:
-        super().__init__(f"is {kind(mode)}, not a regular file")
+        self.what = kind(mode)  #: "a FIFO"
+        super().__init__(f"is {self.what}, not a regular file")
 
 
 class TooLarge(ValueError):
@@ -66,31 +68,84 @@ def kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
-def read_bounded(path: Path, limit: int, *, follow_links: bool = True) -> bytes:
-    """The bytes of the regular file `path`, never more than `limit`.
+def open_regular(path: Path, *, follow_links: bool = True) -> int:
+    """An open descriptor of the regular file `path`, blocking as usual.
 
     A FIFO, a device or a socket is refused from its open descriptor, before a
     byte is read, so a reader never waits on a pipe nor reads /dev/zero
-    forever; a file that grows past `limit` while it is read is refused too.
+    forever (a path checked by a stat first could be swapped between the two).
     With `follow_links=False` a symbolic link is refused (ELOOP).
 
-    Raises FileNotFoundError, NotAFile, TooLarge, or another OSError.
+    Raises FileNotFoundError, NotAFile, or another OSError (`unreadable`
+    words each).
     """
     flags = os.O_RDONLY | _NONBLOCK
     if not follow_links:
         flags |= getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags)
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotAFile(mode)
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
+    except BaseException:
         os.close(fd)
-        raise NotAFile(info.st_mode)
-    with os.fdopen(fd, "rb") as f:
-        if info.st_size > limit:
-            raise TooLarge(info.st_size, limit)
+        raise
+    return fd
+
+
+def unreadable(exc: OSError) -> str:
+    """Why a file could not be opened, in words for a message after its name."""
+    if isinstance(exc, NotAFile):
+        return str(exc)
+    if exc.errno == errno.ENOENT:
+        return "no such file"
+    if exc.errno == errno.ELOOP:
+        return "is a symbolic link loop (ELOOP: too many levels of symbolic links)"
+    return f"cannot read: {exc.strerror or exc}"
+
+
+def read_bounded(path: Path, limit: int, *, follow_links: bool = True) -> bytes:
+    """The bytes of the regular file `path` (`open_regular`), never more than
+    `limit`: a file that grows past it while it is read is refused too.
+
+    Raises FileNotFoundError, NotAFile, TooLarge, or another OSError.
+    """
+    with os.fdopen(open_regular(path, follow_links=follow_links), "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise TooLarge(size, limit)
         data = f.read(limit + 1)
     if len(data) > limit:
         raise TooLarge(len(data), limit)
     return data
+
+
+class NotJson(ValueError):
+    """A file that is not the JSON its reader wants: the reason, in words
+    ("more than 1,048,576 bytes", "not JSON: ...")."""
+
+
+def read_json(path: Path, limit: int) -> Any:
+    """The parsed JSON of the regular file `path`, read with a bound
+    (`read_bounded`).
+
+    Raises FileNotFoundError, NotAFile, another OSError, or NotJson.
+    """
+    try:
+        raw = read_bounded(path, limit)
+    except TooLarge:
+        raise NotJson(f"more than {limit:,} bytes") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        reason = "not UTF-8"
+    except RecursionError:
+        reason = "nested too deep"
+    except ValueError as exc:
+        reason = str(exc)
+    raise NotJson(f"not JSON: {reason}")
 
 
 def json_text(value: Any) -> str:

@@ -43,7 +43,7 @@ def display_path(path: Path) -> str:
     """How a spec is named in messages and headers: relative to the cwd if inside."""
     try:
         return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # elsewhere; a symbolic link loop
         return path.as_posix()
 
 

@@ -13,7 +13,6 @@ unchanged), and by `l2compile eval` to find the spec an artifact came from.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 from l2compile import __version__
 from l2compile.datasets import Dataset
 from l2compile.errors import some_of
-from l2compile.files import NotAFile, TooLarge, json_text, read_bounded
+from l2compile.files import NotAFile, NotJson, json_text, read_json
 from l2compile.plan import ModelPlan
 from l2compile.resume import package_version
 
@@ -111,26 +110,15 @@ def read(path: Path) -> Any:
     Raises FileNotFoundError where there is none, Unreadable otherwise.
     """
     try:
-        raw = read_bounded(path, MAX_BYTES)
+        return read_json(path, MAX_BYTES)
     except FileNotFoundError:
         raise
     except NotAFile as exc:
         raise Unreadable(f"{path} {exc}") from None
-    except TooLarge:
-        raise Unreadable(
-            f"{path} is not a build manifest (more than {MAX_BYTES:,} bytes)"
-        ) from None
     except OSError as exc:
         raise Unreadable(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        reason = "not UTF-8"
-    except RecursionError:
-        reason = "nested too deep"
-    except ValueError as exc:
-        reason = str(exc)
-    raise Unreadable(f"{path} is not a build manifest (not JSON: {reason})")
+    except NotJson as exc:
+        raise Unreadable(f"{path} is not a build manifest ({exc})") from None
 
 
 def listed(manifest: Any) -> dict[str, tuple[int, str]] | None:

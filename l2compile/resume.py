@@ -49,7 +49,7 @@ import numpy.typing as npt
 from l2compile import __version__
 from l2compile.datasets import ArrayHeader, Dataset, npz_array, npz_header
 from l2compile.errors import BuildError
-from l2compile.files import read_bounded
+from l2compile.files import open_regular, read_bounded
 
 FOLDER = "resume"
 STATE = "state.json"
@@ -170,8 +170,6 @@ _FIELDS = (
 )
 #: Fields a state may leave out (a build that does not stop early).
 _OPTIONAL = frozenset({"early_stopping"})
-#: Open files without following a link, and without waiting on a FIFO.
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 class _Invalid(Exception):
@@ -434,7 +432,7 @@ def _read_values(
     against the variable's from its header before any array is read."""
     try:
         with (
-            os.fdopen(os.open(path, _OPEN_FLAGS), "rb") as f,
+            os.fdopen(open_regular(path, follow_links=False), "rb") as f,
             zipfile.ZipFile(f) as archive,
         ):
             members = [

@@ -38,7 +38,7 @@ from yaml.events import (
 )
 
 from l2compile.errors import FieldPath, SpecError, closest
-from l2compile.files import NotAFile, TooLarge, read_bounded
+from l2compile.files import NotAFile, TooLarge, read_bounded, unreadable
 
 #: A spec is a short file; these bounds keep a hostile one from using much
 #: time or memory.
@@ -639,7 +639,7 @@ def read_spec_file(
         message = f"the file is {exc.size:,} bytes; a spec is at most {MAX_BYTES:,}"
         return [SpecError(file, None, None, (), message)]
     except OSError as exc:
-        return [SpecError(file, None, None, (), f"cannot read: {exc.strerror}")]
+        return [SpecError(file, None, None, (), unreadable(exc))]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -28,7 +28,7 @@ from typing import Any
 
 from l2compile import manifest, workfolder
 from l2compile.errors import BuildError, FieldPath, SpecError, format_path
-from l2compile.files import json_text, write_atomically
+from l2compile.files import NotJson, json_text, read_json, write_atomically
 from l2compile.generate import compile_spec
 from l2compile.overrides import (
     Override,
@@ -115,6 +115,9 @@ def seed_of(base: int, values: Sequence[Override]) -> int:
 
 #: The most trials one sweep may plan.
 MAX_TRIALS = 1000
+#: The most bytes of a JSON file the sweep reads back from its folder (its
+#: sweep.json, a trial's metrics.json or run record): far above a real one.
+MAX_JSON_BYTES = 64 * 2**20
 
 
 def _same(value: Any) -> Any:
@@ -343,8 +346,8 @@ def open_folder(out: Path, sweep: SweepPlan, resume: bool) -> list[Trial]:
                 "or choose another --out"
             )
         try:
-            recorded = json.loads(record_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            recorded = read_json(record_path, MAX_JSON_BYTES)
+        except (OSError, NotJson) as exc:
             raise BuildError(f"cannot read {record_path}: {exc}") from None
         if recorded != sweep.record():
             raise BuildError(
@@ -410,9 +413,12 @@ def row(
     if path.is_file() and (changed := _spec_changed(sweep, out, trial)):
         found.update(status="failed", error=changed)  # never compared
     elif path.is_file():
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-        found.update(_scores(sweep.metric, metrics))
-        found["status"] = "ok"
+        try:
+            metrics = read_json(path, MAX_JSON_BYTES)
+            found.update(_scores(sweep.metric, metrics))
+            found["status"] = "ok"
+        except (OSError, NotJson, AttributeError, TypeError) as exc:
+            found.update(status="failed", error=f"{path}: cannot be read ({exc})")
     found["seconds"] = run.get("seconds")
     found["peak_memory_mb"] = run.get("peak_memory_mb")
     return found
@@ -423,7 +429,9 @@ def _spec_changed(sweep: SweepPlan, out: Path, trial: Trial) -> str:
     file edited while the sweep ran); "" where it was."""
     try:
         built = manifest.read(trial_dir(out, trial) / manifest.NAME)["spec"]["sha256"]
-    except (OSError, manifest.Unreadable, KeyError, TypeError):
+    except (OSError, manifest.Unreadable) as exc:
+        return f"its build's manifest.json cannot be read: {exc}"
+    except (KeyError, TypeError):
         return "its build's manifest.json does not say which spec it built"
     if built == sweep.spec_sha256:
         return ""
@@ -574,8 +582,8 @@ def _run_file(out: Path, trial: Trial) -> Path:
 
 def _read_run(out: Path, trial: Trial) -> dict[str, Any]:
     try:
-        found = json.loads(_run_file(out, trial).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        found = read_json(_run_file(out, trial), MAX_JSON_BYTES)
+    except (OSError, NotJson):
         return {}
     return found if isinstance(found, dict) else {}
 
@@ -649,7 +657,7 @@ def _on_done(
         outcome = (
             f"{sweep.choose} {score:.4f}"
             if isinstance(score, float)
-            else f"{rows[trial.id]['status']}: {report.get('error', '')}"
+            else f"{rows[trial.id]['status']}: {rows[trial.id].get('error', '')}"
         )
         log(
             f"[{len(rows)}/{len(sweep.trials)}] trial {trial.id} ({trial.label()}): "

@@ -88,11 +88,9 @@ from __future__ import annotations
 
 import codecs
 import csv
-import errno
 import itertools
 import math
 import os
-import stat
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -130,8 +128,6 @@ MAX_COLUMNS = 65_536
 #: bound, so a line without end is refused, never read whole; it bounds the
 #: memory one row takes while it is split.
 MAX_ROW_CHARS = 8 * 1024 * 1024
-#: Open without waiting on a FIFO that has no writer.
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 #: Bytes read at a time while the line that is not UTF-8 is found again.
 _PIECE_BYTES = 1 << 20
 
@@ -262,32 +258,17 @@ def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
 
 
 def _open(path: Path, *, binary: bool = False) -> IO[Any]:
-    """The regular file `path`, open; anything else is refused from its open
-    descriptor before a byte is read, so a FIFO is never waited on and a
-    device never read."""
+    """The regular file `path`, open (`files.open_regular`: a FIFO is never
+    waited on and a device never read)."""
     try:
-        fd = os.open(path, os.O_RDONLY | _NONBLOCK)
+        fd = files.open_regular(path)
+    except files.NotAFile as exc:
+        raise BuildError(f"{path}: is {exc.what}, not a CSV file") from exc
     except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            raise BuildError(f"{path}: no such file") from exc
-        if exc.errno == errno.ELOOP:
-            raise BuildError(
-                f"{path}: is a symbolic link loop (ELOOP: too many levels of "
-                "symbolic links)"
-            ) from exc
-        raise BuildError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise BuildError(f"{path}: is {files.kind(mode)}, not a CSV file")
-        if _NONBLOCK:
-            os.set_blocking(fd, True)
-        if binary:
-            return os.fdopen(fd, "rb")
-        return os.fdopen(fd, encoding="utf-8-sig", newline="")
-    except BaseException:
-        os.close(fd)
-        raise
+        raise BuildError(f"{path}: {files.unreadable(exc)}") from exc
+    if binary:
+        return os.fdopen(fd, "rb")
+    return os.fdopen(fd, encoding="utf-8-sig", newline="")
 
 
 class _Lines:

@@ -429,3 +429,26 @@ def test_a_trial_built_from_an_edited_spec_is_not_compared(tmp_path: Path) -> No
         "spec, or start a new sweep"
     )
     assert "val_accuracy" not in edited
+
+
+def test_files_in_the_sweep_folder_are_read_with_a_bound(tmp_path: Path) -> None:
+    # Before: a sweep.json of 200,000 '[' gave a RecursionError traceback on
+    # --resume, and a trial's metrics.json that is not JSON a JSONDecodeError.
+    spec = _spec(tmp_path)
+    planned = sweep_.plan_sweep(spec, [parse("l2=0,0.01")])
+    assert isinstance(planned, sweep_.SweepPlan)
+    out = tmp_path / "out"
+    first, _ = sweep_.open_folder(out, planned, resume=False)
+    _publish(sweep_.trial_dir(out, first), planned.spec_sha256, 0.8)
+    (sweep_.trial_dir(out, first) / "metrics.json").write_text("{bad")
+    found = sweep_.row(planned, out, first, {})
+    assert found["status"] == "failed"
+    assert found["error"].startswith(
+        f"{sweep_.trial_dir(out, first) / 'metrics.json'}: cannot be read (not JSON: "
+    )
+    (out / "sweep.json").write_text("[" * 200_000)
+    with pytest.raises(sweep_.BuildError) as err:
+        sweep_.open_folder(out, planned, resume=True)
+    assert (
+        str(err.value) == f"cannot read {out / 'sweep.json'}: not JSON: nested too deep"
+    )
