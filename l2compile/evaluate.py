@@ -26,6 +26,7 @@ from l2compile import export, manifest, scoring
 from l2compile.contract import import_generated
 from l2compile.datasets import Dataset, load_dataset
 from l2compile.errors import BuildError, some_of
+from l2compile.files import NotJson, read_json
 from l2compile.plan import ModelPlan
 
 #: A tensor's shape; None where a dimension (or the whole shape) is not fixed.
@@ -280,8 +281,9 @@ def evaluate_artifact(
     )
 
 
-#: The files beside an artifact that list the columns its model reads.
-_COLUMN_FILES = (manifest.NAME, "model.json")
+#: The files beside an artifact that list the columns its model reads, and
+#: where in each.
+_COLUMN_FILES = ((manifest.COLUMNS, ("columns",)), ("model.json", ("input", "columns")))
 
 
 @dataclass(frozen=True)
@@ -295,24 +297,29 @@ class TrainedColumns:
 
 
 def trained_columns(path: Path, log: Callable[[str], None]) -> TrainedColumns | None:
-    """The columns listed beside the artifact (its build's manifest.json, or
+    """The columns listed beside the artifact (its build's columns.json, or
     model.json); None, said in `log`, where no file lists them."""
     folder = Path(path).resolve().parent
-    for name in _COLUMN_FILES:
+    for name, keys in _COLUMN_FILES:
         found = folder / name
         try:
-            listed = manifest.read(found)["input"]["columns"]
+            listed: Any = read_json(found, manifest.MAX_COLUMNS_BYTES)
+            for key in keys:
+                listed = listed[key]
             return TrainedColumns(
                 tuple(str(c["name"]) for c in listed),
                 tuple(tuple(map(str, c.get("vocabulary", ()))) for c in listed),
                 found,
             )
-        except (FileNotFoundError, manifest.Unreadable):
+        except FileNotFoundError:
             continue
+        except (OSError, NotJson) as exc:
+            raise BuildError(f"{found}: cannot be read: {exc}") from None
         except (KeyError, TypeError, AttributeError):
             continue  # an older build's file, without the columns
+    names = " nor ".join(name for name, _ in _COLUMN_FILES)
     log(
-        f"warning: neither {' nor '.join(_COLUMN_FILES)} beside {path} lists the "
+        f"warning: neither {names} beside {path} lists the "
         "columns its model was trained on: the data's columns are read in the "
         "file's order, unchecked"
     )

@@ -32,6 +32,10 @@ METRICS = "metrics.json"
 FORMAT = 1
 #: A manifest lists a dozen files; anything this large is not one.
 MAX_BYTES = 1 << 20
+#: A csv model's columns and vocabularies (`{"columns": [...]}`), beside it.
+COLUMNS = "columns.json"
+#: The most bytes of a columns.json (or a model.json) eval reads.
+MAX_COLUMNS_BYTES = 256 * 2**20
 _FIELDS = {"name", "spec", "generated_module", "versions", "artifacts"}
 #: The spec's path from the build folder, which still finds it when eval runs
 #: from another folder than the build did.
@@ -56,6 +60,12 @@ def write(
 ) -> None:
     """Write `folder`'s manifest.json, listing every file in it; `out` is
     where the folder will be published (for the spec's path from it)."""
+    if plan.recipe.encodes:
+        # A csv model's columns, in the order it reads them, and each text
+        # column's vocabulary: eval reads new data by these names. Their own
+        # file, as a vocabulary may be large and the manifest is read small.
+        columns = plan.recipe.input_json(plan.input_shape, dataset.columns)
+        write_json(folder / COLUMNS, columns)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != NAME)
     manifest = {
         "format": FORMAT,
@@ -73,9 +83,6 @@ def write(
         "seed": plan.seed,
         "split_seed": plan.split_seed,
         "data": dataset.source,
-        # A csv model's columns, in the order it reads them, and each text
-        # column's vocabulary: eval reads new data by these names.
-        "input": plan.recipe.input_json(plan.input_shape, dataset.columns),
         "backend": plan.backend,
         "versions": {
             "l2compile": __version__,

@@ -212,3 +212,36 @@ def test_a_build_stage_process_dies_with_its_build() -> None:
         time.sleep(0.05)
     os.kill(stage, signal.SIGKILL)
     raise AssertionError("the stage process outlived its build")
+
+
+def test_a_table_of_large_vocabularies_keeps_its_manifest_small(
+    tmp_path: Path,
+) -> None:
+    # Before: the columns and vocabularies went into manifest.json, which a
+    # text column of 40 distinct 45 kB values took past the manifest's own
+    # bound: eval without --spec refused the build it came from.
+    import json
+
+    rows = [f"{i},{chr(97 + i % 26) * 45_000}{i},{i % 2}" for i in range(40)]
+    (tmp_path / "t.csv").write_text("n,word,y\n" + "\n".join(rows) + "\n")
+    spec = compiled(
+        tmp_path,
+        "name: wide_words\ntask: binary\ninput: {shape: [32]}\nlayers:\n"
+        "  - {type: dense, units: 1, activation: sigmoid}\n"
+        "train: {recipe: csv, data: t.csv, label: y, test_split: 0.25, "
+        "epochs: 1, batch_size: 8}\nexport: {formats: [keras]}\n",
+    )
+    out = tmp_path / "out"
+    builder.build(spec.plan, spec.code, out, log=lambda m: None)
+    assert (out / "manifest.json").stat().st_size < 100_000
+    columns = json.loads((out / "columns.json").read_text())["columns"]
+    assert [c["name"] for c in columns] == ["n", "word"]
+    done = subprocess.run(
+        [sys.executable, "-m", "l2compile", "eval", str(out / "model.keras")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr

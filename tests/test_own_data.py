@@ -555,7 +555,7 @@ def test_eval_refuses_a_csv_whose_categories_differ_from_training(
     assert result.exit_code != 0
     assert (
         f"{other}: column 'color' is encoded otherwise than {out / 'model.tflite'} "
-        f"was trained ({out.resolve() / 'manifest.json'}: vocabulary green, red, "
+        f"was trained ({out.resolve() / 'columns.json'}: vocabulary green, red, "
         "yellow; this data's: green, purple, red)"
     ) in " ".join(result.output.split())
 
@@ -578,7 +578,7 @@ def test_eval_refuses_a_spec_whose_features_are_in_another_order(
     assert (
         f"error: {out.parent / 'fruit.csv'}: the spec's features are ripeness, "
         f"color, shape, weight, but {out / 'model.keras'} was trained on weight, "
-        f"color, shape, ripeness, in that order ({out.resolve() / 'manifest.json'})"
+        f"color, shape, ripeness, in that order ({out.resolve() / 'columns.json'})"
     ) in " ".join(result.output.split())
 
 
@@ -630,7 +630,7 @@ def test_eval_says_when_nothing_beside_the_artifact_lists_its_columns(
     result = _eval(str(alone), "--spec", str(out.parent / "spec.yaml"))
     assert result.exit_code == 0, result.output
     assert (
-        f"l2compile: warning: neither manifest.json nor model.json beside {alone} "
+        f"l2compile: warning: neither columns.json nor model.json beside {alone} "
         "lists the columns its model was trained on: the data's columns are read "
         "in the file's order, unchecked"
     ) in result.output.splitlines()
