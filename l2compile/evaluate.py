@@ -10,6 +10,7 @@ SavedModel fed the wrong shape can abort the whole process.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import stat
 import tempfile
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from l2compile import export, manifest, scoring
+from l2compile import export, manifest, measure, scoring
 from l2compile.contract import import_generated
 from l2compile.datasets import Dataset, load_dataset
 from l2compile.errors import BuildError, some_of
@@ -422,13 +423,15 @@ def _open_keras(path: Path, plan: ModelPlan) -> _Scorer:
             scores = model.evaluate(data, verbose=0, return_dict=True)
             began = time.perf_counter()
             outputs = model.predict(data, verbose=0)
+        outputs = np.asarray(outputs)
+        defined = measure.reported(plan, scores, outputs, targets)
         return _Scores(
-            scores={m: float(scores[m]) for m in plan.task.metric_names},
+            scores={m: math.nan if v is None else v for m, v in defined.items()},
             loss=float(scores["loss"]),
             loss_note="with the L2 penalty, as Keras reports it",
             mean_latency_ms=1000 * (time.perf_counter() - began) / len(targets),
             batch=plan.batch_size,
-            outputs=np.asarray(outputs),
+            outputs=outputs,
         )
 
     return score

@@ -46,13 +46,10 @@ def scores(
     targets = plan.task.targets(y_test)
     found: dict[str, float | None] = {"test_loss": float(keras_scores["loss"])}
     print("Test loss:", found["test_loss"])
-    for metric in plan.task.metric_names:
-        found[f"test_{metric}"] = float(keras_scores[metric])
-        if (why := _undefined(plan, metric, outputs, targets)) is not None:
-            found[f"test_{metric}"] = None
-            print(f"Test {metric}: undefined ({why})")
-            continue
-        print(f"Test {metric}:", found[f"test_{metric}"])
+    for metric, value in reported(plan, keras_scores, outputs, targets).items():
+        found[f"test_{metric}"] = value
+        why = f"undefined ({METRIC_KINDS[metric].undefined})"
+        print(f"Test {metric}:", why if value is None else value)
     data_loss = plan.task.data_loss(outputs, targets)
     breakdown = plan.task.breakdown(outputs, targets, names or plan.task.names)
     return {
@@ -62,12 +59,16 @@ def scores(
     }
 
 
-def _undefined(plan: ModelPlan, metric: str, outputs: Any, targets: Any) -> str | None:
-    """Why `metric` has no value on these targets (None: it has one)."""
-    kind = METRIC_KINDS[metric]
-    if not kind.undefined or not math.isnan(kind.score(plan.task, outputs, targets)):
-        return None
-    return kind.undefined
+def reported(
+    plan: ModelPlan, keras_scores: dict[str, Any], outputs: Any, targets: Any
+) -> dict[str, float | None]:
+    """Each of the task's metrics as Keras scored it, where it is defined on
+    these targets (`Metric.reported`: None where it is not; auc of one class)."""
+    return {
+        m: METRIC_KINDS[m].reported(plan.task, outputs, targets, float(keras_scores[m]))
+        for m in plan.task.metric_names
+        if m in keras_scores
+    }
 
 
 def summary(plan: ModelPlan, model: Any, x: Any, y: Any) -> dict[str, float]:
@@ -81,6 +82,20 @@ def summary(plan: ModelPlan, model: Any, x: Any, y: Any) -> dict[str, float]:
     else:  # images read a batch at a time; a strategy's model
         outputs = scoring.predict(lambda x: model(x, training=False), x)
     return plan.task.summary(outputs, plan.task.targets(y))
+
+
+def defined_validation(
+    plan: ModelPlan, model: Any, x: Any, y: Any, scores: dict[str, Any]
+) -> dict[str, Any]:
+    """`scores` (the validation split's, from Keras' history) with each metric
+    that can be undefined (auc) reported as on the test split."""
+    kinds = [m for m in plan.task.metric_names if METRIC_KINDS[m].undefined]
+    if not kinds or not all(isinstance(scores.get(m), float | int) for m in kinds):
+        return scores
+    outputs = scoring.predict(lambda x: model(x, training=False), x)
+    targets = plan.task.targets(y)
+    found = reported(plan, {m: scores[m] for m in kinds}, outputs, targets)
+    return {**scores, **found}
 
 
 #: A model learned where one of its validation scores closes at least this

@@ -226,6 +226,13 @@ def roc_auc(scores: Array, truth: Array) -> float:
     )
 
 
+def every_label_defined(targets: Array) -> bool:
+    """Whether each label (column) of `targets` holds both classes, so that
+    its AUC is defined."""
+    y = rows(targets) > THRESHOLD
+    return bool(np.all(y.any(axis=0) & (~y).any(axis=0)))
+
+
 def auc(probabilities: Array, targets: Array, per_label: bool) -> float:
     """ROC AUC: of each label, averaged (`per_label`, multi-label), or of every
     output at once (binary; classification's one-hot rows, as Keras' AUC).

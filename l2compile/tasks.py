@@ -29,6 +29,7 @@ inside the functions that score or check data, which only the build and
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -95,6 +96,24 @@ class Metric:
     #: Why `score` may be NaN on a split: then the score is reported as
     #: undefined (null), never as the number Keras' metric gives there.
     undefined: str = ""
+    #: Whether Keras' value counts what is undefined as a number (auc: as 0
+    #: per label) where `score` leaves it out: then `score` is reported.
+    partly_undefined: Callable[[Task, _Array], bool] | None = None
+
+    def reported(
+        self, task: Task, outputs: _Array, targets: _Array, keras_value: float
+    ) -> float | None:
+        """The score to report of Keras' `keras_value` on these outputs and
+        targets: None where the metric is undefined there, l2compile's own
+        score where Keras' counts an undefined part, else Keras' value."""
+        if not self.undefined:
+            return keras_value
+        own = self.score(task, outputs, targets)
+        if math.isnan(own):
+            return None
+        if self.partly_undefined is not None and self.partly_undefined(task, targets):
+            return own
+        return keras_value
 
 
 def _scoring() -> Any:
@@ -130,6 +149,9 @@ METRIC_KINDS: dict[str, Metric] = {
         _auc_source,
         lambda t, o, y: _scoring().auc(o, y, per_label=t.auc_per_label),
         undefined="AUC is undefined where the split holds one class only",
+        partly_undefined=lambda t, y: (
+            t.auc_per_label and not _scoring().every_label_defined(y)
+        ),
     ),
     "binary_accuracy": Metric(
         lambda t: '"binary_accuracy"', lambda t, o, y: _scoring().binary_accuracy(o, y)

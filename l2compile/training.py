@@ -92,7 +92,11 @@ def train(job: TrainJob, log: Log) -> dict[str, Any]:
     metrics = measure.scores(plan, generated, model, x_test, y_test, names)
     kept = stopped.get("weights_of_epoch")
     metrics["validation"] = measure.validation(plan, logged, len(x_val), kept)
-    metrics["validation"]["scores"].update(measure.summary(plan, model, x_val, y_val))
+    validated = metrics["validation"]
+    validated["scores"] = measure.defined_validation(
+        plan, model, x_val, y_val, validated["scores"]
+    )
+    validated["scores"].update(measure.summary(plan, model, x_val, y_val))
     if stopped:
         metrics["early_stopping"] = stopped
     _judge(job, metrics, y_train, y_val, y_test, names, log)

@@ -162,6 +162,61 @@ def test_auc_of_a_test_split_of_one_class_is_undefined_not_zero(
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_auc"] is None
     assert isinstance(metrics["test_accuracy"], float)
+    # eval of the .keras file says the same (it printed Keras' 0.0 before).
+    done = subprocess.run(
+        [sys.executable, "-m", "l2compile", "eval", str(out / "model.keras")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        "auc:       undefined (AUC is undefined where the split holds one class only)"
+        in done.stdout.splitlines()
+    )
+
+
+def test_an_auc_is_reported_only_where_it_is_defined() -> None:
+    import numpy as np
+
+    from l2compile import measure
+    from l2compile.tasks import Multilabel
+
+    task = Multilabel("binary_crossentropy", ("binary_accuracy", "auc"), 2, ("a", "b"))
+    auc = measure.METRIC_KINDS["auc"]
+    outputs = np.array([[0.2, 0.1], [0.9, 0.8], [0.4, 0.3]])
+    # Every label of both classes: Keras' own value.
+    assert auc.reported(task, outputs, np.array([[0, 1], [1, 0], [0, 1]]), 0.7) == 0.7
+    # Label b of one class: Keras counts it as 0; l2compile leaves it out.
+    assert auc.reported(task, outputs, np.array([[0, 1], [1, 1], [0, 1]]), 0.5) == 1.0
+    assert auc.reported(task, outputs, np.ones((3, 2)), 0.0) is None
+
+
+def test_a_validation_split_of_one_class_has_no_auc(tmp_path: Path) -> None:
+    import numpy as np
+
+    from l2compile import measure
+
+    from .conftest import plan_text
+
+    plan = plan_text(
+        "name: one_class\ntask: binary\ninput: {shape: [3]}\nlayers:\n"
+        "  - {type: dense, units: 1, activation: sigmoid}\n"
+        "train: {recipe: npz, data: t.npz, epochs: 1, batch_size: 8, "
+        "metrics: [accuracy, auc]}\n",
+        tmp_path,
+    )
+    x = np.zeros((4, 3), dtype="float32")
+    scores = {"loss": 0.5, "accuracy": 1.0, "auc": 0.0}
+
+    def model(x: np.ndarray, training: bool) -> np.ndarray:
+        return np.full((len(x), 1), 0.3, dtype="float32")
+
+    found = measure.defined_validation(plan, model, x, np.zeros(4), scores)
+    assert found == {"loss": 0.5, "accuracy": 1.0, "auc": None}
+    both = measure.defined_validation(plan, model, x, np.array([0, 1, 0, 1]), scores)
+    assert both == scores
 
 
 def test_the_limits_table_states_each_limit_the_code_enforces() -> None:
