@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from l2compile.errors import BuildError, some_of
-from l2compile.files import unreadable
+from l2compile.files import open_binary, unreadable
 
 # The recipe is the plan's data node; importers of the data side find it here too.
 from l2compile.recipes import RECIPES as RECIPES
@@ -403,7 +403,7 @@ _ZIP = (b"PK\x03\x04", b"PK\x05\x06")
 
 def _not_npz(path: Path) -> str | None:
     """What the file is, if its first bytes show it is no .npz archive."""
-    with path.open("rb") as f:
+    with open_binary(path) as f:
         head = f.read(512)
     if head.startswith(_ZIP):
         return None
@@ -502,7 +502,7 @@ def read_npz(
         problem = _not_npz(path)
         if problem:
             raise BuildError(problem)
-        with path.open("rb") as f, zipfile.ZipFile(f) as archive:
+        with open_binary(path) as f, zipfile.ZipFile(f) as archive:
             infos = {
                 info.filename.removesuffix(".npy"): info
                 for info in archive.infolist()
@@ -577,7 +577,7 @@ def read_idx(
         for key, name in IDX_FILES.items():
             path = folder / name
             try:
-                with gzip.open(path, "rb") as f:
+                with open_binary(path) as raw_file, gzip.open(raw_file) as f:
                     header = _idx_header(f, path, 3 if key.startswith("x") else 1)
                     if not reading:
                         headers[key] = header

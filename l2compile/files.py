@@ -9,7 +9,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def write_atomically(path: Path, text: str | bytes) -> None:
@@ -93,6 +93,11 @@ def open_regular(path: Path, *, follow_links: bool = True) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def open_binary(path: Path | str) -> BinaryIO:
+    """The regular file `path` (`open_regular`), open to read bytes."""
+    return os.fdopen(open_regular(Path(path)), "rb")
 
 
 def unreadable(exc: OSError) -> str:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 import numpy as np
 
 from l2compile.errors import BuildError, some_of
+from l2compile.files import open_binary, unreadable
 from l2compile.recipes import ModelInput, Recipe
 
 if TYPE_CHECKING:
@@ -256,10 +257,10 @@ def _check_headers(paths: list[str]) -> list[str]:
     rotated = []
     for path in paths:
         try:
-            with open(path, "rb") as f:
+            with open_binary(path) as f:  # never a FIFO's wait
                 header = _read_header(f)
         except OSError as exc:
-            raise BuildError(f"{path}: cannot read: {exc.strerror}") from exc
+            raise BuildError(f"{path}: {unreadable(exc)}") from exc
         problem = header if isinstance(header, str) else _over_limits(header)
         if problem is not None:
             raise BuildError(f"{path}: {problem}")

@@ -300,3 +300,21 @@ def test_a_table_of_large_vocabularies_keeps_its_manifest_small(
     )
     assert done.returncode == 0, done.stderr
     assert "warning" not in done.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_among_images_or_as_an_npz_is_refused_without_waiting(
+    tmp_path: Path,
+) -> None:
+    # Before: each was checked by a stat, then opened: a FIFO put there in
+    # between was waited on. Now each is refused from its open descriptor.
+    from l2compile import datasets, images
+    from l2compile.errors import BuildError
+
+    fifo = tmp_path / "x.png"
+    os.mkfifo(fifo)
+    with pytest.raises(BuildError) as err:
+        images._check_headers([str(fifo)])
+    assert str(err.value) == f"{fifo}: is a FIFO, not a regular file"
+    with pytest.raises(OSError, match="is a FIFO"):
+        datasets._not_npz(fifo)
