@@ -228,9 +228,9 @@ def check(engine: str) -> None:
             "--engine ray runs the trials on an existing Ray cluster: set "
             "RAY_ADDRESS to its address (ray start --head prints it)"
         )
-    _check_reachable(address)
     if importlib.util.find_spec("ray") is None:
         raise BuildError('--engine ray needs Ray Tune: pip install "l2compile[ray]"')
+    _check_reachable(address)
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
