@@ -111,32 +111,36 @@ def build(
             metrics = _build_into(
                 work, out, plan, code, dataset, epochs, key, saved, save_split, log
             )
-            if not workfolder.is_chief():
-                # Every worker trains and exports (they run in lockstep); only
-                # the chief publishes.
-                with interrupts.deferred():
-                    shutil.rmtree(work)
-                log("not the chief worker: nothing published")
-                return BuildResult(out, metrics, (), published=False)
-            interrupts.phase("publishing")
-            with interrupts.deferred():
-                # From here on the build is published; an interrupt waits, and
-                # the caller says it came after (cli.py, "published").
-                workfolder.publish(work, out)
-                if interrupts.installed():
-                    # The command line's build has succeeded: a later signal
-                    # only ends its listing (exit 130 would say otherwise).
-                    interrupts.stop_raising()
-                artifacts = sorted(
-                    p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
-                )
-                return BuildResult(out, metrics, tuple(artifacts))
+            return _publish(work, out, metrics, log)
         except BaseException as exc:
             with interrupts.deferred():  # a second Ctrl-C does not cut this short
                 workfolder.keep_or_clean(work, out, key, exc, log)
             raise
     finally:
         os.close(lock)
+
+
+def _publish(work: Path, out: Path, metrics: dict[str, Any], log: Log) -> BuildResult:
+    """Move the finished build into `out` (the chief; another worker removes
+    its work folder), with interrupts waiting until it is in place."""
+    if not workfolder.is_chief():
+        # Every worker trains and exports (they run in lockstep); only the
+        # chief publishes.
+        with interrupts.deferred():
+            shutil.rmtree(work)
+        log("not the chief worker: nothing published")
+        return BuildResult(out, metrics, (), published=False)
+    interrupts.phase("publishing")
+    with interrupts.deferred():
+        # From here on the build is published; an interrupt waits, and the
+        # caller says it came after (cli.py, "published").
+        workfolder.publish(work, out)
+        if interrupts.installed():
+            # The command line's build has succeeded: a later signal only ends
+            # its listing (exit 130 would say otherwise).
+            interrupts.stop_raising()
+        artifacts = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+        return BuildResult(out, metrics, tuple(artifacts))
 
 
 def _check_validation_share(plan: ModelPlan, samples: int) -> None:
