@@ -22,6 +22,17 @@ from l2compile.spec import load_spec
 from .conftest import SMALL_SPEC, compiled
 
 
+def _eval(artifact: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`l2compile eval ARTIFACT`, as a user runs it (the spec from its build)."""
+    return subprocess.run(
+        [sys.executable, "-m", "l2compile", "eval", str(artifact)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def _load_errors(path: Path) -> list[str]:
     result = load_spec(path, path.name)
     assert isinstance(result, list), "expected the spec to be rejected"
@@ -163,13 +174,7 @@ def test_auc_of_a_test_split_of_one_class_is_undefined_not_zero(
     assert metrics["test_auc"] is None
     assert isinstance(metrics["test_accuracy"], float)
     # eval of the .keras file says the same (it printed Keras' 0.0 before).
-    done = subprocess.run(
-        [sys.executable, "-m", "l2compile", "eval", str(out / "model.keras")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _eval(out / "model.keras", tmp_path)
     assert done.returncode == 0, done.stderr
     assert (
         "auc:       undefined (AUC is undefined where the split holds one class only)"
@@ -291,13 +296,7 @@ def test_a_table_of_large_vocabularies_keeps_its_manifest_small(
     assert (out / "manifest.json").stat().st_size < 100_000
     columns = json.loads((out / "columns.json").read_text())["columns"]
     assert [c["name"] for c in columns] == ["n", "word"]
-    done = subprocess.run(
-        [sys.executable, "-m", "l2compile", "eval", str(out / "model.keras")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _eval(out / "model.keras", tmp_path)
     assert done.returncode == 0, done.stderr
     assert "warning" not in done.stderr
 

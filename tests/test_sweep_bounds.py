@@ -39,6 +39,18 @@ def _sweep(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str
     )
 
 
+def _two_trials(
+    tmp_path: Path,
+) -> tuple[Path, sweep_.SweepPlan, Path, list[sweep_.Trial]]:
+    """A sweep of l2=0,0.01 over the small spec, its folder made: the spec,
+    the plan, the folder and its two trials."""
+    spec = _spec(tmp_path)
+    planned = sweep_.plan_sweep(spec, [parse("l2=0,0.01")])
+    assert isinstance(planned, sweep_.SweepPlan)
+    out = tmp_path / "out"
+    return spec, planned, out, sweep_.open_folder(out, planned, resume=False)
+
+
 def _publish(folder: Path, spec_sha256: str, accuracy: float) -> None:
     """What a trial's build publishes, as far as the sweep reads it."""
     folder.mkdir()
@@ -193,11 +205,7 @@ def test_a_second_sweep_is_refused_and_a_resume_waits_for_a_build_still_running(
     still holds its work folder (this test holds its lock). A --resume must
     wait for it and keep what it publishes, not call it failed; a second
     --resume meanwhile must stop at once, writing nothing."""
-    spec = _spec(tmp_path)
-    planned = sweep_.plan_sweep(spec, [parse("l2=0,0.01")])
-    assert isinstance(planned, sweep_.SweepPlan)
-    out = tmp_path / "out"
-    first, second = sweep_.open_folder(out, planned, resume=False)
+    spec, planned, out, (first, second) = _two_trials(tmp_path)
     published = [sweep_.trial_dir(out, t) / "metrics.json" for t in (first, second)]
     _publish(published[0].parent, planned.spec_sha256, 0.8)
     work = out / "trials" / ".001.partial"
@@ -411,11 +419,7 @@ def test_jobs_is_capped_on_the_local_engine_and_never_above_the_trials(
 def test_a_trial_built_from_an_edited_spec_is_not_compared(tmp_path: Path) -> None:
     # Each trial is a build that reads the spec file: one edited meanwhile
     # would be compared with the others as if it were the same model.
-    spec = _spec(tmp_path)
-    planned = sweep_.plan_sweep(spec, [parse("l2=0,0.01")])
-    assert isinstance(planned, sweep_.SweepPlan)
-    out = tmp_path / "out"
-    first, second = sweep_.open_folder(out, planned, resume=False)
+    spec, planned, out, (first, second) = _two_trials(tmp_path)
     _publish(sweep_.trial_dir(out, first), planned.spec_sha256, 0.8)
     _publish(sweep_.trial_dir(out, second), "f" * 64, 0.9)
     kept = sweep_.row(planned, out, first, {})
@@ -434,11 +438,7 @@ def test_a_trial_built_from_an_edited_spec_is_not_compared(tmp_path: Path) -> No
 def test_files_in_the_sweep_folder_are_read_with_a_bound(tmp_path: Path) -> None:
     # Before: a sweep.json of 200,000 '[' gave a RecursionError traceback on
     # --resume, and a trial's metrics.json that is not JSON a JSONDecodeError.
-    spec = _spec(tmp_path)
-    planned = sweep_.plan_sweep(spec, [parse("l2=0,0.01")])
-    assert isinstance(planned, sweep_.SweepPlan)
-    out = tmp_path / "out"
-    first, _ = sweep_.open_folder(out, planned, resume=False)
+    _, planned, out, (first, _) = _two_trials(tmp_path)
     _publish(sweep_.trial_dir(out, first), planned.spec_sha256, 0.8)
     (sweep_.trial_dir(out, first) / "metrics.json").write_text("{bad")
     found = sweep_.row(planned, out, first, {})
