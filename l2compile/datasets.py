@@ -37,13 +37,9 @@ import numpy.typing as npt
 
 from l2compile.errors import BuildError, some_of
 from l2compile.files import open_binary, unreadable
-
-# The recipe is the plan's data node; importers of the data side find it here too.
-from l2compile.recipes import RECIPES as RECIPES
-from l2compile.recipes import ModelInput as ModelInput
-from l2compile.recipes import Recipe as Recipe
-from l2compile.recipes import SpecPath as SpecPath
-from l2compile.recipes import recipe_for as recipe_for
+from l2compile.recipes import ModelInput, SpecPath
+from l2compile.sources.base import Request
+from l2compile.sources.base import Source as Recipe
 from l2compile.tasks import Classification, Task
 
 #: Environment variable naming a folder that holds recipe data files.
@@ -164,7 +160,7 @@ def candidates(
     """Where to look, in order: (what the place is, the file path)."""
     if data is not None:
         path = data
-        if data.is_dir() and recipe.filename and not _holds(recipe, data):
+        if data.is_dir() and recipe.filename and not recipe.holds(data):
             path = data / recipe.filename
         return [("--data", path)]
     places = []
@@ -197,68 +193,38 @@ def load_dataset(
     """
     env = os.environ if env is None else env
     given = data if data is not None else spec_path.path if spec_path else None
-    places = candidates(recipe, given, env)
     if recipe.own_data and given is None:
-        what = "folder" if recipe.streamed else "file"
+        what = "folder" if recipe.folder else "file"
         raise BuildError(
             f"the {recipe.name} recipe needs its data {what}: set train.data in "
             "the spec, or pass --data PATH"
         )
-    if recipe.layout in ("csv", "folder"):
-        assert given is not None and model_input is not None
-        return _read_own(recipe, given, spec_path, data, test_path, seed, model_input)
+    request = Request(
+        given, data, spec_path, test_path, model_input, seed, env, download
+    )
+    found: Dataset = recipe.read(request)
+    return found
+
+
+def find_file(recipe: Recipe, request: Request) -> Dataset:
+    """A recipe's data at the first place that holds it (`candidates`), else
+    Keras' own download (where the user named no path)."""
+    given, env = request.given, request.env
+    places = candidates(recipe, given, env)
     for _, path in places:
-        if _holds(recipe, path):
-            if recipe.layout == "idx":
-                return read_idx(recipe, path, model_input)
-            return read_npz(recipe, path, model_input)
+        if recipe.holds(path):
+            return recipe.read_found(path, request.model_input)  # type: ignore[no-any-return]
     if given is not None:
-        origin = spec_path if data is None else None
-        raise BuildError(_missing(recipe, given, places[0][1], origin))
-    downloader = keras_download if download is None else download
+        origin = request.spec_path if request.data is None else None
+        raise BuildError(missing(recipe, given, places[0][1], origin))
+    downloader = keras_download if request.download is None else request.download
     try:
         return downloader(recipe)
     except Exception as exc:
         raise BuildError(_not_found_message(recipe, env, places, exc)) from exc
 
 
-def _read_own(
-    recipe: Recipe,
-    given: Path,
-    spec_path: SpecPath | None,
-    data: Path | None,
-    test_path: SpecPath | None,
-    seed: int,
-    model_input: ModelInput,
-) -> Dataset:
-    """A csv file (and its test file) or an image folder, read and checked."""
-    if recipe.layout == "folder":
-        from l2compile import images
-
-        if not given.is_dir():
-            raise BuildError(
-                _missing(recipe, given, given, spec_path if data is None else None)
-            )
-        return images.read_folder(recipe, given, seed=seed, model_input=model_input)
-    from l2compile import tables
-
-    test = test_path.path if test_path is not None else None
-    for path, origin in (
-        (given, spec_path if data is None else None),
-        (test, test_path),
-    ):
-        if path is not None and not path.is_file():
-            raise BuildError(_missing(recipe, path, path, origin))
-    return tables.read_csv(recipe, given, test, seed=seed, model_input=model_input)
-
-
-def _holds(recipe: Recipe, path: Path) -> bool:
-    if recipe.layout == "idx":
-        return path.is_dir() and all((path / f).is_file() for f in IDX_FILES.values())
-    return path.is_file()
-
-
-def _missing(
+def missing(
     recipe: Recipe, given: Path, looked: Path, spec_path: SpecPath | None
 ) -> str:
     """Why a data path given by `--data` or the spec holds no data."""
@@ -269,13 +235,9 @@ def _missing(
     if looked != given:
         return f"{where}: no such file (looked for {looked})"
     if given.is_dir():
-        return f"{where}: is a folder, not " + (
-            "a CSV file" if recipe.layout == "csv" else "an .npz file"
-        )
-    if given.is_file() and recipe.layout == "folder":
-        return f"{where}: is a file, not a folder of images"
-    if given.is_file():  # the idx layout needs a folder
-        return f"{where}: is a file, not Keras' {recipe.filename}/ folder"
+        return f"{where}: is a folder, not {recipe.wanted}"
+    if given.is_file():  # a source whose data is a folder
+        return f"{where}: is a file, not {recipe.wanted}"
     if given.exists():
         return f"{where}: is not a regular file"
     try:
@@ -302,10 +264,11 @@ def _not_found_message(
     )
     lines = [
         f"{recipe.title} data not found, and Keras could not download it ({reason}).",
-        f"Put Keras' {recipe.filename}/ folder ({', '.join(IDX_FILES.values())}) "
-        "in one of:"
-        if recipe.layout == "idx"
-        else f"Put Keras' {recipe.filename} (arrays {', '.join(_KEYS)}) in one of:",
+        "Put Keras' "
+        + recipe.stored.format(
+            files=", ".join(IDX_FILES.values()), arrays=", ".join(_KEYS)
+        )
+        + " in one of:",
         "  - any path, passed as --data PATH",
     ]
     if DATA_ENV not in places[0][0]:

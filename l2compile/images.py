@@ -35,7 +35,8 @@ import numpy as np
 
 from l2compile.errors import BuildError, some_of
 from l2compile.files import open_binary, unreadable
-from l2compile.recipes import ModelInput, Recipe
+from l2compile.recipes import ModelInput
+from l2compile.sources.base import Source as Recipe
 
 if TYPE_CHECKING:
     from l2compile.datasets import Dataset

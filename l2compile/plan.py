@@ -69,8 +69,10 @@ from l2compile.layers.base import (
     rank_error,
     shape_text,
 )
-from l2compile.recipes import ModelInput, Recipe, SpecPath, recipe_for
+from l2compile.recipes import ModelInput, SpecPath
 from l2compile.schedules import SchedulePlan, plan_schedule
+from l2compile.sources import source_for
+from l2compile.sources.base import Source as Recipe
 from l2compile.spec import LoadedSpec, ScheduleSpec, Spec, SplitFiles
 from l2compile.tasks import Task, plan_task
 
@@ -666,13 +668,13 @@ class _Planner:
                     "input (as the first layer of a stack, or with inputs: [input])",
                 )
 
-    def check_multi_worker(self, task: Task) -> None:
+    def check_multi_worker(self, recipe: Recipe, task: Task) -> None:
         """multi_worker's custom loop (see the template) trains and scores
         integer-label classification alone, on arrays in memory."""
         train = self.spec.train
         if train.distribute != "multi_worker":
             return
-        if train.recipe in ("csv", "image_folder"):
+        if recipe.streamed or recipe.encodes:
             self.error(
                 ("train", "distribute"),
                 f"multi_worker's custom training loop reads arrays in memory, not "
@@ -831,7 +833,7 @@ class _Planner:
     def recipe(self, split: SplitFiles | None) -> Recipe:
         """The data node: the spec's recipe and its fields."""
         train = self.spec.train
-        return recipe_for(
+        return source_for(
             train.recipe,
             train.num_classes,
             data=split.train if split else train.data,
@@ -850,7 +852,7 @@ class _Planner:
         complete = bool(layers) and len(layers) == len(spec.layers)
         output = layers[-1].output_shape if complete else None
         task = plan_task(spec, recipe, output, self.error)
-        self.check_multi_worker(task)
+        self.check_multi_worker(recipe, task)
         self.check_size(layers)
         self.check_data(recipe, task, layers)
         self.check_weight_decay(layers)

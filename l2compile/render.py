@@ -299,7 +299,12 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "balanced": plan.task.class_weight == "balanced",
         "class_weight": _class_weight(plan),
         "class_count": plan.task.class_count,
-        "loader": plan.recipe.loader,
+        "source_template": plan.recipe.template,
+        "imports": _imports(plan),
+        "tensorflow": plan.tensorflow_only or plan.recipe.tensorflow,
+        "encodes": plan.recipe.encodes,
+        "streamed": plan.recipe.streamed,
+        "own_data": plan.recipe.own_data,
         "test_data": plan.recipe.test_data is not None,
         "test_split": plan.recipe.test_split is not None,
         "channels": plan.input_shape[-1],
@@ -314,8 +319,16 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "integer_input": plan.integer_input,
         "distribute": plan.distribute,
         "deterministic_ops": plan.deterministic_ops,
-        "tensorflow_only": plan.tensorflow_only,
     }
+
+
+def _imports(plan: ModelPlan) -> list[str]:
+    """The module's standard-library imports, sorted as isort sorts them: the
+    module's own, and its data source's."""
+    lines = {"import argparse", "import os", *plan.recipe.imports}
+    if plan.distribute != "multi_worker" or plan.schedule:
+        lines.add("import math")  # Batches' length, the schedule's steps
+    return sorted(lines, key=lambda line: (line.startswith("from "), line))
 
 
 def _model_params(plan: ModelPlan) -> str:

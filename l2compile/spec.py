@@ -31,11 +31,13 @@ from pydantic import (
     BeforeValidator,
     Discriminator,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     Tag,
     ValidationError,
     model_validator,
 )
-from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from l2compile.backends import DEFAULT as DEFAULT_BACKEND
 from l2compile.backends import Backend
@@ -50,6 +52,8 @@ from l2compile.fields import (
 from l2compile.layers import KINDS, LAYER_TYPES, LayerSpec
 from l2compile.overrides import Override, apply
 from l2compile.source import Document, read_spec_file
+from l2compile.sources import SOURCES
+from l2compile.sources.base import spoken_list, taking
 from l2compile.tasks import LOSSES, METRICS, TASKS
 
 # The generated module is run as a script from its own folder, which then comes
@@ -309,8 +313,43 @@ class SplitFiles(StrictModel):
     test: DataPath
 
 
-#: The recipes that read a user's own files, and so take train.data.
-OWN_DATA = ("npz", "csv", "image_folder")
+class SourceName(str):
+    """train.recipe: the name of a registered data source (l2compile.sources).
+
+    Checked against the registry when a spec is validated, and listed in the
+    JSON Schema when it is made, so a source registered after this module
+    was imported is known to both.
+    """
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(cls._check)
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        return {"enum": list(SOURCES), "type": "string"}
+
+    @staticmethod
+    def _check(value: Any) -> str:
+        if isinstance(value, str) and value in SOURCES:
+            return value
+        raise PydanticCustomError(
+            "literal_error",
+            "Input should be {expected}",
+            {"expected": " or ".join(repr(name) for name in SOURCES)},
+        )
+
+
+def _only_for(field: str, words: str) -> str:
+    """'{words} is only for the csv recipe', or '... the npz and csv recipes',
+    naming the sources that take `field`."""
+    names = taking(field)
+    plural = "recipes" if len(names) > 1 else "recipe"
+    return f"{words} only for the {spoken_list(names)} {plural}"
 
 
 def _path_or_files(value: object) -> str:
@@ -344,7 +383,7 @@ class EarlyStoppingSpec(StrictModel):
 
 
 class TrainSpec(StrictModel):
-    recipe: Literal["mnist", "fashion_mnist", "npz", "csv", "image_folder"]
+    recipe: SourceName
     data: (
         Annotated[
             Annotated[DataPath, Tag(_PATH)] | Annotated[SplitFiles, Tag(_FILES)],
@@ -489,52 +528,54 @@ class TrainSpec(StrictModel):
 
     @model_validator(mode="after")
     def _recipe_fields(self) -> TrainSpec:
+        """Each field a source does not take is refused, as the sources
+        declare (l2compile.sources: `fields` and `needs`)."""
         recipe = self.recipe
-        if recipe != "npz" and self.num_classes is not None and recipe != "csv":
+        kind = SOURCES[recipe]
+        if self.num_classes is not None and "num_classes" not in kind.fields:
             raise PydanticCustomError(
                 "recipe_classes",
-                "num_classes is only for the npz and csv recipes; '{recipe}' "
-                "knows its classes",
+                _only_for("num_classes", "num_classes is")
+                + "; '{recipe}' knows its classes",
                 {"recipe": recipe},
             )
-        if self.data is not None and recipe not in OWN_DATA:
+        if self.data is not None and "data" not in kind.fields:
             raise PydanticCustomError(
                 "labels_count",
-                "data is only for the npz, csv and image_folder recipes; "
-                "'{recipe}' is found as the README's Data section says, or with "
-                "--data",
+                _only_for("data", "data is") + "; '{recipe}' is found as the "
+                "README's Data section says, or with --data",
                 {"recipe": recipe},
             )
-        if isinstance(self.data, SplitFiles) and recipe != "csv":
+        if isinstance(self.data, SplitFiles) and "data_files" not in kind.fields:
             raise PydanticCustomError(
                 "recipe_field",
-                "data with train and test files is only for the csv recipe; "
-                "'{recipe}' reads one path",
+                _only_for("data_files", "data with train and test files is")
+                + "; '{recipe}' reads one path",
                 {"recipe": recipe, "field": "data"},
             )
-        if self.labels is not None and recipe not in ("npz", "csv"):
+        if self.labels is not None and "labels" not in kind.fields:
             raise PydanticCustomError(
                 "labels_count",
-                "labels are only for the npz and csv recipes; '{recipe}' names "
-                "its classes",
+                _only_for("labels", "labels are") + "; '{recipe}' names its classes",
                 {"recipe": recipe},
             )
         for field in ("label", "features"):
-            if getattr(self, field) is not None and recipe != "csv":
+            if getattr(self, field) is not None and "columns" not in kind.fields:
                 raise PydanticCustomError(
                     "recipe_field",
-                    "{field} is only for the csv recipe",
+                    _only_for("columns", "{field} is"),
                     {"field": field},
                 )
-        if recipe == "csv" and self.label is None:
+        if "columns" in kind.needs and self.label is None:
             raise PydanticCustomError(
                 "labels_count",
-                "the csv recipe needs label: the column (or columns) to predict",
+                "the {recipe} recipe needs label: the column (or columns) to predict",
+                {"recipe": recipe},
             )
-        if self.test_split is not None and recipe not in ("csv", "image_folder"):
+        if self.test_split is not None and "test_split" not in kind.fields:
             raise PydanticCustomError(
                 "recipe_field",
-                "test_split is only for the csv and image_folder recipes",
+                _only_for("test_split", "test_split is"),
                 {"field": "test_split"},
             )
         if self.test_split is not None and isinstance(self.data, SplitFiles):
@@ -773,6 +814,8 @@ def _annotation_at(path: FieldPath, data: Any) -> Any:
 
 
 def _choices(annotation: Any) -> tuple[str, ...]:
+    if annotation is SourceName:
+        return tuple(SOURCES)
     if get_origin(annotation) is Literal:
         return tuple(str(a) for a in get_args(annotation))
     return ()

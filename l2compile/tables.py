@@ -104,7 +104,8 @@ import numpy.typing as npt
 # The module, not its names: datasets may import this module while it loads.
 from l2compile import datasets, files
 from l2compile.errors import BuildError, closest, some_of
-from l2compile.recipes import ModelInput, Recipe
+from l2compile.recipes import ModelInput
+from l2compile.sources.base import Source as Recipe
 from l2compile.tasks import Task
 
 __all__ = [

@@ -36,7 +36,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from l2compile.layers.base import Shape, py_str, shape_text
-from l2compile.recipes import Recipe, Report
+from l2compile.sources.base import Report
+from l2compile.sources.base import Source as Recipe
 
 if TYPE_CHECKING:
     import numpy.typing as npt

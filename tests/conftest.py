@@ -25,9 +25,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from l2compile.datasets import RECIPES, candidates
+from l2compile.datasets import candidates
 from l2compile.generate import Compiled
 from l2compile.plan import ModelPlan, plan_spec
+from l2compile.sources import RECIPES
 from l2compile.spec import load_spec
 
 # Both profiles start from Hypothesis' defaults, not from whatever profile it

@@ -17,8 +17,9 @@ import pytest
 
 from l2compile import backends, processes
 from l2compile import build as builder
-from l2compile.datasets import RECIPES, load_dataset
+from l2compile.datasets import load_dataset
 from l2compile.errors import BuildError
+from l2compile.sources import RECIPES
 
 from .conftest import GOLDEN, SMALL_SPEC, compiled, plan_file
 from .update_golden import all_specs

@@ -15,20 +15,15 @@ import numpy as np
 import pytest
 
 from l2compile import datasets
-from l2compile.datasets import (
-    RECIPES,
-    ModelInput,
-    SpecPath,
-    load_dataset,
-    recipe_for,
-)
+from l2compile.datasets import ModelInput, SpecPath, load_dataset
 from l2compile.errors import BuildError
+from l2compile.sources import RECIPES, source_for
 from l2compile.tasks import Binary, Multilabel, Regression
 
 from .conftest import make_fashion_idx, make_mnist_npz
 
 MNIST = RECIPES["mnist"]
-NPZ = recipe_for("npz", 3)
+NPZ = source_for("npz", 3)
 FLOATS = ModelInput((4,))
 TOKENS = ModelInput((4,), ids=50)
 
@@ -119,7 +114,7 @@ PRICES = ModelInput((4,), task=Regression("mse", ("mae",), 2, ("p", "q")))
 def test_a_binary_label_2_is_named_with_its_place(tmp_path: Path) -> None:
     y = np.array([0, 1, 1, 0, 2, 2], np.int64)
     path = _save(tmp_path / "d.npz", _floats(y_train=y, y_test=y[:3]))
-    assert _refused(path, recipe_for("npz"), BINARY) == (
+    assert _refused(path, source_for("npz"), BINARY) == (
         f"{path}: not usable as npz data:\n"
         "  - y_train holds 2 at y_train[4] (2 such values); expected labels 0 or 1"
     )
@@ -128,7 +123,7 @@ def test_a_binary_label_2_is_named_with_its_place(tmp_path: Path) -> None:
 def test_binary_labels_may_be_0_1_floats_in_a_column(tmp_path: Path) -> None:
     y = np.array([[0.0], [1.0], [1.0], [0.0], [1.0], [0.0]], np.float32)
     path = _save(tmp_path / "d.npz", _floats(y_train=y, y_test=y[:3]))
-    data = load_dataset(recipe_for("npz"), path, model_input=BINARY, env={})
+    data = load_dataset(source_for("npz"), path, model_input=BINARY, env={})
     assert data.y_train.shape == (6, 1)
 
 
@@ -136,14 +131,14 @@ def test_multilabel_labels_may_be_bools(tmp_path: Path) -> None:
     y = np.zeros((6, 3), bool)
     y[0, 1] = True
     path = _save(tmp_path / "d.npz", _floats(y_train=y, y_test=y[:3]))
-    data = load_dataset(recipe_for("npz"), path, model_input=TAGS, env={})
+    data = load_dataset(source_for("npz"), path, model_input=TAGS, env={})
     assert data.y_train.dtype == bool
 
 
 def test_multilabel_columns_that_do_not_match_the_output(tmp_path: Path) -> None:
     y = np.zeros((6, 4), np.int64)
     path = _save(tmp_path / "d.npz", _floats(y_train=y, y_test=y[:3]))
-    assert _refused(path, recipe_for("npz"), TAGS) == (
+    assert _refused(path, source_for("npz"), TAGS) == (
         f"{path}: not usable as npz data:\n"
         "  - y_train has shape (6, 4); expected (6, 3): 3 columns of 0 or 1, one "
         "per label\n"
@@ -156,7 +151,7 @@ def test_a_regression_target_with_nan_is_named(tmp_path: Path) -> None:
     y = np.ones((6, 2), np.float64)
     y[3, 1] = np.nan
     path = _save(tmp_path / "d.npz", _floats(y_train=y, y_test=y[:3]))
-    assert _refused(path, recipe_for("npz"), PRICES) == (
+    assert _refused(path, source_for("npz"), PRICES) == (
         f"{path}: not usable as npz data:\n"
         "  - y_train holds a value that is not finite (NaN) at y_train[3, 1]"
     )
@@ -165,7 +160,7 @@ def test_a_regression_target_with_nan_is_named(tmp_path: Path) -> None:
 def test_regression_targets_of_one_column_for_two_outputs(tmp_path: Path) -> None:
     y = np.ones(6, np.float32)
     path = _save(tmp_path / "d.npz", _floats(y_train=y, y_test=y[:3]))
-    assert _refused(path, recipe_for("npz"), PRICES).splitlines()[1] == (
+    assert _refused(path, source_for("npz"), PRICES).splitlines()[1] == (
         "  - y_train has shape (6,); expected (6, 2): float targets, 2 columns"
     )
 

@@ -13,8 +13,9 @@ import pytest
 
 from l2compile import build as builder
 from l2compile import export
-from l2compile.datasets import RECIPES, read_npz
+from l2compile.datasets import read_npz
 from l2compile.errors import BuildError
+from l2compile.sources import RECIPES
 
 from .conftest import ROOT, SMALL_SPEC, compiled
 

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from l2compile.datasets import RECIPES, Dataset, Recipe, load_dataset
+from l2compile.datasets import Dataset, load_dataset
 from l2compile.errors import BuildError
+from l2compile.sources import RECIPES
+from l2compile.sources import Source as Recipe
 
 from .conftest import ROOT, make_fashion_idx, make_mnist_npz
 

@@ -15,9 +15,10 @@ import pytest
 from l2compile import build as builder
 from l2compile import callbacks, export
 from l2compile.contract import import_generated
-from l2compile.datasets import RECIPES, read_npz
+from l2compile.datasets import read_npz
 from l2compile.errors import Interrupted
 from l2compile.generate import Compiled
+from l2compile.sources import RECIPES
 
 from .conftest import compiled, make_mnist_npz
 from .test_resume import _StopAt

@@ -17,7 +17,8 @@ from PIL import Image
 from l2compile import images
 from l2compile.datasets import Dataset, load_dataset
 from l2compile.errors import BuildError
-from l2compile.recipes import ModelInput, recipe_for
+from l2compile.recipes import ModelInput
+from l2compile.sources import source_for
 from l2compile.tasks import Classification
 
 from .conftest import make_image_folder
@@ -45,7 +46,7 @@ _LZW = bytes([2, 2, 0x44, 0x01, 0])
 
 
 def _read(folder: Path) -> Dataset:
-    recipe = recipe_for("image_folder", data=str(folder))
+    recipe = source_for("image_folder", data=str(folder))
     return load_dataset(recipe, folder, model_input=THREE, env={}, seed=0)
 
 

@@ -12,7 +12,8 @@ import pytest
 from l2compile import images
 from l2compile.datasets import Dataset, load_dataset
 from l2compile.errors import BuildError
-from l2compile.recipes import ModelInput, recipe_for
+from l2compile.recipes import ModelInput
+from l2compile.sources import source_for
 from l2compile.tasks import Classification
 
 from .conftest import SHAPES, make_image_folder, write_png
@@ -29,7 +30,7 @@ THREE = ModelInput(
 
 
 def _read(folder: Path, test_split: float | None = None, seed: int = 0) -> Dataset:
-    recipe = recipe_for("image_folder", data=str(folder), test_split=test_split)
+    recipe = source_for("image_folder", data=str(folder), test_split=test_split)
     return load_dataset(recipe, folder, model_input=THREE, env={}, seed=seed)
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from l2compile.datasets import RECIPES, load_dataset
+from l2compile.datasets import load_dataset
+from l2compile.sources import RECIPES
 
 from .conftest import ROOT
 

@@ -20,7 +20,8 @@ import pytest
 
 from l2compile import datasets
 from l2compile.errors import BuildError
-from l2compile.recipes import ModelInput, recipe_for
+from l2compile.recipes import ModelInput
+from l2compile.sources import source_for
 from l2compile.tables import MAX_COLUMNS, MAX_ROW_CHARS, read_csv
 from l2compile.tasks import Binary
 
@@ -36,7 +37,7 @@ def _csv(folder: Path, text: str, name: str = "d.csv") -> Path:
 def _read(
     path: Path, width: int, features: tuple[str, ...] | None = None
 ) -> datasets.Dataset:
-    recipe = recipe_for(
+    recipe = source_for(
         "csv", None, data=str(path), label=("y",), features=features, test_split=0.5
     )
     model_input = ModelInput((width,), task=BINARY)
@@ -198,7 +199,7 @@ def test_a_symlink_loop_given_as_data_is_named(tmp_path: Path) -> None:
     # Before: the check of --data said "no such file" of a loop.
     (tmp_path / "a.csv").symlink_to(tmp_path / "b.csv")
     (tmp_path / "b.csv").symlink_to(tmp_path / "a.csv")
-    recipe = recipe_for("csv", None, label=("y",), test_split=0.5)
+    recipe = source_for("csv", None, label=("y",), test_split=0.5)
     with pytest.raises(BuildError) as err:
         datasets.load_dataset(
             recipe, tmp_path / "a.csv", model_input=ModelInput((1,), task=BINARY)
@@ -248,7 +249,8 @@ _DEV_ZERO = textwrap.dedent(
     import resource
     from pathlib import Path
     from l2compile.errors import BuildError
-    from l2compile.recipes import ModelInput, recipe_for
+    from l2compile.recipes import ModelInput
+    from l2compile.sources import source_for
     from l2compile.tables import read_csv
     from l2compile.tasks import Regression
 
@@ -256,7 +258,7 @@ _DEV_ZERO = textwrap.dedent(
     pages = int(open("/proc/self/statm").read().split()[0])
     cap = pages * resource.getpagesize() + (1 << 30)
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    recipe = recipe_for("csv", None, data="/dev/zero", label=("y",), test_split=0.5)
+    recipe = source_for("csv", None, data="/dev/zero", label=("y",), test_split=0.5)
     task = ModelInput((1,), task=Regression("mse", ("mae",), 1, ("y",)))
     try:
         read_csv(recipe, Path("/dev/zero"), None, seed=0, model_input=task)

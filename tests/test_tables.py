@@ -11,7 +11,8 @@ import pytest
 
 from l2compile import datasets
 from l2compile.errors import BuildError
-from l2compile.recipes import ModelInput, recipe_for
+from l2compile.recipes import ModelInput
+from l2compile.sources import source_for
 from l2compile.tables import read_csv
 from l2compile.tasks import Binary, Classification, Multilabel, Regression, Task
 
@@ -41,7 +42,7 @@ def _read(
     test_split: float | None = 0.5,
     seed: int = 0,
 ) -> datasets.Dataset:
-    recipe = recipe_for(
+    recipe = source_for(
         "csv",
         None,
         data=str(path),
