@@ -25,6 +25,7 @@ from l2compile.plan import (
     py_str,
     shape_text,
 )
+from l2compile.sources import SOURCES
 
 #: The module template, and the width its lines are kept to (ruff's default).
 MODULE_TEMPLATE = "module.py.jinja"
@@ -39,10 +40,25 @@ def templates_dir() -> Path:
     return packaged if packaged.is_dir() else here.parent / "templates"
 
 
+def _outside_fragment(name: str) -> str | None:
+    """The fragment of a source whose fragment lives outside l2compile's
+    templates (Source.template_folder), by its template name."""
+    for kind in SOURCES.values():
+        folder = kind.template_folder
+        if folder is not None and name == f"sources/{kind.name}.py.jinja":
+            return (folder / f"{kind.name}.py.jinja").read_text(encoding="utf-8")
+    return None
+
+
 def environment(directory: Path | None = None) -> jinja2.Environment:
     """The jinja2 environment: strict about undefined names, no autoescape."""
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(directory or templates_dir()),
+        loader=jinja2.ChoiceLoader(
+            [
+                jinja2.FileSystemLoader(directory or templates_dir()),
+                jinja2.FunctionLoader(_outside_fragment),
+            ]
+        ),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,

@@ -116,6 +116,10 @@ class Source:
     #: The spec fields it takes (FIELDS), and those it needs.
     fields: ClassVar[frozenset[str]] = frozenset()
     needs: ClassVar[frozenset[str]] = frozenset()
+    #: The folder holding its template fragment, `<name>.py.jinja` (None:
+    #: l2compile's templates/sources/): a source defined outside l2compile
+    #: ships its fragment beside it.
+    template_folder: ClassVar[Path | None] = None
     #: The standard-library imports its template fragment needs, as lines.
     imports: ClassVar[tuple[str, ...]] = ()
     #: Its fragment reads with TensorFlow (the module imports it).
