@@ -104,3 +104,239 @@ def test_every_family_module_is_registered() -> None:
     }
     assert set(layers.FAMILIES) == modules
     assert {kind.__module__.rsplit(".", 1)[1] for kind in KINDS.values()} == modules
+
+
+# --- data sources: one module and one template fragment each ------------------
+
+from l2compile import sources  # noqa: E402
+from l2compile.sources import SOURCES  # noqa: E402
+
+TEMPLATES = PACKAGE.parent / "templates"
+
+
+def test_each_source_is_one_module_and_one_template_fragment() -> None:
+    """A source is its module, l2compile/sources/<name>.py, holding its one
+    registered class, and its fragment, templates/sources/<name>.py.jinja;
+    no other module of the package or the templates holds one."""
+    modules = {
+        path.stem
+        for path in (PACKAGE / "sources").glob("*.py")
+        if path.stem not in ("__init__", "base")
+    }
+    fragments = {
+        path.name.removesuffix(".py.jinja")
+        for path in (TEMPLATES / "sources").glob("*.py.jinja")
+    }
+    assert set(sources.FAMILIES) == modules == fragments == set(SOURCES)
+    for name, kind in SOURCES.items():
+        assert kind.__module__ == f"l2compile.sources.{name}", name
+        assert kind.template_folder is None, name
+        assert kind().template == f"sources/{name}.py.jinja"
+
+
+def compared_names(text: str, names: set[str]) -> list[tuple[int, str]]:
+    """Where Python source `text` compares a value with one of `names`
+    (`x == "csv"`, `x in ("csv", "npz")`, `match` cases): (line, name)."""
+    found = []
+
+    def strings(node: ast.AST) -> list[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return [node.value]
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return [s for element in node.elts for s in strings(element)]
+        return []
+
+    for node in ast.walk(ast.parse(text)):
+        sides: list[ast.AST] = []
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+        elif isinstance(node, ast.MatchValue):
+            sides = [node.value]
+        for side in sides:
+            found += [(node.lineno, s) for s in strings(side) if s in names]
+    return found
+
+
+def test_the_name_check_finds_a_comparison() -> None:
+    names = {"csv", "npz"}
+    text = (
+        "if recipe.name == 'csv':\n    pass\n"
+        "ok = recipe.name in ('npz', 'mnist')\n"
+        "match recipe.name:\n    case 'csv':\n        pass\n"
+        "title = {'csv': 'CSV'}\n"
+    )
+    assert compared_names(text, names) == [(1, "csv"), (3, "npz"), (5, "csv")]
+
+
+def test_no_module_outside_sources_compares_a_source_name() -> None:
+    names = set(SOURCES)
+    found = [
+        (str(path.relative_to(PACKAGE)), line, name)
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "sources" not in path.relative_to(PACKAGE).parts
+        for line, name in compared_names(path.read_text(encoding="utf-8"), names)
+    ]
+    assert found == []
+
+
+def test_no_template_outside_sources_names_a_source() -> None:
+    """The module template includes the source's fragment and asks its facts
+    (encodes, streamed, own_data); it never tests which source it is."""
+    pattern = "|".join(sorted(SOURCES))
+    for path in TEMPLATES.glob("*.jinja"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            tags = [t for t in line.split("{%")[1:] if "%}" in t]
+            for tag in tags:
+                quoted = [f'"{n}"' for n in SOURCES] + [f"'{n}'" for n in SOURCES]
+                assert not any(q in tag for q in quoted), (path.name, line, pattern)
+
+
+# --- the import graph ------------------------------------------------------------
+
+
+def import_graph(
+    texts: dict[str, str], packages: frozenset[str] = frozenset()
+) -> dict[str, set[str]]:
+    """Module -> the package modules it imports, from each module's source
+    (`texts`: dotted name -> source; `packages`: the names that are
+    packages, whose source is their __init__'s).
+    Every import counts: module-level, inside functions, and under
+    TYPE_CHECKING; and a package's registry imports each of its FAMILIES."""
+    graph: dict[str, set[str]] = {}
+    for name, text in texts.items():
+        tree = ast.parse(text)
+        here = name.split(".") if name in packages else name.split(".")[:-1]
+        wanted: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                wanted |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = here[: len(here) - node.level + 1]
+                    base = ".".join([*parts, *([node.module] if node.module else [])])
+                wanted.add(base)
+                wanted |= {f"{base}.{alias.name}" for alias in node.names}
+            elif (
+                isinstance(node, ast.Assign)
+                and any(
+                    isinstance(t, ast.Name) and t.id == "FAMILIES" for t in node.targets
+                )
+                and isinstance(node.value, ast.Tuple)
+            ):
+                wanted |= {
+                    f"{name}.{e.value}"
+                    for e in node.value.elts
+                    if isinstance(e, ast.Constant) and isinstance(e.value, str)
+                }
+        graph[name] = {m for m in wanted if m in texts and m != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles: each strongly connected set of two or more modules."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for other in sorted(graph[module]):
+            if other not in index:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in stack:
+                low[module] = min(low[module], index[other])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                other = stack.pop()
+                group.append(other)
+                if other == module:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def _package_texts() -> tuple[dict[str, str], frozenset[str]]:
+    texts = {}
+    packages = set()
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+            packages.add(".".join(parts))
+        texts[".".join(parts)] = path.read_text(encoding="utf-8")
+    return texts, frozenset(packages)
+
+
+def test_the_cycle_check_finds_a_cycle_through_a_function_level_import() -> None:
+    texts = {
+        "p.a": "from p.b import thing\n",
+        "p.b": "if TYPE_CHECKING:\n    from p import c\n",
+        "p.c": "def f():\n    import p.a\n",
+        "p.d": "import p.a\n",
+    }
+    assert cycles(import_graph(texts)) == [["p.a", "p.b", "p.c"]]
+    texts["p.c"] = "def f():\n    import os\n"
+    assert cycles(import_graph(texts)) == []
+
+
+def test_no_import_cycle_in_the_package() -> None:
+    graph = import_graph(*_package_texts())
+    assert cycles(graph) == []
+
+
+#: The modules that make the plan (validate, inspect and generate need
+#: nothing else). A source's module belongs to both stages: its facts and
+#: checks are the plan's, its `read` imports the readers when a build calls it.
+PLAN_STAGE = (
+    "l2compile.spec",
+    "l2compile.plan",
+    "l2compile.render",
+    "l2compile.generate",
+    "l2compile.recipes",
+    "l2compile.schedules",
+    "l2compile.fields",
+    "l2compile.errors",
+    "l2compile.source",
+    "l2compile.overrides",
+    "l2compile.sources",
+    "l2compile.sources.base",
+)
+DATA_READERS = ("l2compile.datasets", "l2compile.tables", "l2compile.images")
+
+
+def test_no_plan_stage_module_imports_the_data_readers() -> None:
+    graph = import_graph(*_package_texts())
+    stage = [
+        m
+        for m in graph
+        if m in PLAN_STAGE or m.startswith(("l2compile.layers", "l2compile.tasks"))
+    ]
+    assert {m for m in PLAN_STAGE if m in graph} == set(PLAN_STAGE)
+    found = {
+        m: sorted(graph[m] & set(DATA_READERS))
+        for m in stage
+        if graph[m] & set(DATA_READERS)
+    }
+    assert found == {}
+
+
+def test_no_class_in_the_package_is_over_300_lines() -> None:
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > 300:
+                    long.append(f"{path.name}:{node.name} ({length} lines)")
+    assert long == []

@@ -274,11 +274,11 @@ class Source:
         return path.is_file()
 
     def read(self, request: Request) -> Any:
-        """Find, read and check the data (the build stage): by default, the
-        first place `holds` accepts, read by `read_found`."""
-        from l2compile import datasets
-
-        return datasets.find_file(self, request)
+        """Find, read and check the data (the build stage): a
+        `datasets.Dataset`. A source that reads one file or folder found
+        by `holds` calls `datasets.find_file`, which reads it with
+        `read_found`."""
+        raise NotImplementedError
 
     def read_found(self, path: Path, model_input: Any) -> Any:
         """Read the data found at `path` (where `holds` says it is)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from l2compile.layers.base import py_str
-from l2compile.sources.base import KerasDataset, register
+from l2compile.sources.base import KerasDataset, Request, register
 
 if TYPE_CHECKING:
     from l2compile.datasets import Dataset
@@ -59,6 +59,11 @@ class FashionMnist(KerasDataset):
         from l2compile.datasets import IDX_FILES
 
         return path.is_dir() and all((path / f).is_file() for f in IDX_FILES.values())
+
+    def read(self, request: Request) -> Dataset:
+        from l2compile import datasets
+
+        return datasets.find_file(self, request)
 
     def read_found(self, path: Path, model_input: ModelInput | None) -> Dataset:
         from l2compile import datasets

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from l2compile.sources.base import KerasDataset, register
+from l2compile.sources.base import KerasDataset, Request, register
 
 if TYPE_CHECKING:
     from l2compile.datasets import Dataset
@@ -31,6 +31,11 @@ class Mnist(KerasDataset):
         "digit on black, scaled to fit a 20x20 box and centred in the 28x28 "
         "image by its centre of mass; invert digits drawn dark on light"
     )
+
+    def read(self, request: Request) -> Dataset:
+        from l2compile import datasets
+
+        return datasets.find_file(self, request)
 
     def read_found(self, path: Path, model_input: ModelInput | None) -> Dataset:
         from l2compile import datasets

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from l2compile.layers.base import py_str
-from l2compile.sources.base import Source, register
+from l2compile.sources.base import Request, Source, register
 
 if TYPE_CHECKING:
     from l2compile.datasets import Dataset
@@ -30,6 +30,11 @@ class Npz(Source):
     @property
     def classes_origin(self) -> str:
         return f"train.num_classes is {self.num_classes}"
+
+    def read(self, request: Request) -> Dataset:
+        from l2compile import datasets
+
+        return datasets.find_file(self, request)
 
     def read_found(self, path: Path, model_input: ModelInput | None) -> Dataset:
         from l2compile import datasets
