@@ -259,19 +259,31 @@ def _backend_note(plan: ModelPlan) -> str:
     )
 
 
-@dataclass(frozen=True)
-class _ConstantView:
-    name: str
-    value: str
-    comment: str
-    comment_above: bool
+def _constant_text(constant: Constant) -> str:
+    """A constant's assignment: its comment after it when the line fits, else
+    above it."""
+    assignment = f"{constant.name} = {constant.value}"
+    if not constant.comment:
+        return assignment
+    line = f"{assignment}  # {constant.comment}"
+    if "\n" in constant.value or not _fits(0, line):
+        comment = constant.comment
+        return f"# {comment[:1].upper()}{comment[1:]}:\n{assignment}"
+    return line
 
 
-def _constant_view(constant: Constant) -> _ConstantView:
-    """A constant's comment goes after it when the line fits, else above it."""
-    line = f"{constant.name} = {constant.value}  # {constant.comment}"
-    above = bool(constant.comment) and ("\n" in constant.value or not _fits(0, line))
-    return _ConstantView(constant.name, constant.value, constant.comment, above)
+def _uses_regularizers(plan: ModelPlan) -> bool:
+    return any(layer.regularizers for layer in plan.layers) or bool(
+        plan.backbone and plan.backbone.l2
+    )
+
+
+def _optimizer_call(plan: ModelPlan) -> str:
+    """The optimizer's constructor, on one line where it fits."""
+    args = ", ".join(plan.optimizer_args)
+    if _fits(4, f"optimizer = {plan.optimizer}({args})"):
+        return f"{plan.optimizer}({args})"
+    return f"{plan.optimizer}(\n        {args}\n    )"
 
 
 def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
@@ -285,18 +297,14 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "backend": py_str(plan.module_backend),
         "name": plan.name,
         "model_name": py_str(plan.name),
-        "constants": [_constant_view(constant) for constant in plan.constants],
+        "constants": [_constant_text(constant) for constant in plan.constants],
         "sequential": plan.is_stack,
         "layers": [_layer_view(layer) for layer in plan.layers],
         "calls": [] if plan.is_stack else _calls(plan),
-        "optimizer": plan.optimizer,
-        "optimizer_args": plan.optimizer_args,
-        "optimizer_one_line": _fits(
-            4, f"optimizer = {plan.optimizer}({', '.join(plan.optimizer_args)})"
-        ),
+        "optimizer_call": _optimizer_call(plan),
         "no_weight_decay": bool(plan.no_weight_decay),
-        "uses_regularizers": any(layer.regularizers for layer in plan.layers)
-        or bool(plan.backbone and plan.backbone.l2),
+        "keras_import": "from keras import layers"
+        + (", regularizers" if _uses_regularizers(plan) else ""),
         "backbone": _backbone_view(plan.backbone) if plan.backbone else None,
         "schedule": plan.schedule,
         "early_stopping": plan.early_stopping,

@@ -183,7 +183,9 @@ def test_no_template_outside_sources_names_a_source() -> None:
     """The module template includes the source's fragment and asks its facts
     (encodes, streamed, own_data); it never tests which source it is."""
     pattern = "|".join(sorted(SOURCES))
-    for path in TEMPLATES.glob("*.jinja"):
+    for path in TEMPLATES.rglob("*.jinja"):
+        if "sources" in path.relative_to(TEMPLATES).parts:
+            continue
         for line in path.read_text(encoding="utf-8").splitlines():
             tags = [t for t in line.split("{%")[1:] if "%}" in t]
             for tag in tags:
@@ -340,3 +342,15 @@ def test_no_class_in_the_package_is_over_300_lines() -> None:
                 if length > 300:
                     long.append(f"{path.name}:{node.name} ({length} lines)")
     assert long == []
+
+
+def test_the_module_template_lays_out_and_does_not_decide() -> None:
+    """Decisions are the plan's: the module template has at most 30 branches
+    (`if`/`elif`), and none of them names a task, a loss or a metric."""
+    import re
+
+    text = (TEMPLATES / "module.py.jinja").read_text(encoding="utf-8")
+    branches = re.findall(r"\{%-?\s*(?:if|elif)\b([^%]*)%\}", text)
+    assert len(branches) <= 30
+    for condition in branches:
+        assert "accuracy" not in condition and "crossentropy" not in condition
