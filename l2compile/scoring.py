@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from l2compile.tasks import LOSSES
+
 #: Predictions are made this many samples at a time.
 CHUNK = 1000
 #: A probability is clipped to [EPSILON, 1 - EPSILON] before its log is
@@ -139,22 +141,12 @@ def huber(outputs: Array, targets: Array) -> float:
 def data_loss(
     loss: str, outputs: Array, targets: Array, label_smoothing: float = 0.0
 ) -> float:
-    """The loss named `loss`, without any penalty, as Keras computes it."""
-    if loss == "sparse_categorical_crossentropy":
-        return sparse_categorical_crossentropy(outputs, targets)
-    if loss == "categorical_crossentropy":
-        return categorical_crossentropy(outputs, targets, label_smoothing)
-    if loss == "binary_crossentropy":
-        return binary_crossentropy(outputs, targets, label_smoothing)
-    if loss == "binary_focal_crossentropy":
-        return binary_focal_crossentropy(outputs, targets, label_smoothing)
-    if loss == "mse":
-        return mean_squared_error(outputs, targets)
-    if loss == "mae":
-        return mean_absolute_error(outputs, targets)
-    if loss == "huber":
-        return huber(outputs, targets)
-    raise ValueError(f"no scoring for loss {loss!r}")
+    """The loss named `loss`, without any penalty, as Keras computes it: each
+    loss a task can name says which of the functions above it is
+    (`l2compile.tasks.LOSSES`)."""
+    if loss not in LOSSES:
+        raise ValueError(f"no scoring for loss {loss!r}")
+    return LOSSES[loss].score(outputs, targets, label_smoothing)
 
 
 # --- metrics --------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""The task node of the plan: what the model's output means.
+"""What every task kind states, and the registry of kinds.
 
-A task kind is one class that states, in one place:
+A task kind is one class, in a module of its own under `l2compile.tasks`,
+that states in one place:
 
 - what the spec may ask of it: its losses (the first is the default), its
   metrics (`default_metrics`, `allowed_metrics`), and the spec's task options
@@ -19,12 +20,12 @@ A task kind is one class that states, in one place:
 - what a deployed model's output means (`output_json`, `output_files`).
 
 A kind registers itself with `@register`; `plan_task` plans the kind that
-the spec's `task` names. The kinds are `Classification`, `Binary`,
-`Multilabel` and `Regression`.
+the spec's `task` names. Nothing outside `l2compile.tasks` asks which kind a
+task is: it asks the task.
 
-This is plan-stage code: numpy is imported (through `l2compile.scoring`) only
-inside the functions that score or check data, which only the build and
-`eval` call.
+This is plan-stage code: numpy is imported (through `l2compile.scoring` and
+`l2compile.arrays`) only inside the functions that score or check data, which
+only the build and `eval` call.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from l2compile.layers.base import Shape, py_str, shape_text
@@ -47,40 +48,71 @@ if TYPE_CHECKING:
 __all__ = [
     "LOSSES",
     "METRICS",
+    "METRIC_KINDS",
     "TASKS",
-    "Binary",
-    "Classification",
-    "Multilabel",
-    "Regression",
+    "Loss",
+    "Metric",
+    "Parity",
     "Task",
+    "count_names",
+    "output_units",
     "plan_task",
     "register",
+    "zero_one",
 ]
+
+
+_Array = Any  # an array of outputs or targets (numpy is imported only to score)
 
 
 @dataclass(frozen=True)
 class Loss:
     """A loss a spec can name: its Keras class (compile() gets the class where
-    an option is set), and whether it takes label smoothing (Keras' sparse
-    cross-entropy has none). `l2compile.scoring.data_loss` computes each."""
+    an option is set), how l2compile computes it without Keras (`score`, of
+    outputs, targets and label smoothing, through `l2compile.scoring`), and
+    whether it takes label smoothing (Keras' sparse cross-entropy has none)."""
 
     keras_class: str
+    score: Callable[[_Array, _Array, float], float]
     smoothed: bool = False
+
+
+def _scoring() -> Any:
+    from l2compile import scoring
+
+    return scoring
 
 
 #: Every loss a spec can name.
 LOSSES = {
-    "sparse_categorical_crossentropy": Loss("SparseCategoricalCrossentropy"),
-    "categorical_crossentropy": Loss("CategoricalCrossentropy", smoothed=True),
-    "binary_crossentropy": Loss("BinaryCrossentropy", smoothed=True),
-    "binary_focal_crossentropy": Loss("BinaryFocalCrossentropy", smoothed=True),
-    "mse": Loss("MeanSquaredError"),
-    "mae": Loss("MeanAbsoluteError"),
-    "huber": Loss("Huber"),
+    "sparse_categorical_crossentropy": Loss(
+        "SparseCategoricalCrossentropy",
+        lambda o, y, s: _scoring().sparse_categorical_crossentropy(o, y),
+    ),
+    "categorical_crossentropy": Loss(
+        "CategoricalCrossentropy",
+        lambda o, y, s: _scoring().categorical_crossentropy(o, y, s),
+        smoothed=True,
+    ),
+    "binary_crossentropy": Loss(
+        "BinaryCrossentropy",
+        lambda o, y, s: _scoring().binary_crossentropy(o, y, s),
+        smoothed=True,
+    ),
+    "binary_focal_crossentropy": Loss(
+        "BinaryFocalCrossentropy",
+        lambda o, y, s: _scoring().binary_focal_crossentropy(o, y, s),
+        smoothed=True,
+    ),
+    "mse": Loss(
+        "MeanSquaredError", lambda o, y, s: _scoring().mean_squared_error(o, y)
+    ),
+    "mae": Loss(
+        "MeanAbsoluteError", lambda o, y, s: _scoring().mean_absolute_error(o, y)
+    ),
+    "huber": Loss("Huber", lambda o, y, s: _scoring().huber(o, y)),
 }
 _SMOOTHED = tuple(name for name, loss in LOSSES.items() if loss.smoothed)
-
-_Array = Any  # an array of outputs or targets (numpy is imported only to score)
 
 
 @dataclass(frozen=True)
@@ -114,12 +146,6 @@ class Metric:
         if self.partly_undefined is not None and self.partly_undefined(task, targets):
             return own
         return keras_value
-
-
-def _scoring() -> Any:
-    from l2compile import scoring
-
-    return scoring
 
 
 def _top_k_source(task: Task) -> str:
@@ -245,8 +271,14 @@ class Task(ABC):
     #: Whether it has one class per sample, which train.class_weight weighs,
     #: and how many classes (0: as many as outputs).
     weighs_classes: ClassVar[bool] = True
-    #: Whether train.num_classes may say how many outputs it has.
+    #: Whether train.num_classes may say how many outputs it has; if not,
+    #: why not, after "num_classes is not for task 'binary'".
     counts_classes: ClassVar[bool] = True
+    why_no_num_classes: ClassVar[str] = ""
+    #: Whether it reads a built-in recipe's class labels (mnist's, ...).
+    reads_class_recipes: ClassVar[bool] = False
+    #: Whether train.target_units may name the units of its outputs.
+    has_units: ClassVar[bool] = False
     #: Whether its labels may be bools (0/1 labels).
     bool_labels: ClassVar[bool] = False
     #: Whether metric auc is each output's AUC, averaged (else: of every
@@ -372,6 +404,12 @@ class Task(ABC):
         """How many classes its labels take, for class weights."""
         return self.outputs
 
+    @property
+    def fits_custom_loop(self) -> bool:
+        """Whether multi_worker's custom training loop, which trains integer
+        class labels with accuracy alone and no class weights, can train it."""
+        return False
+
     # --- the model's output -------------------------------------------------------
 
     @property
@@ -473,9 +511,7 @@ class Task(ABC):
 
     def data_loss(self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]) -> float:
         """The loss without any penalty, as `loss` computes it."""
-        from l2compile import scoring
-
-        return scoring.data_loss(self.loss_name, outputs, targets, self.label_smoothing)
+        return LOSSES[self.loss_name].score(outputs, targets, self.label_smoothing)
 
     def scores(
         self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
@@ -624,14 +660,14 @@ def register(kind: _T) -> _T:
 def plan_task(spec: Spec, recipe: Recipe, output: Shape | None, report: Report) -> Task:
     """The task the spec names, planned against its data and model output."""
     kind = TASKS[spec.task]
-    if kind is not Classification and not recipe.any_task:
+    if not kind.reads_class_recipes and not recipe.any_task:
         report(
             ("task",),
             f"recipe {recipe.name!r} gives class labels, which only task "
             "'classification' reads; a binary, multilabel or regression task "
             "needs its own data (train.recipe: npz or csv)",
         )
-    if spec.train.target_units is not None and kind is not Regression:
+    if spec.train.target_units is not None and not kind.has_units:
         report(
             ("train", "target_units"),
             f"target_units name the units of a regression's targets; task "
@@ -646,17 +682,12 @@ def plan_task(spec: Spec, recipe: Recipe, output: Shape | None, report: Report) 
     if spec.train.num_classes is not None and not kind.counts_classes:
         report(
             ("train", "num_classes"),
-            f"num_classes is not for task {spec.task!r}"
-            + (
-                ", which has two classes (0 and 1)"
-                if kind is Binary
-                else "; the last layer's units are the number of targets"
-            ),
+            f"num_classes is not for task {spec.task!r}{kind.why_no_num_classes}",
         )
     return kind.plan(spec, recipe, output, report)
 
 
-def _count_names(
+def count_names(
     spec: Spec, outputs: int, what: str, report: Report, origin: str
 ) -> None:
     """train.labels (and target_units) must name each output once."""
@@ -673,588 +704,17 @@ def _count_names(
             )
 
 
-@register
-@dataclass(frozen=True)
-class Classification(Task):
-    """One class per sample: a softmax over the classes, trained with
-    (sparse) categorical cross-entropy."""
-
-    table_labels: ClassVar[str] = 'y[:, 0].astype("int64")'
-    name: ClassVar[str] = "classification"
-    losses: ClassVar[tuple[str, ...]] = (
-        "sparse_categorical_crossentropy",
-        "categorical_crossentropy",
-    )
-    default_metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
-    allowed_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "top_k_accuracy", "auc")
-    activation: ClassVar[str] = "softmax"
-    expects: ClassVar[str] = "class probabilities"
-    output_name: ClassVar[str] = "probabilities"
-    scores_classes: ClassVar[bool] = True
-
-    @classmethod
-    def planned_outputs(
-        cls, spec: Spec, recipe: Recipe, output: Shape | None, report: Report
-    ) -> int:
-        train = spec.train
-        if recipe.num_classes is None and recipe.classes_from_data:
-            # The data's classes are counted when it is read; the build checks
-            # them against the last layer.
-            recipe = replace(recipe, num_classes=_units(output) if output else 0)
-            if not recipe.num_classes:
-                return 0
-        if recipe.num_classes is None:
-            report(
-                ("train",),
-                "the npz recipe needs num_classes for task 'classification'",
-            )
-            return 0
-        if "auc" in (train.metrics or ()) and (
-            (train.loss or cls.losses[0]) == "sparse_categorical_crossentropy"
-        ):
-            report(
-                ("train", "metrics", (train.metrics or []).index("auc")),
-                "metric 'auc' compares one-hot targets with the probabilities: "
-                "use loss categorical_crossentropy, which one-hot encodes the labels",
-            )
-        top_k = "top_k_accuracy" in (train.metrics or ())
-        if top_k and train.top_k >= recipe.num_classes:
-            report(
-                ("train", "top_k"),
-                f"top_k is {train.top_k}"
-                + ("" if "top_k" in train.model_fields_set else " (the default)")
-                + f", but there are {recipe.num_classes} classes: every label is "
-                "always among the top k; set top_k below the number of classes",
-            )
-        if recipe.num_classes < 2:
-            report(
-                ("train", "num_classes"),
-                "task 'classification' needs at least 2 classes; for one yes/no "
-                "output, use task: binary",
-            )
-        if train.labels is not None and len(train.labels) != recipe.num_classes:
-            report(
-                ("train", "labels"),
-                f"labels lists {len(train.labels)} names for "
-                f"{recipe.num_classes} classes ({recipe.classes_origin})",
-            )
-        weight = train.class_weight
-        if isinstance(weight, list) and len(weight) != recipe.num_classes:
-            report(
-                ("train", "class_weight"),
-                f"class_weight lists {len(weight)} weights for "
-                f"{recipe.num_classes} classes ({recipe.classes_origin})",
-            )
-        return recipe.num_classes
-
-    @classmethod
-    def plan(
-        cls, spec: Spec, recipe: Recipe, output: Shape | None, report: Report
-    ) -> Task:
-        task = super().plan(spec, recipe, output, report)
-        assert isinstance(task, Classification)
-        return replace(task, names=tuple(recipe.labels or task.names))
-
-    def output_origin(self, recipe: Recipe) -> str:
-        return recipe.classes_origin
-
-    @property
-    def why(self) -> str:
-        return f"loss {self.loss_name!r} expects {self.expects}"
-
-    @property
-    def one_hot(self) -> bool:
-        return self.loss_name == "categorical_crossentropy"
-
-    @property
-    def label_source(self) -> str:
-        if self.one_hot:
-            return "keras.utils.to_categorical(y, NUM_CLASSES)"
-        return "y"
-
-    @property
-    def labels_text(self) -> str:
-        return f"integer class labels 0 to {self.outputs - 1}"
-
-    def check_label_header(
-        self, key: str, shape: tuple[int, ...], rows: int
-    ) -> list[str]:
-
-        if len(shape) == 1 and shape[0] == rows:
-            return []
-        hint = (
-            ": integer class labels, which the generated module one-hot encodes"
-            if self.one_hot
-            else ""
-        )
-        return [f"{key} has shape {shape}; expected ({rows},){hint}"]
-
-    def check_label_values(self, key: str, y: npt.NDArray[Any]) -> list[str]:
-        if y.dtype.kind == "f":
-            from l2compile.datasets import not_finite
-
-            return [
-                f"{key} has dtype {y.dtype}; expected integer labels",
-                *not_finite(key, y),
-            ]
-        if y.dtype.kind in "iu" and y.size:
-            low, high = int(y.min()), int(y.max())
-            if low < 0 or high >= self.outputs:
-                return [
-                    f"{key} has labels from {low} to {high}; "
-                    f"expected 0 to {self.outputs - 1}"
-                ]
-        return []
-
-    def targets(self, y: Any) -> npt.NDArray[Any]:
-        from l2compile import scoring
-
-        return scoring.labels_of(y) if not self.one_hot else super().targets(y)
-
-    def predictions(self, outputs: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        from l2compile import scoring
-
-        return scoring.classes(outputs)
-
-    def output_json(self) -> dict[str, Any]:
-        return {
-            "meaning": "one probability per class; the class names, in order, "
-            "are the lines of labels.txt",
-            "labels": "labels.txt",
-        }
-
-
-@register
-@dataclass(frozen=True)
-class Binary(Task):
-    """Two classes: one sigmoid output, the probability of the positive class."""
-
-    table_labels: ClassVar[str] = 'y[:, 0].astype("int64")'
-    name: ClassVar[str] = "binary"
-    losses: ClassVar[tuple[str, ...]] = (
-        "binary_crossentropy",
-        "binary_focal_crossentropy",
-    )
-    default_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "auc")
-    allowed_metrics: ClassVar[tuple[str, ...]] = (
-        "accuracy",
-        "auc",
-        "precision",
-        "recall",
-    )
-    activation: ClassVar[str] = "sigmoid"
-    expects: ClassVar[str] = "the probability of the positive class"
-    output_name: ClassVar[str] = "probability"
-    counts_classes: ClassVar[bool] = False
-    bool_labels: ClassVar[bool] = True
-
-    @classmethod
-    def planned_outputs(
-        cls, spec: Spec, recipe: Recipe, output: Shape | None, report: Report
-    ) -> int:
-        train = spec.train
-        if isinstance(train.class_weight, list) and len(train.class_weight) != 2:
-            report(
-                ("train", "class_weight"),
-                f"class_weight lists {len(train.class_weight)} weights; task "
-                "'binary' has two classes (0 and 1)",
-            )
-        if train.labels is not None and len(train.labels) != 2:
-            report(
-                ("train", "labels"),
-                f"labels lists {len(train.labels)} names; task 'binary' has two "
-                "classes: the negative (0), then the positive (1)",
-            )
-        return 1
-
-    @classmethod
-    def default_names(cls, outputs: int) -> tuple[str, ...]:
-        return ("0", "1")
-
-    @property
-    def class_count(self) -> int:
-        return 2
-
-    def output_origin(self, recipe: Recipe) -> str:
-        return "task 'binary' outputs one probability"
-
-    @property
-    def label_source(self) -> str:
-        return 'y.reshape(len(y), 1).astype("float32")'
-
-    @property
-    def labels_text(self) -> str:
-        return "labels 0 or 1"
-
-    def check_label_values(self, key: str, y: npt.NDArray[Any]) -> list[str]:
-        return _zero_one(key, y, self.labels_text)
-
-    def parity_score(
-        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
-    ) -> float:
-        from l2compile import scoring
-
-        return scoring.binary_accuracy(outputs, targets)
-
-    def predictions(self, outputs: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        from l2compile import scoring
-
-        return scoring.positives(outputs).reshape(-1)
-
-    def trivial(
-        self, train_targets: npt.NDArray[Any], names: Sequence[str]
-    ) -> tuple[npt.NDArray[Any], str]:
-        import numpy as np
-
-        from l2compile import scoring
-
-        share = float(np.mean(scoring.rows(train_targets) > scoring.THRESHOLD))
-        top = int(share > scoring.THRESHOLD)
-        return np.array([share]), (
-            f"the training split's share of positives ({share:.4f}) for every "
-            f"sample: always {names[top]!r}"
-        )
-
-    def confusion(
-        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
-    ) -> npt.NDArray[Any]:
-        from l2compile import scoring
-
-        return scoring.two_by_two(targets, outputs)
-
-    def output_json(self) -> dict[str, Any]:
-        return {
-            "meaning": "the probability that the sample is of the positive "
-            f"class ({self.names[1]!r}, label 1; {self.names[0]!r} is label 0); "
-            "positive where it is above 0.5",
-            "labels": "labels.txt",
-        }
-
-
-@register
-@dataclass(frozen=True)
-class Multilabel(Task):
-    """Any number of labels per sample: one sigmoid output per label."""
-
-    output_per_column: ClassVar[bool] = True
-    name: ClassVar[str] = "multilabel"
-    losses: ClassVar[tuple[str, ...]] = Binary.losses
-    default_metrics: ClassVar[tuple[str, ...]] = ("binary_accuracy", "auc")
-    allowed_metrics: ClassVar[tuple[str, ...]] = (
-        "binary_accuracy",
-        "auc",
-        "precision",
-        "recall",
-    )
-    activation: ClassVar[str] = "sigmoid"
-    expects: ClassVar[str] = "one probability per label"
-    output_name: ClassVar[str] = "probabilities"
-    parity_metric: ClassVar[str | None] = "binary_accuracy"
-    per: ClassVar[str] = "label"
-    weighs_classes: ClassVar[bool] = False
-    bool_labels: ClassVar[bool] = True
-    auc_per_label: ClassVar[bool] = True
-
-    @classmethod
-    def planned_outputs(
-        cls, spec: Spec, recipe: Recipe, output: Shape | None, report: Report
-    ) -> int:
-        outputs = spec.train.num_classes or _units(output)
-        origin = (
-            f"train.num_classes is {outputs}"
-            if spec.train.num_classes
-            else "the last layer's units"
-        )
-        _count_names(spec, outputs, "labels", report, origin)
-        return outputs
-
-    def output_origin(self, recipe: Recipe) -> str:
-        return f"train.num_classes is {self.outputs}"
-
-    @property
-    def label_source(self) -> str:
-        return 'y.reshape(len(y), -1).astype("float32")'
-
-    @property
-    def labels_text(self) -> str:
-        return f"{self.outputs} columns of 0 or 1, one per label"
-
-    def check_label_values(self, key: str, y: npt.NDArray[Any]) -> list[str]:
-        return _zero_one(key, y, "labels 0 or 1")
-
-    def parity_score(
-        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
-    ) -> float:
-        from l2compile import scoring
-
-        return scoring.binary_accuracy(outputs, targets)
-
-    def compare(
-        self,
-        keras_outputs: npt.NDArray[Any],
-        lite_outputs: npt.NDArray[Any],
-        targets: npt.NDArray[Any],
-    ) -> Parity:
-        """Per-label agreement: the share of (sample, label) decisions, present
-        or not at 0.5, on which the file and the Keras model differ."""
-        import numpy as np
-
-        from l2compile import scoring
-
-        differ = scoring.positives(keras_outputs) != scoring.positives(lite_outputs)
-        return Parity(
-            "label_disagreement",
-            self.parity_score(keras_outputs, targets),
-            self.parity_score(lite_outputs, targets),
-            float(np.mean(differ)),
-        )
-
-    def predictions(self, outputs: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        from l2compile import scoring
-
-        return scoring.positives(outputs)
-
-    def trivial(
-        self, train_targets: npt.NDArray[Any], names: Sequence[str]
-    ) -> tuple[npt.NDArray[Any], str]:
-        import numpy as np
-
-        from l2compile import scoring
-
-        shares = np.mean(scoring.rows(train_targets) > scoring.THRESHOLD, axis=0)
-        return shares, (
-            "each label's share of the training split for every sample: each "
-            "label always as it mostly is"
-        )
-
-    def breakdown(
-        self,
-        outputs: npt.NDArray[Any],
-        targets: npt.NDArray[Any],
-        names: Sequence[str],
-    ) -> dict[str, Any]:
-        """Each label on its own: its 2x2 confusion matrix ([[tn, fp], [fn,
-        tp]]) and scores; the summaries are their means."""
-        import numpy as np
-
-        from l2compile import scoring
-
-        p, y = scoring.rows(outputs), scoring.rows(targets)
-        counts = [scoring.two_by_two(y[:, j], p[:, j]) for j in range(p.shape[1])]
-        per_label = [scoring.per_class(c) for c in counts]
-        return {
-            "per_class": {
-                name: {
-                    "precision": float(stats["precision"][1]),
-                    "recall": float(stats["recall"][1]),
-                    "f1": float(stats["f1"][1]),
-                    "support": int(stats["support"][1]),
-                }
-                for name, stats in zip(names, per_label, strict=True)
-            },
-            "confusion": {
-                "labels": list(names),
-                "per_label": True,
-                "counts": [c.tolist() for c in counts],
-            },
-            "balanced_accuracy": float(
-                np.mean([scoring.balanced_accuracy(c) for c in counts])
-            ),
-            "macro_f1": float(np.mean([stats["f1"][1] for stats in per_label])),
-        }
-
-    def output_json(self) -> dict[str, Any]:
-        return {
-            "meaning": "one probability per label, each on its own (a sample "
-            "may have any number of labels); a label is present where its "
-            "probability is above 0.5. The label names, in order, are the "
-            "lines of labels.txt",
-            "labels": "labels.txt",
-        }
-
-
-@register
-@dataclass(frozen=True)
-class Regression(Task):
-    """Real-valued targets: N linear outputs."""
-
-    table_labels: ClassVar[str] = "y[:, 0] if y.shape[1] == 1 else y"
-    output_per_column: ClassVar[bool] = True
-    name: ClassVar[str] = "regression"
-    losses: ClassVar[tuple[str, ...]] = ("mse", "mae", "huber")
-    default_metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse")
-    allowed_metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse", "mse")
-    activation: ClassVar[str] = "linear"
-    expects: ClassVar[str] = "raw values"
-    output_name: ClassVar[str] = "values"
-    parity_metric: ClassVar[str | None] = None
-    per: ClassVar[str] = "target"
-    weighs_classes: ClassVar[bool] = False
-    counts_classes: ClassVar[bool] = False
-
-    units: tuple[str, ...] = ()
-
-    @classmethod
-    def planned_outputs(
-        cls, spec: Spec, recipe: Recipe, output: Shape | None, report: Report
-    ) -> int:
-        outputs = _units(output)
-        _count_names(spec, outputs, "targets", report, "the last layer's units")
-        return outputs
-
-    @classmethod
-    def plan(
-        cls, spec: Spec, recipe: Recipe, output: Shape | None, report: Report
-    ) -> Task:
-        task = super().plan(spec, recipe, output, report)
-        assert isinstance(task, Regression)
-        return replace(task, units=tuple(spec.train.target_units or ()))
-
-    @classmethod
-    def default_names(cls, outputs: int) -> tuple[str, ...]:
-        return tuple(f"target_{i}" for i in range(outputs))
-
-    def output_origin(self, recipe: Recipe) -> str:
-        return "the targets' columns"
-
-    @property
-    def label_source(self) -> str:
-        return 'y.reshape(len(y), -1).astype("float32")'
-
-    @property
-    def labels_text(self) -> str:
-        n = self.outputs
-        return "float targets" + (f", {n} columns" if n > 1 else "")
-
-    def check_label_values(self, key: str, y: npt.NDArray[Any]) -> list[str]:
-        from l2compile.datasets import not_finite
-
-        if y.dtype.kind not in "iuf":
-            return [f"{key} has dtype {y.dtype}; expected numbers"]
-        return not_finite(key, y) if y.dtype.kind == "f" else []
-
-    def parity_score(
-        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
-    ) -> float:
-        raise TypeError("regression compares outputs, not a score")
-
-    def compare(
-        self,
-        keras_outputs: npt.NDArray[Any],
-        lite_outputs: npt.NDArray[Any],
-        targets: npt.NDArray[Any],
-    ) -> Parity:
-        """The largest difference between the outputs, in units of each
-        target's standard deviation on the test split (1 where it is 0)."""
-        from l2compile import scoring
-
-        spread = scoring.rows(targets).std(axis=0)
-        spread[spread == 0] = 1.0
-        gap = abs(scoring.rows(lite_outputs) - scoring.rows(keras_outputs)) / spread
-        return Parity("relative_max_difference", None, None, float(gap.max()))
-
-    def predictions(self, outputs: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        return outputs
-
-    summary_names: ClassVar[tuple[str, ...]] = ()
-    #: The most (true, predicted) pairs per target metrics.json keeps for the
-    #: report's residual plot.
-    residual_points: ClassVar[int] = 2000
-
-    def trivial(
-        self, train_targets: npt.NDArray[Any], names: Sequence[str]
-    ) -> tuple[npt.NDArray[Any], str]:
-        from l2compile import scoring
-
-        return scoring.rows(train_targets).mean(axis=0), (
-            "the training split's mean of each target for every sample (its "
-            "median, for mae)"
-        )
-
-    def baseline(
-        self,
-        train_targets: npt.NDArray[Any],
-        targets: npt.NDArray[Any],
-        names: Sequence[str],
-    ) -> dict[str, float]:
-        import numpy as np
-
-        from l2compile import scoring
-
-        found = super().baseline(train_targets, targets, names)
-        # The median is the constant with the least absolute error.
-        median = np.median(scoring.rows(train_targets), axis=0)
-        error = scoring.mean_absolute_error(np.tile(median, (len(targets), 1)), targets)
-        if "mae" in found:
-            found["mae"] = error
-        if self.loss_name == "mae":
-            found["loss"] = error
-        return found
-
-    def breakdown(
-        self,
-        outputs: npt.NDArray[Any],
-        targets: npt.NDArray[Any],
-        names: Sequence[str],
-    ) -> dict[str, Any]:
-        """Each target's MAE and RMSE, and up to `residual_points` of its
-        (true, predicted) pairs, evenly spaced, for the residual plot."""
-        import numpy as np
-
-        from l2compile import scoring
-
-        p, y = scoring.rows(outputs), scoring.rows(targets)
-        kept = np.unique(
-            np.linspace(0, len(y) - 1, min(len(y), self.residual_points)).astype(int)
-        )
-        return {
-            "per_target": {
-                name: {
-                    "mae": scoring.mean_absolute_error(p[:, j], y[:, j]),
-                    "rmse": scoring.rmse(p[:, j], y[:, j]),
-                }
-                for j, name in enumerate(names)
-            },
-            "residuals": {
-                name: {
-                    "true": [float(v) for v in y[kept, j]],
-                    "predicted": [float(v) for v in p[kept, j]],
-                }
-                for j, name in enumerate(names)
-            },
-        }
-
-    def summary(
-        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
-    ) -> dict[str, float]:
-        return {}
-
-    def output_json(self) -> dict[str, Any]:
-        targets = [
-            {"name": name, **({"unit": self.units[i]} if self.units else {})}
-            for i, name in enumerate(self.names)
-        ]
-        return {
-            "meaning": "raw regression values, one per target, in the units of "
-            "the training targets (the model does not scale them)",
-            "targets": targets,
-        }
-
-    def output_files(self, recipe: Recipe) -> dict[str, str]:
-        return {}
-
-
-def _units(output: Shape | None) -> int:
+def output_units(output: Shape | None) -> int:
     """The outputs of a model whose output is one vector (0: unknown, or not
     a vector, which check_output reports)."""
     return output[0] if output is not None and len(output) == 1 else 0
 
 
-def _zero_one(key: str, y: npt.NDArray[Any], what: str) -> list[str]:
+def zero_one(key: str, y: npt.NDArray[Any], what: str) -> list[str]:
     """0/1 labels, as integers or floats."""
     import numpy as np
 
-    from l2compile.datasets import not_finite
+    from l2compile.arrays import not_finite
 
     if y.dtype.kind not in "iufb":
         return [f"{key} has dtype {y.dtype}; expected {what}"]
