@@ -34,7 +34,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from l2compile.layers.base import Shape, py_str, shape_text
 from l2compile.recipes import Recipe, Report
@@ -244,8 +244,159 @@ class Parity:
         )
 
 
+class Scored(ABC):
+    """How a task scores a model's outputs against the targets, through
+    `l2compile.scoring`, so that the build, the TFLite checks and `l2compile
+    eval` all score alike; against a model that learned nothing; and class by
+    class: the half of `Task` that only the build and `eval` call, which
+    imports numpy."""
+
+    #: What `Task` states that scoring reads.
+    loss_name: str
+    metric_names: tuple[str, ...]
+    outputs: int
+    label_smoothing: float
+    parity_metric: ClassVar[str | None]
+
+    @property
+    @abstractmethod
+    def class_count(self) -> int:
+        """How many classes its labels take, for class weights."""
+
+    def targets(self, y: Any) -> npt.NDArray[Any]:
+        """The preprocessed labels as scoring compares outputs with them."""
+        import numpy as np
+
+        return np.asarray(y)
+
+    def data_loss(self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]) -> float:
+        """The loss without any penalty, as `loss` computes it."""
+        return LOSSES[self.loss_name].score(outputs, targets, self.label_smoothing)
+
+    def scores(
+        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
+    ) -> dict[str, float]:
+        """Every metric of the task, computed as Keras' (auc: exactly)."""
+        return {
+            m: METRIC_KINDS[m].score(cast("Task", self), outputs, targets)
+            for m in self.metric_names
+        }
+
+    def parity_score(
+        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
+    ) -> float:
+        """The score TFLite files must keep (`parity_metric`)."""
+        from l2compile import scoring
+
+        return scoring.accuracy(outputs, targets)
+
+    def compare(
+        self,
+        keras_outputs: npt.NDArray[Any],
+        lite_outputs: npt.NDArray[Any],
+        targets: npt.NDArray[Any],
+    ) -> Parity:
+        """How far a converted model's outputs are from the Keras model's on
+        the same samples: here, the drop in `parity_metric`."""
+        keras = self.parity_score(keras_outputs, targets)
+        lite = self.parity_score(lite_outputs, targets)
+        return Parity(f"{self.parity_metric}_drop", keras, lite, keras - lite)
+
+    @abstractmethod
+    def predictions(self, outputs: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """What the model predicts for each sample."""
+
+    # --- against a trivial model, and class by class ------------------------------
+
+    #: The scores a build adds beside the metrics, on the validation and test
+    #: splits (a sweep may choose by them): higher is better for each.
+    summary_names: ClassVar[tuple[str, ...]] = ("balanced_accuracy", "macro_f1")
+
+    def trivial(
+        self, train_targets: npt.NDArray[Any], names: Sequence[str]
+    ) -> tuple[npt.NDArray[Any], str]:
+        """The output a model that learned nothing from the inputs gives every
+        sample (the training split's class shares), and what it predicts."""
+        import numpy as np
+
+        from l2compile import scoring
+
+        counts = np.bincount(
+            scoring.labels_of(train_targets), minlength=self.outputs
+        ).astype(np.float64)
+        top = int(np.argmax(counts))
+        return counts / max(counts.sum(), 1.0), (
+            f"the training split's most frequent class for every sample, "
+            f"{names[top]!r}, {int(counts[top]):,} of {int(counts.sum()):,} samples"
+        )
+
+    def baseline(
+        self,
+        train_targets: npt.NDArray[Any],
+        targets: npt.NDArray[Any],
+        names: Sequence[str],
+    ) -> dict[str, float]:
+        """The trivial model's scores on `targets`: its data loss, every
+        metric and the summary scores."""
+        import numpy as np
+
+        row, _ = self.trivial(train_targets, names)
+        outputs = np.tile(np.asarray(row, dtype=np.float32), (len(targets), 1))
+        return {
+            "loss": self.data_loss(outputs, targets),
+            **self.scores(outputs, targets),
+            **self.summary(outputs, targets),
+        }
+
+    def confusion(
+        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
+    ) -> npt.NDArray[Any]:
+        """The confusion matrix: (true class, predicted class) counts."""
+        from l2compile import scoring
+
+        return scoring.confusion(
+            scoring.labels_of(targets), scoring.classes(outputs), self.outputs
+        )
+
+    def breakdown(
+        self,
+        outputs: npt.NDArray[Any],
+        targets: npt.NDArray[Any],
+        names: Sequence[str],
+    ) -> dict[str, Any]:
+        """The scores class by class (`per_class`: precision, recall, F1,
+        support), the confusion matrix, balanced accuracy and macro-F1."""
+        from l2compile import scoring
+
+        counts = self.confusion(outputs, targets)
+        stats = scoring.per_class(counts)
+        # Macro-F1 over the classes the split holds or the model predicts, as
+        # scikit-learn's f1_score(average="macro") counts them.
+        present = (counts.sum(axis=0) + counts.sum(axis=1)) > 0
+        return {
+            "per_class": {
+                name: {
+                    key: int(values[i]) if key == "support" else float(values[i])
+                    for key, values in stats.items()
+                }
+                for i, name in enumerate(names)
+            },
+            "confusion": {"labels": list(names), "counts": counts.tolist()},
+            "balanced_accuracy": scoring.balanced_accuracy(counts),
+            "macro_f1": float(stats["f1"][present].mean()) if present.any() else 0.0,
+        }
+
+    def summary(
+        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
+    ) -> dict[str, float]:
+        """The summary scores alone (`summary_names`)."""
+        names = [str(i) for i in range(self.class_count)]
+        found = self.breakdown(outputs, targets, names)
+        return {name: found[name] for name in self.summary_names}
+
+
 @dataclass(frozen=True)
-class Task(ABC):
+class Task(Scored):
     """What every task kind states; see the module's docstring."""
 
     #: The kind's name, as `task:` writes it.
@@ -500,138 +651,6 @@ class Task(ABC):
     @abstractmethod
     def check_label_values(self, key: str, y: npt.NDArray[Any]) -> list[str]:
         """What is wrong with a label array's values."""
-
-    # --- scoring ----------------------------------------------------------------
-
-    def targets(self, y: Any) -> npt.NDArray[Any]:
-        """The preprocessed labels as scoring compares outputs with them."""
-        import numpy as np
-
-        return np.asarray(y)
-
-    def data_loss(self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]) -> float:
-        """The loss without any penalty, as `loss` computes it."""
-        return LOSSES[self.loss_name].score(outputs, targets, self.label_smoothing)
-
-    def scores(
-        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
-    ) -> dict[str, float]:
-        """Every metric of the task, computed as Keras' (auc: exactly)."""
-        return {
-            m: METRIC_KINDS[m].score(self, outputs, targets) for m in self.metric_names
-        }
-
-    def parity_score(
-        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
-    ) -> float:
-        """The score TFLite files must keep (`parity_metric`)."""
-        from l2compile import scoring
-
-        return scoring.accuracy(outputs, targets)
-
-    def compare(
-        self,
-        keras_outputs: npt.NDArray[Any],
-        lite_outputs: npt.NDArray[Any],
-        targets: npt.NDArray[Any],
-    ) -> Parity:
-        """How far a converted model's outputs are from the Keras model's on
-        the same samples: here, the drop in `parity_metric`."""
-        keras = self.parity_score(keras_outputs, targets)
-        lite = self.parity_score(lite_outputs, targets)
-        return Parity(f"{self.parity_metric}_drop", keras, lite, keras - lite)
-
-    @abstractmethod
-    def predictions(self, outputs: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        """What the model predicts for each sample."""
-
-    # --- against a trivial model, and class by class ------------------------------
-
-    #: The scores a build adds beside the metrics, on the validation and test
-    #: splits (a sweep may choose by them): higher is better for each.
-    summary_names: ClassVar[tuple[str, ...]] = ("balanced_accuracy", "macro_f1")
-
-    def trivial(
-        self, train_targets: npt.NDArray[Any], names: Sequence[str]
-    ) -> tuple[npt.NDArray[Any], str]:
-        """The output a model that learned nothing from the inputs gives every
-        sample (the training split's class shares), and what it predicts."""
-        import numpy as np
-
-        from l2compile import scoring
-
-        counts = np.bincount(
-            scoring.labels_of(train_targets), minlength=self.outputs
-        ).astype(np.float64)
-        top = int(np.argmax(counts))
-        return counts / max(counts.sum(), 1.0), (
-            f"the training split's most frequent class for every sample, "
-            f"{names[top]!r}, {int(counts[top]):,} of {int(counts.sum()):,} samples"
-        )
-
-    def baseline(
-        self,
-        train_targets: npt.NDArray[Any],
-        targets: npt.NDArray[Any],
-        names: Sequence[str],
-    ) -> dict[str, float]:
-        """The trivial model's scores on `targets`: its data loss, every
-        metric and the summary scores."""
-        import numpy as np
-
-        row, _ = self.trivial(train_targets, names)
-        outputs = np.tile(np.asarray(row, dtype=np.float32), (len(targets), 1))
-        return {
-            "loss": self.data_loss(outputs, targets),
-            **self.scores(outputs, targets),
-            **self.summary(outputs, targets),
-        }
-
-    def confusion(
-        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
-    ) -> npt.NDArray[Any]:
-        """The confusion matrix: (true class, predicted class) counts."""
-        from l2compile import scoring
-
-        return scoring.confusion(
-            scoring.labels_of(targets), scoring.classes(outputs), self.outputs
-        )
-
-    def breakdown(
-        self,
-        outputs: npt.NDArray[Any],
-        targets: npt.NDArray[Any],
-        names: Sequence[str],
-    ) -> dict[str, Any]:
-        """The scores class by class (`per_class`: precision, recall, F1,
-        support), the confusion matrix, balanced accuracy and macro-F1."""
-        from l2compile import scoring
-
-        counts = self.confusion(outputs, targets)
-        stats = scoring.per_class(counts)
-        # Macro-F1 over the classes the split holds or the model predicts, as
-        # scikit-learn's f1_score(average="macro") counts them.
-        present = (counts.sum(axis=0) + counts.sum(axis=1)) > 0
-        return {
-            "per_class": {
-                name: {
-                    key: int(values[i]) if key == "support" else float(values[i])
-                    for key, values in stats.items()
-                }
-                for i, name in enumerate(names)
-            },
-            "confusion": {"labels": list(names), "counts": counts.tolist()},
-            "balanced_accuracy": scoring.balanced_accuracy(counts),
-            "macro_f1": float(stats["f1"][present].mean()) if present.any() else 0.0,
-        }
-
-    def summary(
-        self, outputs: npt.NDArray[Any], targets: npt.NDArray[Any]
-    ) -> dict[str, float]:
-        """The summary scores alone (`summary_names`)."""
-        names = [str(i) for i in range(self.class_count)]
-        found = self.breakdown(outputs, targets, names)
-        return {name: found[name] for name in self.summary_names}
 
     # --- deployment ------------------------------------------------------------
 
