@@ -35,6 +35,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from l2compile.arrays import count as _count
+from l2compile.arrays import not_finite
+from l2compile.arrays import where as _where
 from l2compile.errors import BuildError, some_of
 from l2compile.files import open_binary, unreadable
 from l2compile.recipes import ModelInput, SpecPath
@@ -52,8 +55,6 @@ FLOAT32_EXACT = 2**24
 #: A `.npy` header claiming more bytes than this is refused before it is read
 #: (numpy's own limit, which numpy checks only after reading them all).
 MAX_NPY_HEADER = 10_000
-#: Values checked per block, so that checking needs little memory beyond the data.
-_BLOCK = 2**22
 
 
 #: Keras' file names for Fashion-MNIST, in its `fashion-mnist/` folder.
@@ -661,55 +662,6 @@ def check_layout(
             "they must hold as many values"
         )
     return problems
-
-
-def _where(key: str, index: tuple[int, ...]) -> str:
-    return f"{key}[{', '.join(str(i) for i in index)}]"
-
-
-def _count(
-    array: npt.NDArray[Any], bad: Callable[[npt.NDArray[Any]], npt.NDArray[np.bool_]]
-) -> tuple[int, tuple[int, ...]]:
-    """How many values `bad` marks, and the index of the first, checked a
-    block of rows at a time."""
-    rows = max(1, _BLOCK // max(1, math.prod(array.shape[1:])))
-    count, first = 0, tuple[int, ...]()
-    for start in range(0, len(array), rows):
-        mask = bad(array[start : start + rows])
-        found = int(np.count_nonzero(mask))
-        if found and not first:
-            at = np.unravel_index(int(np.argmax(mask)), mask.shape)
-            first = (start + int(at[0]), *(int(i) for i in at[1:]))
-        count += found
-    return count, first
-
-
-def _values(count: int, what: str, key: str, first: tuple[int, ...]) -> str:
-    """`a value that ... at x[i]`, or `3 values that ..., the first at x[i]`."""
-    if count == 1:
-        return f"a value {what} at {_where(key, first)}"
-    return f"{count} values {what}, the first at {_where(key, first)}"
-
-
-def not_finite(key: str, array: npt.NDArray[Any]) -> list[str]:
-    count, first = _count(array, lambda a: ~np.isfinite(a))
-    if not count:
-        if array.dtype.itemsize <= 4:
-            return []
-        top = float(np.finfo(np.float32).max)  # float64 beyond it is inf as float32
-        big, at = _count(array, lambda a: np.abs(a) > top)
-        if not big:
-            return []
-        beyond = f"beyond float32's range (±{top:.1e}), which training sees as inf"
-        return [f"{key} holds {_values(big, beyond, key, at)}"]
-    nans, _ = _count(array, np.isnan)
-    kinds = ", ".join(
-        f"{n} {what}" for n, what in ((nans, "NaN"), (count - nans, "inf")) if n
-    )
-    if count == 1:
-        kinds = "NaN" if nans else "inf"
-    what = f"that {'is' if count == 1 else 'are'} not finite ({kinds})"
-    return [f"{key} holds {_values(count, what, key, first)}"]
 
 
 def check_values(

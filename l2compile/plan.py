@@ -680,12 +680,7 @@ class _Planner:
                 f"multi_worker's custom training loop reads arrays in memory, not "
                 f"recipe {train.recipe!r}; use distribute: mirrored or none",
             )
-        elif (
-            task.name != "classification"
-            or task.loss_name != "sparse_categorical_crossentropy"
-            or task.metric_names != ("accuracy",)
-            or task.class_weight is not None
-        ):
+        elif not task.fits_custom_loop:
             self.error(
                 ("train", "distribute"),
                 "multi_worker's custom training loop trains task 'classification' "

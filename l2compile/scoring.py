@@ -136,27 +136,6 @@ def huber(outputs: Array, targets: Array) -> float:
     return float(np.mean(0.5 * quadratic**2 + HUBER_DELTA * (error - quadratic)))
 
 
-def data_loss(
-    loss: str, outputs: Array, targets: Array, label_smoothing: float = 0.0
-) -> float:
-    """The loss named `loss`, without any penalty, as Keras computes it."""
-    if loss == "sparse_categorical_crossentropy":
-        return sparse_categorical_crossentropy(outputs, targets)
-    if loss == "categorical_crossentropy":
-        return categorical_crossentropy(outputs, targets, label_smoothing)
-    if loss == "binary_crossentropy":
-        return binary_crossentropy(outputs, targets, label_smoothing)
-    if loss == "binary_focal_crossentropy":
-        return binary_focal_crossentropy(outputs, targets, label_smoothing)
-    if loss == "mse":
-        return mean_squared_error(outputs, targets)
-    if loss == "mae":
-        return mean_absolute_error(outputs, targets)
-    if loss == "huber":
-        return huber(outputs, targets)
-    raise ValueError(f"no scoring for loss {loss!r}")
-
-
 # --- metrics --------------------------------------------------------------------
 
 

@@ -56,7 +56,7 @@ Features
     sample is sum(1 for a numeric column, len(vocabulary) + 1 for a text
     column) values, which must equal input.shape.
 
-Labels, by `model_input.task.name`
+Labels, by `model_input.task` (its `output_per_column` and `bool_labels`)
     regression: every label value must be a number; y is float32, (n,) for
         one label column, (n, k) for k.
     multilabel: every label value must be the number 0 or 1; y is float32
@@ -717,8 +717,8 @@ class _Classes(_Labels):
 
     def __init__(self, task: Task, names: tuple[str, ...]) -> None:
         super().__init__(task, names)
-        self.binary = task.name == "binary"
-        self.needed = 2 if self.binary else task.outputs
+        self.binary = task.bool_labels  # class ids 0 and 1, of one output
+        self.needed = task.class_count
         self.seen: set[str] = set()  #: distinct training values, bounded
         self.overflow = False  #: more distinct values than `seen` keeps
         self.numbers = True  #: every training value is a number
@@ -819,7 +819,7 @@ def _shown(cell: str) -> str:
 def _labels_for(task: Task, names: tuple[str, ...]) -> _Labels:
     """The task's labels, refusing label columns it cannot read."""
     columns = f"{_plural(len(names), 'column')} ({', '.join(names)})"
-    if task.name in ("binary", "classification"):
+    if not task.output_per_column:
         if len(names) != 1:
             raise BuildError(
                 f"train.label names {columns}; task {task.name} reads one label column"
@@ -831,7 +831,7 @@ def _labels_for(task: Task, names: tuple[str, ...]) -> _Labels:
             f"{_plural(task.outputs, 'value')}: task {task.name} needs one label "
             "column per output"
         )
-    if task.name == "multilabel":
+    if task.bool_labels:
         return _ZeroOne(task, names)
     return _Targets(task, names)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from l2compile import scoring
+from l2compile.tasks import LOSSES
 
 
 def test_accuracy_counts_the_most_probable_class() -> None:
@@ -97,9 +98,8 @@ def test_every_loss_is_computed_as_keras_computes_it(
         "huber": keras.losses.Huber,
     }[loss](**options)
     expected = float(keras_loss(targets, outputs))
-    assert scoring.data_loss(loss, outputs, targets, smoothing) == pytest.approx(
-        expected, rel=1e-5
-    )
+    score = LOSSES[loss].score
+    assert score(outputs, targets, smoothing) == pytest.approx(expected, rel=1e-5)
 
 
 def test_auc_is_the_exact_area_under_the_roc_curve() -> None:

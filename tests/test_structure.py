@@ -354,3 +354,84 @@ def test_the_module_template_lays_out_and_does_not_decide() -> None:
     assert len(branches) <= 30
     for condition in branches:
         assert "accuracy" not in condition and "crossentropy" not in condition
+
+
+# --- task kinds: each in one place ------------------------------------------------
+#
+# Adding a task kind is one registered class in one module under
+# l2compile/tasks/; the rest of the package asks a task what it needs (its
+# losses, metrics, label checks and scoring), never which kind it is.
+
+
+def test_each_task_is_one_registered_class_in_a_module_of_its_own() -> None:
+    import importlib
+
+    from l2compile import tasks
+    from l2compile.tasks import TASKS, Task
+
+    modules = {
+        path.stem
+        for path in (PACKAGE / "tasks").glob("*.py")
+        if path.stem not in ("__init__", "base")
+    }
+    assert set(tasks.MODULES) == modules
+    assert sorted(kind.__module__ for kind in TASKS.values()) == sorted(
+        f"l2compile.tasks.{module}" for module in modules
+    )
+    for name, kind in TASKS.items():
+        assert kind.name == name
+        module = importlib.import_module(kind.__module__)
+        own = [
+            value
+            for value in vars(module).values()
+            if isinstance(value, type)
+            and issubclass(value, Task)
+            and value.__module__ == module.__name__
+        ]
+        assert own == [kind], (name, own)
+
+
+def _task_name_comparisons(source: str, names: typing.Collection[str]) -> list[int]:
+    """The lines of `source` that compare a value with a task's name."""
+    return sorted({line for line, _ in compared_names(source, set(names))})
+
+
+def test_the_task_name_check_finds_comparisons_with_a_task_name() -> None:
+    source = (
+        'if task.name == "binary":\n'  # 1
+        "    pass\n"
+        'if spec.task in ("classification", "binary"):\n'  # 3
+        "    pass\n"
+        'label = "regression"\n'  # a name, not compared
+        'if "multilabel" != kind:\n'  # 6
+        "    pass\n"
+        "match task.name:\n"
+        '    case "regression":\n'  # 9
+        "        pass\n"
+        'if task.loss_name == "mse":\n'  # not a task's name
+        "    pass\n"
+    )
+    names = ("classification", "binary", "multilabel", "regression")
+    assert _task_name_comparisons(source, names) == [1, 3, 6, 9]
+
+
+def test_no_module_outside_the_tasks_compares_a_task_name() -> None:
+    """Code that needs to know something of a task asks the task (an attribute
+    or a method it owns), so a new kind changes no module but its own."""
+    import re
+
+    from l2compile.tasks import TASKS
+
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "tasks" in path.relative_to(PACKAGE).parts:
+            continue
+        source = path.read_text(encoding="utf-8")
+        found += [f"{path.name}:{n}" for n in _task_name_comparisons(source, TASKS)]
+    named = "|".join(TASKS)
+    compared = re.compile(rf"""(==|!=|\bin)\s*[(\[]?\s*["']({named})["']""")
+    for path in sorted((PACKAGE.parent / "templates").glob("*.jinja")):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if compared.search(line):
+                found.append(f"{path.name}:{n}")
+    assert found == []

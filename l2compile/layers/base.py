@@ -302,3 +302,31 @@ def register(kind: K) -> K:
     assert kind.input_rank is None or kind.input_rank in _NEEDS, name
     KINDS[name] = kind
     return kind
+
+
+_Kind = type[LayerSpec]  # (PlannedLayer.type shadows `type` in its class body)
+
+
+class PlannedLayer(Protocol):
+    """A layer as the plan holds it (`plan.LayerPlan`), as data sources and
+    tasks check it. It is named here, below the plan, so that they need not
+    import the plan that holds them."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def output_shape(self) -> Shape: ...
+    @property
+    def inputs(self) -> tuple[str, ...]: ...
+    @property
+    def final_activation(self) -> str | None: ...
+    @property
+    def kind(self) -> _Kind: ...
+    @property
+    def passthrough(self) -> bool: ...
+    @property
+    def reads_ids(self) -> bool: ...

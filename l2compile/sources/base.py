@@ -24,10 +24,11 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from l2compile.errors import FieldPath
 from l2compile.layers.base import INPUT, py_str
+from l2compile.layers.base import PlannedLayer as Layer
 
 __all__ = [
     "SOURCES",
@@ -46,22 +47,6 @@ Report = Callable[[FieldPath, str], None]
 #: The spec fields a source may take, besides `recipe` (`data_files`: a
 #: train.data of {train: ..., test: ...}; `columns`: label and features).
 FIELDS = ("data", "data_files", "num_classes", "labels", "columns", "test_split")
-
-
-class Layer(Protocol):
-    """What a source checks of a planned layer (`plan.Layer`); named here
-    as a protocol so that sources do not import the plan that holds them."""
-
-    @property
-    def index(self) -> int: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def inputs(self) -> tuple[str, ...]: ...
-    @property
-    def reads_ids(self) -> bool: ...
-    @property
-    def kind(self) -> Any: ...
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from l2compile.errors import BuildError
+from l2compile.layers.base import PlannedLayer as Layer
 from l2compile.layers.base import py_str
-from l2compile.sources.base import Layer, Report, Request, Source, register
+from l2compile.sources.base import Report, Request, Source, register
 
 if TYPE_CHECKING:
     from l2compile.datasets import Dataset
