@@ -5,13 +5,14 @@ the training stage (l2compile.training, on the spec's Keras backend) imports it
 and calls its `set_seeds`, `preprocess`, `build_model`, `compile_model` and
 `train`, so what a user checks in is exactly what was trained, and saves the
 trained model as a `.keras` file; the export stage (here, on TensorFlow) loads
-that file and writes the SavedModel and TFLite files. l2compile.processes runs
-each stage in this process or in a fresh one on the stage's backend.
+that file and writes the other formats the spec exports (l2compile.formats).
+l2compile.processes runs each stage in this process or in a fresh one on the
+stage's backend.
 
 This module only orchestrates: what it may call in the generated module is
 `l2compile.contract`; where the build works and how it publishes,
-`l2compile.workfolder`; the TFLite files and their parity checks,
-`l2compile.deploy`; the manifest and the strict JSON files,
+`l2compile.workfolder`; each format's files and their parity checks,
+`l2compile.formats`; the manifest and the strict JSON files,
 `l2compile.manifest`; the state saved each epoch, `l2compile.resume`.
 """
 
@@ -26,8 +27,7 @@ from typing import Any
 
 from l2compile import (
     backends,
-    deploy,
-    export,
+    formats,
     interrupts,
     manifest,
     pages,
@@ -179,8 +179,9 @@ def _build_into(
     module = dest / f"{plan.name}.py"
     module.write_text(code, encoding="utf-8")
     # The hand-off from training to export; published only if asked for.
-    model_file = dest / "model.keras"
-    exports = "saved_model" in plan.export_formats or plan.tflite is not None
+    model_file = dest / formats.HANDOFF
+    chosen = formats.chosen(plan.export_formats)
+    exports = any(f.exported for f in chosen)
     exporter: processes.Child | None = None
     try:
         if exports:
@@ -208,17 +209,15 @@ def _build_into(
             job = ExportJob(
                 plan,
                 module,
-                deploy.calibration(plan, dataset),
+                formats.calibration(plan, dataset),
                 model_file,
                 dest,
             )
-            tflite = processes.run("export", backends.EXPORT, job, log, exporter)
-            if tflite is not None:
-                metrics["tflite"] = tflite
+            metrics |= processes.run("export", backends.EXPORT, job, log, exporter)
     finally:
         if exporter is not None:
             exporter.stop()
-    if "keras" not in plan.export_formats:
+    if not any(formats.HANDOFF in f.files(plan) for f in chosen):
         model_file.unlink()
     interrupts.phase("manifest")
     manifest.write_json(dest / manifest.METRICS, metrics)
@@ -245,43 +244,25 @@ class ExportJob:
 
     plan: ModelPlan
     module: Path  #: the generated module
-    dataset: Dataset  #: as deploy.calibration trims it
+    dataset: Dataset  #: as formats.calibration trims it
     model_file: Path  #: the trained model, as the training stage saved it
     dest: Path  #: the artifacts folder
 
 
-def export_stage(job: ExportJob, log: Log) -> dict[str, Any] | None:
-    """Write the formats the spec asks for from the trained `.keras` file;
-    TFLite with its parity checks (what metrics.json says of them)."""
+def export_stage(job: ExportJob, log: Log) -> dict[str, Any]:
+    """Write the formats the spec asks for from the trained `.keras` file,
+    each with its checks; what metrics.json says of them, by format."""
     import keras
 
-    plan, dest = job.plan, job.dest
+    plan = job.plan
     interrupts.phase("export")
     generated = import_generated(
         job.module, plan.name, plan.distribute, plan.optional_members
     )
     model = keras.saving.load_model(job.model_file)
-    formats = plan.export_formats
-    if "saved_model" in formats:
-        interrupts.phase("saved_model")
-        log("exporting saved_model/")
-        export.export_saved_model(model, dest / "saved_model")
-    tflite = None
-    if plan.tflite is not None:
-        if plan.tflite.left_out is not None:
-            log(plan.tflite.left_out)
-        x_test, y_test = generated.preprocess(job.dataset.x_test, job.dataset.y_test)
-        tflite = deploy.export_tflite(
-            dest,
-            plan,
-            plan.tflite,
-            model,
-            generated,
-            job.dataset,
-            x_test,
-            y_test,
-            log,
-        )
-        interrupts.phase("deploy_files")
-        deploy.write_deploy_files(dest, plan, plan.tflite, job.dataset, tflite)
-    return tflite
+    found = {}
+    for exported in formats.chosen(plan.export_formats):
+        result = exported.export(job, model, generated, log)
+        if result is not None:
+            found[exported.name] = result
+    return found

@@ -21,6 +21,7 @@ from l2compile import generate as generate_
 from l2compile import overrides as overrides_
 from l2compile.errors import BuildError, Interrupted, SpecError
 from l2compile.files import write_atomically
+from l2compile.formats import FORMATS, artifacts
 from l2compile.generate import Compiled, compile_spec, display_path
 from l2compile.overrides import Override
 from l2compile.spec import json_schema
@@ -176,7 +177,16 @@ def inspect(spec: Path, as_json: bool, show_layers: bool) -> None:
         click.echo(report.as_table(plan))
 
 
-@main.command("eval", epilog=_EXIT_CODES)
+#: eval's help: what it scores, each export format by name (l2compile.formats).
+_EVAL_HELP = f"""Score ARTIFACT ({artifacts()}) on
+    the test split of the spec's recipe: the task's metrics (accuracy, auc,
+    mae, ...), loss, size and latency.
+
+    A SavedModel runs its own graph: evaluate only artifacts you trust
+    (a .keras file is loaded in Keras' safe mode)."""
+
+
+@main.command("eval", epilog=_EXIT_CODES, help=_EVAL_HELP)
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option(
     "--spec",
@@ -208,12 +218,7 @@ def eval_(
     sets: tuple[str, ...],
     verbose: bool,
 ) -> None:
-    """Score ARTIFACT (a .keras file, a SavedModel folder or a .tflite file) on
-    the test split of the spec's recipe: the task's metrics (accuracy, auc,
-    mae, ...), loss, size and latency.
-
-    A SavedModel runs its own graph: evaluate only artifacts you trust
-    (a .keras file is loaded in Keras' safe mode)."""
+    # Its help: _EVAL_HELP.
     if verbose:
         terminal.show_native_logs()
     from l2compile import evaluate  # TensorFlow only once it scores
@@ -327,7 +332,18 @@ def generate(
         click.echo(f"wrote {item.target}")
 
 
-@main.command(epilog=_EXIT_CODES)
+#: build's help: what it writes, each export format's (l2compile.formats).
+_BUILD_HELP = f"""Generate SPEC's module, train the model it builds, and export it.
+
+    Writes <name>.py, {", ".join(f.writes for f in FORMATS.values())}, metrics.json
+    and manifest.json into the build folder, replacing an earlier build only
+    when everything has succeeded. Each finished epoch is saved in a hidden
+    work folder beside it, so that an interrupted build can be continued
+    with --resume.
+    """
+
+
+@main.command(epilog=_EXIT_CODES, help=_BUILD_HELP)
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option(
     "--out",
@@ -384,14 +400,7 @@ def build(
     sets: tuple[str, ...],
     verbose: bool,
 ) -> None:
-    """Generate SPEC's module, train the model it builds, and export it.
-
-    Writes <name>.py, model.keras, saved_model/, model.tflite, metrics.json
-    and manifest.json into the build folder, replacing an earlier build only
-    when everything has succeeded. Each finished epoch is saved in a hidden
-    work folder beside it, so that an interrupted build can be continued
-    with --resume.
-    """
+    # Its help: _BUILD_HELP.
     if verbose:
         terminal.show_native_logs()
     compiled = _compile_or_exit(spec, backend, _overrides(sets, several=False))

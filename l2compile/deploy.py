@@ -1,135 +1,24 @@
-"""What a phone app gets: one TFLite file per quantization mode, each scored
-on the test split with LiteRT against the Keras model (parity), and the files
-that say how to feed and read them (`model.json`, and the task's own, as
-`labels.txt`)."""
+"""What a phone app gets beside the TFLite files (l2compile.formats.tflite
+converts and checks them): the files that say how to feed and read them
+(`model.json`, and the task's own, as `labels.txt`), and the metadata that
+MediaPipe reads in an image classifier's."""
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from l2compile import export, interrupts, manifest, scoring
-from l2compile.contract import GeneratedModule
+from l2compile import manifest
 from l2compile.datasets import Dataset
-from l2compile.errors import BuildError, ParityError
+from l2compile.formats.tflite import INPUT_NAME, SIGNATURE
+from l2compile.formats.tflite import TFLITE_TOLERANCE as TFLITE_TOLERANCE
 from l2compile.plan import ModelPlan, TFLitePlan
 
 Log = Callable[[str], None]
-
-
-#: TFLite float32 must agree with Keras to this on the test split: its
-#: task's score (accuracy), or its outputs, relative to the targets' spread.
-TFLITE_TOLERANCE = 0.001
-
-
-_MODES = {
-    "none": "float32",
-    "float16": "float16 weights",
-    "dynamic": "dynamic range: int8 weights, float activations",
-    "int8": "full integer, calibrated",
-}
-
-
-def calibration(plan: ModelPlan, dataset: Dataset) -> Dataset:
-    """What the export needs of the data: the test split, and as the training
-    split only the samples that calibrate int8 (seeded, in their order)."""
-    if plan.tflite is None or "int8" not in plan.tflite.quantize:
-        count = 0
-    else:
-        count = min(plan.tflite.representative_samples, len(dataset.x_train))
-    rng = np.random.default_rng(plan.seed)
-    pick = np.sort(rng.choice(len(dataset.x_train), size=count, replace=False))
-    return dataclasses.replace(
-        dataset, x_train=dataset.x_train[pick], y_train=dataset.y_train[pick]
-    )
-
-
-def export_tflite(
-    work: Path,
-    plan: ModelPlan,
-    options: TFLitePlan,
-    model: Any,
-    generated: GeneratedModule,
-    dataset: Dataset,
-    x_test: Any,
-    y_test: Any,
-    log: Log,
-) -> dict[str, Any]:
-    """Convert one TFLite file per mode, score each on the test split, and
-    fail (keeping the files) if one strays from the Keras model more than
-    allowed (the task's parity: `Task.compare`). `dataset` is as
-    `calibration` made it."""
-    task = plan.task
-    labels = image_classifier_labels(plan, dataset)
-    targets = task.targets(y_test)
-    keras_outputs = scoring.predict(lambda x: model(x, training=False), x_test)
-    source = work / "tflite_source"
-    interrupts.phase("tflite_source")
-    log("exporting the SavedModel that TFLite is converted from")
-    export.export_tflite_source(
-        model, source, fed_shape(plan, dataset), options.batch, plan.task.output_name
-    )
-    representative = None
-    if "int8" in options.quantize:
-        # Calibration data: `calibration`'s training samples, preprocessed.
-        representative, _ = generated.preprocess(dataset.x_train, dataset.y_train)
-        # An image folder's are read as they are taken: take them all.
-        representative = np.asarray(representative[:], dtype=np.float32)
-    scores: dict[str, Any] = {
-        f"keras_test_{metric}": value
-        for metric, value in task.scores(keras_outputs, targets).items()
-    }
-    scores["files"] = {}
-    failures = []
-    for mode in options.quantize:
-        name = export.TFLITE_FILES[mode]
-        interrupts.phase(f"converting {mode}")
-        log(f"converting {name} ({_MODES[mode]})")
-        try:
-            export.convert_tflite(
-                source, work / name, mode, representative, options.int8_io
-            )
-        except Exception as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise BuildError(
-                f"export.tflite.quantize: the TFLite converter could not make {name} "
-                f"({mode}): {type(exc).__name__}: {reason}"
-            ) from exc
-        if labels is not None:
-            _attach_metadata(work / name, plan, labels, log)
-        interrupts.phase(f"checking {mode}")
-        log(f"checking {name} on the test split with the LiteRT interpreter")
-        score = export.score_tflite(work / name, x_test, targets, task)
-        parity = task.compare(keras_outputs, score.outputs, targets)
-        limit = TFLITE_TOLERANCE if mode == "none" else options.max_accuracy_drop
-        scores["files"][mode] = {
-            "file": name,
-            "size_bytes": score.size_bytes,
-            **{f"test_{metric}": value for metric, value in score.scores.items()},
-            parity.key: parity.difference,
-            "test_data_loss": score.data_loss,
-            "mean_latency_ms": score.mean_latency_ms,
-            "latency_batch": score.batch,
-        }
-        if (abs(parity.difference) if mode == "none" else parity.difference) > limit:
-            failures.append(
-                parity.failure(
-                    f"{name} ({mode})",
-                    limit,
-                    "" if mode == "none" else " (export.tflite.max_accuracy_drop)",
-                )
-            )
-    shutil.rmtree(source)
-    if failures:
-        manifest.write_json(work / manifest.METRICS, {"tflite": scores})
-        raise ParityError("\n".join(failures))
-    return scores
-
 
 #: How an image classifier's TFLite input is made from RGB pixels in [0, 255]
 #: (`(pixel - mean) / std`), as its metadata states it: l2compile feeds images
@@ -228,9 +117,9 @@ def write_deploy_files(
     batch = options.batch if options.batch is not None else -1
     model_json = {
         "name": plan.name,
-        "signature": export.SIGNATURE,
+        "signature": SIGNATURE,
         "input": {
-            "name": export.INPUT_NAME,
+            "name": INPUT_NAME,
             "shape": [batch, *fed_shape(plan, dataset)],
             "dtype": "float32",
             "source": recipe.sample_text(str(dataset.x_train.dtype), plan.input_shape),

@@ -10,28 +10,24 @@ SavedModel fed the wrong shape can abort the whole process.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import stat
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
-from l2compile import export, manifest, measure, scoring
+from l2compile import formats, manifest
 from l2compile.contract import import_generated
 from l2compile.datasets import Dataset, load_dataset
 from l2compile.errors import BuildError, some_of
 from l2compile.files import NotJson, read_json
+from l2compile.formats import FORMATS
+from l2compile.formats.base import TensorShape
 from l2compile.plan import ModelPlan
-
-#: A tensor's shape; None where a dimension (or the whole shape) is not fixed.
-TensorShape = tuple[int | None, ...] | None
 
 
 @dataclass(frozen=True)
@@ -67,18 +63,14 @@ def _size(path: Path) -> int:
 
 
 def kind_of(path: Path) -> str:
-    """Which artifact `path` is: keras, saved_model or tflite."""
-    if path.is_dir() and (path / "saved_model.pb").is_file():
-        return "saved_model"
-    if path.is_file() and path.suffix == ".keras":
-        return "keras"
-    if path.is_file() and path.suffix == ".tflite":
-        return "tflite"
+    """Which artifact `path` is: the name of its format (l2compile.formats)."""
+    for name, found in FORMATS.items():
+        if found.recognizes(path):
+            return name
     if not path.exists():
         raise BuildError(f"{path}: no such file or folder")
     raise BuildError(
-        f"{path}: not an artifact l2compile can evaluate "
-        "(a .keras file, a SavedModel folder or a .tflite file)"
+        f"{path}: not an artifact l2compile can evaluate ({formats.artifacts()})"
     )
 
 
@@ -192,43 +184,6 @@ def check_signature(
         )
 
 
-def _keras_shapes(tensors: Any) -> list[TensorShape]:
-    return [tuple(t.shape) for t in tensors or ()]
-
-
-def _tf_shapes(structure: Any) -> list[TensorShape]:
-    import tensorflow as tf
-
-    shapes: list[TensorShape] = []
-    for spec in tf.nest.flatten(structure):
-        known = spec.shape.rank is not None
-        shapes.append(tuple(spec.shape.as_list()) if known else None)
-    return shapes
-
-
-def _tflite_shapes(details: list[dict[str, Any]]) -> list[TensorShape]:
-    return [
-        tuple(None if d < 0 else int(d) for d in item["shape_signature"])
-        for item in details
-    ]
-
-
-@dataclass(frozen=True)
-class _Scores:
-    """What scoring an artifact on the preprocessed test split found."""
-
-    scores: dict[str, float]
-    loss: float
-    loss_note: str
-    mean_latency_ms: float
-    batch: int
-    outputs: npt.NDArray[Any]  #: the artifact's output for each sample
-
-
-#: Scores an opened artifact on preprocessed samples and their targets.
-_Scorer = Callable[[Any, npt.NDArray[Any]], _Scores]
-
-
 def evaluate_artifact(
     path: Path,
     plan: ModelPlan,
@@ -239,12 +194,9 @@ def evaluate_artifact(
     """Score the artifact at `path` on the test split of `plan`'s recipe,
     after checking that its input and output fit `plan`."""
     kind = kind_of(path)
-    open_checked = {
-        "tflite": _open_tflite,
-        "keras": _open_keras,
-        "saved_model": _open_saved_model,
-    }[kind]
-    score = open_checked(path, plan)  # before the data: a wrong shape stops here
+    opened = FORMATS[kind].open(path, plan)
+    if opened.inputs is not None:  # before the data: a wrong shape stops here
+        check_signature(path, plan, opened.inputs, opened.outputs)
     trained = None
     if plan.recipe.encodes:
         trained = trained_columns(path, log)
@@ -266,7 +218,7 @@ def evaluate_artifact(
 
         images.check_decodable(dataset.x_test)
     x, targets = _test_split(plan, code, dataset)
-    scores = score(x, targets)
+    scores = opened.score(x, targets)
     names = dataset.classes or plan.task.names
     return Evaluation(
         kind=kind,
@@ -374,121 +326,6 @@ def _test_split(
         )
         x, y = generated.preprocess(dataset.x_test, dataset.y_test)
     return x, plan.task.targets(y)
-
-
-def _open_tflite(path: Path, plan: ModelPlan) -> _Scorer:
-    """Check a TFLite file's signature; score it with the LiteRT interpreter."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    check_signature(
-        path,
-        plan,
-        _tflite_shapes(interpreter.get_input_details()),
-        _tflite_shapes(interpreter.get_output_details()),
-    )
-
-    def score(x: Any, targets: npt.NDArray[Any]) -> _Scores:
-        found = export.score_tflite(path, x, targets, plan.task)
-        return _Scores(
-            scores=found.scores,
-            loss=found.data_loss,
-            loss_note="data loss; TFLite files hold no L2 penalty",
-            mean_latency_ms=found.mean_latency_ms,
-            batch=found.batch,
-            outputs=found.outputs,
-        )
-
-    return score
-
-
-def _open_keras(path: Path, plan: ModelPlan) -> _Scorer:
-    """Load a .keras file safely and check its signature; score it as Keras
-    does, with the L2 penalty."""
-    import keras
-
-    # safe_mode: a .keras file cannot run code of its own while loading.
-    model = keras.saving.load_model(path, safe_mode=True)
-    inputs = getattr(model, "inputs", None)
-    if inputs:
-        check_signature(path, plan, _keras_shapes(inputs), _keras_shapes(model.outputs))
-
-    def score(x: Any, targets: npt.NDArray[Any]) -> _Scores:
-        if isinstance(x, np.ndarray):
-            scores = model.evaluate(x, targets, verbose=0, return_dict=True)
-            began = time.perf_counter()
-            outputs = model.predict(x, batch_size=plan.batch_size, verbose=0)
-        else:  # an image folder's images, read a batch at a time
-            data = _chunks(keras, x, targets, plan.batch_size)
-            scores = model.evaluate(data, verbose=0, return_dict=True)
-            began = time.perf_counter()
-            outputs = model.predict(data, verbose=0)
-        outputs = np.asarray(outputs)
-        defined = measure.reported(plan, scores, outputs, targets)
-        return _Scores(
-            scores={m: math.nan if v is None else v for m, v in defined.items()},
-            loss=float(scores["loss"]),
-            loss_note="with the L2 penalty, as Keras reports it",
-            mean_latency_ms=1000 * (time.perf_counter() - began) / len(targets),
-            batch=plan.batch_size,
-            outputs=outputs,
-        )
-
-    return score
-
-
-def _chunks(keras: Any, x: Any, targets: npt.NDArray[Any], size: int) -> Any:
-    """(x, targets) in order, `size` samples a batch, for Keras: x is taken a
-    slice at a time (an image folder's images are read as they are taken)."""
-
-    class Chunks(keras.utils.PyDataset):  # type: ignore[misc]
-        def __len__(self) -> int:
-            return -(-len(targets) // size)
-
-        def __getitem__(self, i: int) -> tuple[Any, Any]:
-            part = slice(i * size, (i + 1) * size)
-            return x[part], targets[part]
-
-    return Chunks()
-
-
-def _open_saved_model(path: Path, plan: ModelPlan) -> _Scorer:
-    """Load a SavedModel and check its serving signature without calling it;
-    score it through that signature."""
-    import tensorflow as tf
-
-    # A SavedModel runs its own graph: eval is for artifacts one trusts.
-    loaded = tf.saved_model.load(str(path))
-    if "serving_default" not in loaded.signatures:
-        raise BuildError(f"{path} has no serving_default signature to score")
-    serve = loaded.signatures["serving_default"]
-    # Checked without calling it: a wrong shape aborts inside TensorFlow.
-    check_signature(
-        path,
-        plan,
-        _tf_shapes(serve.structured_input_signature),
-        _tf_shapes(serve.structured_outputs),
-    )
-
-    def score(x: Any, targets: npt.NDArray[Any]) -> _Scores:
-        (name,) = serve.structured_input_signature[1]
-
-        def run(chunk: Any) -> Any:
-            return next(iter(serve(**{name: tf.constant(chunk)}).values()))
-
-        began = time.perf_counter()
-        outputs = scoring.predict(run, x)
-        latency = 1000 * (time.perf_counter() - began) / len(targets)
-        return _Scores(
-            scores=plan.task.scores(outputs, targets),
-            loss=plan.task.data_loss(outputs, targets),
-            loss_note="data loss; a SavedModel's serving signature holds no L2 penalty",
-            mean_latency_ms=latency,
-            batch=scoring.CHUNK,
-            outputs=outputs,
-        )
-
-    return score
 
 
 #: eval prints every class's scores up to this many classes, else the lowest

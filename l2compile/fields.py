@@ -29,6 +29,14 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+def unique(value: list[str]) -> list[str]:
+    """A list's values, each at most once (an error names the first repeated)."""
+    repeated = sorted({f for f in value if value.count(f) > 1})
+    if repeated:
+        raise ValueError(f"{repeated[0]!r} is listed more than once")
+    return value
+
+
 def _check_identifier(value: str) -> str:
     if (
         not value

@@ -22,6 +22,7 @@ from l2compile import __version__
 from l2compile.datasets import Dataset
 from l2compile.errors import some_of
 from l2compile.files import NotAFile, NotJson, json_text, read_json
+from l2compile.formats import PACKAGES
 from l2compile.plan import ModelPlan
 from l2compile.resume import package_version
 
@@ -90,7 +91,8 @@ def write(
             "keras": package_version("keras"),
             plan.backend: package_version(plan.backend),
             "numpy": package_version("numpy"),
-            "ai-edge-litert": package_version("ai-edge-litert"),
+            # Each format's own (ai-edge-litert); those above keep their place.
+            **{package: package_version(package) for package in PACKAGES},
             "python": platform.python_version(),
         },
         "artifacts": [

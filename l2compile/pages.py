@@ -18,6 +18,7 @@ from typing import Any
 
 from l2compile import __version__, plots
 from l2compile import report as inspect
+from l2compile.formats import FORMATS
 from l2compile.plan import ModelPlan, shape_text
 
 NAME = "report.html"
@@ -138,8 +139,9 @@ def build_page(plan: ModelPlan, metrics: dict[str, Any]) -> str:
     screen; then its results per class or target, its training curves, its
     weights by block, and its spec."""
     sections = [_verdict(metrics)]
-    if metrics.get("tflite"):
-        sections.append(_tflite(metrics["tflite"]))
+    for name, exported in FORMATS.items():  # each format's own section
+        if metrics.get(name) and (section := exported.report(metrics[name])):
+            sections.append(section)
     if results := _results(metrics):
         sections.append(results)
     sections += [
@@ -504,34 +506,6 @@ def _every_weight(records: list[dict[str, Any]], norms: dict[str, float]) -> Tab
     ]
     return table(
         ("layer", "weight", "shape", "params", "l2", "weight decay", "‖w‖₂"), rows
-    )
-
-
-def _tflite(found: dict[str, Any]) -> Section:
-    files: dict[str, dict[str, Any]] = found.get("files", {})
-    columns: list[str] = []
-    for entry in files.values():
-        columns += [
-            k for k in entry if k not in columns and k not in ("file", "metadata")
-        ]
-    rows = [
-        (Cell(mode), Cell(str(entry.get("file", ""))), *(entry.get(c) for c in columns))
-        for mode, entry in files.items()
-    ]
-    notes = tuple(
-        f"{k.replace('_', ' ')}: {v:.4g}"
-        for k, v in found.items()
-        if isinstance(v, float)
-    )
-    return Section(
-        "TFLite files",
-        notes,
-        tables=(
-            table(
-                ("quantization", "file", *[c.replace("_", " ") for c in columns]), rows
-            ),
-        ),
-        anchor="tflite",
     )
 
 

@@ -23,7 +23,8 @@ compiler. A `ModelPlan` is the whole tree:
     │                             from, its shape and classes, and which loader
     │                             the module gets, with the strings it prints
     ├── data_path: SpecPath       the spec's data file, resolved against its folder
-    └── tflite: TFLitePlan        which TFLite files to make and check
+    └── export_plans              what each export format plans of its options
+                                  (l2compile.formats: TFLitePlan, the TFLite files)
 
 How the layers are planned (`_Planner.layers`): `names` gives each layer its
 name (the spec's, else `<type>_<n>` for the n-th of its type); `wire` resolves
@@ -54,9 +55,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from l2compile.backends import DEFAULT as DEFAULT_BACKEND
 from l2compile.errors import FieldPath, SpecError, closest
+from l2compile.formats import FORMATS, chosen
+from l2compile.formats.tflite import TFLitePlan
 from l2compile.layers import KINDS, LayerSpec, MergeSpec
 from l2compile.layers.backbone import role_of
 from l2compile.layers.base import (
@@ -186,19 +190,6 @@ class Constant:
 
 
 @dataclass(frozen=True)
-class TFLitePlan:
-    """Which TFLite files to make and how to check them."""
-
-    quantize: tuple[str, ...]
-    int8_io: bool
-    representative_samples: int
-    max_accuracy_drop: float
-    batch: int | None  # None: a dynamic batch dimension
-    #: Why a mode of the default export is left out (the build says so).
-    left_out: str | None = None
-
-
-@dataclass(frozen=True)
 class ModelPlan:
     """Everything needed to render and build one spec."""
 
@@ -229,7 +220,9 @@ class ModelPlan:
     #: What in the spec is valid but likely not what it means.
     warnings: tuple[SpecError, ...] = ()
     constants: tuple[Constant, ...] = field(default=())
-    tflite: TFLitePlan | None = None
+    #: What each format in `export_formats` plans of its own options, by
+    #: name (None: nothing; `ExportFormat.plan`).
+    export_plans: dict[str, Any] = field(default_factory=dict)
     distribute: str = "none"
     deterministic_ops: bool = False
     #: The Keras backend the build trains on (train.backend or build --backend).
@@ -688,59 +681,11 @@ class _Planner:
                 "alone, without class_weight; use distribute: mirrored or none",
             )
 
-    def tflite_plan(self, layers: list[LayerPlan]) -> TFLitePlan | None:
-        export = self.spec.export
-        if "tflite" not in export.formats:
-            return None
-        t = export.tflite
-        quantize, left_out = tuple(t.quantize), None
-        refused = [lay for lay in layers if lay.kind.tflite_int8_refused]
-        if "quantize" not in t.model_fields_set and refused and "int8" in quantize:
-            quantize = tuple(m for m in quantize if m != "int8")  # see check_tflite
-            left_out = (
-                f"no int8 file: int8 cannot quantize layers[{refused[0].index}] "
-                f"({refused[0].type}): {refused[0].kind.tflite_int8_refused}"
-            )
-        return TFLitePlan(
-            quantize=quantize,
-            int8_io=t.int8_io,
-            representative_samples=t.representative_samples,
-            max_accuracy_drop=t.max_accuracy_drop,
-            batch=None if t.batch == "dynamic" else t.batch,
-            left_out=left_out,
-        )
-
-    def check_tflite(self, layers: list[LayerPlan]) -> None:
-        """What the TFLite converter is known to refuse, before any training."""
-        export = self.spec.export
-        if "tflite" not in export.formats:
-            if "tflite" in export.model_fields_set:
-                self.error(
-                    ("export", "tflite"),
-                    "TFLite options are set, but export.formats leaves tflite out, "
-                    "so no TFLite file would be made; add tflite to formats, or "
-                    "remove these options",
-                )
-            return
-        static = [lay for lay in layers if not lay.kind.tflite_dynamic_batch]
-        if static and export.tflite.batch == "dynamic":
-            self.error(
-                ("export", "tflite", "batch"),
-                f"layers[{static[0].index}] ({static[0].type}) converts to "
-                "TFLite only with a static batch; use batch: 1",
-            )
-        no_int8 = [lay for lay in layers if lay.kind.tflite_int8_refused]
-        if (
-            no_int8
-            and "int8" in export.tflite.quantize
-            and "quantize" in export.tflite.model_fields_set
-        ):
-            self.error(
-                ("export", "tflite", "quantize"),
-                f"int8 cannot quantize layers[{no_int8[0].index}] "
-                f"({no_int8[0].type}): {no_int8[0].kind.tflite_int8_refused}; "
-                "use none, float16 or dynamic",
-            )
+    def check_exports(self, layers: list[LayerPlan]) -> None:
+        """What each export format cannot make of the spec, before any
+        training (TFLite's converter refuses some layers)."""
+        for exported in FORMATS.values():
+            exported.check(self.spec.export, layers, self.error)
 
     def steps_per_execution(self) -> int:
         """The spec's, except under MirroredStrategy, where Keras 3's multi-step
@@ -851,7 +796,7 @@ class _Planner:
         self.check_size(layers)
         self.check_data(recipe, task, layers)
         self.check_weight_decay(layers)
-        self.check_tflite(layers)
+        self.check_exports(layers)
         self.check_schedule()
         self.check_early_stopping(task)
         backbone = self.backbone(layers, recipe)
@@ -886,7 +831,9 @@ class _Planner:
             constants=self.constants(
                 recipe, layers, optimizer, steps_per_execution, task, backbone
             ),
-            tflite=self.tflite_plan(layers),
+            export_plans={
+                f.name: f.plan(spec.export, layers) for f in chosen(spec.export.formats)
+            },
             distribute=spec.train.distribute,
             deterministic_ops=spec.train.deterministic_ops,
             backend=backend,

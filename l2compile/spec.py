@@ -35,6 +35,7 @@ from pydantic import (
     GetJsonSchemaHandler,
     Tag,
     ValidationError,
+    create_model,
     model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
@@ -49,6 +50,8 @@ from l2compile.fields import (
     StrictModel,
     is_identifier,
 )
+from l2compile.fields import unique as _unique
+from l2compile.formats import FORMAT_NAMES, FORMATS
 from l2compile.layers import KINDS, LAYER_TYPES, LayerSpec
 from l2compile.overrides import Override, apply
 from l2compile.source import Document, read_spec_file
@@ -209,13 +212,6 @@ else:
 
 class InputSpec(StrictModel):
     shape: Annotated[list[PositiveInt], Field(min_length=1, max_length=8)]
-
-
-def _unique(value: list[str]) -> list[str]:
-    repeated = sorted({f for f in value if value.count(f) > 1})
-    if repeated:
-        raise ValueError(f"{repeated[0]!r} is listed more than once")
-    return value
 
 
 LearningRate = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -602,58 +598,32 @@ class TrainSpec(StrictModel):
         return (self.label,) if isinstance(self.label, str) else tuple(self.label)
 
 
-ExportFormat = Literal["keras", "saved_model", "tflite"]
+if TYPE_CHECKING:
+    ExportFormat = str
+else:
+    ExportFormat = Literal[FORMAT_NAMES]
 
 
-QuantizeMode = Literal["none", "float16", "dynamic", "int8"]
-
-
-class TFLiteSpec(StrictModel):
-    """How the TFLite files are made: one file per quantization mode."""
-
-    quantize: Annotated[
-        list[QuantizeMode], Field(min_length=1), AfterValidator(_unique)
-    ] = Field(
-        default=["none", "float16", "dynamic", "int8"],
-        description="none: float32; float16: float16 weights; dynamic: int8 "
-        "weights, float activations; int8: full integer (calibrated).",
-    )
-    int8_io: bool = Field(
-        default=False,
-        description="int8 mode: int8 input and output tensors "
-        "(microcontrollers, Edge TPU) instead of float32.",
-    )
-    representative_samples: Annotated[int, Field(ge=0, le=100_000)] = Field(
-        default=500,
-        description="int8 mode: training samples (seeded) used to calibrate.",
-    )
-    max_accuracy_drop: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = Field(
-        default=0.01,
-        description="A quantized file that loses more test accuracy than "
-        "this fails the build.",
-    )
-    batch: Literal[1, "dynamic"] = Field(
-        default=1, description="The batch dimension of the TFLite input."
+class _Formats(StrictModel):
+    formats: Annotated[list[ExportFormat], AfterValidator(_unique)] = list(  # noqa: RUF012
+        FORMAT_NAMES
     )
 
-    @model_validator(mode="after")
-    def _calibration(self) -> TFLiteSpec:
-        if "int8" in self.quantize and self.representative_samples == 0:
-            raise PydanticCustomError(
-                "int8_samples",
-                "int8 quantization calibrates on representative samples; "
-                "representative_samples must be at least 1",
-            )
-        return self
 
-
-class ExportSpec(StrictModel):
-    formats: Annotated[list[ExportFormat], AfterValidator(_unique)] = [  # noqa: RUF012
-        "keras",
-        "saved_model",
-        "tflite",
-    ]
-    tflite: TFLiteSpec = TFLiteSpec()
+if TYPE_CHECKING:
+    ExportSpec = _Formats
+else:
+    # `formats`, then each format's own options, by its name: the registry's.
+    ExportSpec = create_model(
+        "ExportSpec",
+        __base__=_Formats,
+        __module__=__name__,
+        **{
+            f.name: (f.options, f.options())
+            for f in FORMATS.values()
+            if f.options is not None
+        },
+    )
 
 
 class Spec(StrictModel):

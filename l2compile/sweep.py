@@ -199,7 +199,7 @@ def _extra(
             at_override(o, "trials export nothing without --export; add --export")
             for o in touched
         ]
-        extra.append(parse("export={formats: []}"))  # its tflite options too
+        extra.append(parse("export={formats: []}"))  # every format's options too
     return extra, notes, errors
 
 

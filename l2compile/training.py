@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from l2compile import callbacks, export, images, interrupts, manifest, measure
+from l2compile import callbacks, images, interrupts, manifest, measure
 from l2compile import resume as resume_
 from l2compile.contract import GeneratedModule, import_generated
 from l2compile.datasets import Dataset
 from l2compile.errors import BuildError, Diverged, NotLearned
+from l2compile.formats import keras as keras_file
 from l2compile.layers.backbone import imagenet_missing
 from l2compile.plan import ModelPlan
 from l2compile.resume import Saved
@@ -115,7 +116,7 @@ def train(job: TrainJob, log: Log) -> dict[str, Any]:
     )
     interrupts.phase("keras")
     log(f"saving {job.model_file.name}")
-    export.save_keras(model, job.model_file)
+    keras_file.save_keras(model, job.model_file)
     return metrics
 
 

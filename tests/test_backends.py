@@ -258,14 +258,14 @@ _FAILING_EXPORT = """
 import os
 
 if os.environ.get("KERAS_BACKEND") == "tensorflow":
-    from l2compile import export
+    from l2compile.formats import saved_model
 
     def broken(model, path):
         import tensorflow as tf
 
         raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
 
-    export.export_saved_model = broken
+    saved_model.export_saved_model = broken
 """
 
 

@@ -15,6 +15,7 @@ from l2compile import build as builder
 from l2compile import export
 from l2compile.datasets import read_npz
 from l2compile.errors import BuildError
+from l2compile.formats import keras as keras_file
 from l2compile.sources import RECIPES
 
 from .conftest import ROOT, SMALL_SPEC, compiled
@@ -180,7 +181,7 @@ def test_failed_build_leaves_the_previous_build_intact(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(export, "save_keras", broken)
+    monkeypatch.setattr(keras_file, "save_keras", broken)
     messages: list[str] = []
     with pytest.raises(RuntimeError, match="disk full"):
         builder.build(spec.plan, spec.code, out, data=tiny_mnist, log=messages.append)
@@ -402,9 +403,9 @@ def test_int8_io_gives_int8_tensors_with_their_quantization(
 _WORSE = """
 import dataclasses, sys
 import numpy as np
-from l2compile import export
+from l2compile.formats import tflite
 
-real = export.score_tflite
+real = tflite.score_tflite
 
 
 def worse(path, x, y, task):
@@ -417,7 +418,7 @@ def worse(path, x, y, task):
     return dataclasses.replace(score, outputs=outputs)
 
 
-export.score_tflite = worse
+tflite.score_tflite = worse
 sys.argv[0] = "l2compile"
 from l2compile.__main__ import run
 run()

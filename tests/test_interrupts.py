@@ -324,7 +324,8 @@ def test_a_build_killed_after_its_publish_is_tidied_up_by_the_next_one(
 def test_an_interrupt_that_tensorflow_turns_into_another_error_still_stops(
     tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from l2compile import export, interrupts
+    from l2compile import interrupts
+    from l2compile.formats import keras as keras_file
 
     # As the program does: the handlers record the signal, then raise.
     monkeypatch.setattr(interrupts, "_received", [])
@@ -339,7 +340,7 @@ def test_an_interrupt_that_tensorflow_turns_into_another_error_still_stops(
             except KeyboardInterrupt:
                 raise TypeError("an error TensorFlow made of it") from None
 
-        monkeypatch.setattr(export, "save_keras", swallowed)
+        monkeypatch.setattr(keras_file, "save_keras", swallowed)
         spec = compiled(tmp_path, SPEC)
         with pytest.raises(Interrupted) as stopped:
             builder.build(
@@ -372,9 +373,9 @@ def test_a_library_caller_gets_the_signal_that_came_while_publishing() -> None:
 
 SWALLOWED = """
 import os, signal, sys
-from l2compile import export
+from l2compile.formats import tflite
 
-real = export.convert_tflite
+real = tflite.convert_tflite
 
 
 class Interrupts:
@@ -389,7 +390,7 @@ def convert(*args, **kwargs):
     Interrupts()  # collected at once
 
 
-export.convert_tflite = convert
+tflite.convert_tflite = convert
 sys.argv[0] = "l2compile"
 from l2compile.__main__ import run
 run()

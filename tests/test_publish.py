@@ -212,17 +212,17 @@ def test_metrics_json_is_strict_json_even_for_values_that_are_not_finite(
 def test_an_out_that_changes_while_the_build_trains_is_not_replaced(
     tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from l2compile import export
+    from l2compile.formats import keras as keras_file
 
     out = tmp_path / "out"
     _build(tmp_path, out, tiny_mnist)
-    real = export.save_keras
+    real = keras_file.save_keras
 
     def meanwhile(model: object, path: Path) -> None:
         (out / "notes.txt").write_text("written while the build trained")
         real(model, path)
 
-    monkeypatch.setattr(export, "save_keras", meanwhile)
+    monkeypatch.setattr(keras_file, "save_keras", meanwhile)
     with pytest.raises(BuildError) as err:
         _build(tmp_path, out, tiny_mnist)
     assert str(err.value) == (

@@ -433,7 +433,7 @@ def test_resume_refuses_saved_variables_that_do_not_fit_the_model(
 def test_a_build_interrupted_after_training_resumes_without_training_again(
     tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from l2compile import export
+    from l2compile.formats import keras as keras_file
 
     spec = compiled(tmp_path, THREE_EPOCHS + "export: {formats: [keras]}\n")
     full = _build(spec, tmp_path / "full", tiny_mnist).metrics
@@ -443,7 +443,7 @@ def test_a_build_interrupted_after_training_resumes_without_training_again(
 
     out = tmp_path / "out"
     with monkeypatch.context() as patch:
-        patch.setattr(export, "save_keras", interrupted)
+        patch.setattr(keras_file, "save_keras", interrupted)
         with pytest.raises(Interrupted) as stopped:
             _build(spec, out, tiny_mnist)
     assert (stopped.value.epoch, stopped.value.epochs) == (3, 3)

@@ -136,25 +136,33 @@ def test_each_source_is_one_module_and_one_template_fragment() -> None:
 
 def compared_names(text: str, names: set[str]) -> list[tuple[int, str]]:
     """Where Python source `text` compares a value with one of `names`
-    (`x == "csv"`, `x in ("csv", "npz")`, `match` cases): (line, name)."""
-    found = []
+    (==, !=, in, not in, is; a match case), where one is a literal string in
+    the comparison (alone, or in a tuple, list, set or dict of them):
+    (line, name). A test of `sys.modules` asks after a package (keras), not
+    a kind."""
 
     def strings(node: ast.AST) -> list[str]:
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             return [node.value]
         if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
             return [s for element in node.elts for s in strings(element)]
+        if isinstance(node, ast.Dict):
+            return [s for key in node.keys if key is not None for s in strings(key)]
         return []
 
+    found = []
     for node in ast.walk(ast.parse(text)):
         sides: list[ast.AST] = []
         if isinstance(node, ast.Compare):
             sides = [node.left, *node.comparators]
+            if any(ast.unparse(side) == "sys.modules" for side in sides):
+                continue
         elif isinstance(node, ast.MatchValue):
             sides = [node.value]
-        for side in sides:
-            found += [(node.lineno, s) for s in strings(side) if s in names]
-    return found
+        found += [
+            (node.lineno, s) for side in sides for s in strings(side) if s in names
+        ]
+    return sorted(found)
 
 
 def test_the_name_check_finds_a_comparison() -> None:
@@ -435,3 +443,89 @@ def test_no_module_outside_the_tasks_compares_a_task_name() -> None:
             if compared.search(line):
                 found.append(f"{path.name}:{n}")
     assert found == []
+
+
+# --- export formats: one registered class each, in l2compile/formats/ -------------
+
+
+def _format_names() -> frozenset[str]:
+    from l2compile.formats import FORMATS
+
+    return frozenset(FORMATS)
+
+
+def _compared_names(source: str, names: frozenset[str]) -> list[str]:
+    """The format names that `source` compares something with, as `line: name`."""
+    return [f"{line}: {name}" for line, name in compared_names(source, set(names))]
+
+
+def test_each_format_is_one_registered_class_in_one_module_of_the_package() -> None:
+    import sys
+
+    from l2compile import formats
+    from l2compile.formats.base import ExportFormat
+
+    modules = {
+        path.stem
+        for path in (PACKAGE / "formats").glob("*.py")
+        if path.stem not in ("__init__", "base")
+    }
+    assert set(formats.MODULES) == modules
+    owners = [type(f).__module__ for f in formats.FORMATS.values()]
+    assert sorted(owners) == sorted(f"l2compile.formats.{m}" for m in modules)
+    for name, exported in formats.FORMATS.items():
+        cls = type(exported)
+        assert issubclass(cls, ExportFormat) and cls.name == name
+        module = ast.parse(Path(sys.modules[cls.__module__].__file__ or "").read_text())
+        classes = [
+            n.name
+            for n in module.body
+            if isinstance(n, ast.ClassDef)
+            and any(getattr(b, "id", None) == "ExportFormat" for b in n.bases)
+        ]
+        assert classes == [cls.__name__], (name, classes)
+        for method in ("files", "recognizes", "open"):
+            assert getattr(cls, method) is not getattr(ExportFormat, method), name
+    # The spec accepts exactly the registered names, and each format's options.
+    export = Spec.model_fields["export"].annotation
+    assert export is not None
+    (listed,) = typing.get_args(export.model_fields["formats"].annotation)
+    assert set(typing.get_args(listed)) == set(formats.FORMATS)
+    options = {f.name for f in formats.FORMATS.values() if f.options is not None}
+    assert set(export.model_fields) == {"formats", *options}
+
+
+def test_no_module_outside_the_formats_compares_a_format_name() -> None:
+    """Only l2compile/formats/ tells the formats apart; the rest of the
+    package iterates over the registry."""
+    names = _format_names()
+    found = {
+        path.relative_to(PACKAGE).as_posix(): compared
+        for path in PACKAGE.rglob("*.py")
+        if "formats" not in path.relative_to(PACKAGE).parts
+        and (compared := _compared_names(path.read_text(encoding="utf-8"), names))
+    }
+    assert found == {}
+
+
+def test_the_format_name_checker_finds_a_comparison() -> None:
+    names = _format_names()
+    source = """
+if "tflite" in plan.export_formats:
+    pass
+if kind == 'keras' or kind != "other":
+    pass
+if name in ("saved_model", "x"):
+    pass
+match kind:
+    case "keras":
+        pass
+used = plan.options["tflite"]  # not a comparison
+imported = "keras" in sys.modules  # the package
+"""
+    assert _compared_names(source, names) == [
+        "2: tflite",
+        "4: keras",
+        "6: saved_model",
+        "9: keras",
+    ]

@@ -1,0 +1,500 @@
+"""`tflite`: one TFLite file per quantization mode, each scored on the test
+split with LiteRT against the Keras model (its parity), with the files an app
+reads beside them (`l2compile.deploy`: model.json, labels, metadata).
+
+TensorFlow and LiteRT are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from l2compile import interrupts
+from l2compile.errors import BuildError, ParityError
+from l2compile.fields import StrictModel, unique
+from l2compile.formats.base import Error, ExportFormat, Opened, Scores, register
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from l2compile.build import ExportJob
+    from l2compile.contract import GeneratedModule
+    from l2compile.datasets import Dataset
+    from l2compile.formats.base import TensorShape
+    from l2compile.pages import Section
+    from l2compile.plan import LayerPlan, ModelPlan
+    from l2compile.tasks import Task
+
+#: The TFLite file of each quantization mode.
+TFLITE_FILES = {
+    "none": "model.tflite",
+    "float16": "model.float16.tflite",
+    "dynamic": "model.dynamic.tflite",
+    "int8": "model.int8.tflite",
+}
+#: Names of the TFLite signature and its input, which apps look up; the
+#: output is named by the task (`Task.output_name`).
+SIGNATURE = "serving_default"
+INPUT_NAME = "input"
+#: TFLite float32 must agree with Keras to this on the test split: its
+#: task's score (accuracy), or its outputs, relative to the targets' spread.
+TFLITE_TOLERANCE = 0.001
+
+_MODES = {
+    "none": "float32",
+    "float16": "float16 weights",
+    "dynamic": "dynamic range: int8 weights, float activations",
+    "int8": "full integer, calibrated",
+}
+
+QuantizeMode = Literal["none", "float16", "dynamic", "int8"]
+
+
+class TFLiteSpec(StrictModel):
+    """How the TFLite files are made: one file per quantization mode."""
+
+    quantize: Annotated[
+        list[QuantizeMode], Field(min_length=1), AfterValidator(unique)
+    ] = Field(
+        default=["none", "float16", "dynamic", "int8"],
+        description="none: float32; float16: float16 weights; dynamic: int8 "
+        "weights, float activations; int8: full integer (calibrated).",
+    )
+    int8_io: bool = Field(
+        default=False,
+        description="int8 mode: int8 input and output tensors "
+        "(microcontrollers, Edge TPU) instead of float32.",
+    )
+    representative_samples: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        default=500,
+        description="int8 mode: training samples (seeded) used to calibrate.",
+    )
+    max_accuracy_drop: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = Field(
+        default=0.01,
+        description="A quantized file that loses more test accuracy than "
+        "this fails the build.",
+    )
+    batch: Literal[1, "dynamic"] = Field(
+        default=1, description="The batch dimension of the TFLite input."
+    )
+
+    @model_validator(mode="after")
+    def _calibration(self) -> TFLiteSpec:
+        if "int8" in self.quantize and self.representative_samples == 0:
+            raise PydanticCustomError(
+                "int8_samples",
+                "int8 quantization calibrates on representative samples; "
+                "representative_samples must be at least 1",
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class TFLitePlan:
+    """Which TFLite files to make and how to check them."""
+
+    quantize: tuple[str, ...]
+    int8_io: bool
+    representative_samples: int
+    max_accuracy_drop: float
+    batch: int | None  # None: a dynamic batch dimension
+    #: Why a mode of the default export is left out (the build says so).
+    left_out: str | None = None
+
+
+def export_tflite_source(
+    model: Any,
+    path: Path,
+    input_shape: tuple[int, ...],
+    batch: int | None,
+    output_name: str,
+) -> None:
+    """The SavedModel TFLite files are converted from.
+
+    Its one signature, `serving_default`, takes a float32 tensor named `input`
+    and returns one named `output_name` (the task's), so apps find both by
+    name. `batch` is the batch dimension (None: dynamic). Recurrent layers
+    need a static one: the converter lowers their loops to TFLite built-ins
+    only with static shapes.
+    """
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name=SIGNATURE,
+        fn=lambda x: {output_name: model(x, training=False)},
+        input_signature=[
+            tf.TensorSpec((batch, *input_shape), tf.float32, name=INPUT_NAME)
+        ],
+    )
+    archive.write_out(str(path), verbose=False)
+
+
+def convert_tflite(
+    saved_model: Path,
+    path: Path,
+    mode: str = "none",
+    representative: npt.NDArray[np.float32] | None = None,
+    int8_io: bool = False,
+) -> None:
+    """Convert the SavedModel to a TFLite file, quantized as `mode` says.
+
+    Converting from the SavedModel rather than the Keras model avoids the
+    known failures of `from_keras_model` under Keras 3.
+    """
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(saved_model), signature_keys=[SIGNATURE]
+    )
+    if mode != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode == "int8":
+        assert representative is not None and len(representative)
+
+        def samples() -> Any:
+            for sample in representative:
+                yield [sample[None, ...]]
+
+        converter.representative_dataset = samples
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    path.write_bytes(converter.convert())
+
+
+@dataclass(frozen=True)
+class TFLiteScore:
+    """A TFLite file measured on a test split."""
+
+    scores: dict[str, float]  #: each of the task's metrics
+    data_loss: float
+    size_bytes: int
+    mean_latency_ms: float
+    batch: int
+    outputs: npt.NDArray[Any]
+
+
+def tflite_predict(
+    path: Path, x: npt.NDArray[np.float32], batch_size: int | None = None
+) -> tuple[npt.NDArray[np.float32], float, int]:
+    """The model's outputs for `x` from the LiteRT interpreter.
+
+    Also returns the seconds spent in `invoke` and the batch size used: batches
+    of `batch_size` (default: scoring.CHUNK) where the input's batch dimension
+    is dynamic, the model's own batch otherwise. int8 inputs and outputs are
+    quantized and dequantized with their own scale and zero point.
+    """
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from l2compile import scoring
+
+    interpreter = Interpreter(model_path=str(path))
+    (inp,) = interpreter.get_input_details()
+    (out,) = interpreter.get_output_details()
+    dynamic = inp["shape_signature"][0] == -1
+    if batch_size is None:
+        batch_size = scoring.CHUNK
+    if not dynamic:
+        batch_size = int(inp["shape"][0])
+    outputs = []
+    current = None
+    seconds = 0.0
+    for start in range(0, len(x), batch_size):
+        interrupts.check()  # an interrupt LiteRT's native code held back
+        batch = x[start : start + batch_size]
+        if inp["dtype"] == np.int8:
+            scale, zero = inp["quantization"]
+            batch = np.clip(np.round(batch / scale + zero), -128, 127)
+        batch = np.ascontiguousarray(batch, dtype=inp["dtype"])
+        if current != len(batch):
+            if dynamic:
+                interpreter.resize_tensor_input(inp["index"], list(batch.shape))
+            interpreter.allocate_tensors()
+            current = len(batch)
+        interpreter.set_tensor(inp["index"], batch)
+        began = time.perf_counter()
+        interpreter.invoke()
+        seconds += time.perf_counter() - began
+        result = np.array(interpreter.get_tensor(out["index"]))
+        if out["dtype"] == np.int8:
+            scale, zero = out["quantization"]
+            result = (result.astype(np.float32) - zero) * scale
+        outputs.append(result.astype(np.float32))
+    return np.concatenate(outputs), seconds, batch_size
+
+
+def score_tflite(
+    path: Path, x: npt.NDArray[np.float32], y: Any, task: Task
+) -> TFLiteScore:
+    """The task's scores, data loss, size and mean latency of a TFLite file
+    on (x, y), scored as `task` scores a prediction."""
+    outputs, seconds, batch = tflite_predict(path, x)
+    targets = task.targets(y)
+    return TFLiteScore(
+        scores=task.scores(outputs, targets),
+        data_loss=task.data_loss(outputs, targets),
+        size_bytes=path.stat().st_size,
+        mean_latency_ms=1000 * seconds / len(targets),
+        batch=batch,
+        outputs=outputs,
+    )
+
+
+def export_tflite(
+    work: Path,
+    plan: ModelPlan,
+    options: TFLitePlan,
+    model: Any,
+    generated: GeneratedModule,
+    dataset: Dataset,
+    x_test: Any,
+    y_test: Any,
+    log: Any,
+) -> dict[str, Any]:
+    """Convert one TFLite file per mode, score each on the test split, and
+    fail (keeping the files) if one strays from the Keras model more than
+    allowed (the task's parity: `Task.compare`). `dataset` is as
+    `formats.calibration` made it."""
+    import numpy as np
+
+    from l2compile import deploy, manifest, scoring
+
+    task = plan.task
+    labels = deploy.image_classifier_labels(plan, dataset)
+    targets = task.targets(y_test)
+    keras_outputs = scoring.predict(lambda x: model(x, training=False), x_test)
+    source = work / "tflite_source"
+    interrupts.phase("tflite_source")
+    log("exporting the SavedModel that TFLite is converted from")
+    export_tflite_source(
+        model,
+        source,
+        deploy.fed_shape(plan, dataset),
+        options.batch,
+        plan.task.output_name,
+    )
+    representative = None
+    if "int8" in options.quantize:
+        # Calibration data: `calibration`'s training samples, preprocessed.
+        representative, _ = generated.preprocess(dataset.x_train, dataset.y_train)
+        # An image folder's are read as they are taken: take them all.
+        representative = np.asarray(representative[:], dtype=np.float32)
+    scores: dict[str, Any] = {
+        f"keras_test_{metric}": value
+        for metric, value in task.scores(keras_outputs, targets).items()
+    }
+    scores["files"] = {}
+    failures = []
+    for mode in options.quantize:
+        name = TFLITE_FILES[mode]
+        interrupts.phase(f"converting {mode}")
+        log(f"converting {name} ({_MODES[mode]})")
+        try:
+            convert_tflite(source, work / name, mode, representative, options.int8_io)
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise BuildError(
+                f"export.tflite.quantize: the TFLite converter could not make {name} "
+                f"({mode}): {type(exc).__name__}: {reason}"
+            ) from exc
+        if labels is not None:
+            deploy._attach_metadata(work / name, plan, labels, log)
+        interrupts.phase(f"checking {mode}")
+        log(f"checking {name} on the test split with the LiteRT interpreter")
+        score = score_tflite(work / name, x_test, targets, task)
+        parity = task.compare(keras_outputs, score.outputs, targets)
+        scores["files"][mode], failure = _parity(name, mode, options, score, parity)
+        failures += [failure] if failure else []
+    shutil.rmtree(source)
+    if failures:
+        manifest.write_json(work / manifest.METRICS, {TFLiteFormat.name: scores})
+        raise ParityError("\n".join(failures))
+    return scores
+
+
+def _parity(
+    name: str, mode: str, options: TFLitePlan, score: TFLiteScore, parity: Any
+) -> tuple[dict[str, Any], str | None]:
+    """What metrics.json says of one file, and why it fails its parity check
+    against the Keras model (None: it passes)."""
+    limit = TFLITE_TOLERANCE if mode == "none" else options.max_accuracy_drop
+    entry = {
+        "file": name,
+        "size_bytes": score.size_bytes,
+        **{f"test_{metric}": value for metric, value in score.scores.items()},
+        parity.key: parity.difference,
+        "test_data_loss": score.data_loss,
+        "mean_latency_ms": score.mean_latency_ms,
+        "latency_batch": score.batch,
+    }
+    if (abs(parity.difference) if mode == "none" else parity.difference) <= limit:
+        return entry, None
+    return entry, parity.failure(
+        f"{name} ({mode})",
+        limit,
+        "" if mode == "none" else " (export.tflite.max_accuracy_drop)",
+    )
+
+
+def _tflite_shapes(details: list[dict[str, Any]]) -> list[TensorShape]:
+    return [
+        tuple(None if d < 0 else int(d) for d in item["shape_signature"])
+        for item in details
+    ]
+
+
+@register
+class TFLiteFormat(ExportFormat):
+    name = "tflite"
+    artifact = "a .tflite file"
+    writes = TFLITE_FILES["none"]
+    title = "TFLite"
+    options = TFLiteSpec
+    packages = ("ai-edge-litert",)
+
+    def check(self, export: Any, layers: list[LayerPlan], error: Error) -> None:
+        """What the TFLite converter is known to refuse, before any training."""
+        super().check(export, layers, error)
+        if not self.chosen(export):
+            return
+        options = self.options_of(export)
+        static = [lay for lay in layers if not lay.kind.tflite_dynamic_batch]
+        if static and options.batch == "dynamic":
+            error(
+                ("export", self.name, "batch"),
+                f"layers[{static[0].index}] ({static[0].type}) converts to "
+                "TFLite only with a static batch; use batch: 1",
+            )
+        no_int8 = [lay for lay in layers if lay.kind.tflite_int8_refused]
+        if (
+            no_int8
+            and "int8" in options.quantize
+            and "quantize" in options.model_fields_set
+        ):
+            error(
+                ("export", self.name, "quantize"),
+                f"int8 cannot quantize layers[{no_int8[0].index}] "
+                f"({no_int8[0].type}): {no_int8[0].kind.tflite_int8_refused}; "
+                "use none, float16 or dynamic",
+            )
+
+    def plan(self, export: Any, layers: list[LayerPlan]) -> TFLitePlan:
+        t = self.options_of(export)
+        quantize, left_out = tuple(t.quantize), None
+        refused = [lay for lay in layers if lay.kind.tflite_int8_refused]
+        if "quantize" not in t.model_fields_set and refused and "int8" in quantize:
+            quantize = tuple(m for m in quantize if m != "int8")  # see check
+            left_out = (
+                f"no int8 file: int8 cannot quantize layers[{refused[0].index}] "
+                f"({refused[0].type}): {refused[0].kind.tflite_int8_refused}"
+            )
+        return TFLitePlan(
+            quantize=quantize,
+            int8_io=t.int8_io,
+            representative_samples=t.representative_samples,
+            max_accuracy_drop=t.max_accuracy_drop,
+            batch=None if t.batch == "dynamic" else t.batch,
+            left_out=left_out,
+        )
+
+    def calibration_samples(self, plan: ModelPlan, available: int) -> int:
+        """int8 calibrates on training samples."""
+        options: TFLitePlan | None = self.plan_of(plan)
+        if options is None or "int8" not in options.quantize:
+            return 0
+        return min(options.representative_samples, available)
+
+    def files(self, plan: ModelPlan) -> tuple[str, ...]:
+        options: TFLitePlan = self.plan_of(plan)
+        return (*(TFLITE_FILES[mode] for mode in options.quantize), "model.json")
+
+    def export(
+        self, job: ExportJob, model: Any, generated: GeneratedModule, log: Any
+    ) -> dict[str, Any]:
+        """The TFLite files, checked, and what an app reads beside them."""
+        from l2compile import deploy
+
+        plan, dest, options = job.plan, job.dest, self.plan_of(job.plan)
+        if options.left_out is not None:
+            log(options.left_out)
+        x_test, y_test = generated.preprocess(job.dataset.x_test, job.dataset.y_test)
+        found = export_tflite(
+            dest, plan, options, model, generated, job.dataset, x_test, y_test, log
+        )
+        interrupts.phase("deploy_files")
+        deploy.write_deploy_files(dest, plan, options, job.dataset, found)
+        return found
+
+    def recognizes(self, path: Path) -> bool:
+        return path.is_file() and path.suffix == ".tflite"
+
+    def open(self, path: Path, plan: ModelPlan) -> Opened:
+        """Read a TFLite file's signature; score it with the LiteRT
+        interpreter."""
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(path))
+
+        def score(x: Any, targets: npt.NDArray[Any]) -> Scores:
+            found = score_tflite(path, x, targets, plan.task)
+            return Scores(
+                scores=found.scores,
+                loss=found.data_loss,
+                loss_note="data loss; TFLite files hold no L2 penalty",
+                mean_latency_ms=found.mean_latency_ms,
+                batch=found.batch,
+                outputs=found.outputs,
+            )
+
+        return Opened(
+            _tflite_shapes(interpreter.get_input_details()),
+            _tflite_shapes(interpreter.get_output_details()),
+            score,
+        )
+
+    def report(self, found: dict[str, Any]) -> Section:
+        """Its files, one row per quantization mode, with what their checks
+        measured."""
+        from l2compile.pages import Cell, Section, table
+
+        files: dict[str, dict[str, Any]] = found.get("files", {})
+        columns: list[str] = []
+        for entry in files.values():
+            columns += [
+                k for k in entry if k not in columns and k not in ("file", "metadata")
+            ]
+        rows = [
+            (
+                Cell(mode),
+                Cell(str(entry.get("file", ""))),
+                *(entry.get(c) for c in columns),
+            )
+            for mode, entry in files.items()
+        ]
+        notes = tuple(
+            f"{k.replace('_', ' ')}: {v:.4g}"
+            for k, v in found.items()
+            if isinstance(v, float)
+        )
+        header = ("quantization", "file", *[c.replace("_", " ") for c in columns])
+        return Section(
+            "TFLite files",
+            notes,
+            tables=(table(header, rows),),
+            anchor=self.name,
+        )
