@@ -38,7 +38,8 @@ from l2compile import resume as resume_
 from l2compile.contract import import_generated
 from l2compile.datasets import Dataset, load_dataset
 from l2compile.errors import BuildError
-from l2compile.plan import ModelPlan
+from l2compile.formats.base import ExportJob
+from l2compile.nodes import ModelPlan
 from l2compile.resume import Saved
 from l2compile.training import TrainJob
 
@@ -222,7 +223,7 @@ def _build_into(
     interrupts.phase("manifest")
     manifest.write_json(dest / manifest.METRICS, metrics)
     _write_report(dest, plan, metrics, log)
-    manifest.write(dest, out, plan, dataset, module.name)
+    manifest.write(dest, out, plan, dataset, module.name, formats.PACKAGES)
     return metrics
 
 
@@ -236,17 +237,6 @@ def _write_report(
         log(f"report.html not written: {type(exc).__name__}: {exc}")
         return
     (dest / pages.NAME).write_text(page, encoding="utf-8")
-
-
-@dataclass(frozen=True)
-class ExportJob:
-    """What the export stage needs; it pickles, for a child process."""
-
-    plan: ModelPlan
-    module: Path  #: the generated module
-    dataset: Dataset  #: as formats.calibration trims it
-    model_file: Path  #: the trained model, as the training stage saved it
-    dest: Path  #: the artifacts folder
 
 
 def export_stage(job: ExportJob, log: Log) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from l2compile import interrupts, measure
-from l2compile.plan import ModelPlan
+from l2compile.nodes import ModelPlan
 
 
 def progress_bar(keras: Any) -> Any:

@@ -14,9 +14,7 @@ import numpy as np
 
 from l2compile import manifest
 from l2compile.datasets import Dataset
-from l2compile.formats.tflite import INPUT_NAME, SIGNATURE
-from l2compile.formats.tflite import TFLITE_TOLERANCE as TFLITE_TOLERANCE
-from l2compile.plan import ModelPlan, TFLitePlan
+from l2compile.nodes import ModelPlan
 
 Log = Callable[[str], None]
 
@@ -86,10 +84,16 @@ def _metadata_json(file: Path) -> dict[str, Any] | None:
     }
 
 
+#: Names of the TFLite signature and its input, which apps look up (model.json
+#: says them); the output is named by the task (`Task.output_name`).
+SIGNATURE = "serving_default"
+INPUT_NAME = "input"
+
+
 def write_deploy_files(
     work: Path,
     plan: ModelPlan,
-    options: TFLitePlan,
+    batch: int | None,
     dataset: Dataset,
     scores: dict[str, Any],
 ) -> None:
@@ -114,7 +118,7 @@ def write_deploy_files(
             "output": _tensor(out),
             "metadata": _metadata_json(work / score["file"]),
         }
-    batch = options.batch if options.batch is not None else -1
+    batch = batch if batch is not None else -1
     model_json = {
         "name": plan.name,
         "signature": SIGNATURE,

@@ -27,7 +27,7 @@ from l2compile.errors import BuildError, some_of
 from l2compile.files import NotJson, read_json
 from l2compile.formats import FORMATS
 from l2compile.formats.base import TensorShape
-from l2compile.plan import ModelPlan
+from l2compile.nodes import ModelPlan
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,10 @@ that is where the build looks it up.
 
 from __future__ import annotations
 
+from l2compile.deploy import INPUT_NAME, SIGNATURE
 from l2compile.formats.keras import save_keras
 from l2compile.formats.saved_model import export_saved_model
 from l2compile.formats.tflite import (
-    INPUT_NAME,
-    SIGNATURE,
     TFLITE_FILES,
     TFLiteScore,
     convert_tflite,

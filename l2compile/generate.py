@@ -14,8 +14,9 @@ from pathlib import Path
 
 from l2compile import interrupts
 from l2compile.errors import SpecError
+from l2compile.nodes import ModelPlan
 from l2compile.overrides import Override, place
-from l2compile.plan import ModelPlan, plan_spec
+from l2compile.plan import plan_spec
 from l2compile.render import render_module
 from l2compile.spec import load_spec
 

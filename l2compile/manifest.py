@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,7 @@ from l2compile import __version__
 from l2compile.datasets import Dataset
 from l2compile.errors import some_of
 from l2compile.files import NotAFile, NotJson, json_text, read_json
-from l2compile.formats import PACKAGES
-from l2compile.plan import ModelPlan
+from l2compile.nodes import ModelPlan
 from l2compile.resume import package_version
 
 NAME = "manifest.json"
@@ -57,10 +57,17 @@ def file_sha256(path: Path) -> str:
 
 
 def write(
-    folder: Path, out: Path, plan: ModelPlan, dataset: Dataset, module: str
+    folder: Path,
+    out: Path,
+    plan: ModelPlan,
+    dataset: Dataset,
+    module: str,
+    packages: Sequence[str] = (),
 ) -> None:
     """Write `folder`'s manifest.json, listing every file in it; `out` is
-    where the folder will be published (for the spec's path from it)."""
+    where the folder will be published (for the spec's path from it).
+    `packages`: those whose versions it records beside l2compile's own (the
+    export formats')."""
     if plan.recipe.encodes:
         # A csv model's columns, in the order it reads them, and each text
         # column's vocabulary: eval reads new data by these names. Their own
@@ -92,7 +99,7 @@ def write(
             plan.backend: package_version(plan.backend),
             "numpy": package_version("numpy"),
             # Each format's own (ai-edge-litert); those above keep their place.
-            **{package: package_version(package) for package in PACKAGES},
+            **{package: package_version(package) for package in packages},
             "python": platform.python_version(),
         },
         "artifacts": [

@@ -14,7 +14,7 @@ import numpy as np
 
 from l2compile import scoring
 from l2compile.contract import GeneratedModule
-from l2compile.plan import ModelPlan
+from l2compile.nodes import ModelPlan
 from l2compile.tasks import METRIC_KINDS
 
 

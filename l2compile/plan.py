@@ -53,15 +53,13 @@ one place, `reached_by_l2`; `_assign_l2` applies it to every weight.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-from l2compile.backends import DEFAULT as DEFAULT_BACKEND
 from l2compile.errors import FieldPath, SpecError, closest
 from l2compile.formats import FORMATS, chosen
 from l2compile.formats.tflite import TFLitePlan
-from l2compile.layers import KINDS, LayerSpec, MergeSpec
+from l2compile.layers import LayerSpec, MergeSpec
 from l2compile.layers.backbone import role_of
 from l2compile.layers.base import (
     INPUT,
@@ -73,8 +71,16 @@ from l2compile.layers.base import (
     rank_error,
     shape_text,
 )
-from l2compile.recipes import ModelInput, SpecPath
-from l2compile.schedules import SchedulePlan, plan_schedule
+from l2compile.nodes import (
+    BackbonePlan,
+    Constant,
+    LayerPlan,
+    ModelPlan,
+    SchedulePlan,
+    scope_name,
+)
+from l2compile.recipes import SpecPath
+from l2compile.schedules import plan_schedule
 from l2compile.sources import source_for
 from l2compile.sources.base import Source as Recipe
 from l2compile.spec import LoadedSpec, ScheduleSpec, Spec, SplitFiles
@@ -110,228 +116,6 @@ def _seed(layer: LayerSpec, index: int) -> tuple[str, ...]:
     if not layer.seeded:
         return ()
     return ("seed=SEED" if index == 0 else f"seed=SEED + {index}",)
-
-
-@dataclass(frozen=True)
-class LayerPlan:
-    """One Keras layer: its class, its arguments as source, its shapes.
-
-    `args` holds the arguments decided by the layer's own fields; the
-    regularizer arguments, decided by the l2 pass, come after them in
-    `all_args`. `inputs` names the layers whose outputs it takes (`input`:
-    the model's input), all of them earlier in the plan.
-    """
-
-    index: int
-    name: str
-    type: str
-    keras_class: str
-    args: tuple[str, ...]
-    output_shape: Shape
-    weights: tuple[WeightPlan, ...] = ()
-    regularizers: tuple[str, ...] = ()
-    inputs: tuple[str, ...] = ()
-    final_activation: str | None = None  #: see LayerSpec.final_activation
-    #: What builds it, where that is not `layers.<keras_class>(args)` (a
-    #: backbone: the generated `backbone()`).
-    constructor: str | None = None
-
-    @property
-    def kind(self) -> _Kind:
-        """Its kind's class, for what the kind states of all its layers."""
-        return KINDS[self.type]
-
-    @property
-    def passthrough(self) -> bool:
-        return self.kind.passthrough
-
-    @property
-    def reads_ids(self) -> bool:
-        return self.kind.reads_ids
-
-    @property
-    def all_args(self) -> tuple[str, ...]:
-        *own, name = self.args
-        return (*own, *self.regularizers, name)
-
-    @property
-    def params(self) -> int:
-        return sum(w.params for w in self.weights)
-
-
-@dataclass(frozen=True)
-class BackbonePlan:
-    """A pretrained backbone, as the generated `backbone()` builds it."""
-
-    layer: str  #: its layer's name in the model
-    model: str  #: its name in a spec (mobilenet_v3_small)
-    keras_class: str  #: its class in keras.applications
-    input_shape: Shape
-    #: Its weights: `imagenet` (Keras' own), `none` (random) or `file`.
-    weights: str
-    weights_path: SpecPath | None  #: the file, resolved against the spec
-    rescaling: str  #: the layer that scales [0, 1] to what it reads
-    reads: str  #: the pixel range it reads
-    own_preprocessing: str
-    #: Its L2 coefficient as source (None: no penalty), and the names of the
-    #: variables the l2 rules reach.
-    l2: str | None
-    regularized: tuple[str, ...]
-    trained_from: int | None  #: the first layer it trains (None: frozen)
-
-
-@dataclass(frozen=True)
-class Constant:
-    """A named module-level constant: `NAME = value  # comment`."""
-
-    name: str
-    value: str
-    comment: str = ""
-
-
-@dataclass(frozen=True)
-class ModelPlan:
-    """Everything needed to render and build one spec."""
-
-    name: str
-    description: str
-    source_file: str
-    spec_sha256: str
-    #: The spec file's text as it was read (the report shows it).
-    spec_text: str
-    #: `--set FIELD=VALUE` applied to the spec file's fields, as written.
-    overrides: tuple[str, ...]
-    input_shape: Shape
-    l2: float
-    l2_bias: bool
-    layers: tuple[LayerPlan, ...]
-    optimizer: str
-    optimizer_args: tuple[str, ...]
-    task: Task
-    recipe: Recipe
-    epochs: int
-    batch_size: int
-    seed: int
-    export_formats: tuple[str, ...]
-    #: Seeds the data split (train.split_seed, else train.seed).
-    split_seed: int = 0
-    #: Fail a build whose model does not beat the trivial baseline.
-    require_learning: bool = False
-    #: What in the spec is valid but likely not what it means.
-    warnings: tuple[SpecError, ...] = ()
-    constants: tuple[Constant, ...] = field(default=())
-    #: What each format in `export_formats` plans of its own options, by
-    #: name (None: nothing; `ExportFormat.plan`).
-    export_plans: dict[str, Any] = field(default_factory=dict)
-    distribute: str = "none"
-    deterministic_ops: bool = False
-    #: The Keras backend the build trains on (train.backend or build --backend).
-    backend: str = DEFAULT_BACKEND
-    #: The backend the generated module sets unless KERAS_BACKEND names one
-    #: (train.backend; build --backend leaves the code as it is).
-    module_backend: str = DEFAULT_BACKEND
-    weight_decay: float = 0.0
-    #: Trainable weights that weight decay must leave alone (Keras paths).
-    no_weight_decay: tuple[str, ...] = ()
-    #: The share of the training split held out for validation (None: the
-    #: test split validates, the article's way).
-    validation: float | None = 0.1
-    data: str | None = None  #: train.data as written (the module's DATA)
-    #: train.data resolved against the spec's folder, where the build reads it.
-    data_path: SpecPath | None = None
-    #: A csv's separate test file (data: {train: ..., test: ...}), resolved.
-    test_path: SpecPath | None = None
-    backbone: BackbonePlan | None = None
-    #: The learning rate's schedule (None: the constant LEARNING_RATE).
-    schedule: SchedulePlan | None = None
-    #: keras.callbacks.EarlyStopping's arguments, as source (None: none).
-    early_stopping: tuple[str, ...] | None = None
-
-    @property
-    def warmup_epochs(self) -> int:
-        """The epochs the learning rate's schedule warms up over."""
-        return self.schedule.warmup_epochs if self.schedule else 0
-
-    @property
-    def tensorflow_only(self) -> bool:
-        """Whether the generated module needs Keras' TensorFlow backend."""
-        return self.distribute != "none" or self.deterministic_ops
-
-    @property
-    def params(self) -> int:
-        return sum(layer.params for layer in self.layers)
-
-    @property
-    def is_stack(self) -> bool:
-        """Whether each layer takes the one before it: a `keras.Sequential`."""
-        return _is_stack(self.layers, self.recipe)
-
-    @property
-    def variable_scope(self) -> str | None:
-        """What Keras puts before each layer's variable paths."""
-        return _variable_scope(self.name, self.layers, self.recipe)
-
-    def weight_path(self, layer: LayerPlan, weight: WeightPlan) -> str:
-        """The Keras variable path of a weight of this model."""
-        return weight.path(self.variable_scope, layer.name)
-
-    @property
-    def normed_weights(self) -> frozenset[str]:
-        """The weights whose L2 norm a build reports: every regularized
-        weight, and every trained kernel with or without a penalty (so that
-        builds with and without one, a sweep's trials, compare)."""
-        return frozenset(
-            self.weight_path(layer, w)
-            for layer in self.layers
-            for w in layer.weights
-            if w.l2 > 0 or w.weight_decay > 0 or (w.role == "kernel" and w.trainable)
-        )
-
-    @property
-    def adapted(self) -> tuple[str, ...]:
-        """The layers that learn the training data's statistics before training."""
-        return tuple(layer.name for layer in self.layers if layer.kind.adapted)
-
-    @property
-    def optional_members(self) -> tuple[str, ...]:
-        """What the generated module has beyond what every module has
-        (l2compile.contract), for this plan."""
-        return (
-            *(("validation_split",) if self.validation is not None else ()),
-            *(("adapt",) if self.adapted else ()),
-            *(("class_weights",) if self.task.class_weight == "balanced" else ()),
-            *(("early_stopping",) if self.early_stopping else ()),
-        )
-
-    @property
-    def integer_input(self) -> bool:
-        """Whether the model reads integer ids (an embedding reads its input)."""
-        return any(layer.reads_ids for layer in self.layers)
-
-    @property
-    def model_input(self) -> ModelInput:
-        """What the model reads, for checking the data against it: the sample
-        shape, and the number of ids (the smallest input_dim) where embeddings
-        read it."""
-        tables = [lay.weights[0].shape[0] for lay in self.layers if lay.reads_ids]
-        return ModelInput(self.input_shape, min(tables) if tables else None, self.task)
-
-    @property
-    def regularized_params(self) -> int:
-        return sum(w.params for layer in self.layers for w in layer.weights if w.l2 > 0)
-
-    @property
-    def decayed_params(self) -> int:
-        return sum(
-            w.params
-            for layer in self.layers
-            for w in layer.weights
-            if w.weight_decay > 0
-        )
-
-    @property
-    def output_shape(self) -> Shape:
-        return self.layers[-1].output_shape
 
 
 def _coefficient(coefficient: float, global_l2: float) -> str:
@@ -1002,7 +786,7 @@ class _Planner:
             return _Optimizer(cls, (rate,), ())
         if opt.type == "adam":
             cls = "keras.optimizers.AdamW"
-        scope = _variable_scope(self.spec.name, layers, recipe)
+        scope = scope_name(self.spec.name, layers, recipe)
         no_decay = tuple(
             w.path(scope, lay.name)
             for lay in layers
@@ -1183,15 +967,6 @@ def task_constants(spec: Spec, task: Task) -> list[Constant]:
     return constants
 
 
-def _is_stack(layers: tuple[LayerPlan, ...] | list[LayerPlan], recipe: Recipe) -> bool:
-    """Whether each layer takes the one before it (the first: the input), and
-    nothing comes before them (a recipe that encodes the input needs a graph)."""
-    if recipe.encodes:
-        return False
-    before = (INPUT, *(layer.name for layer in layers))
-    return all(layer.inputs == (before[i],) for i, layer in enumerate(layers))
-
-
 def _nth(i: int, automatic: list[str]) -> str:
     """`the 3rd conv2d` for the layer whose automatic name is conv2d_3."""
     kind, n = automatic[i].rsplit("_", 1)
@@ -1199,14 +974,6 @@ def _nth(i: int, automatic: list[str]) -> str:
     if n[-2:] in ("11", "12", "13"):
         suffix = "th"
     return f"the {n}{suffix} {kind}"
-
-
-def _variable_scope(
-    name: str, layers: tuple[LayerPlan, ...] | list[LayerPlan], recipe: Recipe
-) -> str | None:
-    """A Sequential model builds its layers under its own name; a functional
-    one builds them as they are called, outside any model's scope."""
-    return name if _is_stack(layers, recipe) else None
 
 
 def _l2_comment(spec: Spec, layers: list[LayerPlan]) -> str:

@@ -16,15 +16,8 @@ from typing import Any
 import jinja2
 
 from l2compile import __version__
-from l2compile.plan import (
-    INPUT,
-    BackbonePlan,
-    Constant,
-    LayerPlan,
-    ModelPlan,
-    py_str,
-    shape_text,
-)
+from l2compile.layers.base import INPUT, py_str, shape_text
+from l2compile.nodes import BackbonePlan, Constant, LayerPlan, ModelPlan
 from l2compile.sources import SOURCES
 
 #: The module template, and the width its lines are kept to (ruff's default).

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from l2compile.plan import ModelPlan, shape_text
+from l2compile.layers.base import shape_text
+from l2compile.nodes import ModelPlan
 
 
 def weights(plan: ModelPlan) -> list[dict[str, Any]]:

@@ -9,22 +9,9 @@ its other variables, so a resumed schedule goes on where it stopped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from l2compile.layers.base import py_float
+from l2compile.nodes import SchedulePlan
 from l2compile.spec import ScheduleSpec
-
-
-@dataclass(frozen=True)
-class SchedulePlan:
-    """The generated learning_rate(): its constants, docstring and return."""
-
-    kind: str  #: cosine or step
-    constants: tuple[tuple[str, str, str], ...]  #: (name, value, comment)
-    docstring: str
-    cls: str  #: the class in keras.optimizers.schedules
-    args: tuple[str, ...]  #: its arguments, as source
-    warmup_epochs: int = 0  #: epochs the rate rises over (cosine)
 
 
 def plan_schedule(spec: ScheduleSpec) -> SchedulePlan | None:

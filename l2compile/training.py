@@ -27,7 +27,7 @@ from l2compile.datasets import Dataset
 from l2compile.errors import BuildError, Diverged, NotLearned
 from l2compile.formats import keras as keras_file
 from l2compile.layers.backbone import imagenet_missing
-from l2compile.plan import ModelPlan
+from l2compile.nodes import ModelPlan
 from l2compile.resume import Saved
 
 Log = Callable[[str], None]

@@ -39,7 +39,7 @@ from l2compile.errors import (
     ParityError,
     some_of,
 )
-from l2compile.plan import ModelPlan
+from l2compile.nodes import ModelPlan
 from l2compile.resume import Saved
 
 Log = Callable[[str], None]

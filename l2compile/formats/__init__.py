@@ -19,7 +19,7 @@ from l2compile.formats.base import FORMATS, HANDOFF, ExportFormat
 
 if TYPE_CHECKING:
     from l2compile.datasets import Dataset
-    from l2compile.plan import ModelPlan
+    from l2compile.nodes import ModelPlan
 
 #: The format modules, in the order a spec's default lists them (and error
 #: messages name them). Each registers its format as it is imported.

@@ -34,11 +34,23 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    from l2compile.build import ExportJob
     from l2compile.contract import GeneratedModule
+    from l2compile.datasets import Dataset
     from l2compile.fields import StrictModel
-    from l2compile.pages import Section
-    from l2compile.plan import LayerPlan, ModelPlan
+    from l2compile.nodes import LayerPlan, ModelPlan
+    from l2compile.sections import Section
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """What the export stage needs; it pickles, for a child process."""
+
+    plan: ModelPlan
+    module: Path  #: the generated module
+    dataset: Dataset  #: as formats.calibration trims it
+    model_file: Path  #: the trained model, as the training stage saved it
+    dest: Path  #: the artifacts folder
+
 
 #: The trained model as the training stage saves it, Keras' own format: the
 #: export stage reads it, and the keras format publishes it as it is.

@@ -14,10 +14,9 @@ from l2compile.formats.base import HANDOFF, ExportFormat, Opened, Scores, regist
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    from l2compile.build import ExportJob
     from l2compile.contract import GeneratedModule
-    from l2compile.formats.base import TensorShape
-    from l2compile.plan import ModelPlan
+    from l2compile.formats.base import ExportJob, TensorShape
+    from l2compile.nodes import ModelPlan
 
 
 def save_keras(model: Any, path: Path) -> None:

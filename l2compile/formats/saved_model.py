@@ -10,10 +10,9 @@ from l2compile.errors import BuildError
 from l2compile.formats.base import ExportFormat, Opened, Scores, register
 
 if TYPE_CHECKING:
-    from l2compile.build import ExportJob
     from l2compile.contract import GeneratedModule
-    from l2compile.formats.base import TensorShape
-    from l2compile.plan import ModelPlan
+    from l2compile.formats.base import ExportJob, TensorShape
+    from l2compile.nodes import ModelPlan
 
 #: Its folder in a build folder.
 FOLDER = "saved_model"

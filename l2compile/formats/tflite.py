@@ -25,12 +25,11 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from l2compile.build import ExportJob
     from l2compile.contract import GeneratedModule
     from l2compile.datasets import Dataset
-    from l2compile.formats.base import TensorShape
-    from l2compile.pages import Section
-    from l2compile.plan import LayerPlan, ModelPlan
+    from l2compile.formats.base import ExportJob, TensorShape
+    from l2compile.nodes import LayerPlan, ModelPlan
+    from l2compile.sections import Section
     from l2compile.tasks import Task
 
 #: The TFLite file of each quantization mode.
@@ -40,10 +39,6 @@ TFLITE_FILES = {
     "dynamic": "model.dynamic.tflite",
     "int8": "model.int8.tflite",
 }
-#: Names of the TFLite signature and its input, which apps look up; the
-#: output is named by the task (`Task.output_name`).
-SIGNATURE = "serving_default"
-INPUT_NAME = "input"
 #: TFLite float32 must agree with Keras to this on the test split: its
 #: task's score (accuracy), or its outputs, relative to the targets' spread.
 TFLITE_TOLERANCE = 0.001
@@ -128,6 +123,8 @@ def export_tflite_source(
     import keras
     import tensorflow as tf
 
+    from l2compile.deploy import INPUT_NAME, SIGNATURE
+
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
@@ -153,6 +150,8 @@ def convert_tflite(
     known failures of `from_keras_model` under Keras 3.
     """
     import tensorflow as tf
+
+    from l2compile.deploy import SIGNATURE
 
     converter = tf.lite.TFLiteConverter.from_saved_model(
         str(saved_model), signature_keys=[SIGNATURE]
@@ -437,7 +436,7 @@ class TFLiteFormat(ExportFormat):
             dest, plan, options, model, generated, job.dataset, x_test, y_test, log
         )
         interrupts.phase("deploy_files")
-        deploy.write_deploy_files(dest, plan, options, job.dataset, found)
+        deploy.write_deploy_files(dest, plan, options.batch, job.dataset, found)
         return found
 
     def recognizes(self, path: Path) -> bool:
@@ -470,7 +469,7 @@ class TFLiteFormat(ExportFormat):
     def report(self, found: dict[str, Any]) -> Section:
         """Its files, one row per quantization mode, with what their checks
         measured."""
-        from l2compile.pages import Cell, Section, table
+        from l2compile.sections import Cell, Section, table
 
         files: dict[str, dict[str, Any]] = found.get("files", {})
         columns: list[str] = []
