@@ -1,0 +1,241 @@
+"""The training planner: the data, the optimizer and how the model trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from l2compile.errors import closest
+from l2compile.layers.base import (
+    INPUT,
+    py_float,
+    py_str,
+)
+from l2compile.nodes import (
+    LayerPlan,
+    SchedulePlan,
+    scope_name,
+)
+from l2compile.planners.context import Planner
+from l2compile.schedules import plan_schedule
+from l2compile.sources import source_for
+from l2compile.sources.base import Source as Recipe
+from l2compile.spec import ScheduleSpec, SplitFiles
+from l2compile.tasks import Task
+
+_OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}
+
+
+def _held_out(validation: float | str) -> float | None:
+    """The share of the training split held out; None: validation: test."""
+    return None if isinstance(validation, str) else validation
+
+
+@dataclass(frozen=True)
+class _Optimizer:
+    cls: str
+    args: tuple[str, ...]
+    no_decay: tuple[str, ...]
+
+
+class TrainingPlanner(Planner):
+    """What trains the model: the data source, the task's fit with the model
+    and the data, the optimizer and its schedule, early stopping, the backend
+    and how training is distributed."""
+
+    def check_data(self, recipe: Recipe, task: Task, layers: list[LayerPlan]) -> None:
+        """The model against its data and its task: the input must hold the
+        recipe's samples, and the output be the task's."""
+        spec = self.spec
+        recipe.check_input(spec.input.shape, self.error)
+        if not layers or len(layers) != len(spec.layers):
+            return  # an earlier layer failed; its error says why
+        task.check_output(layers, recipe, self.error)
+        recipe.check_layers(layers, self.error)
+        for layer in layers:
+            if layer.kind.adapted and INPUT not in layer.inputs:
+                self.error(
+                    ("layers", layer.index, "type"),
+                    f"a {layer.type} layer learns the mean and variance of the "
+                    "training data before training, so it must read the model's "
+                    "input (as the first layer of a stack, or with inputs: [input])",
+                )
+
+    def check_multi_worker(self, recipe: Recipe, task: Task) -> None:
+        """multi_worker's custom loop (see the template) trains and scores
+        integer-label classification alone, on arrays in memory."""
+        train = self.spec.train
+        if train.distribute != "multi_worker":
+            return
+        if recipe.streamed or recipe.encodes:
+            self.error(
+                ("train", "distribute"),
+                f"multi_worker's custom training loop reads arrays in memory, not "
+                f"recipe {train.recipe!r}; use distribute: mirrored or none",
+            )
+        elif not task.fits_custom_loop:
+            self.error(
+                ("train", "distribute"),
+                "multi_worker's custom training loop trains task 'classification' "
+                "with loss sparse_categorical_crossentropy and metric accuracy "
+                "alone, without class_weight; use distribute: mirrored or none",
+            )
+
+    def steps_per_execution(self) -> int:
+        """The spec's, except under MirroredStrategy, where Keras 3's multi-step
+        loop fails ('You must feed a value for placeholder tensor',
+        keras-team/keras issue 19246): there it is 1."""
+        train = self.spec.train
+        if train.distribute == "none":
+            return train.steps_per_execution
+        if "steps_per_execution" in train.model_fields_set and (
+            train.steps_per_execution > 1
+        ):
+            self.error(
+                ("train", "steps_per_execution"),
+                f"distribute: {train.distribute} needs steps_per_execution: 1; Keras "
+                "3's multi-step loop fails under tf.distribute (keras-team/keras "
+                "issue 19246)",
+            )
+        return 1
+
+    def backend(self) -> str:
+        """The backend to train on; TensorFlow-only settings refused on others."""
+        train = self.spec.train
+        backend = self.backend_option or train.backend
+        if backend == "tensorflow":
+            return backend
+        fix = "set train.backend: tensorflow"
+        if self.backend_option:
+            asked = f"build --backend {backend} trains on {backend}"
+            fix = "build with --backend tensorflow"
+        elif "backend" in train.model_fields_set:
+            asked = f"train.backend is {backend}"
+        else:
+            asked = f"train.backend is {backend} (the default)"
+        settings = []
+        if train.distribute != "none":
+            settings.append(("distribute", f"{train.distribute} is tf.distribute"))
+        if train.deterministic_ops:
+            settings.append(
+                (
+                    "deterministic_ops",
+                    "true makes TensorFlow's kernels deterministic",
+                )
+            )
+        for name, what in settings:
+            self.error(
+                ("train", name),
+                f"{what}, which only Keras' TensorFlow backend has, but {asked}: {fix}",
+            )
+        return backend
+
+    def check_weight_decay(self, layers: list[LayerPlan]) -> None:
+        opt = self.spec.train.optimizer
+        if opt.weight_decay == 0 or opt.weight_decay_with_l2:
+            return
+        both = [
+            w.path(None, lay.name)
+            for lay in layers
+            for w in lay.weights
+            if w.l2 > 0 and w.weight_decay > 0
+        ]
+        if both:
+            shown = ", ".join(both[:3]) + (
+                f" and {len(both) - 3} more" if len(both) > 3 else ""
+            )
+            self.error(
+                ("train", "optimizer", "weight_decay"),
+                f"weight decay and an L2 penalty would both reach {shown}; use one "
+                "(set l2: 0), or set weight_decay_with_l2: true to use both",
+            )
+
+    def recipe(self, split: SplitFiles | None) -> Recipe:
+        """The data node: the spec's recipe and its fields."""
+        train = self.spec.train
+        return source_for(
+            train.recipe,
+            train.num_classes,
+            data=split.train if split else train.data,
+            test_data=split.test if split else None,
+            label=train.label_columns,
+            features=tuple(train.features) if train.features is not None else None,
+            test_split=train.test_split,
+        )
+
+    def schedule(self) -> SchedulePlan | None:
+        rate = self.spec.train.optimizer.learning_rate
+        return plan_schedule(rate) if isinstance(rate, ScheduleSpec) else None
+
+    def check_schedule(self) -> None:
+        """A warmup leaves epochs to decay over."""
+        rate = self.spec.train.optimizer.learning_rate
+        epochs = self.spec.train.epochs
+        if isinstance(rate, ScheduleSpec) and rate.warmup_epochs >= epochs:
+            self.error(
+                ("train", "optimizer", "learning_rate", "warmup_epochs"),
+                f"the warmup takes {rate.warmup_epochs} of the {epochs} epochs; "
+                "it must leave at least one to decay over",
+            )
+
+    def early_stopping(self) -> tuple[str, ...] | None:
+        """EarlyStopping's arguments, where the spec stops early."""
+        stop = self.spec.train.early_stopping
+        if stop is None:
+            return None
+        return (
+            f"monitor={py_str(stop.monitor)}",
+            "patience=PATIENCE",
+            *([f"min_delta={py_float(stop.min_delta)}"] if stop.min_delta else []),
+            f"restore_best_weights={stop.restore_best_weights!r}",
+        )
+
+    def check_early_stopping(self, task: Task) -> None:
+        """Early stopping watches the validation split, on a loop that stops."""
+        train = self.spec.train
+        stop = train.early_stopping
+        if stop is None:
+            return
+        where = ("train", "early_stopping")
+        if train.validation == "test":
+            self.error(
+                where,
+                "early stopping watches the validation split, and validation: "
+                "test would pick the epoch by the test data it then reports; "
+                "hold out a share instead (validation: 0.1)",
+            )
+        elif train.distribute == "multi_worker":
+            self.error(
+                where,
+                "distribute multi_worker trains in its own loop, which does not "
+                "stop early; use mirrored or none",
+            )
+        watched = [key for key in task.history_keys if key.startswith("val_")]
+        if stop.monitor not in watched:
+            self.error(
+                (*where, "monitor"),
+                f"{stop.monitor!r} is not a validation score this task logs "
+                f"({', '.join(watched)})",
+                suggestion=closest(stop.monitor, watched),
+            )
+
+    def optimizer(self, layers: list[LayerPlan], recipe: Recipe) -> _Optimizer:
+        """The optimizer, and the weights its decoupled weight decay skips."""
+        opt = self.spec.train.optimizer
+        cls = f"keras.optimizers.{_OPTIMIZERS[opt.type]}"
+        if self.schedule() is not None:
+            rate = "learning_rate=learning_rate(steps_per_epoch, epochs)"
+        else:
+            rate = "learning_rate=LEARNING_RATE"
+        if opt.weight_decay == 0:
+            return _Optimizer(cls, (rate,), ())
+        if opt.type == "adam":
+            cls = "keras.optimizers.AdamW"
+        scope = scope_name(self.spec.name, layers, recipe)
+        no_decay = tuple(
+            w.path(scope, lay.name)
+            for lay in layers
+            for w in lay.weights
+            if w.role != "statistic" and w.trainable and w.weight_decay == 0
+        )
+        args = (rate, "weight_decay=WEIGHT_DECAY")
+        return _Optimizer(cls, args, no_decay)
