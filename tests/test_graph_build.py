@@ -90,11 +90,14 @@ def test_a_graph_builds_every_tflite_file_within_its_accuracy_drop(
 
     spec, out = graph_build
     files = _metrics(out)["tflite"]["files"]
-    assert spec.plan.tflite is not None
+    assert spec.plan.export_plans.get("tflite") is not None
     assert {mode: entry["file"] for mode, entry in files.items()} == MODES
     assert abs(files["none"]["accuracy_drop"]) <= 0.001
     for mode in ("float16", "dynamic", "int8"):
-        assert files[mode]["accuracy_drop"] <= spec.plan.tflite.max_accuracy_drop
+        assert (
+            files[mode]["accuracy_drop"]
+            <= spec.plan.export_plans.get("tflite").max_accuracy_drop
+        )
     # The float32 file computes what the Keras model computes.
     model = keras.saving.load_model(out / "model.keras")
     manifest = json.loads((out / "manifest.json").read_text())

@@ -257,14 +257,14 @@ layers:
   - {type: dense, units: 1, activation: sigmoid}
 train: {recipe: npz, data: t.npz, epochs: 1, batch_size: 8}
 """
-    tflite = plan_text(text, tmp_path).tflite
+    tflite = plan_text(text, tmp_path).export_plans.get("tflite")
     assert tflite is not None and "int8" not in tflite.quantize
     assert tflite.left_out is not None
     assert tflite.left_out.startswith(
         "no int8 file: int8 cannot quantize layers[0] (normalization): full-integer"
     )
     chosen = text + "export: {tflite: {quantize: [none, float16]}}\n"
-    assert plan_text(chosen, tmp_path).tflite.left_out is None  # type: ignore[union-attr]
+    assert plan_text(chosen, tmp_path).export_plans["tflite"].left_out is None  # type: ignore[union-attr]
 
 
 def test_the_split_has_its_own_seed_in_the_generated_module(tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from l2compile import build as builder
-from l2compile import deploy, metadata
+from l2compile import metadata
+from l2compile.formats.tflite import TFLITE_TOLERANCE
 from l2compile.generate import compile_spec
 
 from .conftest import SHAPES, make_image_folder
@@ -101,7 +102,7 @@ def test_a_frozen_backbone_learns_an_image_folder_and_keeps_parity(
     assert metrics["test_accuracy"] >= FLOOR
     files = metrics["tflite"]["files"]
     assert set(files) == {"none", "float16", "dynamic", "int8"}
-    assert abs(files["none"]["accuracy_drop"]) <= deploy.TFLITE_TOLERANCE
+    assert abs(files["none"]["accuracy_drop"]) <= TFLITE_TOLERANCE
     assert files["int8"]["accuracy_drop"] <= 0.1  # export.tflite.max_accuracy_drop
     # Only the head trains: the backbone's kernels are frozen, so no penalty.
     assert metrics["regularized_parameters"] == 576 * 3

@@ -155,8 +155,8 @@ def test_recurrent_specs_default_to_the_modes_that_convert(tmp_path: Path) -> No
     plan = plan_text(
         text.replace("export: {formats: [keras, saved_model, tflite]}", ""), tmp_path
     )
-    assert plan.tflite is not None
-    assert plan.tflite.quantize == ("none", "float16", "dynamic")
+    assert plan.export_plans.get("tflite") is not None
+    assert plan.export_plans.get("tflite").quantize == ("none", "float16", "dynamic")
 
 
 def test_inspect_a_model_without_weights(tmp_path: Path) -> None:
