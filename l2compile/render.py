@@ -309,6 +309,7 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "metrics": plan.task.metrics,
         "metrics_one_line": _fits(8, f"metrics=[{', '.join(plan.task.metrics)}],"),
         "metric_names": plan.task.metric_names,
+        "per_sample_loss": plan.task.per_sample_loss,
         "label_source": plan.task.label_source,
         "labels_note": _labels_note(plan),
         "validation": plan.validation is not None,

@@ -592,6 +592,12 @@ class Task(Scored):
         return self.outputs
 
     @property
+    def per_sample_loss(self) -> str:
+        """The loss as a custom training loop computes it, one value per
+        sample (the multi-worker loop averages it over the global batch)."""
+        return f'keras.losses.{LOSSES[self.loss_name].keras_class}(reduction="none")'
+
+    @property
     def fits_custom_loop(self) -> bool:
         """Whether multi_worker's custom training loop, which trains integer
         class labels with accuracy alone and no class weights, can train it."""
