@@ -94,6 +94,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, list[Pat
     return out, result.metrics, images
 
 
+@pytest.mark.build
 def test_a_frozen_backbone_learns_an_image_folder_and_keeps_parity(
     built: tuple[Path, Any, list[Path]],
 ) -> None:
@@ -107,6 +108,7 @@ def test_a_frozen_backbone_learns_an_image_folder_and_keeps_parity(
     assert metrics["regularized_parameters"] == 576 * 3
 
 
+@pytest.mark.external
 def test_the_report_opens_with_the_verdict_and_the_tflite_files(
     built: tuple[Path, Any, list[Path]],
 ) -> None:
@@ -127,6 +129,7 @@ def test_the_report_opens_with_the_verdict_and_the_tflite_files(
     )
 
 
+@pytest.mark.build
 def test_every_tflite_file_carries_its_labels_and_normalization(
     built: tuple[Path, Any, list[Path]],
 ) -> None:
@@ -151,6 +154,7 @@ def test_every_tflite_file_carries_its_labels_and_normalization(
     assert backbone["reads"] == "[0, 255]"
 
 
+@pytest.mark.external
 def test_mediapipe_classifies_as_litert_does(
     built: tuple[Path, Any, list[Path]],
 ) -> None:

@@ -11,6 +11,8 @@ import ast
 import typing
 from pathlib import Path
 
+import pytest
+
 from l2compile import layers
 from l2compile.layers import KINDS, LAYER_TYPES
 from l2compile.layers.base import LayerSpec, MergeSpec
@@ -26,11 +28,13 @@ def _layer_union() -> set[type]:
     return set(typing.get_args(union))
 
 
+@pytest.mark.unit
 def test_the_spec_accepts_exactly_the_registered_kinds() -> None:
     assert _layer_union() == set(KINDS.values())
     assert sorted(LAYER_TYPES) == sorted(KINDS)
 
 
+@pytest.mark.unit
 def test_each_kind_is_one_class_in_a_family_module_that_states_its_protocol() -> None:
     for name, kind in KINDS.items():
         assert kind.__module__.startswith("l2compile.layers."), name
@@ -43,6 +47,7 @@ def test_each_kind_is_one_class_in_a_family_module_that_states_its_protocol() ->
             assert issubclass(kind, LayerSpec)
 
 
+@pytest.mark.unit
 def test_no_other_module_names_a_layer_kind() -> None:
     """Only l2compile/layers/ holds the kinds' classes; the rest of the
     package reaches them through the registry."""
@@ -61,6 +66,7 @@ def test_no_other_module_names_a_layer_kind() -> None:
         assert not named & classes, (path.name, sorted(named & classes))
 
 
+@pytest.mark.unit
 def test_no_function_in_the_package_is_over_80_lines() -> None:
     long = []
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -73,11 +79,13 @@ def test_no_function_in_the_package_is_over_80_lines() -> None:
     assert long == []
 
 
+@pytest.mark.unit
 def test_the_build_only_orchestrates() -> None:
     lines = (PACKAGE / "build.py").read_text(encoding="utf-8").count("\n")
     assert lines < 300
 
 
+@pytest.mark.build
 def test_the_plan_imports_no_build_stage_code() -> None:
     """The plan is made without reading data or importing numpy/TensorFlow:
     validate, generate and inspect answer fast."""
@@ -95,6 +103,7 @@ def test_the_plan_imports_no_build_stage_code() -> None:
     assert out.strip() == "[]"
 
 
+@pytest.mark.unit
 def test_every_family_module_is_registered() -> None:
     """A family module that FAMILIES leaves out would register nothing."""
     modules = {
