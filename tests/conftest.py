@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from datetime import timedelta
 from pathlib import Path
 
@@ -67,9 +68,88 @@ if "L2COMPILE_DATA" not in os.environ and _SHARED_DATA.is_dir():
 
 NEEDS_MNIST = "needs the real MNIST: set L2COMPILE_DATA to a folder holding mnist.npz"
 
+#: The suite's tiers (pyproject.toml): every test is in exactly one.
+TIERS = ("unit", "build", "training", "external")
+#: What a `unit` test never imports, and the events of starting a process.
+HEAVY = ("keras", "tensorflow", "jax")
+SPAWNS = frozenset(
+    {
+        "subprocess.Popen",
+        "os.system",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.fork",
+        "os.forkpty",
+        "os.exec",
+    }
+)
+_UNIT: dict[str, list[str] | None] = {"spawned": None}
+
+
+def _spawned(event: str, args: tuple[object, ...]) -> None:
+    spawned = _UNIT["spawned"]
+    if spawned is not None and event in SPAWNS:
+        spawned.append(f"{event} {args[:2]!r:.200}")
+
+
+sys.addaudithook(_spawned)
+
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse the run if a test has no tier marker or more than one (before
+    -m deselects any, so `pytest -m unit` checks every test too)."""
+    wrong = []
+    for item in items:
+        tiers = sorted({m.name for m in item.iter_markers() if m.name in TIERS})
+        if len(tiers) != 1:
+            wrong.append(f"{item.nodeid}: {', '.join(tiers) or 'no tier'}")
+    if wrong:
+        raise pytest.UsageError(
+            f"every test needs exactly one of the markers {', '.join(TIERS)}:\n  "
+            + "\n  ".join(wrong)
+        )
+
+
+def _guard_unit(item: pytest.Item) -> Generator[None, object, object]:
+    """Run a phase of a `unit` test, then fail it if it started a process or
+    imported Keras, TensorFlow or JAX (seen where none was imported before:
+    in `pytest -m unit`, and in any run until the first build)."""
+    if item.get_closest_marker("unit") is None:
+        return (yield)
+    before = [name for name in HEAVY if name in sys.modules]
+    _UNIT["spawned"] = spawned = []
+    try:
+        result = yield
+    finally:
+        _UNIT["spawned"] = None
+    imported = [n for n in HEAVY if n in sys.modules and n not in before]
+    if spawned or imported:
+        pytest.fail(
+            "a unit test starts no process and imports none of "
+            f"{', '.join(HEAVY)}; this one "
+            + "; ".join(
+                [f"imported {', '.join(imported)}"] * bool(imported)
+                + [f"started {', '.join(spawned)}"] * bool(spawned)
+            )
+            + ": mark it build",
+            pytrace=False,
+        )
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    _skip_without_mnist(item)
+    return (yield from _guard_unit(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _guard_unit(item))
+
+
+def _skip_without_mnist(item: pytest.Item) -> None:
     """Skip a `needs_mnist` test, saying what to set, where MNIST is not found
     ($L2COMPILE_DATA, then the Keras cache), rather than fail it offline."""
     if item.get_closest_marker("needs_mnist") is None:

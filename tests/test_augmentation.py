@@ -48,6 +48,7 @@ def spec_with(*layers: str) -> str:
 # --- the Keras arguments ------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("layer", "args"),
     [
@@ -104,6 +105,7 @@ def test_each_kind_writes_only_the_arguments_that_differ_from_keras(
     assert first.args == (*args, "seed=SEED", f'name="{kind}_1"')
 
 
+@pytest.mark.unit
 def test_each_augmentation_layer_gets_its_own_seed_and_passes_its_shape_on(
     tmp_path: Path,
 ) -> None:
@@ -131,6 +133,7 @@ def test_each_augmentation_layer_gets_its_own_seed_and_passes_its_shape_on(
 # --- what the spec refuses ------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("layer", "error"),
     [
@@ -220,6 +223,7 @@ def test_the_spec_refuses_what_keras_refuses_or_misreads(
     assert compile_errors(spec_with(layer), tmp_path) == [f"{AT}:{error}"]
 
 
+@pytest.mark.unit
 def test_a_fill_value_without_fill_mode_constant_is_refused(tmp_path: Path) -> None:
     text = spec_with("{type: random_zoom, height_factor: 0.1, fill_value: 0.5}")
     assert compile_errors(text, tmp_path) == [
@@ -228,6 +232,7 @@ def test_a_fill_value_without_fill_mode_constant_is_refused(tmp_path: Path) -> N
     ]
 
 
+@pytest.mark.unit
 def test_augmentation_needs_images_of_height_width_and_channels(
     tmp_path: Path,
 ) -> None:
@@ -254,6 +259,7 @@ def generated_module(tmp_path: Path, text: str) -> ModuleType:
     return module
 
 
+@pytest.mark.build
 def test_augmentation_is_reproducible_distinct_per_layer_and_off_at_inference(
     tmp_path: Path,
 ) -> None:
@@ -339,12 +345,14 @@ def random_ops(ops: object) -> list[str]:
     return [op for op in ops if any(word in op.upper() for word in words)]
 
 
+@pytest.mark.build
 def test_the_tflite_file_holds_no_augmentation(
     exported_ops: dict[str, object],
 ) -> None:
     assert random_ops(exported_ops["tflite"]) == []
 
 
+@pytest.mark.build
 def test_the_served_saved_model_holds_no_augmentation(
     exported_ops: dict[str, object],
 ) -> None:

@@ -36,6 +36,7 @@ def _spec(model: str, shape: tuple[int, ...], extra: str = "") -> str:
     )
 
 
+@pytest.mark.build
 @pytest.mark.parametrize("model", sorted(BACKBONES))
 def test_the_table_is_what_keras_builds(model: str, tmp_path: Path) -> None:
     """Every weight's path, shape and layer, the layer count, and the output
@@ -57,11 +58,13 @@ def test_the_table_is_what_keras_builds(model: str, tmp_path: Path) -> None:
     assert check_weights_file(tmp_path / "own.weights.h5", model) is None
 
 
+@pytest.mark.build
 def test_images_smaller_than_the_minimum_are_refused_as_keras_does() -> None:
     with pytest.raises(ValueError, match="at least 32x32"):
         build_application("mobilenet_v3_small", (MIN_SIZE - 1, 64, 3))
 
 
+@pytest.mark.build
 def test_a_weights_file_of_the_model_passes_and_of_another_fails(
     tmp_path: Path,
 ) -> None:
@@ -85,6 +88,7 @@ def test_a_weights_file_of_the_model_passes_and_of_another_fails(
     )
 
 
+@pytest.mark.build
 def test_a_weights_file_with_nan_values_is_refused_by_validate(
     tmp_path: Path,
 ) -> None:
@@ -109,6 +113,7 @@ def test_a_weights_file_with_nan_values_is_refused_by_validate(
     )
 
 
+@pytest.mark.unit
 def test_missing_imagenet_weights_say_which_file_to_put_where() -> None:
     url = (
         "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -123,6 +128,7 @@ def test_missing_imagenet_weights_say_which_file_to_put_where() -> None:
     )
 
 
+@pytest.mark.unit
 def test_frozen_weights_carry_no_coefficient_and_fine_tuning_adds_them(
     tmp_path: Path,
 ) -> None:
@@ -147,6 +153,7 @@ def test_frozen_weights_carry_no_coefficient_and_fine_tuning_adds_them(
     assert unreached.backbone is not None and unreached.backbone.l2 is None
 
 
+@pytest.mark.build
 def test_weights_files_keras_cannot_load_or_restore_are_refused(tmp_path: Path) -> None:
     import h5py
 
@@ -166,6 +173,7 @@ def test_weights_files_keras_cannot_load_or_restore_are_refused(tmp_path: Path) 
     assert "write weights: imagenet" in problem
 
 
+@pytest.mark.unit
 def test_efficientnet_b0_counts_the_layer_keras_adds_for_imagenet_weights(
     tmp_path: Path,
 ) -> None:

@@ -53,6 +53,7 @@ def _imports(path: Path) -> set[str]:
     return names | {n.module or "" for n in nodes if isinstance(n, ast.ImportFrom)}
 
 
+@pytest.mark.unit
 def test_only_tensorflow_only_specs_generate_a_tensorflow_import() -> None:
     """TensorFlow is imported where the module trains with it, and where it
     reads an image folder with its image ops (on any backend)."""
@@ -69,6 +70,7 @@ def test_only_tensorflow_only_specs_generate_a_tensorflow_import() -> None:
         assert ("tf." in code) == needs_tf, golden.name
 
 
+@pytest.mark.build
 def test_a_generated_module_trains_with_only_keras_and_jax(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
@@ -90,6 +92,7 @@ def test_a_generated_module_trains_with_only_keras_and_jax(
     assert out.is_file()
 
 
+@pytest.mark.unit
 def test_a_backend_that_is_not_installed_names_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -107,6 +110,7 @@ def test_a_backend_that_is_not_installed_names_what_to_install(
     )
 
 
+@pytest.mark.unit
 def test_build_backend_overrides_the_spec_and_tensorflow_only_settings_say_so(
     tmp_path: Path,
 ) -> None:
@@ -136,6 +140,7 @@ def test_build_backend_overrides_the_spec_and_tensorflow_only_settings_say_so(
         assert planned.code == compile_spec(plain).code  # the code is the same
 
 
+@pytest.mark.build
 def test_an_error_in_a_child_process_reaches_the_build_as_itself(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
@@ -176,6 +181,7 @@ def _children_running(marker: str) -> list[int]:
     return found
 
 
+@pytest.mark.build
 @pytest.mark.needs_mnist
 def test_the_same_spec_trains_alike_on_jax_and_on_tensorflow(tmp_path: Path) -> None:
     """A slice of the real MNIST, two epochs: the backends draw other initial
@@ -227,6 +233,7 @@ run()
 """
 
 
+@pytest.mark.build
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_the_command_trains_in_its_own_process_and_only_tensorflow_loads_it(
     tmp_path: Path, tiny_mnist: Path, backend: str
@@ -269,6 +276,7 @@ if os.environ.get("KERAS_BACKEND") == "tensorflow":
 """
 
 
+@pytest.mark.build
 def test_an_error_of_tensorflows_own_in_the_export_process_is_reported_by_name(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:

@@ -22,6 +22,8 @@ from l2compile.tasks import Binary, Multilabel, Regression
 
 from .conftest import make_fashion_idx, make_mnist_npz
 
+pytestmark = pytest.mark.unit
+
 MNIST = RECIPES["mnist"]
 NPZ = source_for("npz", 3)
 FLOATS = ModelInput((4,))

@@ -19,6 +19,7 @@ CORPUS = ROOT / "tests" / "bad_specs"
 CASES = sorted(CORPUS.glob("*.yaml"))
 
 
+@pytest.mark.unit
 def test_the_corpus_covers_the_cases_users_hit() -> None:
     assert {case.stem for case in CASES} >= {
         "wrong_types", "negative_l2", "nan_l2", "units_zero", "units_huge",
@@ -43,6 +44,7 @@ def test_the_corpus_covers_the_cases_users_hit() -> None:
     }  # fmt: skip
 
 
+@pytest.mark.build
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.stem)
 def test_bad_spec_gets_its_exact_errors(
     case: Path, monkeypatch: pytest.MonkeyPatch

@@ -39,6 +39,7 @@ def _load_errors(path: Path) -> list[str]:
     return [str(e) for e in result]
 
 
+@pytest.mark.build
 @pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
 def test_validate_refuses_a_device_at_once(device: str) -> None:
     # Before: st_size is 0 for a device, so the whole "file" was read, until
@@ -57,6 +58,7 @@ def test_validate_refuses_a_device_at_once(device: str) -> None:
     )
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
 def test_a_spec_that_is_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
     fifo = tmp_path / "spec.yaml"
@@ -64,6 +66,7 @@ def test_a_spec_that_is_a_fifo_is_refused_without_waiting(tmp_path: Path) -> Non
     assert _load_errors(fifo) == ["spec.yaml: error: is a FIFO, not a regular file"]
 
 
+@pytest.mark.unit
 def test_a_folder_is_not_a_spec(tmp_path: Path) -> None:
     (tmp_path / "specs.yaml").mkdir()
     assert _load_errors(tmp_path / "specs.yaml") == [
@@ -71,6 +74,7 @@ def test_a_folder_is_not_a_spec(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.build
 @pytest.mark.parametrize("command", ["validate", "build", "generate"])
 def test_a_spec_symlink_loop_is_named(tmp_path: Path, command: str) -> None:
     # Before: a RuntimeError traceback from Path.resolve(), exit 1.
@@ -90,6 +94,7 @@ def test_a_spec_symlink_loop_is_named(tmp_path: Path, command: str) -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_spec_too_large_is_refused_by_its_size(tmp_path: Path) -> None:
     path = tmp_path / "big.yaml"
     path.write_bytes(b"#" * ((1 << 20) + 1))
@@ -98,6 +103,7 @@ def test_a_spec_too_large_is_refused_by_its_size(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.unit
 def test_read_bounded_never_reads_past_its_limit(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"x" * 10)
@@ -114,6 +120,7 @@ def test_read_bounded_never_reads_past_its_limit(tmp_path: Path) -> None:
         read_bounded(Path("/dev/zero"), 10)
 
 
+@pytest.mark.build
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
 def test_a_build_never_reads_its_spec_again(tmp_path: Path, tiny_mnist: Path) -> None:
     # Before: the report read the spec file again after training, so a spec
@@ -143,6 +150,7 @@ def test_a_build_never_reads_its_spec_again(tmp_path: Path, tiny_mnist: Path) ->
     assert "description: a small MLP for fast tests" in page
 
 
+@pytest.mark.build
 def test_auc_of_a_test_split_of_one_class_is_undefined_not_zero(
     tmp_path: Path,
 ) -> None:
@@ -182,6 +190,7 @@ def test_auc_of_a_test_split_of_one_class_is_undefined_not_zero(
     )
 
 
+@pytest.mark.unit
 def test_an_auc_is_reported_only_where_it_is_defined() -> None:
     import numpy as np
 
@@ -198,6 +207,7 @@ def test_an_auc_is_reported_only_where_it_is_defined() -> None:
     assert auc.reported(task, outputs, np.ones((3, 2)), 0.0) is None
 
 
+@pytest.mark.unit
 def test_a_validation_split_of_one_class_has_no_auc(tmp_path: Path) -> None:
     import numpy as np
 
@@ -224,6 +234,7 @@ def test_a_validation_split_of_one_class_has_no_auc(tmp_path: Path) -> None:
     assert both == scores
 
 
+@pytest.mark.unit
 def test_the_limits_table_states_each_limit_the_code_enforces() -> None:
     import importlib
     import re
@@ -239,6 +250,7 @@ def test_the_limits_table_states_each_limit_the_code_enforces() -> None:
         assert limit.startswith((f"{value:,}", f"{value:,g}")), (constant, limit)
 
 
+@pytest.mark.build
 def test_a_build_stage_process_dies_with_its_build() -> None:
     # A build SIGKILLed while its export child worked left the child working
     # on. The stand-in build here starts a stage process's own guard and is
@@ -274,6 +286,7 @@ def test_a_build_stage_process_dies_with_its_build() -> None:
     raise AssertionError("the stage process outlived its build")
 
 
+@pytest.mark.build
 def test_a_table_of_large_vocabularies_keeps_its_manifest_small(
     tmp_path: Path,
 ) -> None:
@@ -301,6 +314,7 @@ def test_a_table_of_large_vocabularies_keeps_its_manifest_small(
     assert "warning" not in done.stderr
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
 def test_a_fifo_among_images_or_as_an_npz_is_refused_without_waiting(
     tmp_path: Path,

@@ -39,6 +39,7 @@ def small_build(tmp_path_factory: pytest.TempPathFactory) -> builder.BuildResult
     return result
 
 
+@pytest.mark.build
 def test_build_writes_every_artifact(small_build: builder.BuildResult) -> None:
     assert small_build.artifacts == (
         "labels.txt",
@@ -57,6 +58,7 @@ def test_build_writes_every_artifact(small_build: builder.BuildResult) -> None:
     assert (small_build.out / "saved_model" / "saved_model.pb").is_file()
 
 
+@pytest.mark.build
 def test_the_report_page_holds_the_build(small_build: builder.BuildResult) -> None:
     page = (small_build.out / "report.html").read_text(encoding="utf-8")
     metrics = json.loads((small_build.out / "metrics.json").read_text())
@@ -77,6 +79,7 @@ def test_the_report_page_holds_the_build(small_build: builder.BuildResult) -> No
     assert "http://" not in page and "https://" not in page
 
 
+@pytest.mark.external
 def test_the_report_page_renders_in_chromium(
     small_build: builder.BuildResult,
 ) -> None:
@@ -90,6 +93,7 @@ def test_the_report_page_renders_in_chromium(
     )
 
 
+@pytest.mark.build
 def test_a_report_that_cannot_be_drawn_does_not_fail_the_build(
     small_build: builder.BuildResult,
     tmp_path: Path,
@@ -112,6 +116,7 @@ def test_a_report_that_cannot_be_drawn_does_not_fail_the_build(
     assert not (tmp_path / "report.html").exists()
 
 
+@pytest.mark.build
 def test_manifest_hashes_every_file(small_build: builder.BuildResult) -> None:
     manifest = json.loads((small_build.out / "manifest.json").read_text())
     listed = {a["path"]: a for a in manifest["artifacts"]}
@@ -131,6 +136,7 @@ def test_manifest_hashes_every_file(small_build: builder.BuildResult) -> None:
     assert manifest["versions"]["keras"]
 
 
+@pytest.mark.build
 def test_metrics_split_the_loss_into_data_and_penalty(
     small_build: builder.BuildResult,
 ) -> None:
@@ -144,6 +150,7 @@ def test_metrics_split_the_loss_into_data_and_penalty(
     assert all(len(v) == 1 for v in metrics["history"].values())
 
 
+@pytest.mark.build
 def test_tflite_predicts_like_the_keras_model(small_build: builder.BuildResult) -> None:
     import keras
 
@@ -162,6 +169,7 @@ def test_tflite_predicts_like_the_keras_model(small_build: builder.BuildResult) 
     assert abs(metrics["tflite"]["files"]["none"]["accuracy_drop"]) <= 0.001
 
 
+@pytest.mark.build
 def test_build_folder_holds_the_generated_module(
     small_build: builder.BuildResult, tmp_path: Path
 ) -> None:
@@ -170,6 +178,7 @@ def test_build_folder_holds_the_generated_module(
     assert "def build_model() -> keras.Model:" in code
 
 
+@pytest.mark.build
 def test_failed_build_leaves_the_previous_build_intact(
     tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -198,6 +207,7 @@ def test_failed_build_leaves_the_previous_build_intact(
     assert sorted(p.name for p in work.iterdir()) == [".l2compile", "resume"]
 
 
+@pytest.mark.build
 def test_only_the_requested_formats_are_written(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
@@ -219,6 +229,7 @@ def test_only_the_requested_formats_are_written(
     )
 
 
+@pytest.mark.build
 def test_metrics_hold_the_split_per_epoch_and_the_weight_norms(
     small_build: builder.BuildResult,
 ) -> None:
@@ -237,6 +248,7 @@ def test_metrics_hold_the_split_per_epoch_and_the_weight_norms(
     assert penalty == pytest.approx(0.01 * squares, rel=1e-4)
 
 
+@pytest.mark.build
 def test_npz_recipe_builds_from_the_specs_data_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -262,6 +274,7 @@ def test_npz_recipe_builds_from_the_specs_data_file(
     assert manifest["data"] == "tokens.npz"
 
 
+@pytest.mark.unit
 def test_npz_data_that_does_not_fit_the_input_shape(tmp_path: Path) -> None:
     np.savez(
         tmp_path / "tokens.npz",
@@ -286,6 +299,7 @@ def test_npz_data_that_does_not_fit_the_input_shape(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.build
 @pytest.mark.parametrize(
     "spec_file", ["every_conv_layer", "every_recurrent_layer", "weight_decay"]
 )
@@ -317,6 +331,7 @@ MODES = {
 }
 
 
+@pytest.mark.build
 def test_every_tflite_file_has_the_named_signature(
     small_build: builder.BuildResult,
 ) -> None:
@@ -331,6 +346,7 @@ def test_every_tflite_file_has_the_named_signature(
         assert list(inp["shape_signature"]) == [1, 28, 28]  # batch 1 by default
 
 
+@pytest.mark.build
 def test_metrics_score_every_tflite_file(small_build: builder.BuildResult) -> None:
     metrics = json.loads((small_build.out / "metrics.json").read_text())
     files = metrics["tflite"]["files"]
@@ -347,6 +363,7 @@ def test_metrics_score_every_tflite_file(small_build: builder.BuildResult) -> No
     assert sizes == sorted(sizes, reverse=True)
 
 
+@pytest.mark.build
 def test_labels_and_model_json_tell_an_app_how_to_use_the_model(
     small_build: builder.BuildResult,
 ) -> None:
@@ -374,6 +391,7 @@ def test_labels_and_model_json_tell_an_app_how_to_use_the_model(
     assert model["files"]["int8"]["input"] == {"dtype": "float32", "shape": [1, 28, 28]}
 
 
+@pytest.mark.build
 def test_int8_io_gives_int8_tensors_with_their_quantization(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
@@ -425,6 +443,7 @@ run()
 """
 
 
+@pytest.mark.build
 def test_a_quantized_file_that_loses_too_much_fails_and_is_kept(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
@@ -474,6 +493,7 @@ def test_a_quantized_file_that_loses_too_much_fails_and_is_kept(
     )
 
 
+@pytest.mark.build
 def test_eval_scores_every_kind_of_artifact_like_the_build(
     small_build: builder.BuildResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,6 +33,7 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+@pytest.mark.unit
 def test_validate_reports_ok_with_the_model_size() -> None:
     code, out, err = run("validate", str(SPECS / "mnist.yaml"))
     assert code == EXIT_OK
@@ -42,6 +43,7 @@ def test_validate_reports_ok_with_the_model_size() -> None:
     )
 
 
+@pytest.mark.unit
 def test_validate_reports_every_file_and_fails_on_any(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(BAD, encoding="utf-8")
@@ -55,6 +57,7 @@ def test_validate_reports_every_file_and_fails_on_any(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_exit_codes_are_documented_in_help() -> None:
     for args in ([], ["validate"], ["generate"], ["build"]):
         code, out, _ = run(*args, "--help")
@@ -64,6 +67,7 @@ def test_exit_codes_are_documented_in_help() -> None:
         assert f"{EXIT_FAILURE}    anything else failed" in out
 
 
+@pytest.mark.build
 def test_generate_writes_the_golden_module(tmp_path: Path) -> None:
     target = tmp_path / "out" / "model.py"
     result = subprocess.run(
@@ -85,6 +89,7 @@ def test_generate_writes_the_golden_module(tmp_path: Path) -> None:
     assert target.read_bytes() == (GOLDEN / "mnist_mlp.py").read_bytes()
 
 
+@pytest.mark.unit
 def test_generate_into_a_folder_names_the_file_after_the_spec(tmp_path: Path) -> None:
     code, out, _ = run("generate", str(SPECS / "mnist.yaml"), "-o", str(tmp_path))
     assert code == EXIT_OK
@@ -93,6 +98,7 @@ def test_generate_into_a_folder_names_the_file_after_the_spec(tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist_mlp.py"]
 
 
+@pytest.mark.unit
 def test_generate_with_a_bad_spec_writes_nothing(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(BAD, encoding="utf-8")
@@ -104,6 +110,7 @@ def test_generate_with_a_bad_spec_writes_nothing(tmp_path: Path) -> None:
     assert list(out_dir.iterdir()) == []
 
 
+@pytest.mark.unit
 def test_build_with_a_bad_spec_writes_nothing(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(BAD, encoding="utf-8")
@@ -112,6 +119,7 @@ def test_build_with_a_bad_spec_writes_nothing(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
 
+@pytest.mark.unit
 def test_build_without_data_fails_cleanly(tmp_path: Path) -> None:
     code, _, err = run(
         "build",
@@ -126,6 +134,7 @@ def test_build_without_data_fails_cleanly(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.unit
 def test_build_refuses_to_replace_a_folder_that_is_not_a_build(tmp_path: Path) -> None:
     precious = tmp_path / "precious"
     precious.mkdir()
@@ -140,12 +149,14 @@ def test_build_refuses_to_replace_a_folder_that_is_not_a_build(tmp_path: Path) -
     assert (precious / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.unit
 def test_missing_spec_file_is_a_spec_error(tmp_path: Path) -> None:
     code, _, err = run("validate", str(tmp_path / "nope.yaml"))
     assert code == EXIT_SPEC_ERROR
     assert err.startswith(f"{tmp_path / 'nope.yaml'}: error: no such file\n")
 
 
+@pytest.mark.build
 @pytest.mark.parametrize("command", ["validate", "generate", "inspect", "schema"])
 def test_validate_generate_inspect_and_schema_never_import_tensorflow(
     tmp_path: Path, command: str
@@ -173,12 +184,14 @@ def test_validate_generate_inspect_and_schema_never_import_tensorflow(
     assert result.stdout.splitlines()[-1] == "heavy modules: "
 
 
+@pytest.mark.unit
 def test_version() -> None:
     code, out, _ = run("--version")
     assert code == 0
     assert out == f"l2compile, version {__version__}\n"
 
 
+@pytest.mark.build
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_build_changes_nothing_and_keeps_its_epochs(
     tmp_path: Path, tiny_mnist: Path, sig: signal.Signals
@@ -226,34 +239,7 @@ def test_an_interrupted_build_changes_nothing_and_keeps_its_epochs(
     assert sorted(p.name for p in work.iterdir()) == [".l2compile", "resume"]
 
 
-def test_readme_error_example_is_what_a_user_sees(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### Errors", 1)[1]
-    spec = section.split("```yaml\n", 1)[1].split("```", 1)[0]
-    shown = section.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
-    assert shown[0] == "$ l2compile validate bad.yaml"
-    (tmp_path / "bad.yaml").write_text(spec, encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    code, _, err = run("validate", "bad.yaml")
-    assert err.splitlines() == shown[1:-2]
-    assert shown[-2:] == ["$ echo $?", str(code)]
-
-
-def test_readme_inspect_example_is_what_a_user_sees(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### Inspecting a spec", 1)[1]
-    shown = section.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
-    assert shown[0] == "$ l2compile inspect specs/mnist.yaml"
-    monkeypatch.chdir(ROOT)
-    code, out, _ = run("inspect", "specs/mnist.yaml")
-    assert code == EXIT_OK
-    assert out.splitlines() == shown[1:]
-
-
+@pytest.mark.unit
 def test_inspect_json_totals(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     code, out, _ = run("inspect", "--json", "tests/specs/every_recurrent_layer.yaml")
@@ -272,6 +258,7 @@ def test_inspect_json_totals(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
 
 
+@pytest.mark.build
 def test_offline_without_mnist_the_training_tests_skip_saying_what_to_set(
     tmp_path: Path,
 ) -> None:
@@ -307,19 +294,7 @@ def test_offline_without_mnist_the_training_tests_skip_saying_what_to_set(
     assert "5 skipped" in result.stdout.splitlines()[-1]
 
 
-def test_readme_layer_table_is_what_a_user_sees(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("`l2compile inspect --layers SPEC`", 1)[1]
-    shown = section.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
-    assert shown[0] == "$ l2compile inspect --layers tests/specs/residual_block.yaml"
-    monkeypatch.chdir(ROOT)
-    code, out, _ = run("inspect", "--layers", "tests/specs/residual_block.yaml")
-    assert code == EXIT_OK
-    assert out.splitlines() == shown[1:]
-
-
+@pytest.mark.unit
 def test_inspect_json_lists_the_graph(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     code, out, _ = run("inspect", "--json", "tests/specs/residual_cnn.yaml")

@@ -36,11 +36,13 @@ def tool(*args: str) -> subprocess.CompletedProcess[str]:
 # --- the golden records pass the project's own quality bar --------------------
 
 
+@pytest.mark.build
 def test_generated_code_is_ruff_formatted() -> None:
     result = tool("ruff", "format", "--check", "--no-cache", str(GOLDEN))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.build
 def test_extreme_numbers_are_written_as_ruff_writes_them(tmp_path: Path) -> None:
     """repr(1e20) is `1e+20`, which ruff rewrites to `1e20`."""
     spec = tmp_path / "huge.yaml"
@@ -62,11 +64,13 @@ def test_extreme_numbers_are_written_as_ruff_writes_them(tmp_path: Path) -> None
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.build
 def test_generated_code_is_ruff_clean() -> None:
     result = tool("ruff", "check", "--no-cache", str(GOLDEN))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.build
 def test_generated_code_is_mypy_strict_clean(tmp_path: Path) -> None:
     # An empty config file: the user's strictest setting, not this project's.
     (tmp_path / "none.ini").write_text("[mypy]\n")
@@ -108,6 +112,7 @@ def checked_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return out
 
 
+@pytest.mark.unit
 def test_check_passes_when_every_module_is_current(checked_in: Path) -> None:
     before = {p.name: p.stat().st_mtime_ns for p in checked_in.iterdir()}
     code, out, _ = run("generate", "--check", "specs", "-o", str(checked_in))
@@ -115,6 +120,7 @@ def test_check_passes_when_every_module_is_current(checked_in: Path) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in checked_in.iterdir()} == before
 
 
+@pytest.mark.unit
 def test_check_reports_a_missing_module(checked_in: Path) -> None:
     (checked_in / "mnist_cnn.py").unlink()
     code, out, err = run("generate", "--check", "specs", "-o", str(checked_in))
@@ -127,6 +133,7 @@ def test_check_reports_a_missing_module(checked_in: Path) -> None:
     assert not (checked_in / "mnist_cnn.py").exists()
 
 
+@pytest.mark.unit
 def test_check_shows_a_unified_diff_for_a_changed_module(checked_in: Path) -> None:
     target = checked_in / "mnist_mlp.py"
     target.write_text(target.read_text().replace("EPOCHS = 10", "EPOCHS = 12"))
@@ -140,6 +147,7 @@ def test_check_shows_a_unified_diff_for_a_changed_module(checked_in: Path) -> No
     assert "12" in target.read_text()  # check mode never writes
 
 
+@pytest.mark.unit
 def test_check_with_a_spec_error_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text((SPECS / "mnist.yaml").read_text().replace("relu}", "rellu}", 1))
@@ -150,6 +158,7 @@ def test_check_with_a_spec_error_exits_2(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
 
+@pytest.mark.unit
 def test_one_bad_spec_means_no_module_is_written(tmp_path: Path) -> None:
     specs = tmp_path / "specs"
     specs.mkdir()
@@ -160,6 +169,7 @@ def test_one_bad_spec_means_no_module_is_written(tmp_path: Path) -> None:
     assert not (tmp_path / "gen").exists()
 
 
+@pytest.mark.unit
 def test_two_specs_with_one_name_are_refused(tmp_path: Path) -> None:
     for name in ("a.yaml", "b.yml"):
         (tmp_path / name).write_text((SPECS / "mnist.yaml").read_text())
@@ -171,6 +181,7 @@ def test_two_specs_with_one_name_are_refused(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("command", ["generate", "validate"])
 def test_a_folder_without_specs(tmp_path: Path, command: str) -> None:
     # Before: validate passed (exit 0, silent) having checked nothing.
@@ -183,6 +194,7 @@ def test_a_folder_without_specs(tmp_path: Path, command: str) -> None:
     )
 
 
+@pytest.mark.unit
 def test_without_the_version_line_an_upgrade_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -209,6 +221,7 @@ def test_without_the_version_line_an_upgrade_changes_nothing(
 # --- the JSON Schema for editors -------------------------------------------------
 
 
+@pytest.mark.unit
 def test_committed_schema_is_current() -> None:
     """Regenerate with: l2compile schema > specs/l2compile.schema.json"""
     code, out, _ = run("schema")
@@ -217,6 +230,7 @@ def test_committed_schema_is_current() -> None:
     assert SCHEMA_FILE.read_text(encoding="utf-8") == out
 
 
+@pytest.mark.unit
 def test_every_spec_validates_against_the_schema_and_names_it() -> None:
     schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -230,6 +244,7 @@ def test_every_spec_validates_against_the_schema_and_names_it() -> None:
         assert named == SCHEMA_FILE.resolve(), path
 
 
+@pytest.mark.unit
 def test_schema_rejects_what_validate_rejects() -> None:
     validator = jsonschema.Draft202012Validator(json_schema())
     spec = yaml.safe_load((SPECS / "mnist.yaml").read_text(encoding="utf-8"))
@@ -242,41 +257,7 @@ def test_schema_rejects_what_validate_rejects() -> None:
         assert list(validator.iter_errors(broken)), broken
 
 
-def _excerpt_of(shown: list[str], golden: list[str]) -> bool:
-    """Whether every line shown is in the real file, in the same order."""
-    position = 0
-    for line in shown:
-        try:
-            position = golden.index(line, position) + 1
-        except ValueError:
-            return False
-    return True
-
-
-def test_readme_code_is_excerpts_of_golden_records() -> None:
-    """Every block of generated code in the README is an excerpt of a golden
-    record, and one of them is the article spec's module."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = [
-        block.split("```", 1)[0].splitlines()
-        for block in readme.split("```python\n")[1:]
-    ]
-    records = {
-        path.name: path.read_text(encoding="utf-8").splitlines()
-        for path in GOLDEN.glob("*.py")
-    }
-    # The blocks of generated code (others show how to use the files).
-    shown = [
-        [line for line in block if line.strip() != "..."]
-        for block in blocks
-        if "layers." in "\n".join(block)
-    ]
-    assert len(shown) >= 2
-    for block in shown:
-        assert any(_excerpt_of(block, golden) for golden in records.values()), block[:3]
-    assert any(_excerpt_of(block, records["mnist_mlp.py"]) for block in shown)
-
-
+@pytest.mark.build
 def test_graph_variables_avoid_the_names_build_model_uses_and_stay_formatted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,6 +28,7 @@ def offline(recipe: Recipe) -> Dataset:
     )
 
 
+@pytest.mark.unit
 def test_data_option_file_is_used(tmp_path: Path) -> None:
     path = make_mnist_npz(tmp_path / "any-name.npz", n_train=20, n_test=10)
     data = load_dataset(MNIST, path, env={}, download=no_download)
@@ -36,18 +37,21 @@ def test_data_option_file_is_used(tmp_path: Path) -> None:
     assert data.y_test.shape == (10,)
 
 
+@pytest.mark.unit
 def test_data_option_folder_holds_the_recipe_file(tmp_path: Path) -> None:
     path = make_mnist_npz(tmp_path / "mnist.npz")
     data = load_dataset(MNIST, tmp_path, env={}, download=no_download)
     assert data.source == str(path)
 
 
+@pytest.mark.unit
 def test_data_option_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(BuildError) as err:
         load_dataset(MNIST, tmp_path / "missing.npz", env={}, download=no_download)
     assert str(err.value) == f"--data {tmp_path / 'missing.npz'}: no such file"
 
 
+@pytest.mark.unit
 def test_data_option_folder_without_the_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(BuildError) as err:
         load_dataset(MNIST, tmp_path, env={}, download=no_download)
@@ -56,6 +60,7 @@ def test_data_option_folder_without_the_file_is_an_error(tmp_path: Path) -> None
     )
 
 
+@pytest.mark.unit
 def test_env_folder_comes_before_the_keras_cache(tmp_path: Path) -> None:
     env_file = make_mnist_npz(tmp_path / "env" / "mnist.npz", seed=1)
     make_mnist_npz(tmp_path / "keras" / "datasets" / "mnist.npz", seed=2)
@@ -68,6 +73,7 @@ def test_env_folder_comes_before_the_keras_cache(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_keras_cache_is_used_when_the_env_folder_lacks_the_file(tmp_path: Path) -> None:
     cached = make_mnist_npz(tmp_path / "keras" / "datasets" / "mnist.npz")
     env = {
@@ -79,6 +85,7 @@ def test_keras_cache_is_used_when_the_env_folder_lacks_the_file(tmp_path: Path) 
     )
 
 
+@pytest.mark.unit
 def test_keras_cache_under_home_without_keras_home(tmp_path: Path) -> None:
     cached = make_mnist_npz(tmp_path / ".keras" / "datasets" / "mnist.npz")
     env = {"HOME": str(tmp_path)}
@@ -87,6 +94,7 @@ def test_keras_cache_under_home_without_keras_home(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_download_is_the_last_resort(tmp_path: Path) -> None:
     calls = []
 
@@ -101,6 +109,7 @@ def test_download_is_the_last_resort(tmp_path: Path) -> None:
     assert calls == ["mnist"]
 
 
+@pytest.mark.unit
 def test_offline_without_a_file_says_what_to_put_where(tmp_path: Path) -> None:
     env = {"KERAS_HOME": str(tmp_path / "keras")}
     with pytest.raises(BuildError) as err:
@@ -116,6 +125,7 @@ def test_offline_without_a_file_says_what_to_put_where(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_offline_message_names_the_env_folder_when_set(tmp_path: Path) -> None:
     env = {"KERAS_HOME": str(tmp_path / "k"), "L2COMPILE_DATA": str(tmp_path / "d")}
     with pytest.raises(BuildError) as err:
@@ -135,6 +145,7 @@ def _good() -> dict[str, np.ndarray]:
     return {"x_train": x, "y_train": y, "x_test": x, "y_test": y}
 
 
+@pytest.mark.unit
 def test_missing_arrays_are_named(tmp_path: Path) -> None:
     arrays = _good()
     del arrays["y_test"]
@@ -147,6 +158,7 @@ def test_missing_arrays_are_named(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_content_is_checked_not_the_hash(tmp_path: Path) -> None:
     arrays = _good()
     arrays["x_train"] = np.zeros((4, 784), np.float64)
@@ -162,6 +174,7 @@ def test_content_is_checked_not_the_hash(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_labels_outside_the_classes_are_named(tmp_path: Path) -> None:
     arrays = _good()
     arrays["y_test"] = np.array([0, 1, 2, 10], np.int64)
@@ -174,6 +187,7 @@ def test_labels_outside_the_classes_are_named(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_pickled_arrays_are_never_loaded(tmp_path: Path) -> None:
     arrays: dict[str, np.ndarray] = _good()
     arrays["y_train"] = np.array([object(), 1], dtype=object)
@@ -188,6 +202,7 @@ def test_pickled_arrays_are_never_loaded(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_file_that_is_not_npz(tmp_path: Path) -> None:
     path = tmp_path / "mnist.npz"
     path.write_text("not a zip")
@@ -198,6 +213,7 @@ def test_a_file_that_is_not_npz(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_the_package_never_names_the_workspace_data_folder() -> None:
     for source in (ROOT / "l2compile").rglob("*.py"):
         assert "shared/datasets" not in source.read_text(encoding="utf-8"), source
@@ -206,6 +222,7 @@ def test_the_package_never_names_the_workspace_data_folder() -> None:
 FASHION = RECIPES["fashion_mnist"]
 
 
+@pytest.mark.unit
 def test_fashion_idx_folder_from_the_env_folder(tmp_path: Path) -> None:
     folder = make_fashion_idx(tmp_path / "data" / "fashion-mnist")
     env = {"L2COMPILE_DATA": str(tmp_path / "data")}
@@ -215,6 +232,7 @@ def test_fashion_idx_folder_from_the_env_folder(tmp_path: Path) -> None:
     assert data.y_test.shape == (32,)
 
 
+@pytest.mark.unit
 def test_fashion_data_option_is_the_folder_or_its_parent(tmp_path: Path) -> None:
     folder = make_fashion_idx(tmp_path / "fashion-mnist")
     for given in (folder, tmp_path):
@@ -222,6 +240,7 @@ def test_fashion_data_option_is_the_folder_or_its_parent(tmp_path: Path) -> None
         assert data.source == str(folder)
 
 
+@pytest.mark.unit
 def test_fashion_in_the_keras_cache(tmp_path: Path) -> None:
     folder = make_fashion_idx(tmp_path / "k" / "datasets" / "fashion-mnist")
     env = {"KERAS_HOME": str(tmp_path / "k")}
@@ -230,6 +249,7 @@ def test_fashion_in_the_keras_cache(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_truncated_idx_file_is_named(tmp_path: Path) -> None:
     import gzip
 
@@ -241,6 +261,7 @@ def test_a_truncated_idx_file_is_named(tmp_path: Path) -> None:
     assert str(err.value) == f"{bad}: holds 25083 bytes of data, not (32, 28, 28)"
 
 
+@pytest.mark.build
 def test_generated_fashion_loader_reads_the_same_arrays(tmp_path: Path) -> None:
     from l2compile.contract import GeneratedModule, import_generated
     from l2compile.generate import compile_spec
@@ -260,6 +281,7 @@ def test_generated_fashion_loader_reads_the_same_arrays(tmp_path: Path) -> None:
     np.testing.assert_array_equal(y_test, ours.y_test)
 
 
+@pytest.mark.unit
 def test_offline_fashion_message_names_the_folder_and_its_files(tmp_path: Path) -> None:
     env = {"KERAS_HOME": str(tmp_path / "k"), "L2COMPILE_DATA": str(tmp_path / "d")}
     with pytest.raises(BuildError) as err:
@@ -274,6 +296,7 @@ def test_offline_fashion_message_names_the_folder_and_its_files(tmp_path: Path) 
     ]
 
 
+@pytest.mark.unit
 def test_a_truncated_npz_is_named(tmp_path: Path) -> None:
     path = make_mnist_npz(tmp_path / "mnist.npz", n_train=20, n_test=10)
     path.write_bytes(path.read_bytes()[:-300])

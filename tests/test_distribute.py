@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import ROOT, TEST_SPECS, compile_errors, plan_file
 
 _TWO_CPUS = (
@@ -39,6 +41,7 @@ def two_cpus(code: str, *args: str) -> dict[str, object]:
     return json.loads(result.stdout.splitlines()[-1])  # type: ignore[no-any-return]
 
 
+@pytest.mark.build
 def test_mirrored_training_equals_one_device_l2_included(tmp_path: Path) -> None:
     """Same weights, same data, same batches: the two-replica model ends where
     the one-device model does, so the L2 penalty counts once, not per replica."""
@@ -78,6 +81,7 @@ def test_mirrored_training_equals_one_device_l2_included(tmp_path: Path) -> None
     assert abs(one - two) < 1e-6
 
 
+@pytest.mark.build
 def test_mirrored_build_trains_and_writes_every_artifact(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
@@ -113,6 +117,7 @@ def test_mirrored_build_trains_and_writes_every_artifact(
     assert abs(files["none"]["accuracy_drop"]) <= 0.001  # type: ignore[index]
 
 
+@pytest.mark.unit
 def test_mirrored_with_several_steps_per_execution_is_refused(tmp_path: Path) -> None:
     text = (
         (TEST_SPECS / "mirrored.yaml")
@@ -138,6 +143,7 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+@pytest.mark.build
 def test_two_workers_train_in_lockstep_and_only_the_chief_publishes(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
@@ -185,6 +191,7 @@ def test_two_workers_train_in_lockstep_and_only_the_chief_publishes(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build", "data"]
 
 
+@pytest.mark.build
 def test_custom_step_keeps_fits_math_l2_included(tmp_path: Path) -> None:
     """The multi-worker custom step and fit, from the same weights on the same
     single batch per epoch, end with the same weights and penalty."""
@@ -219,13 +226,23 @@ def test_custom_step_keeps_fits_math_l2_included(tmp_path: Path) -> None:
     assert abs(one - two) < 1e-6
 
 
+@pytest.mark.build
 def test_mirrored_build_resumes_to_the_same_metrics(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
     spec = tmp_path / "mirrored.yaml"
+    # Resuming is about training: the Keras file alone is exported (the other
+    # formats of a mirrored build are the test above's).
     spec.write_text(
-        (TEST_SPECS / "mirrored.yaml").read_text().replace("epochs: 2", "epochs: 4")
+        (TEST_SPECS / "mirrored.yaml")
+        .read_text()
+        .replace("epochs: 2", "epochs: 4")
+        .replace(
+            "export:\n  tflite: {quantize: [none, dynamic]}\n",
+            "export: {formats: [keras]}\n",
+        )
     )
+    assert "formats: [keras]" in spec.read_text()
     found = two_cpus(
         "from l2compile.generate import compile_spec\n"
         "from l2compile import build, callbacks\n"

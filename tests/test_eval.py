@@ -101,6 +101,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.build
 def test_eval_reads_the_spec_from_the_build_manifest(built: Built) -> None:
     metrics = json.loads((built.out / "metrics.json").read_text())
     assert json.loads((built.out / "manifest.json").read_text())["spec"] == {
@@ -126,6 +127,7 @@ def test_eval_reads_the_spec_from_the_build_manifest(built: Built) -> None:
         assert float(scores["accuracy"]) == pytest.approx(accuracy, abs=1e-4)
 
 
+@pytest.mark.build
 def test_eval_with_spec_names_it_without_a_manifest(built: Built) -> None:
     code, out, _ = run(
         built.root,
@@ -140,6 +142,7 @@ def test_eval_with_spec_names_it_without_a_manifest(built: Built) -> None:
     assert out.splitlines()[1] == "spec:      specs/cnn.yaml"
 
 
+@pytest.mark.build
 def test_eval_from_another_folder_finds_the_spec_from_the_build_folder(
     built: Built, tmp_path: Path
 ) -> None:
@@ -152,6 +155,7 @@ def test_eval_from_another_folder_finds_the_spec_from_the_build_folder(
     )
 
 
+@pytest.mark.build
 def test_eval_of_a_build_moved_away_from_its_spec_asks_for_the_spec(
     built: Built, tmp_path: Path
 ) -> None:
@@ -166,6 +170,7 @@ def test_eval_of_a_build_moved_away_from_its_spec_asks_for_the_spec(
     )
 
 
+@pytest.mark.build
 def test_eval_refuses_a_spec_changed_since_the_build(
     built: Built, tmp_path: Path
 ) -> None:
@@ -205,6 +210,7 @@ def _manifest_a_folder(manifest: Path) -> None:
     manifest.mkdir()
 
 
+@pytest.mark.build
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -248,6 +254,7 @@ def test_eval_refuses_a_manifest_it_cannot_use(
     assert err == f"error: {message.format(artifact=artifact, manifest=manifest)}\n"
 
 
+@pytest.mark.build
 def test_a_manifest_can_name_the_spec_from_the_build_folder(
     built: Built, tmp_path: Path
 ) -> None:
@@ -275,6 +282,7 @@ def test_a_manifest_can_name_the_spec_from_the_build_folder(
     assert found == evaluate.BuildSpec(spec, folder / "manifest.json")
 
 
+@pytest.mark.build
 @pytest.mark.parametrize(
     ("artifact", "shape"),
     [("model.keras", "(None, 28, 28, 1)"), ("model.tflite", "(1, 28, 28, 1)")],
@@ -294,6 +302,7 @@ def test_eval_refuses_an_artifact_of_another_input_shape(
     )
 
 
+@pytest.mark.build
 def test_a_saved_model_of_another_input_shape_is_refused_not_run(
     built: Built,
 ) -> None:
@@ -326,6 +335,7 @@ def test_a_saved_model_of_another_input_shape_is_refused_not_run(
     ) in done.stderr.splitlines()
 
 
+@pytest.mark.build
 @pytest.mark.parametrize(
     ("artifact", "shape"),
     [
@@ -347,6 +357,7 @@ def test_eval_refuses_an_artifact_with_another_number_of_classes(
     )
 
 
+@pytest.mark.unit
 def test_check_signature_names_a_builtin_recipe_and_its_classes(
     tmp_path: Path,
 ) -> None:

@@ -18,6 +18,7 @@ from l2compile.errors import BuildError
 from .conftest import SMALL_SPEC, compile_errors, compiled
 
 
+@pytest.mark.build
 def test_a_diverging_loss_stops_training_and_publishes_nothing(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
@@ -39,6 +40,7 @@ def test_a_diverging_loss_stops_training_and_publishes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "small.yaml"]
 
 
+@pytest.mark.unit
 def test_an_out_folder_that_cannot_be_written_fails_before_training(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
@@ -52,6 +54,7 @@ def test_an_out_folder_that_cannot_be_written_fails_before_training(
     )
 
 
+@pytest.mark.unit
 def test_a_disk_too_full_for_the_artifacts_fails_before_training(
     tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -68,6 +71,7 @@ def test_a_disk_too_full_for_the_artifacts_fails_before_training(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "small.yaml"]
 
 
+@pytest.mark.unit
 def test_a_model_too_large_to_build_is_a_spec_error(tmp_path: Path) -> None:
     text = SMALL_SPEC.replace("units: 16,", "units: 2000000,")
     assert compile_errors(text, tmp_path) == [
@@ -77,8 +81,14 @@ def test_a_model_too_large_to_build_is_a_spec_error(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.build
 def test_two_builds_with_one_seed_agree(tmp_path: Path, tiny_mnist: Path) -> None:
-    spec = compiled(tmp_path, SMALL_SPEC.replace("epochs: 1", "epochs: 2"))
+    # The Keras file alone: what is compared is the training (the exports are
+    # made from its model.keras by test_build.py).
+    spec = compiled(
+        tmp_path,
+        SMALL_SPEC.replace("epochs: 1", "epochs: 2") + "export: {formats: [keras]}\n",
+    )
     results = []
     for name in ("first", "second"):
         builder.build(
@@ -96,6 +106,7 @@ def test_two_builds_with_one_seed_agree(tmp_path: Path, tiny_mnist: Path) -> Non
     ]
 
 
+@pytest.mark.build
 @pytest.mark.parametrize("switch", [False, True])
 def test_deterministic_ops_switches_tensorflows_deterministic_kernels(
     tmp_path: Path, switch: bool

@@ -26,6 +26,7 @@ def article_module() -> GeneratedModule:
     return import_generated(GOLDEN / "mnist_mlp.py", "mnist_mlp_golden")
 
 
+@pytest.mark.build
 def test_built_model_matches_the_plan(article_module: GeneratedModule) -> None:
     loaded = load_spec(SPECS / "mnist.yaml")
     assert not isinstance(loaded, list)
@@ -39,6 +40,7 @@ def test_built_model_matches_the_plan(article_module: GeneratedModule) -> None:
     ]
 
 
+@pytest.mark.build
 def test_regularization_losses_are_l2_of_every_kernel(
     article_module: GeneratedModule,
 ) -> None:
@@ -50,6 +52,7 @@ def test_regularization_losses_are_l2_of_every_kernel(
     assert sum(losses) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.build
 def test_compiled_model_uses_the_recipe(article_module: GeneratedModule) -> None:
     model = article_module.compile_model(article_module.build_model())
     assert type(model.optimizer).__name__ == "Adam"
@@ -57,6 +60,7 @@ def test_compiled_model_uses_the_recipe(article_module: GeneratedModule) -> None
     assert model.loss == "sparse_categorical_crossentropy"
 
 
+@pytest.mark.build
 def test_preprocess_scales_to_unit_range_and_flattens(
     article_module: GeneratedModule,
 ) -> None:
@@ -69,6 +73,7 @@ def test_preprocess_scales_to_unit_range_and_flattens(
     assert list(py) == [1, 2, 3]
 
 
+@pytest.mark.build
 def test_every_golden_module_holds_the_contract_of_its_distribute() -> None:
     plans = {plan.name: plan for plan in map(plan_file, all_specs())}
     for path in sorted(GOLDEN.glob("*.py")):
@@ -78,6 +83,7 @@ def test_every_golden_module_holds_the_contract_of_its_distribute() -> None:
             assert hasattr(module, name) == (distribute in only), (path.name, name)
 
 
+@pytest.mark.build
 def test_a_module_without_a_member_of_the_contract_is_refused_by_name(
     tmp_path: Path,
 ) -> None:
@@ -126,6 +132,7 @@ def _isolated(
     )
 
 
+@pytest.mark.build
 def test_generated_modules_build_their_models_without_l2compile(
     tmp_path: Path,
 ) -> None:
@@ -159,6 +166,7 @@ def test_generated_modules_build_their_models_without_l2compile(
     }
 
 
+@pytest.mark.build
 def test_generated_file_trains_as_a_script(tmp_path: Path, tiny_mnist: Path) -> None:
     (tmp_path / "mnist_mlp.py").write_text((GOLDEN / "mnist_mlp.py").read_text())
     result = _isolated(
@@ -185,6 +193,7 @@ def _package_version(name: str) -> str:
     return version(name)
 
 
+@pytest.mark.external
 @pytest.mark.network
 def test_a_module_runs_as_its_docstring_says_beside_only_keras_jax_and_numpy(
     tmp_path: Path, tiny_mnist: Path
@@ -227,6 +236,7 @@ def test_a_module_runs_as_its_docstring_says_beside_only_keras_jax_and_numpy(
     assert (tmp_path / "mnist_mlp.keras").is_file()
 
 
+@pytest.mark.build
 def test_an_image_modules_reader_is_converted_without_an_autograph_warning(
     tmp_path: Path,
 ) -> None:

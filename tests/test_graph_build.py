@@ -23,6 +23,8 @@ from l2compile.sources import RECIPES
 from .conftest import compiled, make_mnist_npz
 from .test_resume import _StopAt
 
+pytestmark = pytest.mark.build
+
 # A residual block (an add on the stem) beside a 1x1 branch read from the
 # input, joined by a concatenate.
 GRAPH_SPEC = """\

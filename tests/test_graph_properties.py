@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -78,6 +79,7 @@ def graphs(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
+@pytest.mark.build
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=graphs())
 def test_every_valid_graph_builds_the_model_it_describes(
@@ -98,6 +100,7 @@ def test_every_valid_graph_builds_the_model_it_describes(
     assert np.asarray(model(np.zeros((2, 16), "float32"))).shape == (2, 10)
 
 
+@pytest.mark.unit
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=graphs(), data=st.data())
 def test_any_rewiring_gets_a_plan_or_located_errors(
@@ -123,6 +126,7 @@ def test_any_rewiring_gets_a_plan_or_located_errors(
     compile(render_module(result), "generated.py", "exec")
 
 
+@pytest.mark.unit
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=specs(), data=st.data())
 def test_naming_the_previous_layer_as_input_leaves_a_stack_a_stack(

@@ -36,6 +36,7 @@ def _classification(classes: int) -> Classification:
     )
 
 
+@pytest.mark.unit
 def test_per_class_scores_agree_with_scikit_learn() -> None:
     """Precision, recall, F1, support, the confusion matrix, balanced accuracy
     and macro-F1, with a class the model never predicts and one the test
@@ -72,6 +73,7 @@ def test_per_class_scores_agree_with_scikit_learn() -> None:
     )
 
 
+@pytest.mark.unit
 def test_binary_and_multilabel_scores_agree_with_scikit_learn() -> None:
     metrics = pytest.importorskip("sklearn.metrics")
     rng = np.random.default_rng(4)
@@ -106,6 +108,7 @@ def test_binary_and_multilabel_scores_agree_with_scikit_learn() -> None:
     assert [found["per_class"][n]["f1"] for n in "abc"] == pytest.approx(list(f1))
 
 
+@pytest.mark.unit
 def test_regression_is_scored_target_by_target() -> None:
     task = Regression("mse", ("mae",), 2, ("price", "area"))
     y = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]])
@@ -124,6 +127,7 @@ def test_regression_is_scored_target_by_target() -> None:
 # --- the trivial baseline ---------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_the_baseline_gives_every_sample_the_training_splits_shares() -> None:
     task = _classification(3)
     train = np.array([0, 0, 0, 1, 2, 2])
@@ -141,6 +145,7 @@ def test_the_baseline_gives_every_sample_the_training_splits_shares() -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_binary_baseline_ranks_nothing_and_a_regression_one_is_the_mean() -> None:
     binary = Binary("binary_crossentropy", ("accuracy", "auc"), 1, ("no", "yes"))
     found = binary.baseline(
@@ -171,6 +176,7 @@ def _plan(*metrics: str) -> Any:
     return SimpleNamespace(task=SimpleNamespace(metric_names=metrics, summary_names=()))
 
 
+@pytest.mark.unit
 def test_a_model_learned_only_where_it_beats_the_baseline_by_the_margin() -> None:
     plan = _plan("accuracy")
     base = {"accuracy": 1 / 3}
@@ -230,6 +236,7 @@ export: {formats: [keras]}
 """
 
 
+@pytest.mark.unit
 def test_validate_warns_of_a_frozen_backbone_with_random_weights(
     tmp_path: Path,
 ) -> None:
@@ -247,6 +254,7 @@ def test_validate_warns_of_a_frozen_backbone_with_random_weights(
     assert plan_text(trained, tmp_path).warnings == ()
 
 
+@pytest.mark.unit
 def test_a_default_export_that_leaves_int8_out_says_why(tmp_path: Path) -> None:
     text = """\
 name: table
@@ -267,6 +275,7 @@ train: {recipe: npz, data: t.npz, epochs: 1, batch_size: 8}
     assert plan_text(chosen, tmp_path).export_plans["tflite"].left_out is None  # type: ignore[union-attr]
 
 
+@pytest.mark.unit
 def test_the_split_has_its_own_seed_in_the_generated_module(tmp_path: Path) -> None:
     from l2compile.render import render_module
 
@@ -291,6 +300,7 @@ def _sweep_plan(tmp_path: Path, *sets: str, **options: Any) -> sweep_.SweepPlan:
     return planned
 
 
+@pytest.mark.unit
 def test_every_trial_of_a_sweep_keeps_the_specs_split_seed(tmp_path: Path) -> None:
     planned = _sweep_plan(tmp_path, "l2=0,0.01", "train.seed=1,2")
     assert {t.split_seed for t in planned.trials} == {7}  # the spec's seed
@@ -303,6 +313,7 @@ def test_every_trial_of_a_sweep_keeps_the_specs_split_seed(tmp_path: Path) -> No
     assert all(" ".join(t.sets).count("train.split_seed") == 1 for t in swept.trials)
 
 
+@pytest.mark.unit
 def test_a_sweep_chooses_by_any_validation_score_it_has(tmp_path: Path) -> None:
     planned = _sweep_plan(tmp_path, "l2=0,0.01", choose="val_balanced_accuracy")
     assert (planned.choose, planned.higher_is_better) == ("val_balanced_accuracy", True)
@@ -322,6 +333,7 @@ def test_a_sweep_chooses_by_any_validation_score_it_has(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_sweep_page_shows_the_chosen_score_beside_the_tasks_metric() -> None:
     from l2compile import pages
 
@@ -391,6 +403,7 @@ train:
 """
 
 
+@pytest.mark.build
 def test_every_trial_of_a_sweep_trains_validates_and_tests_on_the_same_rows(
     tmp_path: Path,
 ) -> None:
@@ -451,6 +464,7 @@ def _photos(root: Path) -> None:
             file.unlink()
 
 
+@pytest.mark.build
 def test_a_frozen_random_backbone_learns_nothing_and_the_build_says_so(
     tmp_path: Path,
 ) -> None:

@@ -89,6 +89,7 @@ def _after_app0(jpeg: bytes, extra: bytes) -> bytes:
     return jpeg[:end] + extra + jpeg[end:]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "frames",
     [[(20_000, 20_000)], [(10, 10), (20_000, 20_000)], [(20_000, 1), (1, 20_000)]],
@@ -105,6 +106,7 @@ def test_a_gif_is_measured_by_its_frames_not_its_logical_screen(
     assert _refused(root) == f"{bomb}: {BOMB}"
 
 
+@pytest.mark.unit
 def test_a_gifs_frames_count_together(tmp_path: Path) -> None:
     """Each 6000x6000 frame is within the limit; the decoder holds all three."""
     root = _folder(tmp_path)
@@ -118,6 +120,7 @@ def test_a_gifs_frames_count_together(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_gif_of_too_many_frames_is_refused(tmp_path: Path) -> None:
     root = _folder(tmp_path)
     gif = root / "train" / "circle" / "flip.gif"
@@ -133,6 +136,7 @@ def test_a_gif_of_too_many_frames_is_refused(tmp_path: Path) -> None:
 _ONE_PIXEL = b"," + struct.pack("<HHHHB", 0, 0, 1, 1, 0)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "blocks",
     [_ONE_PIXEL + b"\2" + b"\1\0" * 200 + b"\0", b"!\xfe\0" * 200],
@@ -152,6 +156,7 @@ def test_the_gif_walk_stops_after_max_gif_blocks(
     )
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("progressive", "extra"),
     [
@@ -175,6 +180,7 @@ def test_a_jpeg_is_measured_from_its_frame_header_past_stray_bytes(
     assert _refused(root) == f"{jpeg}: {BOMB}"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "extra", [b"\xff\xfe\0\2" * 20, b"\0" * 20], ids=["comments", "stray-bytes"]
 )
@@ -191,6 +197,7 @@ def test_the_jpeg_walk_stops_after_max_jpeg_markers(
     )
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "head", [b"RIFF\x24\0\0\0WEBPVP8 ", b"\xff\x0a\xfa"], ids=["webp", "jpeg-xl"]
 )
@@ -217,6 +224,7 @@ def _turned(orientation: int, order: bytes) -> bytes:
     return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
 
 
+@pytest.mark.unit
 def test_jpegs_an_exif_orientation_turns_are_counted_in_one_warning(
     tmp_path: Path,
 ) -> None:
@@ -267,6 +275,7 @@ def _apng(frames: list[int]) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.build
 def test_tensorflow_decodes_what_the_header_check_measures(tmp_path: Path) -> None:
     """The reader's decode (`decode_image`, expand_animations=False) keeps a
     GIF's first frame on a canvas of the widest and tallest frames, and an

@@ -40,6 +40,7 @@ def _refused(folder: Path, test_split: float | None = None) -> str:
     return str(caught.value)
 
 
+@pytest.mark.unit
 def test_a_split_folder_gives_paths_and_sorted_class_ids(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "photos", per_class=4)
     data = _read(root)
@@ -50,6 +51,7 @@ def test_a_split_folder_gives_paths_and_sorted_class_ids(tmp_path: Path) -> None
     assert data.x_train.dtype.kind == "U"  # paths, not pixels
 
 
+@pytest.mark.unit
 def test_test_split_is_seeded_stratified_and_disjoint(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "photos", split=False, per_class=10)
     first, again = _read(root, 0.2), _read(root, 0.2)
@@ -61,6 +63,7 @@ def test_test_split_is_seeded_stratified_and_disjoint(tmp_path: Path) -> None:
     assert len(first.x_train) + len(first.x_test) == 30
 
 
+@pytest.mark.unit
 def test_files_of_other_kinds_are_left_alone(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "photos", per_class=2)
     (root / "train" / "circle" / "notes.txt").write_text("not an image")
@@ -72,6 +75,7 @@ def test_files_of_other_kinds_are_left_alone(tmp_path: Path) -> None:
     assert names == ["000.png", "001.png", "UPPER.PNG"]
 
 
+@pytest.mark.unit
 def test_a_class_missing_from_test_is_named(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "photos", per_class=2)
     for file in (root / "test" / "square").iterdir():
@@ -83,6 +87,7 @@ def test_a_class_missing_from_test_is_named(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_an_extra_class_in_test_is_named(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "photos", per_class=2)
     write_png(root / "test" / "zebra" / "a.png", np.zeros((4, 4, 1), np.uint8))
@@ -92,6 +97,7 @@ def test_an_extra_class_in_test_is_named(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_an_empty_class_is_named(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "photos", per_class=2)
     (root / "train" / "empty").mkdir()
@@ -102,6 +108,7 @@ def test_an_empty_class_is_named(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_file_that_is_no_image_is_named(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "photos", per_class=2)
     bad = root / "train" / "stripes" / "001.png"
@@ -111,6 +118,7 @@ def test_a_file_that_is_no_image_is_named(tmp_path: Path) -> None:
     assert _refused(root) == f"{bad}: is empty"
 
 
+@pytest.mark.unit
 def test_a_folder_without_test_needs_test_split(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "photos", split=False, per_class=2)
     assert _refused(root) == (
@@ -119,6 +127,7 @@ def test_a_folder_without_test_needs_test_split(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_test_split_with_a_test_folder_is_refused(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "photos", per_class=2)
     assert _refused(root, 0.2) == (
@@ -127,6 +136,7 @@ def test_test_split_with_a_test_folder_is_refused(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_class_too_small_to_split_is_named(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "photos", split=False, per_class=1)
     assert _refused(root, 0.6) == (
@@ -134,6 +144,7 @@ def test_a_class_too_small_to_split_is_named(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_classes_must_match_the_last_layer(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "photos", per_class=2)
     write_png(root / "train" / "zebra" / "a.png", np.zeros((4, 4, 1), np.uint8))
@@ -144,6 +155,7 @@ def test_classes_must_match_the_last_layer(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_no_class_folders_at_all(tmp_path: Path) -> None:
     (tmp_path / "photos" / "train").mkdir(parents=True)
     (tmp_path / "photos" / "test").mkdir()
@@ -154,12 +166,14 @@ def test_no_class_folders_at_all(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_file_given_for_the_folder(tmp_path: Path) -> None:
     file = tmp_path / "photos.zip"
     file.write_bytes(b"PK\x03\x04")
     assert _refused(file) == f"--data {file}: is a file, not a folder of images"
 
 
+@pytest.mark.build
 def test_an_image_that_does_not_decode_is_named(tmp_path: Path) -> None:
     """A file with a PNG's first bytes but a cut-off body passes the listing;
     TensorFlow's decoders find it before training."""
@@ -177,6 +191,7 @@ def test_an_image_that_does_not_decode_is_named(tmp_path: Path) -> None:
     images.check_decodable(paths[paths != str(bad)])  # the rest decode
 
 
+@pytest.mark.unit
 def test_a_class_folder_name_that_is_not_one_printable_line_is_refused(
     tmp_path: Path,
 ) -> None:
@@ -189,6 +204,7 @@ def test_a_class_folder_name_that_is_not_one_printable_line_is_refused(
     )
 
 
+@pytest.mark.unit
 def test_a_test_split_that_tests_on_nothing_is_refused(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "photos", split=False, per_class=2)
     assert _refused(root, 0.2) == (
@@ -197,6 +213,7 @@ def test_a_test_split_that_tests_on_nothing_is_refused(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_symlink_loop_is_named_not_a_traceback(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "photos", per_class=2)
     loop = root / "train" / "loop"
@@ -206,6 +223,7 @@ def test_a_symlink_loop_is_named_not_a_traceback(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("kind", ["png", "bmp"])
 def test_an_image_declaring_too_many_pixels_is_refused_unread(
     tmp_path: Path, kind: str

@@ -127,6 +127,7 @@ AFTER_TRAINING = [
 ]
 
 
+@pytest.mark.build
 @pytest.mark.parametrize(
     ("phase", "sig"), _alternating(BEFORE_TRAINING + AFTER_TRAINING)
 )
@@ -154,6 +155,7 @@ def test_an_interrupt_at_any_phase_of_a_build_changes_nothing(
     assert _files(out) == before
 
 
+@pytest.mark.build
 @pytest.mark.parametrize(
     ("line", "sig"),
     _alternating(
@@ -194,6 +196,7 @@ def test_an_interrupt_inside_tensorflows_export_work_stops_the_build(
     assert _files(out) == before
 
 
+@pytest.mark.build
 @pytest.mark.parametrize(
     ("phase", "sig"), _alternating(["moving", "published", "exiting"])
 )
@@ -218,6 +221,7 @@ def test_an_interrupt_while_or_after_publishing_says_the_build_was_published(
     assert not work.exists()
 
 
+@pytest.mark.build
 def test_an_interrupt_while_the_artifacts_are_listed_is_not_a_failure(
     tmp_path: Path, earlier: tuple[Path, Path, Path]
 ) -> None:
@@ -244,6 +248,7 @@ def test_an_interrupt_while_the_artifacts_are_listed_is_not_a_failure(
     assert not work.exists()
 
 
+@pytest.mark.build
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 @pytest.mark.parametrize(
     "command",
@@ -273,6 +278,7 @@ def test_an_interrupt_in_any_command_is_one_line_and_exit_130(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.build
 def test_a_build_killed_while_publishing_is_rolled_back_by_the_next_one(
     tmp_path: Path, earlier: tuple[Path, Path, Path]
 ) -> None:
@@ -299,6 +305,7 @@ def test_a_build_killed_while_publishing_is_rolled_back_by_the_next_one(
     assert not work.exists()
 
 
+@pytest.mark.build
 def test_a_build_killed_after_its_publish_is_tidied_up_by_the_next_one(
     tmp_path: Path, earlier: tuple[Path, Path, Path]
 ) -> None:
@@ -321,6 +328,7 @@ def test_a_build_killed_after_its_publish_is_tidied_up_by_the_next_one(
     assert not work.exists()  # tidied, and this build stopped before training
 
 
+@pytest.mark.build
 def test_an_interrupt_that_tensorflow_turns_into_another_error_still_stops(
     tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -354,6 +362,7 @@ def test_an_interrupt_that_tensorflow_turns_into_another_error_still_stops(
         sys.unraisablehook = hook
 
 
+@pytest.mark.unit
 def test_a_library_caller_gets_the_signal_that_came_while_publishing() -> None:
     from l2compile import interrupts
 
@@ -397,6 +406,7 @@ run()
 """
 
 
+@pytest.mark.build
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 def test_an_interrupt_swallowed_inside_a_del_still_stops_the_build(
     tmp_path: Path, earlier: tuple[Path, Path, Path], sig: signal.Signals

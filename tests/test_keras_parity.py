@@ -19,6 +19,8 @@ from l2compile.render import render_module
 
 from .conftest import ROOT, SPECS, builds_offline, plan_file
 
+pytestmark = pytest.mark.build
+
 ALL_SPECS = sorted(SPECS.glob("*.yaml")) + sorted(
     (ROOT / "tests" / "specs").glob("*.yaml")
 )

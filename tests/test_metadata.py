@@ -24,8 +24,6 @@ import pytest
 
 from l2compile.metadata import image_classifier_metadata, read_labels
 
-mp = pytest.importorskip("mediapipe")
-
 LABELS = ["cat", "dog", "fish"]
 MEAN = [0.0, 0.0, 0.0]
 STD = [255.0, 255.0, 255.0]
@@ -47,7 +45,10 @@ def _images() -> list[Image]:
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The classifier, exported as a TensorFlow SavedModel."""
+    """The classifier, exported as a TensorFlow SavedModel (the tests that
+    use it need mediapipe; imported here, not at collection, since it imports
+    TensorFlow and Keras)."""
+    pytest.importorskip("mediapipe")
     import keras
 
     model = keras.Sequential(
@@ -114,6 +115,7 @@ def _attach(model: bytes) -> bytes:
 
 def _mediapipe(model: bytes, images: Sequence[Image]) -> list[list[Any]]:
     """MediaPipe's categories for each image, best first."""
+    import mediapipe as mp
     from mediapipe.tasks.python import vision
     from mediapipe.tasks.python.core.base_options import BaseOptions
 
@@ -168,24 +170,29 @@ def _check_agrees(model: bytes, bare: bytes, atol: float) -> None:
         np.testing.assert_allclose(scores, expected, atol=atol)
 
 
+@pytest.mark.external
 def test_float_model_with_metadata_classifies_like_litert(float_model: bytes) -> None:
     _check_agrees(_attach(float_model), float_model, atol=1e-5)
 
 
+@pytest.mark.external
 def test_without_metadata_mediapipe_refuses_a_float_model(float_model: bytes) -> None:
     with pytest.raises(Exception, match="NormalizationOptions"):
         _mediapipe(float_model, _images()[:1])
 
 
+@pytest.mark.external
 def test_labels_round_trip(float_model: bytes) -> None:
     assert read_labels(_attach(float_model)) == LABELS
     assert read_labels(float_model) is None
 
 
+@pytest.mark.external
 def test_metadata_is_reproducible(float_model: bytes) -> None:
     assert _attach(float_model) == _attach(float_model)
 
 
+@pytest.mark.external
 @pytest.mark.parametrize(
     "io",
     [None, ("uint8", "uint8"), ("uint8", "float32")],
@@ -202,6 +209,7 @@ def test_full_integer_model_with_metadata(
     _check_agrees(_attach(bare), bare, atol=0.01)
 
 
+@pytest.mark.external
 @pytest.mark.parametrize("io", [("int8", "int8"), ("uint8", "int8")])
 def test_int8_input_or_output_is_refused(convert: Convert, io: tuple[str, str]) -> None:
     """MediaPipe takes float32 or uint8 images and scores only, so int8 is
@@ -212,6 +220,7 @@ def test_int8_input_or_output_is_refused(convert: Convert, io: tuple[str, str]) 
         _attach(bare)
 
 
+@pytest.mark.external
 def test_labels_must_match_the_output(float_model: bytes) -> None:
     with pytest.raises(ValueError, match="2 labels for an output of 3 classes"):
         image_classifier_metadata(
@@ -228,11 +237,13 @@ def test_labels_must_match_the_output(float_model: bytes) -> None:
         )
 
 
+@pytest.mark.external
 def test_a_model_with_metadata_is_not_written_twice(float_model: bytes) -> None:
     with pytest.raises(ValueError, match="already has associated files"):
         _attach(_attach(float_model))
 
 
+@pytest.mark.unit
 def test_a_build_without_mediapipe_says_how_to_get_metadata(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

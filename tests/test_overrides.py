@@ -16,6 +16,8 @@ from l2compile.generate import compile_spec
 from l2compile.overrides import OverrideError, grid, parse
 from tests.conftest import SMALL_SPEC
 
+pytestmark = pytest.mark.unit
+
 
 def test_values_are_read_as_the_spec_files_yaml_is() -> None:
     found = parse("l2=0,1e-4,0.01")

@@ -25,6 +25,8 @@ from l2compile.generate import Compiled, compile_spec
 from .conftest import SHAPES, make_image_folder
 from .test_resume import _StopAt
 
+pytestmark = pytest.mark.build
+
 GRAY_SPEC = """\
 name: shapes_gray
 input: {shape: [16, 16, 1]}

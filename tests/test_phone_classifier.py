@@ -95,6 +95,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, list[Pat
     return out, result.metrics, images
 
 
+@pytest.mark.build
 def test_a_frozen_backbone_learns_an_image_folder_and_keeps_parity(
     built: tuple[Path, Any, list[Path]],
 ) -> None:
@@ -108,6 +109,7 @@ def test_a_frozen_backbone_learns_an_image_folder_and_keeps_parity(
     assert metrics["regularized_parameters"] == 576 * 3
 
 
+@pytest.mark.external
 def test_the_report_opens_with_the_verdict_and_the_tflite_files(
     built: tuple[Path, Any, list[Path]],
 ) -> None:
@@ -128,6 +130,7 @@ def test_the_report_opens_with_the_verdict_and_the_tflite_files(
     )
 
 
+@pytest.mark.build
 def test_every_tflite_file_carries_its_labels_and_normalization(
     built: tuple[Path, Any, list[Path]],
 ) -> None:
@@ -152,6 +155,7 @@ def test_every_tflite_file_carries_its_labels_and_normalization(
     assert backbone["reads"] == "[0, 255]"
 
 
+@pytest.mark.external
 def test_mediapipe_classifies_as_litert_does(
     built: tuple[Path, Any, list[Path]],
 ) -> None:

@@ -13,6 +13,8 @@ from l2compile.spec import load_spec
 
 from .conftest import SMALL_SPEC, SPECS, TEST_SPECS, plan_text
 
+pytestmark = pytest.mark.unit
+
 
 def coefficients(plan: ModelPlan) -> dict[str, float]:
     return {f"{lay.name}/{w.name}": w.l2 for lay in plan.layers for w in lay.weights}

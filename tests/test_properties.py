@@ -121,6 +121,7 @@ def compile_text(text: str) -> ModelPlan | list[SpecError]:
     return plan_spec(loaded)
 
 
+@pytest.mark.unit
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=specs(), data=st.data())
 def test_broken_specs_get_spec_errors_never_exceptions(
@@ -134,6 +135,7 @@ def test_broken_specs_get_spec_errors_never_exceptions(
         compile(render_module(result), "generated.py", "exec")
 
 
+@pytest.mark.unit
 @settings(max_examples=300, deadline=None)
 @given(text=st.text(max_size=300))
 def test_any_text_gets_spec_errors_never_exceptions(text: str) -> None:
@@ -142,6 +144,7 @@ def test_any_text_gets_spec_errors_never_exceptions(text: str) -> None:
         assert all(isinstance(e, SpecError) for e in result)
 
 
+@pytest.mark.build
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=specs())
 def test_every_valid_spec_builds_the_model_it_describes(
@@ -182,10 +185,12 @@ INSTALLED = _installed_names()
 IMPORTED = {"keras", "numpy", "tensorflow"}
 
 
+@pytest.mark.unit
 def test_the_installed_names_include_the_dependencies() -> None:
     assert {"keras", "numpy", "tensorflow", "urllib3", "yaml"} <= set(INSTALLED)
 
 
+@pytest.mark.unit
 @settings(max_examples=200, deadline=None)
 @given(name=st.sampled_from(KEYWORDS + STDLIB + INSTALLED))
 def test_keywords_and_module_names_are_refused_as_model_names(name: str) -> None:
@@ -215,6 +220,7 @@ def test_keywords_and_module_names_are_refused_as_model_names(name: str) -> None
     assert [str(e) for e in errors] == [f"spec.yaml:1:7: error: name: {message}"]
 
 
+@pytest.mark.unit
 @settings(max_examples=100, deadline=None)
 @given(name=model_names)
 def test_names_that_no_module_takes_are_accepted(name: str) -> None:
@@ -244,6 +250,7 @@ def _name_errors(name: str) -> list[str]:
     return [str(e) for e in result] if isinstance(result, list) else []
 
 
+@pytest.mark.unit
 def test_a_namespace_package_that_a_distribution_installs_is_refused() -> None:
     # protobuf (a TensorFlow dependency) installs google/ without __init__.py.
     assert _name_errors("google") == [
@@ -252,6 +259,7 @@ def test_a_namespace_package_that_a_distribution_installs_is_refused() -> None:
     ]
 
 
+@pytest.mark.unit
 def test_modules_on_the_path_are_refused_but_folders_and_the_working_folder_are_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,24 @@ def _build(
     return builder.build(spec.plan, spec.code, out, data=data, log=str, resume=resume)
 
 
+@pytest.fixture(scope="module")
+def earlier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A build of KERAS_ONLY on the data of `tiny_mnist`, made once: the
+    earlier build that a test's `out` holds is a copy of it (`_earlier`)."""
+    from .conftest import make_mnist_npz
+
+    folder = tmp_path_factory.mktemp("earlier")
+    data = make_mnist_npz(folder / "data" / "mnist.npz")
+    return _build(folder, folder / "out", data).out
+
+
+def _earlier(tmp_path: Path, earlier: Path) -> Path:
+    """tmp_path/out, holding a copy of the `earlier` build (its manifest names
+    the spec relative to it, ../small.yaml, as in tmp_path)."""
+    shutil.copytree(earlier, tmp_path / "out", symlinks=True)
+    return tmp_path / "out"
+
+
 def _files(folder: Path) -> dict[str, bytes]:
     return {
         p.relative_to(folder).as_posix(): p.read_bytes()
@@ -41,6 +60,7 @@ def _refused(tmp_path: Path, out: Path, data: Path) -> str:
     return str(err.value)
 
 
+@pytest.mark.unit
 def test_a_folder_that_merely_holds_a_manifest_is_not_replaced(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
@@ -60,11 +80,11 @@ def test_a_folder_that_merely_holds_a_manifest_is_not_replaced(
     assert not (tmp_path / ".webapp.partial").exists()
 
 
+@pytest.mark.build
 def test_an_earlier_build_with_a_file_it_does_not_list_is_not_replaced(
-    tmp_path: Path, tiny_mnist: Path
+    tmp_path: Path, tiny_mnist: Path, earlier: Path
 ) -> None:
-    out = tmp_path / "out"
-    _build(tmp_path, out, tiny_mnist)
+    out = _earlier(tmp_path, earlier)
     (out / "notes.txt").write_text("mine")
     assert _refused(tmp_path, out, tiny_mnist) == (
         f"--out {out}: is not an earlier l2compile build, so the build will not "
@@ -88,6 +108,7 @@ def test_an_earlier_build_with_a_file_it_does_not_list_is_not_replaced(
     )
 
 
+@pytest.mark.unit
 def test_a_folder_of_empty_folders_is_not_taken_for_an_empty_one(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
@@ -102,6 +123,7 @@ def test_a_folder_of_empty_folders_is_not_taken_for_an_empty_one(
     assert (project / "src" / "components").is_dir()
 
 
+@pytest.mark.build
 def test_an_earlier_build_and_an_empty_folder_are_replaced(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
@@ -118,6 +140,7 @@ def test_an_earlier_build_and_an_empty_folder_are_replaced(
     assert json.loads((out / "manifest.json").read_text())["format"] == 1
 
 
+@pytest.mark.unit
 def test_links_are_never_followed_or_replaced(tmp_path: Path, tiny_mnist: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -142,6 +165,7 @@ def test_links_are_never_followed_or_replaced(tmp_path: Path, tiny_mnist: Path) 
     assert _files(elsewhere) == {"precious.txt": b"keep me"}
 
 
+@pytest.mark.unit
 def test_a_work_folder_l2compile_did_not_make_is_left_alone(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
@@ -155,11 +179,14 @@ def test_a_work_folder_l2compile_did_not_make_is_left_alone(
     assert _files(work) == {"thesis.tex": b"years of work"}
 
 
+@pytest.mark.build
 def test_an_out_that_cannot_be_replaced_is_found_before_training(
-    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    tiny_mnist: Path,
+    earlier: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    out = tmp_path / "out"
-    _build(tmp_path, out, tiny_mnist)
+    out = _earlier(tmp_path, earlier)
     locked = out
     real = os.access
     monkeypatch.setattr(
@@ -172,11 +199,14 @@ def test_an_out_that_cannot_be_replaced_is_found_before_training(
     assert not (tmp_path / ".out.partial").exists()  # nothing was trained
 
 
+@pytest.mark.build
 def test_a_publish_that_fails_keeps_the_trained_epochs(
-    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    tiny_mnist: Path,
+    earlier: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    out = tmp_path / "out"
-    _build(tmp_path, out, tiny_mnist)
+    out = _earlier(tmp_path, earlier)
     before = _files(out)
     real = os.replace
 
@@ -201,6 +231,7 @@ def test_a_publish_that_fails_keeps_the_trained_epochs(
     assert not work.exists()
 
 
+@pytest.mark.unit
 def test_metrics_json_is_strict_json_even_for_values_that_are_not_finite(
     tmp_path: Path,
 ) -> None:
@@ -209,13 +240,16 @@ def test_metrics_json_is_strict_json_even_for_values_that_are_not_finite(
     assert json.loads(path.read_text()) == {"loss": None, "x": [1.0, None]}
 
 
+@pytest.mark.build
 def test_an_out_that_changes_while_the_build_trains_is_not_replaced(
-    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    tiny_mnist: Path,
+    earlier: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from l2compile.formats import keras as keras_file
 
-    out = tmp_path / "out"
-    _build(tmp_path, out, tiny_mnist)
+    out = _earlier(tmp_path, earlier)
     real = keras_file.save_keras
 
     def meanwhile(model: object, path: Path) -> None:
@@ -236,6 +270,7 @@ def test_an_out_that_changes_while_the_build_trains_is_not_replaced(
     assert sorted(p.name for p in work.iterdir()) == [".l2compile", "resume"]
 
 
+@pytest.mark.unit
 def test_a_work_folder_with_more_than_a_saved_state_is_not_taken_over(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:

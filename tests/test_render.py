@@ -17,6 +17,8 @@ from l2compile.spec import LAYER_TYPES, load_spec
 from .conftest import GOLDEN, SPECS, plan_file, plan_text
 from .update_golden import all_specs, expected_records
 
+pytestmark = pytest.mark.unit
+
 
 def test_golden_records_match_byte_for_byte() -> None:
     """Missing, extra or changed files all fail: `python -m tests.update_golden`."""

@@ -145,6 +145,7 @@ def _images(page: str) -> list[str]:
 # --- the order ----------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_the_verdict_and_tflite_files_come_before_the_rest() -> None:
     page = pages.build_page(*_mnist())
     order = [
@@ -162,6 +163,7 @@ def test_the_verdict_and_tflite_files_come_before_the_rest() -> None:
 # --- the verdict --------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_model_that_did_not_learn_is_warned_with_both_numbers() -> None:
     page = pages.build_page(*_mnist())
     verdict = _section(page, "verdict")
@@ -173,6 +175,7 @@ def test_a_model_that_did_not_learn_is_warned_with_both_numbers() -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_model_that_learned_shows_no_warning() -> None:
     plan, metrics = _mnist()
     metrics["learned"] = True
@@ -184,6 +187,7 @@ def test_a_model_that_learned_shows_no_warning() -> None:
     assert 'class="verdict warning"' not in page and "did not learn" not in page
 
 
+@pytest.mark.unit
 def test_a_model_that_could_not_be_judged_says_so() -> None:
     plan, metrics = _mnist()
     metrics["learned"] = None
@@ -193,6 +197,7 @@ def test_a_model_that_could_not_be_judged_says_so() -> None:
     assert 'class="verdict warning"' not in page
 
 
+@pytest.mark.unit
 def test_the_verdict_table_sets_the_model_beside_the_baseline() -> None:
     page = pages.build_page(*_mnist())
     verdict = _section(page, "verdict")
@@ -220,6 +225,7 @@ def test_the_verdict_table_sets_the_model_beside_the_baseline() -> None:
     assert "The baseline predicts the training split&#39;s most frequent" in verdict
 
 
+@pytest.mark.unit
 def test_an_older_metrics_file_still_makes_a_page() -> None:
     # A multi-worker build's metrics.json, or one from before baselines.
     plan, metrics = _mnist()
@@ -249,6 +255,7 @@ def test_an_older_metrics_file_still_makes_a_page() -> None:
 # --- per class, per target ------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_classifier_page_draws_its_confusion_matrix() -> None:
     page = pages.build_page(*_mnist())
     per_class = _section(page, "per-class")
@@ -257,6 +264,7 @@ def test_a_classifier_page_draws_its_confusion_matrix() -> None:
     assert '<tr><td>3</td><td class="n">0.5</td><td class="n">0.4</td>' in per_class
 
 
+@pytest.mark.unit
 def test_many_classes_show_the_lowest_recall_and_fold_every_class() -> None:
     plan = _plan(SPECS / "mnist.yaml")
     classes = [f"class_{i}" for i in range(300)]
@@ -276,6 +284,7 @@ def test_many_classes_show_the_lowest_recall_and_fold_every_class() -> None:
     assert match is not None and int(match[2]) <= 7.5 * plots.DPI + 1
 
 
+@pytest.mark.unit
 def test_a_multilabel_page_counts_each_label_in_a_table() -> None:
     plan = _plan(TEST_SPECS / "multilabel.yaml")
     metrics = _metrics(plan)
@@ -304,6 +313,7 @@ def test_a_multilabel_page_counts_each_label_in_a_table() -> None:
     ) in per_class
 
 
+@pytest.mark.unit
 def test_a_regression_page_draws_predictions_against_true_values() -> None:
     plan = _plan(TEST_SPECS / "regression.yaml")
     metrics = _metrics(plan)
@@ -331,6 +341,7 @@ def test_a_regression_page_draws_predictions_against_true_values() -> None:
 # --- the weights --------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("spec", "weights", "blocks", "block"),
     [  # a MobileNetV3-Small and a MobileNetV2, each under a dense head
@@ -356,6 +367,7 @@ def test_a_backbones_weights_are_shown_by_block_and_folded(
     assert int(chart[1]) <= (0.6 + 0.28 * pages.MAX_BLOCK_BARS) * plots.DPI + 1
 
 
+@pytest.mark.unit
 def test_a_small_models_weights_are_shown_open() -> None:
     page = pages.build_page(*_mnist())
     section = _section(page, "weights")
@@ -372,6 +384,7 @@ def _record(layer: str, weight: str) -> dict[str, Any]:
     return {"layer": layer, "weight": weight}
 
 
+@pytest.mark.unit
 def test_blocks_follow_the_names_keras_applications_give() -> None:
     names = {
         "expanded_conv_3_depthwise_bn/gamma": "expanded_conv_3",
@@ -399,6 +412,7 @@ def test_blocks_follow_the_names_keras_applications_give() -> None:
 # --- safety -------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_hostile_class_names_are_shown_never_run() -> None:
     plan = _plan(SPECS / "mnist.yaml")
     metrics = _metrics(plan, [HOSTILE, "cat $x$", "dog"])
@@ -443,6 +457,7 @@ def _titles_inside(draw: Callable[[], bytes], monkeypatch: pytest.MonkeyPatch) -
             assert box.y0 - 1 <= where.y0 and where.y1 <= box.y1 + 1, text.get_text()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "draw",
     [
@@ -475,6 +490,7 @@ def test_a_figure_holds_its_titles(
     _titles_inside(draw, monkeypatch)
 
 
+@pytest.mark.unit
 def test_a_large_confusion_matrix_stays_drawable() -> None:
     png = plots.confusion([f"c{i}" for i in range(600)], [[1] * 600] * 600)
     width, height = struct.unpack(">II", png[16:24])
@@ -484,6 +500,7 @@ def test_a_large_confusion_matrix_stays_drawable() -> None:
 # --- in a browser -------------------------------------------------------------------
 
 
+@pytest.mark.external
 @pytest.mark.parametrize(
     ("spec", "classes"),
     [(SPECS / "mnist.yaml", 10), (SPECS / "phone_classifier.yaml", 120)],

@@ -33,6 +33,12 @@ KILL_SPEC = SMALL_SPEC.replace("epochs: 1", "epochs: 40").replace(
 ) + ("export: {formats: [keras]}\n")
 
 
+#: The builds here check training, its saved state and resuming: they export
+#: the Keras file alone, with no TensorFlow child process (the other formats
+#: are exported and checked by test_build.py and test_interrupts.py).
+KERAS_ONLY = "export: {formats: [keras]}\n"
+
+
 def _cli(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "l2compile", "build", *map(str, args)]
 
@@ -72,6 +78,7 @@ def _close(a: list[float], b: list[float]) -> bool:
     )
 
 
+@pytest.mark.build
 def test_each_epochs_order_depends_on_the_seed_and_the_epoch_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -106,6 +113,7 @@ def test_each_epochs_order_depends_on_the_seed_and_the_epoch_alone(
     assert order(0) != first  # the seed decides it
 
 
+@pytest.mark.build
 def test_a_build_killed_mid_training_resumes_to_the_same_metrics(
     tmp_path: Path,
 ) -> None:
@@ -185,10 +193,11 @@ class _StopAt:
         return recorder
 
 
+@pytest.mark.build
 def test_ctrl_c_keeps_the_finished_epochs_and_resume_ends_the_same(
     tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = compiled(tmp_path, SMALL_SPEC.replace("epochs: 1", "epochs: 4"))
+    spec = compiled(tmp_path, SMALL_SPEC.replace("epochs: 1", "epochs: 4") + KERAS_ONLY)
     full = _build(spec, tmp_path / "full", tiny_mnist).metrics
 
     out = tmp_path / "out"
@@ -223,6 +232,7 @@ def test_ctrl_c_keeps_the_finished_epochs_and_resume_ends_the_same(
     assert not work.exists()
 
 
+@pytest.mark.build
 def test_an_interrupt_before_the_first_epoch_ends_leaves_nothing(
     tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -234,22 +244,36 @@ def test_an_interrupt_before_the_first_epoch_ends_leaves_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "small.yaml"]
 
 
-def _interrupted(tmp_path: Path, data: Path, text: str, monkeypatch: Any) -> Path:
-    spec = compiled(tmp_path, text)
-    with monkeypatch.context() as patch:
-        patch.setattr(callbacks, "penalty_recorder", _StopAt(1))
-        with pytest.raises(Interrupted):
-            _build(spec, tmp_path / "out", data)
-    return tmp_path / ".out.partial"
-
-
 THREE_EPOCHS = SMALL_SPEC.replace("epochs: 1", "epochs: 3")
 
 
+@pytest.fixture(scope="module")
+def interrupted_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The work folder of a THREE_EPOCHS build of `out`, on the data of
+    `tiny_mnist`, interrupted as its second epoch began: made once, copied by
+    `_interrupted` for each test that reads or edits it."""
+    folder = tmp_path_factory.mktemp("interrupted")
+    data = make_mnist_npz(folder / "data" / "mnist.npz")
+    spec = compiled(folder, THREE_EPOCHS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(callbacks, "penalty_recorder", _StopAt(1))
+        with pytest.raises(Interrupted):
+            _build(spec, folder / "out", data)
+    return folder / ".out.partial"
+
+
+def _interrupted(tmp_path: Path, work: Path) -> Path:
+    """A copy of `interrupted_work` beside tmp_path/out: its saved state names
+    no path (resume.build_key hashes the data and the code, not their files)."""
+    shutil.copytree(work, tmp_path / ".out.partial")
+    return tmp_path / ".out.partial"
+
+
+@pytest.mark.build
 def test_resume_refuses_state_of_another_build_and_keeps_it(
-    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_mnist: Path, interrupted_work: Path
 ) -> None:
-    work = _interrupted(tmp_path, tiny_mnist, THREE_EPOCHS, monkeypatch)
+    work = _interrupted(tmp_path, interrupted_work)
     saved = _files(work)
     spec = compiled(tmp_path, THREE_EPOCHS.replace("units: 16", "units: 17"))
     with pytest.raises(BuildError) as err:
@@ -263,11 +287,15 @@ def test_resume_refuses_state_of_another_build_and_keeps_it(
     assert _files(work) == saved
 
 
+@pytest.mark.build
 def test_a_build_without_resume_replaces_saved_epochs_once_it_has_its_own(
-    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    tiny_mnist: Path,
+    interrupted_work: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    work = _interrupted(tmp_path, tiny_mnist, THREE_EPOCHS, monkeypatch)
-    spec = compiled(tmp_path, THREE_EPOCHS)
+    work = _interrupted(tmp_path, interrupted_work)
+    spec = compiled(tmp_path, THREE_EPOCHS + KERAS_ONLY)
     notice = (
         f"an interrupted build's saved epochs are in {work}; this build starts "
         "over and replaces them when its first epoch ends (stop it now and add "
@@ -291,10 +319,11 @@ def test_a_build_without_resume_replaces_saved_epochs_once_it_has_its_own(
     assert not work.exists()
 
 
+@pytest.mark.build
 def test_resume_without_saved_state_trains_from_the_first_epoch(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
-    spec = compiled(tmp_path)
+    spec = compiled(tmp_path, SMALL_SPEC + KERAS_ONLY)
     out = tmp_path / "out"
     messages: list[str] = []
     result = _build(spec, out, tiny_mnist, resume=True, log=messages.append)
@@ -304,6 +333,7 @@ def test_resume_without_saved_state_trains_from_the_first_epoch(
     assert result.metrics["resumed_after_epoch"] is None
 
 
+@pytest.mark.unit
 def test_a_saved_state_that_cannot_be_read_is_said_so(tmp_path: Path) -> None:
     work = tmp_path / "work"
     (work / "resume").mkdir(parents=True)
@@ -334,12 +364,13 @@ def test_a_saved_state_that_cannot_be_read_is_said_so(tmp_path: Path) -> None:
     assert saved is not None and (saved.epoch, saved.epochs) == (2, 3)
 
 
+@pytest.mark.build
 def test_resume_refuses_an_unreadable_state_and_a_build_replaces_it(
-    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_mnist: Path, interrupted_work: Path
 ) -> None:
-    work = _interrupted(tmp_path, tiny_mnist, THREE_EPOCHS, monkeypatch)
+    work = _interrupted(tmp_path, interrupted_work)
     (work / "resume" / "state.json").write_text("{")
-    spec = compiled(tmp_path, THREE_EPOCHS)
+    spec = compiled(tmp_path, THREE_EPOCHS + KERAS_ONLY)
     out = tmp_path / "out"
     with pytest.raises(BuildError) as err:
         _build(spec, out, tiny_mnist, resume=True)
@@ -356,6 +387,7 @@ def test_resume_refuses_an_unreadable_state_and_a_build_replaces_it(
     assert not work.exists()
 
 
+@pytest.mark.unit
 def test_out_may_not_be_the_working_folder_or_hold_it(
     tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -371,6 +403,7 @@ def test_out_may_not_be_the_working_folder_or_hold_it(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "small.yaml"]
 
 
+@pytest.mark.unit
 def test_two_builds_cannot_write_one_out_folder_at_once(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
@@ -393,6 +426,7 @@ def test_two_builds_cannot_write_one_out_folder_at_once(
     assert work.is_dir()  # the other build's folder is left alone
 
 
+@pytest.mark.unit
 def test_resume_is_refused_for_multi_worker_training(
     tmp_path: Path, tiny_mnist: Path
 ) -> None:
@@ -408,10 +442,11 @@ def test_resume_is_refused_for_multi_worker_training(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "small.yaml"]
 
 
+@pytest.mark.build
 def test_resume_refuses_saved_variables_that_do_not_fit_the_model(
-    tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_mnist: Path, interrupted_work: Path
 ) -> None:
-    work = _interrupted(tmp_path, tiny_mnist, THREE_EPOCHS, monkeypatch)
+    work = _interrupted(tmp_path, interrupted_work)
     state = json.loads((work / "resume" / "state.json").read_text())
     assert state["variables"][:3] == [
         "small_mlp/dense_1/kernel",
@@ -430,12 +465,13 @@ def test_resume_refuses_saved_variables_that_do_not_fit_the_model(
     )
 
 
+@pytest.mark.build
 def test_a_build_interrupted_after_training_resumes_without_training_again(
     tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from l2compile.formats import keras as keras_file
 
-    spec = compiled(tmp_path, THREE_EPOCHS + "export: {formats: [keras]}\n")
+    spec = compiled(tmp_path, THREE_EPOCHS + KERAS_ONLY)
     full = _build(spec, tmp_path / "full", tiny_mnist).metrics
 
     def interrupted(*args: object, **kwargs: object) -> None:
@@ -458,6 +494,7 @@ def test_a_build_interrupted_after_training_resumes_without_training_again(
     assert (out / "model.keras").is_file()
 
 
+@pytest.mark.build
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
@@ -468,11 +505,11 @@ def test_a_build_interrupted_after_training_resumes_without_training_again(
 def test_resume_refuses_a_history_of_other_values_than_this_training_logs(
     tmp_path: Path,
     tiny_mnist: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    interrupted_work: Path,
     change: str,
     problem: str,
 ) -> None:
-    work = _interrupted(tmp_path, tiny_mnist, THREE_EPOCHS, monkeypatch)
+    work = _interrupted(tmp_path, interrupted_work)
     state = json.loads((work / "resume" / "state.json").read_text())
     action, name = change.split()
     if action == "add":
@@ -511,6 +548,7 @@ export: {formats: [keras]}
 """
 
 
+@pytest.mark.build
 def test_a_build_with_a_schedule_and_early_stopping_resumes_to_the_same_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

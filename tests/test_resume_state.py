@@ -15,6 +15,8 @@ import pytest
 from l2compile import resume
 from l2compile.errors import BuildError
 
+pytestmark = pytest.mark.unit
+
 GOOD: dict[str, Any] = {
     "format": 1,
     "epoch": 3,

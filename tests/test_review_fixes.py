@@ -25,6 +25,7 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
@@ -72,11 +73,13 @@ def test_values_are_taken_as_yaml_typed_them(
     assert compile_errors(GOOD.replace(old, new), tmp_path) == [message]
 
 
+@pytest.mark.unit
 def test_exponent_without_a_dot_is_a_number(tmp_path: Path) -> None:
     plan = plan_text(GOOD.replace("l2: 0.01", "l2: 1e-2"), tmp_path)
     assert plan.l2 == 0.01
 
 
+@pytest.mark.unit
 def test_labels_must_be_one_printable_line(tmp_path: Path) -> None:
     text = (
         "name: m\ninput: {shape: [4]}\nlayers:\n"
@@ -90,6 +93,7 @@ def test_labels_must_be_one_printable_line(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("layers", "message"),
     [
@@ -130,6 +134,7 @@ def test_models_that_cannot_train_as_specified(
     assert compile_errors(text, tmp_path) == [message]
 
 
+@pytest.mark.build
 def test_embedding_reads_its_ids_unscaled(tmp_path: Path) -> None:
     text = (
         "name: ids\ninput: {shape: [3]}\nlayers:\n"
@@ -147,6 +152,7 @@ def test_embedding_reads_its_ids_unscaled(tmp_path: Path) -> None:
     assert plan.integer_input
 
 
+@pytest.mark.unit
 def test_recurrent_specs_default_to_the_modes_that_convert(tmp_path: Path) -> None:
     text = GOOD.replace("shape: [784]", "shape: [28, 28]").replace(
         "  - {type: dense, units: 128,",
@@ -159,6 +165,7 @@ def test_recurrent_specs_default_to_the_modes_that_convert(tmp_path: Path) -> No
     assert plan.export_plans.get("tflite").quantize == ("none", "float16", "dynamic")
 
 
+@pytest.mark.unit
 def test_inspect_a_model_without_weights(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(
         "name: m\ninput: {shape: [3]}\n"
@@ -169,6 +176,7 @@ def test_inspect_a_model_without_weights(tmp_path: Path) -> None:
     assert "parameters:             0" in out
 
 
+@pytest.mark.unit
 def test_generated_files_follow_the_umask_and_keep_their_mode(tmp_path: Path) -> None:
     spec = str(SPECS / "mnist.yaml")
     old = os.umask(0o022)
@@ -183,6 +191,7 @@ def test_generated_files_follow_the_umask_and_keep_their_mode(tmp_path: Path) ->
         os.umask(old)
 
 
+@pytest.mark.unit
 def test_generate_never_overwrites_the_spec(tmp_path: Path) -> None:
     spec = tmp_path / "s.yaml"
     spec.write_text(GOOD)
@@ -192,6 +201,7 @@ def test_generate_never_overwrites_the_spec(tmp_path: Path) -> None:
     assert spec.read_text() == GOOD
 
 
+@pytest.mark.unit
 def test_validate_takes_folders(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(GOOD)
     code, out, _ = run("validate", str(tmp_path))
@@ -199,6 +209,7 @@ def test_validate_takes_folders(tmp_path: Path) -> None:
     assert out.startswith(f"{tmp_path / 'a.yaml'}: ok")
 
 
+@pytest.mark.unit
 def test_eval_of_a_broken_file_is_a_clear_failure(tmp_path: Path) -> None:
     bad = tmp_path / "bad.tflite"
     bad.write_text("garbage")
@@ -215,6 +226,7 @@ def test_eval_of_a_broken_file_is_a_clear_failure(tmp_path: Path) -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.unit
 def test_a_quoted_number_where_a_number_is_meant_says_so(tmp_path: Path) -> None:
     text = SMALL_SPEC + "export:\n  formats: [tflite]\n  tflite: {batch: '1'}\n"
     assert compile_errors(text, tmp_path) == [

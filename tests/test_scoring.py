@@ -11,11 +11,13 @@ from l2compile import scoring
 from l2compile.tasks import LOSSES
 
 
+@pytest.mark.unit
 def test_accuracy_counts_the_most_probable_class() -> None:
     probabilities = np.array([[0.1, 0.9], [0.8, 0.2], [0.4, 0.6]])
     assert scoring.accuracy(probabilities, np.array([1, 1, 1])) == 2 / 3
 
 
+@pytest.mark.build
 def test_data_loss_is_keras_sparse_categorical_crossentropy() -> None:
     import keras
 
@@ -33,6 +35,7 @@ def test_data_loss_is_keras_sparse_categorical_crossentropy() -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_confident_mistake_costs_a_finite_loss() -> None:
     loss = scoring.sparse_categorical_crossentropy(
         np.array([[1.0, 0.0]]), np.array([1])
@@ -40,6 +43,7 @@ def test_a_confident_mistake_costs_a_finite_loss() -> None:
     assert loss == -math.log(scoring.EPSILON)
 
 
+@pytest.mark.unit
 def test_predictions_come_in_chunks_and_in_order() -> None:
     sizes: list[int] = []
 
@@ -59,6 +63,7 @@ def _probabilities(n: int, k: int, seed: int = 0) -> np.ndarray:
     return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
 
 
+@pytest.mark.build
 @pytest.mark.parametrize(
     ("loss", "smoothing"),
     [
@@ -102,6 +107,7 @@ def test_every_loss_is_computed_as_keras_computes_it(
     assert score(outputs, targets, smoothing) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.unit
 def test_auc_is_the_exact_area_under_the_roc_curve() -> None:
     from sklearn.metrics import roc_auc_score
 
@@ -119,6 +125,7 @@ def test_auc_is_the_exact_area_under_the_roc_curve() -> None:
     )
 
 
+@pytest.mark.unit
 def test_auc_of_one_class_only_is_undefined() -> None:
     assert np.isnan(scoring.roc_auc(np.array([0.2, 0.9]), np.array([1, 1])))
     # Per label, a label of one class is left out of the mean; all: undefined.
@@ -127,6 +134,7 @@ def test_auc_of_one_class_only_is_undefined() -> None:
     assert np.isnan(scoring.auc(p, np.ones((3, 2)), per_label=True))
 
 
+@pytest.mark.build
 def test_top_k_precision_and_recall_count_as_keras_does() -> None:
     import keras
 
@@ -148,11 +156,13 @@ def test_top_k_precision_and_recall_count_as_keras_does() -> None:
         assert mine(p, truth) == pytest.approx(float(theirs.result()), abs=1e-6)
 
 
+@pytest.mark.unit
 def test_labels_of_reads_integers_and_one_hot_rows() -> None:
     assert scoring.labels_of(np.array([[0, 0, 1], [1, 0, 0]])).tolist() == [2, 0]
     assert scoring.labels_of(np.array([[1], [0]])).tolist() == [1, 0]
 
 
+@pytest.mark.unit
 def test_multilabel_parity_is_the_share_of_label_decisions_that_differ() -> None:
     from l2compile.tasks import Multilabel
 
@@ -167,6 +177,7 @@ def test_multilabel_parity_is_the_share_of_label_decisions_that_differ() -> None
     )
 
 
+@pytest.mark.unit
 def test_regression_parity_is_the_largest_difference_over_the_targets_spread() -> None:
     from l2compile.tasks import Regression
 

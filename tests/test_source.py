@@ -28,6 +28,8 @@ from l2compile.spec import Spec
 
 from .conftest import SPECS
 
+pytestmark = pytest.mark.unit
+
 FIELDS = tuple(Spec.model_fields)
 
 

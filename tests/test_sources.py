@@ -73,6 +73,7 @@ def toy(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[Toy]]:
     SOURCES.pop(Toy.name)
 
 
+@pytest.mark.unit
 def test_the_toy_source_is_in_the_schema_and_validates(
     toy: type[Toy], tmp_path: Path
 ) -> None:
@@ -101,6 +102,7 @@ def test_the_toy_source_is_in_the_schema_and_validates(
     )
 
 
+@pytest.mark.unit
 def test_an_unregistered_source_is_an_unknown_recipe(tmp_path: Path) -> None:
     spec = tmp_path / "blobs.yaml"
     spec.write_text(SPEC)
@@ -109,6 +111,7 @@ def test_an_unregistered_source_is_an_unknown_recipe(tmp_path: Path) -> None:
     assert "unknown value 'toy'" in refused.stderr
 
 
+@pytest.mark.build
 def test_the_toy_source_generates_and_builds(toy: type[Toy], tmp_path: Path) -> None:
     spec = tmp_path / "blobs.yaml"
     spec.write_text(SPEC)

@@ -12,6 +12,8 @@ from l2compile.spec import LoadedSpec, load_spec
 
 from .conftest import SMALL_SPEC, SPECS, compile_errors
 
+pytestmark = pytest.mark.unit
+
 # The article's spec without its first line (the editor schema comment), so
 # that the line numbers below count from its `name:` at line 4.
 GOOD = (SPECS / "mnist.yaml").read_text(encoding="utf-8").split("\n", 1)[1]

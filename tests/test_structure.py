@@ -11,6 +11,8 @@ import ast
 import typing
 from pathlib import Path
 
+import pytest
+
 from l2compile import layers
 from l2compile.layers import KINDS, LAYER_TYPES
 from l2compile.layers.base import LayerSpec, MergeSpec
@@ -26,11 +28,13 @@ def _layer_union() -> set[type]:
     return set(typing.get_args(union))
 
 
+@pytest.mark.unit
 def test_the_spec_accepts_exactly_the_registered_kinds() -> None:
     assert _layer_union() == set(KINDS.values())
     assert sorted(LAYER_TYPES) == sorted(KINDS)
 
 
+@pytest.mark.unit
 def test_each_kind_is_one_class_in_a_family_module_that_states_its_protocol() -> None:
     for name, kind in KINDS.items():
         assert kind.__module__.startswith("l2compile.layers."), name
@@ -43,6 +47,7 @@ def test_each_kind_is_one_class_in_a_family_module_that_states_its_protocol() ->
             assert issubclass(kind, LayerSpec)
 
 
+@pytest.mark.unit
 def test_no_other_module_names_a_layer_kind() -> None:
     """Only l2compile/layers/ holds the kinds' classes; the rest of the
     package reaches them through the registry."""
@@ -61,6 +66,7 @@ def test_no_other_module_names_a_layer_kind() -> None:
         assert not named & classes, (path.name, sorted(named & classes))
 
 
+@pytest.mark.unit
 def test_no_function_in_the_package_is_over_80_lines() -> None:
     long = []
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -73,11 +79,13 @@ def test_no_function_in_the_package_is_over_80_lines() -> None:
     assert long == []
 
 
+@pytest.mark.unit
 def test_the_build_only_orchestrates() -> None:
     lines = (PACKAGE / "build.py").read_text(encoding="utf-8").count("\n")
     assert lines < 300
 
 
+@pytest.mark.build
 def test_the_plan_imports_no_build_stage_code() -> None:
     """The plan is made without reading data or importing numpy/TensorFlow:
     validate, generate and inspect answer fast."""
@@ -95,6 +103,7 @@ def test_the_plan_imports_no_build_stage_code() -> None:
     assert out.strip() == "[]"
 
 
+@pytest.mark.unit
 def test_every_family_module_is_registered() -> None:
     """A family module that FAMILIES leaves out would register nothing."""
     modules = {
@@ -114,6 +123,7 @@ from l2compile.sources import SOURCES  # noqa: E402
 TEMPLATES = PACKAGE.parent / "templates"
 
 
+@pytest.mark.unit
 def test_each_source_is_one_module_and_one_template_fragment() -> None:
     """A source is its module, l2compile/sources/<name>.py, holding its one
     registered class, and its fragment, templates/sources/<name>.py.jinja;
@@ -165,6 +175,7 @@ def compared_names(text: str, names: set[str]) -> list[tuple[int, str]]:
     return sorted(found)
 
 
+@pytest.mark.unit
 def test_the_name_check_finds_a_comparison() -> None:
     names = {"csv", "npz"}
     text = (
@@ -176,6 +187,7 @@ def test_the_name_check_finds_a_comparison() -> None:
     assert compared_names(text, names) == [(1, "csv"), (3, "npz"), (5, "csv")]
 
 
+@pytest.mark.unit
 def test_no_module_outside_sources_compares_a_source_name() -> None:
     names = set(SOURCES)
     found = [
@@ -187,6 +199,7 @@ def test_no_module_outside_sources_compares_a_source_name() -> None:
     assert found == []
 
 
+@pytest.mark.unit
 def test_no_template_outside_sources_names_a_source() -> None:
     """The module template includes the source's fragment and asks its facts
     (encodes, streamed, own_data); it never tests which source it is."""
@@ -287,6 +300,7 @@ def _package_texts() -> tuple[dict[str, str], frozenset[str]]:
     return texts, frozenset(packages)
 
 
+@pytest.mark.unit
 def test_the_cycle_check_finds_a_cycle_through_a_function_level_import() -> None:
     texts = {
         "p.a": "from p.b import thing\n",
@@ -299,6 +313,7 @@ def test_the_cycle_check_finds_a_cycle_through_a_function_level_import() -> None
     assert cycles(import_graph(texts)) == []
 
 
+@pytest.mark.unit
 def test_no_import_cycle_in_the_package() -> None:
     graph = import_graph(*_package_texts())
     assert cycles(graph) == []
@@ -324,6 +339,7 @@ PLAN_STAGE = (
 DATA_READERS = ("l2compile.datasets", "l2compile.tables", "l2compile.images")
 
 
+@pytest.mark.unit
 def test_no_plan_stage_module_imports_the_data_readers() -> None:
     graph = import_graph(*_package_texts())
     stage = [
@@ -340,6 +356,7 @@ def test_no_plan_stage_module_imports_the_data_readers() -> None:
     assert found == {}
 
 
+@pytest.mark.unit
 def test_no_class_in_the_package_is_over_300_lines() -> None:
     long = []
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -352,6 +369,7 @@ def test_no_class_in_the_package_is_over_300_lines() -> None:
     assert long == []
 
 
+@pytest.mark.unit
 def test_the_module_template_lays_out_and_does_not_decide() -> None:
     """Decisions are the plan's: the module template has at most 30 branches
     (`if`/`elif`), and none of them names a task, a loss or a metric."""
@@ -371,6 +389,7 @@ def test_the_module_template_lays_out_and_does_not_decide() -> None:
 # losses, metrics, label checks and scoring), never which kind it is.
 
 
+@pytest.mark.unit
 def test_each_task_is_one_registered_class_in_a_module_of_its_own() -> None:
     import importlib
 
@@ -404,6 +423,7 @@ def _task_name_comparisons(source: str, names: typing.Collection[str]) -> list[i
     return sorted({line for line, _ in compared_names(source, set(names))})
 
 
+@pytest.mark.unit
 def test_the_task_name_check_finds_comparisons_with_a_task_name() -> None:
     source = (
         'if task.name == "binary":\n'  # 1
@@ -423,6 +443,7 @@ def test_the_task_name_check_finds_comparisons_with_a_task_name() -> None:
     assert _task_name_comparisons(source, names) == [1, 3, 6, 9]
 
 
+@pytest.mark.unit
 def test_no_module_outside_the_tasks_compares_a_task_name() -> None:
     """Code that needs to know something of a task asks the task (an attribute
     or a method it owns), so a new kind changes no module but its own."""
@@ -459,6 +480,7 @@ def _compared_names(source: str, names: frozenset[str]) -> list[str]:
     return [f"{line}: {name}" for line, name in compared_names(source, set(names))]
 
 
+@pytest.mark.unit
 def test_each_format_is_one_registered_class_in_one_module_of_the_package() -> None:
     import sys
 
@@ -495,6 +517,7 @@ def test_each_format_is_one_registered_class_in_one_module_of_the_package() -> N
     assert set(export.model_fields) == {"formats", *options}
 
 
+@pytest.mark.unit
 def test_no_module_outside_the_formats_compares_a_format_name() -> None:
     """Only l2compile/formats/ tells the formats apart; the rest of the
     package iterates over the registry."""
@@ -508,6 +531,7 @@ def test_no_module_outside_the_formats_compares_a_format_name() -> None:
     assert found == {}
 
 
+@pytest.mark.unit
 def test_the_format_name_checker_finds_a_comparison() -> None:
     names = _format_names()
     source = """

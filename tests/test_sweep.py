@@ -43,6 +43,7 @@ def _plan(tmp_path: Path, *sets: str, text: str = SMALL_SPEC) -> sweep_.SweepPla
 # --- planning ------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_every_trial_is_checked_before_any_runs(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     result = CliRunner().invoke(
@@ -69,6 +70,7 @@ def test_every_trial_is_checked_before_any_runs(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+@pytest.mark.unit
 def test_trials_get_their_own_seeds_derived_from_the_specs(tmp_path: Path) -> None:
     planned = _plan(tmp_path, "l2=0,0.01", "layers[1].units=4,8")
     seeds = [t.seed for t in planned.trials]
@@ -80,6 +82,7 @@ def test_trials_get_their_own_seeds_derived_from_the_specs(tmp_path: Path) -> No
     assert [t.seed for t in seeded.trials] == [3, 5]
 
 
+@pytest.mark.unit
 def test_seeds_do_not_depend_on_how_the_set_options_are_written(
     tmp_path: Path,
 ) -> None:
@@ -89,6 +92,7 @@ def test_seeds_do_not_depend_on_how_the_set_options_are_written(
     assert one.trials[1].seed == other.trials[1].seed != one.trials[0].seed
 
 
+@pytest.mark.unit
 def test_what_the_sweep_sets_itself_never_meets_a_users_set(tmp_path: Path) -> None:
     # A spec with TFLite options sweeps with export off, its options and all.
     text = SMALL_SPEC + "export: {formats: [tflite], tflite: {quantize: [int8]}}\n"
@@ -122,6 +126,7 @@ def test_what_the_sweep_sets_itself_never_meets_a_users_set(tmp_path: Path) -> N
         )
 
 
+@pytest.mark.unit
 def test_a_spec_that_validates_on_test_is_swept_on_a_held_out_share(
     tmp_path: Path,
 ) -> None:
@@ -164,6 +169,7 @@ def _metrics(val: float, epochs: int = 2, kept: int | None = None) -> dict[str, 
     }
 
 
+@pytest.mark.unit
 def test_a_row_reads_the_kept_epoch_and_the_best_is_chosen_on_validation(
     tmp_path: Path,
 ) -> None:
@@ -200,6 +206,7 @@ def test_a_row_reads_the_kept_epoch_and_the_best_is_chosen_on_validation(
     assert sweep_.best(regression, rows) is rows[0]
 
 
+@pytest.mark.unit
 def test_results_csv_has_a_row_per_trial_and_a_column_per_field(
     tmp_path: Path,
 ) -> None:
@@ -219,6 +226,7 @@ def test_results_csv_has_a_row_per_trial_and_a_column_per_field(
     )
 
 
+@pytest.mark.unit
 def test_a_ray_sweep_without_a_cluster_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -229,6 +237,7 @@ def test_a_ray_sweep_without_a_cluster_writes_nothing(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.unit
 def test_a_sweep_folder_is_continued_only_by_the_same_sweep(tmp_path: Path) -> None:
     planned = _plan(tmp_path, "l2=0,0.01")
     out = tmp_path / "out"
@@ -247,6 +256,7 @@ def test_a_sweep_folder_is_continued_only_by_the_same_sweep(tmp_path: Path) -> N
 # --- plots and pages -------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_lambda_axis_is_logarithmic_with_zero_shown() -> None:
     from matplotlib.figure import Figure
 
@@ -267,6 +277,7 @@ def test_a_lambda_axis_is_logarithmic_with_zero_shown() -> None:
     assert plots._x_axis(axes, ["relu", "tanh"]) == {"relu": 0.0, "tanh": 1.0}
 
 
+@pytest.mark.unit
 def test_the_weight_norm_chart_of_a_large_model_stays_drawable() -> None:
     # 3,000 bars would be 84,000 pixels tall, which matplotlib refuses.
     png = plots.weight_norms({f"dense_{i}/kernel": float(i) for i in range(3000)})
@@ -274,6 +285,7 @@ def test_the_weight_norm_chart_of_a_large_model_stays_drawable() -> None:
     assert height <= (0.6 + 0.28 * plots.MAX_BARS) * plots.DPI + 1
 
 
+@pytest.mark.unit
 def test_the_sweep_figures_and_page(tmp_path: Path) -> None:
     rows = [
         {
@@ -305,6 +317,7 @@ def test_the_sweep_figures_and_page(tmp_path: Path) -> None:
     assert '<tr class="best">' in page
 
 
+@pytest.mark.unit
 def test_a_page_shows_hostile_spec_text_and_loads_nothing(tmp_path: Path) -> None:
     hostile = "<script>alert(1)</script><img src=http://example.com/x>"
     spec = _spec(tmp_path, SMALL_SPEC.replace("for fast tests", hostile))
@@ -328,6 +341,7 @@ def _sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.external
 def test_a_two_field_sweep_of_tiny_builds(tmp_path: Path) -> None:
     data = make_mnist_npz(tmp_path / "mnist.npz", n_train=200, n_test=64)
     spec = _spec(tmp_path)
@@ -387,6 +401,7 @@ def _wait_for(path: Path, process: subprocess.Popen[str], seconds: float) -> Non
         time.sleep(0.05)
 
 
+@pytest.mark.build
 def test_ctrl_c_keeps_the_finished_trials_and_resume_runs_the_rest(
     tmp_path: Path,
 ) -> None:
@@ -473,6 +488,7 @@ def _ray_head(ray: str, env: dict[str, str], temp: Path) -> tuple[Any, str]:
     return head, f"127.0.0.1:{port}"
 
 
+@pytest.mark.external
 def test_a_sweep_through_a_local_ray_head(tmp_path: Path) -> None:
     import shutil
     import tempfile
@@ -529,28 +545,7 @@ def test_a_sweep_through_a_local_ray_head(tmp_path: Path) -> None:
     ]
 
 
-def test_the_readme_table_is_the_committed_sweep() -> None:
-    """README: What L2 does quotes benchmarks/what_l2_does/results.csv."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## What L2 does", 1)[1]
-    table = section.split("| l2 | training accuracy", 1)[1].split("\n\n", 1)[0]
-    shown = [line.split(" | ") for line in table.splitlines()[2:]]
-    with (ROOT / "benchmarks" / "what_l2_does" / "results.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    assert len(shown) == len(rows) == 4
-    for cells, row in zip(shown, rows, strict=True):
-        assert cells[0] == f"| {float(row['l2']):g}"
-        assert cells[1:8] == [
-            f"{float(row['train_accuracy']):.4f}",
-            f"{float(row['val_accuracy']):.4f}",
-            f"{float(row['gap']):+.4f}",
-            f"{float(row['test_accuracy']):.4f}",
-            f"{float(row['data_loss']):.4f}",
-            f"{float(row['val_data_loss']):.4f}",
-            f"{float(row['l2_penalty']):.4f}",
-        ]
-
-
+@pytest.mark.build
 def test_a_trials_build_stops_when_its_launcher_is_killed(tmp_path: Path) -> None:
     """Ray stops a trial by killing its worker's children: the launcher. The
     build it started must then get SIGTERM (and save its epochs), not run on."""

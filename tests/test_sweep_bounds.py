@@ -61,6 +61,7 @@ def _publish(folder: Path, spec_sha256: str, accuracy: float) -> None:
 # --- 4. an unreachable Ray cluster -------------------------------------------------
 
 
+@pytest.mark.external
 def test_an_unreachable_ray_cluster_is_refused_at_once_by_its_address(
     tmp_path: Path,
 ) -> None:
@@ -86,6 +87,7 @@ def test_an_unreachable_ray_cluster_is_refused_at_once_by_its_address(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.unit
 def test_a_cluster_address_is_read_as_ray_reads_it() -> None:
     assert engines._host_port("10.0.0.5:6379") == ("10.0.0.5", 6379)
     assert engines._host_port("ray://head:10001") == ("head", 10001)
@@ -131,6 +133,7 @@ def _wait_until_gone(processes: dict[int, str | None], seconds: float) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.build
 def test_a_trials_launcher_dies_with_the_sweep_that_started_it(
     tmp_path: Path,
 ) -> None:
@@ -162,6 +165,7 @@ def test_a_trials_launcher_dies_with_the_sweep_that_started_it(
     _wait_until_gone(processes, 30)
 
 
+@pytest.mark.build
 def test_a_killed_sweep_leaves_no_trial_running_and_resume_finishes_it(
     tmp_path: Path,
 ) -> None:
@@ -198,6 +202,7 @@ def test_a_killed_sweep_leaves_no_trial_running_and_resume_finishes_it(
     assert not list(trials.glob(".peak-*"))  # the killed sweep's, tidied
 
 
+@pytest.mark.build
 def test_a_second_sweep_is_refused_and_a_resume_waits_for_a_build_still_running(
     tmp_path: Path,
 ) -> None:
@@ -256,6 +261,7 @@ def test_a_second_sweep_is_refused_and_a_resume_waits_for_a_build_still_running(
     assert json.loads((out / "results.json").read_text())["best"] == "001"
 
 
+@pytest.mark.external
 def test_a_sweep_through_ray_leaves_no_trial_running_when_killed(
     tmp_path: Path,
 ) -> None:
@@ -318,6 +324,7 @@ def test_a_sweep_through_ray_leaves_no_trial_running_when_killed(
 # --- 6. a value given twice -----------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_value_given_twice_however_written_is_refused_at_its_set(
     tmp_path: Path,
 ) -> None:
@@ -349,6 +356,7 @@ def test_a_value_given_twice_however_written_is_refused_at_its_set(
 # --- 7. a cell a spreadsheet would run ------------------------------------------------
 
 
+@pytest.mark.unit
 def test_results_csv_holds_no_formula_and_results_json_the_raw_values(
     tmp_path: Path,
 ) -> None:
@@ -383,6 +391,7 @@ def test_results_csv_holds_no_formula_and_results_json_the_raw_values(
 # --- --jobs ---------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_jobs_is_capped_on_the_local_engine_and_never_above_the_trials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -416,6 +425,7 @@ def test_jobs_is_capped_on_the_local_engine_and_never_above_the_trials(
 # --- a spec edited while the sweep runs -------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_trial_built_from_an_edited_spec_is_not_compared(tmp_path: Path) -> None:
     # Each trial is a build that reads the spec file: one edited meanwhile
     # would be compared with the others as if it were the same model.
@@ -435,6 +445,7 @@ def test_a_trial_built_from_an_edited_spec_is_not_compared(tmp_path: Path) -> No
     assert "val_accuracy" not in edited
 
 
+@pytest.mark.unit
 def test_files_in_the_sweep_folder_are_read_with_a_bound(tmp_path: Path) -> None:
     # Before: a sweep.json of 200,000 '[' gave a RecursionError traceback on
     # --resume, and a trial's metrics.json that is not JSON a JSONDecodeError.

@@ -66,6 +66,7 @@ def _wide(folder: Path, columns: int, rows: list[str]) -> Path:
 # --- columns (item 3) -----------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_header_over_the_column_limit_is_refused(tmp_path: Path) -> None:
     path = _wide(tmp_path, MAX_COLUMNS + 1, ["1", "2"])
     assert _refused(path, features=("c1",)) == (
@@ -73,6 +74,7 @@ def test_a_header_over_the_column_limit_is_refused(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_table_at_the_column_limit_is_read(tmp_path: Path) -> None:
     # Before: 42 s here, as each feature's place was found by scanning the header.
     path = _wide(tmp_path, MAX_COLUMNS, ["1", "2", "3", "4"])
@@ -84,6 +86,7 @@ def test_a_table_at_the_column_limit_is_read(tmp_path: Path) -> None:
     assert (both == both[:, :1]).all()
 
 
+@pytest.mark.unit
 def test_many_text_columns_turn_text_in_one_row(tmp_path: Path) -> None:
     # Every column leaves the numeric ones at the first row together: before,
     # each was looked for in a list of the others.
@@ -109,6 +112,7 @@ class _Counted(str):
     __hash__ = str.__hash__
 
 
+@pytest.mark.unit
 def test_each_named_column_is_found_without_scanning_the_header(
     tmp_path: Path,
 ) -> None:
@@ -126,6 +130,7 @@ def test_each_named_column_is_found_without_scanning_the_header(
 # --- header names (item 11a) ----------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("text", "column"),
     [
@@ -149,6 +154,7 @@ def test_an_empty_header_cell_is_refused(
 # --- rows and lines (item 3) ----------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_line_without_end_is_refused_unread(tmp_path: Path) -> None:
     # A file with no newline: before, its one line was read whole.
     path = tmp_path / "d.csv"
@@ -160,6 +166,7 @@ def test_a_line_without_end_is_refused_unread(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_row_over_many_lines_is_bounded_in_all(tmp_path: Path) -> None:
     # Quoted fields of 120,002 characters over two lines each, under the csv
     # module's field limit: only the row's bound refuses them.
@@ -172,6 +179,7 @@ def test_a_row_over_many_lines_is_bounded_in_all(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_long_line_that_is_not_utf8_is_found_in_pieces(tmp_path: Path) -> None:
     # The line is found again a piece at a time; a piece may end inside a
     # character, which is no error.
@@ -186,6 +194,7 @@ def test_a_long_line_that_is_not_utf8_is_found_in_pieces(tmp_path: Path) -> None
 # --- what the path names (item 11b) ---------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_symlink_loop_is_named(tmp_path: Path) -> None:
     (tmp_path / "a.csv").symlink_to(tmp_path / "b.csv")
     (tmp_path / "b.csv").symlink_to(tmp_path / "a.csv")
@@ -195,6 +204,7 @@ def test_a_symlink_loop_is_named(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_symlink_loop_given_as_data_is_named(tmp_path: Path) -> None:
     # Before: the check of --data said "no such file" of a loop.
     (tmp_path / "a.csv").symlink_to(tmp_path / "b.csv")
@@ -210,6 +220,7 @@ def test_a_symlink_loop_given_as_data_is_named(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_missing_file_and_a_folder(tmp_path: Path) -> None:
     assert _refused(tmp_path / "none.csv") == f"{tmp_path / 'none.csv'}: no such file"
     folder = tmp_path / "d.csv"
@@ -217,6 +228,7 @@ def test_a_missing_file_and_a_folder(tmp_path: Path) -> None:
     assert _refused(folder) == f"{folder}: is a folder, not a CSV file"
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
 def test_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
     fifo = tmp_path / "d.csv"
@@ -238,6 +250,7 @@ def test_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
     assert message == f"{fifo}: is a FIFO, not a CSV file"
 
 
+@pytest.mark.unit
 def test_a_character_device_is_refused_unread() -> None:
     assert _refused(Path("/dev/null")) == (
         "/dev/null: is a character device, not a CSV file"
@@ -268,6 +281,7 @@ _DEV_ZERO = textwrap.dedent(
 )
 
 
+@pytest.mark.build
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="Linux only")
 def test_dev_zero_is_refused_unread() -> None:
     done = subprocess.run(

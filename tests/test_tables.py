@@ -16,6 +16,8 @@ from l2compile.sources import source_for
 from l2compile.tables import read_csv
 from l2compile.tasks import Binary, Classification, Multilabel, Regression, Task
 
+pytestmark = pytest.mark.unit
+
 SPECIES = Classification(
     "sparse_categorical_crossentropy", ("accuracy",), 3, ("a", "b", "c")
 )

@@ -78,6 +78,7 @@ def built(
     return found
 
 
+@pytest.mark.unit
 def test_example_data_is_written_offline_with_its_splits(example_data: Path) -> None:
     with np.load(example_data / "breast_cancer.npz") as data:
         assert data["x_train"].shape == (456, 30)
@@ -88,6 +89,7 @@ def test_example_data_is_written_offline_with_its_splits(example_data: Path) -> 
         assert data["y_train"].dtype == np.float32
 
 
+@pytest.mark.build
 @pytest.mark.parametrize("name", sorted(FLOORS))
 def test_classifiers_reach_their_floors(
     name: str, built: dict[str, tuple[Compiled, Path, dict[str, Any]]]
@@ -97,6 +99,7 @@ def test_classifiers_reach_their_floors(
         assert metrics[key] >= floor, (key, metrics[key])
 
 
+@pytest.mark.build
 def test_the_regression_beats_its_ceiling(
     built: dict[str, tuple[Compiled, Path, dict[str, Any]]],
 ) -> None:
@@ -105,6 +108,7 @@ def test_the_regression_beats_its_ceiling(
     assert metrics["test_rmse"] >= metrics["test_mae"]
 
 
+@pytest.mark.build
 @pytest.mark.parametrize("name", ["breast_cancer", "diabetes", "digit_attributes"])
 def test_metrics_json_holds_every_metric_validation_apart_and_an_exact_split(
     name: str, built: dict[str, tuple[Compiled, Path, dict[str, Any]]]
@@ -122,6 +126,7 @@ def test_metrics_json_holds_every_metric_validation_apart_and_an_exact_split(
     )
 
 
+@pytest.mark.build
 @pytest.mark.parametrize("name", ["breast_cancer", "diabetes", "digit_attributes"])
 def test_tflite_files_keep_parity_with_the_keras_model(
     name: str, built: dict[str, tuple[Compiled, Path, dict[str, Any]]]
@@ -147,6 +152,7 @@ def test_tflite_files_keep_parity_with_the_keras_model(
             assert f"test_{metric}" in entry
 
 
+@pytest.mark.build
 def test_model_json_says_what_each_output_means(
     built: dict[str, tuple[Compiled, Path, dict[str, Any]]],
 ) -> None:
@@ -176,6 +182,7 @@ def test_model_json_says_what_each_output_means(
     assert not (built["diabetes"][1] / "labels.txt").exists()
 
 
+@pytest.mark.build
 def test_the_normalization_is_learned_from_the_training_split_alone(
     example_data: Path, built: dict[str, tuple[Compiled, Path, dict[str, Any]]]
 ) -> None:
@@ -215,6 +222,7 @@ def _five_classes(path: Path) -> Path:
     return path
 
 
+@pytest.mark.build
 def test_one_hot_labels_smoothing_and_class_weights_train(tmp_path: Path) -> None:
     """tests/specs/categorical.yaml: categorical cross-entropy on one-hot
     encoded labels with label smoothing, class weights and top-2 accuracy."""
@@ -234,6 +242,7 @@ def test_one_hot_labels_smoothing_and_class_weights_train(tmp_path: Path) -> Non
     )
 
 
+@pytest.mark.unit
 def test_a_validation_share_that_holds_out_nothing_stops_before_training(
     tmp_path: Path,
 ) -> None:
@@ -261,6 +270,7 @@ def test_a_validation_share_that_holds_out_nothing_stops_before_training(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.build
 @pytest.mark.parametrize("artifact", ["model.keras", "model.tflite", "saved_model"])
 def test_eval_prints_the_regressions_metrics(
     artifact: str,

@@ -16,6 +16,8 @@ from l2compile import callbacks
 
 from .conftest import SMALL_SPEC
 
+pytestmark = pytest.mark.build
+
 
 @pytest.mark.parametrize("verbose", [False, True])
 def test_a_build_prints_only_its_own_lines_unless_verbose(
