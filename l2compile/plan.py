@@ -1,34 +1,9 @@
 """The plan: a spec resolved into everything the generated code needs.
 
-This module is the compiler's intermediate model; reading it explains the
-compiler. A `ModelPlan` is the whole tree:
-
-    ModelPlan                     one generated module
-    ├── constants: Constant       named hyperparameters at the top of the module
-    ├── layers: LayerPlan         one Keras layer each, in spec order: a graph
-    │   ├── inputs                the layers whose outputs it takes, all earlier
-    │   │                         (`input`: the model's input)
-    │   ├── args                  its constructor arguments, as Python source
-    │   ├── output_shape          inferred without TensorFlow
-    │   ├── final_activation      what its output ends with, for the task's check
-    │   ├── kind                  its class in l2compile.layers, and the flags it
-    │   │                         states (passthrough, reads_ids, TFLite limits)
-    │   └── weights: WeightPlan   each weight: shape, role, L2 coefficient, decay
-    ├── optimizer                 compile()'s optimizer, as Python source
-    ├── task: Task                what the output means (l2compile.tasks): the
-    │                             loss and metrics as source, the history keys,
-    │                             the output's shape and name, its check against
-    │                             the model, and how a prediction is scored
-    ├── recipe: Recipe            the data (l2compile.recipes): where it comes
-    │                             from, its shape and classes, and which loader
-    │                             the module gets, with the strings it prints
-    ├── data_path: SpecPath       the spec's data file, resolved against its folder
-    └── export_plans              what each export format plans of its options
-                                  (l2compile.formats: TFLitePlan, the TFLite files)
-
-The plan's types are `l2compile.nodes`; the planners in
-`l2compile.planners` each decide one part (the graph, the backbone, training,
-the constants, the exports) and report into one shared context.
+A `ModelPlan` is the whole tree; its types, and a drawing of it, are in
+`l2compile.nodes`. The planners in `l2compile.planners` each decide one part
+(the graph, the backbone, training, the constants, the exports) and report
+into one shared context; this module runs them.
 
 How the layers are planned (`GraphPlanner.layers`): `names` gives each layer its
 name (the spec's, else `<type>_<n>` for the n-th of its type); `wire` resolves
@@ -39,7 +14,8 @@ its inputs' shapes by its kind, and `_assign_l2` gives its weights their L2.
 Where each layer takes the one before it (`is_stack`), the module builds a
 `keras.Sequential`, else a functional model. Each layer kind is one class in
 `l2compile.layers`, the task one class in `l2compile.tasks`, the data one
-`Recipe`: a new kind of any of them is one class, not edits here.
+source in `l2compile.sources`: a new kind of any of them is one class, not
+edits here.
 
 Everything a template prints is decided here, as a ready string: names are
 validated identifiers, numbers are Python literals (`py_float` writes floats
