@@ -429,14 +429,14 @@ class TrainSpec(StrictModel):
     optimizer: OptimizerSpec = OptimizerSpec()
     loss: LossName | None = Field(
         default=None,
-        description="The loss; defaults to the task's (README: Tasks).",
+        description="The loss; defaults to the task's (docs/tasks.md).",
     )
     metrics: (
         Annotated[list[MetricName], Field(min_length=1), AfterValidator(_unique)] | None
     ) = Field(
         default=None,
         description="What training logs and the build reports; defaults to the "
-        "task's (README: Tasks).",
+        "task's (docs/tasks.md).",
     )
     top_k: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         default=5, description="The k of metric top_k_accuracy."
@@ -538,8 +538,8 @@ class TrainSpec(StrictModel):
         if self.data is not None and "data" not in kind.fields:
             raise PydanticCustomError(
                 "labels_count",
-                _only_for("data", "data is") + "; '{recipe}' is found as the "
-                "README's Data section says, or with --data",
+                _only_for("data", "data is")
+                + "; '{recipe}' is found as docs/data.md says, or with --data",
                 {"recipe": recipe},
             )
         if isinstance(self.data, SplitFiles) and "data_files" not in kind.fields:
@@ -634,7 +634,7 @@ class Spec(StrictModel):
     task: TaskName = Field(
         default="classification",
         description="What the output means: classification (one class of N), "
-        "binary, multilabel or regression (README: Tasks).",
+        "binary, multilabel or regression (docs/tasks.md).",
     )
     input: InputSpec
     l2: L2Coefficient = Field(

@@ -56,8 +56,8 @@ def run(*args: str) -> tuple[int, str, str]:
             "recipe: mnist",
             "recipe: mnist\n  data: x.npz",
             "spec.yaml:13:3: error: train: data is only for the npz, csv and "
-            "image_folder recipes; 'mnist' is found as the README's Data section "
-            "says, or with --data",
+            "image_folder recipes; 'mnist' is found as docs/data.md says, or "
+            "with --data",
         ),
         (
             "name: mnist_mlp",
