@@ -42,7 +42,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from l2compile.backends import DEFAULT as DEFAULT_BACKEND
 from l2compile.backends import Backend
-from l2compile.errors import FieldPath, SpecError, closest
+from l2compile.errors import FieldPath, SpecError, closest, spoken_list
 from l2compile.fields import (
     Identifier,
     L2Coefficient,
@@ -56,7 +56,7 @@ from l2compile.layers import KINDS, LAYER_TYPES, LayerSpec
 from l2compile.overrides import Override, apply
 from l2compile.source import Document, read_spec_file
 from l2compile.sources import SOURCES
-from l2compile.sources.base import spoken_list, taking
+from l2compile.sources.base import taking
 from l2compile.tasks import LOSSES, METRICS, TASKS
 
 # The generated module is run as a script from its own folder, which then comes

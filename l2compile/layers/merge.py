@@ -10,6 +10,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
+from l2compile.errors import spoken_list
 from l2compile.layers.base import (
     MAX_INPUTS,
     MergeSpec,
@@ -21,8 +22,7 @@ from l2compile.layers.base import (
 
 
 def _listed(inputs: list[tuple[str, Shape]]) -> str:
-    parts = [f"{name} is {shape_text(shape)}" for name, shape in inputs]
-    return ", ".join(parts[:-1]) + " and " + parts[-1]
+    return spoken_list([f"{name} is {shape_text(shape)}" for name, shape in inputs])
 
 
 class _ElementWise(MergeSpec):

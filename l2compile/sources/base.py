@@ -38,7 +38,6 @@ __all__ = [
     "Source",
     "register",
     "source_for",
-    "spoken_list",
 ]
 
 #: How a plan node reports a problem: the field it is about, and the message.
@@ -295,13 +294,6 @@ def source_for(name: str, num_classes: int | None = None, **data: Any) -> Source
     if num_classes is not None:
         data["num_classes"] = num_classes
     return SOURCES[name](**data)
-
-
-def spoken_list(names: Sequence[str]) -> str:
-    """'a', 'a and b', 'a, b and c'."""
-    if len(names) < 2:
-        return "".join(names)
-    return ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def taking(field: str) -> list[str]:
