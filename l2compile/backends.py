@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import importlib.machinery
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from l2compile.errors import BuildError
 
 Backend = Literal["jax", "tensorflow", "torch"]
+#: What train.backend and build --backend take: a backend, or `auto`.
+Choice = Literal["auto", "jax", "tensorflow", "torch"]
 #: In the order the spec's schema lists them.
 NAMES: tuple[Backend, ...] = ("jax", "tensorflow", "torch")
-DEFAULT: Backend = "jax"
+CHOICES: tuple[Choice, ...] = ("auto", *NAMES)
+DEFAULT: Choice = "auto"
+Device = Literal["cpu", "gpu"]
 #: The backend every export runs on: SavedModel and TFLite are TensorFlow's.
 EXPORT: Backend = "tensorflow"
 
@@ -43,6 +48,36 @@ class TensorFlowOnly:
     field: tuple[str, ...]  #: where the spec sets it
     what: str  #: the setting, as the spec writes it
     why: str
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The backend a build trains on, and why (`reason` None: the spec or
+    build --backend named it)."""
+
+    backend: Backend
+    reason: str | None = None
+
+
+def device(devices: Path = Path("/dev")) -> Device:
+    """Whether this machine has an NVIDIA GPU, from its device files (no
+    import: planning stays free of TensorFlow and JAX)."""
+    return "gpu" if any(devices.glob("nvidia[0-9]*")) else "cpu"
+
+
+def pick(convolutions: str | None, tensorflow_only: str | None, on: Device) -> Pick:
+    """`auto`'s choice, by the rule the specs' table in docs/benchmarks.md
+    measures (docs/backends.md): TensorFlow where a setting needs it
+    (`tensorflow_only`, what it is) or where the model convolves
+    (`convolutions`, what does) on a CPU, where oneDNN's convolutions are
+    about four times faster than XLA's; JAX otherwise, and on a GPU."""
+    if tensorflow_only:
+        return Pick("tensorflow", f"{tensorflow_only}, which needs TensorFlow")
+    if on == "gpu":
+        return Pick("jax", "a GPU")
+    if convolutions:
+        return Pick("tensorflow", f"{convolutions} on a CPU")
+    return Pick("jax", "no convolutions")
 
 
 def check_installed(backend: str) -> None:

@@ -96,6 +96,8 @@ def build(
     )
     for warning in dataset.warnings:
         log(warning)
+    if plan.backend_reason:
+        log(f"training on {plan.backend} (auto: {plan.backend_reason})")
     _check_validation_share(plan, len(dataset.x_train))
     epochs = plan.epochs if epochs is None else epochs
     if plan.warmup_epochs >= epochs:

@@ -19,6 +19,7 @@ import click
 from l2compile import __version__, backends, interrupts, report, terminal
 from l2compile import generate as generate_
 from l2compile import overrides as overrides_
+from l2compile.backends import Choice
 from l2compile.errors import BuildError, Interrupted, SpecError
 from l2compile.files import write_atomically
 from l2compile.formats import FORMATS, artifacts
@@ -72,7 +73,7 @@ def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
 
 
 def _compile_or_exit(
-    path: Path, backend: str | None = None, overrides: tuple[Override, ...] = ()
+    path: Path, backend: Choice | None = None, overrides: tuple[Override, ...] = ()
 ) -> Compiled:
     compiled = compile_spec(path, backend=backend, overrides=overrides)
     if isinstance(compiled, list):
@@ -370,9 +371,10 @@ _BUILD_HELP = f"""Generate SPEC's module, train the model it builds, and export 
 )
 @click.option(
     "--backend",
-    type=click.Choice(backends.NAMES),
+    type=click.Choice(backends.CHOICES),
     help="Train on this Keras backend instead of the spec's train.backend "
-    f"(default {backends.DEFAULT}). The export always runs on TensorFlow.",
+    f"(default {backends.DEFAULT}: TensorFlow for convolutions on a CPU, JAX "
+    "otherwise). The export always runs on TensorFlow.",
 )
 @click.option(
     "--require-learning",
@@ -394,7 +396,7 @@ def build(
     data: Path | None,
     epochs: int | None,
     resume: bool,
-    backend: str | None,
+    backend: Choice | None,
     require_learning: bool,
     save_split: bool,
     sets: tuple[str, ...],

@@ -94,6 +94,10 @@ class GeneratedModule(Protocol):
     def class_weights(self, y: Array) -> dict[int, float]:
         """Each class's weight in the training loss (class_weight: balanced)."""
 
+    def recompute_batchnorm_statistics(self, model: Model, x: Array, y: Array) -> None:
+        """Set the trained batch normalization layers' statistics to the
+        training data's under the final weights (train.batchnorm_statistics)."""
+
 
 #: Members that only some modules have, and the train.distribute that have them.
 ONLY_WITH = {
@@ -102,7 +106,13 @@ ONLY_WITH = {
     "evaluate": ("multi_worker",),
 }
 #: Members that only some plans' modules have (ModelPlan.optional_members).
-OPTIONAL = ("validation_split", "adapt", "class_weights", "early_stopping")
+OPTIONAL = (
+    "validation_split",
+    "adapt",
+    "class_weights",
+    "early_stopping",
+    "recompute_batchnorm_statistics",
+)
 #: Every member of the contract, in the order it is declared.
 MEMBERS = tuple(GeneratedModule.__annotations__) + tuple(
     name for name in vars(GeneratedModule) if not name.startswith("_")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from l2compile import interrupts
+from l2compile.backends import Choice
 from l2compile.errors import SpecError
 from l2compile.nodes import ModelPlan
 from l2compile.overrides import Override, place
@@ -52,7 +53,7 @@ def compile_spec(
     path: Path,
     *,
     version_header: bool = True,
-    backend: str | None = None,
+    backend: Choice | None = None,
     overrides: Sequence[Override] = (),
 ) -> Compiled | list[SpecError]:
     """Spec file -> spec -> plan -> source; every error of the file otherwise.

@@ -92,6 +92,8 @@ def write(
         "split_seed": plan.split_seed,
         "data": dataset.source,
         "backend": plan.backend,
+        # Why train.backend: auto picked it (null: the spec or --backend named it).
+        "backend_reason": plan.backend_reason,
         "versions": {
             "l2compile": __version__,
             "tensorflow": package_version("tensorflow"),

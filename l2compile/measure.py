@@ -84,6 +84,54 @@ def summary(plan: ModelPlan, model: Any, x: Any, y: Any) -> dict[str, float]:
     return plan.task.summary(outputs, plan.task.targets(y))
 
 
+#: The training samples the model is scored on in inference mode, and how
+#: far below its score while training that score may fall before a warning.
+INFERENCE_CHECK_SAMPLES = 2_000
+INFERENCE_GAP = 0.2
+
+
+def inference_score(
+    plan: ModelPlan, generated: GeneratedModule, model: Any, x: Any, y: Any
+) -> float | None:
+    """The task's first metric of the model in inference mode (as it is
+    scored, saved and exported) on up to INFERENCE_CHECK_SAMPLES of the
+    training data (None: not measured: a metric where lower is better, or a
+    distributed run)."""
+    metric = plan.task.metric_names[0]
+    if plan.distribute != "none" or not METRIC_KINDS[metric].higher_is_better:
+        return None
+    batches = generated.Batches(x, y)  # seeded, as epoch 0's order
+    steps = min(len(batches), math.ceil(INFERENCE_CHECK_SAMPLES / plan.batch_size))
+    found = model.evaluate(batches, steps=steps, verbose=0, return_dict=True)
+    return float(found[metric])
+
+
+def inference_gap(
+    plan: ModelPlan, inference: float | None, history: dict[str, list[float]]
+) -> str | None:
+    """A warning, naming both numbers, where the model in inference mode
+    scores far below what it scored on the training data while it trained:
+    batch normalization's moving statistics that never caught up with the
+    weights do that (None: no such gap)."""
+    metric = plan.task.metric_names[0]
+    if inference is None or not history.get(metric):
+        return None
+    training = history[metric][-1]
+    if training - inference <= INFERENCE_GAP:
+        return None
+    return (
+        f"warning: in inference mode the model scores {metric} {inference:.4f} "
+        f"on training data, against {training:.4f} while it trained: its scores "
+        "and exported files are of the inference mode"
+        + (
+            "; its batch normalization statistics are as training left them "
+            "(train.batchnorm_statistics: recompute matches them to the weights)"
+            if plan.trains_batch_norm and not plan.batchnorm_statistics
+            else ""
+        )
+    )
+
+
 def defined_validation(
     plan: ModelPlan, model: Any, x: Any, y: Any, scores: dict[str, Any]
 ) -> dict[str, Any]:

@@ -39,7 +39,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from l2compile.backends import DEFAULT as DEFAULT_BACKEND
 from l2compile.errors import SpecError
 from l2compile.layers import KINDS, LayerSpec
 from l2compile.layers.base import INPUT, Shape, WeightPlan
@@ -185,11 +184,20 @@ class ModelPlan:
     export_plans: dict[str, Any] = field(default_factory=dict)
     distribute: str = "none"
     deterministic_ops: bool = False
-    #: The Keras backend the build trains on (train.backend or build --backend).
-    backend: str = DEFAULT_BACKEND
+    #: The Keras backend the build trains on (train.backend or build
+    #: --backend, `auto` picked for this machine).
+    backend: str = "jax"
+    #: Why `auto` picked it (None: the spec or build --backend named it).
+    backend_reason: str | None = None
     #: The backend the generated module sets unless KERAS_BACKEND names one
-    #: (train.backend; build --backend leaves the code as it is).
-    module_backend: str = DEFAULT_BACKEND
+    #: (train.backend, `auto` picked for a CPU; build --backend leaves the
+    #: code as it is).
+    module_backend: str = "jax"
+    #: Recompute the trained batch normalization layers' statistics after
+    #: training (train.batchnorm_statistics, where some layer's trained).
+    batchnorm_statistics: bool = False
+    #: Some layer holds batch normalization that trains.
+    trains_batch_norm: bool = False
     weight_decay: float = 0.0
     #: Trainable weights that weight decay must leave alone (Keras paths).
     no_weight_decay: tuple[str, ...] = ()
@@ -261,6 +269,7 @@ class ModelPlan:
             *(("adapt",) if self.adapted else ()),
             *(("class_weights",) if self.task.class_weight == "balanced" else ()),
             *(("early_stopping",) if self.early_stopping else ()),
+            *(("recompute_batchnorm_statistics",) if self.batchnorm_statistics else ()),
         )
 
     @property

@@ -93,8 +93,10 @@ def build_page(plan: ModelPlan, metrics: dict[str, Any]) -> str:
     lead = (
         f"{plan.description + ' · ' if plan.description else ''}"
         f"{_count(metrics.get('epochs_trained') or 0, 'epoch')} on Keras' "
-        f"{plan.backend} backend, "
-        f"{plan.params:,} parameters, {plan.regularized_params:,} with an L2 penalty"
+        f"{plan.backend} backend"
+        + (f" (auto: {plan.backend_reason})" if plan.backend_reason else "")
+        + f", {plan.params:,} parameters, "
+        f"{plan.regularized_params:,} with an L2 penalty"
     )
     return render(f"{plan.name}: build report", lead, sections)
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from l2compile.backends import Choice, Device
 from l2compile.errors import SpecError
 from l2compile.formats.tflite import TFLitePlan
 from l2compile.layers.base import (
@@ -81,9 +82,13 @@ class _SpecPlanner:
     decided (or returns every problem they found)."""
 
     def __init__(
-        self, loaded: LoadedSpec, folder: Path | None, backend: str | None = None
+        self,
+        loaded: LoadedSpec,
+        folder: Path | None,
+        backend: Choice | None = None,
+        device: Device | None = None,
     ) -> None:
-        self.context = Context(loaded, folder, backend)
+        self.context = Context(loaded, folder, backend, device)
         self.spec = loaded.spec
         self.graph = GraphPlanner(self.context)
         self.backbones = BackbonePlanner(self.context)
@@ -108,8 +113,7 @@ class _SpecPlanner:
         self.training.check_early_stopping(task)
         backbone = self.backbones.backbone(layers, recipe)
         steps_per_execution = self.training.steps_per_execution()
-        backend = self.training.backend()
-        tensorflow_only = train.distribute != "none" or train.deterministic_ops
+        backend, module_backend = self.training.backend(layers)
         if self.context.errors:
             # In the order of the file, as a reader goes through it.
             return sorted(
@@ -143,9 +147,11 @@ class _SpecPlanner:
             export_plans=self.exports.plans(layers),
             distribute=spec.train.distribute,
             deterministic_ops=spec.train.deterministic_ops,
-            backend=backend,
-            # A TensorFlow-only module needs TensorFlow, whatever trains it.
-            module_backend="tensorflow" if tensorflow_only else train.backend,
+            backend=backend.backend,
+            backend_reason=backend.reason,
+            batchnorm_statistics=self.training.batchnorm_statistics(),
+            trains_batch_norm=any(layer.trains_batch_norm() for layer in spec.layers),
+            module_backend=module_backend,
             weight_decay=spec.train.optimizer.weight_decay,
             no_weight_decay=optimizer.no_decay,
             validation=_held_out(spec.train.validation),
@@ -164,12 +170,17 @@ class _SpecPlanner:
 
 
 def plan_spec(
-    loaded: LoadedSpec, folder: Path | None = None, *, backend: str | None = None
+    loaded: LoadedSpec,
+    folder: Path | None = None,
+    *,
+    backend: Choice | None = None,
+    device: Device | None = None,
 ) -> ModelPlan | list[SpecError]:
     """Resolve a valid spec into a plan, or every cross-field error in it.
 
     `folder` is the spec file's folder, which paths in the spec are relative
     to; by default the folder of the spec's display name, from the working
-    folder. `backend` (build --backend) overrides train.backend.
+    folder. `backend` (build --backend) overrides train.backend; `device`
+    (by default this machine's) is what `auto` picks a backend for.
     """
-    return _SpecPlanner(loaded, folder, backend).plan()
+    return _SpecPlanner(loaded, folder, backend, device).plan()

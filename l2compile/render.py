@@ -317,6 +317,13 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "balanced": plan.task.class_weight == "balanced",
         "class_weight": _class_weight(plan),
         "class_count": plan.task.class_count,
+        # What the module defines and main() calls after training, if anything.
+        "after_training_parts": ["parts/batchnorm.py.jinja"]
+        if plan.batchnorm_statistics
+        else [],
+        "after_training": ["recompute_batchnorm_statistics(model, x_train, y_train)"]
+        if plan.batchnorm_statistics
+        else [],
         "source_template": plan.recipe.template,
         "imports": _imports(plan),
         "tensorflow": plan.tensorflow_only or plan.recipe.tensorflow,

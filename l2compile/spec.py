@@ -41,7 +41,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from l2compile.backends import DEFAULT as DEFAULT_BACKEND
-from l2compile.backends import Backend
+from l2compile.backends import Choice as BackendChoice
 from l2compile.errors import FieldPath, SpecError, closest, spoken_list
 from l2compile.fields import (
     Identifier,
@@ -479,17 +479,27 @@ class TrainSpec(StrictModel):
         "which validate (validation). Default: seed. A sweep keeps it fixed, so "
         "that every trial trains, validates and tests on the same samples.",
     )
+    batchnorm_statistics: Literal["recompute", "keep"] = Field(
+        default="recompute",
+        description="recompute: after training, set the moving mean and "
+        "variance of each batch normalization layer that trained to their "
+        "average over the training data under the final weights, before "
+        "the model is scored and exported (they trail the changing weights "
+        "while it trains); keep: leave them as training left them.",
+    )
     require_learning: bool = Field(
         default=False,
         description="Fail the build (exit 3, its epochs kept for --resume) when "
         "the model does not beat the trivial baseline on the validation data "
         "(build --require-learning).",
     )
-    backend: Backend = Field(
+    backend: BackendChoice = Field(
         default=DEFAULT_BACKEND,
         description="The Keras backend the build trains on (build --backend "
-        "overrides it); the export always runs on TensorFlow. torch needs "
-        "PyTorch installed. distribute and deterministic_ops need tensorflow.",
+        "overrides it). auto, the default, picks TensorFlow for a model with "
+        "convolutions or a backbone on a CPU, or for distribute and "
+        "deterministic_ops, and JAX otherwise; the build says which and why. "
+        "The export always runs on TensorFlow. torch needs PyTorch installed.",
     )
     steps_per_execution: Annotated[int, Field(gt=0, le=100_000)] = Field(
         default=64,

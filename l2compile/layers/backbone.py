@@ -279,6 +279,7 @@ class BackboneLayer(WeightedSpec):
 
     keras_class: ClassVar[str] = "Sequential"
     input_rank: ClassVar[int | None] = 3
+    convolves: ClassVar[bool] = True
     type: Literal["backbone"]
     model: BackboneName = Field(description="The keras.applications model.")
     # `weights` in a spec; the attribute would hide LayerSpec.weights().
@@ -320,6 +321,11 @@ class BackboneLayer(WeightedSpec):
         if self.fine_tune_from is not None:
             return self.fine_tune_from
         return 0 if self.trainable else None
+
+    def trains_batch_norm(self) -> bool:
+        # A pretrained backbone's batch normalization stays frozen (its
+        # template); one from scratch trains where the backbone does.
+        return self.trained_from is not None and self.pretrained_weights == "none"
 
     def pretrained(self) -> Pretrained:
         facts = self.facts

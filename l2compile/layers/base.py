@@ -157,6 +157,9 @@ class LayerSpec(StrictModel):
     #: batch, and (the reason, where it does) full-integer quantization.
     tflite_dynamic_batch: ClassVar[bool] = True
     tflite_int8_refused: ClassVar[str | None] = None
+    #: It convolves: on a CPU, `train.backend: auto` trains it on TensorFlow
+    #: (l2compile.backends.pick).
+    convolves: ClassVar[bool] = False
 
     name: Identifier | None = Field(
         default=None, description="Layer name; defaults to <type>_<n>."
@@ -190,6 +193,11 @@ class LayerSpec(StrictModel):
         """The activation its output ends with (None: not one a task can rely
         on, e.g. a recurrent layer's, or none at all)."""
         return None
+
+    def trains_batch_norm(self) -> bool:
+        """Whether it holds batch normalization whose statistics training
+        moves (train.batchnorm_statistics recomputes them after)."""
+        return False
 
     def pretrained(self) -> Pretrained | None:
         """What the module builds for it in a function of its own, where it is

@@ -20,6 +20,8 @@ from l2compile.layers.base import (
 
 
 class _Convolution(WeightedSpec):
+    convolves: ClassVar[bool] = True
+
     padding: Padding = "valid"
     activation: Activation = "linear"
     use_bias: bool = True

@@ -44,6 +44,9 @@ class BatchNormalizationLayer(_Normalization):
         )
         return [*momentum, *super().arguments()]
 
+    def trains_batch_norm(self) -> bool:
+        return True
+
     def weights(self, shape: Shape) -> list[WeightPlan]:
         size = (shape[-1],)
         return [

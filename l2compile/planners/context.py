@@ -6,6 +6,8 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from l2compile import backends
+from l2compile.backends import Choice, Device
 from l2compile.errors import FieldPath, SpecError
 from l2compile.recipes import SpecPath
 from l2compile.spec import LoadedSpec
@@ -13,14 +15,20 @@ from l2compile.spec import LoadedSpec
 
 class Context:
     """What the planners share: the spec, the file it was read from and its
-    folder, build --backend, and the problems found so far."""
+    folder, build --backend, the device `auto` picks a backend for, and the
+    problems found so far."""
 
     def __init__(
-        self, loaded: LoadedSpec, folder: Path | None, backend: str | None = None
+        self,
+        loaded: LoadedSpec,
+        folder: Path | None,
+        backend: Choice | None = None,
+        device: Device | None = None,
     ) -> None:
         self.spec = loaded.spec
         self.source = loaded.source
         self.backend_option = backend  # build --backend, which overrides the spec
+        self.device: Device = device or backends.device()
         # Paths in a spec are relative to its folder. Without one given, the
         # folder of the name the spec was loaded under, from the working folder
         # (generate.display_path names it so).
@@ -56,6 +64,7 @@ class Planner:
         self.source = context.source
         self.folder = context.folder
         self.backend_option = context.backend_option
+        self.device = context.device
 
     @property
     def errors(self) -> list[SpecError]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from l2compile import backends
+from l2compile.backends import Backend, Choice, Pick
 from l2compile.errors import closest
 from l2compile.layers.base import (
     INPUT,
@@ -98,20 +100,65 @@ class TrainingPlanner(Planner):
             )
         return 1
 
-    def backend(self) -> str:
-        """The backend to train on; TensorFlow-only settings refused on others."""
+    def backend(self, layers: list[LayerPlan]) -> tuple[Pick, Backend]:
+        """The backend to train on (`auto` picked by backends.pick for this
+        device), and the one the generated module sets (`auto` picked for a
+        CPU, so that the code is the same on every machine); TensorFlow-only
+        settings refused on the others."""
         train = self.spec.train
-        backend = self.backend_option or train.backend
-        if backend == "tensorflow":
-            return backend
+        asked: Choice = self.backend_option or train.backend
+        needs = self._tensorflow_only()
+        convolves = next(
+            (f"a {layer.type} layer" for layer in layers if layer.kind.convolves),
+            None,
+        )
+        if asked == "auto":
+            chosen = backends.pick(convolves, needs, self.device)
+        else:
+            chosen = Pick(asked)
+        module = (
+            train.backend
+            if train.backend != "auto"
+            else backends.pick(convolves, needs, "cpu").backend
+        )
+        if chosen.backend != "tensorflow":
+            self._refuse_tensorflow_only(asked)
+        return chosen, "tensorflow" if needs else module
+
+    def batchnorm_statistics(self) -> bool:
+        """Whether the build recomputes the batch normalization statistics
+        after training: asked for (the default), and some layer's trained."""
+        train = self.spec.train
+        trains = any(layer.trains_batch_norm() for layer in self.spec.layers)
+        if train.batchnorm_statistics == "keep" or not trains:
+            return False
+        if train.distribute != "none":
+            self.warn(
+                ("train", "distribute"),
+                f"batch normalization keeps the statistics training left under "
+                f"distribute: {train.distribute} (train.batchnorm_statistics "
+                "recomputes them on one device only)",
+            )
+            return False
+        return True
+
+    def _tensorflow_only(self) -> str | None:
+        """The first setting that only TensorFlow has, as the spec says it."""
+        train = self.spec.train
+        if train.distribute != "none":
+            return f"distribute: {train.distribute}"
+        if train.deterministic_ops:
+            return "deterministic_ops: true"
+        return None
+
+    def _refuse_tensorflow_only(self, backend: str) -> None:
+        train = self.spec.train
         fix = "set train.backend: tensorflow"
         if self.backend_option:
             asked = f"build --backend {backend} trains on {backend}"
             fix = "build with --backend tensorflow"
-        elif "backend" in train.model_fields_set:
-            asked = f"train.backend is {backend}"
         else:
-            asked = f"train.backend is {backend} (the default)"
+            asked = f"train.backend is {backend}"
         settings = []
         if train.distribute != "none":
             settings.append(("distribute", f"{train.distribute} is tf.distribute"))
@@ -127,7 +174,6 @@ class TrainingPlanner(Planner):
                 ("train", name),
                 f"{what}, which only Keras' TensorFlow backend has, but {asked}: {fix}",
             )
-        return backend
 
     def check_weight_decay(self, layers: list[LayerPlan]) -> None:
         opt = self.spec.train.optimizer
