@@ -190,8 +190,8 @@ class ModelPlan:
     #: Why `auto` picked it (None: the spec or build --backend named it).
     backend_reason: str | None = None
     #: The backend the generated module sets unless KERAS_BACKEND names one
-    #: (train.backend, `auto` picked for a CPU; build --backend leaves the
-    #: code as it is).
+    #: (train.backend; for `auto`, JAX; build --backend leaves the code as
+    #: it is).
     module_backend: str = "jax"
     #: Recompute the trained batch normalization layers' statistics after
     #: training (train.batchnorm_statistics, where some layer's trained).

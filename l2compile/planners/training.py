@@ -102,9 +102,10 @@ class TrainingPlanner(Planner):
 
     def backend(self, layers: list[LayerPlan]) -> tuple[Pick, Backend]:
         """The backend to train on (`auto` picked by backends.pick for this
-        device), and the one the generated module sets (`auto` picked for a
-        CPU, so that the code is the same on every machine); TensorFlow-only
-        settings refused on the others."""
+        device), and the one the generated module sets (for `auto`, JAX: the
+        one a repository with only keras and jax installed runs, whatever
+        machine made the code); TensorFlow-only settings refused on the
+        others."""
         train = self.spec.train
         asked: Choice = self.backend_option or train.backend
         needs = self._tensorflow_only()
@@ -116,11 +117,7 @@ class TrainingPlanner(Planner):
             chosen = backends.pick(convolves, needs, self.device)
         else:
             chosen = Pick(asked)
-        module = (
-            train.backend
-            if train.backend != "auto"
-            else backends.pick(convolves, needs, "cpu").backend
-        )
+        module: Backend = "jax" if train.backend == "auto" else train.backend
         if chosen.backend != "tensorflow":
             self._refuse_tensorflow_only(asked)
         return chosen, "tensorflow" if needs else module

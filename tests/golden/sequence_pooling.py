@@ -8,8 +8,8 @@ build_model(), or run it to train the model:
 
     python sequence_pooling.py --data mnist.npz
 
-It was built for Keras' tensorflow backend, which it sets unless
-KERAS_BACKEND names another: it runs on jax and torch too.
+It was built for Keras' jax backend, which it sets unless
+KERAS_BACKEND names another: it runs on tensorflow and torch too.
 """
 
 import argparse
@@ -17,7 +17,7 @@ import math
 import os
 
 # The Keras backend this module was built for, unless KERAS_BACKEND names another.
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras
 import numpy as np
