@@ -150,7 +150,7 @@ class _SpecPlanner:
             backend=backend.backend,
             backend_reason=backend.reason,
             batchnorm_statistics=self.training.batchnorm_statistics(),
-            trains_batch_norm=any(layer.trains_batch_norm() for layer in spec.layers),
+            trains_batch_norm=self.training.trains_batch_norm(),
             module_backend=module_backend,
             weight_decay=spec.train.optimizer.weight_decay,
             no_weight_decay=optimizer.no_decay,

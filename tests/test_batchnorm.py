@@ -160,3 +160,17 @@ def test_a_mobilenet_from_scratch_scores_near_its_training_not_at_chance(
     assert not [line for line in lines if line.startswith("warning: in inference")]
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["inference_mode"] == mode
+    # train.backend: auto says what it picked, and why, in one line and in
+    # both records (on a GPU it picks JAX).
+    reason = metrics["backend_reason"]
+    assert f"training on {metrics['backend']} (auto: {reason})" in lines
+    if reason != "a GPU":
+        assert (metrics["backend"], reason) == (
+            "tensorflow",
+            "a backbone layer on a CPU",
+        )
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert (manifest["backend"], manifest["backend_reason"]) == (
+        metrics["backend"],
+        reason,
+    )

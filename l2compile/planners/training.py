@@ -122,12 +122,15 @@ class TrainingPlanner(Planner):
             self._refuse_tensorflow_only(asked)
         return chosen, "tensorflow" if needs else module
 
+    def trains_batch_norm(self) -> bool:
+        """Whether some layer holds batch normalization that trains."""
+        return any(layer.trains_batch_norm() for layer in self.spec.layers)
+
     def batchnorm_statistics(self) -> bool:
         """Whether the build recomputes the batch normalization statistics
         after training: asked for (the default), and some layer's trained."""
         train = self.spec.train
-        trains = any(layer.trains_batch_norm() for layer in self.spec.layers)
-        if train.batchnorm_statistics == "keep" or not trains:
+        if train.batchnorm_statistics == "keep" or not self.trains_batch_norm():
             return False
         if train.distribute != "none":
             self.warn(
