@@ -78,20 +78,51 @@ def claim(backend: str, *, tensorflow: bool = False) -> None:
         and not tensorflow
         and "tensorflow" not in sys.modules
     ):
-        sys.meta_path.insert(0, _NoTensorFlow())
+        sys.meta_path.insert(
+            0, _Refused(("tensorflow",), "l2compile trains on another backend here")
+        )
 
 
-class _NoTensorFlow(importlib.abc.MetaPathFinder):
-    """Refuses to import TensorFlow, as if it were not installed."""
+#: What Keras (and TensorFlow, which imports Keras) import where they are
+#: installed, only to offer what a build never calls: Keras' plotting and
+#: bounding-box drawing (matplotlib, OpenCV), its pandas DataFrame inputs and
+#: its scikit-learn wrappers. They are installed beside l2compile (matplotlib
+#: draws the report; the others come with Ray, MediaPipe or the tests), and
+#: they cost each of a build's processes about 2 s of its import of Keras
+#: (docs/benchmarks.md, "Importing Keras").
+NOT_FOR_A_BUILD = ("matplotlib", "pandas", "sklearn", "cv2")
+
+
+def import_keras() -> None:
+    """Import Keras on this process's backend, without NOT_FOR_A_BUILD (and,
+    on another backend than JAX, without JAX, which TensorFlow's TFLite
+    module imports where installed, for its JAX converter): each missing one
+    turns off a Keras feature a build does not use, as if it were not
+    installed. Those modules stay importable afterwards."""
+    if "keras" in sys.modules:
+        return
+    refused = NOT_FOR_A_BUILD + (() if keras_backend() in (None, "jax") else ("jax",))
+    finder = _Refused(refused, "not imported with Keras for a build")
+    sys.meta_path.insert(0, finder)
+    try:
+        importlib.import_module("keras")
+    finally:
+        sys.meta_path.remove(finder)
+
+
+class _Refused(importlib.abc.MetaPathFinder):
+    """Refuses to import some top-level packages, as if they were not
+    installed."""
+
+    def __init__(self, packages: tuple[str, ...], why: str) -> None:
+        self.packages, self.why = packages, why
 
     def find_spec(
         self, fullname: str, path: Any = None, target: Any = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname == "tensorflow" or fullname.startswith("tensorflow."):
+        if fullname.partition(".")[0] in self.packages:
             raise ModuleNotFoundError(
-                f"No module named {fullname!r} (l2compile trains on another "
-                "backend in this process)",
-                name=fullname,
+                f"No module named {fullname!r} ({self.why})", name=fullname
             )
         return None
 
@@ -247,7 +278,7 @@ def _child(stage: str, fd: int) -> int:
     with os.fdopen(fd, "wb") as channel:
         try:
             stage_function = _stage(stage)
-            importlib.import_module("keras")  # on its backend, before the job
+            import_keras()  # on its backend, before the job
             interrupts.check()  # a signal that an import swallowed
             try:
                 job = pickle.load(sys.stdin.buffer)

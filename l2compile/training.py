@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from l2compile import callbacks, images, interrupts, manifest, measure
+from l2compile import callbacks, images, interrupts, manifest, measure, processes
 from l2compile import resume as resume_
 from l2compile.contract import GeneratedModule, import_generated
 from l2compile.datasets import Dataset
@@ -54,6 +54,7 @@ def train(job: TrainJob, log: Log) -> dict[str, Any]:
     plan, saved = job.plan, job.saved
     interrupts.phase("import")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ chatter out
+    processes.import_keras()  # before the generated module's own `import keras`
     generated = import_generated(
         job.module, plan.name, plan.distribute, plan.optional_members
     )

@@ -406,3 +406,37 @@ def test_an_error_of_tensorflows_own_in_the_export_process_is_reported_by_name(
         "error: the build failed: ResourceExhaustedError: No space left on device"
     ]
     assert not out.exists()
+
+
+_IMPORT_KERAS = """
+import json, sys
+from l2compile import processes
+
+processes.import_keras()
+import keras
+
+optional = {"matplotlib", "pandas", "sklearn", "cv2", "jax"}
+seen = sorted({m.split(".")[0] for m in sys.modules} & optional)
+import matplotlib.pyplot, pandas  # still there for whoever asks afterwards
+print(json.dumps({"backend": keras.backend.backend(), "seen": seen}))
+"""
+
+
+@pytest.mark.build
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_a_builds_keras_comes_without_the_packages_it_never_uses(backend: str) -> None:
+    """Keras imports matplotlib, pandas, scikit-learn and OpenCV where they are
+    installed (and TensorFlow imports JAX), for features a build never calls:
+    a build's processes import Keras without them, and they stay importable."""
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORT_KERAS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "KERAS_BACKEND": backend},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == {
+        "backend": backend,
+        "seen": ["jax"] if backend == "jax" else [],
+    }
