@@ -15,8 +15,10 @@ Tests marked `needs_mnist` are skipped where no copy is found.
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import sys
+import tempfile
 import zlib
 from collections.abc import Callable, Generator
 from datetime import timedelta
@@ -96,6 +98,28 @@ def _spawned(event: str, args: tuple[object, ...]) -> None:
 
 
 sys.addaudithook(_spawned)
+
+
+#: JAX's persistent compilation cache, shared by every build of one test run
+#: (both workers and every process they start): the suite builds the same tiny
+#: models again and again, and XLA's compilation is most of a tiny JAX build's
+#: training time (CONTRIBUTING.md, "The tests"). One folder a run, made by the
+#: process that starts the workers and removed when it ends: no entry outlives
+#: the run that wrote it. A size bound turns on JAX's file lock, so that one
+#: worker never reads an entry another is still writing.
+JAX_CACHE = {
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+    "JAX_COMPILATION_CACHE_MAX_SIZE": str(2**30),
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return  # a worker inherits its folder; a caller's own cache is kept
+    folder = tempfile.mkdtemp(prefix="l2compile-tests-jax-cache-")
+    os.environ.update(JAX_CACHE, JAX_COMPILATION_CACHE_DIR=folder)
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -225,9 +225,11 @@ def test_a_validation_split_of_one_class_has_no_auc(tmp_path: Path) -> None:
     x = np.zeros((4, 3), dtype="float32")
     scores = {"loss": 0.5, "accuracy": 1.0, "auc": 0.0}
 
-    def model(x: np.ndarray, training: bool) -> np.ndarray:
-        return np.full((len(x), 1), 0.3, dtype="float32")
+    class Model:  # Keras' model, as the scoring calls it
+        def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+            return np.full((len(x), 1), 0.3, dtype="float32")
 
+    model = Model()
     found = measure.defined_validation(plan, model, x, np.zeros(4), scores)
     assert found == {"loss": 0.5, "accuracy": 1.0, "auc": None}
     both = measure.defined_validation(plan, model, x, np.array([0, 1, 0, 1]), scores)
