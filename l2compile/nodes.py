@@ -105,6 +105,12 @@ class LayerPlan:
         return self.kind.passthrough
 
     @property
+    def augments(self) -> bool:
+        """It augments the training images in the input pipeline: it is no
+        layer of the model (LayerSpec.augments)."""
+        return self.kind.augments
+
+    @property
     def reads_ids(self) -> bool:
         return self.kind.reads_ids
 
@@ -254,6 +260,17 @@ class ModelPlan:
             for w in layer.weights
             if w.l2 > 0 or w.weight_decay > 0 or (w.role == "kernel" and w.trainable)
         )
+
+    @property
+    def augmentation(self) -> tuple[LayerPlan, ...]:
+        """The layers that augment the training images (the first ones: the
+        planner refuses any other place), built apart from the model."""
+        return tuple(layer for layer in self.layers if layer.augments)
+
+    @property
+    def model_layers(self) -> tuple[LayerPlan, ...]:
+        """The layers of the model itself: all but the augmentation."""
+        return tuple(layer for layer in self.layers if not layer.augments)
 
     @property
     def adapted(self) -> tuple[str, ...]:

@@ -106,6 +106,7 @@ class _SpecPlanner:
         task = plan_task(spec, recipe, output, self.context.error)
         self.training.check_multi_worker(recipe, task)
         self.graph.check_size(layers)
+        self.graph.check_augmentation(layers)
         self.training.check_data(recipe, task, layers)
         self.training.check_weight_decay(layers)
         self.exports.check_exports(layers)

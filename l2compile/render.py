@@ -129,7 +129,9 @@ def _variables(plan: ModelPlan) -> dict[str, str]:
         for ref in layer.inputs:
             readers.setdefault(ref, []).append(layer.index)
     variables = {INPUT: "features" if plan.recipe.encodes else "inputs"}
-    for layer in plan.layers:
+    # The model's input is the images as the augmentation leaves them.
+    variables |= {layer.name: variables[INPUT] for layer in plan.augmentation}
+    for layer in plan.model_layers:
         if layer is plan.layers[-1]:
             variables[layer.name] = "outputs"
         elif set(readers.get(layer.name, ())) == {layer.index + 1}:
@@ -150,7 +152,7 @@ def _variables(plan: ModelPlan) -> dict[str, str]:
 def _calls(plan: ModelPlan) -> list[_CallView]:
     variables = _variables(plan)
     calls = []
-    for layer in plan.layers:
+    for layer in plan.model_layers:
         sources = [variables[ref] for ref in layer.inputs]
         source = f"[{', '.join(sources)}]" if len(sources) > 1 else sources[0]
         target = variables[layer.name]
@@ -292,7 +294,8 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "model_name": py_str(plan.name),
         "constants": [_constant_text(constant) for constant in plan.constants],
         "sequential": plan.is_stack,
-        "layers": [_layer_view(layer) for layer in plan.layers],
+        "layers": [_layer_view(layer) for layer in plan.model_layers],
+        "augmentation": [_layer_view(layer) for layer in plan.augmentation],
         "calls": [] if plan.is_stack else _calls(plan),
         "optimizer_call": _optimizer_call(plan),
         "no_weight_decay": bool(plan.no_weight_decay),

@@ -102,7 +102,7 @@ def test_each_kind_writes_only_the_arguments_that_differ_from_keras(
 ) -> None:
     (first, *_) = plan_text(spec_with(layer), tmp_path).layers
     kind = layer.split(",")[0].removeprefix("{type: ").rstrip("}")
-    assert first.args == (*args, "seed=SEED", f'name="{kind}_1"')
+    assert first.args == (*args, "seed=seed", f'name="{kind}_1"')
 
 
 @pytest.mark.unit
@@ -115,12 +115,12 @@ def test_each_augmentation_layer_gets_its_own_seed_and_passes_its_shape_on(
     plan = plan_text(text, tmp_path)
     seeds = [[a for a in lay.args if a.startswith("seed=")] for lay in plan.layers]
     assert seeds == [
-        ["seed=SEED"],
-        ["seed=SEED + 1"],
-        ["seed=SEED + 2"],
-        ["seed=SEED + 3"],
-        ["seed=SEED + 4"],
-        ["seed=SEED + 5"],
+        ["seed=seed"],
+        ["seed=seed + 1"],
+        ["seed=seed + 2"],
+        ["seed=seed + 3"],
+        ["seed=seed + 4"],
+        ["seed=seed + 5"],
         [],  # conv2d
         [],  # dropout keeps Keras' own seeding: the goldens are unchanged
         [],
@@ -260,25 +260,60 @@ def generated_module(tmp_path: Path, text: str) -> ModuleType:
 
 
 @pytest.mark.build
-def test_augmentation_is_reproducible_distinct_per_layer_and_off_at_inference(
+def test_augmentation_is_apart_from_the_model_reproducible_and_off_at_inference(
     tmp_path: Path,
 ) -> None:
     # Two layers alike but for their index: their seeds must differ.
     twice = "{type: random_rotation, factor: 0.2}"
     module = generated_module(tmp_path, spec_with(twice, twice, *EVERY_KIND))
     x = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    kinds = {"RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation"}
+    kinds |= {"RandomContrast", "RandomBrightness"}
+    # The model has none of them: no training step, no saved file holds one.
+    assert not kinds & {type(lay).__name__ for lay in module.build_model().layers}
 
-    def augmented() -> list[np.ndarray]:
-        layers = module.build_model().layers[:8]
+    def augmented(epoch: int) -> list[np.ndarray]:
+        layers = module.build_augmentation(epoch).layers
+        assert len(layers) == 8
         return [np.asarray(layer(x, training=True)) for layer in layers]
 
-    first, again = augmented(), augmented()
+    first, again = augmented(0), augmented(0)
     for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not np.allclose(first[0], first[1])
     assert all(not np.allclose(out, x) for out in first)
-    for layer in module.build_model().layers[:8]:
+    # Each epoch draws anew, from (SEED, epoch) alone.
+    assert not np.allclose(augmented(1)[0], first[0])
+    for layer in module.build_augmentation(0).layers:
         np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+
+
+@pytest.mark.build
+def test_training_batches_are_augmented_alike_when_training_resumes(
+    tmp_path: Path,
+) -> None:
+    module = generated_module(
+        tmp_path, spec_with("{type: random_rotation, factor: 0.3}")
+    )
+    x = np.random.default_rng(1).random((40, 28, 28, 1)).astype("float32")
+    y = np.arange(40) % 10
+
+    def batch(epoch: int, fresh: bool) -> np.ndarray:
+        batches = module.Batches(x, y, augment=True)
+        if not fresh:  # trained epochs 0 .. epoch - 1 first
+            for earlier in range(epoch):
+                batches.shuffle(earlier)
+                [batches[i] for i in range(len(batches))]
+        batches.shuffle(epoch)
+        return np.asarray(batches[1][0])
+
+    resumed, straight = batch(2, fresh=True), batch(2, fresh=False)
+    np.testing.assert_array_equal(resumed, straight)
+    plain = module.Batches(x, y)  # validation and test batches are not augmented
+    plain.shuffle(2)
+    order = plain.order[module.BATCH_SIZE : 2 * module.BATCH_SIZE]
+    np.testing.assert_array_equal(np.asarray(plain[1][0]), x[order])
+    assert not np.allclose(resumed, x[order])
 
 
 # --- the exported files ---------------------------------------------------------

@@ -50,8 +50,9 @@ def test_shapes_and_parameters_equal_keras(built: tuple[ModelPlan, Any, Any]) ->
     # A functional model lists its input layer (and its layers by depth); a
     # Sequential one does not.
     names = sorted(lay.name for lay in model.layers if lay.name != "input")
-    assert names == sorted(lay.name for lay in plan.layers)
-    for planned in plan.layers:
+    # Augmentation layers are no layers of the model (build_augmentation).
+    assert names == sorted(lay.name for lay in plan.model_layers)
+    for planned in plan.model_layers:
         keras_layer = model.get_layer(planned.name)
         assert tuple(keras_layer.output.shape[1:]) == planned.output_shape, planned.name
         assert keras_layer.count_params() == planned.params, planned.name
@@ -69,10 +70,12 @@ def test_each_layer_takes_the_inputs_the_plan_names(
     assert isinstance(model, keras.Sequential) == plan.is_stack
     if plan.is_stack:
         return
-    for planned in plan.layers:
+    # The model reads as its input the images as the augmentation leaves them.
+    read = {lay.name: "input" for lay in plan.augmentation}
+    for planned in plan.model_layers:
         node = model.get_layer(planned.name)._inbound_nodes[0]
         sources = [t._keras_history.operation.name for t in node.input_tensors]
-        assert tuple(sources) == planned.inputs, planned.name
+        assert tuple(sources) == tuple(read.get(r, r) for r in planned.inputs)
 
 
 def test_weights_equal_keras_by_path_and_shape(
@@ -122,7 +125,7 @@ def test_regularization_losses_are_what_inspect_reports(
     )
     # Weights the report leaves out have no regularizer at all, or are frozen
     # (a backbone's kernels keep theirs for when they are unfrozen).
-    for lay in plan.layers:
+    for lay in plan.model_layers:
         keras_layer = model.get_layer(lay.name)
         for w in lay.weights:
             if w.l2 == 0 and w.regularizer:

@@ -1,13 +1,17 @@
 """Image augmentation: random flips, rotations, zooms, translations, contrast
 and brightness, drawn anew for each batch while training.
 
-At inference each passes its input on unchanged, as dropout does, but only
-where the model is called with `training=False`: unlike dropout, Keras' image
-preprocessing layers default to training=True, so a call that leaves
-`training` out (as `model.export` does) augments. Each draws its own random
-numbers from the seed the planner gives it (`LayerSpec.seeded`): SEED plus
-its index in the spec, so a build is reproducible and no two layers draw the
-same numbers.
+They are declared among the spec's layers, first, but they are not layers of
+the model: the generated module builds them apart (`build_augmentation`), and
+its training batches go through them in the input pipeline. So the compiled
+training step holds none of them (Keras compiles no step with XLA where
+random_rotation, random_zoom or random_translation is in the model: on JAX
+that made a small CNN about 15 times slower), and no saved or exported file
+has them: at inference the model sees the images as they are. Each draws its
+own random numbers from the seed the planner gives it (`LayerSpec.augments`):
+build_augmentation's per-epoch seed plus its index in the spec, so a build is
+reproducible, training resumed at an epoch augments its batches as training
+that never stopped would have, and no two layers draw the same numbers.
 
 Keras checks the factors loosely (RandomRotation takes `[-3, 0.5]`, a single
 negative factor means its absolute value, and a pair in the wrong order is
@@ -170,7 +174,7 @@ class _Augmentation(LayerSpec):
 
     input_rank: ClassVar[int | None] = 3
     passthrough: ClassVar[bool] = True
-    seeded: ClassVar[bool] = True
+    augments: ClassVar[bool] = True
 
 
 class _Resampling(_Augmentation):

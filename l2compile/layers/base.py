@@ -20,8 +20,9 @@ A kind states:
   with one the output can be read by (dense, convolutions, activation);
 - flags the other checks read: `passthrough`, `reads_ids`, and what TFLite's
   converter refuses;
-- `seeded`: it draws random numbers while training, from a `seed` argument
-  that the planner adds (a kind does not know its place in the spec).
+- `augments`: it augments the training images, drawing random numbers from
+  a `seed` argument that the planner adds (a kind does not know its place in
+  the spec); it runs in the input pipeline, not in the model.
 
 A merge kind (a `MergeSpec`) takes two or more inputs, each named by the layer
 it comes from, and states `merged_shape(inputs, place)` instead of
@@ -149,10 +150,13 @@ class LayerSpec(StrictModel):
     #: It learns statistics of the training data before training (its
     #: `adapt`), so it must read the model's input.
     adapted: ClassVar[bool] = False
-    #: It draws random numbers while training (augmentation): the planner
-    #: gives it `seed=SEED + <its index in the spec>`, so that a build is
+    #: It augments the training images: it is planned into the generated
+    #: build_augmentation(), which the training batches go through in the
+    #: input pipeline, and not into the model (so no training step holds it,
+    #: and no saved or exported file). The planner gives it `seed=seed +
+    #: <its index>` from that function's per-epoch seed, so that a build is
     #: reproducible and no two layers draw the same numbers.
-    seeded: ClassVar[bool] = False
+    augments: ClassVar[bool] = False
     #: What TFLite's converter is known to refuse for this kind: a dynamic
     #: batch, and (the reason, where it does) full-integer quantization.
     tflite_dynamic_batch: ClassVar[bool] = True

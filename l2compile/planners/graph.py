@@ -28,11 +28,12 @@ _MAX_SUGGESTIONS = 5
 
 
 def _seed(layer: LayerSpec, index: int) -> tuple[str, ...]:
-    """The `seed` argument of a layer that draws random numbers: the module's
-    SEED offset by the layer's index, so that no two layers share a stream."""
-    if not layer.seeded:
+    """The `seed` argument of an augmentation layer: build_augmentation's
+    `seed` (drawn from SEED and the epoch) offset by the layer's index, so
+    that no two layers share a stream."""
+    if not layer.augments:
         return ()
-    return ("seed=SEED" if index == 0 else f"seed=SEED + {index}",)
+    return ("seed=seed" if index == 0 else f"seed=seed + {index}",)
 
 
 def _coefficient(coefficient: float, global_l2: float) -> str:
@@ -322,6 +323,57 @@ class GraphPlanner(Planner):
             l2 = getattr(layer, "l2", None)
             planned.append(_assign_l2(plan, l2, self.spec))
         return planned
+
+    def check_augmentation(self, layers: list[LayerPlan]) -> None:
+        """Augmentation runs on the training batches, before the model (the
+        generated build_augmentation): its layers come first, each reading
+        the one before it (the first: the input), and the model reads the
+        last of them alone, as its input."""
+        if len(layers) != len(self.spec.layers):
+            return  # a layer failed: its error says why
+        leading = 0
+        while leading < len(layers) and layers[leading].augments:
+            before = INPUT if leading == 0 else layers[leading - 1].name
+            if layers[leading].inputs != (before,):
+                break
+            leading += 1
+        for layer in layers[leading:]:
+            if layer.augments:
+                self.error(
+                    ("layers", layer.index, "type"),
+                    f"{layer.type} augments the training images before the model "
+                    "sees them (in the input pipeline), so it must come first: "
+                    "before every other layer, each augmentation layer reading the "
+                    "one before it (the first, the input)",
+                )
+        if leading == 0:
+            return
+        if leading == len(layers):
+            self.error(
+                ("layers",),
+                "every layer augments the training images, so no model is left: "
+                "augmentation runs before the model, in the input pipeline; add "
+                "the model's own layers after it",
+            )
+            return
+        if self.spec.train.distribute == "multi_worker":
+            self.error(
+                ("train", "distribute"),
+                "augmentation runs in the input pipeline of Keras' fit, which "
+                "multi_worker's custom training loop does not use; use "
+                "distribute: mirrored or none, or remove the augmentation layers",
+            )
+        last = layers[leading - 1].name
+        hidden = {INPUT, *(layer.name for layer in layers[: leading - 1])}
+        for layer in layers[leading:]:
+            for ref in layer.inputs:
+                if ref in hidden:
+                    self.error(
+                        ("layers", layer.index, "inputs"),
+                        f"reads {ref!r}, but the model's input is the images as "
+                        f"the augmentation layers leave them: read {last!r}, the "
+                        "last of them",
+                    )
 
     def check_size(self, layers: list[LayerPlan]) -> None:
         """A model too large to build is a spec error, not a memory error."""

@@ -51,38 +51,6 @@ def build_model() -> keras.Model:
     return keras.Sequential(
         [
             keras.Input(shape=INPUT_SHAPE, name="input"),
-            layers.RandomFlip("horizontal", seed=SEED, name="random_flip_1"),
-            layers.RandomRotation(
-                0.1,
-                fill_mode="constant",
-                fill_value=0.5,
-                seed=SEED + 1,
-                name="random_rotation_1",
-            ),
-            layers.RandomZoom(
-                height_factor=(-0.2, 0.1),
-                width_factor=0.1,
-                seed=SEED + 2,
-                name="random_zoom_1",
-            ),
-            layers.RandomTranslation(
-                height_factor=0.1,
-                width_factor=0.1,
-                seed=SEED + 3,
-                name="random_translation_1",
-            ),
-            layers.RandomContrast(
-                (0.2, 0.2),
-                value_range=(0.0, 1.0),
-                seed=SEED + 4,
-                name="random_contrast_1",
-            ),
-            layers.RandomBrightness(
-                0.1,
-                value_range=(0.0, 1.0),
-                seed=SEED + 5,
-                name="random_brightness_1",
-            ),
             layers.Conv2D(
                 8,
                 3,
@@ -99,6 +67,54 @@ def build_model() -> keras.Model:
             ),
         ],
         name="augmented_photos",
+    )
+
+
+def build_augmentation(epoch: int = 0) -> keras.Sequential:
+    """The random augmentation of the training images in `epoch` (counted
+    from 0). Batches passes each training batch through it, in the input
+    pipeline: the compiled training step and the saved model hold none of it,
+    and at inference the model sees the images as they are. Its layers draw
+    from a seed given by (SEED, epoch) alone: training resumed at an epoch
+    augments its batches as training that never stopped would have."""
+    seed = int(np.random.default_rng((SEED, epoch)).integers(2**31 - 2**16))
+    return keras.Sequential(
+        [
+            keras.Input(shape=INPUT_SHAPE, name="images"),
+            layers.RandomFlip("horizontal", seed=seed, name="random_flip_1"),
+            layers.RandomRotation(
+                0.1,
+                fill_mode="constant",
+                fill_value=0.5,
+                seed=seed + 1,
+                name="random_rotation_1",
+            ),
+            layers.RandomZoom(
+                height_factor=(-0.2, 0.1),
+                width_factor=0.1,
+                seed=seed + 2,
+                name="random_zoom_1",
+            ),
+            layers.RandomTranslation(
+                height_factor=0.1,
+                width_factor=0.1,
+                seed=seed + 3,
+                name="random_translation_1",
+            ),
+            layers.RandomContrast(
+                (0.2, 0.2),
+                value_range=(0.0, 1.0),
+                seed=seed + 4,
+                name="random_contrast_1",
+            ),
+            layers.RandomBrightness(
+                0.1,
+                value_range=(0.0, 1.0),
+                seed=seed + 5,
+                name="random_brightness_1",
+            ),
+        ],
+        name="augmentation",
     )
 
 
@@ -213,23 +229,31 @@ class Batches(keras.utils.PyDataset):  # type: ignore[misc]
     (SEED, epoch) alone: training resumed at an epoch sees the batches that
     training which never stopped would have. Each batch is gathered when Keras
     asks for it, so no epoch copies the whole training set.
+    With `augment`, each batch goes through build_augmentation(epoch) first.
     """
 
-    def __init__(self, x: np.ndarray | Images, y: np.ndarray) -> None:
+    def __init__(
+        self, x: np.ndarray | Images, y: np.ndarray, augment: bool = False
+    ) -> None:
         super().__init__()
         self.x, self.y = x, y
+        self.augment = augment
         self.shuffle(0)
 
     def shuffle(self, epoch: int) -> None:
         """Order the samples for `epoch`; `train` calls it as each one begins."""
         self.order = np.random.default_rng((SEED, epoch)).permutation(len(self.x))
+        self.augmentation = build_augmentation(epoch) if self.augment else None
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / BATCH_SIZE)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         picked = self.order[index * BATCH_SIZE : (index + 1) * BATCH_SIZE]
-        return self.x[picked], self.y[picked]
+        x = self.x[picked]
+        if self.augmentation is not None:
+            x = keras.ops.convert_to_numpy(self.augmentation(x, training=True))
+        return x, self.y[picked]
 
 
 def train(
@@ -248,7 +272,7 @@ def train(
     To continue training, restore the model's and the optimizer's variables
     as they were at the end of epoch `initial_epoch`, then call this.
     """
-    batches = Batches(x_train, y_train)
+    batches = Batches(x_train, y_train, augment=True)
     reshuffle = keras.callbacks.LambdaCallback(
         on_epoch_begin=lambda epoch, logs: batches.shuffle(epoch)
     )
