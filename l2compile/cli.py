@@ -412,7 +412,7 @@ def build(
     plan = compiled.plan
     if require_learning:
         plan = dataclasses.replace(plan, require_learning=True)
-    processes.claim(plan.backend, tensorflow=plan.recipe.streamed)  # it trains
+    processes.claim(plan.backend, tensorflow=plan.imports_tensorflow)  # it trains
     out = out or Path("build") / plan.name
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C (see __main__): the
     # previous build is left as it was, and the finished epochs are kept for

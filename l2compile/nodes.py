@@ -232,6 +232,13 @@ class ModelPlan:
         return self.distribute != "none" or self.deterministic_ops
 
     @property
+    def imports_tensorflow(self) -> bool:
+        """Whether the generated module imports TensorFlow (on any backend):
+        for a TensorFlow-only feature, for the image ops that read an image
+        folder, or to run augmentation as a TensorFlow graph."""
+        return self.tensorflow_only or self.recipe.tensorflow or bool(self.augmentation)
+
+    @property
     def params(self) -> int:
         return sum(layer.params for layer in self.layers)
 

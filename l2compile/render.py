@@ -237,6 +237,9 @@ def _backend_note(plan: ModelPlan) -> str:
                 "\nIt reads the images with TensorFlow's image ops, so it needs\n"
                 "TensorFlow installed."
                 if plan.recipe.streamed
+                else "\nIt augments the images as a TensorFlow graph, so it needs\n"
+                "TensorFlow installed."
+                if plan.augmentation
                 else ""
             )
         )
@@ -329,7 +332,7 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         else [],
         "source_template": plan.recipe.template,
         "imports": _imports(plan),
-        "tensorflow": plan.tensorflow_only or plan.recipe.tensorflow,
+        "tensorflow": plan.imports_tensorflow,
         "encodes": plan.recipe.encodes,
         "streamed": plan.recipe.streamed,
         "own_data": plan.recipe.own_data,

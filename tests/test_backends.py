@@ -56,8 +56,9 @@ def _imports(path: Path) -> set[str]:
 
 @pytest.mark.unit
 def test_only_tensorflow_only_specs_generate_a_tensorflow_import() -> None:
-    """TensorFlow is imported where the module trains with it, and where it
-    reads an image folder with its image ops (on any backend)."""
+    """TensorFlow is imported where the module trains with it, where it
+    reads an image folder with its image ops, and where it augments images
+    as a TensorFlow graph (on any backend)."""
     specs = all_specs()
     assert len(specs) > 10
     assert any(plan_file(spec).tensorflow_only for spec in specs)
@@ -65,7 +66,9 @@ def test_only_tensorflow_only_specs_generate_a_tensorflow_import() -> None:
         plan = plan_file(spec)
         golden = GOLDEN / f"{plan.name}.py"
         uses_tf = {"tensorflow"} & _imports(golden)
-        needs_tf = plan.tensorflow_only or plan.recipe.streamed
+        needs_tf = bool(
+            plan.tensorflow_only or plan.recipe.streamed or plan.augmentation
+        )
         assert bool(uses_tf) == needs_tf, golden.name
         code = golden.read_text(encoding="utf-8")
         assert ("tf." in code) == needs_tf, golden.name
