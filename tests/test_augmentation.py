@@ -130,6 +130,30 @@ def test_each_augmentation_layer_gets_its_own_seed_and_passes_its_shape_on(
     assert all(not lay.weights and lay.passthrough for lay in plan.layers[:6])
 
 
+@pytest.mark.unit
+def test_a_graph_reads_its_input_as_the_augmentation_leaves_it(tmp_path: Path) -> None:
+    """In a graph, the layers that read the last augmentation layer read the
+    model's input: the augmentation is built apart, in build_augmentation."""
+    text = (
+        "name: branches\ninput: {shape: [16, 16, 3]}\nlayers:\n"
+        "  - {type: random_flip}\n"
+        "  - {type: conv2d, filters: 4, kernel_size: 3, padding: same, name: a}\n"
+        "  - {type: conv2d, filters: 4, kernel_size: 1, name: b, "
+        "inputs: [random_flip_1]}\n"
+        "  - {type: add, inputs: [a, b]}\n"
+        "  - {type: global_average_pooling2d}\n"
+        "  - {type: dense, units: 2, activation: softmax}\n"
+        "train: {recipe: image_folder, data: photos/, test_split: 0.2, "
+        "epochs: 1, batch_size: 8}\n"
+    )
+    code = compiled(tmp_path, text).code
+    model = code[code.index("def build_model") : code.index("def build_augmentation")]
+    assert "RandomFlip" not in model
+    assert ")(inputs)" in model and "random_flip_1" not in model
+    augmentation = code[code.index("def build_augmentation") :]
+    assert 'layers.RandomFlip(seed=seed, name="random_flip_1")' in augmentation
+
+
 # --- what the spec refuses ------------------------------------------------------
 
 
