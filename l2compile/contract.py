@@ -46,7 +46,7 @@ class GeneratedModule(Protocol):
     def preprocess(self, x: Array, y: Array) -> tuple[Any, Array]:
         """Raw samples and labels as the model is fed them (an image folder's
         x is the files' paths, and its samples an `Images` sequence that
-        decodes the files of a slice when it is taken)."""
+        gives the images of a slice, decoded once or when it is taken)."""
 
     def build_model(self, *vocabularies: Any, **backbone_weights: str) -> Model:
         """The uncompiled model (a csv's: for its feature columns'

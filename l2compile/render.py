@@ -359,6 +359,8 @@ def _imports(plan: ModelPlan) -> list[str]:
     lines = {"import argparse", "import os", *plan.recipe.imports}
     if plan.distribute != "multi_worker" or plan.schedule:
         lines.add("import math")  # Batches' length, the schedule's steps
+    if plan.batchnorm_statistics:  # training_forward's annotations
+        lines |= {"from collections.abc import Callable", "from typing import Any"}
     return sorted(lines, key=lambda line: (line.startswith("from "), line))
 
 

@@ -296,8 +296,8 @@ def test_augmentation_is_apart_from_the_model_reproducible_and_off_at_inference(
     # The model has none of them: no training step, no saved file holds one.
     assert not kinds & {type(lay).__name__ for lay in module.build_model().layers}
 
-    def augmented(epoch: int) -> list[np.ndarray]:
-        layers = module.build_augmentation(epoch).layers
+    def augmented(seed: int) -> list[np.ndarray]:
+        layers = module.build_augmentation(seed).layers
         assert len(layers) == 8
         return [np.asarray(layer(x, training=True)) for layer in layers]
 
@@ -306,10 +306,22 @@ def test_augmentation_is_apart_from_the_model_reproducible_and_off_at_inference(
         np.testing.assert_array_equal(a, b)
     assert not np.allclose(first[0], first[1])
     assert all(not np.allclose(out, x) for out in first)
-    # Each epoch draws anew, from (SEED, epoch) alone.
     assert not np.allclose(augmented(1)[0], first[0])
-    for layer in module.build_augmentation(0).layers:
+    for layer in module.build_augmentation().layers:
         np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+
+    # The training batches' graph, traced once: each epoch draws anew, from
+    # (SEED, epoch) alone, whatever was drawn before it.
+    augmenter = module.Augmenter()
+    augmenter.reseed(2)
+    epoch_2 = [augmenter(x) for _ in range(2)]
+    assert not np.allclose(epoch_2[0], epoch_2[1])  # each batch draws anew
+    augmenter.reseed(3)
+    assert not np.allclose(augmenter(x), epoch_2[0])
+    for again in (augmenter, module.Augmenter()):
+        again.reseed(2)
+        np.testing.assert_array_equal(again(x), epoch_2[0])
+        np.testing.assert_array_equal(again(x), epoch_2[1])
 
 
 @pytest.mark.build

@@ -6,9 +6,13 @@ warns where the model in inference mode scores far below its training."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from l2compile import measure
@@ -174,3 +178,57 @@ def test_a_mobilenet_from_scratch_scores_near_its_training_not_at_chance(
         metrics["backend"],
         reason,
     )
+
+
+# Run on one backend: recompute a batch normalization layer's statistics over
+# 2.5 batches (its input is the data itself), and print what it set, what the
+# full batches' own statistics average to, and its momentum after.
+_RECOMPUTE = """\
+import json, sys
+import numpy as np
+from pathlib import Path
+from l2compile.contract import import_generated
+module = import_generated(Path(sys.argv[1]), "small_mlp")
+import keras
+model = keras.Sequential([keras.Input((28, 28)), keras.layers.BatchNormalization()])
+x = np.random.default_rng(0).normal(2.0, 3.0, (80, 28, 28)).astype("float32")
+y = np.zeros(80, dtype="int64")
+module.recompute_batchnorm_statistics(model, x, y)
+batches = module.Batches(x, y)
+full = [np.asarray(batches[i][0], dtype=np.float64) for i in range(2)]
+norm = model.layers[0]
+print(json.dumps({
+    "mean": np.asarray(norm.moving_mean).tolist(),
+    "variance": np.asarray(norm.moving_variance).tolist(),
+    "expected_mean": np.mean([b.mean(axis=(0, 1)) for b in full], axis=0).tolist(),
+    "expected_variance": np.mean([b.var(axis=(0, 1)) for b in full], axis=0).tolist(),
+    "momentum": norm.momentum,
+}))
+"""
+
+
+@pytest.mark.build
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_the_statistics_are_the_average_of_the_full_batches(
+    tmp_path: Path, backend: str
+) -> None:
+    """The compiled pass (jax.jit of a stateless call, or a tf.function) sets
+    each layer's moving statistics to its full batches' average, and gives
+    the layer its momentum back."""
+    module = tmp_path / "small_mlp.py"
+    module.write_text(compiled(tmp_path, BN_SPEC).code, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-c", _RECOMPUTE, str(module)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.splitlines()[-1])
+    np.testing.assert_allclose(found["mean"], found["expected_mean"], rtol=1e-4)
+    np.testing.assert_allclose(found["variance"], found["expected_variance"], rtol=1e-4)
+    assert found["momentum"] == 0.99
+    # Not the statistics of all 80 samples: the partial batch is left out.
+    x = np.random.default_rng(0).normal(2.0, 3.0, (80, 28, 28))
+    assert not np.allclose(found["mean"], x.mean(axis=(0, 1)), rtol=1e-4)

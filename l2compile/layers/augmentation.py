@@ -3,13 +3,14 @@ and brightness, drawn anew for each batch while training.
 
 They are declared among the spec's layers, first, but they are not layers of
 the model: the generated module builds them apart (`build_augmentation`), and
-its training batches go through them in the input pipeline. So the compiled
+its training batches go through them in the input pipeline, as one TensorFlow
+graph traced once (`Augmenter`). So the compiled
 training step holds none of them (Keras compiles no step with XLA where
 random_rotation, random_zoom or random_translation is in the model: on JAX
 that made a small CNN about 15 times slower), and no saved or exported file
 has them: at inference the model sees the images as they are. Each draws its
 own random numbers from the seed the planner gives it (`LayerSpec.augments`):
-build_augmentation's per-epoch seed plus its index in the spec, so a build is
+the epoch's seed plus its index in the spec (Augmenter.reseed), so a build is
 reproducible, training resumed at an epoch augments its batches as training
 that never stopped would have, and no two layers draw the same numbers.
 

@@ -154,8 +154,9 @@ class LayerSpec(StrictModel):
     #: build_augmentation(), which the training batches go through in the
     #: input pipeline, and not into the model (so no training step holds it,
     #: and no saved or exported file). The planner gives it `seed=seed +
-    #: <its index>` from that function's per-epoch seed, so that a build is
-    #: reproducible and no two layers draw the same numbers.
+    #: <its index>` (the generated Augmenter restarts it there from each
+    #: epoch's seed), so that a build is reproducible and no two layers draw
+    #: the same numbers.
     augments: ClassVar[bool] = False
     #: What TFLite's converter is known to refuse for this kind: a dynamic
     #: batch, and (the reason, where it does) full-integer quantization.

@@ -29,8 +29,8 @@ _MAX_SUGGESTIONS = 5
 
 def _seed(layer: LayerSpec, index: int) -> tuple[str, ...]:
     """The `seed` argument of an augmentation layer: build_augmentation's
-    `seed` (drawn from SEED and the epoch) offset by the layer's index, so
-    that no two layers share a stream."""
+    `seed` offset by the layer's index, so that no two layers share a stream
+    (Augmenter.reseed restarts each at the epoch's seed plus that index)."""
     if not layer.augments:
         return ()
     return ("seed=seed" if index == 0 else f"seed=seed + {index}",)

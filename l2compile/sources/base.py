@@ -88,7 +88,8 @@ class Source:
     any_task: ClassVar[bool] = False
     #: The data, not the spec, says how many classes there are.
     classes_from_data: ClassVar[bool] = False
-    #: Samples are read from disk a batch at a time (x is the files' paths).
+    #: Samples are read from files (x is the files' paths): decoded once where
+    #: they fit in the generated IN_MEMORY_BYTES, else a batch at a time.
     streamed: ClassVar[bool] = False
     #: The model encodes its input itself (a csv's text columns become
     #: one-hot vectors in the model), before the spec's layers.

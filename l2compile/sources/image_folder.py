@@ -1,5 +1,6 @@
 """A folder of images, one subfolder per class (with train/ and test/, or
-split by test_split), read from disk a batch at a time while training."""
+split by test_split): decoded once where a set fits in the generated module's
+IN_MEMORY_BYTES, else read from disk a batch at a time while training."""
 
 from __future__ import annotations
 

@@ -70,14 +70,11 @@ def build_model() -> keras.Model:
     )
 
 
-def build_augmentation(epoch: int = 0) -> keras.Sequential:
-    """The random augmentation of the training images in `epoch` (counted
-    from 0). Batches passes each training batch through it, in the input
-    pipeline: the compiled training step and the saved model hold none of it,
-    and at inference the model sees the images as they are. Its layers draw
-    from a seed given by (SEED, epoch) alone: training resumed at an epoch
-    augments its batches as training that never stopped would have."""
-    seed = int(np.random.default_rng((SEED, epoch)).integers(2**31 - 2**16))
+def build_augmentation(seed: int = SEED) -> keras.Sequential:
+    """The random augmentation of the training images. Batches passes each
+    training batch through it, in the input pipeline: the compiled training
+    step and the saved model hold none of it, and at inference the model sees
+    the images as they are. Its layers draw from `seed` plus their index."""
     return keras.Sequential(
         [
             keras.Input(shape=INPUT_SHAPE, name="images"),
@@ -118,21 +115,51 @@ def build_augmentation(epoch: int = 0) -> keras.Sequential:
     )
 
 
-def augmenter(
-    augmentation: keras.Sequential,
-) -> tf.types.experimental.PolymorphicFunction:
-    """`augmentation` as one TensorFlow graph, a batch of images at a time, on
-    any Keras backend (as Keras runs its preprocessing layers in tf.data):
-    eager calls on JAX took seven times as long."""
+def epoch_seed(epoch: int) -> int:
+    """The augmentation's seed in `epoch` (counted from 0), from (SEED, epoch)
+    alone: training resumed at an epoch augments its batches as training that
+    never stopped would have."""
+    return int(np.random.default_rng((SEED, epoch)).integers(2**31 - 2**16))
 
-    def augment(images: tf.Tensor) -> tf.Tensor:
-        for layer in augmentation.layers:
+
+class Augmenter:
+    """build_augmentation() as one TensorFlow graph, a batch of images at a
+    time, on any Keras backend (as Keras runs its preprocessing layers in
+    tf.data): eager calls on JAX took seven times as long. It is traced once;
+    reseed(epoch) restarts its layers' random streams for each epoch."""
+
+    def __init__(self) -> None:
+        self.layers = build_augmentation().layers
+        self.augment = tf.function(
+            self._augment,
+            input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)],
+        )
+        # Trace it now: on a backend other than TensorFlow, each layer makes
+        # the TensorFlow random stream it draws from in the graph as it is traced.
+        self.augment.get_concrete_function()
+
+    def _augment(self, images: tf.Tensor) -> tf.Tensor:
+        for layer in self.layers:
             images = layer(images, training=True)
         return images
 
-    return tf.function(
-        augment, input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)]
-    )
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self.augment(np.asarray(images, dtype=np.float32)))
+
+    def reseed(self, epoch: int) -> None:
+        """Restart each layer's random streams where build_augmentation(
+        epoch_seed(epoch)) would start them, whatever was drawn before."""
+        seed = epoch_seed(epoch)
+        for index, layer in enumerate(self.layers):
+            # Keras keeps the stream a layer uses in a TensorFlow graph on
+            # another backend apart, in _backend_generators.
+            found = getattr(layer, "_backend_generators", {})
+            streams = [layer.generator, *found.values()]
+            if keras.backend.backend() != "tensorflow" and len(streams) < 2:
+                raise RuntimeError(f"no TensorFlow random stream in {layer.name}")
+            for stream in streams:
+                dtype = keras.backend.standardize_dtype(stream.state.dtype)
+                stream.state.assign(np.array([seed + index, 0], dtype=dtype))
 
 
 def compile_model(model: keras.Model) -> keras.Model:
@@ -150,6 +177,9 @@ def compile_model(model: keras.Model) -> keras.Model:
 
 #: The image files read, by extension (any case).
 EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+#: Up to how many bytes of decoded images (8 bits a channel) a set of them is
+#: decoded once and kept in memory; a larger one is decoded a batch at a time.
+IN_MEMORY_BYTES = 1024**3
 
 
 def list_images(folder: str) -> dict[str, list[str]]:
@@ -188,43 +218,49 @@ def load_data(
 
 def read_image(path: tf.Tensor) -> tf.Tensor:
     """Decode an image (BMP, GIF's first frame, JPEG, PNG), make it
-    RGB, resize it to INPUT_SHAPE (bilinear, not keeping the aspect
-    ratio) and scale its pixels to [0, 1]."""
+    RGB and resize it to INPUT_SHAPE (bilinear, not keeping the aspect
+    ratio), rounded to 8 bits a channel."""
     image = tf.io.decode_image(
         tf.io.read_file(path), channels=3, expand_animations=False
     )
-    return tf.image.resize(image, INPUT_SHAPE[:2]) / 255.0
+    return tf.cast(tf.round(tf.image.resize(image, INPUT_SHAPE[:2])), tf.uint8)
 
 
-def read_batch(paths: tf.Tensor) -> tf.Tensor:
-    """A batch of image files, decoded."""
-    return tf.map_fn(
-        read_image, paths, fn_output_signature=tf.TensorSpec(INPUT_SHAPE, tf.float32)
-    )
-
-
-# read_batch as one call of a TensorFlow graph.
-read_images = tf.function(
-    read_batch, input_signature=[tf.TensorSpec([None], tf.string)]
-)
+def read_images(paths: np.ndarray) -> np.ndarray:
+    """Image files, decoded (in parallel, in order) as 8-bit pixels."""
+    files = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+    decoded = files.map(read_image, num_parallel_calls=tf.data.AUTOTUNE)
+    pixels = np.zeros((len(paths), *INPUT_SHAPE), dtype=np.uint8)
+    for start, batch in enumerate(decoded.batch(256).as_numpy_iterator()):
+        pixels[start * 256 : start * 256 + len(batch)] = batch
+    return pixels
 
 
 class Images:
-    """Images read from their files only when a batch of them is taken:
-    `images[indices]` decodes those images; nothing else is held in memory."""
+    """The images of some files, scaled to [0, 1]: `images[indices]` gives
+    those images. Where all of them take at most IN_MEMORY_BYTES decoded,
+    they are decoded once, here, and kept (8 bits a channel); otherwise the
+    files of each batch are decoded when it is taken, and nothing is kept."""
 
     def __init__(self, paths: np.ndarray) -> None:
         self.paths = paths
+        held = len(paths) * math.prod(INPUT_SHAPE) <= IN_MEMORY_BYTES
+        self.pixels = read_images(paths) if held else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: slice | np.ndarray) -> np.ndarray:
-        return np.asarray(read_images(self.paths[index]))
+        if self.pixels is not None:
+            pixels = self.pixels[index]
+        else:
+            pixels = read_images(self.paths[index])
+        return pixels.astype(np.float32) / np.float32(255)
 
 
 def preprocess(x: np.ndarray, y: np.ndarray) -> tuple[Images, np.ndarray]:
-    """The images, read a batch at a time as they are used."""
+    """The images, decoded once if they fit in IN_MEMORY_BYTES, else a batch
+    at a time as they are used."""
     return Images(x), y
 
 
@@ -246,7 +282,8 @@ class Batches(keras.utils.PyDataset):  # type: ignore[misc]
     (SEED, epoch) alone: training resumed at an epoch sees the batches that
     training which never stopped would have. Each batch is gathered when Keras
     asks for it, so no epoch copies the whole training set.
-    With `augment`, each batch goes through build_augmentation(epoch) first.
+    With `augment`, each batch goes through the augmentation first, reseeded
+    for each epoch.
     """
 
     def __init__(
@@ -254,14 +291,14 @@ class Batches(keras.utils.PyDataset):  # type: ignore[misc]
     ) -> None:
         super().__init__()
         self.x, self.y = x, y
-        self.augment = augment
+        self.augmenter = Augmenter() if augment else None
         self.shuffle(0)
 
     def shuffle(self, epoch: int) -> None:
         """Order the samples for `epoch`; `train` calls it as each one begins."""
         self.order = np.random.default_rng((SEED, epoch)).permutation(len(self.x))
-        if self.augment:  # drawn anew for each epoch, from (SEED, epoch)
-            self.augmentation = augmenter(build_augmentation(epoch))
+        if self.augmenter is not None:  # drawn anew for each epoch
+            self.augmenter.reseed(epoch)
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / BATCH_SIZE)
@@ -269,8 +306,8 @@ class Batches(keras.utils.PyDataset):  # type: ignore[misc]
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         picked = self.order[index * BATCH_SIZE : (index + 1) * BATCH_SIZE]
         x = self.x[picked]
-        if self.augment:
-            x = self.augmentation(np.asarray(x, dtype=np.float32)).numpy()
+        if self.augmenter is not None:
+            x = self.augmenter(x)
         return x, self.y[picked]
 
 

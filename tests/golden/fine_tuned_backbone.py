@@ -18,6 +18,8 @@ TensorFlow installed.
 import argparse
 import math
 import os
+from collections.abc import Callable
+from typing import Any
 
 # The Keras backend this module was built for, unless KERAS_BACKEND names another.
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -69,14 +71,11 @@ def build_model() -> keras.Model:
     )
 
 
-def build_augmentation(epoch: int = 0) -> keras.Sequential:
-    """The random augmentation of the training images in `epoch` (counted
-    from 0). Batches passes each training batch through it, in the input
-    pipeline: the compiled training step and the saved model hold none of it,
-    and at inference the model sees the images as they are. Its layers draw
-    from a seed given by (SEED, epoch) alone: training resumed at an epoch
-    augments its batches as training that never stopped would have."""
-    seed = int(np.random.default_rng((SEED, epoch)).integers(2**31 - 2**16))
+def build_augmentation(seed: int = SEED) -> keras.Sequential:
+    """The random augmentation of the training images. Batches passes each
+    training batch through it, in the input pipeline: the compiled training
+    step and the saved model hold none of it, and at inference the model sees
+    the images as they are. Its layers draw from `seed` plus their index."""
     return keras.Sequential(
         [
             keras.Input(shape=INPUT_SHAPE, name="images"),
@@ -86,21 +85,51 @@ def build_augmentation(epoch: int = 0) -> keras.Sequential:
     )
 
 
-def augmenter(
-    augmentation: keras.Sequential,
-) -> tf.types.experimental.PolymorphicFunction:
-    """`augmentation` as one TensorFlow graph, a batch of images at a time, on
-    any Keras backend (as Keras runs its preprocessing layers in tf.data):
-    eager calls on JAX took seven times as long."""
+def epoch_seed(epoch: int) -> int:
+    """The augmentation's seed in `epoch` (counted from 0), from (SEED, epoch)
+    alone: training resumed at an epoch augments its batches as training that
+    never stopped would have."""
+    return int(np.random.default_rng((SEED, epoch)).integers(2**31 - 2**16))
 
-    def augment(images: tf.Tensor) -> tf.Tensor:
-        for layer in augmentation.layers:
+
+class Augmenter:
+    """build_augmentation() as one TensorFlow graph, a batch of images at a
+    time, on any Keras backend (as Keras runs its preprocessing layers in
+    tf.data): eager calls on JAX took seven times as long. It is traced once;
+    reseed(epoch) restarts its layers' random streams for each epoch."""
+
+    def __init__(self) -> None:
+        self.layers = build_augmentation().layers
+        self.augment = tf.function(
+            self._augment,
+            input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)],
+        )
+        # Trace it now: on a backend other than TensorFlow, each layer makes
+        # the TensorFlow random stream it draws from in the graph as it is traced.
+        self.augment.get_concrete_function()
+
+    def _augment(self, images: tf.Tensor) -> tf.Tensor:
+        for layer in self.layers:
             images = layer(images, training=True)
         return images
 
-    return tf.function(
-        augment, input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)]
-    )
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self.augment(np.asarray(images, dtype=np.float32)))
+
+    def reseed(self, epoch: int) -> None:
+        """Restart each layer's random streams where build_augmentation(
+        epoch_seed(epoch)) would start them, whatever was drawn before."""
+        seed = epoch_seed(epoch)
+        for index, layer in enumerate(self.layers):
+            # Keras keeps the stream a layer uses in a TensorFlow graph on
+            # another backend apart, in _backend_generators.
+            found = getattr(layer, "_backend_generators", {})
+            streams = [layer.generator, *found.values()]
+            if keras.backend.backend() != "tensorflow" and len(streams) < 2:
+                raise RuntimeError(f"no TensorFlow random stream in {layer.name}")
+            for stream in streams:
+                dtype = keras.backend.standardize_dtype(stream.state.dtype)
+                stream.state.assign(np.array([seed + index, 0], dtype=dtype))
 
 
 def backbone() -> keras.Model:
@@ -154,6 +183,9 @@ def compile_model(model: keras.Model) -> keras.Model:
 
 #: The image files read, by extension (any case).
 EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+#: Up to how many bytes of decoded images (8 bits a channel) a set of them is
+#: decoded once and kept in memory; a larger one is decoded a batch at a time.
+IN_MEMORY_BYTES = 1024**3
 
 
 def list_images(folder: str) -> dict[str, list[str]]:
@@ -192,43 +224,49 @@ def load_data(
 
 def read_image(path: tf.Tensor) -> tf.Tensor:
     """Decode an image (BMP, GIF's first frame, JPEG, PNG), make it
-    RGB, resize it to INPUT_SHAPE (bilinear, not keeping the aspect
-    ratio) and scale its pixels to [0, 1]."""
+    RGB and resize it to INPUT_SHAPE (bilinear, not keeping the aspect
+    ratio), rounded to 8 bits a channel."""
     image = tf.io.decode_image(
         tf.io.read_file(path), channels=3, expand_animations=False
     )
-    return tf.image.resize(image, INPUT_SHAPE[:2]) / 255.0
+    return tf.cast(tf.round(tf.image.resize(image, INPUT_SHAPE[:2])), tf.uint8)
 
 
-def read_batch(paths: tf.Tensor) -> tf.Tensor:
-    """A batch of image files, decoded."""
-    return tf.map_fn(
-        read_image, paths, fn_output_signature=tf.TensorSpec(INPUT_SHAPE, tf.float32)
-    )
-
-
-# read_batch as one call of a TensorFlow graph.
-read_images = tf.function(
-    read_batch, input_signature=[tf.TensorSpec([None], tf.string)]
-)
+def read_images(paths: np.ndarray) -> np.ndarray:
+    """Image files, decoded (in parallel, in order) as 8-bit pixels."""
+    files = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+    decoded = files.map(read_image, num_parallel_calls=tf.data.AUTOTUNE)
+    pixels = np.zeros((len(paths), *INPUT_SHAPE), dtype=np.uint8)
+    for start, batch in enumerate(decoded.batch(256).as_numpy_iterator()):
+        pixels[start * 256 : start * 256 + len(batch)] = batch
+    return pixels
 
 
 class Images:
-    """Images read from their files only when a batch of them is taken:
-    `images[indices]` decodes those images; nothing else is held in memory."""
+    """The images of some files, scaled to [0, 1]: `images[indices]` gives
+    those images. Where all of them take at most IN_MEMORY_BYTES decoded,
+    they are decoded once, here, and kept (8 bits a channel); otherwise the
+    files of each batch are decoded when it is taken, and nothing is kept."""
 
     def __init__(self, paths: np.ndarray) -> None:
         self.paths = paths
+        held = len(paths) * math.prod(INPUT_SHAPE) <= IN_MEMORY_BYTES
+        self.pixels = read_images(paths) if held else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: slice | np.ndarray) -> np.ndarray:
-        return np.asarray(read_images(self.paths[index]))
+        if self.pixels is not None:
+            pixels = self.pixels[index]
+        else:
+            pixels = read_images(self.paths[index])
+        return pixels.astype(np.float32) / np.float32(255)
 
 
 def preprocess(x: np.ndarray, y: np.ndarray) -> tuple[Images, np.ndarray]:
-    """The images, read a batch at a time as they are used."""
+    """The images, decoded once if they fit in IN_MEMORY_BYTES, else a batch
+    at a time as they are used."""
     return Images(x), y
 
 
@@ -250,7 +288,8 @@ class Batches(keras.utils.PyDataset):  # type: ignore[misc]
     (SEED, epoch) alone: training resumed at an epoch sees the batches that
     training which never stopped would have. Each batch is gathered when Keras
     asks for it, so no epoch copies the whole training set.
-    With `augment`, each batch goes through build_augmentation(epoch) first.
+    With `augment`, each batch goes through the augmentation first, reseeded
+    for each epoch.
     """
 
     def __init__(
@@ -258,14 +297,14 @@ class Batches(keras.utils.PyDataset):  # type: ignore[misc]
     ) -> None:
         super().__init__()
         self.x, self.y = x, y
-        self.augment = augment
+        self.augmenter = Augmenter() if augment else None
         self.shuffle(0)
 
     def shuffle(self, epoch: int) -> None:
         """Order the samples for `epoch`; `train` calls it as each one begins."""
         self.order = np.random.default_rng((SEED, epoch)).permutation(len(self.x))
-        if self.augment:  # drawn anew for each epoch, from (SEED, epoch)
-            self.augmentation = augmenter(build_augmentation(epoch))
+        if self.augmenter is not None:  # drawn anew for each epoch
+            self.augmenter.reseed(epoch)
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / BATCH_SIZE)
@@ -273,8 +312,8 @@ class Batches(keras.utils.PyDataset):  # type: ignore[misc]
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         picked = self.order[index * BATCH_SIZE : (index + 1) * BATCH_SIZE]
         x = self.x[picked]
-        if self.augment:
-            x = self.augmentation(np.asarray(x, dtype=np.float32)).numpy()
+        if self.augmenter is not None:
+            x = self.augmenter(x)
         return x, self.y[picked]
 
 
@@ -319,22 +358,63 @@ def recompute_batchnorm_statistics(
 ) -> None:
     """Set the moving mean and variance of each batch normalization layer that
     trains to their average over the training data under the final weights
-    (at most BN_BATCHES batches), as "precise BN" does.
+    (its full batches, at most BN_BATCHES of them), as "precise BN" does.
 
     While the model trains, those statistics trail weights that keep changing;
     the model in inference mode, as it is scored, saved and exported, reads
-    them. One pass in training mode, each layer's momentum set so that its
-    moving statistics end as the plain average over the batches.
+    them. One compiled pass in training mode, each layer's momentum set to 0
+    so that its moving statistics are each batch's, averaged here.
     """
     norms = batch_norms(model)
     momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    forward = training_forward(model)
     batches = Batches(x, y)
-    for step in range(min(len(batches), BN_BATCHES)):
-        for layer in norms:
-            layer.momentum = step / (step + 1)
-        model(batches[step][0], training=True)
-    for layer, momentum in zip(norms, momenta, strict=True):
+    steps = min(len(x) // BATCH_SIZE or 1, BN_BATCHES)
+    # Each layer's batch means and variances, summed.
+    sums = [[np.zeros(()), np.zeros(())] for _ in norms]
+    for step in range(steps):
+        forward(batches[step][0])
+        for total, layer in zip(sums, norms, strict=True):
+            total[0] = total[0] + np.asarray(layer.moving_mean, dtype=np.float64)
+            total[1] = total[1] + np.asarray(layer.moving_variance, dtype=np.float64)
+    for (mean, variance), layer, momentum in zip(sums, norms, momenta, strict=True):
+        layer.moving_mean.assign(mean / steps)
+        layer.moving_variance.assign(variance / steps)
         layer.momentum = momentum
+
+
+def training_forward(model: keras.Model) -> Callable[[Any], None]:
+    """A call of `model` in training mode, for its side effects on the model's
+    state, compiled where the backend can: eager calls of a MobileNetV3Small
+    took about three times as long."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def call(x: Any) -> None:  # named: AutoGraph cannot convert a lambda
+            model(x, training=True)
+
+        compiled: Callable[[Any], None] = tf.function(call, reduce_retracing=True)
+        return compiled
+    if backend == "jax":
+        import jax
+
+        variables = model.non_trainable_variables
+
+        @jax.jit
+        def states(trainable: list[Any], non_trainable: list[Any], x: Any) -> Any:
+            return model.stateless_call(trainable, non_trainable, x, training=True)[1]
+
+        def forward(x: Any) -> None:
+            trainable = [v.value for v in model.trainable_variables]
+            found = states(trainable, [v.value for v in variables], x)
+            for variable, value in zip(variables, found, strict=True):
+                variable.assign(value)
+
+        return forward
+    return lambda x: model(x, training=True)
 
 
 def batch_norms(layer: layers.Layer) -> list[layers.BatchNormalization]:

@@ -117,6 +117,9 @@ def compile_model(model: keras.Model) -> keras.Model:
 
 #: The image files read, by extension (any case).
 EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+#: Up to how many bytes of decoded images (8 bits a channel) a set of them is
+#: decoded once and kept in memory; a larger one is decoded a batch at a time.
+IN_MEMORY_BYTES = 1024**3
 
 
 def list_images(folder: str) -> dict[str, list[str]]:
@@ -155,43 +158,49 @@ def load_data(
 
 def read_image(path: tf.Tensor) -> tf.Tensor:
     """Decode an image (BMP, GIF's first frame, JPEG, PNG), make it
-    RGB, resize it to INPUT_SHAPE (bilinear, not keeping the aspect
-    ratio) and scale its pixels to [0, 1]."""
+    RGB and resize it to INPUT_SHAPE (bilinear, not keeping the aspect
+    ratio), rounded to 8 bits a channel."""
     image = tf.io.decode_image(
         tf.io.read_file(path), channels=3, expand_animations=False
     )
-    return tf.image.resize(image, INPUT_SHAPE[:2]) / 255.0
+    return tf.cast(tf.round(tf.image.resize(image, INPUT_SHAPE[:2])), tf.uint8)
 
 
-def read_batch(paths: tf.Tensor) -> tf.Tensor:
-    """A batch of image files, decoded."""
-    return tf.map_fn(
-        read_image, paths, fn_output_signature=tf.TensorSpec(INPUT_SHAPE, tf.float32)
-    )
-
-
-# read_batch as one call of a TensorFlow graph.
-read_images = tf.function(
-    read_batch, input_signature=[tf.TensorSpec([None], tf.string)]
-)
+def read_images(paths: np.ndarray) -> np.ndarray:
+    """Image files, decoded (in parallel, in order) as 8-bit pixels."""
+    files = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+    decoded = files.map(read_image, num_parallel_calls=tf.data.AUTOTUNE)
+    pixels = np.zeros((len(paths), *INPUT_SHAPE), dtype=np.uint8)
+    for start, batch in enumerate(decoded.batch(256).as_numpy_iterator()):
+        pixels[start * 256 : start * 256 + len(batch)] = batch
+    return pixels
 
 
 class Images:
-    """Images read from their files only when a batch of them is taken:
-    `images[indices]` decodes those images; nothing else is held in memory."""
+    """The images of some files, scaled to [0, 1]: `images[indices]` gives
+    those images. Where all of them take at most IN_MEMORY_BYTES decoded,
+    they are decoded once, here, and kept (8 bits a channel); otherwise the
+    files of each batch are decoded when it is taken, and nothing is kept."""
 
     def __init__(self, paths: np.ndarray) -> None:
         self.paths = paths
+        held = len(paths) * math.prod(INPUT_SHAPE) <= IN_MEMORY_BYTES
+        self.pixels = read_images(paths) if held else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: slice | np.ndarray) -> np.ndarray:
-        return np.asarray(read_images(self.paths[index]))
+        if self.pixels is not None:
+            pixels = self.pixels[index]
+        else:
+            pixels = read_images(self.paths[index])
+        return pixels.astype(np.float32) / np.float32(255)
 
 
 def preprocess(x: np.ndarray, y: np.ndarray) -> tuple[Images, np.ndarray]:
-    """The images, read a batch at a time as they are used."""
+    """The images, decoded once if they fit in IN_MEMORY_BYTES, else a batch
+    at a time as they are used."""
     return Images(x), y
 
 
