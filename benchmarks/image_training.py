@@ -33,17 +33,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
+from peaks import measure
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = {
@@ -110,76 +107,6 @@ def write_folder(root: Path) -> None:
         keras.utils.save_img(
             folder / f"{i:04d}.png", np.clip(pixels * 255, 0, 255).astype(np.uint8)
         )
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo += children.get(current, [])
-    return found
-
-
-def _peak_kib(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def measure(command: list[str]) -> dict[str, float | str]:
-    """Run a command: wall and CPU seconds, the sum of each of its processes'
-    peak memory (MiB, read from /proc every 50 ms while they run), and what
-    it printed."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    began = time.perf_counter()
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    peaks: dict[int, int] = {}
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            for pid in _descendants(process.pid):
-                peak = _peak_kib(pid)
-                if peak is not None:
-                    peaks[pid] = max(peaks.get(pid, 0), peak)
-            done.wait(0.05)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    assert process.stdout is not None
-    out = process.stdout.read().decode(errors="replace")
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - began
-    done.set()
-    watcher.join()
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{out[-3000:]}")
-    # A process too short-lived to be seen still counts at wait4's figure.
-    summed = max(sum(peaks.values()), usage.ru_maxrss)
-    return {
-        "wall_s": seconds,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "memory_mib": summed / 1024,
-        "out": out,
-    }
 
 
 def run_l2compile(model: str, folder: Path, work: Path) -> dict[str, float]:

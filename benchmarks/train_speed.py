@@ -16,8 +16,9 @@ over the rounds of:
   import, training, the SavedModel and all four TFLite files checked, and
   publishing);
 - peak memory: the largest resident set of the command's processes (a build
-  trains in one process and exports in another; wait4 reports the largest of
-  a process and the children it waited for);
+  trains in one process and exports in another, at the same time), and the
+  sum of every process's peak, which bounds what they held at once
+  (benchmarks/peaks.py);
 - test accuracy;
 
 and the ratios article / l2compile (how many times faster, or smaller), with
@@ -38,56 +39,39 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from peaks import measure
 
 ROOT = Path(__file__).resolve().parent.parent
 #: (label, key, format, target ratio article / l2compile, and what it means)
 ROWS = (
     ("training seconds", "train_s", ".1f", 4.0),
     ("whole-process seconds", "process_s", ".1f", 2.5),
-    ("peak memory (RSS, MiB)", "peak_mib", ".0f", 2.0),
+    ("peak memory, largest process (MiB)", "peak_mib", ".0f", 2.0),
+    ("peak memory, every process's summed (MiB)", "summed_mib", ".0f", 2.0),
 )
-
-
-def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Run a command; its wall seconds, the peak RSS (MiB) of it and every
-    process it waited for, and its stdout."""
-    began = time.perf_counter()
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    out = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - began
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed with exit code {process.returncode}")
-    return seconds, usage.ru_maxrss / 1024, out  # ru_maxrss is in KiB on Linux
 
 
 def run_article(env: dict[str, str]) -> dict[str, float]:
     # The article's tf.keras is Keras 3 on TensorFlow.
     env = {**env, "KERAS_BACKEND": "tensorflow"}
-    seconds, rss, out = measure([sys.executable, "benchmarks/article.py"], env)
+    result = measure([sys.executable, "benchmarks/article.py"], env)
+    out = str(result["out"])
     train = float(re.search(r"Training seconds: ([\d.]+)", out).group(1))  # type: ignore[union-attr]
     accuracy = float(re.search(r"Test accuracy: ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return {"train_s": train, **_memory(result), "accuracy": accuracy}
+
+
+def _memory(result: dict[str, float | str]) -> dict[str, float]:
     return {
-        "train_s": train,
-        "process_s": seconds,
-        "peak_mib": rss,
-        "accuracy": accuracy,
+        "process_s": float(result["wall_s"]),
+        "peak_mib": float(result["largest_mib"]),
+        "summed_mib": float(result["memory_mib"]),
     }
 
 
@@ -96,15 +80,14 @@ def run_l2compile(env: dict[str, str], spec: str, backend: str) -> dict[str, flo
         out_dir = Path(folder) / "build"
         command = [sys.executable, "-m", "l2compile", "build", spec]
         command += ["--out", str(out_dir), "--backend", backend]
-        seconds, rss, _ = measure(command, env)
+        result = measure(command, env)
         metrics = json.loads((out_dir / "metrics.json").read_text())
         checked = sorted(metrics.get("tflite", {}).get("files", {}))
     assert metrics["backend"] == backend, metrics["backend"]
     print(f"  {backend}: TFLite files checked: {', '.join(checked)}", file=sys.stderr)
     return {
         "train_s": metrics["timing"]["train_seconds"],
-        "process_s": seconds,
-        "peak_mib": rss,
+        **_memory(result),
         "accuracy": metrics["test_accuracy"],
     }
 

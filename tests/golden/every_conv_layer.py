@@ -245,13 +245,15 @@ def training_forward(model: keras.Model) -> Callable[[Any], None]:
     state, compiled where the backend can: eager calls of a MobileNetV3Small
     took about three times as long."""
     backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
+    if backend == "tensorflow":  # imported already, as Keras' backend
+        import tensorflow
 
         def call(x: Any) -> None:  # named: AutoGraph cannot convert a lambda
             model(x, training=True)
 
-        compiled: Callable[[Any], None] = tf.function(call, reduce_retracing=True)
+        compiled: Callable[[Any], None] = tensorflow.function(
+            call, reduce_retracing=True
+        )
         return compiled
     if backend == "jax":
         import jax
