@@ -138,7 +138,13 @@ def _inference_mode(
     where it falls far below. What metrics.json says of it."""
     plan = job.plan
     metric = plan.task.metric_names[0]
-    score = measure.inference_score(plan, generated, model, *train)
+    # Where the statistics are recomputed, this is only the "before" figure.
+    samples = (
+        measure.BEFORE_RECOMPUTE_SAMPLES
+        if plan.batchnorm_statistics
+        else measure.INFERENCE_CHECK_SAMPLES
+    )
+    score = measure.inference_score(plan, generated, model, *train, samples)
     found: dict[str, Any] = {
         "metric": metric,
         "while_training": history[metric][-1] if history.get(metric) else None,
