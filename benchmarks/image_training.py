@@ -4,7 +4,7 @@ its defaults against the script a user would write by hand.
     python benchmarks/image_training.py [--rounds 3] [--models cnn,mobilenet]
 
 It writes an image folder (scikit-learn's 1,797 handwritten digits, scaled
-up to 32x32 RGB and tinted at random: train/ holds 1,437 of them, test/ 360,
+up to 32x32 RGB and tinted at random: train/ holds 1,438 of them, test/ 359,
 stratified), then builds, in one run, alternating which goes first:
 
 - `cnn`: two convolutions and a softmax head, with random_rotation and
