@@ -36,7 +36,8 @@ Columns
     the file's order. A test file's header must be the train file's: the
     same columns in the same order. Every row must have as many fields as the
     header has columns. A missing value in a label or feature column, in any
-    row, is an error; other columns are not read.
+    row, is an error, and one error names every such column of each file,
+    with its count of rows and its first lines; other columns are not read.
 
 Split
     With a test file: the train file's rows train, the test file's test.
@@ -76,8 +77,9 @@ Errors
     and column where there is one. They are found in this order: the recipe
     against the task; the header, then the test file's; with test_split, the
     split's rows (a first pass counts them); the rows in file order, the
-    train file first (field counts, missing values, and the labels of
-    regression and multilabel); a file without data rows; non-numbers in
+    train file first (field counts, and the labels of regression and
+    multilabel, in rows without a missing value); the missing values, all
+    of them; a file without data rows; non-numbers in
     numeric columns (the first in file order); the training rows' labels;
     the encoded width against input.shape; the memory the arrays need; last,
     while the arrays are filled, the test rows' labels of binary and
@@ -182,8 +184,10 @@ def read_csv(
     labels = _labels_for(task, recipe.label)
     sources, features = _sources(recipe, train, test, seed)
     scan = _Scan(len(features))
+    missing = _Missing()
     for index, source in enumerate(sources):
-        _scan(index, source, scan, labels)
+        _scan(index, source, scan, labels, missing)
+    missing.check()
     _check_rows(sources, scan)
     columns = _settle_columns(sources, features, scan)
     labels.settle(train)
@@ -456,12 +460,61 @@ class _Source:
             else:
                 raise _changed(self.path)
 
-    def missing(self, line: int, row: Sequence[str]) -> BuildError:
-        """The error for the first missing value of a row that has one."""
-        for at in sorted({*self.labels, *self.features}):
-            if is_missing(row[at].strip()):
-                return _at(self.path, line, self.header[at], "missing value")
-        raise AssertionError("the row has a missing value")
+    def missing(self, row: Sequence[str]) -> list[str]:
+        """The label and feature columns whose value is missing in `row`, in
+        the file's order."""
+        read = sorted({*self.labels, *self.features})
+        return [self.header[at] for at in read if is_missing(row[at].strip())]
+
+
+#: The lines a missing-values error names for each column.
+_MISSING_LINES = 3
+
+
+@dataclass
+class _Gaps:
+    """One column's missing values in one file: how many, the first lines."""
+
+    count: int = 0
+    lines: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Missing:
+    """Every missing value of the rows read, by file and column; one error
+    names them all."""
+
+    #: {file: {column: its gaps}}, each in the order first found.
+    found: dict[Path, dict[str, _Gaps]] = field(default_factory=dict)
+
+    def add(self, path: Path, line: int, columns: list[str]) -> None:
+        for column in columns:
+            gaps = self.found.setdefault(path, {}).setdefault(column, _Gaps())
+            gaps.count += 1
+            if len(gaps.lines) < _MISSING_LINES:
+                gaps.lines.append(line)
+
+    def check(self) -> None:
+        """Raise the error that names every column with missing values."""
+        if not self.found:
+            return
+        parts = []
+        for path, columns in self.found.items():
+            parts.append(
+                f"{path}: missing values in {_plural(len(columns), 'column')}:"
+            )
+            for column, gaps in columns.items():
+                shown = ", ".join(str(line) for line in gaps.lines)
+                more = ", ..." if gaps.count > len(gaps.lines) else ""
+                at = "line" if gaps.count == 1 else "lines"
+                parts.append(
+                    f"  - {column!r}: {_plural(gaps.count, 'row')} ({at} {shown}{more})"
+                )
+        raise BuildError(
+            "\n".join(parts) + "\nl2compile reads no missing value in a label or "
+            "feature column: fill those cells, remove those rows, or leave the "
+            "column out of recipe.features"
+        )
 
 
 def _at(path: Path, line: int, column: str, what: str) -> BuildError:
@@ -568,9 +621,12 @@ class _Scan:
         self._move([])
 
 
-def _scan(index: int, source: _Source, scan: _Scan, labels: _Labels) -> None:
+def _scan(
+    index: int, source: _Source, scan: _Scan, labels: _Labels, missing: _Missing
+) -> None:
     """Pass over one file's rows (`sources[index]`): field counts, missing
-    values, the labels checked row by row, and the features counted."""
+    values (gathered in `missing`; such a row is not counted), the labels
+    checked row by row, and the features counted."""
     get_features, get_labels = _getter(source.features), _getter(source.labels)
     for line, test, row in source.rows():
         cells = list(map(str.strip, get_features(row)))
@@ -578,7 +634,8 @@ def _scan(index: int, source: _Source, scan: _Scan, labels: _Labels) -> None:
         if not _MISSING_FORMS.isdisjoint(cells) or not _MISSING_FORMS.isdisjoint(
             label_cells
         ):
-            raise source.missing(line, row)
+            missing.add(source.path, line, source.missing(row))
+            continue
         scan.row(index, line, test, cells)
         labels.scan(source.path, line, test, label_cells)
     scan.finish()

@@ -261,18 +261,58 @@ def test_lines_count_quoted_newlines_and_blank_lines(tmp_path: Path) -> None:
     )
     # A row spanning lines is named by its first.
     path = _csv(tmp_path, 'a,b,y\n1,x,a\n,"two\nlines",b\n', "second.csv")
-    assert _refused(path) == f"{path}: line 3, column 'a': missing value"
+    assert _refused(path).startswith(
+        f"{path}: missing values in 1 column:\n  - 'a': 1 row (line 3)\n"
+    )
+
+
+_FILL = (
+    "l2compile reads no missing value in a label or feature column: fill those "
+    "cells, remove those rows, or leave the column out of recipe.features"
+)
 
 
 @pytest.mark.parametrize("cell", ["", "  ", "NA", "n/a", "NaN", " null "])
 def test_a_missing_value_is_refused(tmp_path: Path, cell: str) -> None:
     path = _csv(tmp_path, f"age,y\n1,a\n2,b\n{cell},c\n")
-    assert _refused(path) == f"{path}: line 4, column 'age': missing value"
+    assert _refused(path) == (
+        f"{path}: missing values in 1 column:\n  - 'age': 1 row (line 4)\n{_FILL}"
+    )
+
+
+def test_every_column_with_missing_values_is_named_at_once(tmp_path: Path) -> None:
+    """Not only the first missing cell: each column, in the order found, with
+    how many rows miss it and its first three lines; each file apart."""
+    train, test = _pair(
+        tmp_path,
+        "bill,flipper,island,note,y\n"
+        "1,2,a,,x\nNA,3,b,,y\n4,NA,a,,x\n5,6,NA,,y\n7,8,b,,\n,,b,,x\nnull,1,a,,y\n",
+        "bill,flipper,island,note,y\n1,2,a,,x\n1,2,N/A,,x\n",
+    )
+    assert _refused(
+        train, width=3, features=("bill", "flipper", "island"), test=test
+    ) == (
+        f"{train}: missing values in 4 columns:\n"
+        "  - 'bill': 3 rows (lines 3, 7, 8)\n"
+        "  - 'flipper': 2 rows (lines 4, 7)\n"
+        "  - 'island': 1 row (line 5)\n"
+        "  - 'y': 1 row (line 6)\n"
+        f"{test}: missing values in 1 column:\n"
+        "  - 'island': 1 row (line 3)\n"
+        f"{_FILL}"
+    )
+    # More than three rows: the first three lines, and the rest counted.
+    path = _csv(tmp_path, "a,y\n" + "NA,x\n" * 5 + "1,y\n", "many.csv")
+    assert _refused(path).startswith(
+        f"{path}: missing values in 1 column:\n  - 'a': 5 rows (lines 2, 3, 4, ...)\n"
+    )
 
 
 def test_a_missing_label_in_the_test_file(tmp_path: Path) -> None:
     train, test = _pair(tmp_path, "x,y\n1,a\n", "x,y\n1,a\n2,NULL\n")
-    assert _refused(train, test=test) == f"{test}: line 3, column 'y': missing value"
+    assert _refused(train, test=test) == (
+        f"{test}: missing values in 1 column:\n  - 'y': 1 row (line 3)\n{_FILL}"
+    )
 
 
 def test_a_non_number_in_a_numeric_column(tmp_path: Path) -> None:
