@@ -52,7 +52,10 @@ Features
     (training or test row) must be a number. A text column's vocabulary is
     its distinct values in the training rows, sorted; a value's id is 1 +
     its index in the vocabulary, and 0 (the out-of-vocabulary slot) for a
-    value not in it (test rows only). x is float32 (rows, features): the
+    value not in it (test rows only). A text column whose training rows hold
+    at least 50 distinct values, and at least 0.9 of the rows, is an error
+    (an ID, a date or free text, not a category). x is float32 (rows,
+    features): the
     numbers and the ids. The model one-hot encodes each text column, so a
     sample is sum(1 for a numeric column, len(vocabulary) + 1 for a text
     column) values, which must equal input.shape.
@@ -80,7 +83,8 @@ Errors
     train file first (field counts, and the labels of regression and
     multilabel, in rows without a missing value); the missing values, all
     of them; a file without data rows; non-numbers in
-    numeric columns (the first in file order); the training rows' labels;
+    numeric columns (the first in file order); the text columns whose values
+    are nearly all distinct, all of them; the training rows' labels;
     the encoded width against input.shape; the memory the arrays need; last,
     while the arrays are filled, the test rows' labels of binary and
     classification.
@@ -673,9 +677,44 @@ def _settle_columns(
     mixed = [k for k in range(scan.size) if not numeric[k] and scan.numbers[k]]
     if mixed:
         _add_numbers(sources[0], mixed, scan.words)
+    _refuse_identifiers(sources[0].path, features, numeric, scan)
     return tuple(
         datasets.Column(name, None if numeric[k] else tuple(sorted(scan.words[k])))
         for k, name in enumerate(features)
+    )
+
+
+#: A text column is refused as a category where its training rows hold at
+#: least ID_VALUES distinct values, and that many are at least ID_SHARE of
+#: the rows: an ID, a date or free text, whose one-hot encoding would only
+#: memorize rows.
+ID_VALUES = 50
+ID_SHARE = 0.9
+
+
+def _refuse_identifiers(
+    path: Path, features: Sequence[str], numeric: Sequence[bool], scan: _Scan
+) -> None:
+    """One error naming every text column whose values are nearly all
+    distinct (ID_VALUES, ID_SHARE)."""
+    rows = scan.rows[False]
+    found = [
+        (name, len(scan.words[k]))
+        for k, name in enumerate(features)
+        if not numeric[k] and len(scan.words[k]) >= max(ID_VALUES, ID_SHARE * rows)
+    ]
+    if not found:
+        return
+    lines = [
+        f"  - {name!r}: {distinct:,} distinct values in {_plural(rows, 'training row')}"
+        for name, distinct in found
+    ]
+    raise BuildError(
+        f"{path}: {_plural(len(found), 'text column')} whose values are nearly "
+        "all distinct, which l2compile does not one-hot encode:\n"
+        + "\n".join(lines)
+        + "\nsuch a column is an ID, a date or free text: a category per row "
+        "only memorizes the rows. Leave it out of train.features"
     )
 
 

@@ -638,3 +638,29 @@ def test_a_class_name_that_is_not_one_printable_line_is_refused(
         f"{path}: column 'y' holds the class name 'b\\nc'; a class name becomes "
         "a line of labels.txt: it must be printable, on one line"
     )
+
+
+def test_a_text_column_of_nearly_all_distinct_values_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A date or an ID read as text would be one-hot encoded into a category
+    per row; the build names every such column instead, and the escape."""
+    rows = "".join(
+        f"2012-{1 + i // 28:02d}-{1 + i % 28:02d},id{i},{'ab'[i % 2]},{i % 3}\n"
+        for i in range(60)
+    )
+    path = _csv(tmp_path, "date,id,kind,y\n" + rows, "weather.csv")
+    assert _refused(path, width=3, label=("y",), test_split=0.1) == (
+        f"{path}: 2 text columns whose values are nearly all distinct, which "
+        "l2compile does not one-hot encode:\n"
+        "  - 'date': 54 distinct values in 54 training rows\n"
+        "  - 'id': 54 distinct values in 54 training rows\n"
+        "such a column is an ID, a date or free text: a category per row only "
+        "memorizes the rows. Leave it out of train.features"
+    )
+    # Without them the table reads; a category with few values is kept.
+    read = _read(path, SPECIES, 3, features=("kind",), test_split=0.1)
+    assert [c.vocabulary for c in read.columns] == [("a", "b")]
+    # Under 50 distinct values, or under 0.9 of the rows, is a category.
+    small = _csv(tmp_path, "id,y\n" + "".join(f"x{i},{i % 2}\n" for i in range(40)))
+    assert len(_read(small, SPECIES, 37, test_split=0.1).columns[0].vocabulary) == 36
