@@ -82,7 +82,6 @@ def measure(
     watcher.join()
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{' '.join(command)} failed:\n{out[-3000:]}")
-    # A process too short-lived to be seen still counts at wait4's figure.
     # A process too short-lived to be seen still counts at wait4's figure (the
     # largest of the command and the children it waited for).
     largest = max(max(peaks.values(), default=0), usage.ru_maxrss)

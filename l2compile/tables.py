@@ -516,8 +516,8 @@ class _Missing:
                 )
         raise BuildError(
             "\n".join(parts) + "\nl2compile reads no missing value in a label or "
-            "feature column: fill those cells, remove those rows, or leave the "
-            "column out of recipe.features"
+            "feature column: fill those cells or remove those rows (a feature "
+            "column can also be left out of train.features)"
         )
 
 

@@ -428,3 +428,43 @@ def test_the_served_saved_model_holds_no_augmentation(
     exported_ops: dict[str, object],
 ) -> None:
     assert random_ops(exported_ops["saved_model"]) == []
+
+
+# On TensorFlow the layers draw from their own stream (no _backend_generators):
+# reseeding restarts it all the same.
+_RESEED = """\
+import sys
+from pathlib import Path
+import numpy as np
+from l2compile.contract import import_generated
+module = import_generated(Path(sys.argv[1]), "augmented")
+x = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+augmenter = module.Augmenter()
+augmenter.reseed(2)
+first = [augmenter(x) for _ in range(2)]
+augmenter.reseed(5)
+other = augmenter(x)
+again = module.Augmenter()
+again.reseed(2)
+assert not np.allclose(first[0], first[1]) and not np.allclose(other, first[0])
+for reseeded in (augmenter, again):
+    reseeded.reseed(2)
+    for batch in first:
+        np.testing.assert_array_equal(reseeded(x), batch)
+print("reseeded")
+"""
+
+
+@pytest.mark.build
+def test_reseeding_restarts_the_streams_on_tensorflow_too(tmp_path: Path) -> None:
+    module = tmp_path / "augmented.py"
+    module.write_text(compiled(tmp_path, spec_with(*EVERY_KIND)).code, "utf-8")
+    result = subprocess.run(
+        [sys.executable, "-c", _RESEED, str(module)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == "reseeded"

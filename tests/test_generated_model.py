@@ -266,3 +266,26 @@ def test_an_image_modules_reader_is_converted_without_an_autograph_warning(
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines()[-1] == f"({len(files)}, 32, 32, 3)"
     assert "AutoGraph" not in result.stderr
+
+
+@pytest.mark.build
+def test_image_sets_share_the_memory_budget_and_both_reads_agree(
+    tmp_path: Path,
+) -> None:
+    """The sets of images share IN_MEMORY_BYTES: one that fits what is left
+    is decoded once and kept, the next one that does not is read a batch at
+    a time, and both give the same pixels."""
+    from .conftest import make_image_folder
+
+    photos = make_image_folder(tmp_path / "images", channels=3, per_class=3)
+    files = np.array(sorted(str(p) for p in photos.glob("train/*/*")))
+    module = import_generated(GOLDEN / "augmented_photos.py", "photos")
+    size = len(files) * int(np.prod(module.INPUT_SHAPE))
+    module.Images.unheld = size + size // 2  # room for one set, not two
+    kept, streamed = module.Images(files), module.Images(files)
+    assert (kept.kept, streamed.kept, module.Images.unheld) == (True, False, size // 2)
+    order = np.random.default_rng(0).permutation(len(files))
+    np.testing.assert_array_equal(kept[order], streamed[order])
+    assert kept.pixels is not None and streamed.pixels is None
+    assert kept[order].dtype == np.float32 and kept[order].min() >= 0
+    assert kept[order].max() <= 1 and kept[order].max() > 0.5

@@ -268,7 +268,8 @@ def test_lines_count_quoted_newlines_and_blank_lines(tmp_path: Path) -> None:
 
 _FILL = (
     "l2compile reads no missing value in a label or feature column: fill those "
-    "cells, remove those rows, or leave the column out of recipe.features"
+    "cells or remove those rows (a feature column can also be left out of "
+    "train.features)"
 )
 
 

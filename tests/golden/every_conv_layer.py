@@ -213,7 +213,8 @@ def recompute_batchnorm_statistics(
 ) -> None:
     """Set the moving mean and variance of each batch normalization layer that
     trains to their average over the training data under the final weights
-    (its full batches, at most BN_BATCHES of them), as "precise BN" does.
+    (its full batches, at most BN_BATCHES of them; the one batch there is
+    where none is full), as "precise BN" does.
 
     While the model trains, those statistics trail weights that keep changing;
     the model in inference mode, as it is scored, saved and exported, reads
@@ -222,22 +223,26 @@ def recompute_batchnorm_statistics(
     """
     norms = batch_norms(model)
     momenta = [layer.momentum for layer in norms]
-    for layer in norms:
-        layer.momentum = 0.0
-    forward = training_forward(model)
-    batches = Batches(x, y)
-    steps = min(len(x) // BATCH_SIZE or 1, BN_BATCHES)
-    # Each layer's batch means and variances, summed.
-    sums = [[np.zeros(()), np.zeros(())] for _ in norms]
-    for step in range(steps):
-        forward(batches[step][0])
-        for total, layer in zip(sums, norms, strict=True):
-            total[0] = total[0] + np.asarray(layer.moving_mean, dtype=np.float64)
-            total[1] = total[1] + np.asarray(layer.moving_variance, dtype=np.float64)
-    for (mean, variance), layer, momentum in zip(sums, norms, momenta, strict=True):
-        layer.moving_mean.assign(mean / steps)
-        layer.moving_variance.assign(variance / steps)
-        layer.momentum = momentum
+    try:
+        for layer in norms:
+            layer.momentum = 0.0
+        forward = training_forward(model)
+        batches = Batches(x, y)
+        steps = min(len(x) // BATCH_SIZE or 1, BN_BATCHES)
+        # Each layer's batch means and variances, summed.
+        sum_mean = [np.zeros(()) for _ in norms]
+        sum_var = [np.zeros(()) for _ in norms]
+        for step in range(steps):
+            forward(batches[step][0])
+            for i, layer in enumerate(norms):
+                sum_mean[i] = sum_mean[i] + np.asarray(layer.moving_mean, np.float64)
+                sum_var[i] = sum_var[i] + np.asarray(layer.moving_variance, np.float64)
+        for mean, variance, layer in zip(sum_mean, sum_var, norms, strict=True):
+            layer.moving_mean.assign(mean / steps)
+            layer.moving_variance.assign(variance / steps)
+    finally:
+        for layer, momentum in zip(norms, momenta, strict=True):
+            layer.momentum = momentum
 
 
 def training_forward(model: keras.Model) -> Callable[[Any], None]:

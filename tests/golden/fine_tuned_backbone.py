@@ -183,8 +183,9 @@ def compile_model(model: keras.Model) -> keras.Model:
 
 #: The image files read, by extension (any case).
 EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
-#: Up to how many bytes of decoded images (8 bits a channel) a set of them is
-#: decoded once and kept in memory; a larger one is decoded a batch at a time.
+#: Up to how many bytes of decoded images (8 bits a channel), all sets
+#: together, are decoded once and kept in memory; a set that does not fit in
+#: what is left is decoded a batch at a time.
 IN_MEMORY_BYTES = 1024**3
 
 
@@ -229,11 +230,25 @@ def read_image(path: tf.Tensor) -> tf.Tensor:
     image = tf.io.decode_image(
         tf.io.read_file(path), channels=3, expand_animations=False
     )
-    return tf.cast(tf.round(tf.image.resize(image, INPUT_SHAPE[:2])), tf.uint8)
+    resized = tf.image.resize(image, INPUT_SHAPE[:2])
+    return tf.saturate_cast(tf.round(resized), tf.uint8)
 
 
-def read_images(paths: np.ndarray) -> np.ndarray:
-    """Image files, decoded (in parallel, in order) as 8-bit pixels."""
+def read_batch(paths: tf.Tensor) -> tf.Tensor:
+    """A batch of image files, decoded."""
+    return tf.map_fn(
+        read_image, paths, fn_output_signature=tf.TensorSpec(INPUT_SHAPE, tf.uint8)
+    )
+
+
+# read_batch as one call of a TensorFlow graph, traced once.
+read_images = tf.function(
+    read_batch, input_signature=[tf.TensorSpec([None], tf.string)]
+)
+
+
+def decode_all(paths: np.ndarray) -> np.ndarray:
+    """Image files, decoded in parallel (in order), 8 bits a channel."""
     files = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
     decoded = files.map(read_image, num_parallel_calls=tf.data.AUTOTUNE)
     pixels = np.zeros((len(paths), *INPUT_SHAPE), dtype=np.uint8)
@@ -244,29 +259,38 @@ def read_images(paths: np.ndarray) -> np.ndarray:
 
 class Images:
     """The images of some files, scaled to [0, 1]: `images[indices]` gives
-    those images. Where all of them take at most IN_MEMORY_BYTES decoded,
-    they are decoded once, here, and kept (8 bits a channel); otherwise the
-    files of each batch are decoded when it is taken, and nothing is kept."""
+    those images. The sets of images made in one run share IN_MEMORY_BYTES:
+    a set that fits in what is left of it is decoded once, when it is first
+    used, and kept (8 bits a channel); otherwise the files of each batch are
+    decoded when it is taken, and nothing is kept."""
+
+    #: What is left of IN_MEMORY_BYTES for the sets made after this one.
+    unheld = IN_MEMORY_BYTES
 
     def __init__(self, paths: np.ndarray) -> None:
         self.paths = paths
-        held = len(paths) * math.prod(INPUT_SHAPE) <= IN_MEMORY_BYTES
-        self.pixels = read_images(paths) if held else None
+        size = len(paths) * math.prod(INPUT_SHAPE)
+        self.kept = size <= Images.unheld
+        if self.kept:
+            Images.unheld -= size
+        self.pixels: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: slice | np.ndarray) -> np.ndarray:
+        if self.kept and self.pixels is None:
+            self.pixels = decode_all(self.paths)
         if self.pixels is not None:
             pixels = self.pixels[index]
         else:
-            pixels = read_images(self.paths[index])
+            pixels = np.asarray(read_images(self.paths[index]))
         return pixels.astype(np.float32) / np.float32(255)
 
 
 def preprocess(x: np.ndarray, y: np.ndarray) -> tuple[Images, np.ndarray]:
-    """The images, decoded once if they fit in IN_MEMORY_BYTES, else a batch
-    at a time as they are used."""
+    """The images, decoded once if they fit in what is left of
+    IN_MEMORY_BYTES, else a batch at a time as they are used."""
     return Images(x), y
 
 
@@ -358,7 +382,8 @@ def recompute_batchnorm_statistics(
 ) -> None:
     """Set the moving mean and variance of each batch normalization layer that
     trains to their average over the training data under the final weights
-    (its full batches, at most BN_BATCHES of them), as "precise BN" does.
+    (its full batches, at most BN_BATCHES of them; the one batch there is
+    where none is full), as "precise BN" does.
 
     While the model trains, those statistics trail weights that keep changing;
     the model in inference mode, as it is scored, saved and exported, reads
@@ -367,22 +392,26 @@ def recompute_batchnorm_statistics(
     """
     norms = batch_norms(model)
     momenta = [layer.momentum for layer in norms]
-    for layer in norms:
-        layer.momentum = 0.0
-    forward = training_forward(model)
-    batches = Batches(x, y)
-    steps = min(len(x) // BATCH_SIZE or 1, BN_BATCHES)
-    # Each layer's batch means and variances, summed.
-    sums = [[np.zeros(()), np.zeros(())] for _ in norms]
-    for step in range(steps):
-        forward(batches[step][0])
-        for total, layer in zip(sums, norms, strict=True):
-            total[0] = total[0] + np.asarray(layer.moving_mean, dtype=np.float64)
-            total[1] = total[1] + np.asarray(layer.moving_variance, dtype=np.float64)
-    for (mean, variance), layer, momentum in zip(sums, norms, momenta, strict=True):
-        layer.moving_mean.assign(mean / steps)
-        layer.moving_variance.assign(variance / steps)
-        layer.momentum = momentum
+    try:
+        for layer in norms:
+            layer.momentum = 0.0
+        forward = training_forward(model)
+        batches = Batches(x, y)
+        steps = min(len(x) // BATCH_SIZE or 1, BN_BATCHES)
+        # Each layer's batch means and variances, summed.
+        sum_mean = [np.zeros(()) for _ in norms]
+        sum_var = [np.zeros(()) for _ in norms]
+        for step in range(steps):
+            forward(batches[step][0])
+            for i, layer in enumerate(norms):
+                sum_mean[i] = sum_mean[i] + np.asarray(layer.moving_mean, np.float64)
+                sum_var[i] = sum_var[i] + np.asarray(layer.moving_variance, np.float64)
+        for mean, variance, layer in zip(sum_mean, sum_var, norms, strict=True):
+            layer.moving_mean.assign(mean / steps)
+            layer.moving_variance.assign(variance / steps)
+    finally:
+        for layer, momentum in zip(norms, momenta, strict=True):
+            layer.momentum = momentum
 
 
 def training_forward(model: keras.Model) -> Callable[[Any], None]:
