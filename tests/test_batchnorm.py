@@ -232,3 +232,60 @@ def test_the_statistics_are_the_average_of_the_full_batches(
     # Not the statistics of all 80 samples: the partial batch is left out.
     x = np.random.default_rng(0).normal(2.0, 3.0, (80, 28, 28))
     assert not np.allclose(found["mean"], x.mean(axis=(0, 1)), rtol=1e-4)
+
+
+class _Model:
+    """Keras' evaluate as the inference-mode check calls it: the steps asked."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def evaluate(self, batches: object, steps: int, **_: object) -> dict[str, float]:
+        self.steps.append(steps)
+        return {"accuracy": 0.5}
+
+
+class _Generated:
+    """The generated module's Batches and recomputation, as stand-ins."""
+
+    recomputed = 0
+
+    class Batches:
+        def __init__(self, x: list[int], y: list[int]) -> None:
+            self.n = len(x)
+
+        def __len__(self) -> int:
+            return -(-self.n // 32)
+
+    def recompute_batchnorm_statistics(self, *_: object) -> None:
+        self.recomputed += 1
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("line", "steps"), [("", [16, 63]), ("keep", [63])])
+def test_the_score_before_the_recomputation_is_read_on_fewer_samples(
+    tmp_path: Path, line: str, steps: list[int]
+) -> None:
+    """The score before the recomputation is only reported: 512 training
+    samples (16 batches of 32); the one the warning reads, after it or where
+    the statistics are kept, 2,000 (63 batches)."""
+    from types import SimpleNamespace
+
+    from l2compile import training
+
+    text = _with(BN_SPEC, "batchnorm_statistics: keep") if line else BN_SPEC
+    plan = plan_text(text, tmp_path)
+    model, generated = _Model(), _Generated()
+    train = (list(range(5000)), list(range(5000)))
+    history = {"accuracy": [0.5]}
+    found = training._inference_mode(
+        SimpleNamespace(plan=plan),  # type: ignore[arg-type]
+        generated,  # type: ignore[arg-type]
+        model,
+        train,
+        history,
+        lambda _: None,
+    )
+    assert model.steps == steps
+    assert generated.recomputed == (0 if line else 1)
+    assert found["on_training_data"] == 0.5
