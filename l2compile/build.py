@@ -39,6 +39,7 @@ from l2compile.contract import import_generated
 from l2compile.datasets import Dataset, load_dataset
 from l2compile.errors import BuildError
 from l2compile.formats.base import ExportJob
+from l2compile.generate import Compiled, derive_input
 from l2compile.nodes import ModelPlan
 from l2compile.resume import Saved
 from l2compile.training import TrainJob
@@ -96,6 +97,9 @@ def build(
     )
     for warning in dataset.warnings:
         log(warning)
+    if plan.derived_input:
+        compiled = _derive(plan, dataset, log)
+        plan, code = compiled.plan, compiled.code
     if plan.backend_reason:
         log(f"training on {plan.backend} (auto: {plan.backend_reason})")
     _check_validation_share(plan, len(dataset.x_train))
@@ -121,6 +125,31 @@ def build(
             raise
     finally:
         os.close(lock)
+
+
+def derived(compiled: Compiled, log: Log, *, version_header: bool = True) -> Compiled:
+    """A spec without input.shape planned with the one its data gives (read
+    as a build reads it); any other as it is."""
+    plan = compiled.plan
+    if not plan.derived_input:
+        return compiled
+    dataset = load_dataset(
+        plan.recipe,
+        None,
+        spec_path=plan.data_path,
+        model_input=plan.model_input,
+        seed=plan.split_seed,
+        test_path=plan.test_path,
+    )
+    return _derive(plan, dataset, log, version_header=version_header)
+
+
+def _derive(
+    plan: ModelPlan, dataset: Dataset, log: Log, *, version_header: bool = True
+) -> Compiled:
+    width = sum(column.width for column in dataset.columns)
+    log(f"input.shape: [{width}], derived from the data")
+    return derive_input(plan, width, version_header=version_header)
 
 
 def _publish(work: Path, out: Path, metrics: dict[str, Any], log: Log) -> BuildResult:

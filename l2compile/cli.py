@@ -83,6 +83,23 @@ def _compile_or_exit(
     return compiled
 
 
+def _with_data(compiled: Compiled, version_header: bool = True) -> Compiled:
+    """A spec without input.shape, planned with the shape its data gives
+    (read from the spec's train.data); exit 3 where the data cannot be read."""
+    if not compiled.plan.derived_input:
+        return compiled
+    from l2compile import build as builder  # reads the data with numpy
+
+    try:
+        return builder.derived(
+            compiled,
+            lambda line: click.echo(f"l2compile: {line}", err=True),
+            version_header=version_header,
+        )
+    except BuildError as exc:
+        _fail(f"input.shape is derived from the data: {exc}")
+
+
 def _warn(compiled: Compiled) -> None:
     """A valid spec's warnings, one line each."""
     for warning in compiled.plan.warnings:
@@ -151,9 +168,14 @@ def validate(specs: tuple[Path, ...]) -> None:
             continue
         _warn(compiled)
         plan = compiled.plan
+        counts = (
+            "input.shape derived from the data when it builds"
+            if plan.derived_input
+            else f"{plan.params:,} parameters, {plan.regularized_params:,} with L2"
+        )
         click.echo(
             f"{display_path(path)}: ok ({plan.name}: {len(plan.layers)} layers, "
-            f"{plan.params:,} parameters, {plan.regularized_params:,} with L2)"
+            f"{counts})"
         )
     sys.exit(EXIT_SPEC_ERROR if failed else EXIT_OK)
 
@@ -169,7 +191,7 @@ def validate(specs: tuple[Path, ...]) -> None:
 )
 def inspect(spec: Path, as_json: bool, show_layers: bool) -> None:
     """List every weight of SPEC's model: shape, parameters, L2 and weight decay."""
-    plan = _compile_or_exit(spec).plan
+    plan = _with_data(_compile_or_exit(spec)).plan
     if as_json:
         click.echo(json.dumps(report.as_data(plan), indent=2))
     elif show_layers:
@@ -306,7 +328,7 @@ def generate(
             _report(result)
             failed = True
         else:
-            compiled.append((path, result))
+            compiled.append((path, _with_data(result, not no_version_header)))
     if failed:
         sys.exit(EXIT_SPEC_ERROR)  # all or nothing: no module from a half-valid set
     outputs = generate_.plan_outputs(compiled, output)

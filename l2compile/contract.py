@@ -41,16 +41,16 @@ class GeneratedModule(Protocol):
 
     def load_data(self, path: str) -> tuple[Any, ...]:
         """The train and test splits from `path` (a recipe's also takes None;
-        a csv's also gives each feature column's vocabulary, None: numeric)."""
+        a csv's also gives its model inputs, as model.json lists them)."""
 
     def preprocess(self, x: Array, y: Array) -> tuple[Any, Array]:
         """Raw samples and labels as the model is fed them (an image folder's
         x is the files' paths, and its samples an `Images` sequence that
         gives the images of a slice, decoded once or when it is taken)."""
 
-    def build_model(self, *vocabularies: Any, **backbone_weights: str) -> Model:
-        """The uncompiled model (a csv's: for its feature columns'
-        vocabularies, as load_data gives them)."""
+    def build_model(self, *columns: Any, **backbone_weights: str) -> Model:
+        """The uncompiled model (a csv's: for its inputs, as load_data gives
+        them)."""
 
     def compile_model(self, model: Model, *schedule: int) -> Model:
         """`model` with its optimizer, loss and metrics attached (where the

@@ -68,17 +68,55 @@ IDX_FILES = {
 
 @dataclass(frozen=True)
 class Column:
-    """A csv feature column as the model reads it: a number, or (where its
-    values are text) a category id: 0 for a value not in `vocabulary`, else
-    its place in the vocabulary, counted from 1."""
+    """A csv model's input as the model reads it: a number (NaN where it is
+    missing), or (where a column's values are text) a category id: 0 for a
+    missing value or one not in `vocabulary`, else its place in the
+    vocabulary, counted from 1. A date column is several numbers, one per
+    `part` (tables.DATE_PARTS).
+
+    `fill` is what the model puts in a missing value's place (a number; a
+    category's id), learned from the training rows as `policy` says: None
+    leaves it (a category's slot 0; a number's NaN, where policy is error).
+    `indicator`: the model also reads whether the number was missing."""
 
     name: str
-    vocabulary: tuple[str, ...] | None = None  #: None: a numeric column
+    vocabulary: tuple[str, ...] | None = None  #: None: a number
+    fill: float | None = None
+    indicator: bool = False
+    policy: str = ""
+    part: str = ""  #: a date's part; "" for a column read as it is
+    format: str = ""  #: a date's strptime format
 
     @property
     def width(self) -> int:
-        """How many values it becomes in the model: one-hot, out-of-vocabulary first."""
-        return 1 if self.vocabulary is None else len(self.vocabulary) + 1
+        """How many values it becomes in the model: one-hot, out-of-vocabulary
+        first; a number, and whether it was missing where `indicator`."""
+        if self.vocabulary is None:
+            return 1 + self.indicator
+        return len(self.vocabulary) + 1
+
+    def describe(self) -> dict[str, Any]:
+        """The column as model.json lists it and the generated build_model
+        takes it."""
+        if self.vocabulary is not None:
+            found: dict[str, Any] = {
+                "name": self.name,
+                "kind": "category",
+                "vocabulary": list(self.vocabulary),
+                "missing": self.policy,
+            }
+            if self.fill is not None:
+                found["fill"] = int(self.fill)
+            return found
+        found = {"name": self.name, "kind": "number"}
+        if self.part:
+            found["date"] = {"part": self.part, "format": self.format}
+        found["missing"] = self.policy
+        if self.fill is not None:
+            found["fill"] = self.fill
+        if self.indicator:
+            found["indicator"] = True
+        return found
 
 
 @dataclass(frozen=True)
@@ -114,12 +152,10 @@ class Dataset:
         return np.arange(len(self.x_test if test else self.x_train))
 
     @property
-    def vocabularies(self) -> list[list[str] | None]:
-        """What the csv module's build_model takes: each feature column's
-        vocabulary (None: numeric)."""
-        return [
-            None if c.vocabulary is None else list(c.vocabulary) for c in self.columns
-        ]
+    def encoding(self) -> list[dict[str, Any]]:
+        """What the csv module's build_model takes: each model input as
+        model.json describes it (`Column.describe`)."""
+        return [column.describe() for column in self.columns]
 
     @classmethod
     def of(cls, arrays: Mapping[str, npt.NDArray[np.generic]], source: str) -> Dataset:

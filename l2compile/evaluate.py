@@ -284,7 +284,9 @@ def _read_by_name(plan: ModelPlan, trained: TrainedColumns | None) -> ModelPlan:
     where the spec does not list them itself (the file's order may differ)."""
     if trained is None or plan.recipe.features is not None:
         return plan
-    recipe = dataclasses.replace(plan.recipe, features=trained.names)
+    # A date column is several inputs of one name: each column once.
+    names = tuple(dict.fromkeys(trained.names))
+    recipe = dataclasses.replace(plan.recipe, features=names)
     return dataclasses.replace(plan, recipe=recipe)
 
 

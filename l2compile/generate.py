@@ -11,10 +11,12 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 from l2compile import interrupts
+from l2compile import overrides as overrides_
 from l2compile.backends import Choice
-from l2compile.errors import SpecError
+from l2compile.errors import BuildError, SpecError
 from l2compile.nodes import ModelPlan
 from l2compile.overrides import Override, place
 from l2compile.plan import plan_spec
@@ -68,6 +70,35 @@ def compile_spec(
     if isinstance(plan, list):
         return place(plan, overrides)
     return Compiled(plan, render_module(plan, version_header=version_header))
+
+
+def derive_input(
+    plan: ModelPlan, width: int, *, version_header: bool = True
+) -> Compiled:
+    """The spec planned again with the input.shape its data gave (`width`:
+    a csv table's width after encoding), where the spec left it out."""
+    derived = overrides_.parse(f"input.shape=[{width}]")
+    # The backend as first chosen: auto picks the same again.
+    backend: Choice = "auto" if plan.backend_reason else _choice(plan.backend)
+    found = compile_spec(
+        Path(plan.source_file),
+        version_header=version_header,
+        backend=backend,
+        overrides=(*map(overrides_.parse, plan.overrides), derived),
+    )
+    if isinstance(found, list):
+        raise BuildError(
+            f"input.shape [{width}], derived from the data, does not fit the "
+            "spec: " + "; ".join(str(error) for error in found)
+        )
+    return found
+
+
+def _choice(backend: str) -> Choice:
+    for choice in get_args(Choice):
+        if choice == backend:
+            return choice  # type: ignore[no-any-return]
+    raise AssertionError(backend)
 
 
 def spec_files(paths: list[Path]) -> list[Path] | str:

@@ -180,6 +180,9 @@ class ModelPlan:
     export_formats: tuple[str, ...]
     #: Seeds the data split (train.split_seed, else train.seed).
     split_seed: int = 0
+    #: input.shape was left out: input_shape is a placeholder until the build
+    #: derives the shape from the data (a csv table's width after encoding).
+    derived_input: bool = False
     #: Fail a build whose model does not beat the trivial baseline.
     require_learning: bool = False
     #: What in the spec is valid but likely not what it means.
@@ -307,7 +310,12 @@ class ModelPlan:
         shape, and the number of ids (the smallest input_dim) where embeddings
         read it."""
         tables = [lay.weights[0].shape[0] for lay in self.layers if lay.reads_ids]
-        return ModelInput(self.input_shape, min(tables) if tables else None, self.task)
+        return ModelInput(
+            self.input_shape,
+            min(tables) if tables else None,
+            self.task,
+            derived=self.derived_input,
+        )
 
     @property
     def regularized_params(self) -> int:

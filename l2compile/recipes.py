@@ -27,6 +27,8 @@ class ModelInput:
     shape: tuple[int, ...]
     ids: int | None = None
     task: Task | None = None
+    #: The shape is a placeholder, to be derived from the data (a csv's).
+    derived: bool = False
 
 
 @dataclass(frozen=True)

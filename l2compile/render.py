@@ -339,7 +339,7 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "test_data": plan.recipe.test_data is not None,
         "test_split": plan.recipe.test_split is not None,
         "channels": plan.input_shape[-1],
-        "model_args": "vocabularies" if plan.recipe.encodes else "",
+        "model_args": "columns" if plan.recipe.encodes else "",
         "model_params": _model_params(plan),
         "samples_type": "np.ndarray | Images" if plan.recipe.streamed else "np.ndarray",
         "table_labels": plan.task.table_labels,
@@ -361,13 +361,15 @@ def _imports(plan: ModelPlan) -> list[str]:
         lines.add("import math")  # Batches' length, the schedule's steps
     if plan.batchnorm_statistics:  # training_forward's annotations
         lines |= {"from collections.abc import Callable", "from typing import Any"}
+    if plan.recipe.encodes:  # build_model's columns
+        lines.add("from typing import Any")
     return sorted(lines, key=lambda line: (line.startswith("from "), line))
 
 
 def _model_params(plan: ModelPlan) -> str:
     """build_model()'s parameters, as its `def` line writes them."""
     if plan.recipe.encodes:
-        return "vocabularies: list[list[str] | None]"
+        return "columns: list[dict[str, Any]]"
     if plan.backbone is not None and plan.backbone.weights == "file":
         return "backbone_weights: str = BACKBONE_WEIGHTS"
     return ""

@@ -210,8 +210,25 @@ else:
     TaskName = Literal[tuple(TASKS)]
 
 
+#: The shape a spec is planned with where input.shape is left out, until
+#: the build derives it from the data (a csv table's width after encoding).
+DERIVED_SHAPE = (1,)
+
+
 class InputSpec(StrictModel):
-    shape: Annotated[list[PositiveInt], Field(min_length=1, max_length=8)]
+    shape: Annotated[list[PositiveInt], Field(min_length=1, max_length=8)] | None = (
+        Field(
+            default=None,
+            description="Each sample's shape. A csv table's may be left out: the "
+            "build derives it from the data (the width after encoding).",
+        )
+    )
+
+    @property
+    def planned(self) -> tuple[int, ...]:
+        """The shape the spec is planned with: input.shape, else
+        DERIVED_SHAPE until the data gives it."""
+        return tuple(self.shape) if self.shape is not None else DERIVED_SHAPE
 
 
 LearningRate = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -307,6 +324,65 @@ class SplitFiles(StrictModel):
 
     train: DataPath
     test: DataPath
+
+
+NumericFill = Literal["median", "mean", "zero", "error"]
+CategoryFill = Literal["own_category", "most_frequent", "error"]
+#: A single column's policy: one of either kind's, checked against the
+#: column's kind when the data is read.
+ColumnFill = Literal["median", "mean", "zero", "own_category", "most_frequent", "error"]
+
+
+class MissingSpec(StrictModel):
+    """csv recipe: what a missing feature value becomes (docs/data.md). The
+    fill values come from the training rows and live in the model."""
+
+    numeric: NumericFill = Field(
+        default="median",
+        description="A numeric column's missing values: the training rows' "
+        "median, mean, zero, or error (the build stops).",
+    )
+    categorical: CategoryFill = Field(
+        default="own_category",
+        description="A text column's missing values: own_category (the "
+        "out-of-vocabulary slot, which training then sees), most_frequent "
+        "(the training rows' commonest value) or error.",
+    )
+    indicator: bool = Field(
+        default=False,
+        description="Add a was-missing input (1 or 0) for each numeric column "
+        "whose training rows miss a value.",
+    )
+    columns: dict[ColumnName, ColumnFill] = Field(
+        default_factory=dict,
+        description="A policy for single columns, over numeric and categorical.",
+    )
+
+
+ColumnKind = Literal["numeric", "categorical", "date", "ignore"]
+#: A strftime format, as Python's datetime.strptime reads it.
+DateFormat = Annotated[str, Field(min_length=2, max_length=64, pattern=r"%")]
+
+
+class DateColumn(StrictModel):
+    """A date column with its format: {type: date, format: "%d/%m/%Y"}."""
+
+    type: Literal["date"]
+    format: DateFormat | None = None
+
+
+def _kind_or_date(value: object) -> str:
+    """Which member of a column type a value is meant for."""
+    return _DATE if isinstance(value, dict) else _KIND
+
+
+#: The tags of a column type's members, which error paths leave out.
+_KIND, _DATE = "<kind>", "<date>"
+#: A column type: a word, or a mapping for a date with its format.
+ColumnType = Annotated[
+    Annotated[ColumnKind, Tag(_KIND)] | Annotated[DateColumn, Tag(_DATE)],
+    Discriminator(_kind_or_date),
+]
 
 
 class SourceName(str):
@@ -405,6 +481,18 @@ class TrainSpec(StrictModel):
         default=None,
         description="csv recipe: the feature columns, in the order the model "
         "reads them; default: every column but the labels, in the file's order.",
+    )
+    missing: MissingSpec | None = Field(
+        default=None,
+        description="csv recipe: what missing feature values become "
+        "(default: numbers the training median, text its own category); a "
+        "row without a label is dropped.",
+    )
+    columns: dict[ColumnName, ColumnType] | None = Field(
+        default=None,
+        description="csv recipe: a type for some columns: numeric, categorical, "
+        "date (or {type: date, format: '%d/%m/%Y'}) or ignore; the others are "
+        "inferred.",
     )
     test_split: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] | None = Field(
         default=None,
@@ -565,7 +653,7 @@ class TrainSpec(StrictModel):
                 _only_for("labels", "labels are") + "; '{recipe}' names its classes",
                 {"recipe": recipe},
             )
-        for field in ("label", "features"):
+        for field in ("label", "features", "missing", "columns"):
             if getattr(self, field) is not None and "columns" not in kind.fields:
                 raise PydanticCustomError(
                     "recipe_field",
@@ -597,6 +685,30 @@ class TrainSpec(StrictModel):
                 "recipe_field",
                 "column '{column}' is both a label and a feature",
                 {"column": both[0], "field": "features"},
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _column_types(self) -> TrainSpec:
+        """train.columns types feature columns, and an ignored one is not a
+        feature."""
+        labels = self.label_columns
+        types = self.columns or {}
+        typed = [name for name in types if name in labels]
+        if typed:
+            raise PydanticCustomError(
+                "recipe_field",
+                "column '{column}' is a label; train.columns gives feature "
+                "columns a type (a label's is the task's)",
+                {"column": typed[0], "field": "columns"},
+            )
+        ignored = [f for f in self.features or () if types.get(f) == "ignore"]
+        if ignored:
+            raise PydanticCustomError(
+                "recipe_field",
+                "column '{column}' is a feature and ignored (train.columns); "
+                "keep it in one of them",
+                {"column": ignored[0], "field": "features"},
             )
         return self
 
@@ -646,7 +758,11 @@ class Spec(StrictModel):
         description="What the output means: classification (one class of N), "
         "binary, multilabel or regression (docs/tasks.md).",
     )
-    input: InputSpec
+    input: InputSpec = Field(
+        default=InputSpec(),
+        description="What the model reads: {shape: [...]}. Only a csv table's "
+        "may be left out.",
+    )
     l2: L2Coefficient = Field(
         default=0.0,
         description="L2 coefficient for the kernel of every weight-bearing layer.",
@@ -730,7 +846,7 @@ def _clean_path(loc: tuple[Any, ...], data: Any) -> FieldPath:
     """Drop the discriminator tags pydantic puts in union paths."""
     path: list[str | int] = []
     for part in loc:
-        if part in (_PATH, _FILES, _RATE, _SCHEDULE) or (
+        if part in (_PATH, _FILES, _RATE, _SCHEDULE, _KIND, _DATE) or (
             isinstance(data, dict)
             and isinstance(part, str)
             and part not in data
@@ -770,6 +886,10 @@ def _unwrap(annotation: Any, data: Any) -> Any:
                     return member
             if len(models) == 1:  # a mapping is for the one model among them
                 return models[0]
+            return None
+        plain = [m for m in members if not hasattr(_unwrap(m, data), "model_fields")]
+        if len(plain) == 1:  # a word is for the one member that is not a model
+            return _unwrap(plain[0], data)
         return None
     return annotation
 
@@ -784,6 +904,9 @@ def _annotation_at(path: FieldPath, data: Any) -> Any:
                 return None
             annotation = get_args(annotation)[0]
             data = data[part] if isinstance(data, list) and part < len(data) else None
+        elif get_origin(annotation) is dict:  # train.columns: any name
+            annotation = get_args(annotation)[1]
+            data = data.get(part) if isinstance(data, dict) else None
         else:
             fields = getattr(annotation, "model_fields", None)
             if fields is None or part not in fields:

@@ -32,12 +32,30 @@ Cells
 
 Columns
     The label columns are `recipe.label`; the feature columns
-    `recipe.features`, or else every header column that is not a label, in
-    the file's order. A test file's header must be the train file's: the
-    same columns in the same order. Every row must have as many fields as the
-    header has columns. A missing value in a label or feature column, in any
-    row, is an error, and one error names every such column of each file,
-    with its count of rows and its first lines; other columns are not read.
+    `recipe.features`, or else every header column that is not a label nor
+    declared `ignore` (`recipe.types`), in the file's order. Each column that
+    `recipe.types` or `recipe.missing.columns` names must be a feature column
+    (or, in types, an ignored one). A test file's header must be the train
+    file's: the same columns in the same order. Every row must have as many
+    fields as the header has columns.
+
+Missing values
+    A row whose label (any label column) is missing is dropped: it is in
+    neither split, and the dataset's warnings say how many rows each file
+    lost, with their first lines. A missing feature value is NaN in a
+    numeric column, id 0 in a text column, and NaN in each part of a date.
+    Each feature column's policy is `recipe.missing.policy(name, numeric)`:
+    an error policy with a missing value in any row (training or test) is an
+    error, and one error names every such column of each file, with its count
+    of rows and its first lines. A numeric column's fill is the median or
+    mean of its training split's present values (`np.median`/`np.mean` of
+    the float32 values, as a Python float), or 0.0 for zero, None for error
+    (0.0 where no training value is present, which only a date part can be);
+    a text column's, for most_frequent, the id most frequent in the training
+    split, slot 0 not counted (None where every value is missing), else
+    None. `indicator` marks the numeric inputs whose training split holds a
+    NaN. A feature column without a present value in the training rows is
+    an error.
 
 Split
     With a test file: the train file's rows train, the test file's test.
@@ -47,18 +65,26 @@ Split
     order[held:] train, each kept in file order. Neither is an error.
 
 Features
-    A feature column is NUMERIC if at least half of its values in the
-    training rows are numbers, else TEXT. In a numeric column every value
-    (training or test row) must be a number. A text column's vocabulary is
-    its distinct values in the training rows, sorted; a value's id is 1 +
-    its index in the vocabulary, and 0 (the out-of-vocabulary slot) for a
-    value not in it (test rows only). A text column whose training rows hold
-    at least 50 distinct values, and at least 0.9 of the rows, is an error
-    (an ID, a date or free text, not a category). x is float32 (rows,
-    features): the
-    numbers and the ids. The model one-hot encodes each text column, so a
-    sample is sum(1 for a numeric column, len(vocabulary) + 1 for a text
-    column) values, which must equal input.shape.
+    A column declared numeric is NUMERIC; categorical is TEXT; date is a
+    DATE. An undeclared feature column is NUMERIC if at least half of its
+    present values in the training rows are numbers, else TEXT. In a numeric
+    column every present value (training or test row) must be a number. A
+    date column's format is the declared one, else the first of
+    DATE_FORMATS that every distinct training value fits under
+    `datetime.strptime` (none fitting is an error); each present value, in
+    any row, must fit it, and becomes DATE_PARTS: the year, and sin and cos
+    of 2 pi (month - 1) / 12 and of 2 pi weekday / 7 (Monday 0). A text
+    column's vocabulary is its distinct values in the training rows, sorted;
+    a value's id is 1 + its index in the vocabulary, and 0 (the
+    out-of-vocabulary slot) for a missing value or one not in it (test rows
+    only). An undeclared text column whose
+    training rows hold at least 50 distinct values, and at least 0.9 of the
+    rows, is an error (an ID, a date or free text, not a category). x is
+    float32 (rows, inputs): the numbers, the ids and each date's five parts
+    in their column's place. The model fills missing values and one-hot
+    encodes each text column, so a sample is sum(1, or 2 with an indicator,
+    for a numeric input; len(vocabulary) + 1 for a text column) values,
+    which must equal input.shape.
 
 Labels, by `model_input.task` (its `output_per_column` and `bool_labels`)
     regression: every label value must be a number; y is float32, (n,) for
@@ -81,13 +107,15 @@ Errors
     against the task; the header, then the test file's; with test_split, the
     split's rows (a first pass counts them); the rows in file order, the
     train file first (field counts, and the labels of regression and
-    multilabel, in rows without a missing value); the missing values, all
-    of them; a file without data rows; non-numbers in
-    numeric columns (the first in file order); the text columns whose values
-    are nearly all distinct, all of them; the training rows' labels;
-    the encoded width against input.shape; the memory the arrays need; last,
+    multilabel, in rows with a label); a file, or a split, without data rows
+    with a label; non-numbers in numeric columns (the first in file order);
+    a single column's policy of the wrong kind; the missing values whose
+    policy is error, all of them; columns without a training value; the
+    text columns whose values are nearly all distinct, all of them; a date
+    column's format; the training rows' labels; the memory the arrays need;
     while the arrays are filled, the test rows' labels of binary and
-    classification.
+    classification and dates of another form, in file order; last, the
+    encoded width against input.shape.
 """
 
 from __future__ import annotations
@@ -109,8 +137,10 @@ import numpy.typing as npt
 
 # The module, not its names: datasets may import this module while it loads.
 from l2compile import datasets, files
+from l2compile.dates import DATE_PARTS, any_date_format, date_parts
 from l2compile.errors import BuildError, closest, some_of
 from l2compile.recipes import ModelInput
+from l2compile.sources.base import ColumnType, Missing
 from l2compile.sources.base import Source as Recipe
 from l2compile.tasks import Task
 
@@ -187,23 +217,31 @@ def read_csv(
         )
     labels = _labels_for(task, recipe.label)
     sources, features = _sources(recipe, train, test, seed)
-    scan = _Scan(len(features))
+    scan = _Scan(len(features), sources[0].kinds)
     missing = _Missing()
     for index, source in enumerate(sources):
         _scan(index, source, scan, labels, missing)
-    missing.check()
     _check_rows(sources, scan)
-    columns = _settle_columns(sources, features, scan)
+    kinds = _settle_columns(sources, features, scan, missing, recipe.missing)
     labels.settle(train)
-    _check_width(train, model_input, columns)
-    _check_memory(train, columns, labels, scan.rows)
-    x, y = _fill(sources, columns, labels, scan.rows)
-    held = sources[0].held
-    if held is None:  # a test file: each file's rows in order
-        ids = {part: np.arange(len(x[part])) for part in (False, True)}
-    else:
-        flags = np.frombuffer(held, np.uint8)
-        ids = {part: np.flatnonzero(flags == part) for part in (False, True)}
+    width = sum(_WIDTHS[kind.kind] for kind in kinds)
+    _check_memory(train, width, labels, scan.rows)
+    x, y = _fill(sources, kinds, labels, scan.rows, width)
+    columns = _columns(kinds, x[False], recipe.missing)
+    if not model_input.derived:
+        _check_width(train, model_input, columns)
+    ids = {}
+    for part in (False, True):
+        rows = [
+            np.setdiff1d(
+                _rows_of(source, part, scan.total[k]),
+                scan.dropped[k],
+                assume_unique=True,
+            )
+            for k, source in enumerate(sources)
+            if source.test == part or source.held is not None
+        ]
+        ids[part] = np.concatenate(rows)
     return datasets.Dataset(
         x[False],
         y[False],
@@ -214,7 +252,38 @@ def read_csv(
         classes=labels.classes,
         train_ids=ids[False],
         test_ids=ids[True],
+        warnings=_dropped(sources, scan, recipe.label),
     )
+
+
+def _rows_of(source: _Source, test: bool, count: int) -> npt.NDArray[np.int64]:
+    """The data rows of one file (`count` in all) in one split, counted from 0."""
+    if source.held is None:
+        return np.arange(count, dtype=np.int64)
+    flags = np.frombuffer(source.held, np.uint8)
+    return np.flatnonzero(flags == test)
+
+
+def _dropped(
+    sources: Sequence[_Source], scan: _Scan, label: Sequence[str]
+) -> tuple[str, ...]:
+    """The warning for each file whose rows without a label were dropped."""
+    found = []
+    names = ", ".join(repr(name) for name in label)
+    for k, source in enumerate(sources):
+        lines = scan.dropped_lines[k]
+        count = len(scan.dropped[k])
+        if not count:
+            continue
+        shown = ", ".join(str(line) for line in lines[:_MISSING_LINES])
+        more = ", ..." if count > _MISSING_LINES else ""
+        at = "line" if count == 1 else "lines"
+        found.append(
+            f"{source.path}: dropped {_plural(count, 'row')} without a label in "
+            f"{names} ({at} {shown}{more}): a row needs its label to train or "
+            "to be scored"
+        )
+    return tuple(found)
 
 
 def _sources(
@@ -224,23 +293,46 @@ def _sources(
     header = _header(train)
     # Each name's place, found once: a header may have MAX_COLUMNS names.
     places = {name: k for k, name in enumerate(header)}
+    types = {column.name: column for column in recipe.types}
     features = recipe.features
     if features is None:
-        features = tuple(name for name in header if name not in recipe.label)
+        features = tuple(
+            name
+            for name in header
+            if name not in recipe.label
+            and (name not in types or types[name].kind != "ignore")
+        )
     _find(train, places, recipe.label, "train.label")
     _find(train, places, features, "train.features")
+    _find(train, places, list(types), "train.columns")
+    policies = [name for name, _ in recipe.missing.columns]
+    _find(train, places, policies, "train.missing.columns")
+    chosen = set(features)
+    for name, field_name in [(name, "train.columns") for name in types] + [
+        (name, "train.missing.columns") for name in policies
+    ]:
+        if name not in chosen and types.get(name, _READ).kind != "ignore":
+            raise BuildError(
+                f"{train}: {field_name} names column {name!r}, which is not a "
+                f"feature column (features: {some_of(features, limit=8)})"
+            )
     labels = tuple(places[name] for name in recipe.label)
     columns = tuple(places[name] for name in features)
+    kinds = tuple(types.get(name, _READ) for name in features)
     if test is None:
         assert recipe.test_split is not None
         held = _split(train, recipe.test_split, seed)
-        return [_Source(train, header, labels, columns, held)], features
+        return [_Source(train, header, labels, columns, kinds, held)], features
     test_header = _header(test)
     _same_header(test, test_header, train, header)
     return [
-        _Source(train, header, labels, columns, None),
-        _Source(test, test_header, labels, columns, None, test=True),
+        _Source(train, header, labels, columns, kinds, None),
+        _Source(test, test_header, labels, columns, kinds, None, test=True),
     ], features
+
+
+#: An undeclared column: its kind is inferred from its values.
+_READ = ColumnType("", "")
 
 
 # --- reading rows ---------------------------------------------------------------------
@@ -444,12 +536,13 @@ class _Source:
     header: tuple[str, ...]
     labels: tuple[int, ...]
     features: tuple[int, ...]
+    kinds: tuple[ColumnType, ...]  #: each feature's declared type (kind "": none)
     held: bytes | None  #: test_split: per data row, 1 where it tests
     test: bool = False  #: every row tests (the test file)
 
-    def rows(self) -> Iterator[tuple[int, bool, list[str]]]:
-        """(line, whether it tests, fields) for each data row, each with as
-        many fields as the header."""
+    def rows(self) -> Iterator[tuple[int, int, bool, list[str]]]:
+        """(data row counted from 0, line, whether it tests, fields) for each
+        data row, each with as many fields as the header."""
         width, held = len(self.header), self.held
         for i, (line, row) in enumerate(itertools.islice(_records(self.path), 1, None)):
             if len(row) != width:
@@ -458,16 +551,16 @@ class _Source:
                     f"but the header has {_plural(width, 'column')}"
                 )
             if held is None:
-                yield line, self.test, row
+                yield i, line, self.test, row
             elif i < len(held):
-                yield line, held[i] == 1, row
+                yield i, line, held[i] == 1, row
             else:
                 raise _changed(self.path)
 
     def missing(self, row: Sequence[str]) -> list[str]:
-        """The label and feature columns whose value is missing in `row`, in
-        the file's order."""
-        read = sorted({*self.labels, *self.features})
+        """The feature columns whose value is missing in `row`, in the file's
+        order."""
+        read = sorted(self.features)
         return [self.header[at] for at in read if is_missing(row[at].strip())]
 
 
@@ -498,12 +591,18 @@ class _Missing:
             if len(gaps.lines) < _MISSING_LINES:
                 gaps.lines.append(line)
 
-    def check(self) -> None:
-        """Raise the error that names every column with missing values."""
-        if not self.found:
+    def check(self, refused: set[str]) -> None:
+        """Raise the error that names every column with missing values whose
+        policy is error (`refused`)."""
+        found = {
+            path: {name: gaps for name, gaps in columns.items() if name in refused}
+            for path, columns in self.found.items()
+        }
+        found = {path: columns for path, columns in found.items() if columns}
+        if not found:
             return
         parts = []
-        for path, columns in self.found.items():
+        for path, columns in found.items():
             parts.append(
                 f"{path}: missing values in {_plural(len(columns), 'column')}:"
             )
@@ -515,10 +614,17 @@ class _Missing:
                     f"  - {column!r}: {_plural(gaps.count, 'row')} ({at} {shown}{more})"
                 )
         raise BuildError(
-            "\n".join(parts) + "\nl2compile reads no missing value in a label or "
-            "feature column: fill those cells or remove those rows (a feature "
-            "column can also be left out of train.features)"
+            "\n".join(parts)
+            + "\ntrain.missing says error for "
+            + ("this column" if len(refused) == 1 else "these columns")
+            + ": fill those cells or remove those rows, or let the build fill "
+            "them (train.missing: numbers median, mean or zero; text "
+            "own_category or most_frequent)"
         )
+
+    def columns(self) -> set[str]:
+        """The feature columns with a missing value in any file."""
+        return {name for columns in self.found.values() for name in columns}
 
 
 def _at(path: Path, line: int, column: str, what: str) -> BuildError:
@@ -549,6 +655,7 @@ class _Scan:
     in C (`fast`); the others, which may be text, a cell at a time."""
 
     size: int
+    kinds: tuple[ColumnType, ...]  #: each column's declared type (kind "": none)
     numbers: list[int] = field(init=False)
     texts: list[int] = field(init=False)
     words: list[set[str]] = field(init=False)
@@ -558,6 +665,10 @@ class _Scan:
     rows: dict[bool, int] = field(init=False)
     fast: list[int] = field(init=False)
     slow: list[int] = field(init=False)
+    #: Per file: its data rows, and those dropped (no label) and their lines.
+    total: list[int] = field(default_factory=list)
+    dropped: list[list[int]] = field(default_factory=list)
+    dropped_lines: list[list[int]] = field(default_factory=list)
     _fast_get: _Getter = field(init=False)
     _fast_rows: int = 0  #: training rows whose fast columns all held numbers
 
@@ -567,7 +678,10 @@ class _Scan:
         self.words = [set() for _ in range(self.size)]
         self.first_text = [None] * self.size
         self.rows = {False: 0, True: 0}
-        self.fast, self.slow = list(range(self.size)), []
+        # Declared text columns are never numbers: their cells are read slowly.
+        text = {k for k, kind in enumerate(self.kinds) if kind.kind in _TEXT_KINDS}
+        self.fast = [k for k in range(self.size) if k not in text]
+        self.slow = sorted(text)
         self._fast_get = _getter(self.fast)
 
     def row(self, source: int, line: int, test: bool, cells: list[str]) -> None:
@@ -586,6 +700,8 @@ class _Scan:
         moved = []
         for k in self.fast:
             cell = cells[k]
+            if cell in _MISSING_FORMS:
+                continue  # neither a number nor a text value
             number = is_number(cell)
             if not test:
                 self.numbers[k] += number
@@ -600,6 +716,8 @@ class _Scan:
 
     def _count(self, k: int, cell: str) -> None:
         words = self.words[k]
+        if cell in _MISSING_FORMS:
+            return
         if cell in words:
             self.texts[k] += 1
         elif is_number(cell):
@@ -628,38 +746,83 @@ class _Scan:
 def _scan(
     index: int, source: _Source, scan: _Scan, labels: _Labels, missing: _Missing
 ) -> None:
-    """Pass over one file's rows (`sources[index]`): field counts, missing
-    values (gathered in `missing`; such a row is not counted), the labels
-    checked row by row, and the features counted."""
+    """Pass over one file's rows (`sources[index]`): field counts, rows
+    without a label (dropped, in `scan`), missing feature values (gathered in
+    `missing`), the labels checked row by row, and the features counted."""
     get_features, get_labels = _getter(source.features), _getter(source.labels)
-    for line, test, row in source.rows():
-        cells = list(map(str.strip, get_features(row)))
+    dropped: list[int] = []
+    dropped_lines: list[int] = []
+    total = 0
+    for i, line, test, row in source.rows():
+        total += 1
         label_cells = list(map(str.strip, get_labels(row)))
-        if not _MISSING_FORMS.isdisjoint(cells) or not _MISSING_FORMS.isdisjoint(
-            label_cells
-        ):
-            missing.add(source.path, line, source.missing(row))
+        if not _MISSING_FORMS.isdisjoint(label_cells):
+            dropped.append(i)
+            dropped_lines.append(line)
             continue
+        cells = list(map(str.strip, get_features(row)))
+        if not _MISSING_FORMS.isdisjoint(cells):
+            missing.add(source.path, line, source.missing(row))
         scan.row(index, line, test, cells)
         labels.scan(source.path, line, test, label_cells)
     scan.finish()
+    scan.total.append(total)
+    scan.dropped.append(dropped)
+    scan.dropped_lines.append(dropped_lines[:_MISSING_LINES])
 
 
 def _check_rows(sources: Sequence[_Source], scan: _Scan) -> None:
-    """Each file must hold data rows (a split file's were counted already)."""
-    for source in sources:
+    """Each file must hold data rows with a label (a split file's were
+    counted already), and the training split some."""
+    for k, source in enumerate(sources):
         test = source.test
         if source.held is None and not scan.rows[test]:
+            if scan.dropped[k]:
+                raise BuildError(f"{source.path}: no data row has a label")
             raise BuildError(f"{source.path}: no data rows")
+    for test, split in ((False, "training"), (True, "test")):
+        if not scan.rows[test]:
+            raise BuildError(
+                f"{sources[0].path}: no row of the {split} split has a label"
+            )
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """A feature column as the scan settled it: a number, a category (with
+    its vocabulary) or a date (with its format)."""
+
+    name: str
+    kind: str  #: "number", "category" or "date"
+    vocabulary: tuple[str, ...] = ()
+    format: str = ""
+
+
+#: The model inputs each kind of column becomes.
+_WIDTHS = {"number": 1, "category": 1, "date": len(DATE_PARTS)}
+#: The declared kinds whose values are read as text.
+_TEXT_KINDS = frozenset({"categorical", "date"})
 
 
 def _settle_columns(
-    sources: Sequence[_Source], features: Sequence[str], scan: _Scan
-) -> tuple[datasets.Column, ...]:
-    """Each feature column's kind, and a text column's vocabulary; refuses the
-    first non-number in a numeric column."""
+    sources: Sequence[_Source],
+    features: Sequence[str],
+    scan: _Scan,
+    missing: _Missing,
+    policy: Missing,
+) -> list[_Kind]:
+    """Each feature column's kind, a text column's vocabulary and a date
+    column's format; refuses the first non-number in a numeric column, a
+    column without values, missing values their policy refuses, and text
+    columns whose values are nearly all distinct."""
+    declared = [kind.kind for kind in sources[0].kinds]
     numeric = [
-        2 * scan.numbers[k] >= scan.numbers[k] + scan.texts[k] for k in range(scan.size)
+        declared[k] == "numeric"
+        or (
+            declared[k] not in _TEXT_KINDS
+            and 2 * scan.numbers[k] >= scan.numbers[k] + scan.texts[k]
+        )
+        for k in range(scan.size)
     ]
     bad = [
         (found, k)
@@ -668,20 +831,75 @@ def _settle_columns(
     ]
     if bad:
         (source, line, cell), k = min(bad)
+        why = (
+            "train.columns says numeric"
+            if declared[k] == "numeric"
+            else "the column's other values are numbers"
+        )
         raise _at(
-            sources[source].path,
-            line,
-            features[k],
-            f"{cell!r} is not a number (the column's other values are numbers)",
+            sources[source].path, line, features[k], f"{cell!r} is not a number ({why})"
+        )
+    _check_policies(sources[0].path, features, numeric, missing, policy)
+    empty = [
+        name for k, name in enumerate(features) if not scan.numbers[k] + scan.texts[k]
+    ]
+    if empty:
+        shown = some_of([repr(name) for name in empty], limit=8)
+        raise BuildError(
+            f"{sources[0].path}: {_plural(len(empty), 'feature column')} without a "
+            f"value in the training rows: {shown}; leave it out (train.columns: "
+            f"{{{empty[0]}: ignore}})"
         )
     mixed = [k for k in range(scan.size) if not numeric[k] and scan.numbers[k]]
     if mixed:
-        _add_numbers(sources[0], mixed, scan.words)
-    _refuse_identifiers(sources[0].path, features, numeric, scan)
-    return tuple(
-        datasets.Column(name, None if numeric[k] else tuple(sorted(scan.words[k])))
-        for k, name in enumerate(features)
+        _add_numbers(sources[0], mixed, scan.words, set(scan.dropped[0]))
+    _refuse_identifiers(sources[0].path, features, numeric, declared, scan)
+    kinds = []
+    for k, name in enumerate(features):
+        if numeric[k]:
+            kinds.append(_Kind(name, "number"))
+        elif declared[k] == "date":
+            given = sources[0].kinds[k].format
+            found = given or _date_format(sources[0].path, name, scan.words[k])
+            kinds.append(_Kind(name, "date", format=found))
+        else:
+            kinds.append(_Kind(name, "category", tuple(sorted(scan.words[k]))))
+    return kinds
+
+
+def _check_policies(
+    path: Path,
+    features: Sequence[str],
+    numeric: Sequence[bool],
+    missing: _Missing,
+    policy: Missing,
+) -> None:
+    """Each column's own policy must suit its kind, and missing values whose
+    policy is error stop the build, all named at once."""
+    kinds = dict(zip(features, numeric, strict=True))
+    for name, chosen in policy.columns:
+        if chosen in _NUMERIC_FILLS and not kinds[name]:
+            raise BuildError(
+                f"{path}: train.missing.columns: {name!r} is a text column, which "
+                f"{chosen} cannot fill: own_category, most_frequent or error"
+            )
+        if chosen in _CATEGORY_FILLS and kinds[name]:
+            raise BuildError(
+                f"{path}: train.missing.columns: {name!r} is a numeric column, "
+                f"which {chosen} cannot fill: median, mean, zero or error"
+            )
+    found = missing.columns()
+    missing.check(
+        {
+            name
+            for name in features
+            if name in found and policy.policy(name, kinds[name]) == "error"
+        }
     )
+
+
+_NUMERIC_FILLS = frozenset({"median", "mean", "zero"})
+_CATEGORY_FILLS = frozenset({"own_category", "most_frequent"})
 
 
 #: A text column is refused as a category where its training rows hold at
@@ -693,39 +911,71 @@ ID_SHARE = 0.9
 
 
 def _refuse_identifiers(
-    path: Path, features: Sequence[str], numeric: Sequence[bool], scan: _Scan
+    path: Path,
+    features: Sequence[str],
+    numeric: Sequence[bool],
+    declared: Sequence[str],
+    scan: _Scan,
 ) -> None:
-    """One error naming every text column whose values are nearly all
-    distinct (ID_VALUES, ID_SHARE)."""
+    """One error naming every undeclared text column whose values are nearly
+    all distinct (ID_VALUES, ID_SHARE)."""
     rows = scan.rows[False]
     found = [
-        (name, len(scan.words[k]))
+        (name, len(scan.words[k]), any_date_format(scan.words[k]))
         for k, name in enumerate(features)
-        if not numeric[k] and len(scan.words[k]) >= max(ID_VALUES, ID_SHARE * rows)
+        if not numeric[k]
+        and not declared[k]
+        and len(scan.words[k]) >= max(ID_VALUES, ID_SHARE * rows)
     ]
     if not found:
         return
     lines = [
         f"  - {name!r}: {distinct:,} distinct values in {_plural(rows, 'training row')}"
-        for name, distinct in found
+        + (f"; they read as dates ({form})" if form else "")
+        for name, distinct, form in found
     ]
+    first = found[0][0]
     raise BuildError(
         f"{path}: {_plural(len(found), 'text column')} whose values are nearly "
-        "all distinct, which l2compile does not one-hot encode:\n"
+        "all distinct, which l2compile does not one-hot encode by inference:\n"
         + "\n".join(lines)
         + "\nsuch a column is an ID, a date or free text: a category per row "
-        "only memorizes the rows. Leave it out of train.features"
+        "only memorizes the rows. Say what it is in train.columns: ignore (an "
+        "ID or free text), date (year, month and weekday become inputs) or "
+        f"categorical (one-hot it anyway), e.g. train.columns: {{{first}: ignore}}"
     )
 
 
-def _add_numbers(source: _Source, columns: list[int], words: list[set[str]]) -> None:
+def _add_numbers(
+    source: _Source, columns: list[int], words: list[set[str]], dropped: set[int]
+) -> None:
     """Another pass, for text columns that also hold numbers: the scan kept
     only their non-numbers, so that numeric columns never kept their values."""
     get = _getter([source.features[k] for k in columns])
-    for _, test, row in source.rows():
-        if not test:
+    for i, _, test, row in source.rows():
+        if not test and i not in dropped:
             for k, cell in zip(columns, get(row), strict=True):
-                words[k].add(cell.strip())
+                cell = cell.strip()
+                if cell not in _MISSING_FORMS:
+                    words[k].add(cell)
+
+
+# --- dates ----------------------------------------------------------------------------
+
+
+def _date_format(path: Path, name: str, values: set[str]) -> str:
+    """The one common, unambiguous form (DATE_FORMATS) that every training
+    value of a date column fits."""
+    found = any_date_format(values)
+    if found:
+        return found
+    bad = sorted(values)[:3]
+    raise BuildError(
+        f"{path}: column {name!r} (train.columns: date): its training values fit "
+        f"no common, unambiguous date form ({', '.join(map(repr, bad))}, ...); give "
+        f"its format, as strptime reads it: train.columns: {{{name}: {{type: date, "
+        "format: '%d/%m/%Y'}}"
+    )
 
 
 # --- labels ---------------------------------------------------------------------------
@@ -943,7 +1193,7 @@ def _check_width(
     if tuple(model_input.shape) == (width,):
         return
     shape = list(model_input.shape)
-    numeric = sum(column.vocabulary is None for column in columns)
+    numeric = sum(column.width for column in columns if column.vocabulary is None)
     texts = [column for column in columns if column.vocabulary is not None]
     if not texts:
         what = (
@@ -971,7 +1221,14 @@ def _check_width(
         )
     described = ", ".join(parts)
     if numeric:
-        described = f"{_plural(numeric, 'numeric column')}, and {described}"
+        inputs = sum(column.vocabulary is None for column in columns)
+        what = (
+            _plural(numeric, "numeric column")
+            if numeric == inputs
+            else f"{numeric:,} numeric values (numbers, date parts and was-missing "
+            "inputs)"
+        )
+        described = f"{what}, and {described}"
     raise BuildError(
         f"input.shape {shape} must equal the number of feature values after "
         f"encoding, but {path} gives {width:,}: {described}"
@@ -980,7 +1237,7 @@ def _check_width(
 
 def _check_memory(
     path: Path,
-    columns: Sequence[datasets.Column],
+    width: int,
     labels: _Labels,
     rows: dict[bool, int],
 ) -> None:
@@ -989,7 +1246,7 @@ def _check_memory(
     headers = {}
     for test, split in ((False, "train"), (True, "test")):
         headers[f"x_{split}"] = datasets.ArrayHeader(
-            (rows[test], len(columns)), np.dtype(np.float32)
+            (rows[test], width), np.dtype(np.float32)
         )
         headers[f"y_{split}"] = datasets.ArrayHeader(
             tuple(labels.shape(rows[test])), np.dtype(labels.dtype)
@@ -1015,14 +1272,24 @@ class _Split:
     y: npt.NDArray[Any]
     numeric: list[int]  #: x's numeric columns
     text: list[int]  #: x's text columns
+    dates: list[int]  #: x's date columns (each the first of DATE_PARTS)
     filled: int = 0
     numbers: list[list[float]] = field(default_factory=list)
     ids: list[list[int]] = field(default_factory=list)
+    parts: list[list[float]] = field(default_factory=list)
     labels: list[Any] = field(default_factory=list)
 
-    def add(self, numbers: list[float], ids: list[int], label: Any, path: Path) -> None:
+    def add(
+        self,
+        numbers: list[float],
+        ids: list[int],
+        parts: list[float],
+        label: Any,
+        path: Path,
+    ) -> None:
         self.numbers.append(numbers)
         self.ids.append(ids)
+        self.parts.append(parts)
         self.labels.append(label)
         if len(self.labels) >= _BLOCK_ROWS:
             self.flush(path)
@@ -1035,47 +1302,94 @@ class _Split:
             self.x[start:end, self.numeric] = np.array(self.numbers, np.float32)
         if self.text:
             self.x[start:end, self.text] = np.array(self.ids, np.float32)
+        if self.dates:
+            self.x[start:end, self.dates] = np.array(self.parts, np.float32)
         self.y[start:end] = np.array(self.labels, self.y.dtype)
         self.filled = end
-        self.numbers, self.ids, self.labels = [], [], []
+        self.numbers, self.ids, self.parts, self.labels = [], [], [], []
+
+
+def _number(cell: str) -> float:
+    """A present number's value, NaN for a missing one."""
+    return math.nan if cell in _MISSING_FORMS else float(cell)
+
+
+class _Dates(dict[str, tuple[float, ...]]):
+    """A date column's values' model inputs, each parsed once: NaN for a
+    missing value."""
+
+    def __init__(self, path: Path, kind: _Kind) -> None:
+        super().__init__((form, _NO_DATE) for form in _MISSING_FORMS)
+        self.path, self.kind = path, kind
+
+    def at(self, line: int, cell: str) -> tuple[float, ...]:
+        found = self.get(cell)
+        if found is None:
+            try:
+                found = self[cell] = date_parts(cell, self.kind.format)
+            except ValueError:
+                raise _at(
+                    self.path,
+                    line,
+                    self.kind.name,
+                    f"{cell!r} is not a date of the form {self.kind.format!r} "
+                    "(the training values' form)",
+                ) from None
+        return found
+
+
+_NO_DATE = (math.nan,) * len(DATE_PARTS)
 
 
 def _fill(
     sources: Sequence[_Source],
-    columns: Sequence[datasets.Column],
+    kinds: Sequence[_Kind],
     labels: _Labels,
     rows: dict[bool, int],
+    width: int,
 ) -> tuple[dict[bool, npt.NDArray[Any]], dict[bool, npt.NDArray[Any]]]:
-    """The last pass: the values, converted into arrays allocated once."""
-    numeric = [k for k, c in enumerate(columns) if c.vocabulary is None]
-    text = [k for k, c in enumerate(columns) if c.vocabulary is not None]
+    """The last pass: the values, converted into arrays allocated once; a
+    date column's DATE_PARTS take its place and the places after it."""
+    at = list(itertools.accumulate((_WIDTHS[k.kind] for k in kinds), initial=0))
+    numeric = [k for k, c in enumerate(kinds) if c.kind == "number"]
+    text = [k for k, c in enumerate(kinds) if c.kind == "category"]
+    dates = [k for k, c in enumerate(kinds) if c.kind == "date"]
     vocabularies = [
-        _Ids((word, i + 1) for i, word in enumerate(columns[k].vocabulary or ()))
-        for k in text
+        _Ids((word, i + 1) for i, word in enumerate(kinds[k].vocabulary)) for k in text
     ]
     splits = {
         test: _Split(
-            np.empty((rows[test], len(columns)), np.float32),
+            np.empty((rows[test], width), np.float32),
             np.empty(labels.shape(rows[test]), labels.dtype),
-            numeric,
-            text,
+            [at[k] for k in numeric],
+            [at[k] for k in text],
+            [at[k] + p for k in dates for p in range(len(DATE_PARTS))],
         )
         for test in (False, True)
     }
     for source in sources:
         get_numbers = _getter([source.features[k] for k in numeric])
         get_text = _getter([source.features[k] for k in text])
+        get_dates = _getter([source.features[k] for k in dates])
         get_labels = _getter(source.labels)
-        for line, test, row in source.rows():
+        readers = [_Dates(source.path, kinds[k]) for k in dates]
+        for _, line, test, row in source.rows():
+            cells = list(map(str.strip, get_labels(row)))
+            if not _MISSING_FORMS.isdisjoint(cells):
+                continue  # dropped: the scan counted it
             # The scan checked every value: these conversions cannot fail.
-            numbers = list(map(float, map(str.strip, get_numbers(row))))
+            numbers = list(map(_number, map(str.strip, get_numbers(row))))
             ids = [
                 vocabulary[cell.strip()]
                 for vocabulary, cell in zip(vocabularies, get_text(row), strict=True)
             ]
-            cells = list(map(str.strip, get_labels(row)))
+            parts = [
+                part
+                for reader, cell in zip(readers, get_dates(row), strict=True)
+                for part in reader.at(line, cell.strip())
+            ]
             label = labels.convert(source.path, line, test, cells)
-            splits[test].add(numbers, ids, label, source.path)
+            splits[test].add(numbers, ids, parts, label, source.path)
     for split in splits.values():
         split.flush(sources[0].path)
         if split.filled != len(split.x):
@@ -1084,3 +1398,53 @@ def _fill(
         {test: split.x for test, split in splits.items()},
         {test: split.y for test, split in splits.items()},
     )
+
+
+def _columns(
+    kinds: Sequence[_Kind], x: npt.NDArray[np.float32], policy: Missing
+) -> tuple[datasets.Column, ...]:
+    """The model's inputs, with what a missing value of each becomes: from
+    the training rows `x`, as `policy` says."""
+    found: list[datasets.Column] = []
+    for kind in kinds:
+        rule = policy.policy(kind.name, kind.kind != "category")
+        if kind.kind == "category":
+            ids = x[:, len(found)].astype(np.int64)
+            fill = None
+            if rule == "most_frequent":
+                counts = np.bincount(ids, minlength=len(kind.vocabulary) + 1)
+                counts[0] = 0  # slot 0 holds missing and unseen values
+                fill = float(np.argmax(counts)) if counts.any() else None
+            found.append(
+                datasets.Column(kind.name, kind.vocabulary, fill=fill, policy=rule)
+            )
+            continue
+        parts = DATE_PARTS if kind.kind == "date" else ("",)
+        for part in parts:
+            values = x[:, len(found)]
+            gaps = bool(np.isnan(values).any())
+            found.append(
+                datasets.Column(
+                    kind.name,
+                    fill=fill_value(rule, values),
+                    indicator=policy.indicator and gaps,
+                    policy=rule,
+                    part=part,
+                    format=kind.format,
+                )
+            )
+    return tuple(found)
+
+
+def fill_value(rule: str, values: npt.NDArray[np.float32]) -> float | None:
+    """What a missing number becomes under `rule`, from a column's training
+    values (NaN where missing); None under error. The generated module
+    computes it the same way."""
+    if rule == "zero":
+        return 0.0
+    if rule == "error":
+        return None
+    present = values[~np.isnan(values)]
+    if not len(present):
+        return 0.0
+    return float(np.median(present) if rule == "median" else np.mean(present))

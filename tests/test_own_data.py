@@ -521,7 +521,7 @@ def test_the_csv_module_reads_the_table_as_the_build_did(
     arrays and vocabularies l2compile's reader gave the build."""
     compiled, out, _ = fruit
     module = import_generated(out / "fruit_table.py", "fruit_module")
-    (x_train, y_train), (x_test, y_test), vocabularies = module.load_data(
+    (x_train, y_train), (x_test, y_test), columns = module.load_data(
         str(out.parent / "fruit.csv")
     )
     plan = compiled.plan
@@ -535,7 +535,7 @@ def test_the_csv_module_reads_the_table_as_the_build_did(
     np.testing.assert_array_equal(x_test, built.x_test)
     np.testing.assert_array_equal(y_train, built.y_train)
     np.testing.assert_array_equal(y_test, built.y_test)
-    assert vocabularies == built.vocabularies
+    assert columns == built.encoding
     assert y_train.dtype == built.y_train.dtype
 
 

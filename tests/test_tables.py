@@ -13,6 +13,7 @@ from l2compile import datasets
 from l2compile.errors import BuildError
 from l2compile.recipes import ModelInput
 from l2compile.sources import source_for
+from l2compile.sources.base import ColumnType, Missing
 from l2compile.tables import read_csv
 from l2compile.tasks import Binary, Classification, Multilabel, Regression, Task
 
@@ -25,6 +26,7 @@ BINARY = Binary("binary_crossentropy", ("accuracy",), 1, ("0", "1"))
 TAGS = Multilabel("binary_crossentropy", ("auc",), 2, ("t", "u"))
 PRICE = Regression("mse", ("mae",), 1, ("p",))
 PRICES = Regression("mse", ("mae",), 2, ("p", "q"))
+DEFAULTS = Missing()  # numbers the median, text slot 0
 
 
 def _csv(folder: Path, text: str, name: str = "d.csv") -> Path:
@@ -43,6 +45,8 @@ def _read(
     test: Path | None = None,
     test_split: float | None = 0.5,
     seed: int = 0,
+    missing: Missing = DEFAULTS,
+    types: dict[str, str | tuple[str, str]] | None = None,
 ) -> datasets.Dataset:
     recipe = source_for(
         "csv",
@@ -51,6 +55,11 @@ def _read(
         label=label,
         features=features,
         test_split=None if test else test_split,
+        missing=missing,
+        types=tuple(
+            ColumnType(name, kind) if isinstance(kind, str) else ColumnType(name, *kind)
+            for name, kind in (types or {}).items()
+        ),
     )
     model_input = ModelInput((width,), task=task)
     return read_csv(recipe, path, test, seed=seed, model_input=model_input)
@@ -84,10 +93,11 @@ def test_train_and_test_files_give_numbers_ids_and_class_names(tmp_path: Path) -
     assert data.y_train.tolist() == [1, 0, 2]
     assert data.y_test.tolist() == [0, 2]
     assert data.classes == ("a", "b", "c")
+    # A missing number would be the training median; a category, slot 0.
     assert data.columns == (
-        datasets.Column("age"),
-        datasets.Column("sex", ("f", "m")),
-        datasets.Column("city", ("Oslo", "Rome")),
+        datasets.Column("age", fill=2.0, policy="median"),
+        datasets.Column("sex", ("f", "m"), policy="own_category"),
+        datasets.Column("city", ("Oslo", "Rome"), policy="own_category"),
     )
     assert data.source == f"{train} and {test}"
 
@@ -150,7 +160,7 @@ def test_a_column_under_half_numbers_is_text_and_its_numbers_are_names(
     )
     data = _read(train, SPECIES, 1 + 5, test=test)
     # Column t: one number of four, so text, and "1" a category like the others.
-    assert data.columns[1] == datasets.Column("t", ("1", "x", "y", "z"))
+    assert data.columns[1].vocabulary == ("1", "x", "y", "z")
     np.testing.assert_array_equal(data.x_train[:, 1], [1, 2, 3, 4])
     np.testing.assert_array_equal(data.x_test[:, 1], [1])
 
@@ -171,7 +181,7 @@ def test_a_bom_and_blank_lines_are_not_data(tmp_path: Path) -> None:
     path = tmp_path / "bom.csv"
     path.write_bytes("\ufeffx,y\r\n1,0\r\n\r\n2,1\r\n3,0\r\n4,1\r\n".encode())
     data = _read(path, BINARY, 1)
-    assert data.columns == (datasets.Column("x"),)
+    assert [c.name for c in data.columns] == ["x"]
     assert len(data.x_train) + len(data.x_test) == 4
 
 
@@ -261,29 +271,41 @@ def test_lines_count_quoted_newlines_and_blank_lines(tmp_path: Path) -> None:
     )
     # A row spanning lines is named by its first.
     path = _csv(tmp_path, 'a,b,y\n1,x,a\n,"two\nlines",b\n', "second.csv")
-    assert _refused(path).startswith(
+    assert _refused(path, missing=Missing(numeric="error")).startswith(
         f"{path}: missing values in 1 column:\n  - 'a': 1 row (line 3)\n"
     )
 
 
 _FILL = (
-    "l2compile reads no missing value in a label or feature column: fill those "
-    "cells or remove those rows (a feature column can also be left out of "
-    "train.features)"
+    "train.missing says error for {}: fill those cells or remove those rows, or "
+    "let the build fill them (train.missing: numbers median, mean or zero; text "
+    "own_category or most_frequent)"
 )
+REFUSE = Missing(numeric="error", categorical="error")
 
 
 @pytest.mark.parametrize("cell", ["", "  ", "NA", "n/a", "NaN", " null "])
-def test_a_missing_value_is_refused(tmp_path: Path, cell: str) -> None:
-    path = _csv(tmp_path, f"age,y\n1,a\n2,b\n{cell},c\n")
-    assert _refused(path) == (
-        f"{path}: missing values in 1 column:\n  - 'age': 1 row (line 4)\n{_FILL}"
+def test_a_missing_value_is_refused_where_its_policy_is_error(
+    tmp_path: Path, cell: str
+) -> None:
+    path = _csv(tmp_path, f"age,y\n1,a\n2,b\n{cell},a\n3,b\n")
+    assert _refused(path, BINARY, missing=REFUSE, test_split=0.25) == (
+        f"{path}: missing values in 1 column:\n  - 'age': 1 row (line 4)\n"
+        + _FILL.format("this column")
+    )
+    # By default it is NaN, which the model fills with the training median.
+    data = _read(path, BINARY, 1, test_split=0.25)
+    both = np.concatenate([data.x_train, data.x_test])[:, 0]
+    assert np.isnan(both).sum() == 1
+    assert data.columns[0].fill == float(
+        np.median(data.x_train[~np.isnan(data.x_train)])
     )
 
 
 def test_every_column_with_missing_values_is_named_at_once(tmp_path: Path) -> None:
-    """Not only the first missing cell: each column, in the order found, with
-    how many rows miss it and its first three lines; each file apart."""
+    """Not only the first missing cell: each column whose policy is error,
+    in the order found, with how many rows miss it and its first three
+    lines; each file apart. A row without a label is dropped, not refused."""
     train, test = _pair(
         tmp_path,
         "bill,flipper,island,note,y\n"
@@ -291,28 +313,98 @@ def test_every_column_with_missing_values_is_named_at_once(tmp_path: Path) -> No
         "bill,flipper,island,note,y\n1,2,a,,x\n1,2,N/A,,x\n",
     )
     assert _refused(
-        train, width=3, features=("bill", "flipper", "island"), test=test
+        train,
+        width=3,
+        features=("bill", "flipper", "island"),
+        test=test,
+        missing=REFUSE,
     ) == (
-        f"{train}: missing values in 4 columns:\n"
+        f"{train}: missing values in 3 columns:\n"
         "  - 'bill': 3 rows (lines 3, 7, 8)\n"
         "  - 'flipper': 2 rows (lines 4, 7)\n"
         "  - 'island': 1 row (line 5)\n"
-        "  - 'y': 1 row (line 6)\n"
         f"{test}: missing values in 1 column:\n"
-        "  - 'island': 1 row (line 3)\n"
-        f"{_FILL}"
+        "  - 'island': 1 row (line 3)\n" + _FILL.format("these columns")
+    )
+    # Only the columns whose own policy is error.
+    one = Missing(columns=(("island", "error"),))
+    assert _refused(
+        train, width=3, features=("bill", "flipper", "island"), test=test, missing=one
+    ).startswith(
+        f"{train}: missing values in 1 column:\n  - 'island': 1 row (line 5)\n"
     )
     # More than three rows: the first three lines, and the rest counted.
     path = _csv(tmp_path, "a,y\n" + "NA,x\n" * 5 + "1,y\n", "many.csv")
-    assert _refused(path).startswith(
+    assert _refused(path, missing=REFUSE).startswith(
         f"{path}: missing values in 1 column:\n  - 'a': 5 rows (lines 2, 3, 4, ...)\n"
     )
 
 
-def test_a_missing_label_in_the_test_file(tmp_path: Path) -> None:
-    train, test = _pair(tmp_path, "x,y\n1,a\n", "x,y\n1,a\n2,NULL\n")
-    assert _refused(train, test=test) == (
-        f"{test}: missing values in 1 column:\n  - 'y': 1 row (line 3)\n{_FILL}"
+def test_rows_without_a_label_are_dropped_and_reported(tmp_path: Path) -> None:
+    train, test = _pair(
+        tmp_path, "x,y\n1,a\n2,\n3,b\n4,NA\n", "x,y\n1,a\n2,NULL\n3,b\n"
+    )
+    data = _read(train, BINARY, 1, test=test)
+    assert data.x_train[:, 0].tolist() == [1, 3]
+    assert data.x_test[:, 0].tolist() == [1, 3]
+    # split.json names the rows that were read: the others are not there.
+    assert data.ids(False).tolist() == [0, 2] and data.ids(True).tolist() == [0, 2]
+    assert data.warnings == (
+        f"{train}: dropped 2 rows without a label in 'y' (lines 3, 5): a row "
+        "needs its label to train or to be scored",
+        f"{test}: dropped 1 row without a label in 'y' (line 3): a row needs "
+        "its label to train or to be scored",
+    )
+    only = _csv(tmp_path, "x,y\n1,\n2,NA\n", "none.csv")
+    assert _refused(only, BINARY, test=test) == f"{only}: no data row has a label"
+
+
+def test_missing_values_become_nan_and_slot_zero_and_fills_follow_the_policy(
+    tmp_path: Path,
+) -> None:
+    """Fills come from the training rows only: median, mean or zero for
+    numbers, and for text the most frequent training value's id or slot 0;
+    indicator marks the numeric columns whose training rows miss a value."""
+    train, test = _pair(
+        tmp_path,
+        "a,b,c,t,y\n1,10,5,p,x\nNA,20,6,q,y\n3,,7,q,x\n10,40,8,,y\n",
+        "a,b,c,t,y\n,1000,,,x\n100,2,NA,zz,y\n",
+    )
+    data = _read(train, BINARY, 6, test=test)
+    np.testing.assert_array_equal(
+        data.x_test, [[np.nan, 1000, np.nan, 0], [100, 2, np.nan, 0]]
+    )
+    assert data.x_train[:, 3].tolist() == [1, 2, 2, 0]
+    assert [c.fill for c in data.columns] == [3.0, 20.0, 6.5, None]
+    policy = Missing(
+        numeric="mean",
+        categorical="most_frequent",
+        indicator=True,
+        columns=(("c", "zero"),),
+    )
+    data = _read(train, BINARY, 8, test=test, missing=policy)
+    assert [c.fill for c in data.columns] == [
+        pytest.approx(14 / 3),
+        pytest.approx(70 / 3),
+        0.0,
+        2.0,  # q, the commonest training value
+    ]
+    # c misses values only in the test file: no was-missing input.
+    assert [c.indicator for c in data.columns] == [True, True, False, False]
+    assert [c.policy for c in data.columns] == ["mean", "mean", "zero", "most_frequent"]
+    # A policy of the wrong kind for its column is refused.
+    wrong = Missing(columns=(("t", "median"),))
+    assert _refused(train, BINARY, test=test, missing=wrong) == (
+        f"{train}: train.missing.columns: 't' is a text column, which median "
+        "cannot fill: own_category, most_frequent or error"
+    )
+
+
+def test_a_column_without_a_training_value_is_refused(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "a,b,y\n1,,x\n2,NA,y\n3,,x\n4,,y\n")
+    assert _refused(path, BINARY) == (
+        f"{path}: 1 feature column without a value in the training rows: 'b'; "
+        "leave it out (train.columns: {b: ignore})"
     )
 
 
@@ -653,15 +745,94 @@ def test_a_text_column_of_nearly_all_distinct_values_is_refused(
     path = _csv(tmp_path, "date,id,kind,y\n" + rows, "weather.csv")
     assert _refused(path, width=3, label=("y",), test_split=0.1) == (
         f"{path}: 2 text columns whose values are nearly all distinct, which "
-        "l2compile does not one-hot encode:\n"
-        "  - 'date': 54 distinct values in 54 training rows\n"
+        "l2compile does not one-hot encode by inference:\n"
+        "  - 'date': 54 distinct values in 54 training rows; they read as dates "
+        "(%Y-%m-%d)\n"
         "  - 'id': 54 distinct values in 54 training rows\n"
         "such a column is an ID, a date or free text: a category per row only "
-        "memorizes the rows. Leave it out of train.features"
+        "memorizes the rows. Say what it is in train.columns: ignore (an ID or "
+        "free text), date (year, month and weekday become inputs) or categorical "
+        "(one-hot it anyway), e.g. train.columns: {date: ignore}"
     )
+    # Declared, each is read as it says: a date's parts, no id, one-hot ids.
+    read = _read(
+        path,
+        SPECIES,
+        5 + 3,
+        test_split=0.1,
+        types={"date": "date", "id": "ignore", "kind": "categorical"},
+    )
+    assert [(c.name, c.part) for c in read.columns] == [
+        ("date", "year"),
+        ("date", "month_sin"),
+        ("date", "month_cos"),
+        ("date", "weekday_sin"),
+        ("date", "weekday_cos"),
+        ("kind", ""),
+    ]
     # Without them the table reads; a category with few values is kept.
     read = _read(path, SPECIES, 3, features=("kind",), test_split=0.1)
     assert [c.vocabulary for c in read.columns] == [("a", "b")]
     # Under 50 distinct values, or under 0.9 of the rows, is a category.
     small = _csv(tmp_path, "id,y\n" + "".join(f"x{i},{i % 2}\n" for i in range(40)))
     assert len(_read(small, SPECIES, 37, test_split=0.1).columns[0].vocabulary) == 36
+
+
+def test_a_date_column_becomes_its_year_month_and_weekday(tmp_path: Path) -> None:
+    """The format is inferred from the training values where one common,
+    unambiguous form fits them all, or given; a test value of another form is
+    an error at its line, and a missing date is NaN in every part."""
+    train, test = _pair(
+        tmp_path,
+        "day,y\n2012-01-02,a\n2012-07-01,b\n,a\n",
+        "day,y\n2013-12-31,b\n",
+    )
+    data = _read(train, BINARY, 5, test=test, types={"day": "date"})
+    assert {c.format for c in data.columns} == {"%Y-%m-%d"}
+    # 2012-01-02 is a Monday in January: both angles 0.
+    np.testing.assert_allclose(data.x_train[0], [2012, 0, 1, 0, 1], atol=1e-6)
+    # 2012-07-01: July (6/12 of a turn), a Sunday (6/7 of a turn).
+    july, sunday = np.pi, 2 * np.pi * 6 / 7
+    np.testing.assert_allclose(
+        data.x_train[1],
+        [2012, np.sin(july), np.cos(july), np.sin(sunday), np.cos(sunday)],
+        atol=1e-6,
+    )
+    assert np.isnan(data.x_train[2]).all()
+    assert data.x_test[0, 0] == 2013
+    # Day/month against month/day is not guessed: the format must be given.
+    odd, odd_test = _pair(
+        tmp_path, "day,y\n01/02/2012,a\n03/04/2012,b\n", "day,y\n01/02/2012,a\n"
+    )
+    assert _refused(odd, BINARY, test=odd_test, types={"day": "date"}) == (
+        f"{odd}: column 'day' (train.columns: date): its training values fit no "
+        "common, unambiguous date form ('01/02/2012', '03/04/2012', ...); give its "
+        "format, as strptime reads it: train.columns: {day: {type: date, format: "
+        "'%d/%m/%Y'}}"
+    )
+    given, given_test = _pair(
+        tmp_path, "day,y\n01/02/2012,a\n03/04/2012,b\n", "day,y\n2012-01-01,a\n"
+    )
+    assert _refused(
+        given, BINARY, test=given_test, types={"day": ("date", "%d/%m/%Y")}
+    ) == (
+        f"{given_test}: line 2, column 'day': '2012-01-01' is not a date of the "
+        "form '%d/%m/%Y' (the training values' form)"
+    )
+
+
+def test_declared_numeric_and_categorical_columns(tmp_path: Path) -> None:
+    train, test = _pair(
+        tmp_path, "code,n,y\n1,1,a\n2,2,b\n1,x,a\n", "code,n,y\n3,4,b\n"
+    )
+    data = _read(
+        train, BINARY, 3, features=("code",), test=test, types={"code": "categorical"}
+    )
+    assert data.columns[0].vocabulary == ("1", "2")
+    assert data.x_test[0].tolist() == [0]
+    assert _refused(train, BINARY, test=test, types={"n": "numeric"}) == (
+        f"{train}: line 4, column 'n': 'x' is not a number (train.columns says numeric)"
+    )
+    assert _refused(train, BINARY, test=test, types={"nn": "numeric"}) == (
+        f"{train}: no column 'nn' (train.columns); did you mean 'n'?"
+    )

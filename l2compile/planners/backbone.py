@@ -61,7 +61,7 @@ class BackbonePlanner(Planner):
                 self.error(("layers", i, "weights"), problem)
         (source,) = layer.inputs
         shape = (
-            tuple(self.spec.input.shape)
+            self.spec.input.planned
             if source == INPUT
             else next(lay.output_shape for lay in layers if lay.name == source)
         )

@@ -32,7 +32,7 @@ def module_constants(
     opt = spec.train.optimizer
     jit = spec.train.jit_compile
     constants = [
-        Constant("INPUT_SHAPE", shape_text(tuple(spec.input.shape))),
+        Constant("INPUT_SHAPE", shape_text(spec.input.planned)),
         *(Constant(*constant) for constant in recipe.constants()),
         Constant("L2", py_float(spec.l2), _l2_comment(spec, layers)),
         *_backbone_constants(backbone),

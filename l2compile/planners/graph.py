@@ -304,7 +304,7 @@ class GraphPlanner(Planner):
         whose input failed is left out (its error says why)."""
         names = self.names()
         wired = self.wire(names)
-        shapes: dict[str, Shape] = {INPUT: tuple(self.spec.input.shape)}
+        shapes: dict[str, Shape] = {INPUT: self.spec.input.planned}
         planned: list[LayerPlan] = []
         for i, (layer, name, refs) in enumerate(
             zip(self.spec.layers, names, wired, strict=True)

@@ -20,8 +20,9 @@ from l2compile.nodes import (
 from l2compile.planners.context import Planner
 from l2compile.schedules import plan_schedule
 from l2compile.sources import source_for
+from l2compile.sources.base import ColumnType, Missing
 from l2compile.sources.base import Source as Recipe
-from l2compile.spec import ScheduleSpec, SplitFiles
+from l2compile.spec import MissingSpec, ScheduleSpec, SplitFiles
 from l2compile.tasks import Task
 
 _OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}
@@ -48,7 +49,14 @@ class TrainingPlanner(Planner):
         """The model against its data and its task: the input must hold the
         recipe's samples, and the output be the task's."""
         spec = self.spec
-        recipe.check_input(spec.input.shape, self.error)
+        if spec.input.shape is None and not recipe.encodes:
+            self.error(
+                ("input", "shape"),
+                f"needed: recipe {recipe.name!r} does not derive it "
+                "from its data (only csv does)",
+            )
+            return
+        recipe.check_input(spec.input.planned, self.error)
         if not layers or len(layers) != len(spec.layers):
             return  # an earlier layer failed; its error says why
         task.check_output(layers, recipe, self.error)
@@ -206,6 +214,13 @@ class TrainingPlanner(Planner):
             label=train.label_columns,
             features=tuple(train.features) if train.features is not None else None,
             test_split=train.test_split,
+            missing=_missing(train.missing),
+            types=tuple(
+                ColumnType(name, kind)
+                if isinstance(kind, str)
+                else ColumnType(name, kind.type, kind.format)
+                for name, kind in (train.columns or {}).items()
+            ),
         )
 
     def schedule(self) -> SchedulePlan | None:
@@ -285,3 +300,12 @@ class TrainingPlanner(Planner):
         )
         args = (rate, "weight_decay=WEIGHT_DECAY")
         return _Optimizer(cls, args, no_decay)
+
+
+def _missing(spec: MissingSpec | None) -> Missing:
+    """The missing-value policy train.missing gives (None: the defaults)."""
+    if spec is None:
+        return Missing()
+    return Missing(
+        spec.numeric, spec.categorical, spec.indicator, tuple(spec.columns.items())
+    )

@@ -32,7 +32,9 @@ from l2compile.layers.base import PlannedLayer as Layer
 
 __all__ = [
     "SOURCES",
+    "ColumnType",
     "KerasDataset",
+    "Missing",
     "Report",
     "Request",
     "Source",
@@ -46,6 +48,35 @@ Report = Callable[[FieldPath, str], None]
 #: The spec fields a source may take, besides `recipe` (`data_files`: a
 #: train.data of {train: ..., test: ...}; `columns`: label and features).
 FIELDS = ("data", "data_files", "num_classes", "labels", "columns", "test_split")
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A table's missing-value policy (train.missing): what a missing value
+    of a numeric and of a text feature column becomes, by default and for
+    single columns, and whether numeric columns get was-missing inputs."""
+
+    numeric: str = "median"  #: median, mean, zero or error
+    categorical: str = "own_category"  #: own_category, most_frequent or error
+    indicator: bool = False
+    columns: tuple[tuple[str, str], ...] = ()  #: (column, policy)
+
+    def policy(self, column: str, numeric: bool) -> str:
+        """The policy of one feature column, as it was found to be."""
+        return dict(self.columns).get(
+            column, self.numeric if numeric else self.categorical
+        )
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    """A type the spec gives a table's column (train.columns): numeric,
+    categorical, date (with its strptime format, or None to infer it) or
+    ignore."""
+
+    name: str
+    kind: str
+    format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +160,9 @@ class Source:
     features: tuple[str, ...] | None = None
     #: The share of the data tested on (None: its own test file or folder).
     test_split: float | None = None
+    #: csv: what missing values become, and the columns' declared types.
+    missing: Missing = Missing()
+    types: tuple[ColumnType, ...] = ()
 
     @property
     def template(self) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from l2compile.dates import DATE_FORMATS, DATE_PARTS
 from l2compile.errors import BuildError
 from l2compile.layers.base import PlannedLayer as Layer
 from l2compile.layers.base import py_str
@@ -14,6 +15,13 @@ from l2compile.sources.base import Request, Source, register
 
 if TYPE_CHECKING:
     from l2compile.datasets import Dataset
+
+
+#: What a category's id is, for app developers reading model.json.
+_IDS = {
+    "ids": "0 for a missing value or one not in vocabulary, else its place in "
+    "vocabulary counted from 1"
+}
 
 
 @register
@@ -32,8 +40,10 @@ class Csv(Source):
     needs: ClassVar[frozenset[str]] = frozenset({"columns"})
     imports: ClassVar[tuple[str, ...]] = (
         "import csv",
+        "import datetime",
         "import math",
         "from collections.abc import Iterator",
+        "from typing import Any",
     )
     example: ClassVar[str] = "data.csv"
 
@@ -47,7 +57,68 @@ class Csv(Source):
             columns.append(("FEATURES", "(\n" + names + ")", "the feature columns"))
         else:
             columns.append(("FEATURES", "None", "every column but the labels"))
+        columns += self._missing_constants()
         return found[:at] + columns + found[at:]
+
+    def _missing_constants(self) -> list[tuple[str, str, str]]:
+        """What missing values become, the declared column types, and the
+        date forms a date column's format is inferred from."""
+        missing = self.missing
+        policies = "".join(
+            f"    {py_str(name)}: {py_str(rule)},\n" for name, rule in missing.columns
+        )
+        types = "".join(
+            f"    {py_str(column.name)}: {py_str(column.kind)},\n"
+            for column in self.types
+        )
+        formats = "".join(
+            f"    {py_str(column.name)}: {py_str(column.format)},\n"
+            for column in self.types
+            if column.format is not None
+        )
+        forms = "".join(f"    {py_str(form)},\n" for form in DATE_FORMATS)
+        return [
+            (
+                "NUMERIC_MISSING",
+                py_str(missing.numeric),
+                "a missing number's fill: median, mean, zero or error",
+            ),
+            (
+                "CATEGORY_MISSING",
+                py_str(missing.categorical),
+                "a missing category: own_category, most_frequent or error",
+            ),
+            (
+                "MISSING_INDICATOR",
+                repr(missing.indicator),
+                "the model also reads whether a number was missing",
+            ),
+            (
+                "MISSING_COLUMNS: dict[str, str]",
+                "{\n" + policies + "}" if policies else "{}",
+                "the policy of single columns",
+            ),
+            (
+                "TYPES: dict[str, str]",
+                "{\n" + types + "}" if types else "{}",
+                "declared column types; the others are inferred",
+            ),
+            (
+                "FORMATS: dict[str, str]",
+                "{\n" + formats + "}" if formats else "{}",
+                "a date column's given format",
+            ),
+            (
+                "DATE_FORMATS",
+                "(\n" + forms + ")",
+                "the forms a date column's format is inferred from",
+            ),
+            (
+                "DATE_PARTS",
+                "(" + ", ".join(py_str(part) for part in DATE_PARTS) + ")",
+                "the inputs a date becomes: year, month and weekday on circles",
+            ),
+        ]
 
     @property
     def data_help(self) -> str:
@@ -55,28 +126,26 @@ class Csv(Source):
 
     def sample_text(self, dtype: str, shape: Sequence[int] = ()) -> str:
         return (
-            "one table row: a value per feature column, in the order of "
-            "columns: a number column's value as it is, a text column's "
-            "category id (see columns)"
+            "one table row: a value per input, in the order of columns: a "
+            "number as it is (NaN where missing), a text column's category "
+            "id (0 where missing), a date's parts (see columns)"
         )
 
     def input_json(
         self, shape: Sequence[int], columns: Sequence[Any]
     ) -> dict[str, Any]:
-        """The columns and their vocabularies."""
+        """The model's inputs: a column's value, or a date's parts, with
+        their vocabularies and what a missing value becomes."""
         return {
+            "missing": "send NaN for a missing number (a date's parts) and 0 "
+            "for a missing category: the model fills them as each input's "
+            "missing and fill say",
             "columns": [
-                {"name": c.name, "kind": "number"}
-                if c.vocabulary is None
-                else {
-                    "name": c.name,
-                    "kind": "category",
-                    "ids": "0 for a value not in vocabulary, else its place "
-                    "in vocabulary counted from 1",
-                    "vocabulary": list(c.vocabulary),
-                }
-                for c in columns
-            ]
+                column.describe() | _IDS
+                if column.vocabulary is not None
+                else column.describe()
+                for column in columns
+            ],
         }
 
     def refuses_ids(self, layer: Layer) -> str | None:

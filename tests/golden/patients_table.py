@@ -14,9 +14,11 @@ KERAS_BACKEND names another: it runs on tensorflow and torch too.
 
 import argparse
 import csv
+import datetime
 import math
 import os
 from collections.abc import Iterator
+from typing import Any
 
 # The Keras backend this module was built for, unless KERAS_BACKEND names another.
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -36,6 +38,35 @@ FEATURES = (
     "smoker",
     "region",
 )
+NUMERIC_MISSING = "median"  # a missing number's fill: median, mean, zero or error
+# A missing category: own_category, most_frequent or error:
+CATEGORY_MISSING = "own_category"
+MISSING_INDICATOR = False  # the model also reads whether a number was missing
+MISSING_COLUMNS: dict[str, str] = {}  # the policy of single columns
+TYPES: dict[str, str] = {}  # declared column types; the others are inferred
+FORMATS: dict[str, str] = {}  # a date column's given format
+# The forms a date column's format is inferred from:
+DATE_FORMATS = (
+    "%Y-%m-%d",
+    "%Y/%m/%d",
+    "%Y.%m.%d",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d %H:%M:%S.%f",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S.%f",
+    "%Y-%m-%dT%H:%M:%S%z",
+    "%Y-%m-%dT%H:%M:%S.%f%z",
+    "%Y/%m/%d %H:%M",
+    "%Y/%m/%d %H:%M:%S",
+    "%d %b %Y",
+    "%d %B %Y",
+    "%b %d, %Y",
+    "%B %d, %Y",
+)
+# The inputs a date becomes: year, month and weekday on circles:
+DATE_PARTS = ("year", "month_sin", "month_cos", "weekday_sin", "weekday_cos")
 L2 = 0.001  # L2 coefficient of every kernel (biases not regularized)
 LEARNING_RATE = 0.001
 VALIDATION = 0.1  # share of the training data held out to validate, never trained on
@@ -53,11 +84,11 @@ def set_seeds() -> None:
     keras.utils.set_random_seed(SEED)
 
 
-def build_model(vocabularies: list[list[str] | None]) -> keras.Model:
-    """Build the uncompiled model for a table whose feature columns have these
-    vocabularies (None: numeric), as load_data gives them."""
-    inputs = keras.Input(shape=(len(vocabularies),), name="input")
-    features = encode(inputs, vocabularies)
+def build_model(columns: list[dict[str, Any]]) -> keras.Model:
+    """Build the uncompiled model for a table's inputs, as load_data gives
+    them (and model.json lists them): one value per input."""
+    inputs = keras.Input(shape=(len(columns),), name="input")
+    features = encode(inputs, columns)
     x = layers.Normalization(name="normalization_1")(features)
     x = layers.Dense(
         16,
@@ -87,7 +118,8 @@ def compile_model(model: keras.Model) -> keras.Model:
     return model
 
 
-#: Cells read as missing; the build refuses them, so clean data has none.
+#: Cells read as missing, in any case: a missing number is NaN, a missing
+#: category's id 0, and a row without a label is dropped.
 MISSING = ("", "na", "n/a", "nan", "null")
 
 
@@ -99,11 +131,55 @@ def read_rows(path: str) -> Iterator[list[str]]:
                 yield [cell.strip() for cell in row]
 
 
+def is_missing(cell: str) -> bool:
+    return cell.lower() in MISSING
+
+
 def is_number(cell: str) -> bool:
     try:
         return math.isfinite(float(cell))
     except ValueError:
         return False
+
+
+def date_format(values: set[str]) -> str:
+    """The first of DATE_FORMATS that every value fits."""
+    for form in DATE_FORMATS:
+        try:
+            for value in values:
+                datetime.datetime.strptime(value, form)
+        except ValueError:
+            continue
+        return form
+    raise ValueError("a date column fits none of DATE_FORMATS: give its format")
+
+
+def date_parts(value: str, form: str) -> list[float]:
+    """A date's model inputs (DATE_PARTS): its year, and its month and its
+    day of the week as points on a circle."""
+    when = datetime.datetime.strptime(value, form)
+    month = 2 * math.pi * (when.month - 1) / 12
+    day = 2 * math.pi * when.weekday() / 7
+    return [
+        float(when.year),
+        math.sin(month),
+        math.cos(month),
+        math.sin(day),
+        math.cos(day),
+    ]
+
+
+def fill_value(rule: str, values: np.ndarray) -> float | None:
+    """What the model puts in a missing number's place, from the training
+    values (NaN where missing): None leaves it (policy error)."""
+    if rule == "zero":
+        return 0.0
+    if rule == "error":
+        return None
+    present = values[~np.isnan(values)]
+    if not len(present):
+        return 0.0
+    return float(np.median(present) if rule == "median" else np.mean(present))
 
 
 def load_data(
@@ -112,19 +188,23 @@ def load_data(
 ) -> tuple[
     tuple[np.ndarray, np.ndarray],
     tuple[np.ndarray, np.ndarray],
-    list[list[str] | None],
+    list[dict[str, Any]],
 ]:
-    """Load the table: the features as numbers and category ids, the labels
-    as the task reads them, and each feature column's vocabulary (None: a
-    numeric column). A text column's vocabulary is its training values,
-    sorted; a feature's id is its place in it counted from 1 (0: a value
-    training never saw), a label's counted from 0."""
+    """Load the table: the model's inputs (numbers, NaN where missing; a text
+    column's category ids; a date's DATE_PARTS), the labels as the task
+    reads them, and each input as build_model takes it (and model.json lists
+    it). A text column's vocabulary is its training values, sorted; a
+    feature's id is its place in it counted from 1 (0: missing, or a value
+    training never saw), a label's counted from 0. What a missing value
+    becomes is learned from the training rows, as train.missing says."""
     header = next(read_rows(path))
     place: dict[str, int] = {}  # a name's first column: found once per name
     for i, name in enumerate(header):
         place.setdefault(name, i)
     labels = [place[name] for name in LABELS]
-    names = FEATURES or [name for name in header if name not in LABELS]
+    names = FEATURES or [
+        name for name in header if name not in LABELS and TYPES.get(name) != "ignore"
+    ]
     used = [place[name] for name in names] + labels
     files = [path, test_path]
     sizes = [sum(1 for _ in read_rows(file)) - 1 for file in files]
@@ -137,45 +217,109 @@ def load_data(
             for i, row in enumerate(body, start=first):
                 yield bool(tested[i]), [row[c] for c in used]
 
+    # A row without a label is dropped; the rest count the training values.
+    kept = np.ones(len(tested), dtype=bool)
     numbers = np.zeros(len(used), dtype=np.int64)
-    for test, row in rows():
-        if not test:
-            numbers += [is_number(cell) for cell in row]
-    # A feature column is text where most of its training values are not
-    # numbers (the build refuses the others); a label column, where any is not.
-    trained_rows = np.count_nonzero(~tested)
-    text = np.where(
-        np.arange(len(used)) < len(names),
-        numbers * 2 < trained_rows,
-        numbers < trained_rows,
-    )
-    values = np.zeros((len(tested), len(used)), dtype="float32")
+    present = np.zeros(len(used), dtype=np.int64)
+    dates: dict[int, set[str]] = {
+        c: set() for c, name in enumerate(names) if TYPES.get(name) == "date"
+    }
+    for i, (test, row) in enumerate(rows()):
+        if any(is_missing(cell) for cell in row[len(names) :]):
+            kept[i] = False
+        elif not test:
+            for c, cell in enumerate(row):
+                if not is_missing(cell):
+                    present[c] += 1
+                    numbers[c] += is_number(cell)
+                    if c in dates:
+                        dates[c].add(cell)
+    # A feature column is text where most of its present training values are
+    # not numbers, unless TYPES says; a label column, where any is not.
+    kinds = []
+    for c, name in enumerate(names):
+        declared = TYPES.get(name, "")
+        if declared == "numeric" or (not declared and 2 * numbers[c] >= present[c]):
+            kinds.append("number")
+        else:
+            kinds.append("date" if declared == "date" else "category")
+    kinds += [
+        "category" if numbers[c] < present[c] else "number"
+        for c in range(len(names), len(used))
+    ]
+    forms = {c: FORMATS.get(names[c]) or date_format(dates[c]) for c in dates}
+    widths = [len(DATE_PARTS) if kind == "date" else 1 for kind in kinds]
+    start = np.cumsum([0, *widths])
+    values = np.zeros((len(tested), start[-1]), dtype="float32")
     seen: list[dict[str, int]] = [{} for _ in used]
     trained: list[set[str]] = [set() for _ in used]
     for i, (test, row) in enumerate(rows()):
+        if not kept[i]:
+            continue
         for c, cell in enumerate(row):
-            if text[c]:
-                values[i, c] = seen[c].setdefault(cell, len(seen[c]))
-                if not test:
-                    trained[c].add(cell)
+            at = start[c]
+            if kinds[c] == "date":
+                if is_missing(cell):
+                    values[i, at : at + len(DATE_PARTS)] = math.nan
+                else:
+                    values[i, at : at + len(DATE_PARTS)] = date_parts(cell, forms[c])
+            elif kinds[c] == "category":
+                if not is_missing(cell):  # a missing category's id is 0
+                    values[i, at] = 1 + seen[c].setdefault(cell, len(seen[c]))
+                    if not test:
+                        trained[c].add(cell)
             else:
-                values[i, c] = float(cell)
-    vocabularies: list[list[str] | None] = []
+                values[i, at] = math.nan if is_missing(cell) else float(cell)
+    values, tested = values[kept], tested[kept]
+    categories: dict[int, dict[str, Any]] = {}  # each text feature's input
     for c in range(len(used)):
-        if not text[c]:
-            vocabularies.append(None)
+        if kinds[c] != "category":
             continue
         vocabulary = sorted(trained[c])
-        # Features count from 1 (0: out of vocabulary); labels from 0.
-        start = 1 if c < len(names) else 0
-        ids = {cell: start + i for i, cell in enumerate(vocabulary)}
-        new = np.array([ids.get(cell, 0) for cell in seen[c]], dtype="float32")
-        values[:, c] = new[values[:, c].astype("int64")]
-        vocabularies.append(vocabulary)
-    x, y = values[:, : len(names)], values[:, len(names) :]
+        # Features count from 1 (0: missing or out of vocabulary); labels from 0.
+        first = 1 if c < len(names) else 0
+        ids = {cell: first + i for i, cell in enumerate(vocabulary)}
+        new = [0] + [ids.get(cell, 0) for cell in seen[c]]
+        at = start[c]
+        values[:, at] = np.array(new, dtype="float32")[values[:, at].astype("int64")]
+        if c < len(names):
+            rule = MISSING_COLUMNS.get(names[c], CATEGORY_MISSING)
+            column: dict[str, Any] = {
+                "name": names[c],
+                "kind": "category",
+                "vocabulary": vocabulary,
+                "missing": rule,
+            }
+            counts = np.bincount(
+                values[~tested, at].astype("int64"), minlength=len(vocabulary) + 1
+            )
+            counts[0] = 0  # slot 0 holds missing and unseen values
+            if rule == "most_frequent" and counts.any():
+                column["fill"] = int(np.argmax(counts))
+            categories[c] = column
+    inputs: list[dict[str, Any]] = []
+    for c, name in enumerate(names):
+        if c in categories:
+            inputs.append(categories[c])
+            continue
+        rule = MISSING_COLUMNS.get(name, NUMERIC_MISSING)
+        parts = DATE_PARTS if kinds[c] == "date" else ("",)
+        for p, part in enumerate(parts):
+            trained_values = values[~tested, start[c] + p]
+            column = {"name": name, "kind": "number"}
+            if part:
+                column["date"] = {"part": part, "format": forms[c]}
+            column["missing"] = rule
+            fill = fill_value(rule, trained_values)
+            if fill is not None:
+                column["fill"] = fill
+            if MISSING_INDICATOR and np.isnan(trained_values).any():
+                column["indicator"] = True
+            inputs.append(column)
+    x, y = values[:, : start[len(names)]], values[:, start[len(names)] :]
     y = y[:, 0].astype("int64")
     splits = [(x[~tested], y[~tested]), (x[tested], y[tested])]
-    return splits[0], splits[1], vocabularies[: len(names)]
+    return splits[0], splits[1], inputs
 
 
 def preprocess(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -185,21 +329,36 @@ def preprocess(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def encode(
-    inputs: keras.KerasTensor, vocabularies: list[list[str] | None]
+    inputs: keras.KerasTensor, columns: list[dict[str, Any]]
 ) -> keras.KerasTensor:
-    """The model's own encoding of a table row: the numeric columns as they
-    are, then each text column's category id one-hot, its slot 0 for values
-    training never saw. An app sends numbers and ids, one per column."""
-    numeric = [c for c, vocabulary in enumerate(vocabularies) if vocabulary is None]
-    if len(numeric) == len(vocabularies):
-        return inputs
-    parts = [keras.ops.take(inputs, numeric, axis=1)] if numeric else []
-    for c, vocabulary in enumerate(vocabularies):
-        if vocabulary is not None:
+    """The model's own encoding of a table row: the numbers, NaN (missing)
+    filled with each one's fill, then whether each one whose training values
+    missed some was missing (where MISSING_INDICATOR), then each text
+    column's category id one-hot, its slot 0 for a missing value or one
+    training never saw (or the id of fill). An app sends raw values, one per
+    input."""
+    numeric = [c for c, column in enumerate(columns) if column["kind"] == "number"]
+    parts = []
+    if numeric:
+        values = keras.ops.take(inputs, numeric, axis=1)
+        missing = keras.ops.not_equal(values, values)  # only NaN differs from itself
+        fills = [columns[c].get("fill", math.nan) for c in numeric]
+        values = keras.ops.where(missing, np.array(fills, dtype="float32"), values)
+        parts.append(values)
+        flagged = [k for k, c in enumerate(numeric) if columns[c].get("indicator")]
+        if flagged:
+            flags = keras.ops.take(missing, flagged, axis=1)
+            parts.append(keras.ops.cast(flags, "float32"))
+    for c, column in enumerate(columns):
+        if column["kind"] == "category":
+            ids = keras.ops.cast(inputs[:, c], "int32")
+            if "fill" in column:  # most_frequent: slot 0 reads as that value
+                ids = keras.ops.where(keras.ops.equal(ids, 0), column["fill"], ids)
+            width = len(column["vocabulary"]) + 1
             one_hot = layers.CategoryEncoding(
-                len(vocabulary) + 1, output_mode="one_hot", name=f"one_hot_{c}"
+                width, output_mode="one_hot", name=f"one_hot_{c}"
             )
-            parts.append(one_hot(keras.ops.cast(inputs[:, c], "int32")))
+            parts.append(one_hot(ids))
     if len(parts) == 1:
         return parts[0]
     return layers.Concatenate(name="features")(parts)
@@ -305,12 +464,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     set_seeds()
-    (x_train, y_train), (x_test, y_test), vocabularies = load_data(args.data)
+    (x_train, y_train), (x_test, y_test), columns = load_data(args.data)
     (x_train, y_train), (x_val, y_val) = validation_split(x_train, y_train)
     x_val, y_val = preprocess(x_val, y_val)
     x_train, y_train = preprocess(x_train, y_train)
     x_test, y_test = preprocess(x_test, y_test)
-    model = compile_model(build_model(vocabularies))
+    model = compile_model(build_model(columns))
     adapt(model, x_train)
     train(model, x_train, y_train, x_val, y_val, epochs=args.epochs)
     scores = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
