@@ -290,6 +290,72 @@ def eval_(
 
 
 @main.command(epilog=_EXIT_CODES)
+@click.argument("build_folder", type=click.Path(path_type=Path))
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="New rows (a CSV file with the columns the model reads, labels "
+    "optional) or images (a folder, searched through, or one file).",
+)
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    help="The artifact to run: a .keras file, a SavedModel folder or a .tflite "
+    "file. Default: the build's model.keras, else saved_model/, else "
+    "model.tflite.",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Write the predictions there (CSV), replacing it whole. Default: "
+    "standard output.",
+)
+@_VERBOSE
+def predict(
+    build_folder: Path,
+    data: Path,
+    model: Path | None,
+    out: Path | None,
+    verbose: bool,
+) -> None:
+    """Predict with a build's model on new rows of a table or new images.
+
+    Writes one row per input: its key (the line a row starts on, or an
+    image's path in the folder), the class predicted and each class's
+    probability (probability_<class>), or one column per regression target.
+    The data is read with the build's own rules and encoders."""
+    if verbose:
+        terminal.show_native_logs()
+    from l2compile import predict as predict_  # TensorFlow only once it runs
+
+    def log(message: str) -> None:
+        click.echo(f"l2compile: {message}", err=True)
+
+    try:
+        found = predict_.predict_build(build_folder, data, model, log=log)
+        text = found.csv_text()
+        if out is not None:
+            write_atomically(out, text.encode("utf-8"))
+    except BuildError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{out}: cannot write: {exc.strerror or exc}")
+    except Exception as exc:
+        if interrupts.received():
+            raise KeyboardInterrupt from None
+        if os.environ.get(terminal.DEBUG_ENV):
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        _fail(f"cannot predict with {build_folder}: {type(exc).__name__}: {reason}")
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        log(f"wrote {len(found.rows):,} predictions to {out}")
+
+
+@main.command(epilog=_EXIT_CODES)
 def schema() -> None:
     """Print the JSON Schema of spec files, for editor completion and checks."""
     click.echo(json.dumps(json_schema(), indent=2))

@@ -1448,3 +1448,76 @@ def fill_value(rule: str, values: npt.NDArray[np.float32]) -> float | None:
     if not len(present):
         return 0.0
     return float(np.median(present) if rule == "median" else np.mean(present))
+
+
+# --- new rows, for predict ------------------------------------------------------------
+
+
+def read_inputs(
+    path: Path, inputs: Sequence[dict[str, Any]], allowed: Sequence[str] = ()
+) -> tuple[list[int], npt.NDArray[np.float32]]:
+    """New rows of a table, without labels, as a trained model reads them:
+    `inputs` as its columns.json lists them (numbers, NaN where missing;
+    category ids, 0 for a missing or unseen value; a date's DATE_PARTS), with
+    the file's rules for reading. Each row's key is the line it starts on.
+    Every input's column must be in the header, and every header column must
+    be one of them or of `allowed` (the labels, the ignored columns)."""
+    header = _header(path)
+    places = {name: k for k, name in enumerate(header)}
+    names = list(dict.fromkeys(str(column["name"]) for column in inputs))
+    for name in names:
+        if name not in places:
+            guess = closest(name, places)
+            hint = f"; did you mean {guess!r}?" if guess else ""
+            raise BuildError(
+                f"{path}: no column {name!r}, which the model reads{hint} (its "
+                f"columns: {some_of(names, limit=8)})"
+            )
+    known = {*names, *allowed}
+    extra = [name for name in header if name not in known]
+    if extra:
+        raise BuildError(
+            f"{path}: {_plural(len(extra), 'column')} the model does not read: "
+            f"{some_of([repr(n) for n in extra], limit=8)}; remove "
+            f"{'it' if len(extra) == 1 else 'them'} (the model reads "
+            f"{some_of(names, limit=8)})"
+        )
+    readers = [_reader(path, column) for column in inputs]
+    at = [places[str(column["name"])] for column in inputs]
+    keys: list[int] = []
+    values: list[list[float]] = []
+    for line, row in itertools.islice(_records(path), 1, None):
+        if len(row) != len(header):
+            raise BuildError(
+                f"{path}: line {line} has {_plural(len(row), 'field')}, "
+                f"but the header has {_plural(len(header), 'column')}"
+            )
+        keys.append(line)
+        values.append(
+            [read(line, row[k].strip()) for read, k in zip(readers, at, strict=True)]
+        )
+    return keys, np.array(values, np.float32).reshape(len(keys), len(inputs))
+
+
+def _reader(path: Path, column: dict[str, Any]) -> Callable[[int, str], float]:
+    """How one input's value is read from its cell (and the cell's line)."""
+    name = str(column["name"])
+    if column.get("kind") == "category":
+        ids = {str(word): i + 1 for i, word in enumerate(column.get("vocabulary", ()))}
+        return lambda line, cell: ids.get(cell, 0)
+    date = column.get("date")
+    if isinstance(date, dict):
+        part = DATE_PARTS.index(str(date["part"]))
+        dates = _Dates(path, _Kind(name, "date", format=str(date["format"])))
+        return lambda line, cell: dates.at(line, cell)[part]
+
+    def number(line: int, cell: str) -> float:
+        if cell in _MISSING_FORMS:
+            return math.nan
+        if not is_number(cell):
+            raise _at(
+                path, line, name, f"{cell!r} is not a number (the model reads one)"
+            )
+        return float(cell)
+
+    return number

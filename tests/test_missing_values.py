@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from l2compile.contract import import_generated
 from l2compile.datasets import load_dataset
 from l2compile.generate import Compiled, compile_spec
 
-pytestmark = pytest.mark.build
+from .test_generated_model import _package_version
 
 SPEC = """\
 name: penguins
@@ -109,6 +110,7 @@ def _rows(data: Any) -> np.ndarray:
     return np.concatenate([x, odd])
 
 
+@pytest.mark.build
 def test_a_table_with_gaps_builds_learns_and_says_what_it_dropped(
     penguins: tuple[Compiled, Path, dict[str, Any], dict[str, int]],
 ) -> None:
@@ -154,6 +156,7 @@ def test_a_table_with_gaps_builds_learns_and_says_what_it_dropped(
     assert manifest["spec"]["set"] == ["input.shape=[20]"]
 
 
+@pytest.mark.build
 def test_keras_tflite_and_the_generated_module_agree_on_gaps(
     penguins: tuple[Compiled, Path, dict[str, Any], dict[str, int]],
 ) -> None:
@@ -202,3 +205,166 @@ def test_keras_tflite_and_the_generated_module_agree_on_gaps(
         )
         agree = np.mean(got.argmax(axis=1) == expected.argmax(axis=1))
         assert agree >= 0.97, (file.name, agree)
+
+
+def _test_rows(out: Path, data: Any) -> Path:
+    """The build's test split, as rows of the original table (labels kept)."""
+    with (out.parent / "penguins.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    picked = [rows[1 + int(i)] for i in data.ids(True)]
+    path = out.parent / "test_rows.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([rows[0], *picked])
+    return path
+
+
+@pytest.mark.build
+@pytest.mark.parametrize("artifact", ["model.keras", "model.tflite", "saved_model"])
+def test_predict_on_the_test_split_agrees_with_the_builds_scores(
+    penguins: tuple[Compiled, Path, dict[str, Any], dict[str, int]], artifact: str
+) -> None:
+    """`l2compile predict` reads new rows with the build's encoders (labels
+    and ignored columns may stay) and writes one row per input: on the test
+    split, its predictions score what the build scored."""
+    from click.testing import CliRunner
+
+    from l2compile.cli import main
+
+    compiled, out, metrics, _ = penguins
+    data = load_dataset(
+        compiled.plan.recipe,
+        out.parent / "penguins.csv",
+        model_input=compiled.plan.model_input,
+        seed=compiled.plan.split_seed,
+    )
+    rows = _test_rows(out, data)
+    written = out.parent / f"predictions_{artifact}.csv"
+    result = CliRunner().invoke(
+        main,
+        [
+            *("predict", str(out), "--data", str(rows)),
+            *("--model", str(out / artifact), "-o", str(written)),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with written.open(newline="", encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == ["key", "predicted"] + [
+        f"probability_{name}" for name in SPECIES
+    ]
+    assert len(table) == len(data.x_test)
+    truth = [SPECIES[int(k)] for k in data.y_test]
+    accuracy = np.mean(
+        [row["predicted"] == t for row, t in zip(table, truth, strict=True)]
+    )
+    expected = (
+        metrics["test_accuracy"]
+        if artifact != "model.tflite"
+        else metrics["tflite"]["files"]["none"]["test_accuracy"]
+    )
+    assert accuracy == pytest.approx(expected, abs=1e-6)
+    # The key is the line each row starts on in the file read.
+    assert [row["key"] for row in table[:2]] == ["2", "3"]
+    probabilities = np.array(
+        [[float(row[f"probability_{s}"]) for s in SPECIES] for row in table]
+    )
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.build
+def test_predict_names_a_missing_or_extra_column_and_a_bad_value(
+    penguins: tuple[Compiled, Path, dict[str, Any], dict[str, int]], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from l2compile.cli import main
+
+    _, out, _, _ = penguins
+    cases = {
+        "bill,mass,island,sex,day,colour\n40,4000,Dream,male,2012-01-01,red\n": (
+            "1 column the model does not read: 'colour'; remove it"
+        ),
+        "bill,mass,island,sex\n40,4000,Dream,male\n": (
+            "no column 'day', which the model reads"
+        ),
+        "bill,mass,island,sex,day\n40,heavy,Dream,male,2012-01-01\n": (
+            "line 2, column 'mass': 'heavy' is not a number (the model reads one)"
+        ),
+        "bill,mass,island,sex,day\n40,4000,Dream,male,31/01/2012\n": (
+            "line 2, column 'day': '31/01/2012' is not a date of the form '%Y-%m-%d'"
+        ),
+    }
+    for text, message in cases.items():
+        path = tmp_path / "new.csv"
+        path.write_text(text, encoding="utf-8")
+        result = CliRunner().invoke(main, ["predict", str(out), "--data", str(path)])
+        assert result.exit_code == 3, result.output
+        assert f"error: {path}: {message}" in result.output
+
+
+@pytest.mark.external
+@pytest.mark.network
+def test_the_generated_predict_runs_beside_only_keras_jax_and_numpy(
+    penguins: tuple[Compiled, Path, dict[str, Any], dict[str, int]], tmp_path: Path
+) -> None:
+    """In a virtual environment holding keras, jax[cpu] and numpy and no
+    l2compile or TensorFlow, the build's generated module predicts new rows
+    (read with csv.DictReader, its columns from columns.json) as `l2compile
+    predict` does."""
+    import shutil
+    import subprocess
+    import sys
+
+    from l2compile.predict import predict_build
+
+    compiled, out, _, _ = penguins
+    data = load_dataset(
+        compiled.plan.recipe,
+        out.parent / "penguins.csv",
+        model_input=compiled.plan.model_input,
+        seed=compiled.plan.split_seed,
+    )
+    rows = _test_rows(out, data)
+    expected = predict_build(out, rows)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    wanted = [f"{name}=={_package_version(name)}" for name in ("keras", "numpy")]
+    wanted.append(f"jax[cpu]=={_package_version('jax')}")
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", *wanted],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if installed.returncode != 0 and not os.environ.get("CI"):
+        pytest.skip(f"cannot install keras and jax: {installed.stderr[-500:]}")
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    for name in ("penguins.py", "model.keras", "columns.json"):
+        shutil.copy(out / name, tmp_path / name)
+    shutil.copy(rows, tmp_path / "rows.csv")
+    script = (
+        "import csv, json\n"
+        "import penguins  # first: it sets the backend it was built for\n"
+        "import keras\n"
+        "model = keras.saving.load_model('model.keras')\n"
+        "with open('rows.csv', newline='') as f:\n"
+        "    rows = list(csv.DictReader(f))\n"
+        "print(json.dumps(penguins.predict(model, rows).tolist()))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    result = subprocess.run(
+        [str(python), "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = np.array(json.loads(result.stdout.splitlines()[-1]))
+    wanted_probabilities = np.array(
+        [[float(v) for v in row[2:]] for row in expected.rows]
+    )
+    np.testing.assert_allclose(found, wanted_probabilities, atol=1e-5)
+    assert "tensorflow" not in result.stderr.lower()

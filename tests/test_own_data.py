@@ -137,6 +137,33 @@ def test_model_json_says_how_to_feed_a_camera_frame(
     assert model["output"]["labels"] == "labels.txt"
 
 
+@pytest.mark.parametrize("artifact", ["model.keras", "model.tflite"])
+def test_predict_on_the_test_folder_agrees_with_the_builds_scores(
+    gray: tuple[Compiled, Path, Any], artifact: str
+) -> None:
+    """`l2compile predict` on a folder of images (searched through; the
+    class folders are only paths here) writes each image's path in it, the
+    class predicted and each class's probability; on the test folder, its
+    predictions score what the build scored."""
+    _, out, metrics = gray
+    test = out.parent / "photos" / "test"
+    result = CliRunner().invoke(
+        main, ["predict", str(out), "--data", str(test), "--model", str(out / artifact)]
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if not line.startswith("l2")]
+    header, *rows = [line.split(",") for line in lines]
+    assert header == ["key", "predicted", *(f"probability_{s}" for s in SHAPES)]
+    assert len(rows) == len(list(test.glob("*/*.png")))
+    accuracy = np.mean([row[0].split("/")[0] == row[1] for row in rows])
+    expected = (
+        metrics["test_accuracy"]
+        if artifact == "model.keras"
+        else metrics["tflite"]["files"]["none"]["test_accuracy"]
+    )
+    assert accuracy == pytest.approx(expected, abs=1e-6)
+
+
 def test_the_generated_module_reads_the_folder_as_the_build_did(
     rgb: tuple[Compiled, Path, Any],
 ) -> None:

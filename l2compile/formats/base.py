@@ -77,17 +77,20 @@ class Scores:
 
 #: Scores an opened artifact on preprocessed samples and their targets.
 Scorer = Callable[[Any, "npt.NDArray[Any]"], Scores]
+#: An opened artifact's outputs for preprocessed samples (predict).
+Predictor = Callable[[Any], "npt.NDArray[Any]"]
 
 
 @dataclass(frozen=True)
 class Opened:
-    """An artifact loaded for eval: its input and output shapes, checked
-    against the spec before any data is read (`inputs` None: not known, so
-    not checked), and how it scores."""
+    """An artifact loaded for eval and predict: its input and output shapes,
+    checked against the spec before any data is read (`inputs` None: not
+    known, so not checked), how it scores, and its outputs for samples."""
 
     inputs: Sequence[TensorShape] | None
     outputs: Sequence[TensorShape]
     score: Scorer
+    predict: Predictor
 
 
 class ExportFormat:

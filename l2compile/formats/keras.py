@@ -57,11 +57,22 @@ class KerasFormat(ExportFormat):
             _keras_shapes(inputs) if inputs else None,
             _keras_shapes(model.outputs) if inputs else [],
             lambda x, targets: _score(keras, model, plan, x, targets),
+            lambda x: _predict(keras, model, plan, x),
         )
 
 
 def _keras_shapes(tensors: Any) -> list[TensorShape]:
     return [tuple(t.shape) for t in tensors or ()]
+
+
+def _predict(keras: Any, model: Any, plan: ModelPlan, x: Any) -> npt.NDArray[Any]:
+    import numpy as np
+
+    if isinstance(x, np.ndarray):
+        return np.asarray(model.predict(x, batch_size=plan.batch_size, verbose=0))
+    # An image folder's images, read a batch at a time (no labels: zeros).
+    data = _chunks(keras, x, np.zeros(len(x)), plan.batch_size)
+    return np.asarray(model.predict(data, verbose=0))
 
 
 def _score(

@@ -76,6 +76,7 @@ class SavedModelFormat(ExportFormat):
             _tf_shapes(serve.structured_input_signature),
             _tf_shapes(serve.structured_outputs),
             lambda x, targets: _score(serve, plan, x, targets),
+            lambda x: _predict(serve, x),
         )
 
 
@@ -89,7 +90,8 @@ def _tf_shapes(structure: Any) -> list[TensorShape]:
     return shapes
 
 
-def _score(serve: Any, plan: ModelPlan, x: Any, targets: Any) -> Scores:
+def _predict(serve: Any, x: Any) -> Any:
+    """The serving signature's outputs for `x`, a chunk at a time."""
     import tensorflow as tf
 
     from l2compile import scoring
@@ -99,8 +101,14 @@ def _score(serve: Any, plan: ModelPlan, x: Any, targets: Any) -> Scores:
     def run(chunk: Any) -> Any:
         return next(iter(serve(**{name: tf.constant(chunk)}).values()))
 
+    return scoring.predict(run, x)
+
+
+def _score(serve: Any, plan: ModelPlan, x: Any, targets: Any) -> Scores:
+    from l2compile import scoring
+
     began = time.perf_counter()
-    outputs = scoring.predict(run, x)
+    outputs = _predict(serve, x)
     latency = 1000 * (time.perf_counter() - began) / len(targets)
     return Scores(
         scores=plan.task.scores(outputs, targets),

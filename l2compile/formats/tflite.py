@@ -464,6 +464,7 @@ class TFLiteFormat(ExportFormat):
             _tflite_shapes(interpreter.get_input_details()),
             _tflite_shapes(interpreter.get_output_details()),
             score,
+            lambda x: tflite_predict(path, x)[0],
         )
 
     def report(self, found: dict[str, Any]) -> Section:

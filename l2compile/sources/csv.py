@@ -41,8 +41,9 @@ class Csv(Source):
     imports: ClassVar[tuple[str, ...]] = (
         "import csv",
         "import datetime",
+        "import json",
         "import math",
-        "from collections.abc import Iterator",
+        "from collections.abc import Iterator, Mapping, Sequence",
         "from typing import Any",
     )
     example: ClassVar[str] = "data.csv"
@@ -112,6 +113,11 @@ class Csv(Source):
                 "DATE_FORMATS",
                 "(\n" + forms + ")",
                 "the forms a date column's format is inferred from",
+            ),
+            (
+                "COLUMNS_FILE",
+                py_str("columns.json"),
+                "the inputs a build lists, beside its model",
             ),
             (
                 "DATE_PARTS",

@@ -340,6 +340,14 @@ class Scored(ABC):
     def predictions(self, outputs: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """What the model predicts for each sample."""
 
+    @abstractmethod
+    def prediction_table(
+        self, outputs: npt.NDArray[Any], names: Sequence[str]
+    ) -> tuple[list[str], list[list[str]]]:
+        """`l2compile predict`'s columns after the key, for the model's
+        `outputs` (`names`: the classes, labels or targets): their names,
+        and each sample's values as text."""
+
     # --- against a trivial model, and class by class ------------------------------
 
     #: The scores a build adds beside the metrics, on the validation and test
@@ -799,3 +807,11 @@ def zero_one(key: str, y: npt.NDArray[Any], what: str) -> list[str]:
 def _a(word: str) -> str:
     """`a dense`, `an add`."""
     return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def number_text(value: Any) -> str:
+    """An output as predict writes it: the shortest text that reads back as
+    the same float32."""
+    import numpy as np
+
+    return str(np.float32(value))

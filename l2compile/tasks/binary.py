@@ -12,6 +12,7 @@ from l2compile.sources.base import Source as Recipe
 from l2compile.tasks.base import (
     SpecOptions,
     Task,
+    number_text,
     register,
     zero_one,
 )
@@ -97,6 +98,19 @@ class Binary(Task):
         from l2compile import scoring
 
         return scoring.positives(outputs).reshape(-1)
+
+    def prediction_table(
+        self, outputs: npt.NDArray[Any], names: Sequence[str]
+    ) -> tuple[list[str], list[list[str]]]:
+        """The class predicted (the positive one at 0.5 or more), then each
+        class's probability: the negative's is 1 less the output."""
+        header = ["predicted", *(f"probability_{name}" for name in names)]
+        positive = outputs.reshape(-1)
+        rows = [
+            [names[k], number_text(1 - p), number_text(p)]
+            for k, p in zip(self.predictions(outputs), positive, strict=True)
+        ]
+        return header, rows
 
     def trivial(
         self, train_targets: npt.NDArray[Any], names: Sequence[str]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -11,6 +12,7 @@ from l2compile.sources.base import Source as Recipe
 from l2compile.tasks.base import (
     SpecOptions,
     Task,
+    number_text,
     output_units,
     register,
 )
@@ -170,6 +172,17 @@ class Classification(Task):
         from l2compile import scoring
 
         return scoring.classes(outputs)
+
+    def prediction_table(
+        self, outputs: npt.NDArray[Any], names: Sequence[str]
+    ) -> tuple[list[str], list[list[str]]]:
+        """The class predicted, then each class's probability."""
+        header = ["predicted", *(f"probability_{name}" for name in names)]
+        rows = [
+            [names[k], *map(number_text, row)]
+            for k, row in zip(self.predictions(outputs), outputs, strict=True)
+        ]
+        return header, rows
 
     def output_json(self) -> dict[str, Any]:
         return {

@@ -15,6 +15,7 @@ from l2compile.tasks.base import (
     SpecOptions,
     Task,
     count_names,
+    number_text,
     output_units,
     register,
     zero_one,
@@ -107,6 +108,21 @@ class Multilabel(Task):
         from l2compile import scoring
 
         return scoring.positives(outputs)
+
+    def prediction_table(
+        self, outputs: npt.NDArray[Any], names: Sequence[str]
+    ) -> tuple[list[str], list[list[str]]]:
+        """The labels predicted (each at 0.5 or more), joined by ";", then
+        each label's probability."""
+        header = ["predicted", *(f"probability_{name}" for name in names)]
+        rows = [
+            [
+                ";".join(name for name, on in zip(names, flags, strict=True) if on),
+                *map(number_text, row),
+            ]
+            for flags, row in zip(self.predictions(outputs), outputs, strict=True)
+        ]
+        return header, rows
 
     def trivial(
         self, train_targets: npt.NDArray[Any], names: Sequence[str]

@@ -14,6 +14,7 @@ from l2compile.tasks.base import (
     SpecOptions,
     Task,
     count_names,
+    number_text,
     output_units,
     register,
 )
@@ -108,6 +109,15 @@ class Regression(Task):
 
     def predictions(self, outputs: npt.NDArray[Any]) -> npt.NDArray[Any]:
         return outputs
+
+    def prediction_table(
+        self, outputs: npt.NDArray[Any], names: Sequence[str]
+    ) -> tuple[list[str], list[list[str]]]:
+        """One column per target, named as it."""
+        rows = [
+            list(map(number_text, row)) for row in outputs.reshape(len(outputs), -1)
+        ]
+        return list(names), rows
 
     summary_names: ClassVar[tuple[str, ...]] = ()
     #: The most (true, predicted) pairs per target metrics.json keeps for the

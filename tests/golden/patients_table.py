@@ -15,9 +15,10 @@ KERAS_BACKEND names another: it runs on tensorflow and torch too.
 import argparse
 import csv
 import datetime
+import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 # The Keras backend this module was built for, unless KERAS_BACKEND names another.
@@ -65,6 +66,7 @@ DATE_FORMATS = (
     "%b %d, %Y",
     "%B %d, %Y",
 )
+COLUMNS_FILE = "columns.json"  # the inputs a build lists, beside its model
 # The inputs a date becomes: year, month and weekday on circles:
 DATE_PARTS = ("year", "month_sin", "month_cos", "weekday_sin", "weekday_cos")
 L2 = 0.001  # L2 coefficient of every kernel (biases not regularized)
@@ -320,6 +322,53 @@ def load_data(
     y = y[:, 0].astype("int64")
     splits = [(x[~tested], y[~tested]), (x[tested], y[tested])]
     return splits[0], splits[1], inputs
+
+
+def read_columns(path: str = COLUMNS_FILE) -> list[dict[str, Any]]:
+    """The model's inputs as a build lists them (its columns.json)."""
+    with open(path, encoding="utf-8") as f:
+        columns: list[dict[str, Any]] = json.load(f)["columns"]
+    return columns
+
+
+def encode_rows(
+    rows: Sequence[Mapping[str, str]], columns: list[dict[str, Any]] | None = None
+) -> np.ndarray:
+    """New rows (each a mapping of column name to its text, as csv.DictReader
+    gives them) as the model's inputs, by the rules load_data reads with: a
+    number (NaN where missing), a category's id (0 where missing or unseen), a
+    date's DATE_PARTS. `columns`: as load_data gives them, or read_columns()."""
+    columns = read_columns() if columns is None else columns
+    ids = [
+        {word: i + 1 for i, word in enumerate(column.get("vocabulary", []))}
+        for column in columns
+    ]
+    values = np.zeros((len(rows), len(columns)), dtype="float32")
+    for i, row in enumerate(rows):
+        for c, column in enumerate(columns):
+            cell = row[column["name"]].strip()
+            if column["kind"] == "category":
+                values[i, c] = ids[c].get(cell, 0)
+            elif is_missing(cell):
+                values[i, c] = math.nan
+            elif "date" in column:
+                part = DATE_PARTS.index(column["date"]["part"])
+                values[i, c] = date_parts(cell, column["date"]["format"])[part]
+            elif is_number(cell):
+                values[i, c] = float(cell)
+            else:
+                name = column["name"]
+                raise ValueError(f"row {i}, column {name!r}: {cell!r} is not a number")
+    return values
+
+
+def predict(
+    model: keras.Model,
+    rows: Sequence[Mapping[str, str]],
+    columns: list[dict[str, Any]] | None = None,
+) -> np.ndarray:
+    """The model's outputs for new rows (see encode_rows)."""
+    return np.asarray(model.predict(encode_rows(rows, columns), verbose=0))
 
 
 def preprocess(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
