@@ -29,6 +29,7 @@ from l2compile.files import NotJson, read_json
 from l2compile.formats import FORMATS
 from l2compile.generate import Compiled, compile_spec
 from l2compile.nodes import ModelPlan
+from l2compile.sources.csv import Csv
 
 __all__ = ["MODELS", "Predictions", "predict_build"]
 
@@ -123,10 +124,13 @@ def _table(build: Path, plan: ModelPlan, data: Path) -> tuple[list[str], Any]:
         raise BuildError(f"{listed}: cannot read the model's columns: {exc}") from None
     if not isinstance(inputs, list) or not all(isinstance(c, dict) for c in inputs):
         raise BuildError(f"{listed}: columns is not a list of columns")
-    if not data.is_file():
-        raise BuildError(f"{data}: no such file (predict reads a CSV file here)")
-    ignored = [t.name for t in plan.recipe.types if t.kind == "ignore"]
-    lines, x = tables.read_inputs(data, inputs, (*plan.recipe.label, *ignored))
+    recipe = plan.recipe
+    assert isinstance(recipe, Csv), "a table's recipe reads like csv's"
+    if not recipe.found(data):
+        raise BuildError(f"{data}: not found (predict reads {recipe.wanted} here)")
+    ignored = [t.name for t in recipe.types if t.kind == "ignore"]
+    allowed = (*recipe.label, *ignored)
+    lines, x = tables.read_inputs(data, inputs, allowed, recipe.records())
     if not lines:
         raise BuildError(f"{data}: no data rows")
     return [str(line) for line in lines], x

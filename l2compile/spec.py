@@ -464,9 +464,10 @@ class TrainSpec(StrictModel):
         | None
     ) = Field(
         default=None,
-        description="npz, csv and image_folder recipes: the .npz file, the CSV "
-        "file (or {train: a.csv, test: b.csv}) or the folder of images, relative "
-        "to the spec file; --data overrides it.",
+        description="npz, csv, parquet and image_folder recipes: the .npz file, "
+        "the CSV file (or {train: a.csv, test: b.csv}), the Parquet file or "
+        "folder, or the folder of images, relative to the spec file; --data "
+        "overrides it.",
     )
     label: Annotated[
         ColumnName | list[ColumnName] | None, BeforeValidator(_column_or_columns)

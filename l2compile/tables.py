@@ -1,4 +1,6 @@
-"""Reading and checking a user's CSV file for the csv recipe, streamed.
+"""Reading and checking a user's CSV file for the csv recipe, streamed (and
+a Parquet table's rows for the parquet recipe, which l2compile.parquet gives
+as the text a CSV would hold: `read_csv(records=...)`).
 
 The file is read several times, never held: memory is the float32 (and
 int64) arrays it becomes, the text columns' vocabularies and a block of a few
@@ -183,6 +185,9 @@ _BLOCK_ROWS = 4096
 _EXTRA_LABELS = 100
 
 _Getter = Callable[[Sequence[str]], tuple[str, ...]]
+#: How a file's rows are read: each non-blank row, header first, as text
+#: cells, with the line it starts on.
+Records = Callable[[Path], Iterator[tuple[int, list[str]]]]
 
 
 def is_missing(cell: str) -> bool:
@@ -205,9 +210,13 @@ def read_csv(
     *,
     seed: int,
     model_input: ModelInput,
+    records: Records | None = None,
 ) -> datasets.Dataset:
     """Read and check the csv recipe's data: `train`, and `test` or a seeded
-    `recipe.test_split` of `train`. See the module's docstring for the rules."""
+    `recipe.test_split` of `train`. See the module's docstring for the rules.
+    `records`: how a file's rows are read (default: as CSV; the parquet
+    recipe's rows, as text, go through the same rules)."""
+    records = records or csv_records
     task = model_input.task
     assert task is not None, "the csv recipe always has a task"
     if test is None and recipe.test_split is None:
@@ -216,7 +225,7 @@ def read_csv(
             "test: ...}) or train.test_split"
         )
     labels = _labels_for(task, recipe.label)
-    sources, features = _sources(recipe, train, test, seed)
+    sources, features = _sources(recipe, train, test, seed, records)
     scan = _Scan(len(features), sources[0].kinds)
     missing = _Missing()
     for index, source in enumerate(sources):
@@ -287,10 +296,10 @@ def _dropped(
 
 
 def _sources(
-    recipe: Recipe, train: Path, test: Path | None, seed: int
+    recipe: Recipe, train: Path, test: Path | None, seed: int, records: Records
 ) -> tuple[list[_Source], tuple[str, ...]]:
     """The files to read, their headers checked, and the feature columns."""
-    header = _header(train)
+    header = _header(train, records)
     # Each name's place, found once: a header may have MAX_COLUMNS names.
     places = {name: k for k, name in enumerate(header)}
     types = {column.name: column for column in recipe.types}
@@ -321,13 +330,14 @@ def _sources(
     kinds = tuple(types.get(name, _READ) for name in features)
     if test is None:
         assert recipe.test_split is not None
-        held = _split(train, recipe.test_split, seed)
-        return [_Source(train, header, labels, columns, kinds, held)], features
-    test_header = _header(test)
+        held = _split(train, recipe.test_split, seed, records)
+        source = _Source(train, header, labels, columns, kinds, held, records)
+        return [source], features
+    test_header = _header(test, records)
     _same_header(test, test_header, train, header)
     return [
-        _Source(train, header, labels, columns, kinds, None),
-        _Source(test, test_header, labels, columns, kinds, None, test=True),
+        _Source(train, header, labels, columns, kinds, None, records),
+        _Source(test, test_header, labels, columns, kinds, None, records, test=True),
     ], features
 
 
@@ -338,7 +348,7 @@ _READ = ColumnType("", "")
 # --- reading rows ---------------------------------------------------------------------
 
 
-def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
+def csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
     """Each non-blank row of a CSV file, header included, with the line it
     starts on."""
     try:
@@ -421,10 +431,10 @@ def _not_utf8(path: Path) -> str:
     return f"{path}: is not UTF-8 text"
 
 
-def _header(path: Path) -> tuple[str, ...]:
+def _header(path: Path, records: Records) -> tuple[str, ...]:
     """The header's column names, stripped: at most MAX_COLUMNS, each named,
     and each unique."""
-    for line, row in _records(path):
+    for line, row in records(path):
         if len(row) > MAX_COLUMNS:
             raise BuildError(
                 f"{path}: line {line}: the header has {len(row):,} columns; a "
@@ -498,10 +508,10 @@ def _same_header(
     raise BuildError(f"{test}: its header differs from {train}'s: {'; '.join(parts)}")
 
 
-def _split(path: Path, test_split: float, seed: int) -> bytes:
+def _split(path: Path, test_split: float, seed: int, records: Records) -> bytes:
     """Which of the file's data rows test (1) and train (0): a first pass
     counts them, and a seeded permutation picks round(n * test_split)."""
-    rows = sum(1 for _ in itertools.islice(_records(path), 1, None))
+    rows = sum(1 for _ in itertools.islice(records(path), 1, None))
     if rows == 0:
         raise BuildError(f"{path}: no data rows")
     held = round(rows * test_split)
@@ -538,13 +548,16 @@ class _Source:
     features: tuple[int, ...]
     kinds: tuple[ColumnType, ...]  #: each feature's declared type (kind "": none)
     held: bytes | None  #: test_split: per data row, 1 where it tests
+    records: Records  #: how its rows are read
     test: bool = False  #: every row tests (the test file)
 
     def rows(self) -> Iterator[tuple[int, int, bool, list[str]]]:
         """(data row counted from 0, line, whether it tests, fields) for each
         data row, each with as many fields as the header."""
         width, held = len(self.header), self.held
-        for i, (line, row) in enumerate(itertools.islice(_records(self.path), 1, None)):
+        for i, (line, row) in enumerate(
+            itertools.islice(self.records(self.path), 1, None)
+        ):
             if len(row) != width:
                 raise BuildError(
                     f"{self.path}: line {line} has {_plural(len(row), 'field')}, "
@@ -1454,7 +1467,10 @@ def fill_value(rule: str, values: npt.NDArray[np.float32]) -> float | None:
 
 
 def read_inputs(
-    path: Path, inputs: Sequence[dict[str, Any]], allowed: Sequence[str] = ()
+    path: Path,
+    inputs: Sequence[dict[str, Any]],
+    allowed: Sequence[str] = (),
+    records: Records | None = None,
 ) -> tuple[list[int], npt.NDArray[np.float32]]:
     """New rows of a table, without labels, as a trained model reads them:
     `inputs` as its columns.json lists them (numbers, NaN where missing;
@@ -1462,7 +1478,8 @@ def read_inputs(
     the file's rules for reading. Each row's key is the line it starts on.
     Every input's column must be in the header, and every header column must
     be one of them or of `allowed` (the labels, the ignored columns)."""
-    header = _header(path)
+    records = records or csv_records
+    header = _header(path, records)
     places = {name: k for k, name in enumerate(header)}
     names = list(dict.fromkeys(str(column["name"]) for column in inputs))
     for name in names:
@@ -1486,7 +1503,7 @@ def read_inputs(
     at = [places[str(column["name"])] for column in inputs]
     keys: list[int] = []
     values: list[list[float]] = []
-    for line, row in itertools.islice(_records(path), 1, None):
+    for line, row in itertools.islice(records(path), 1, None):
         if len(row) != len(header):
             raise BuildError(
                 f"{path}: line {line} has {_plural(len(row), 'field')}, "

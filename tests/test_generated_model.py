@@ -147,7 +147,7 @@ def test_generated_modules_build_their_models_without_l2compile(
         "for name in sys.argv[1:]:\n"
         "    module = importlib.import_module(name)\n"
         "    # A csv model is built for its columns: here all numeric.\n"
-        "    width = module.INPUT_SHAPE[0]\n"
+        "    width = module.INPUT_SHAPE[0] if module.INPUT_SHAPE else 3\n"
         "    numeric = {'name': 'x', 'kind': 'number', 'fill': 0.0}\n"
         "    args = ([numeric] * width,) if hasattr(module, 'encode') else ()\n"
         "    # A scheduled learning rate counts an epoch's batches: any will do.\n"

@@ -49,14 +49,14 @@ def run(*args: str) -> tuple[int, str, str]:
         (
             "recipe: mnist",
             "recipe: mnist\n  num_classes: 10",
-            "spec.yaml:13:3: error: train: num_classes is only for the npz and csv "
-            "recipes; 'mnist' knows its classes",
+            "spec.yaml:13:3: error: train: num_classes is only for the npz, csv "
+            "and parquet recipes; 'mnist' knows its classes",
         ),
         (
             "recipe: mnist",
             "recipe: mnist\n  data: x.npz",
-            "spec.yaml:13:3: error: train: data is only for the npz, csv and "
-            "image_folder recipes; 'mnist' is found as docs/data.md says, or "
+            "spec.yaml:13:3: error: train: data is only for the npz, csv, parquet "
+            "and image_folder recipes; 'mnist' is found as docs/data.md says, or "
             "with --data",
         ),
         (

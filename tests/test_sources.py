@@ -85,6 +85,7 @@ def test_the_toy_source_is_in_the_schema_and_validates(
         "fashion_mnist",
         "npz",
         "csv",
+        "parquet",
         "image_folder",
         "toy",
     ]
@@ -97,7 +98,7 @@ def test_the_toy_source_is_in_the_schema_and_validates(
     refused = CliRunner().invoke(main, ["validate", str(spec)])
     assert refused.exit_code == 2
     assert (
-        "data is only for the npz, csv and image_folder recipes; 'toy'"
+        "data is only for the npz, csv, parquet and image_folder recipes; 'toy'"
         in refused.stderr
     )
 

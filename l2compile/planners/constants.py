@@ -32,7 +32,7 @@ def module_constants(
     opt = spec.train.optimizer
     jit = spec.train.jit_compile
     constants = [
-        Constant("INPUT_SHAPE", shape_text(spec.input.planned)),
+        _input_shape(spec),
         *(Constant(*constant) for constant in recipe.constants()),
         Constant("L2", py_float(spec.l2), _l2_comment(spec, layers)),
         *_backbone_constants(backbone),
@@ -197,3 +197,15 @@ def _l2_comment(spec: Spec, layers: list[LayerPlan]) -> str:
         text += f" ({' and '.join(w + 'es' if w == 'bias' else w for w in left_out)}"
         text += " not regularized)"
     return text
+
+
+def _input_shape(spec: Spec) -> Constant:
+    """INPUT_SHAPE; None where the build derives it from the data (a table's
+    width after encoding: build_model takes the inputs load_data gives)."""
+    if spec.input.shape is None:
+        return Constant(
+            "INPUT_SHAPE: tuple[int, ...] | None",
+            "None",
+            "derived from the data when it builds",
+        )
+    return Constant("INPUT_SHAPE", shape_text(tuple(spec.input.shape)))

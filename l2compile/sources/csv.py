@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from l2compile.dates import DATE_FORMATS, DATE_PARTS
@@ -161,6 +162,16 @@ class Csv(Source):
             "columns are one-hot encoded in the model)"
         )
 
+    def records(self) -> Any:
+        """How its files' rows are read (tables.Records): as CSV."""
+        from l2compile import tables
+
+        return tables.csv_records
+
+    def found(self, path: Path) -> bool:
+        """Whether `path` is where its data can be: a file."""
+        return path.is_file()
+
     def read(self, request: Request) -> Dataset:
         from l2compile import datasets, tables
 
@@ -170,7 +181,7 @@ class Csv(Source):
             (request.given, request.spec_path if request.data is None else None),
             (test, request.test_path),
         ):
-            if path is not None and not path.is_file():
+            if path is not None and not self.found(path):
                 raise BuildError(datasets.missing(self, path, path, origin))
         return tables.read_csv(
             self,
@@ -178,4 +189,5 @@ class Csv(Source):
             test,
             seed=request.seed,
             model_input=request.model_input,
+            records=self.records(),
         )
