@@ -7,6 +7,7 @@ checked in no longer matches its specs.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,6 +70,8 @@ def compile_spec(
     plan = plan_spec(loaded, path.absolute().parent, backend=backend)
     if isinstance(plan, list):
         return place(plan, overrides)
+    if plan.derived_input:
+        plan = dataclasses.replace(plan, spec_path=str(path.absolute()))
     return Compiled(plan, render_module(plan, version_header=version_header))
 
 
@@ -81,7 +84,7 @@ def derive_input(
     # The backend as first chosen: auto picks the same again.
     backend: Choice = "auto" if plan.backend_reason else _choice(plan.backend)
     found = compile_spec(
-        Path(plan.source_file),
+        Path(plan.spec_path or plan.source_file),
         version_header=version_header,
         backend=backend,
         overrides=(*map(overrides_.parse, plan.overrides), derived),

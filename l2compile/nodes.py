@@ -183,6 +183,9 @@ class ModelPlan:
     #: input.shape was left out: input_shape is a placeholder until the build
     #: derives the shape from the data (a csv table's width after encoding).
     derived_input: bool = False
+    #: The spec file's absolute path, where input.shape is derived: the
+    #: build plans it again from any working folder (a Ray worker's too).
+    spec_path: str = ""
     #: Fail a build whose model does not beat the trivial baseline.
     require_learning: bool = False
     #: What in the spec is valid but likely not what it means.
