@@ -83,14 +83,7 @@ def build(
             "custom training loop saves no state; build without --resume"
         )
     interrupts.phase("data")
-    dataset = load_dataset(
-        plan.recipe,
-        data,
-        spec_path=plan.data_path,
-        model_input=plan.model_input,
-        seed=plan.split_seed,
-        test_path=plan.test_path,
-    )
+    dataset = _read(plan, data)
     log(
         f"data: {dataset.source} ({len(dataset.x_train):,} train, "
         f"{len(dataset.x_test):,} test samples)"
@@ -133,15 +126,19 @@ def derived(compiled: Compiled, log: Log, *, version_header: bool = True) -> Com
     plan = compiled.plan
     if not plan.derived_input:
         return compiled
-    dataset = load_dataset(
+    return _derive(plan, _read(plan, None), log, version_header=version_header)
+
+
+def _read(plan: ModelPlan, data: Path | None) -> Dataset:
+    """The plan's data (`data`: --data, else the spec's), read and checked."""
+    return load_dataset(
         plan.recipe,
-        None,
+        data,
         spec_path=plan.data_path,
         model_input=plan.model_input,
         seed=plan.split_seed,
         test_path=plan.test_path,
     )
-    return _derive(plan, dataset, log, version_header=version_header)
 
 
 def _derive(

@@ -194,16 +194,10 @@ def _package_version(name: str) -> str:
     return version(name)
 
 
-@pytest.mark.external
-@pytest.mark.network
-def test_a_module_runs_as_its_docstring_says_beside_only_keras_jax_and_numpy(
-    tmp_path: Path, tiny_mnist: Path
-) -> None:
-    """In a virtual environment holding keras, jax[cpu] and numpy (and what
-    they need) and no TensorFlow, with KERAS_BACKEND unset, the command the
-    module's docstring gives trains it: the module sets the backend it was
-    built for, since Keras would otherwise choose TensorFlow."""
-    venv = tmp_path / "venv"
+def keras_jax_venv(venv: Path) -> Path:
+    """A new virtual environment holding keras, jax[cpu] and numpy (the
+    versions installed here) and what they need, and no TensorFlow: its
+    python. Skips where they cannot be installed, except in CI."""
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     wanted = [f"{name}=={_package_version(name)}" for name in ("keras", "numpy")]
@@ -217,6 +211,19 @@ def test_a_module_runs_as_its_docstring_says_beside_only_keras_jax_and_numpy(
     if installed.returncode != 0 and not os.environ.get("CI"):
         pytest.skip(f"cannot install keras and jax: {installed.stderr[-500:]}")
     assert installed.returncode == 0, installed.stderr[-2000:]
+    return python
+
+
+@pytest.mark.external
+@pytest.mark.network
+def test_a_module_runs_as_its_docstring_says_beside_only_keras_jax_and_numpy(
+    tmp_path: Path, tiny_mnist: Path
+) -> None:
+    """In a virtual environment holding keras, jax[cpu] and numpy (and what
+    they need) and no TensorFlow, with KERAS_BACKEND unset, the command the
+    module's docstring gives trains it: the module sets the backend it was
+    built for, since Keras would otherwise choose TensorFlow."""
+    python = keras_jax_venv(tmp_path / "venv")
     module = (GOLDEN / "mnist_mlp.py").read_text()
     (tmp_path / "mnist_mlp.py").write_text(module)
     usage = next(line for line in module.splitlines() if "python mnist_mlp.py" in line)

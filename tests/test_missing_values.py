@@ -20,7 +20,7 @@ from l2compile.contract import import_generated
 from l2compile.datasets import load_dataset
 from l2compile.generate import Compiled, compile_spec
 
-from .test_generated_model import _package_version
+from .test_generated_model import keras_jax_venv
 
 SPEC = """\
 name: penguins
@@ -99,6 +99,16 @@ def penguins(
     return compiled, out, result.metrics, missing
 
 
+def _dataset(compiled: Compiled, out: Path) -> Any:
+    """The build's table, read again as the build read it."""
+    return load_dataset(
+        compiled.plan.recipe,
+        out.parent / "penguins.csv",
+        model_input=compiled.plan.model_input,
+        seed=compiled.plan.split_seed,
+    )
+
+
 def _rows(data: Any) -> np.ndarray:
     """The test split, and rows an app would send with NaN and unseen ids."""
     x = data.x_test.astype(np.float32)
@@ -117,12 +127,7 @@ def test_a_table_with_gaps_builds_learns_and_says_what_it_dropped(
     compiled, out, metrics, missing = penguins
     assert metrics["test_accuracy"] >= FLOOR
     assert metrics["learned"] is True
-    data = load_dataset(
-        compiled.plan.recipe,
-        out.parent / "penguins.csv",
-        model_input=compiled.plan.model_input,
-        seed=compiled.plan.split_seed,
-    )
+    data = _dataset(compiled, out)
     assert len(data.x_train) + len(data.x_test) == 400 - missing["species"]
     assert data.warnings[0].startswith(
         f"{out.parent / 'penguins.csv'}: dropped {missing['species']} rows without "
@@ -164,12 +169,7 @@ def test_keras_tflite_and_the_generated_module_agree_on_gaps(
     from ai_edge_litert.interpreter import Interpreter
 
     compiled, out, _, _ = penguins
-    data = load_dataset(
-        compiled.plan.recipe,
-        out.parent / "penguins.csv",
-        model_input=compiled.plan.model_input,
-        seed=compiled.plan.split_seed,
-    )
+    data = _dataset(compiled, out)
     rows = _rows(data)
     model = keras.saving.load_model(out / "model.keras")
     expected = np.asarray(model.predict(rows, verbose=0))
@@ -231,12 +231,7 @@ def test_predict_on_the_test_split_agrees_with_the_builds_scores(
     from l2compile.cli import main
 
     compiled, out, metrics, _ = penguins
-    data = load_dataset(
-        compiled.plan.recipe,
-        out.parent / "penguins.csv",
-        model_input=compiled.plan.model_input,
-        seed=compiled.plan.split_seed,
-    )
+    data = _dataset(compiled, out)
     rows = _test_rows(out, data)
     written = out.parent / f"predictions_{artifact}.csv"
     result = CliRunner().invoke(
@@ -313,33 +308,14 @@ def test_the_generated_predict_runs_beside_only_keras_jax_and_numpy(
     predict` does."""
     import shutil
     import subprocess
-    import sys
 
     from l2compile.predict import predict_build
 
     compiled, out, _, _ = penguins
-    data = load_dataset(
-        compiled.plan.recipe,
-        out.parent / "penguins.csv",
-        model_input=compiled.plan.model_input,
-        seed=compiled.plan.split_seed,
-    )
+    data = _dataset(compiled, out)
     rows = _test_rows(out, data)
     expected = predict_build(out, rows)
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    python = venv / "bin" / "python"
-    wanted = [f"{name}=={_package_version(name)}" for name in ("keras", "numpy")]
-    wanted.append(f"jax[cpu]=={_package_version('jax')}")
-    installed = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", *wanted],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if installed.returncode != 0 and not os.environ.get("CI"):
-        pytest.skip(f"cannot install keras and jax: {installed.stderr[-500:]}")
-    assert installed.returncode == 0, installed.stderr[-2000:]
+    python = keras_jax_venv(tmp_path / "venv")
     for name in ("penguins.py", "model.keras", "columns.json"):
         shutil.copy(out / name, tmp_path / name)
     shutil.copy(rows, tmp_path / "rows.csv")
