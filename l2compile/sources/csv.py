@@ -48,6 +48,9 @@ class Csv(Source):
         "from typing import Any",
     )
     example: ClassVar[str] = "data.csv"
+    #: Read with Arrow first (l2compile.tables_arrow), which gives the Python
+    #: reader's dataset or falls back to it.
+    arrow: ClassVar[bool] = True
 
     def constants(self) -> list[tuple[str, str, str]]:
         found = super().constants()
@@ -183,6 +186,19 @@ class Csv(Source):
         ):
             if path is not None and not self.found(path):
                 raise BuildError(datasets.missing(self, path, path, origin))
+        if self.arrow:
+            from l2compile import tables_arrow
+
+            try:
+                return tables_arrow.read_fast(
+                    self,
+                    request.given,
+                    test,
+                    seed=request.seed,
+                    model_input=request.model_input,
+                )
+            except tables_arrow.Fallback:
+                pass  # the Python reader gives the same dataset, or the error
         return tables.read_csv(
             self,
             request.given,

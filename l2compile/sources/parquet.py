@@ -19,6 +19,7 @@ class Parquet(Csv):
     title: ClassVar[str] = "Parquet"
     wanted: ClassVar[str] = "a Parquet file or a folder of them"
     example: ClassVar[str] = "data.parquet"
+    arrow: ClassVar[bool] = False  #: its rows come from l2compile.parquet
     imports: ClassVar[tuple[str, ...]] = (
         *(line for line in Csv.imports if line != "import csv"),
         "from pathlib import Path",
