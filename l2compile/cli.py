@@ -333,6 +333,8 @@ def predict(
     def log(message: str) -> None:
         click.echo(f"l2compile: {message}", err=True)
 
+    if out is not None and out.resolve() == data.resolve():
+        _fail(f"-o {out} is the data it reads; write the predictions elsewhere")
     try:
         found = predict_.predict_build(build_folder, data, model, log=log)
         text = found.csv_text()

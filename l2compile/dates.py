@@ -31,10 +31,19 @@ DATE_FORMATS = (
     "%b %d, %Y",
     "%B %d, %Y",
 )
-#: The model inputs a date becomes, in order: the year, then the month
-#: (January 0) and the day of the week (Monday 0) as sine and cosine, so
-#: that December is next to January and Sunday to Monday.
-DATE_PARTS = ("year", "month_sin", "month_cos", "weekday_sin", "weekday_cos")
+#: The model inputs a date becomes, in order: the year less YEAR_ORIGIN, then
+#: the month (January 0) and the day of the week (Monday 0) as sine and
+#: cosine, so that December is next to January and Sunday to Monday.
+DATE_PARTS = (
+    "years_since_2000",
+    "month_sin",
+    "month_cos",
+    "weekday_sin",
+    "weekday_cos",
+)
+#: The year a date's first input counts from: a float16 TFLite file rounds
+#: 2013 to 2012 or 2014, a whole year, but 13 to within 0.01.
+YEAR_ORIGIN = 2000
 
 
 def any_date_format(values: set[str]) -> str:
@@ -53,13 +62,13 @@ def any_date_format(values: set[str]) -> str:
 
 
 def date_parts(value: str, form: str) -> tuple[float, ...]:
-    """A date's model inputs (DATE_PARTS): its year, and its month and its
-    day of the week as points on a circle."""
+    """A date's model inputs (DATE_PARTS): its year less YEAR_ORIGIN, and its
+    month and its day of the week as points on a circle."""
     when = datetime.datetime.strptime(value, form)
     month = 2 * math.pi * (when.month - 1) / 12
     day = 2 * math.pi * when.weekday() / 7
     return (
-        float(when.year),
+        float(when.year - YEAR_ORIGIN),
         math.sin(month),
         math.cos(month),
         math.sin(day),

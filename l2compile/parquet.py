@@ -3,9 +3,11 @@
 A Parquet file (or a folder of them, read in sorted path order, each with the
 first one's columns) is streamed a batch of rows at a time with
 `pyarrow.parquet` and each value written as the text a CSV file would hold:
-a null or a float NaN as "" (missing), a float as Python's repr (which reads
-back as the same double), an integer, a string, a bool (True, False), a date
-(2012-01-31) or a timestamp (2012-01-31 13:45:00) as `str` writes it. The
+a null or a float NaN as "" (missing), a whole float as an integer (2009.0
+as 2009: pandas writes a column of integers with nulls as floats), another
+float as Python's repr (which reads back as the same double), an integer,
+a string, a bool (True, False), a date (2012-01-31) or a timestamp
+(2012-01-31 13:45:00) as `str` writes it. The
 rows then go through the csv recipe's rules (l2compile.tables), so that a
 Parquet table and a CSV of the same values give the same arrays. Lines in
 messages count as in the CSV the table would be: the header is line 1, the
@@ -99,5 +101,9 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return "" if math.isnan(value) else repr(value)
+        if math.isnan(value):
+            return ""
+        if value.is_integer() and abs(value) < 2**53:
+            return str(int(value))  # 2009.0 is 2009, as in an int column
+        return repr(value)
     return str(value)

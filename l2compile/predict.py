@@ -25,10 +25,11 @@ from l2compile import evaluate, images, manifest, tables
 from l2compile import overrides as overrides_
 from l2compile.contract import import_generated
 from l2compile.errors import BuildError
-from l2compile.files import NotJson, read_json
+from l2compile.files import NotJson, read_bounded, read_json
 from l2compile.formats import FORMATS
 from l2compile.generate import Compiled, compile_spec
 from l2compile.nodes import ModelPlan
+from l2compile.parquet import parquet_records
 from l2compile.sources.csv import Csv
 
 __all__ = ["MODELS", "Predictions", "predict_build"]
@@ -126,11 +127,15 @@ def _table(build: Path, plan: ModelPlan, data: Path) -> tuple[list[str], Any]:
         raise BuildError(f"{listed}: columns is not a list of columns")
     recipe = plan.recipe
     assert isinstance(recipe, Csv), "a table's recipe reads like csv's"
-    if not recipe.found(data):
-        raise BuildError(f"{data}: not found (predict reads {recipe.wanted} here)")
+    if not data.exists():
+        raise BuildError(f"{data}: no such file or folder")
     ignored = [t.name for t in recipe.types if t.kind == "ignore"]
     allowed = (*recipe.label, *ignored)
-    lines, x = tables.read_inputs(data, inputs, allowed, recipe.records())
+    # A table is read by its own kind: a Parquet file or folder, else CSV
+    # (both give the same text cells, so either feeds any table's model).
+    parquet = data.is_dir() or data.suffix.lower() == ".parquet"
+    records = parquet_records if parquet else tables.csv_records
+    lines, x = tables.read_inputs(data, inputs, allowed, records)
     if not lines:
         raise BuildError(f"{data}: no data rows")
     return [str(line) for line in lines], x
@@ -154,14 +159,20 @@ def _images(
 
 
 def _names(build: Path, plan: ModelPlan) -> Sequence[str]:
-    """The classes (labels.txt, as the build wrote them), else the task's
-    labels or targets."""
+    """The classes as the build named them: labels.txt (written beside a
+    TFLite file), else metrics.json's confusion matrix's labels, else the
+    task's labels or targets."""
     path = build / "labels.txt"
     if path.is_file():
-        from l2compile.files import read_bounded
-
         text = read_bounded(path, _LABELS_BYTES).decode("utf-8")
         names = text.splitlines()
         if len(names) == plan.task.class_count:
             return names
+    try:
+        metrics = read_json(build / "metrics.json", _LABELS_BYTES)
+        labels = metrics["test_confusion"]["labels"]
+    except (OSError, NotJson, KeyError, TypeError):
+        return plan.task.names
+    if isinstance(labels, list) and len(labels) == plan.task.class_count:
+        return [str(label) for label in labels]
     return plan.task.names

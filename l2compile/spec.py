@@ -7,6 +7,7 @@ planning, in `l2compile.plan`.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import importlib.machinery
 import importlib.metadata
@@ -360,8 +361,26 @@ class MissingSpec(StrictModel):
 
 
 ColumnKind = Literal["numeric", "categorical", "date", "ignore"]
+
+
+def _strptime_format(value: str) -> str:
+    """A format datetime.strptime reads: a date written with it reads back."""
+    sample = datetime.datetime(2001, 2, 3, 4, 5, 6)
+    try:
+        datetime.datetime.strptime(sample.strftime(value), value)
+    except ValueError as exc:
+        raise ValueError(
+            f"is not a date format that strptime reads ({exc}); e.g. '%d/%m/%Y'"
+        ) from None
+    return value
+
+
 #: A strftime format, as Python's datetime.strptime reads it.
-DateFormat = Annotated[str, Field(min_length=2, max_length=64, pattern=r"%")]
+DateFormat = Annotated[
+    str,
+    Field(min_length=2, max_length=64, pattern=r"%"),
+    AfterValidator(_strptime_format),
+]
 
 
 class DateColumn(StrictModel):

@@ -30,7 +30,8 @@ Bounds
 Cells
     Every cell is stripped of surrounding whitespace. A cell is MISSING if it
     is "" or, in any case, one of "na", "n/a", "nan", "null". A cell is a
-    NUMBER if `float(cell)` succeeds and gives a finite value.
+    NUMBER if `float(cell)` succeeds and gives a value finite in float32
+    (its magnitude under FLOAT32_LIMIT: 1e39 is not a number).
 
 Columns
     The label columns are `recipe.label`; the feature columns
@@ -74,7 +75,7 @@ Features
     date column's format is the declared one, else the first of
     DATE_FORMATS that every distinct training value fits under
     `datetime.strptime` (none fitting is an error); each present value, in
-    any row, must fit it, and becomes DATE_PARTS: the year, and sin and cos
+    any row, must fit it, and becomes DATE_PARTS: the year less 2000, and sin and cos
     of 2 pi (month - 1) / 12 and of 2 pi weekday / 7 (Monday 0). A text
     column's vocabulary is its distinct values in the training rows, sorted;
     a value's id is 1 + its index in the vocabulary, and 0 (the
@@ -195,10 +196,15 @@ def is_missing(cell: str) -> bool:
     return cell in _MISSING_FORMS
 
 
+#: The arrays are float32: a number at or past this rounds to infinity there.
+FLOAT32_LIMIT = 3.4028235677973366e38
+
+
 def is_number(cell: str) -> bool:
-    """Whether a stripped cell is a finite number, as `float` reads it."""
+    """Whether a stripped cell is a number, as `float` reads it, that is
+    finite in float32 (1e39 is not: it would be infinity in the arrays)."""
     try:
-        return math.isfinite(float(cell))
+        return abs(float(cell)) < FLOAT32_LIMIT
     except ValueError:
         return False
 
@@ -302,29 +308,8 @@ def _sources(
     header = _header(train, records)
     # Each name's place, found once: a header may have MAX_COLUMNS names.
     places = {name: k for k, name in enumerate(header)}
+    features = feature_columns(recipe, train, header, places)
     types = {column.name: column for column in recipe.types}
-    features = recipe.features
-    if features is None:
-        features = tuple(
-            name
-            for name in header
-            if name not in recipe.label
-            and (name not in types or types[name].kind != "ignore")
-        )
-    _find(train, places, recipe.label, "train.label")
-    _find(train, places, features, "train.features")
-    _find(train, places, list(types), "train.columns")
-    policies = [name for name, _ in recipe.missing.columns]
-    _find(train, places, policies, "train.missing.columns")
-    chosen = set(features)
-    for name, field_name in [(name, "train.columns") for name in types] + [
-        (name, "train.missing.columns") for name in policies
-    ]:
-        if name not in chosen and types.get(name, _READ).kind != "ignore":
-            raise BuildError(
-                f"{train}: {field_name} names column {name!r}, which is not a "
-                f"feature column (features: {some_of(features, limit=8)})"
-            )
     labels = tuple(places[name] for name in recipe.label)
     columns = tuple(places[name] for name in features)
     kinds = tuple(types.get(name, _READ) for name in features)
@@ -339,6 +324,44 @@ def _sources(
         _Source(train, header, labels, columns, kinds, None, records),
         _Source(test, test_header, labels, columns, kinds, None, records, test=True),
     ], features
+
+
+def feature_columns(
+    recipe: Recipe, train: Path, header: Sequence[str], places: dict[str, int]
+) -> tuple[str, ...]:
+    """The feature columns of a table whose header is `header` (`places`:
+    each name's place): train.features, else every column that is not a
+    label nor ignored; the columns each field names checked against them."""
+    types = {column.name: column for column in recipe.types}
+    features = recipe.features
+    if features is None:
+        features = tuple(
+            name
+            for name in header
+            if name not in recipe.label
+            and (name not in types or types[name].kind != "ignore")
+        )
+        if not features:
+            raise BuildError(
+                f"{train}: no feature columns: every column is a label or "
+                "ignored (train.columns)"
+            )
+    _find(train, places, recipe.label, "train.label")
+    _find(train, places, features, "train.features")
+    _find(train, places, list(types), "train.columns")
+    policies = [name for name, _ in recipe.missing.columns]
+    _find(train, places, policies, "train.missing.columns")
+    chosen = set(features)
+    for name, field_name in [(name, "train.columns") for name in types] + [
+        (name, "train.missing.columns") for name in policies
+    ]:
+        ignored = field_name == "train.columns" and types[name].kind == "ignore"
+        if name not in chosen and not ignored:
+            raise BuildError(
+                f"{train}: {field_name} names column {name!r}, which is not a "
+                f"feature column (features: {some_of(features, limit=8)})"
+            )
+    return features
 
 
 #: An undeclared column: its kind is inferred from its values.
@@ -704,10 +727,14 @@ class _Scan:
             for k in self.slow:
                 self._count(k, cells[k])
         try:
-            fine = math.isfinite(sum(map(float, self._fast_get(cells))))
+            values = list(map(float, self._fast_get(cells)))
+            # A sum is finite only where every term is; float32 holds less.
+            fine = math.isfinite(sum(values)) and (
+                not values or max(map(abs, values)) < FLOAT32_LIMIT
+            )
         except ValueError:
             fine = False
-        if fine:  # a sum is finite only where every term is
+        if fine:
             self._fast_rows += not test
             return
         moved = []
@@ -1331,9 +1358,12 @@ class _Dates(dict[str, tuple[float, ...]]):
     """A date column's values' model inputs, each parsed once: NaN for a
     missing value."""
 
-    def __init__(self, path: Path, kind: _Kind) -> None:
+    def __init__(
+        self, path: Path, kind: _Kind, whose: str = "the training values' form"
+    ) -> None:
         super().__init__((form, _NO_DATE) for form in _MISSING_FORMS)
         self.path, self.kind = path, kind
+        self.whose = whose  #: where the format came from, for messages
 
     def at(self, line: int, cell: str) -> tuple[float, ...]:
         found = self.get(cell)
@@ -1346,12 +1376,19 @@ class _Dates(dict[str, tuple[float, ...]]):
                     line,
                     self.kind.name,
                     f"{cell!r} is not a date of the form {self.kind.format!r} "
-                    "(the training values' form)",
+                    f"({self.whose})",
                 ) from None
         return found
 
 
 _NO_DATE = (math.nan,) * len(DATE_PARTS)
+
+
+def _whose(declared: ColumnType) -> str:
+    """Where a date column's format came from, for messages."""
+    if declared.format:
+        return "train.columns' format"
+    return "the training values' form"
 
 
 def _fill(
@@ -1385,7 +1422,9 @@ def _fill(
         get_text = _getter([source.features[k] for k in text])
         get_dates = _getter([source.features[k] for k in dates])
         get_labels = _getter(source.labels)
-        readers = [_Dates(source.path, kinds[k]) for k in dates]
+        readers = [
+            _Dates(source.path, kinds[k], _whose(source.kinds[k])) for k in dates
+        ]
         for _, line, test, row in source.rows():
             cells = list(map(str.strip, get_labels(row)))
             if not _MISSING_FORMS.isdisjoint(cells):
@@ -1516,20 +1555,37 @@ def read_inputs(
     return keys, np.array(values, np.float32).reshape(len(keys), len(inputs))
 
 
+#: A missing value where the model was trained to fill none.
+_UNFILLED = (
+    "missing value, which the model does not fill (it was built with "
+    "train.missing: error for this column)"
+)
+
+
 def _reader(path: Path, column: dict[str, Any]) -> Callable[[int, str], float]:
     """How one input's value is read from its cell (and the cell's line)."""
     name = str(column["name"])
+    refuses = column.get("missing") == "error"  # trained without a fill
     if column.get("kind") == "category":
         ids = {str(word): i + 1 for i, word in enumerate(column.get("vocabulary", ()))}
-        return lambda line, cell: ids.get(cell, 0)
+
+        def category(line: int, cell: str) -> float:
+            if refuses and cell in _MISSING_FORMS:
+                raise _at(path, line, name, _UNFILLED)
+            return ids.get(cell, 0)
+
+        return category
     date = column.get("date")
     if isinstance(date, dict):
         part = DATE_PARTS.index(str(date["part"]))
-        dates = _Dates(path, _Kind(name, "date", format=str(date["format"])))
+        form = str(date["format"])
+        dates = _Dates(path, _Kind(name, "date", format=form), "the model's")
         return lambda line, cell: dates.at(line, cell)[part]
 
     def number(line: int, cell: str) -> float:
         if cell in _MISSING_FORMS:
+            if refuses:
+                raise _at(path, line, name, _UNFILLED)
             return math.nan
         if not is_number(cell):
             raise _at(

@@ -398,23 +398,7 @@ def _features(recipe: Recipe, train: Path, header: tuple[str, ...]) -> list[_Fea
     """The feature columns, checked as `tables._sources` checks them."""
     places = {name: k for k, name in enumerate(header)}
     types = {column.name: column for column in recipe.types}
-    features = recipe.features
-    if features is None:
-        features = tuple(
-            name
-            for name in header
-            if name not in recipe.label
-            and (name not in types or types[name].kind != "ignore")
-        )
-    tables._find(train, places, recipe.label, "train.label")
-    tables._find(train, places, features, "train.features")
-    tables._find(train, places, list(types), "train.columns")
-    policies = [name for name, _ in recipe.missing.columns]
-    tables._find(train, places, policies, "train.missing.columns")
-    chosen = set(features)
-    for name in list(types) + policies:
-        if name not in chosen and (name not in types or types[name].kind != "ignore"):
-            raise Fallback(f"{name!r} is not a feature column")
+    features = tables.feature_columns(recipe, train, header, places)
     found, slot = [], 0
     for name in features:
         declared = types[name].kind if name in types else ""
@@ -560,7 +544,7 @@ def _numbers(
         values = _view(pc.cast(cells, pa.float64(), memory_pool=_POOL), np.float64)
     except pa.ArrowInvalid:
         return _numbers_trimmed(cells)
-    if np.isfinite(values).all():
+    if (np.abs(values) < tables.FLOAT32_LIMIT).all():  # NaN is not
         return values, None
     return _numbers_trimmed(cells)  # "nan" is missing, "inf" present
 
@@ -588,7 +572,7 @@ def _numbers_trimmed(
         if odd.any():
             found = pc.filter(trimmed, _bools(odd)).to_pylist()
             values[odd] = [float(c) if tables.is_number(c) else math.nan for c in found]
-    values[~np.isfinite(values)] = np.nan
+    values[~(np.abs(values) < tables.FLOAT32_LIMIT)] = np.nan  # past float32
     return values, present
 
 
@@ -1007,6 +991,9 @@ def _read(
     classes = _settle_labels(plan, splits)
     for split in splits.values():
         split.shrink()
+    for split in splits.values():  # past float32: the Python reader refuses it
+        if np.isinf(split.x).any() or np.isinf(split.y).any():
+            raise Fallback("a number past float32's range")
     columns = tables._columns(kinds, splits[False].x, recipe.missing)
     if not model_input.derived:
         tables._check_width(train, model_input, columns)

@@ -141,7 +141,7 @@ def test_a_table_with_gaps_builds_learns_and_says_what_it_dropped(
         "day"
     ] * 5
     assert [c.get("date", {}).get("part") for c in columns[4:]] == [
-        "year",
+        "years_since_2000",
         "month_sin",
         "month_cos",
         "weekday_sin",
@@ -187,7 +187,7 @@ def test_keras_tflite_and_the_generated_module_agree_on_gaps(
     own.load_weights(out / "model.keras")  # finalizes the normalization too
     np.testing.assert_allclose(own.predict(rows, verbose=0), expected, atol=1e-5)
     # The float32 file computes what Keras does; the others round weights
-    # (a year's mean, 2013, is 2012 or 2014 in float16).
+    # (float16 holds a date's years since 2000 to within 0.01).
     tolerance = {"model.tflite": 1e-5}
     files = sorted(out.glob("*.tflite"))
     assert {f.name for f in files} >= {"model.tflite", "model.float16.tflite"}

@@ -763,7 +763,7 @@ def test_a_text_column_of_nearly_all_distinct_values_is_refused(
         types={"date": "date", "id": "ignore", "kind": "categorical"},
     )
     assert [(c.name, c.part) for c in read.columns] == [
-        ("date", "year"),
+        ("date", "years_since_2000"),
         ("date", "month_sin"),
         ("date", "month_cos"),
         ("date", "weekday_sin"),
@@ -790,16 +790,16 @@ def test_a_date_column_becomes_its_year_month_and_weekday(tmp_path: Path) -> Non
     data = _read(train, BINARY, 5, test=test, types={"day": "date"})
     assert {c.format for c in data.columns} == {"%Y-%m-%d"}
     # 2012-01-02 is a Monday in January: both angles 0.
-    np.testing.assert_allclose(data.x_train[0], [2012, 0, 1, 0, 1], atol=1e-6)
+    np.testing.assert_allclose(data.x_train[0], [12, 0, 1, 0, 1], atol=1e-6)
     # 2012-07-01: July (6/12 of a turn), a Sunday (6/7 of a turn).
     july, sunday = np.pi, 2 * np.pi * 6 / 7
     np.testing.assert_allclose(
         data.x_train[1],
-        [2012, np.sin(july), np.cos(july), np.sin(sunday), np.cos(sunday)],
+        [12, np.sin(july), np.cos(july), np.sin(sunday), np.cos(sunday)],
         atol=1e-6,
     )
     assert np.isnan(data.x_train[2]).all()
-    assert data.x_test[0, 0] == 2013
+    assert data.x_test[0, 0] == 13
     # Day/month against month/day is not guessed: the format must be given.
     odd, odd_test = _pair(
         tmp_path, "day,y\n01/02/2012,a\n03/04/2012,b\n", "day,y\n01/02/2012,a\n"
@@ -817,7 +817,7 @@ def test_a_date_column_becomes_its_year_month_and_weekday(tmp_path: Path) -> Non
         given, BINARY, test=given_test, types={"day": ("date", "%d/%m/%Y")}
     ) == (
         f"{given_test}: line 2, column 'day': '2012-01-01' is not a date of the "
-        "form '%d/%m/%Y' (the training values' form)"
+        "form '%d/%m/%Y' (train.columns' format)"
     )
 
 
@@ -835,4 +835,57 @@ def test_declared_numeric_and_categorical_columns(tmp_path: Path) -> None:
     )
     assert _refused(train, BINARY, test=test, types={"nn": "numeric"}) == (
         f"{train}: no column 'nn' (train.columns); did you mean 'n'?"
+    )
+
+
+def test_a_number_past_float32_is_not_a_number(tmp_path: Path) -> None:
+    """1e39 is a finite double but infinity in the float32 arrays: it is
+    refused where a number is read, at its line and column."""
+    path = _csv(tmp_path, "a,y\n1,a\n1e39,b\n2,a\n3,b\n")
+    assert _refused(path, BINARY, test_split=0.5) == (
+        f"{path}: line 3, column 'a': '1e39' is not a number (the column's other "
+        "values are numbers)"
+    )
+    from l2compile import tables
+
+    assert tables.is_number("3.4e38") and not tables.is_number("-3.5e38")
+
+
+def test_policies_name_only_feature_columns_and_a_table_needs_one(
+    tmp_path: Path,
+) -> None:
+    path = _csv(tmp_path, "id,a,y\n1,2,a\n2,3,b\n3,4,a\n4,5,b\n")
+    ignored = {"id": "ignore"}
+    assert _refused(
+        path, BINARY, types=ignored, missing=Missing(columns=(("id", "zero"),))
+    ) == (
+        f"{path}: train.missing.columns names column 'id', which is not a feature "
+        "column (features: a)"
+    )
+    assert _refused(path, BINARY, types={"id": "ignore", "a": "ignore"}) == (
+        f"{path}: no feature columns: every column is a label or ignored "
+        "(train.columns)"
+    )
+
+
+def test_new_rows_for_predict_are_read_by_the_models_columns(tmp_path: Path) -> None:
+    """predict's reader: by name, labels may stay, missing values NaN or slot
+    0, and a missing value where the model fills none is an error."""
+    from l2compile.tables import read_inputs
+
+    inputs = [
+        {"name": "a", "kind": "number", "missing": "median", "fill": 1.0},
+        {"name": "c", "kind": "category", "vocabulary": ["x", "y"]},
+        {"name": "b", "kind": "number", "missing": "error"},
+    ]
+    path = _csv(tmp_path, "c,y,b,a\nx,1,2,NA\nzz,0,3,4\n,1,5,6\n")
+    keys, x = read_inputs(path, inputs, ("y",))
+    assert keys == [2, 3, 4]
+    np.testing.assert_array_equal(x, [[np.nan, 1, 2], [4, 0, 3], [6, 0, 5]])
+    gap = _csv(tmp_path, "a,c,b\n1,x,NA\n", "gap.csv")
+    with pytest.raises(BuildError) as err:
+        read_inputs(gap, inputs)
+    assert str(err.value) == (
+        f"{gap}: line 2, column 'b': missing value, which the model does not fill "
+        "(it was built with train.missing: error for this column)"
     )

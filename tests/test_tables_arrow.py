@@ -418,10 +418,10 @@ def test_arrow_cast_is_float() -> None:
 
 
 def _is_number(cell: str) -> bool:
-    try:
-        return math.isfinite(float(cell))
-    except ValueError:
-        return False
+    """The reader's rule: a number finite in float32."""
+    from l2compile.tables import is_number
+
+    return is_number(cell)
 
 
 # --- generated tables -----------------------------------------------------------------

@@ -125,8 +125,9 @@ class Csv(Source):
             ),
             (
                 "DATE_PARTS",
-                "(" + ", ".join(py_str(part) for part in DATE_PARTS) + ")",
-                "the inputs a date becomes: year, month and weekday on circles",
+                "(\n" + "".join(f"    {py_str(part)},\n" for part in DATE_PARTS) + ")",
+                "the inputs a date becomes: years since 2000, month and weekday "
+                "on circles",
             ),
         ]
 

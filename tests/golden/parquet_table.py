@@ -64,8 +64,14 @@ DATE_FORMATS = (
     "%B %d, %Y",
 )
 COLUMNS_FILE = "columns.json"  # the inputs a build lists, beside its model
-# The inputs a date becomes: year, month and weekday on circles:
-DATE_PARTS = ("year", "month_sin", "month_cos", "weekday_sin", "weekday_cos")
+# The inputs a date becomes: years since 2000, month and weekday on circles:
+DATE_PARTS = (
+    "years_since_2000",
+    "month_sin",
+    "month_cos",
+    "weekday_sin",
+    "weekday_cos",
+)
 TEST_SPLIT = 0.25  # share of the data tested on, seeded
 L2 = 0.001  # L2 coefficient of every kernel (biases not regularized)
 LEARNING_RATE = 0.001
@@ -126,7 +132,8 @@ MISSING = ("", "na", "n/a", "nan", "null")
 def read_rows(path: str) -> Iterator[list[str]]:
     """A Parquet file's rows (or a folder's *.parquet files', sorted by path),
     each value as the text a CSV file would hold: null and NaN as "", a float
-    as repr writes it, the rest as str does; the first row is the header."""
+    as repr writes it (a whole one as an integer), the rest as str does; the
+    first row is the header."""
     import pyarrow.parquet as pq  # reading Parquet needs pyarrow
 
     folder = Path(path)
@@ -142,9 +149,13 @@ def read_rows(path: str) -> Iterator[list[str]]:
 
 
 def as_text(value: object) -> str:
+    """A value as a CSV's cell: a whole float as an integer (2009.0 as 2009)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    return repr(value) if isinstance(value, float) else str(value).strip()
+    if isinstance(value, float):
+        whole = value.is_integer() and abs(value) < 2**53
+        return str(int(value)) if whole else repr(value)
+    return str(value).strip()
 
 
 def is_missing(cell: str) -> bool:
@@ -152,8 +163,9 @@ def is_missing(cell: str) -> bool:
 
 
 def is_number(cell: str) -> bool:
+    """A number that float32 holds (1e39 would be infinity)."""
     try:
-        return math.isfinite(float(cell))
+        return abs(float(cell)) < 3.4028235677973366e38
     except ValueError:
         return False
 
@@ -171,13 +183,14 @@ def date_format(values: set[str]) -> str:
 
 
 def date_parts(value: str, form: str) -> list[float]:
-    """A date's model inputs (DATE_PARTS): its year, and its month and its
-    day of the week as points on a circle."""
+    """A date's model inputs (DATE_PARTS): its year less 2000 (which float16
+    holds to within 0.01), and its month and its day of the week as points
+    on a circle."""
     when = datetime.datetime.strptime(value, form)
     month = 2 * math.pi * (when.month - 1) / 12
     day = 2 * math.pi * when.weekday() / 7
     return [
-        float(when.year),
+        float(when.year - 2000),
         math.sin(month),
         math.cos(month),
         math.sin(day),

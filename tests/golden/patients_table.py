@@ -67,8 +67,14 @@ DATE_FORMATS = (
     "%B %d, %Y",
 )
 COLUMNS_FILE = "columns.json"  # the inputs a build lists, beside its model
-# The inputs a date becomes: year, month and weekday on circles:
-DATE_PARTS = ("year", "month_sin", "month_cos", "weekday_sin", "weekday_cos")
+# The inputs a date becomes: years since 2000, month and weekday on circles:
+DATE_PARTS = (
+    "years_since_2000",
+    "month_sin",
+    "month_cos",
+    "weekday_sin",
+    "weekday_cos",
+)
 L2 = 0.001  # L2 coefficient of every kernel (biases not regularized)
 LEARNING_RATE = 0.001
 VALIDATION = 0.1  # share of the training data held out to validate, never trained on
@@ -138,8 +144,9 @@ def is_missing(cell: str) -> bool:
 
 
 def is_number(cell: str) -> bool:
+    """A number that float32 holds (1e39 would be infinity)."""
     try:
-        return math.isfinite(float(cell))
+        return abs(float(cell)) < 3.4028235677973366e38
     except ValueError:
         return False
 
@@ -157,13 +164,14 @@ def date_format(values: set[str]) -> str:
 
 
 def date_parts(value: str, form: str) -> list[float]:
-    """A date's model inputs (DATE_PARTS): its year, and its month and its
-    day of the week as points on a circle."""
+    """A date's model inputs (DATE_PARTS): its year less 2000 (which float16
+    holds to within 0.01), and its month and its day of the week as points
+    on a circle."""
     when = datetime.datetime.strptime(value, form)
     month = 2 * math.pi * (when.month - 1) / 12
     day = 2 * math.pi * when.weekday() / 7
     return [
-        float(when.year),
+        float(when.year - 2000),
         math.sin(month),
         math.cos(month),
         math.sin(day),
