@@ -991,9 +991,11 @@ def _read(
     classes = _settle_labels(plan, splits)
     for split in splits.values():
         split.shrink()
-    for split in splits.values():  # past float32: the Python reader refuses it
-        if np.isinf(split.x).any() or np.isinf(split.y).any():
-            raise Fallback("a number past float32's range")
+    # x holds no number past float32 (_numbers reads one as a non-number);
+    # a target past it falls back, and the Python reader refuses it.
+    for split in splits.values():
+        if split.y.dtype == np.float32 and np.isinf(split.y).any():
+            raise Fallback("a target past float32's range")
     columns = tables._columns(kinds, splits[False].x, recipe.missing)
     if not model_input.derived:
         tables._check_width(train, model_input, columns)
