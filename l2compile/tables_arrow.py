@@ -43,7 +43,8 @@ import codecs
 import csv
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -488,27 +489,35 @@ def _blocks(
     file: _File, header: Sequence[str], include: Sequence[int]
 ) -> Iterator[tuple[int, pa.RecordBatch]]:
     """(data row of its first row, block of rows) for each block of the
-    file, the header left out; every field within csv's bound."""
+    file, the header left out; every field within csv's bound. The next
+    piece is parsed on another thread (Arrow's parser leaves the GIL) while
+    the caller converts this one."""
     names = [f"c{k}" for k in range(len(header))]
-    read_options = pv.ReadOptions(column_names=names, use_threads=False)
     parse_options = pv.ParseOptions(newlines_in_values=True)
     convert_options = pv.ConvertOptions(
         column_types={names[k]: pa.string() for k in include},
         include_columns=[names[k] for k in include],
         strings_can_be_null=False,
     )
+
+    def parse(piece: bytes) -> pa.Table:
+        return pv.read_csv(
+            pa.BufferReader(pa.py_buffer(piece)),
+            read_options=pv.ReadOptions(
+                column_names=names, use_threads=False, block_size=len(piece) + 1
+            ),
+            parse_options=parse_options,
+            convert_options=convert_options,
+            memory_pool=_POOL,
+        )
+
     limit = csv.field_size_limit()
     start = -1
-    with tables._open(file.path, binary=True) as f:
-        for chunk in _chunks(f):
-            read_options.block_size = len(chunk) + 1
-            table = pv.read_csv(
-                pa.BufferReader(pa.py_buffer(chunk)),
-                read_options=read_options,
-                parse_options=parse_options,
-                convert_options=convert_options,
-                memory_pool=_POOL,
-            )
+    with (
+        tables._open(file.path, binary=True) as f,
+        ThreadPoolExecutor(1, thread_name_prefix="l2compile-csv") as pool,
+    ):
+        for table in _parsed(f, pool, parse):
             if not table.num_rows:
                 continue
             batch = table.combine_chunks(memory_pool=_POOL).to_batches()[0]
@@ -528,6 +537,21 @@ def _blocks(
             start += batch.num_rows
     if max(start, 0) != file.rows:
         raise Fallback("fewer rows than counted")
+
+
+def _parsed(
+    f: Any, pool: ThreadPoolExecutor, parse: Callable[[bytes], pa.Table]
+) -> Iterator[pa.Table]:
+    """Each piece of the file parsed, in order, the next one always under
+    way on `pool` while this one is used (one piece ahead, no more)."""
+    ahead: Future[pa.Table] | None = None
+    for chunk in _chunks(f):
+        future = pool.submit(parse, bytes(chunk))  # _chunks reuses its buffer
+        if ahead is not None:
+            yield ahead.result()
+        ahead = future
+    if ahead is not None:
+        yield ahead.result()
 
 
 # --- cells ----------------------------------------------------------------------------
