@@ -129,8 +129,11 @@ def _table(build: Path, plan: ModelPlan, data: Path) -> tuple[list[str], Any]:
     assert isinstance(recipe, Csv), "a table's recipe reads like csv's"
     if not data.exists():
         raise BuildError(f"{data}: no such file or folder")
+    # Where train.features picked the model's columns, the others were never
+    # read, so a file may keep them; else each column was read, and another
+    # one means other data.
     ignored = [t.name for t in recipe.types if t.kind == "ignore"]
-    allowed = (*recipe.label, *ignored)
+    allowed = None if recipe.features is not None else (*recipe.label, *ignored)
     # A table is read by its own kind: a Parquet file or folder, else CSV
     # (both give the same text cells, so either feeds any table's model).
     parquet = data.is_dir() or data.suffix.lower() == ".parquet"

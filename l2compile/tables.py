@@ -1508,7 +1508,7 @@ def fill_value(rule: str, values: npt.NDArray[np.float32]) -> float | None:
 def read_inputs(
     path: Path,
     inputs: Sequence[dict[str, Any]],
-    allowed: Sequence[str] = (),
+    allowed: Sequence[str] | None = (),
     records: Records | None = None,
 ) -> tuple[list[int], npt.NDArray[np.float32]]:
     """New rows of a table, without labels, as a trained model reads them:
@@ -1516,7 +1516,8 @@ def read_inputs(
     category ids, 0 for a missing or unseen value; a date's DATE_PARTS), with
     the file's rules for reading. Each row's key is the line it starts on.
     Every input's column must be in the header, and every header column must
-    be one of them or of `allowed` (the labels, the ignored columns)."""
+    be one of them or of `allowed` (the labels, the ignored columns; None:
+    any column may stay, as where train.features picked the model's)."""
     records = records or csv_records
     header = _header(path, records)
     places = {name: k for k, name in enumerate(header)}
@@ -1529,8 +1530,8 @@ def read_inputs(
                 f"{path}: no column {name!r}, which the model reads{hint} (its "
                 f"columns: {some_of(names, limit=8)})"
             )
-    known = {*names, *allowed}
-    extra = [name for name in header if name not in known]
+    known = {*names, *(allowed or ())}
+    extra = [name for name in header if name not in known and allowed is not None]
     if extra:
         raise BuildError(
             f"{path}: {_plural(len(extra), 'column')} the model does not read: "

@@ -889,3 +889,20 @@ def test_new_rows_for_predict_are_read_by_the_models_columns(tmp_path: Path) -> 
         f"{gap}: line 2, column 'b': missing value, which the model does not fill "
         "(it was built with train.missing: error for this column)"
     )
+
+
+def test_new_rows_may_keep_columns_the_model_never_read(tmp_path: Path) -> None:
+    """With train.features, the file's other columns were never read: new
+    rows may keep them (allowed None); without, another column is an error."""
+    from l2compile.tables import read_inputs
+
+    inputs = [{"name": "a", "kind": "number", "missing": "median", "fill": 0.0}]
+    path = _csv(tmp_path, "note,a,y\nhi,1,0\n")
+    _, x = read_inputs(path, inputs, None)
+    assert x.tolist() == [[1.0]]
+    with pytest.raises(BuildError) as err:
+        read_inputs(path, inputs, ("y",))
+    assert str(err.value) == (
+        f"{path}: 1 column the model does not read: 'note'; remove it (the model "
+        "reads a)"
+    )
