@@ -65,6 +65,17 @@ def _report(errors: list[SpecError]) -> None:
     )
 
 
+def _unexpected(exc: Exception, doing: str) -> NoReturn:
+    """An unexpected failure as one line (its traceback with L2COMPILE_DEBUG),
+    or the interrupt that TensorFlow turned into it."""
+    if interrupts.received():
+        raise KeyboardInterrupt from None
+    if os.environ.get(terminal.DEBUG_ENV):
+        raise exc
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    _fail(f"{doing}: {type(exc).__name__}: {reason}")
+
+
 def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
     if code == EXIT_INTERRUPTED and interrupts.installed():
         interrupts.stop_raising()  # the one line is all a user should see
@@ -266,12 +277,7 @@ def eval_(
     except BuildError as exc:
         _fail(str(exc))
     except Exception as exc:
-        if interrupts.received():  # TensorFlow turned the interrupt into this
-            raise KeyboardInterrupt from None
-        if os.environ.get(terminal.DEBUG_ENV):
-            raise
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        _fail(f"cannot evaluate {artifact}: {type(exc).__name__}: {reason}")
+        _unexpected(exc, f"cannot evaluate {artifact}")
     click.echo(f"artifact:  {artifact} ({result.kind})")
     click.echo(f"spec:      {compiled.plan.source_file}{named_by}")
     click.echo(f"data:      {result.data} ({result.samples:,} test samples)")
@@ -345,12 +351,7 @@ def predict(
     except OSError as exc:
         _fail(f"{out}: cannot write: {exc.strerror or exc}")
     except Exception as exc:
-        if interrupts.received():
-            raise KeyboardInterrupt from None
-        if os.environ.get(terminal.DEBUG_ENV):
-            raise
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        _fail(f"cannot predict with {build_folder}: {type(exc).__name__}: {reason}")
+        _unexpected(exc, f"cannot predict with {build_folder}")
     if out is None:
         click.echo(text, nl=False)
     else:

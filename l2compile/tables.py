@@ -283,22 +283,26 @@ def _dropped(
     sources: Sequence[_Source], scan: _Scan, label: Sequence[str]
 ) -> tuple[str, ...]:
     """The warning for each file whose rows without a label were dropped."""
-    found = []
+    return tuple(
+        dropped_warning(source.path, len(scan.dropped[k]), scan.dropped_lines[k], label)
+        for k, source in enumerate(sources)
+        if scan.dropped[k]
+    )
+
+
+def dropped_warning(
+    path: Path, count: int, lines: Sequence[int], label: Sequence[str]
+) -> str:
+    """The warning for a file that lost `count` rows without a label (their
+    first `lines`)."""
     names = ", ".join(repr(name) for name in label)
-    for k, source in enumerate(sources):
-        lines = scan.dropped_lines[k]
-        count = len(scan.dropped[k])
-        if not count:
-            continue
-        shown = ", ".join(str(line) for line in lines[:_MISSING_LINES])
-        more = ", ..." if count > _MISSING_LINES else ""
-        at = "line" if count == 1 else "lines"
-        found.append(
-            f"{source.path}: dropped {_plural(count, 'row')} without a label in "
-            f"{names} ({at} {shown}{more}): a row needs its label to train or "
-            "to be scored"
-        )
-    return tuple(found)
+    shown = ", ".join(str(line) for line in lines[:_MISSING_LINES])
+    more = ", ..." if count > _MISSING_LINES else ""
+    at = "line" if count == 1 else "lines"
+    return (
+        f"{path}: dropped {_plural(count, 'row')} without a label in {names} "
+        f"({at} {shown}{more}): a row needs its label to train or to be scored"
+    )
 
 
 def _sources(
@@ -535,6 +539,16 @@ def _split(path: Path, test_split: float, seed: int, records: Records) -> bytes:
     """Which of the file's data rows test (1) and train (0): a first pass
     counts them, and a seeded permutation picks round(n * test_split)."""
     rows = sum(1 for _ in itertools.islice(records(path), 1, None))
+    # One byte a row, indexed as ints.
+    return held_out(path, rows, test_split, seed).astype(np.uint8).tobytes()
+
+
+def held_out(
+    path: Path, rows: int, test_split: float, seed: int
+) -> npt.NDArray[np.bool_]:
+    """Which of a file's `rows` data rows test: a seeded permutation picks
+    round(rows * test_split); a split that leaves either side empty is an
+    error."""
     if rows == 0:
         raise BuildError(f"{path}: no data rows")
     held = round(rows * test_split)
@@ -545,9 +559,9 @@ def _split(path: Path, test_split: float, seed: int, records: Records) -> bytes:
             f"{none}"
         )
     order = np.random.default_rng(seed).permutation(rows)
-    flags = np.zeros(rows, np.uint8)
-    flags[order[:held]] = 1
-    return flags.tobytes()  # one byte a row, indexed as ints
+    flags = np.zeros(rows, np.bool_)
+    flags[order[:held]] = True
+    return flags
 
 
 def _getter(positions: Sequence[int]) -> _Getter:

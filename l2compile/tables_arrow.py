@@ -426,12 +426,7 @@ def _files(
             _File(test, _data_rows(test), None, True),
         ], header
     assert recipe.test_split is not None
-    held = round(rows * recipe.test_split)
-    if rows == 0 or held in (0, rows):
-        raise Fallback("a split without rows")
-    order = np.random.default_rng(seed).permutation(rows)
-    flags = np.zeros(rows, np.bool_)
-    flags[order[:held]] = True
+    flags = tables.held_out(train, rows, recipe.test_split, seed)
     return [_File(train, rows, flags)], header
 
 
@@ -925,21 +920,11 @@ def _dropped(files: Sequence[_File], label: Sequence[str]) -> tuple[str, ...]:
     """The warning for each file whose rows without a label were dropped,
     in `tables._dropped`'s words; their first lines found with csv.reader."""
     found = []
-    names = ", ".join(repr(name) for name in label)
     for file in files:
         dropped = np.flatnonzero(~file.keep)
-        count = len(dropped)
-        if not count:
-            continue
-        lines = _lines_of(file.path, dropped[: tables._MISSING_LINES].tolist())
-        shown = ", ".join(str(line) for line in lines)
-        more = ", ..." if count > tables._MISSING_LINES else ""
-        at = "line" if count == 1 else "lines"
-        found.append(
-            f"{file.path}: dropped {tables._plural(count, 'row')} without a label "
-            f"in {names} ({at} {shown}{more}): a row needs its label to train or "
-            "to be scored"
-        )
+        if len(dropped):
+            lines = _lines_of(file.path, dropped[: tables._MISSING_LINES].tolist())
+            found.append(tables.dropped_warning(file.path, len(dropped), lines, label))
     return tuple(found)
 
 
