@@ -1472,12 +1472,13 @@ def _columns(
     """The model's inputs, with what a missing value of each becomes: from
     the training rows `x`, as `policy` says."""
     found: list[datasets.Column] = []
+    column = np.empty(len(x), np.float32)  #: one input's values, in a row
     for kind in kinds:
         rule = policy.policy(kind.name, kind.kind != "category")
         if kind.kind == "category":
-            ids = x[:, len(found)].astype(np.int64)
             fill = None
             if rule == "most_frequent":
+                ids = x[:, len(found)].astype(np.int64)
                 counts = np.bincount(ids, minlength=len(kind.vocabulary) + 1)
                 counts[0] = 0  # slot 0 holds missing and unseen values
                 fill = float(np.argmax(counts)) if counts.any() else None
@@ -1487,12 +1488,12 @@ def _columns(
             continue
         parts = DATE_PARTS if kind.kind == "date" else ("",)
         for part in parts:
-            values = x[:, len(found)]
-            gaps = bool(np.isnan(values).any())
+            np.copyto(column, x[:, len(found)])
+            gaps = bool(np.isnan(column).any())
             found.append(
                 datasets.Column(
                     kind.name,
-                    fill=fill_value(rule, values),
+                    fill=fill_value(rule, column, gaps=gaps, scratch=True),
                     indicator=policy.indicator and gaps,
                     policy=rule,
                     part=part,
@@ -1502,18 +1503,27 @@ def _columns(
     return tuple(found)
 
 
-def fill_value(rule: str, values: npt.NDArray[np.float32]) -> float | None:
+def fill_value(
+    rule: str,
+    values: npt.NDArray[np.float32],
+    *,
+    gaps: bool = True,
+    scratch: bool = False,
+) -> float | None:
     """What a missing number becomes under `rule`, from a column's training
-    values (NaN where missing); None under error. The generated module
-    computes it the same way."""
+    values (NaN where missing: none where not `gaps`); None under error.
+    `scratch`: `values` may be reordered. The generated module computes it
+    the same way."""
     if rule == "zero":
         return 0.0
     if rule == "error":
         return None
-    present = values[~np.isnan(values)]
+    present = values[~np.isnan(values)] if gaps else values
     if not len(present):
         return 0.0
-    return float(np.median(present) if rule == "median" else np.mean(present))
+    if rule == "mean":
+        return float(np.mean(present))
+    return float(np.median(present, overwrite_input=scratch or gaps))
 
 
 # --- new rows, for predict ------------------------------------------------------------

@@ -11,19 +11,26 @@ differ from it. The caller runs `tables.read_csv` on a Fallback.
 How
     A first pass over the raw bytes counts the data rows as `csv.reader`
     sees them (blank lines left out, quoted newlines inside their row) and
-    checks that the file is UTF-8. The count gives the seeded split before a
-    row is read, so one pass with Arrow fills arrays allocated once: the file
+    checks that the file is UTF-8. In a window without quotes or CRs it
+    counts line ends, and does not look for blank lines inside it: where
+    Arrow then gives fewer rows, there were some, and the file is read
+    again with them counted. The count gives the seeded split before a row
+    is read, so one pass with Arrow fills arrays allocated once: the file
     is cut into pieces of whole records (256 KiB), each parsed alone by
-    `pyarrow.csv.read_csv` (every column as text; nothing read ahead, which
-    keeps memory to the arrays); each piece's training rows count towards
-    the columns' kinds and vocabularies, and its rows go straight to their
-    split.
+    `pyarrow.csv.read_csv` on one of _AHEAD threads (nothing read further
+    ahead, which keeps memory to the arrays); each piece's training rows
+    count towards the columns' kinds and vocabularies, and its rows go
+    straight to their split.
 
     A feature column's kind is guessed from its first block: NUMBER mode
-    (its cells converted in C, a cast to float64; cells the cast refuses go
-    through `float`'s exact rules) or TEXT mode (its distinct stripped values
-    numbered in the order met: codes). At the end the training rows' counts
-    settle it: a text-mode column that is text has its codes replaced by its
+    or TEXT mode (its distinct stripped values numbered in the order met:
+    codes). Once a column is in number mode, Arrow's parser reads its cells
+    as numbers (float64, the missing forms as null); a piece with a cell it
+    cannot read so is parsed as text, and so is a block with a value that is
+    not finite in float32. As text, a number-mode column's cells are
+    converted by Arrow's cast, and cells the cast refuses go through
+    `float`'s exact rules. At the end the training rows' counts settle the
+    kinds: a text-mode column that is text has its codes replaced by its
     ids in the sorted vocabulary (a numeric one falls back: its first block
     held a non-number); a number-mode column that is text is read again
     alone, in text mode.
@@ -33,16 +40,22 @@ Exactly the Python reader's
     whitespace here, and cells with other bytes are read by Python); Arrow's
     cast gives a finite number only for the decimal forms `float` reads the
     same (FAST; any other result sends the block's column to the exact
-    rules); the counted rows must be the rows Arrow gives. A quote that
-    could be read otherwise (not at a field's start or end) falls back.
+    rules); so does its parser, reading a number-mode column (a null only
+    for a missing form, written exactly); the counted rows must be the rows
+    Arrow gives. A quote that could be read otherwise (not at a field's
+    start or end) falls back, and so does a piece where a field in any
+    column could be longer than `csv.field_size_limit()`.
 """
 
 from __future__ import annotations
 
 import codecs
+import collections
 import csv
+import functools
 import itertools
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -69,8 +82,16 @@ class Fallback(Exception):
     read the file with `tables.read_csv`, which gives it or the error."""
 
 
+class _Recount(Exception):
+    """A file's guessed row count counted blank lines: read it again with
+    the rows counted exactly."""
+
+
 #: Bytes read at a time by the first pass.
 _PIECE = 1 << 20
+#: Pieces parsed at once, each on its own thread, while the caller uses
+#: the one before them (Arrow's parser leaves the GIL).
+_AHEAD = int(os.environ.get("AHEAD") or max(2, min(8, os.cpu_count() or 1)))
 #: Bytes Arrow reads at a time, whole records.
 _CHUNK = 1 << 18
 #: The most bytes of one row the fast path reads (tables.MAX_ROW_CHARS is
@@ -104,7 +125,11 @@ def read_fast(
     """Read and check the csv recipe's data as `tables.read_csv` does, or
     raise Fallback."""
     try:
-        return _read(recipe, train, test, seed, model_input)
+        try:
+            return _read(recipe, train, test, seed, model_input, exact=False)
+        except _Recount:
+            pass  # out of the handler first: its frames hold the arrays
+        return _read(recipe, train, test, seed, model_input, exact=True)
     except (BuildError, pa.ArrowException, OSError, ValueError, csv.Error) as exc:
         raise Fallback(f"{type(exc).__name__}: {exc}") from exc
 
@@ -145,6 +170,24 @@ def _view(array: pa.Array, dtype: type[np.generic]) -> npt.NDArray[Any]:
     )
 
 
+def _values(array: pa.Array) -> npt.NDArray[np.float64]:
+    """A float64 array's values as numpy, without a copy; a null's value
+    is not defined."""
+    return np.frombuffer(
+        array.buffers()[1], np.float64, count=len(array), offset=array.offset * 8
+    )
+
+
+def _valid(array: pa.Array) -> npt.NDArray[np.bool_]:
+    """Which cells of an array are not null."""
+    bits = array.buffers()[0]
+    if bits is None:
+        return np.ones(len(array), np.bool_)
+    end = array.offset + len(array)
+    found = np.unpackbits(np.frombuffer(bits, np.uint8), count=end, bitorder="little")
+    return found[array.offset :].view(np.bool_)
+
+
 def _bytes_of(array: pa.Array) -> npt.NDArray[np.uint8]:
     """The bytes a string array's cells hold, end to end."""
     bounds = np.frombuffer(
@@ -157,6 +200,11 @@ def _bytes_of(array: pa.Array) -> npt.NDArray[np.uint8]:
 
 
 _MISSING_ARROW = _strings(sorted(tables._MISSING_FORMS))
+_NO_ROWS = pa.RecordBatch.from_arrays([], names=[])
+#: Cells Arrow reads as null in a column it reads as numbers: exactly the
+#: missing forms (a cell with spaces around one is not a number to Arrow,
+#: and its piece is read as text).
+_NULL_VALUES = sorted(tables._MISSING_FORMS)
 
 
 def _pool() -> pa.MemoryPool:
@@ -178,10 +226,12 @@ _POOL = _pool()
 class _Count:
     """Counting the records of a CSV file as `csv.reader` reads them."""
 
+    exact: bool = True  #: look for blank lines inside a window
     records: int = 0  #: non-blank records ended so far
     quoted: int = 0  #: 1 inside a quoted field
     at_start: bool = True  #: the next byte starts a record
     prev: int = -1  #: the byte before the next one (-1: the file's first)
+    guessed: bool = False  #: a window's blank lines were not looked for
 
     def window(self, buf: bytearray, end: int, after: int) -> None:
         """Count buf[:end], which never ends in a CR; `after`: the byte
@@ -192,11 +242,14 @@ class _Count:
             not self.quoted
             and buf.find(b'"', 0, end) < 0
             and buf.find(b"\r", 0, end) < 0
-            and buf.find(b"\n\n", 0, end) < 0
-        ):  # the usual window: a record on each line
+            and not buf.endswith(b"\n\n", 0, end)
+            and (not self.exact or buf.find(b"\n\n", 0, end) < 0)
+        ):  # the usual window: a record on each line (inexact: blank
+            # lines inside it, which the search for them costs, counted)
             blank = self.at_start and buf[0] == 10
             self.records += buf.count(b"\n", 0, end) - blank
             self.at_start = buf[end - 1] == 10
+            self.guessed |= not self.exact
         else:
             self._numpy(np.frombuffer(buf, np.uint8, count=end), after)
         self.prev = buf[end - 1]
@@ -248,11 +301,19 @@ class _Count:
         return self.records + (not self.at_start)
 
 
-def _count_records(f: Any) -> int:
+def _odd(buf: bytearray, start: int, size: int) -> bool:
+    """Whether buf[start:start + size] holds a byte past ASCII."""
+    return bool(np.frombuffer(buf, np.uint8, size, start).max() >= 0x80)
+
+
+def _count_records(f: Any, exact: bool = True) -> tuple[int, bool]:
     """The file's non-blank records, header included, as `csv.reader`
-    reads them; a file that is not UTF-8 falls back. One buffer is reused."""
+    reads them, and whether that is a guess: not `exact`, blank lines
+    inside a window of common lines are not looked for (a guess may count
+    them; never too few). A file that is not UTF-8 falls back. One buffer
+    is reused."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    count = _Count()
+    count = _Count(exact)
     buf = bytearray(2 * _PIECE)
     held = 0  #: bytes carried to the next window
     first = True
@@ -261,7 +322,7 @@ def _count_records(f: Any) -> int:
         got = f.readinto(view[held : held + _PIECE])
         end = held + got
         piece = view[held:end]
-        if got and (decoder.getstate()[0] or not piece.tobytes().isascii()):
+        if got and (decoder.getstate()[0] or _odd(buf, held, got)):
             decoder.decode(piece)  # UnicodeDecodeError: a ValueError
         if first and buf.startswith(_BOM):
             buf[: end - len(_BOM)], end = buf[len(_BOM) : end], end - len(_BOM)
@@ -269,7 +330,7 @@ def _count_records(f: Any) -> int:
         if not got:
             decoder.decode(b"", final=True)
             count.window(buf, end, -1)
-            return count.finish()
+            return count.finish(), count.guessed
         cut = end - 1
         while cut > 0 and buf[cut - 1] == 13:  # a CR may be half of a CRLF
             cut -= 1
@@ -291,6 +352,7 @@ class _File:
     rows: int  #: data rows, blank lines and the header left out
     held: npt.NDArray[np.bool_] | None  #: test_split: per data row, tests
     test: bool = False  #: every row tests (the test file)
+    guessed: bool = False  #: `rows` may count blank lines (_count_records)
     keep: npt.NDArray[np.bool_] = field(init=False)  #: per data row, has a label
 
     def __post_init__(self) -> None:
@@ -412,30 +474,31 @@ def _features(recipe: Recipe, train: Path, header: tuple[str, ...]) -> list[_Fea
 
 
 def _files(
-    recipe: Recipe, train: Path, test: Path | None, seed: int
+    recipe: Recipe, train: Path, test: Path | None, seed: int, exact: bool
 ) -> tuple[list[_File], tuple[str, ...]]:
     """The files to read, counted, with the train file's header."""
     header = tables._header(train, tables.csv_records)
-    rows = _data_rows(train)
+    rows, guessed = _data_rows(train, exact)
     if test is not None:
         tables._same_header(
             test, tables._header(test, tables.csv_records), train, header
         )
+        test_rows, test_guessed = _data_rows(test, exact)
         return [
-            _File(train, rows, None),
-            _File(test, _data_rows(test), None, True),
+            _File(train, rows, None, guessed=guessed),
+            _File(test, test_rows, None, True, guessed=test_guessed),
         ], header
     assert recipe.test_split is not None
     flags = tables.held_out(train, rows, recipe.test_split, seed)
-    return [_File(train, rows, flags)], header
+    return [_File(train, rows, flags, guessed=guessed)], header
 
 
-def _data_rows(path: Path) -> int:
+def _data_rows(path: Path, exact: bool) -> tuple[int, bool]:
     with tables._open(path, binary=True) as f:
-        records = _count_records(f)
+        records, guessed = _count_records(f, exact)
     if records < 1:
         raise Fallback("no header row")
-    return records - 1
+    return records - 1, guessed
 
 
 # --- the streamed pass ----------------------------------------------------------------
@@ -480,73 +543,141 @@ def _record_end(buf: bytearray, end: int) -> int:
     return int(ends[-1]) + 1 if len(ends) else 0
 
 
+#: A block of rows: (data row of its first row, the rows, the same rows
+#: with every column read as text).
+_Block = tuple[int, pa.RecordBatch, Callable[[], pa.RecordBatch]]
+
+
 def _blocks(
-    file: _File, header: Sequence[str], include: Sequence[int]
-) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """(data row of its first row, block of rows) for each block of the
-    file, the header left out; every field within csv's bound. The next
-    piece is parsed on another thread (Arrow's parser leaves the GIL) while
-    the caller converts this one."""
+    file: _File,
+    header: Sequence[str],
+    include: Sequence[int],
+    numbers: Callable[[], frozenset[int]] = frozenset,
+) -> Iterator[_Block]:
+    """Each block of the file, the header left out; every field within
+    csv's bound. The columns `numbers()` names when a piece is sent off are
+    read as numbers by Arrow (a missing form: null), unless a cell is not a
+    number; every other column is text. The next _AHEAD pieces are parsed
+    on other threads while the caller uses this one."""
     names = [f"c{k}" for k in range(len(header))]
     parse_options = pv.ParseOptions(newlines_in_values=True)
-    convert_options = pv.ConvertOptions(
-        column_types={names[k]: pa.string() for k in include},
-        include_columns=[names[k] for k in include],
-        strings_can_be_null=False,
-    )
+    options: dict[frozenset[int], pv.ConvertOptions] = {}
 
-    def parse(piece: bytes) -> pa.Table:
-        return pv.read_csv(
+    def convert(typed: frozenset[int]) -> pv.ConvertOptions:
+        if typed not in options:
+            options[typed] = pv.ConvertOptions(
+                column_types={
+                    names[k]: pa.float64() if k in typed else pa.string()
+                    for k in include
+                },
+                include_columns=[names[k] for k in include],
+                strings_can_be_null=False,
+                null_values=_NULL_VALUES,
+            )
+        return options[typed]
+
+    def read(piece: bytes, options: pv.ConvertOptions) -> pa.RecordBatch:
+        table = pv.read_csv(
             pa.BufferReader(pa.py_buffer(piece)),
             read_options=pv.ReadOptions(
                 column_names=names, use_threads=False, block_size=len(piece) + 1
             ),
             parse_options=parse_options,
-            convert_options=convert_options,
+            convert_options=options,
             memory_pool=_POOL,
         )
+        batches = table.combine_chunks(memory_pool=_POOL).to_batches()
+        return batches[0] if batches else _NO_ROWS  # blank lines only
 
+    text = convert(frozenset())
     limit = csv.field_size_limit()
+
+    def parse(piece: bytes, options: pv.ConvertOptions) -> pa.RecordBatch:
+        if not _fields_within(piece, limit):
+            raise Fallback("a field that may pass csv's bound")
+        if options is not text:
+            try:
+                return read(piece, options)
+            except pa.ArrowInvalid:
+                pass  # a cell that is not a number: the piece as text
+        return read(piece, text)
+
     start = -1
     with (
         tables._open(file.path, binary=True) as f,
-        ThreadPoolExecutor(1, thread_name_prefix="l2compile-csv") as pool,
+        ThreadPoolExecutor(_AHEAD, thread_name_prefix="l2compile-csv") as pool,
     ):
-        for table in _parsed(f, pool, parse):
-            if not table.num_rows:
+        sent = (
+            (piece, pool.submit(parse, piece, convert(numbers())))
+            for piece in _pieces(f)
+        )
+        for piece, batch in _one_ahead(sent):
+            if not batch.num_rows:
                 continue
-            batch = table.combine_chunks(memory_pool=_POOL).to_batches()[0]
-            if start < 0:
-                batch, start = batch.slice(1), 0
-            for column in batch.columns:
-                data = column.buffers()[2]
-                if (
-                    data is not None
-                    and data.size > limit
-                    and pc.max(pc.binary_length(column)).as_py() > limit
-                ):
-                    raise Fallback("a field over csv's bound")
+            skip = int(start < 0)
+            batch, start = batch.slice(skip), max(start, 0)
             if start + batch.num_rows > file.rows:
                 raise Fallback("more rows than counted")
-            yield start, batch
+            yield start, batch, functools.partial(_as_text, read, piece, text, skip)
             start += batch.num_rows
     if max(start, 0) != file.rows:
-        raise Fallback("fewer rows than counted")
+        raise _Recount() if file.guessed else Fallback("fewer rows than counted")
 
 
-def _parsed(
-    f: Any, pool: ThreadPoolExecutor, parse: Callable[[bytes], pa.Table]
-) -> Iterator[pa.Table]:
-    """Each piece of the file parsed, in order, the next one always under
-    way on `pool` while this one is used (one piece ahead, no more)."""
-    ahead: Future[pa.Table] | None = None
-    for chunk in _chunks(f):
-        future = pool.submit(parse, bytes(chunk))  # _chunks reuses its buffer
-        if ahead is not None:
-            yield ahead.result()
-        ahead = future
-    if ahead is not None:
-        yield ahead.result()
+def _as_text(
+    read: Callable[[bytes, pv.ConvertOptions], pa.RecordBatch],
+    piece: bytes,
+    text: pv.ConvertOptions,
+    skip: int,
+) -> pa.RecordBatch:
+    """A piece's rows with every column read as text, the header left out."""
+    batch: pa.RecordBatch = read(piece, text).slice(skip)
+    return batch
+
+
+def _pieces(f: Any) -> Iterator[bytes]:
+    return (bytes(chunk) for chunk in _chunks(f))  # _chunks reuses its buffer
+
+
+def _one_ahead(
+    sent: Iterator[tuple[bytes, Future[pa.RecordBatch]]],
+) -> Iterator[tuple[bytes, pa.RecordBatch]]:
+    """Each piece and its parsed rows, in order, the next _AHEAD pieces
+    always under way while this one is used, and no more."""
+    ahead: collections.deque[tuple[bytes, Future[pa.RecordBatch]]] = collections.deque()
+    for piece in sent:
+        if len(ahead) == _AHEAD:
+            done = ahead.popleft()
+            yield done[0], done[1].result()
+        ahead.append(piece)
+    while ahead:
+        done = ahead.popleft()
+        yield done[0], done[1].result()
+
+
+def _fields_within(piece: bytes, limit: int) -> bool:
+    """Whether no field of the piece (whole records) can be longer than
+    `limit` characters: no stretch of more than `limit` bytes between two
+    field ends outside quotes. Any column's field: csv.reader refuses a
+    long one in a column nothing reads too."""
+    if len(piece) <= limit:
+        return True
+    if b'"' not in piece:
+        at = 0
+        while len(piece) - at > limit:
+            end = at + limit + 1
+            cut = max(piece.rfind(b",", at, end), piece.rfind(b"\n", at, end))
+            cut = max(cut, piece.rfind(b"\r", at, end))
+            if cut < 0:
+                return False
+            at = cut + 1
+        return True
+    b = np.frombuffer(piece, np.uint8)
+    quote = b == 34
+    outside = (np.cumsum(quote) - quote) % 2 == 0
+    ends = np.flatnonzero(((b == 44) | (b == 10) | (b == 13)) & outside)
+    bounds = np.concatenate(([-1], ends, [len(b)]))
+    return bool(np.diff(bounds).max() <= limit + 1)
 
 
 # --- cells ----------------------------------------------------------------------------
@@ -726,13 +857,51 @@ def _fill(
     feature.numbers += int(np.count_nonzero(number & train))
 
 
+def _fill_numbers(
+    features: Sequence[_Feature],
+    columns: Sequence[pa.Array],
+    x: npt.NDArray[np.float32],
+    train: npt.NDArray[np.bool_],
+) -> bool:
+    """Number-mode columns that Arrow read as numbers (null: a missing
+    form) into x, counted; False, with nothing counted, where one holds a
+    value that is not finite in float32 there: a cell such as "inf", or
+    one Arrow may read otherwise than `float` ("nan" with spaces). Its
+    block is then read as text."""
+    slots = [feature.slot for feature in features]
+    gaps = []
+    with np.errstate(over="ignore", invalid="ignore"):  # past float32: inf
+        for slot, column in zip(slots, columns, strict=True):
+            x[:, slot] = _values(column)
+            if column.null_count:
+                gap = ~_valid(column)
+                x[gap, slot] = 0  # a null's value is not defined
+                gaps.append((slot, gap))
+    if not np.isfinite(x[:, slots]).all():
+        return False
+    trained = int(np.count_nonzero(train))
+    missing = dict(gaps)
+    for feature in features:
+        feature.numbers += trained
+        if feature.slot in missing:
+            gap = missing[feature.slot]
+            x[gap, feature.slot] = np.nan
+            feature.missing = True
+            feature.numbers -= int(np.count_nonzero(gap & train))
+    return True
+
+
 def _read_file(plan: _Plan, file: _File, splits: dict[bool, _Split]) -> None:
     """The streamed pass over one file."""
     include = sorted({f.place for f in plan.features} | set(plan.label_places))
     at = {place: k for k, place in enumerate(include)}
     classes = isinstance(plan.labels, tables._Classes)
     scratch = np.empty((0, plan.width), np.float32)  #: a block's rows, reused
-    for start, batch in _blocks(file, plan.header, include):
+
+    def numbers() -> frozenset[int]:
+        return frozenset(f.place for f in plan.features if f.mode == "number")
+
+    for start, batch, text in _blocks(file, plan.header, include, numbers):
         keep, y = _label_block(plan, batch, at)
         file.keep[start : start + len(keep)] = keep
         if not keep.all():
@@ -744,8 +913,18 @@ def _read_file(plan: _Plan, file: _File, splits: dict[bool, _Split]) -> None:
         if len(scratch) < len(tests):
             scratch = np.empty((len(tests), plan.width), np.float32)
         x = scratch[: len(tests)]
+        typed = [
+            f for f in plan.features if pa.types.is_float64(batch[at[f.place]].type)
+        ]
+        if typed and not _fill_numbers(
+            typed, [batch[at[f.place]] for f in typed], x, train
+        ):
+            batch = text().filter(_bools(keep))
+            typed = []
+        done = {f.place for f in typed}
         for feature in plan.features:
-            _fill(feature, batch.column(at[feature.place]), x, train)
+            if feature.place not in done:
+                _fill(feature, batch.column(at[feature.place]), x, train)
         _add(splits, tests, x, y)
 
 
@@ -762,7 +941,7 @@ def _read_again(
     for feature in redo:
         feature.mode, feature.words = "text", _Words()
     for file in files:
-        for start, batch in _blocks(file, plan.header, include):
+        for start, batch, _ in _blocks(file, plan.header, include):
             keep = file.keep[start : start + batch.num_rows]
             if not keep.all():
                 batch = batch.filter(_bools(keep))
@@ -960,7 +1139,8 @@ def _ids(files: Sequence[_File], test: bool) -> npt.NDArray[np.int64]:
         for file in files
         if file.test == test or file.held is not None
     ]
-    return np.concatenate(rows).astype(np.int64, copy=False)
+    found = rows[0] if len(rows) == 1 else np.concatenate(rows)  # one copy at most
+    return found.astype(np.int64, copy=False)
 
 
 def _read(
@@ -969,12 +1149,14 @@ def _read(
     test: Path | None,
     seed: int,
     model_input: ModelInput,
+    *,
+    exact: bool,
 ) -> datasets.Dataset:
     task = model_input.task
     if task is None or (test is None and recipe.test_split is None):
         raise Fallback("no task, or no test data")
     labels = tables._labels_for(task, recipe.label)
-    files, header = _files(recipe, train, test, seed)
+    files, header = _files(recipe, train, test, seed, exact)
     features = _features(recipe, train, header)
     width = sum(len(DATE_PARTS) if f.declared == "date" else 1 for f in features)
     places = tuple(header.index(name) for name in recipe.label)

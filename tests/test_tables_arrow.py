@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pv
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,7 +24,7 @@ from l2compile.errors import BuildError
 from l2compile.recipes import ModelInput
 from l2compile.sources import source_for
 from l2compile.sources.base import ColumnType, Missing
-from l2compile.tables import read_csv
+from l2compile.tables import FLOAT32_LIMIT, is_missing, read_csv
 from l2compile.tables_arrow import Fallback, read_fast
 from l2compile.tasks import Binary, Classification, Multilabel, Regression, Task
 
@@ -396,6 +398,66 @@ def test_many_blocks_with_drops_and_quotes(tmp_path: Path) -> None:
     assert _compare(path, None, BINARY, test_split=0.2, seed=3) == "fast"
 
 
+def test_cells_arrow_reads_otherwise_go_through_the_exact_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the first pieces, a number-mode column is read as numbers by
+    Arrow; a piece holding a cell it reads otherwise than `float` (" nan ",
+    "1_0", an Arabic-Indic digit) or past float32 ("inf", "1e39") is read
+    as text, and the result is still the Python reader's."""
+    monkeypatch.setattr(arrow_tables, "_CHUNK", 2048)  # 150 pieces
+    read = {True: 0, False: 0}
+    fill = arrow_tables._fill_numbers
+
+    def counted(*args: Any) -> bool:
+        done = fill(*args)
+        read[done] += 1
+        return done
+
+    monkeypatch.setattr(arrow_tables, "_fill_numbers", counted)
+    odd = [" nan ", "1_0", " 7 ", '"NA"', "\u0661", "+.5", "-0", "", "NaN"]
+    rows = [f"{i * 0.25},{i % 3},{i % 2}" for i in range(20000)]
+    for k, cell in enumerate(odd):
+        rows[10000 + 997 * k] = f"{cell},{k % 3},{k % 2}"
+    path = _write(tmp_path, "a,b,y\n" + "\n".join(rows) + "\n")
+    assert _compare(path, None, BINARY, test_split=0.25) == "fast"
+    assert read[True] > 100, "Arrow read no piece as numbers"
+    assert read[False] >= 1, "no piece with ' nan ' was read again as text"
+    for stray in ("inf", "1e39", "word"):  # text in a numeric column
+        rows[15000] = f"{stray},1,0"
+        path = _write(tmp_path, "a,b,y\n" + "\n".join(rows) + "\n")
+        assert _compare(path, None, BINARY, test_split=0.25) == "both refuse"
+
+
+def test_blank_lines_inside_a_large_file_are_counted(tmp_path: Path) -> None:
+    """The first pass guesses the rows of windows without quotes; blank
+    lines inside one make the guess wrong, and the file is counted again
+    rather than given to the Python reader."""
+    rows = [f"{i},{i % 5},{i % 2}" for i in range(200000)]
+    rows[150000] = ""
+    path = _write(tmp_path, "a,b,y\n" + "\n".join(rows) + "\n")
+    assert _compare(path, None, BINARY, test_split=0.25) == "fast"
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_a_long_field_in_a_column_nothing_reads(tmp_path: Path, quoted: bool) -> None:
+    """csv.reader refuses a field past csv.field_size_limit() in any column:
+    the fast path never reads such a file."""
+    note = "x, " * 60 if quoted else "x" * 180
+    body = "".join(f"{i},{note if i == 7 else 'n'},{i % 2}\n" for i in range(40))
+    path = _write(tmp_path, "a,note,y\n" + body.replace(note, f'"{note}"'))
+    saved = csv.field_size_limit(100)
+    try:
+        outcome = _compare(path, None, BINARY, features=("a",))
+    finally:
+        csv.field_size_limit(saved)
+    assert outcome == "both refuse"
+    assert arrow_tables._fields_within(b"ab,cd\n" * 50, 2)
+    assert not arrow_tables._fields_within(b"ab,cde\n" * 50, 2)
+    assert arrow_tables._fields_within(b'"a,b",c\n' * 50, 5)
+    assert not arrow_tables._fields_within(b'"a,b,",c\n' * 50, 5)
+
+
 def test_arrow_cast_is_float() -> None:
     """Where Arrow's cast of a string gives a finite number, `float` gives
     the same one: the rule the fast path's first conversion rests on."""
@@ -415,6 +477,40 @@ def test_arrow_cast_is_float() -> None:
         expected = float(word) if _is_number(word) else math.nan
         assert here == (word.lower() not in ("", "na", "n/a", "nan", "null")), cell
         assert (np.isnan(value) and np.isnan(expected)) or value == expected, cell
+
+
+def test_arrow_parser_numbers_are_float() -> None:
+    """Where Arrow's parser, reading a column as numbers, gives a value
+    finite in float32, `float` gives the same one from the stripped cell;
+    where it gives null, the cell is a missing form."""
+    rng = np.random.default_rng(1)
+    alphabet = [*"0123456789" * 3, *".eE+-_ xinfaNAul/", "\u0661", "\t"]
+    cells = sorted(
+        {
+            "".join(rng.choice(alphabet, size=int(rng.integers(0, 6))))
+            for _ in range(6000)
+        }
+    )
+    options = pv.ConvertOptions(
+        column_types={"c": pa.float64()},
+        null_values=arrow_tables._NULL_VALUES,
+        strings_can_be_null=False,
+    )
+    read = 0
+    for cell in cells:
+        text = f'c\n"{cell}"\n'.encode()
+        try:
+            column = pv.read_csv(io.BytesIO(text), convert_options=options)["c"]
+        except pa.ArrowInvalid:
+            continue  # the piece is read as text
+        read += 1
+        word = cell.strip()
+        value = column[0].as_py()
+        if value is None:
+            assert is_missing(word), cell
+        elif abs(value) < FLOAT32_LIMIT:
+            assert _is_number(word) and float(word) == value, cell
+    assert read > 500
 
 
 def _is_number(cell: str) -> bool:
