@@ -118,6 +118,10 @@ def write_deploy_files(
             "output": _tensor(out),
             "metadata": _metadata_json(work / score["file"]),
         }
+        if "int8_fallback" in score:  # the layers an int8 file computes in float
+            files[mode]["float_operations"] = [
+                kept["layer"] for kept in score["int8_fallback"]["kept_in_float"]
+            ]
     batch = batch if batch is not None else -1
     model_json = {
         "name": plan.name,

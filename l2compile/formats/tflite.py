@@ -7,8 +7,10 @@ TensorFlow and LiteRT are imported inside the functions that need them.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -77,6 +79,12 @@ class TFLiteSpec(StrictModel):
         description="A quantized file that loses more test accuracy than "
         "this fails the build.",
     )
+    int8_fallback: Literal["auto", "none"] = Field(
+        default="auto",
+        description="auto: an int8 file over max_accuracy_drop is converted "
+        "again with the operations that lose the most kept in float, fewest "
+        "first, until it is within it; none: it fails the build.",
+    )
     batch: Literal[1, "dynamic"] = Field(
         default=1, description="The batch dimension of the TFLite input."
     )
@@ -101,6 +109,7 @@ class TFLitePlan:
     representative_samples: int
     max_accuracy_drop: float
     batch: int | None  # None: a dynamic batch dimension
+    int8_fallback: str = "auto"
     #: Why a mode of the default export is left out (the build says so).
     left_out: str | None = None
 
@@ -298,32 +307,176 @@ def export_tflite(
         for metric, value in task.scores(keras_outputs, targets).items()
     }
     scores["files"] = {}
+
+    def check(path: Path, said: Any = None) -> tuple[TFLiteScore, Any]:
+        """A file with its metadata, scored against the Keras model."""
+        if labels is not None:
+            deploy._attach_metadata(path, plan, labels, said or (lambda _: None))
+        found = score_tflite(path, x_test, targets, task)
+        return found, task.compare(keras_outputs, found.outputs, targets)
+
     failures = []
     for mode in options.quantize:
         name = TFLITE_FILES[mode]
         interrupts.phase(f"converting {mode}")
         log(f"converting {name} ({_MODES[mode]})")
-        try:
-            convert_tflite(source, work / name, mode, representative, options.int8_io)
-        except Exception as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise BuildError(
-                f"export.tflite.quantize: the TFLite converter could not make {name} "
-                f"({mode}): {type(exc).__name__}: {reason}"
-            ) from exc
-        if labels is not None:
-            deploy._attach_metadata(work / name, plan, labels, log)
+        _convert(source, work / name, mode, representative, options.int8_io)
         interrupts.phase(f"checking {mode}")
         log(f"checking {name} on the test split with the LiteRT interpreter")
-        score = score_tflite(work / name, x_test, targets, task)
-        parity = task.compare(keras_outputs, score.outputs, targets)
-        scores["files"][mode], failure = _parity(name, mode, options, score, parity)
+        score, parity = check(work / name, log)
+        fallback = None
+        if mode == "int8" and _falls_back(options, parity.difference):
+            assert representative is not None
+            where = _Fallback(work, name, source, representative, options, scores)
+            score, parity, fallback = _fall_back(
+                where, plan, model, (score, parity), check, log
+            )
+        entry, failure = _parity(name, mode, options, score, parity)
+        if fallback is not None:
+            entry["int8_fallback"] = fallback
+            failure = failure and failure + _fallback_failure(fallback)
+        scores["files"][mode] = entry
         failures += [failure] if failure else []
     shutil.rmtree(source)
     if failures:
         manifest.write_json(work / manifest.METRICS, {TFLiteFormat.name: scores})
         raise ParityError("\n".join(failures))
     return scores
+
+
+def _convert(
+    source: Path,
+    path: Path,
+    mode: str,
+    representative: npt.NDArray[np.float32] | None,
+    int8_io: bool,
+) -> None:
+    """convert_tflite, its failure a BuildError that names the file."""
+    try:
+        convert_tflite(source, path, mode, representative, int8_io)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise BuildError(
+            f"export.tflite.quantize: the TFLite converter could not make "
+            f"{path.name} ({mode}): {type(exc).__name__}: {reason}"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class _Fallback:
+    """Where an int8 fallback search works."""
+
+    work: Path
+    name: str  #: the int8 file's
+    source: Path  #: the SavedModel converted from
+    representative: npt.NDArray[np.float32]
+    options: TFLitePlan
+    scores: dict[str, Any]  #: the files checked so far
+
+
+def _falls_back(options: TFLitePlan, drop: float) -> bool:
+    """Whether an int8 file that loses `drop` is converted again."""
+    return options.int8_fallback == "auto" and drop > options.max_accuracy_drop
+
+
+def _fall_back(
+    where: _Fallback,
+    plan: ModelPlan,
+    model: Any,
+    first: tuple[TFLiteScore, Any],
+    check: Callable[[Path], tuple[TFLiteScore, Any]],
+    log: Any,
+) -> tuple[TFLiteScore, Any, dict[str, Any]]:
+    """The int8 file over its budget converted again with the operations
+    that lose the most kept in float (`l2compile.quantize`): the file, its
+    score and parity where a step met the budget (the full int8 file's
+    otherwise), and what metrics.json says of the search."""
+    from l2compile import quantize
+
+    options, path = where.options, where.work / where.name
+    full_bytes = path.stat().st_size
+    dynamic = where.scores["files"].get("dynamic", {}).get("size_bytes")
+    if dynamic is None:  # the size bound: the dynamic-range file's
+        bound = where.source / "bound.dynamic.tflite"
+        convert_tflite(where.source, bound, "dynamic")
+        dynamic = bound.stat().st_size
+    most_bytes = max(dynamic, full_bytes)
+    log(
+        f"{where.name} loses {first[1].difference:.4f}, over "
+        f"max_accuracy_drop {options.max_accuracy_drop}: measuring each "
+        "operation's quantization error (export.tflite.int8_fallback: auto)"
+    )
+    interrupts.phase("int8 fallback")
+    debugger = quantize.Debugger(where.source, where.representative, options.int8_io)
+    output_layer = plan.layers[-1].name if plan.layers else "output"
+    errors = debugger.errors(frozenset(_layer_names(model)), output_layer)
+    checked: dict[int, tuple[bytes, TFLiteScore, Any]] = {}
+
+    def measure(model: bytes) -> float:
+        path.write_bytes(model)
+        score, parity = check(path)
+        checked[len(checked)] = (model, score, parity)
+        return float(parity.difference)
+
+    found = quantize.search(
+        debugger,
+        errors,
+        measure,
+        budget=options.max_accuracy_drop,
+        most_bytes=most_bytes,
+        log=log,
+    )
+    report = {
+        "drop_before": first[1].difference,
+        "drop_after": None,
+        "best_drop": found.best_drop,
+        "most_bytes": most_bytes,
+        "kept_in_float": [{**_error_json(e), "tensor": e.tensor} for e in found.kept],
+        "steps": [dataclasses.asdict(s) for s in found.steps],
+        "layer_errors": [_error_json(e) for e in errors],
+    }
+    chosen = next((c for c in checked.values() if c[0] == found.model), None)
+    if found.model is None or chosen is None:
+        convert_tflite(
+            where.source, path, "int8", where.representative, options.int8_io
+        )  # the full int8 file again, as the build reports it
+        check(path)
+        return first[0], first[1], report
+    path.write_bytes(chosen[0])
+    check(path)  # its metadata again
+    report["drop_after"] = chosen[2].difference
+    kept = ", ".join(e.layer for e in found.kept)
+    log(
+        f"{where.name}: within max_accuracy_drop with {len(found.kept)} "
+        f"operation(s) in float ({kept}): drop {chosen[2].difference:.4f}, "
+        f"{len(chosen[0]):,} bytes"
+    )
+    return chosen[1], chosen[2], report
+
+
+def _layer_names(model: Any) -> Iterator[str]:
+    """A Keras model's layer names, and those of the models inside it."""
+    for layer in model.layers:
+        yield layer.name
+        if hasattr(layer, "layers"):
+            yield from _layer_names(layer)
+
+
+def _error_json(error: Any) -> dict[str, Any]:
+    return {"layer": error.layer, "op": error.op, "error": round(error.error, 6)}
+
+
+def _fallback_failure(report: dict[str, Any]) -> str:
+    best = report["best_drop"]
+    reached = "no step could be scored" if best is None else f"reached {best:.4f}"
+    most = max((step["kept"] for step in report["steps"]), default=0)
+    return (
+        f"; the int8 fallback kept up to {most} operation(s) in float and "
+        f"{reached} at best before the file would be "
+        f"larger than {report['most_bytes']:,} bytes (the dynamic-range "
+        "file's) or every operation would be in float; use "
+        "export.tflite.quantize without int8, or a larger max_accuracy_drop"
+    )
 
 
 def _parity(
@@ -408,6 +561,7 @@ class TFLiteFormat(ExportFormat):
             representative_samples=t.representative_samples,
             max_accuracy_drop=t.max_accuracy_drop,
             batch=None if t.batch == "dynamic" else t.batch,
+            int8_fallback=t.int8_fallback,
             left_out=left_out,
         )
 
