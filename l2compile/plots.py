@@ -81,19 +81,55 @@ def weight_norms(
 ) -> bytes:
     """A bar per entry of `norms` (a kernel and regularized weight, or a block
     of them): its L2 norm after training (the `most` largest, for more)."""
-    names = list(norms)
-    if len(names) > most:
-        names = sorted(names, key=lambda n: -norms[n])[:most]
-    figure, (axes,) = _figure(1, height=max(1.8, 0.6 + 0.28 * len(names)))
-    axes.barh(range(len(names)), [norms[n] for n in names], color="#4c72b0")
-    axes.set_yticks(range(len(names)), [_short(n, 40) for n in names], fontsize="small")
-    axes.invert_yaxis()
+    figure, axes, shown = _bars(norms, most)
     title = f"L2 norm of {what}"
-    if len(names) < len(norms):
-        title += f" (the {len(names)} largest of {len(norms)})"
+    if shown < len(norms):
+        title += f" (the {shown} largest of {len(norms)})"
     axes.set_xlabel("‖w‖₂")
     _title(figure, title)
+    return _png(figure)
+
+
+def _bars(
+    values: dict[str, float], most: int, marked: frozenset[str] = frozenset()
+) -> tuple[Any, Any, int]:
+    """A horizontal bar per entry of `values`, the `most` largest, top
+    down; `marked` entries in another colour. The figure, its axes and how
+    many bars it shows."""
+    names = list(values)
+    if len(names) > most:
+        names = sorted(names, key=lambda n: -values[n])[:most]
+    figure, (axes,) = _figure(1, height=max(1.8, 0.6 + 0.28 * len(names)))
+    colours = ["#dd8452" if n in marked else "#4c72b0" for n in names]
+    axes.barh(range(len(names)), [values[n] for n in names], color=colours)
+    axes.set_yticks(range(len(names)), [_short(n, 40) for n in names], fontsize="small")
+    axes.invert_yaxis()
     axes.grid(axis="x", alpha=0.3)
+    return figure, axes, len(names)
+
+
+#: A uniform rounding error, in quantization steps: 1/sqrt(12).
+ROUNDING_ERROR = 1 / math.sqrt(12)
+
+
+def quantization_errors(
+    errors: Sequence[dict[str, Any]], kept: Sequence[str], *, most: int = MAX_BARS
+) -> bytes:
+    """A bar per quantized operation of an int8 file (`errors`: layer, op,
+    error, as metrics.json lists them): its error in quantization steps,
+    the operations `kept` in float (by layer) marked."""
+    values = {f"{e['layer']} ({e['op']})": float(e["error"]) for e in errors}
+    marked = frozenset(
+        f"{e['layer']} ({e['op']})" for e in errors[: len(kept)] if e["layer"] in kept
+    )
+    figure, axes, shown = _bars(values, most, marked)
+    axes.axvline(ROUNDING_ERROR, color="grey", linestyle=":", label="rounding alone")
+    axes.set_xlabel("rmse / scale (quantization steps)")
+    axes.legend(fontsize="small")
+    title = "int8 error of each operation; kept in float: orange"
+    if shown < len(values):
+        title += f" (the {shown} largest of {len(values)})"
+    _title(figure, title)
     return _png(figure)
 
 

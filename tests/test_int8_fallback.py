@@ -185,6 +185,9 @@ def test_the_fallback_meets_the_budget_the_full_int8_file_misses(
     assert model_json["files"]["int8"]["float_operations"] == [k["layer"] for k in kept]
     steps = [line for line in said if line.startswith("int8 fallback: ")]
     assert len(steps) == len(report["steps"])
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert f"with {len(kept)} operation(s) kept in float" in page
+    assert 'alt="int8 error of each operation of model.int8.tflite"' in page
     # int8_fallback: none keeps today's behaviour: the build fails
     with pytest.raises(BuildError, match="max_accuracy_drop"):
         _build(tmp_path, "none", "export.tflite.int8_fallback=none")

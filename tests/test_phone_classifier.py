@@ -42,12 +42,12 @@ train:
   epochs: 5
   batch_size: 16
   optimizer: {learning_rate: 0.01}
-export: {formats: [keras, tflite], tflite: {max_accuracy_drop: 0.1}}
+export: {formats: [keras, tflite]}
 """
 
 #: Measured here (JAX, CPU): 0.807, 0.816, 0.904 and 0.886 on the 114 test
-#: images after 5 epochs in four runs (runs in other processes differ), int8
-#: drops 0.009 to 0.053 (one image is 0.009); a third is chance.
+#: images after 5 epochs in four runs (runs in other processes differ), full
+#: int8 drops 0.009 to 0.053 (one image is 0.009); a third is chance.
 FLOOR = 0.7
 #: MediaPipe and LiteRT must name the same class for this share of images.
 AGREEMENT = 0.99
@@ -104,7 +104,10 @@ def test_a_frozen_backbone_learns_an_image_folder_and_keeps_parity(
     files = metrics["tflite"]["files"]
     assert set(files) == {"none", "float16", "dynamic", "int8"}
     assert abs(files["none"]["accuracy_drop"]) <= TFLITE_TOLERANCE
-    assert files["int8"]["accuracy_drop"] <= 0.1  # export.tflite.max_accuracy_drop
+    # The default max_accuracy_drop, 0.01: the int8 fallback keeps what
+    # loses the most in float where the full file misses it (measured here:
+    # 0.0175 in full int8, 0.0 with the backbone's input rescaling in float).
+    assert files["int8"]["accuracy_drop"] <= 0.01
     # Only the head trains: the backbone's kernels are frozen, so no penalty.
     assert metrics["regularized_parameters"] == 576 * 3
 

@@ -462,6 +462,20 @@ def _layer_names(model: Any) -> Iterator[str]:
             yield from _layer_names(layer)
 
 
+def _fallback_note(file: str, report: dict[str, Any]) -> str:
+    """What the report says of an int8 file's fallback search."""
+    kept = [k["layer"] for k in report["kept_in_float"]]
+    before = f"{file} lost {report['drop_before']:.4g} in full int8"
+    if report["drop_after"] is None:
+        best = report["best_drop"]
+        reached = "" if best is None else f" (best {best:.4g})"
+        return f"{before}; keeping operations in float did not meet the budget{reached}"
+    return (
+        f"{before}; with {len(kept)} operation(s) kept in float "
+        f"({', '.join(kept)}) it loses {report['drop_after']:.4g}"
+    )
+
+
 def _error_json(error: Any) -> dict[str, Any]:
     return {"layer": error.layer, "op": error.op, "error": round(error.error, 6)}
 
@@ -624,14 +638,14 @@ class TFLiteFormat(ExportFormat):
     def report(self, found: dict[str, Any]) -> Section:
         """Its files, one row per quantization mode, with what their checks
         measured."""
-        from l2compile.sections import Cell, Section, table
+        from l2compile import plots
+        from l2compile.sections import Cell, Section, image, table
 
         files: dict[str, dict[str, Any]] = found.get("files", {})
         columns: list[str] = []
+        hidden = ("file", "metadata", "int8_fallback")
         for entry in files.values():
-            columns += [
-                k for k in entry if k not in columns and k not in ("file", "metadata")
-            ]
+            columns += [k for k in entry if k not in columns and k not in hidden]
         rows = [
             (
                 Cell(mode),
@@ -646,9 +660,21 @@ class TFLiteFormat(ExportFormat):
             if isinstance(v, float)
         )
         header = ("quantization", "file", *[c.replace("_", " ") for c in columns])
+        images = []
+        for entry in files.values():
+            fallback = entry.get("int8_fallback")
+            if fallback is None:
+                continue
+            kept = [k["layer"] for k in fallback["kept_in_float"]]
+            notes += (_fallback_note(entry["file"], fallback),)
+            png = plots.quantization_errors(fallback["layer_errors"], kept)
+            images.append(
+                image(png, f"int8 error of each operation of {entry['file']}")
+            )
         return Section(
             "TFLite files",
             notes,
+            images=tuple(images),
             tables=(table(header, rows),),
             anchor=self.name,
         )
