@@ -77,6 +77,9 @@ def build(
     out = Path(os.path.normpath(out))  # build/x/ and build/./x are build/x
     workfolder.check_out_dir(out)
     backends.check_installed(plan.backend)
+    for exported in formats.chosen(plan.export_formats):
+        if (needed := exported.missing()) is not None:
+            raise BuildError(needed)
     if resume and plan.distribute == "multi_worker":
         raise BuildError(
             "--resume is not available with train.distribute: multi_worker: its "

@@ -6,6 +6,7 @@ MediaPipe reads in an image classifier's."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,6 @@ def write_deploy_files(
         task = dataclasses.replace(task, names=dataset.classes)
     for name, text in task.output_files(recipe).items():
         (work / name).write_text(text)
-    scaled = _scaled(plan, dataset)
     files = {}
     for mode, score in scores["files"].items():
         interpreter = Interpreter(model_path=str(work / score["file"]))
@@ -122,8 +122,40 @@ def write_deploy_files(
             files[mode]["float_operations"] = [
                 kept["layer"] for kept in score["int8_fallback"]["kept_in_float"]
             ]
+    model_json = _model_json(plan, batch, dataset, task)
+    model_json["files"] = files
+    previous = work / "model.json"  # another format's entries stay
+    if previous.is_file():
+        kept = json.loads(previous.read_text(encoding="utf-8"))
+        model_json.update({k: v for k, v in kept.items() if k not in model_json})
+    manifest.write_json(work / "model.json", model_json)
+
+
+def add_to_model_json(
+    work: Path, plan: ModelPlan, dataset: Dataset, key: str, entry: dict[str, Any]
+) -> None:
+    """Add one format's entry to model.json under `key`, writing what the
+    model reads and returns first where no format has."""
+    path = work / "model.json"
+    if path.is_file():
+        model_json = json.loads(path.read_text(encoding="utf-8"))
+    else:
+        task = plan.task
+        if dataset.classes:
+            task = dataclasses.replace(task, names=dataset.classes)
+        model_json = _model_json(plan, None, dataset, task)
+    model_json[key] = entry
+    manifest.write_json(path, model_json)
+
+
+def _model_json(
+    plan: ModelPlan, batch: int | None, dataset: Dataset, task: Any
+) -> dict[str, Any]:
+    """What model.json says of the model's input and output."""
+    recipe = plan.recipe
+    scaled = _scaled(plan, dataset)
     batch = batch if batch is not None else -1
-    model_json = {
+    return {
         "name": plan.name,
         "signature": SIGNATURE,
         "input": {
@@ -147,9 +179,7 @@ def write_deploy_files(
             "shape": [batch, *task.output_shape],
             **task.output_json(),
         },
-        "files": files,
     }
-    manifest.write_json(work / "model.json", model_json)
 
 
 def fed_shape(plan: ModelPlan, dataset: Dataset) -> tuple[int, ...]:

@@ -41,6 +41,7 @@ Log = Callable[[str], None]
 STAGES = {
     "train": ("l2compile.training", "train"),
     "export": ("l2compile.build", "export_stage"),
+    "onnx": ("l2compile.formats.onnx", "export_jax"),
 }
 #: How long a child that was told to stop may take before it is killed.
 STOP_SECONDS = 30

@@ -52,7 +52,7 @@ from l2compile.fields import (
     is_identifier,
 )
 from l2compile.fields import unique as _unique
-from l2compile.formats import FORMAT_NAMES, FORMATS
+from l2compile.formats import DEFAULT_FORMATS, FORMAT_NAMES, FORMATS
 from l2compile.layers import KINDS, LAYER_TYPES, LayerSpec
 from l2compile.overrides import Override, apply
 from l2compile.source import Document, read_spec_file
@@ -748,7 +748,7 @@ else:
 
 class _Formats(StrictModel):
     formats: Annotated[list[ExportFormat], AfterValidator(_unique)] = list(  # noqa: RUF012
-        FORMAT_NAMES
+        DEFAULT_FORMATS
     )
 
 

@@ -130,7 +130,7 @@ def test_all_errors_of_a_file_are_reported_at_once(tmp_path: Path) -> None:
         GOOD.replace("name: mnist_mlp", "name: mnist_mlp\nname: again")
         .replace("activation: relu}", "activaton: relu}", 1)
         .replace("recipe: mnist", "recipe: minst")
-        .replace("tflite]", "onnx]")
+        .replace("tflite]", "coreml]")
     )
     assert errors(text, tmp_path) == [
         "spec.yaml:5:1: error: name: duplicate key 'name' (first written at line 4); "
@@ -139,8 +139,8 @@ def test_all_errors_of_a_file_are_reported_at_once(tmp_path: Path) -> None:
         "did you mean 'activation'?",
         "spec.yaml:14:11: error: train.recipe: unknown value 'minst'; "
         "did you mean 'mnist'?",
-        "spec.yaml:21:40: error: export.formats[2]: unknown value 'onnx' "
-        "(expected one of: keras, saved_model, tflite)",
+        "spec.yaml:21:40: error: export.formats[2]: unknown value 'coreml' "
+        "(expected one of: keras, saved_model, tflite, onnx)",
     ]
 
 

@@ -23,12 +23,14 @@ if TYPE_CHECKING:
 
 #: The format modules, in the order a spec's default lists them (and error
 #: messages name them). Each registers its format as it is imported.
-MODULES = ("keras", "saved_model", "tflite")
+MODULES = ("keras", "saved_model", "tflite", "onnx")
 for _module in MODULES:
     importlib.import_module(f"{__name__}.{_module}")
 
 #: Every format's name, in that order.
 FORMAT_NAMES: tuple[str, ...] = tuple(FORMATS)
+#: What a spec that leaves export.formats out exports.
+DEFAULT_FORMATS: tuple[str, ...] = tuple(n for n, f in FORMATS.items() if f.default)
 
 #: The packages whose versions manifest.json records, format by format.
 PACKAGES: tuple[str, ...] = tuple(
@@ -68,6 +70,7 @@ def calibration(plan: ModelPlan, dataset: Dataset) -> Dataset:
 
 
 __all__ = [
+    "DEFAULT_FORMATS",
     "FORMATS",
     "FORMAT_NAMES",
     "HANDOFF",

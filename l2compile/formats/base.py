@@ -15,7 +15,9 @@ writes it in `export.formats`. It states, for its own kind of file:
   and loads it to predict;
 - `report(found)`: its section of the build's report page, from what its
   `export` returned;
-- `packages`: the packages whose versions manifest.json records for it.
+- `packages`: the packages whose versions manifest.json records for it;
+- `missing()`: what to install first, where those are optional (asked before
+  training); `default`: whether a spec that leaves `formats` out gets it.
 
 The spec's `export` field and the planner's checks are made from the
 registry, so the next format is one module in this package.
@@ -106,6 +108,8 @@ class ExportFormat:
     options: ClassVar[type[StrictModel] | None] = None
     exported: ClassVar[bool] = True
     packages: ClassVar[tuple[str, ...]] = ()
+    #: Whether a spec that leaves export.formats out gets it.
+    default: ClassVar[bool] = True
 
     def chosen(self, export: Any) -> bool:
         """Whether the spec's `export` lists it in `formats`."""
@@ -132,6 +136,11 @@ class ExportFormat:
     def plan(self, export: Any, layers: list[LayerPlan]) -> Any:
         """What the build needs of its options (None: nothing); only for a
         format the spec exports."""
+        return None
+
+    def missing(self) -> str | None:
+        """What to install before a build can write it (None: nothing);
+        asked before training."""
         return None
 
     def plan_of(self, plan: ModelPlan) -> Any:

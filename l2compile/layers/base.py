@@ -162,6 +162,10 @@ class LayerSpec(StrictModel):
     #: batch, and (the reason, where it does) full-integer quantization.
     tflite_dynamic_batch: ClassVar[bool] = True
     tflite_int8_refused: ClassVar[str | None] = None
+    #: The ONNX export routes that fail for this kind, each with the reason:
+    #: "tensorflow" (Keras' export through tf2onnx) and "jax" (through
+    #: jax2onnx); l2compile.formats.onnx takes a route no layer refuses.
+    onnx_refused: ClassVar[dict[str, str]] = {}
     #: It convolves: on a CPU, `train.backend: auto` trains it on TensorFlow
     #: (l2compile.backends.pick).
     convolves: ClassVar[bool] = False

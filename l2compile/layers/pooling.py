@@ -44,6 +44,11 @@ class MaxPooling2DLayer(_Pooling2D):
 
     keras_class: ClassVar[str] = "MaxPooling2D"
     type: Literal["max_pooling2d"]
+    # Measured with jax2onnx 0.17 and ONNX Runtime 1.32.
+    onnx_refused: ClassVar[dict[str, str]] = {
+        "jax": "jax2onnx writes a MaxPool node that ONNX Runtime refuses "
+        "(Unsupported pooling size)"
+    }
 
 
 @register

@@ -121,6 +121,10 @@ class UpSampling2DLayer(LayerSpec):
     keras_class: ClassVar[str] = "UpSampling2D"
     input_rank: ClassVar[int | None] = 3
     type: Literal["up_sampling2d"]
+    # Measured with jax2onnx 0.17.
+    onnx_refused: ClassVar[dict[str, str]] = {
+        "jax": "jax2onnx cannot export its resize with a free batch dimension"
+    }
     size: Pair = (2, 2)
     interpolation: Literal["nearest", "bilinear"] = "nearest"
 
