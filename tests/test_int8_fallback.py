@@ -191,3 +191,20 @@ def test_the_fallback_meets_the_budget_the_full_int8_file_misses(
     # int8_fallback: none keeps today's behaviour: the build fails
     with pytest.raises(BuildError, match="max_accuracy_drop"):
         _build(tmp_path, "none", "export.tflite.int8_fallback=none")
+
+
+@pytest.mark.unit
+def test_a_fallback_that_misses_says_why() -> None:
+    from l2compile.formats.tflite import _fallback_failure
+
+    def step(kept: int, drop: float | None, size: int) -> dict[str, object]:
+        return {"kept": kept, "drop": drop, "size_bytes": size}
+
+    over = {"most_bytes": 2_725_395, "steps": [step(1, None, 2_735_136)]}
+    said = _fallback_failure(over)
+    assert said.startswith("; the int8 fallback could not keep an operation in float")
+    assert "with 1 the file is 2,735,136 bytes, over 2,725,395 bytes" in said
+    tried = {"most_bytes": 9_000, "steps": [step(1, 0.05, 5_000), step(2, 0.03, 5_100)]}
+    said = _fallback_failure(tried)
+    assert "reached 0.0300 at best, with 2 operation(s) in float" in said
+    assert "more would put every operation in float" in said

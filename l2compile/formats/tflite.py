@@ -481,15 +481,31 @@ def _error_json(error: Any) -> dict[str, Any]:
 
 
 def _fallback_failure(report: dict[str, Any]) -> str:
-    best = report["best_drop"]
-    reached = "no step could be scored" if best is None else f"reached {best:.4f}"
-    most = max((step["kept"] for step in report["steps"]), default=0)
+    """Why the int8 fallback did not meet the budget, in a clause."""
+    scored = [step for step in report["steps"] if step["drop"] is not None]
+    over = [step for step in report["steps"] if step["drop"] is None]
+    bound = (
+        f"{report['most_bytes']:,} bytes (the dynamic-range file's, or the full "
+        "int8 file's where that is larger)"
+    )
+    if scored:
+        best = min(scored, key=lambda step: step["drop"])
+        found = (
+            f"; the int8 fallback reached {best['drop']:.4f} at best, with "
+            f"{best['kept']} operation(s) in float"
+        )
+    else:
+        found = "; the int8 fallback could not keep an operation in float"
+    if over:
+        found += (
+            f": with {over[0]['kept']} the file is {over[0]['size_bytes']:,} "
+            f"bytes, over {bound}"
+        )
+    else:
+        found += ", and more would put every operation in float"
     return (
-        f"; the int8 fallback kept up to {most} operation(s) in float and "
-        f"{reached} at best before the file would be "
-        f"larger than {report['most_bytes']:,} bytes (the dynamic-range "
-        "file's) or every operation would be in float; use "
-        "export.tflite.quantize without int8, or a larger max_accuracy_drop"
+        found + "; use the dynamic file (export.tflite.quantize without int8), "
+        "or a larger max_accuracy_drop"
     )
 
 
