@@ -19,7 +19,9 @@ keeps holds the fewest float operations the ranking allows. It stops without
 a file when a step would be larger than `most_bytes` (the dynamic-range
 file's size, or the full int8 file's where that is larger) or every
 operation is already in float. Every step is a `Step`; the same spec and seed
-give the same steps.
+give the same steps. `search_within` runs it, and where a step went over the
+bound, runs it again over the operations whose float weights (`float_costs`)
+fit the room the full int8 file leaves.
 
 TensorFlow is imported inside the functions that need it.
 """
@@ -27,6 +29,7 @@ TensorFlow is imported inside the functions that need it.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import re
@@ -39,7 +42,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Debugger", "LayerError", "Search", "Step", "layer_name", "search"]
+__all__ = [
+    "Debugger",
+    "LayerError",
+    "Search",
+    "Step",
+    "float_costs",
+    "layer_name",
+    "search",
+    "search_within",
+]
 
 #: Calibration samples the debugger runs to measure the errors: enough for a
 #: stable mean, few enough that the debug model's run stays short.
@@ -183,6 +195,36 @@ class Debugger:
         return model
 
 
+def float_costs(path: Path) -> dict[str, int]:
+    """For each operation of an int8 TFLite file, by its output tensor's
+    name: the bytes its constant inputs (weights, biases) would add stored
+    as float32. Read with LiteRT's operator list (an underscored method: an
+    empty answer, where it is gone, leaves every operation eligible)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    listed = getattr(interpreter, "_get_ops_details", None)
+    if listed is None:
+        return {}
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops = listed()
+    made = {i for op in ops for i in op["outputs"]}
+    fed = {d["index"] for d in interpreter.get_input_details()}
+    costs = {}
+    for op in ops:
+        if not len(op["outputs"]) or op["outputs"][0] not in tensors:
+            continue
+        cost = 0
+        for i in op["inputs"]:
+            if i < 0 or i in made or i in fed or i not in tensors:
+                continue
+            tensor = tensors[i]
+            size = int(np.prod(tensor["shape"])) if len(tensor["shape"]) else 1
+            cost += size * max(0, 4 - np.dtype(tensor["dtype"]).itemsize)
+        costs[tensors[op["outputs"][0]]["name"]] = cost
+    return costs
+
+
 def search(
     debugger: Debugger,
     errors: list[LayerError],
@@ -238,3 +280,38 @@ def search(
     found.model = models[high]
     found.kept = tuple(errors[:high])
     return found
+
+
+def search_within(
+    debugger: Debugger,
+    errors: list[LayerError],
+    measure: Callable[[bytes], float],
+    costs: dict[str, int],
+    *,
+    budget: float,
+    most_bytes: int,
+    room: int,
+    log: Callable[[str], None],
+) -> tuple[Search, list[LayerError]]:
+    """`search` over every operation; where a step went over `most_bytes`
+    without meeting the budget, again over the operations whose float
+    weights (`costs`, by tensor) fit the `room` the full file leaves, as
+    activations and additions do: the search, and the operations left out."""
+    run = functools.partial(
+        search, debugger, measure=measure, budget=budget, most_bytes=most_bytes, log=log
+    )
+    found = run(errors)
+    if found.model is not None or all(s.drop is not None for s in found.steps):
+        return found, []
+    skipped = [e for e in errors if costs.get(e.tensor, 0) > room]
+    eligible = [e for e in errors if costs.get(e.tensor, 0) <= room]
+    if not (skipped and eligible):
+        return found, []
+    log(
+        f"int8 fallback: again without the {len(skipped)} operation(s) whose "
+        f"float weights take more than the {room:,} bytes the file may grow"
+    )
+    again = run(eligible)
+    again.steps = found.steps + again.steps
+    again.errors = errors
+    return again, skipped

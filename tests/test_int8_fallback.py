@@ -208,3 +208,37 @@ def test_a_fallback_that_misses_says_why() -> None:
     said = _fallback_failure(tried)
     assert "reached 0.0300 at best, with 2 operation(s) in float" in said
     assert "more would put every operation in float" in said
+
+
+@pytest.mark.unit
+def test_over_the_size_bound_the_search_goes_on_without_the_heavy_operations() -> None:
+    """t0 and t1 carry weights that would pass the bound; the budget is met
+    once t4 is in float: the second pass keeps t2, t3, t4 and none of them."""
+    debugger, said = _Debugger(), []
+
+    def size(kept: Sequence[str]) -> int:
+        return 1000 + 500 * len({"t0", "t1"} & set(kept))
+
+    debugger.convert = lambda kept: (  # type: ignore[method-assign]
+        debugger.asked.append(tuple(kept))
+        or b"x" * size(kept) + b"|".join(k.encode() for k in kept)
+    )
+
+    def drop(model: bytes) -> float:
+        kept = model.split(b"x")[-1].split(b"|")
+        return 0.005 if b"t4" in kept else 0.05
+
+    found, skipped = quantize.search_within(
+        debugger,
+        _errors(10),
+        drop,
+        {"t0": 400, "t1": 400},
+        budget=0.01,
+        most_bytes=1100,
+        room=100,
+        log=said.append,
+    )
+    assert [e.tensor for e in skipped] == ["t0", "t1"]
+    assert [e.tensor for e in found.kept] == ["t2", "t3", "t4"]
+    assert found.steps[0].drop is None  # the first pass's first step
+    assert any("again without the 2 operation(s)" in line for line in said)

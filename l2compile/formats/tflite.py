@@ -395,12 +395,7 @@ def _fall_back(
 
     options, path = where.options, where.work / where.name
     full_bytes = path.stat().st_size
-    dynamic = where.scores["files"].get("dynamic", {}).get("size_bytes")
-    if dynamic is None:  # the size bound: the dynamic-range file's
-        bound = where.source / "bound.dynamic.tflite"
-        convert_tflite(where.source, bound, "dynamic")
-        dynamic = bound.stat().st_size
-    most_bytes = max(dynamic, full_bytes)
+    most_bytes = max(_dynamic_bytes(where), full_bytes)
     log(
         f"{where.name} loses {first[1].difference:.4f}, over "
         f"max_accuracy_drop {options.max_accuracy_drop}: measuring each "
@@ -410,6 +405,7 @@ def _fall_back(
     debugger = quantize.Debugger(where.source, where.representative, options.int8_io)
     output_layer = plan.layers[-1].name if plan.layers else "output"
     errors = debugger.errors(frozenset(_layer_names(model)), output_layer)
+    costs = quantize.float_costs(path)  # of the full int8 file, read first
     checked: dict[int, tuple[bytes, TFLiteScore, Any]] = {}
 
     def measure(model: bytes) -> float:
@@ -418,12 +414,14 @@ def _fall_back(
         checked[len(checked)] = (model, score, parity)
         return float(parity.difference)
 
-    found = quantize.search(
+    found, skipped = quantize.search_within(
         debugger,
         errors,
         measure,
+        costs,
         budget=options.max_accuracy_drop,
         most_bytes=most_bytes,
+        room=most_bytes - full_bytes,
         log=log,
     )
     report = {
@@ -434,6 +432,7 @@ def _fall_back(
         "kept_in_float": [{**_error_json(e), "tensor": e.tensor} for e in found.kept],
         "steps": [dataclasses.asdict(s) for s in found.steps],
         "layer_errors": [_error_json(e) for e in errors],
+        "too_large_to_keep": [e.layer for e in skipped],
     }
     chosen = next((c for c in checked.values() if c[0] == found.model), None)
     if found.model is None or chosen is None:
@@ -452,6 +451,16 @@ def _fall_back(
         f"{len(chosen[0]):,} bytes"
     )
     return chosen[1], chosen[2], report
+
+
+def _dynamic_bytes(where: _Fallback) -> int:
+    """The size of the dynamic-range file: the fallback's size bound."""
+    dynamic = where.scores["files"].get("dynamic", {}).get("size_bytes")
+    if dynamic is None:  # not one of the build's files: made to be measured
+        bound = where.source / "bound.dynamic.tflite"
+        convert_tflite(where.source, bound, "dynamic")
+        dynamic = bound.stat().st_size
+    return int(dynamic)
 
 
 def _layer_names(model: Any) -> Iterator[str]:
