@@ -421,3 +421,17 @@ def builds_offline(plan: ModelPlan) -> bool:
     weights needs them in Keras' cache (~/.keras/models/), which tests do not
     fill."""
     return plan.backbone is None or plan.backbone.weights != "imagenet"
+
+
+def make_example_data(folder: Path) -> Path:
+    """The example specs' data (specs/data/make_example_data.py: the tables
+    scikit-learn ships), written into `folder`."""
+    import importlib.util
+
+    script = SPECS / "data" / "make_example_data.py"
+    spec = importlib.util.spec_from_file_location("make_example_data", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(folder)
+    return folder

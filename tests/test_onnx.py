@@ -23,7 +23,14 @@ from l2compile.evaluate import evaluate_artifact
 from l2compile.formats import onnx as onnx_format
 from l2compile.generate import Compiled, compile_spec
 
-from .conftest import NEEDS_MNIST, ROOT, SPECS, make_fashion_idx, make_image_folder
+from .conftest import (
+    NEEDS_MNIST,
+    ROOT,
+    SPECS,
+    make_example_data,
+    make_fashion_idx,
+    make_image_folder,
+)
 
 pytest.importorskip(
     "onnxruntime", reason='the onnx extra: pip install "l2compile[onnx]"'
@@ -168,16 +175,7 @@ EXAMPLES = sorted(path.name for path in SPECS.glob("*.yaml"))
 @pytest.fixture(scope="module")
 def example_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("sklearn", reason="the example data comes from scikit-learn")
-    import importlib.util
-
-    folder = tmp_path_factory.mktemp("example_data")
-    script = SPECS / "data" / "make_example_data.py"
-    spec = importlib.util.spec_from_file_location("make_example_data", script)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(folder)
-    return folder
+    return make_example_data(tmp_path_factory.mktemp("example_data"))
 
 
 def _small_weights(folder: Path) -> Path:

@@ -8,7 +8,6 @@ here."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from l2compile import build as builder
 from l2compile.generate import Compiled, compile_spec
 
-from .conftest import ROOT, SPECS, TEST_SPECS
+from .conftest import ROOT, SPECS, TEST_SPECS, make_example_data
 
 pytest.importorskip("sklearn", reason="the example data comes from scikit-learn")
 
@@ -36,19 +35,10 @@ FLOORS = {
 DIABETES_MAE_CEILING = 46.0
 
 
-def _make_example_data(folder: Path) -> None:
-    script = SPECS / "data" / "make_example_data.py"
-    spec = importlib.util.spec_from_file_location("make_example_data", script)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(folder)
-
-
 @pytest.fixture(scope="module")
 def example_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("example_data")
-    _make_example_data(folder)
+    make_example_data(folder)
     return folder
 
 
