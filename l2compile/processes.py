@@ -82,6 +82,10 @@ def claim(backend: str, *, tensorflow: bool = False) -> None:
         sys.meta_path.insert(
             0, _Refused(("tensorflow",), "l2compile trains on another backend here")
         )
+        # etils (which the onnx extra's jax2onnx brings) reads files, JAX's
+        # compilation cache among them, through tf.io.gfile wherever
+        # TensorFlow is installed: here it is refused, so plain file I/O.
+        os.environ["EPATH_USE_TF"] = "false"
 
 
 #: What Keras (and TensorFlow, which imports Keras) import where they are
