@@ -28,7 +28,7 @@ from .conftest import ROOT, SMALL_SPEC, compiled, make_mnist_npz
 
 SPEC = SMALL_SPEC + (
     "export:\n"
-    "  formats: [keras, saved_model, tflite]\n"
+    "  formats: [keras, saved_model, tflite, onnx]\n"
     "  tflite: {quantize: [none, int8]}\n"
 )
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
@@ -122,6 +122,7 @@ AFTER_TRAINING = [
     "converting int8",
     "checking int8",
     "deploy_files",
+    "onnx",
     "manifest",
     "publishing",
 ]
@@ -426,3 +427,22 @@ def test_an_interrupt_swallowed_inside_a_del_still_stops_the_build(
     ]
     assert "l2compile: checking model.tflite" not in result.stderr
     assert _files(out) == before
+
+
+@pytest.mark.build
+def test_an_interrupt_during_the_int8_fallback_changes_nothing(tmp_path: Path) -> None:
+    """tests/specs/int8_fallback.yaml's full int8 file misses its budget, so
+    its build searches: a signal there stops it as anywhere after training."""
+    from .test_int8_fallback import _wide
+
+    data = _wide(tmp_path / "wide.npz")
+    out = tmp_path / "out"
+    spec = ROOT / "tests" / "specs" / "int8_fallback.yaml"
+    result = _run(_command(spec, out, data), "int8 fallback", "INT")
+    assert result.returncode == 130, result.stderr[-3000:]
+    work = tmp_path / ".out.partial"
+    assert _errors(result.stderr) == [
+        f"error: interrupted; {out} was not changed. Epochs 1-30 of 30 are saved "
+        f"in {work}: add --resume to continue"
+    ]
+    assert not out.exists()
