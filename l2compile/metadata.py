@@ -1,4 +1,5 @@
-"""TFLite metadata for image classifiers, in the form MediaPipe Tasks reads.
+"""TFLite metadata for image and text classifiers, in the form MediaPipe
+Tasks reads.
 
 MediaPipe's `ImageClassifier` loads a `.tflite` file only if the file carries
 TFLite metadata (a `TFLITE_METADATA` flatbuffer inside the model) describing
@@ -6,7 +7,10 @@ the input as an image, with normalization options when the input is float32;
 it names the categories from a labels file packed into the model file's zip
 part. `image_classifier_metadata` writes both the way MediaPipe's own
 `metadata_writers.image_classifier` does, and `read_labels` reads the labels
-back.
+back. Its `TextClassifier` loads a model of one int32 input of token ids whose
+metadata carries a regex tokenizer (the delimiter regex and a vocabulary file
+packed beside the labels): `text_classifier_metadata` writes that, as
+`metadata_writers.text_classifier.create_for_regex_model` does.
 
 MediaPipe's Python writer can't be used: in every mediapipe release that
 installs beside TensorFlow 2.21 (0.10.30 on; 0.10.21 and older need
@@ -34,6 +38,7 @@ __all__ = [
     "MetadataUnavailable",
     "image_classifier_metadata",
     "read_labels",
+    "text_classifier_metadata",
 ]
 
 #: The name of the packed labels file, as MediaPipe's writer names it.
@@ -49,6 +54,11 @@ _INPUT_DESCRIPTION = "Input image to be processed."
 _OUTPUT_NAME = "score"
 _OUTPUT_DESCRIPTION = "Score of the labels respectively."
 _LABELS_DESCRIPTION = "Labels for categories that the model can recognize."
+_TEXT_NAME = "input_text"
+_TEXT_DESCRIPTION = "Embedding vectors representing the input text to be processed."
+_VOCABULARY_DESCRIPTION = (
+    "Vocabulary file to convert natural language words to embedding vectors."
+)
 _MIN_PIXEL, _MAX_PIXEL = 0.0, 255.0
 # The populator stamps the packed file with the current time; a fixed stamp
 # (the zip format's epoch) keeps the model file reproducible.
@@ -97,25 +107,15 @@ def image_classifier_metadata(
     match the output, or a model that already has files packed.
     """
     flatbuffers, md, tfl = _schemas()
-    if not tfl.Model.ModelBufferHasIdentifier(model, 0):
-        raise ValueError("not a TFLite model (no TFL3 file identifier)")
-    if zipfile.is_zipfile(io.BytesIO(model)):
-        raise ValueError("the model already has associated files packed")
-    graph = tfl.Model.GetRootAs(model, 0).Subgraphs(0)
-    if graph.InputsLength() != 1 or graph.OutputsLength() != 1:
-        raise ValueError(
-            "an image classifier has one input and one output; this model has "
-            f"{graph.InputsLength()} and {graph.OutputsLength()}"
-        )
+    graph = _graph(tfl, model)
     image = graph.Tensors(graph.Inputs(0))
     scores = graph.Tensors(graph.Outputs(0))
-    types = {v: k for k, v in vars(tfl.TensorType).items() if not k.startswith("_")}
-    for role, tensor in (("input", image), ("output", scores)):
-        if tensor.Type() not in (tfl.TensorType.FLOAT32, tfl.TensorType.UINT8):
-            raise ValueError(
-                f"MediaPipe's image classifier takes a float32 or uint8 {role}; "
-                f"this model's is {types.get(tensor.Type(), tensor.Type())}"
-            )
+    if image.Type() not in (tfl.TensorType.FLOAT32, tfl.TensorType.UINT8):
+        raise ValueError(
+            "MediaPipe's image classifier takes a float32 or uint8 input; this "
+            f"model's is {_type_name(tfl, image.Type())}"
+        )
+    _check_scores(tfl, scores, "image")
     classes = scores.Shape(scores.ShapeLength() - 1) if scores.ShapeLength() else 0
     _check_labels(labels, classes)
     if not mean or len(mean) != len(std):
@@ -126,6 +126,105 @@ def image_classifier_metadata(
     subgraph = md.SubGraphMetadataT()
     subgraph.inputTensorMetadata = [_image_input(md, tfl, image.Type(), mean, std)]
     subgraph.outputTensorMetadata = [_score_output(md, tfl, scores.Type())]
+    flat = _with_metadata_buffer(
+        flatbuffers, tfl, model, _metadata(flatbuffers, md, subgraph, name, description)
+    )
+    return _packed(flat, {LABELS_FILE: "\n".join(labels).encode()})
+
+
+def text_classifier_metadata(
+    model: bytes,
+    *,
+    labels: Sequence[str],
+    vocabulary: str,
+    regex: str,
+    name: str,
+    description: str,
+) -> bytes:
+    """`model` (a TFLite flatbuffer) with MediaPipe text-classifier metadata:
+    its input read by a regex tokenizer (`regex`, the delimiter, and
+    `vocabulary`, the text of its vocabulary file, `text.VOCABULARY_FILE`),
+    and its output's labels file.
+
+    Raises ValueError where MediaPipe could not use the result: a model that
+    is not one int32 input and one float32 or uint8 score tensor, labels that
+    don't match the output, or a model that already has files packed."""
+    from l2compile.text import VOCABULARY_FILE
+
+    flatbuffers, md, tfl = _schemas()
+    graph = _graph(tfl, model)
+    ids = graph.Tensors(graph.Inputs(0))
+    scores = graph.Tensors(graph.Outputs(0))
+    if ids.Type() != tfl.TensorType.INT32:
+        raise ValueError(
+            "MediaPipe's text classifier takes int32 token ids; this model's "
+            f"input is {_type_name(tfl, ids.Type())}"
+        )
+    _check_scores(tfl, scores, "text")
+    classes = scores.Shape(scores.ShapeLength() - 1) if scores.ShapeLength() else 0
+    _check_labels(labels, classes)
+    tokenizer = md.ProcessUnitT()
+    tokenizer.optionsType = md.ProcessUnitOptions.RegexTokenizerOptions
+    tokenizer.options = md.RegexTokenizerOptionsT()
+    tokenizer.options.delimRegexPattern = regex
+    vocab = md.AssociatedFileT()
+    vocab.name = VOCABULARY_FILE
+    vocab.description = _VOCABULARY_DESCRIPTION
+    vocab.type = md.AssociatedFileType.VOCABULARY
+    tokenizer.options.vocabFile = [vocab]
+    text = md.TensorMetadataT()
+    text.name = _TEXT_NAME
+    text.description = _TEXT_DESCRIPTION
+    text.stats = md.StatsT()
+    text.content = md.ContentT()
+    text.content.contentPropertiesType = md.ContentProperties.FeatureProperties
+    text.content.contentProperties = md.FeaturePropertiesT()
+    text.processUnits = [tokenizer]
+    subgraph = md.SubGraphMetadataT()
+    subgraph.inputTensorMetadata = [text]
+    subgraph.outputTensorMetadata = [_score_output(md, tfl, scores.Type())]
+    flat = _with_metadata_buffer(
+        flatbuffers, tfl, model, _metadata(flatbuffers, md, subgraph, name, description)
+    )
+    return _packed(
+        flat,
+        {VOCABULARY_FILE: vocabulary.encode(), LABELS_FILE: "\n".join(labels).encode()},
+    )
+
+
+def _graph(tfl: Any, model: bytes) -> Any:
+    """The one subgraph of `model`, which must be a TFLite file of one input
+    and one output, with nothing packed yet."""
+    if not tfl.Model.ModelBufferHasIdentifier(model, 0):
+        raise ValueError("not a TFLite model (no TFL3 file identifier)")
+    if zipfile.is_zipfile(io.BytesIO(model)):
+        raise ValueError("the model already has associated files packed")
+    graph = tfl.Model.GetRootAs(model, 0).Subgraphs(0)
+    if graph.InputsLength() != 1 or graph.OutputsLength() != 1:
+        raise ValueError(
+            "a classifier has one input and one output; this model has "
+            f"{graph.InputsLength()} and {graph.OutputsLength()}"
+        )
+    return graph
+
+
+def _type_name(tfl: Any, tensor_type: int) -> str:
+    types = {v: k for k, v in vars(tfl.TensorType).items() if not k.startswith("_")}
+    return str(types.get(tensor_type, tensor_type))
+
+
+def _check_scores(tfl: Any, scores: Any, kind: str) -> None:
+    if scores.Type() not in (tfl.TensorType.FLOAT32, tfl.TensorType.UINT8):
+        raise ValueError(
+            f"MediaPipe's {kind} classifier gives float32 or uint8 scores; this "
+            f"model's output is {_type_name(tfl, scores.Type())}"
+        )
+
+
+def _metadata(
+    flatbuffers: Any, md: Any, subgraph: Any, name: str, description: str
+) -> bytes:
+    """The metadata flatbuffer of a model of one subgraph."""
     metadata = md.ModelMetadataT()
     metadata.name = name
     metadata.description = description
@@ -133,15 +232,19 @@ def image_classifier_metadata(
     metadata.minParserVersion = _min_parser_version(md, metadata)
     builder = flatbuffers.Builder(0)
     builder.Finish(metadata.Pack(builder), _METADATA_IDENTIFIER)
+    return bytes(builder.Output())
 
-    flat = _with_metadata_buffer(flatbuffers, tfl, model, bytes(builder.Output()))
-    # The populator appends the associated files to the flatbuffer as a zip
-    # archive, stored uncompressed (MediaPipe reads them in place).
+
+def _packed(flat: bytes, files: dict[str, bytes]) -> bytes:
+    """The populator's packing: the associated files appended to the
+    flatbuffer as a zip archive, stored uncompressed (MediaPipe reads them in
+    place), with a fixed time stamp."""
     stream = io.BytesIO(flat)
     with zipfile.ZipFile(stream, "a", zipfile.ZIP_STORED) as archive:
-        info = zipfile.ZipInfo(LABELS_FILE, date_time=_ZIP_DATE_TIME)
-        info.external_attr = 0o600 << 16
-        archive.writestr(info, "\n".join(labels).encode())
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE_TIME)
+            info.external_attr = 0o600 << 16
+            archive.writestr(info, data)
     return stream.getvalue()
 
 

@@ -41,6 +41,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
+from l2compile import text as text_
 from l2compile.backends import DEFAULT as DEFAULT_BACKEND
 from l2compile.backends import Choice as BackendChoice
 from l2compile.errors import FieldPath, SpecError, closest, spoken_list
@@ -404,6 +405,38 @@ ColumnType = Annotated[
 ]
 
 
+def _splits_text(value: str) -> str:
+    """A delimiter regex that MediaPipe's tokenizer (RE2) and Python's `re`
+    split text by the same way."""
+    problem = text_.regex_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+class TextSpec(StrictModel):
+    """Text recipes: how documents become token ids, as MediaPipe's
+    TextClassifier makes them (docs/text.md)."""
+
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=text_.DEFAULT_MAX_TOKENS,
+        description="How many of the training split's most frequent tokens "
+        "the vocabulary keeps, besides <PAD>, <START> and <UNKNOWN>.",
+    )
+    lowercase: bool = Field(
+        default=False,
+        description="Lower-case ASCII letters before splitting. MediaPipe's "
+        "TextClassifier does not, so an app must lower-case text itself.",
+    )
+    regex: Annotated[
+        str, Field(min_length=1, max_length=256), AfterValidator(_splits_text)
+    ] = Field(
+        default=text_.DEFAULT_REGEX,
+        description="The delimiter regex (RE2 on the device, Python's re in "
+        "ASCII mode here): text splits at its matches.",
+    )
+
+
 class SourceName(str):
     """train.recipe: the name of a registered data source (l2compile.sources).
 
@@ -513,6 +546,11 @@ class TrainSpec(StrictModel):
         description="csv recipe: a type for some columns: numeric, categorical, "
         "date (or {type: date, format: '%d/%m/%Y'}) or ignore; the others are "
         "inferred.",
+    )
+    text: TextSpec | None = Field(
+        default=None,
+        description="text_folder recipe: the tokenizer and vocabulary "
+        "(default: MediaPipe's regex tokenizer, 10,000 tokens).",
     )
     test_split: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] | None = Field(
         default=None,
@@ -685,6 +723,12 @@ class TrainSpec(StrictModel):
                 "labels_count",
                 "the {recipe} recipe needs label: the column (or columns) to predict",
                 {"recipe": recipe},
+            )
+        if self.text is not None and "text" not in kind.fields:
+            raise PydanticCustomError(
+                "recipe_field",
+                _only_for("text", "text is"),
+                {"field": "text"},
             )
         if self.test_split is not None and "test_split" not in kind.fields:
             raise PydanticCustomError(
