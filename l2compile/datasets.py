@@ -143,6 +143,8 @@ class Dataset:
     #: Warnings about the data that do not stop a build (photos an EXIF
     #: orientation turns): the command logs them, once.
     warnings: tuple[str, ...] = ()
+    #: A text recipe's vocabulary, by id (x holds the documents' token ids).
+    vocabulary: tuple[str, ...] = ()
 
     def ids(self, test: bool) -> npt.NDArray[np.generic]:
         """Where each sample of the training (or test) split comes from."""
@@ -218,6 +220,7 @@ def load_dataset(
     download: Downloader | None = None,
     seed: int = 0,
     test_path: SpecPath | None = None,
+    vocabulary: tuple[str, ...] | None = None,
 ) -> Dataset:
     """Find, read and check a recipe's data; raise `BuildError` if none is usable.
 
@@ -226,7 +229,8 @@ def load_dataset(
     `L2COMPILE_DATA` folder, the Keras cache, then Keras' own download.
     `model_input` adds the checks of the data against the model's input.
     The csv and image_folder recipes split off their test share with `seed`;
-    a csv's separate test file is `test_path`.
+    a csv's separate test file is `test_path`. A text recipe tokenizes by
+    `vocabulary` where given (a build's), else by its training split's.
     """
     env = os.environ if env is None else env
     given = data if data is not None else spec_path.path if spec_path else None
@@ -237,7 +241,7 @@ def load_dataset(
             "the spec, or pass --data PATH"
         )
     request = Request(
-        given, data, spec_path, test_path, model_input, seed, env, download
+        given, data, spec_path, test_path, model_input, seed, env, download, vocabulary
     )
     found: Dataset = recipe.read(request)
     return found

@@ -6,6 +6,7 @@ MediaPipe reads in an image classifier's."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from l2compile import manifest
+from l2compile import manifest, text
 from l2compile.datasets import Dataset
 from l2compile.nodes import ModelPlan
 
 Log = Callable[[str], None]
+#: Writes MediaPipe's metadata into a TFLite file's bytes.
+Metadata = Callable[[bytes], bytes]
 
 #: How an image classifier's TFLite input is made from RGB pixels in [0, 255]
 #: (`(pixel - mean) / std`), as its metadata states it: l2compile feeds images
@@ -43,31 +46,53 @@ def _scaled(plan: ModelPlan, dataset: Dataset) -> bool:
     return eight_bit or plan.recipe.streamed
 
 
-def _attach_metadata(file: Path, plan: ModelPlan, labels: list[str], log: Log) -> None:
-    """Write MediaPipe's image-classifier metadata into a TFLite file: its
-    labels and its input's normalization. A file MediaPipe cannot read (int8
-    input or output) is left as it is, and so is every file where the
-    optional mediapipe package is missing; model.json says which."""
+def mediapipe_metadata(plan: ModelPlan, dataset: Dataset) -> Metadata | None:
+    """What writes MediaPipe's metadata into the model's TFLite files: an
+    image classifier's (its labels and its input's normalization) or a text
+    classifier's (its labels and its tokenizer); None where the model is
+    neither."""
+    from l2compile import metadata
+
+    name = plan.name
+    description = plan.description or f"{plan.name}, by l2compile"
+    settings = plan.recipe.text
+    if plan.recipe.vocabulary_size and plan.task.scores_classes:
+        return functools.partial(
+            metadata.text_classifier_metadata,
+            labels=list(dataset.classes or plan.task.names),
+            vocabulary=text.vocabulary_text(dataset.vocabulary),
+            regex=(settings or text.TextSettings()).regex,
+            name=name,
+            description=description,
+        )
+    labels = image_classifier_labels(plan, dataset)
+    if labels is None:
+        return None
+    return functools.partial(
+        metadata.image_classifier_metadata,
+        labels=labels,
+        mean=[METADATA_MEAN],
+        std=[METADATA_STD],
+        name=name,
+        description=description,
+    )
+
+
+def attach_metadata(file: Path, write: Metadata, log: Log) -> None:
+    """Write MediaPipe's metadata into a TFLite file. A file MediaPipe cannot
+    read (int8 input or output) is left as it is, and so is every file where
+    the optional mediapipe package is missing; model.json says which."""
     from l2compile import metadata
 
     try:
-        file.write_bytes(
-            metadata.image_classifier_metadata(
-                file.read_bytes(),
-                labels=labels,
-                mean=[METADATA_MEAN],
-                std=[METADATA_STD],
-                name=plan.name,
-                description=plan.description or f"{plan.name}, by l2compile",
-            )
-        )
+        file.write_bytes(write(file.read_bytes()))
     except metadata.MetadataUnavailable as error:
         log(f"{file.name}: no TFLite metadata: {error}")
     except ValueError as error:
         log(f"{file.name}: no TFLite metadata, MediaPipe could not read it: {error}")
 
 
-def _metadata_json(file: Path) -> dict[str, Any] | None:
+def _metadata_json(file: Path, text_model: bool) -> dict[str, Any] | None:
     """What model.json says of a TFLite file's metadata (None: it has none)."""
     from l2compile import metadata
 
@@ -77,9 +102,17 @@ def _metadata_json(file: Path) -> dict[str, Any] | None:
         return None
     if labels is None:
         return None
-    return {
+    found = {
         "writer": "l2compile.metadata (MediaPipe's metadata schema)",
         "labels_file": metadata.LABELS_FILE,
+    }
+    if text_model:
+        return found | {
+            "vocabulary_file": text.VOCABULARY_FILE,
+            "tokenizer": "RegexTokenizerOptions: the delimiter regex and the "
+            "vocabulary, which MediaPipe's TextClassifier tokenizes by",
+        }
+    return found | {
         "normalization": {"mean": [METADATA_MEAN], "std": [METADATA_STD]},
         "formula": "input = (pixel - mean) / std, for RGB pixels in [0, 255]",
     }
@@ -105,8 +138,8 @@ def write_deploy_files(
     recipe, task = plan.recipe, plan.task
     if dataset.classes:  # an image folder's classes, a csv's text labels
         task = dataclasses.replace(task, names=dataset.classes)
-    for name, text in task.output_files(recipe).items():
-        (work / name).write_text(text)
+    for name, content in task.output_files(recipe).items():
+        (work / name).write_text(content)
     files = {}
     for mode, score in scores["files"].items():
         interpreter = Interpreter(model_path=str(work / score["file"]))
@@ -116,7 +149,9 @@ def write_deploy_files(
             "file": score["file"],
             "input": _tensor(inp),
             "output": _tensor(out),
-            "metadata": _metadata_json(work / score["file"]),
+            "metadata": _metadata_json(
+                work / score["file"], plan.recipe.vocabulary_size
+            ),
         }
         if "int8_fallback" in score:  # the layers an int8 file computes in float
             files[mode]["float_operations"] = [
@@ -161,7 +196,7 @@ def _model_json(
         "input": {
             "name": INPUT_NAME,
             "shape": [batch, *fed_shape(plan, dataset)],
-            "dtype": "float32",
+            "dtype": recipe.input_dtype,
             "source": recipe.sample_text(str(dataset.x_train.dtype), plan.input_shape),
             "pixels": recipe.pixels,
             **recipe.input_json(plan.input_shape, dataset.columns),

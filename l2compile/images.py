@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import numpy as np
 
-from l2compile.errors import BuildError, some_of
+from l2compile import folders
+from l2compile.errors import BuildError
 from l2compile.files import open_binary, unreadable
 from l2compile.recipes import ModelInput
 from l2compile.sources.base import Source as Recipe
@@ -47,35 +48,8 @@ EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 _MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
 
 
-def has_split(folder: Path) -> bool:
-    """Whether `folder` holds train/ and test/ folders (else: class folders)."""
-    return (folder / "train").is_dir() and (folder / "test").is_dir()
-
-
-def class_images(folder: Path) -> dict[str, list[str]]:
-    """Each class folder of `folder` (sorted), with its image files (sorted)."""
-    found: dict[str, list[str]] = {}
-    place = folder
-    try:
-        with os.scandir(folder) as entries:
-            classes = sorted(e.name for e in entries if e.is_dir())
-        for name in classes:
-            place = folder / name
-            with os.scandir(place) as entries:
-                found[name] = sorted(
-                    str(place / e.name)
-                    for e in entries
-                    if e.is_file() and e.name.lower().endswith(EXTENSIONS)
-                )
-    except OSError as exc:
-        raise BuildError(f"{place}: cannot list: {exc.strerror or exc}") from exc
-    for name in found:
-        if not name.isprintable():
-            raise BuildError(
-                f"{folder}: a class folder's name, {name!r}, becomes a line "
-                "of labels.txt: it must be printable, on one line"
-            )
-    return found
+#: An image folder's files, for the folder layout's checks.
+KIND = folders.Kind(EXTENSIONS, "images", "image_folder")
 
 
 def read_folder(
@@ -84,136 +58,21 @@ def read_folder(
     """List and check an image folder: x is the images' paths, y their class ids."""
     from l2compile.datasets import Dataset  # it imports this module
 
-    if not folder.is_dir():
-        what = "is a file" if folder.exists() else "no such folder"
-        raise BuildError(f"{folder}: {what}; the image_folder recipe reads a folder")
-    if has_split(folder):
-        if recipe.test_split is not None:
-            raise BuildError(
-                f"{folder}: has train/ and test/ folders, so train.test_split has "
-                "nothing to split; remove it, or put the class folders directly "
-                f"in {folder}"
-            )
-        train = _classes(folder / "train")
-        test = _classes(folder / "test")
-        _same_classes(folder / "train", train, folder / "test", test)
-        x_train, y_train = _flatten(train)
-        x_test, y_test = _flatten(test)
-        classes = tuple(train)
-    else:
-        if recipe.test_split is None:
-            raise BuildError(
-                f"{folder}: has no train/ and test/ folders; put the class folders "
-                "in both, or set train.test_split to test on a share of each class"
-            )
-        both = _classes(folder)
-        (x_train, y_train), (x_test, y_test) = split(both, recipe.test_split, seed)
-        classes = tuple(both)
-        if not len(x_test):
-            raise BuildError(
-                f"{folder}: train.test_split {recipe.test_split:g} of each class's "
-                "images tests on none: there are too few; use a larger share"
-            )
-    _check_count(folder, classes, model_input)
-    rotated = _check_headers([*x_train, *x_test])
+    layout = folders.read_layout(
+        KIND, folder, recipe.test_split, seed=seed, model_input=model_input
+    )
+    rotated = _check_headers([*layout.x_train, *layout.x_test])
     return Dataset(
-        x_train,
-        y_train,
-        x_test,
-        y_test,
+        layout.x_train,
+        layout.y_train,
+        layout.x_test,
+        layout.y_test,
         str(folder),
-        classes=classes,
-        train_ids=_relative(x_train, folder),
-        test_ids=_relative(x_test, folder),
+        classes=layout.classes,
+        train_ids=layout.relative(folder, test=False),
+        test_ids=layout.relative(folder, test=True),
         warnings=(_rotated_warning(rotated),) if rotated else (),
     )
-
-
-def _relative(paths: np.ndarray, folder: Path) -> np.ndarray:
-    """The files' paths relative to the image folder, with / between parts."""
-    return np.array(
-        [Path(os.path.relpath(p, folder)).as_posix() for p in paths], dtype=str
-    )
-
-
-def _classes(folder: Path) -> dict[str, list[str]]:
-    found = class_images(folder)
-    if not found:
-        raise BuildError(
-            f"{folder}: no class folders; put each class's images in a folder "
-            "named after the class"
-        )
-    for name, files in found.items():
-        if not files:
-            raise BuildError(
-                f"{folder / name}: no images ({', '.join(EXTENSIONS)}): every class "
-                "needs some"
-            )
-    return found
-
-
-def _same_classes(
-    train_dir: Path,
-    train: dict[str, list[str]],
-    test_dir: Path,
-    test: dict[str, list[str]],
-) -> None:
-    missing = [name for name in train if name not in test]
-    extra = [name for name in test if name not in train]
-    if missing:
-        raise BuildError(
-            f"{test_dir}: has no class folder {missing[0]!r}, which {train_dir} has "
-            "(train and test need the same classes)"
-        )
-    if extra:
-        raise BuildError(
-            f"{test_dir / extra[0]}: a class folder {train_dir} does not have "
-            "(train and test need the same classes)"
-        )
-
-
-def _flatten(classes: dict[str, list[str]]) -> tuple[np.ndarray, np.ndarray]:
-    paths = [path for files in classes.values() for path in files]
-    labels = [i for i, files in enumerate(classes.values()) for _ in files]
-    return np.array(paths, dtype=str), np.array(labels, dtype=np.int64)
-
-
-def split(
-    classes: dict[str, list[str]], share: float, seed: int
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Each class's images split by a permutation seeded with (seed, its id):
-    round(share * count) of them tested on, the rest trained on, each in
-    name order (the generated module's `load_data` splits the same way)."""
-    parts: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
-    for label, files in enumerate(classes.values()):
-        order = np.random.default_rng((seed, label)).permutation(len(files))
-        held = round(len(files) * share)
-        if held >= len(files):
-            raise BuildError(
-                f"{Path(files[0]).parent}: train.test_split {share:g} of its "
-                f"{len(files)} images leaves none to train on"
-            )
-        for part, picked in (("test", order[:held]), ("train", order[held:])):
-            parts[part] += [(files[i], label) for i in np.sort(picked)]
-    return tuple(  # type: ignore[return-value]
-        (
-            np.array([p for p, _ in parts[part]], dtype=str),
-            np.array([label for _, label in parts[part]], dtype=np.int64),
-        )
-        for part in ("train", "test")
-    )
-
-
-def _check_count(
-    folder: Path, classes: tuple[str, ...], model_input: ModelInput
-) -> None:
-    task = model_input.task
-    units = task.outputs if task is not None else None
-    if units is not None and units != len(classes):
-        raise BuildError(
-            f"{folder}: has {len(classes)} class folders ({some_of(list(classes))}), "
-            f"but the last layer has {units} units, one per class"
-        )
 
 
 #: The most pixels an image may decode to: Pillow's limit against decompression

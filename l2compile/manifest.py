@@ -74,6 +74,8 @@ def write(
         # file, as a vocabulary may be large and the manifest is read small.
         columns = plan.recipe.input_json(plan.input_shape, dataset.columns)
         write_json(folder / COLUMNS, columns)
+    for name, content in plan.recipe.files(dataset).items():
+        (folder / name).write_text(content, encoding="utf-8", newline="\n")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != NAME)
     manifest = {
         "format": FORMAT,

@@ -334,6 +334,7 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "imports": _imports(plan),
         "tensorflow": plan.imports_tensorflow,
         "encodes": plan.recipe.encodes,
+        "vocabulary": plan.recipe.vocabulary_size,
         "streamed": plan.recipe.streamed,
         "own_data": plan.recipe.own_data,
         "test_data": plan.recipe.test_data is not None,

@@ -249,6 +249,7 @@ def test_a_build_without_mediapipe_says_how_to_get_metadata(
 ) -> None:
     from l2compile import deploy
     from l2compile import metadata as writer
+    from l2compile.datasets import Dataset
 
     from .conftest import SPECS, plan_file
 
@@ -262,9 +263,18 @@ def test_a_build_without_mediapipe_says_how_to_get_metadata(
     file = tmp_path / "model.tflite"
     file.write_bytes(b"unchanged")
     said: list[str] = []
-    deploy._attach_metadata(
-        file, plan_file(SPECS / "phone_classifier.yaml"), ["a", "b"], said.append
+    plan = plan_file(SPECS / "phone_classifier.yaml")
+    dataset = Dataset(
+        np.zeros((1, 8, 8, 3), np.uint8),
+        np.zeros(1),
+        np.zeros((1, 8, 8, 3)),
+        np.zeros(1),
+        "x",
+        classes=("a", "b"),
     )
+    write = deploy.mediapipe_metadata(plan, dataset)
+    assert write is not None
+    deploy.attach_metadata(file, write, said.append)
     assert file.read_bytes() == b"unchanged"
     assert said == [
         "model.tflite: no TFLite metadata: TFLite metadata needs the mediapipe "

@@ -120,12 +120,14 @@ def export_tflite_source(
     input_shape: tuple[int, ...],
     batch: int | None,
     output_name: str,
+    dtype: str = "float32",
 ) -> None:
     """The SavedModel TFLite files are converted from.
 
-    Its one signature, `serving_default`, takes a float32 tensor named `input`
-    and returns one named `output_name` (the task's), so apps find both by
-    name. `batch` is the batch dimension (None: dynamic). Recurrent layers
+    Its one signature, `serving_default`, takes a tensor named `input` (of
+    `dtype`: float32, or a text model's int32 token ids, as MediaPipe feeds
+    them) and returns one named `output_name` (the task's), so apps find both
+    by name. `batch` is the batch dimension (None: dynamic). Recurrent layers
     need a static one: the converter lowers their loops to TFLite built-ins
     only with static shapes.
     """
@@ -140,7 +142,7 @@ def export_tflite_source(
         name=SIGNATURE,
         fn=lambda x: {output_name: model(x, training=False)},
         input_signature=[
-            tf.TensorSpec((batch, *input_shape), tf.float32, name=INPUT_NAME)
+            tf.TensorSpec((batch, *input_shape), tf.as_dtype(dtype), name=INPUT_NAME)
         ],
     )
     archive.write_out(str(path), verbose=False)
@@ -283,7 +285,7 @@ def export_tflite(
     from l2compile import deploy, manifest, scoring
 
     task = plan.task
-    labels = deploy.image_classifier_labels(plan, dataset)
+    metadata = deploy.mediapipe_metadata(plan, dataset)
     targets = task.targets(y_test)
     keras_outputs = scoring.predict(lambda x: model(x, training=False), x_test)
     source = work / "tflite_source"
@@ -295,13 +297,14 @@ def export_tflite(
         deploy.fed_shape(plan, dataset),
         options.batch,
         plan.task.output_name,
+        plan.recipe.input_dtype,
     )
     representative = None
     if "int8" in options.quantize:
         # Calibration data: `calibration`'s training samples, preprocessed.
         representative, _ = generated.preprocess(dataset.x_train, dataset.y_train)
         # An image folder's are read as they are taken: take them all.
-        representative = np.asarray(representative[:], dtype=np.float32)
+        representative = np.asarray(representative[:], dtype=plan.recipe.input_dtype)
     scores: dict[str, Any] = {
         f"keras_test_{metric}": value
         for metric, value in task.scores(keras_outputs, targets).items()
@@ -310,8 +313,8 @@ def export_tflite(
 
     def check(path: Path, said: Any = None) -> tuple[TFLiteScore, Any]:
         """A file with its metadata, scored against the Keras model."""
-        if labels is not None:
-            deploy._attach_metadata(path, plan, labels, said or (lambda _: None))
+        if metadata is not None:
+            deploy.attach_metadata(path, metadata, said or (lambda _: None))
         found = score_tflite(path, x_test, targets, task)
         return found, task.compare(keras_outputs, found.outputs, targets)
 

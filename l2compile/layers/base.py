@@ -213,6 +213,12 @@ class LayerSpec(StrictModel):
         a pretrained model (None: a Keras layer)."""
         return None
 
+    def sized(self, vocabulary: int | None) -> LayerSpec | str:
+        """The layer with the sizes it leaves to the data: `vocabulary` is a
+        text recipe's vocabulary size (None: it has none). A message where
+        it needs one and there is none."""
+        return self
+
 
 class WeightedSpec(LayerSpec):
     """A layer with weights: its `l2` overrides the spec's global `l2`."""

@@ -60,16 +60,33 @@ class EmbeddingLayer(WeightedSpec):
     input_rank: ClassVar[int | None] = 1
     reads_ids: ClassVar[bool] = True
     type: Literal["embedding"]
-    input_dim: PositiveInt
+    input_dim: PositiveInt | None = Field(
+        default=None,
+        description="How many ids it looks up. A text recipe's may be left out: "
+        "its vocabulary's size, max_tokens + 3 (the special tokens).",
+    )
     output_dim: PositiveInt
 
     def arguments(self) -> list[str]:
         return [repr(self.input_dim), repr(self.output_dim)]
 
+    def sized(self, vocabulary: int | None) -> LayerSpec | str:
+        """The layer with input_dim, where it left it out, from a text
+        recipe's vocabulary size (None: the recipe has none)."""
+        if self.input_dim is not None:
+            return self
+        if vocabulary is None:
+            return (
+                "input_dim: needed; only a text recipe's vocabulary gives it "
+                "(text_folder)"
+            )
+        return self.model_copy(update={"input_dim": vocabulary})
+
     def output_shape(self, shape: Shape, place: Place) -> Shape | None:
         return (*shape, self.output_dim)
 
     def weights(self, shape: Shape) -> list[WeightPlan]:
+        assert self.input_dim is not None, "sized() first"
         table = (self.input_dim, self.output_dim)
         return [WeightPlan("embeddings", table, "kernel", "embeddings_regularizer")]
 

@@ -18,7 +18,9 @@ from l2compile.nodes import (
     LayerPlan,
 )
 from l2compile.planners.context import Context, Planner
+from l2compile.sources import SOURCES
 from l2compile.spec import Spec
+from l2compile.text import DEFAULT_MAX_TOKENS, TextSettings
 
 _Kind = type[LayerSpec]  # (LayerPlan.type shadows `type` in its class body)
 #: Models larger than this are refused (4 GiB of float32 weights).
@@ -299,6 +301,16 @@ class GraphPlanner(Planner):
             final_activation=layer.final_activation(),
         )
 
+    @property
+    def vocabulary(self) -> int | None:
+        """A text recipe's vocabulary size, which sizes embeddings that leave
+        out input_dim (None: the recipe reads no text)."""
+        train = self.spec.train
+        if not SOURCES[train.recipe].vocabulary_size:
+            return None
+        max_tokens = train.text.max_tokens if train.text else DEFAULT_MAX_TOKENS
+        return TextSettings(max_tokens=max_tokens).capacity
+
     def layers(self) -> list[LayerPlan]:
         """Every layer planned, each from the shapes of its inputs; a layer
         whose input failed is left out (its error says why)."""
@@ -311,6 +323,11 @@ class GraphPlanner(Planner):
         ):
             if refs is None or any(ref not in shapes for ref in refs):
                 continue
+            sized = layer.sized(self.vocabulary)
+            if isinstance(sized, str):
+                _Place(self, ("layers", i)).error(None, sized)
+                continue
+            layer = sized
             plan = self.layer(i, layer, name, [(ref, shapes[ref]) for ref in refs])
             if plan is None:
                 continue

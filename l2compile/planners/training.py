@@ -24,6 +24,7 @@ from l2compile.sources.base import ColumnType, Missing
 from l2compile.sources.base import Source as Recipe
 from l2compile.spec import MissingSpec, ScheduleSpec, SplitFiles
 from l2compile.tasks import Task
+from l2compile.text import TextSettings
 
 _OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}
 
@@ -221,6 +222,9 @@ class TrainingPlanner(Planner):
                 else ColumnType(name, kind.type, kind.format)
                 for name, kind in (train.columns or {}).items()
             ),
+            text=TextSettings(**train.text.model_dump())
+            if train.text is not None
+            else None,
         )
 
     def schedule(self) -> SchedulePlan | None:

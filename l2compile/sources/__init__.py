@@ -20,7 +20,15 @@ from l2compile.sources.base import (
 )
 
 #: The modules that hold the sources, in the order they are listed.
-FAMILIES = ("mnist", "fashion_mnist", "npz", "csv", "parquet", "image_folder")
+FAMILIES = (
+    "mnist",
+    "fashion_mnist",
+    "npz",
+    "csv",
+    "parquet",
+    "image_folder",
+    "text_folder",
+)
 
 for _family in FAMILIES:
     importlib.import_module(f"l2compile.sources.{_family}")

@@ -29,6 +29,7 @@ from typing import Any, ClassVar, TypeVar
 from l2compile.errors import FieldPath
 from l2compile.layers.base import INPUT, py_str
 from l2compile.layers.base import PlannedLayer as Layer
+from l2compile.text import TextSettings
 
 __all__ = [
     "SOURCES",
@@ -47,7 +48,15 @@ Report = Callable[[FieldPath, str], None]
 
 #: The spec fields a source may take, besides `recipe` (`data_files`: a
 #: train.data of {train: ..., test: ...}; `columns`: label and features).
-FIELDS = ("data", "data_files", "num_classes", "labels", "columns", "test_split")
+FIELDS = (
+    "data",
+    "data_files",
+    "num_classes",
+    "labels",
+    "columns",
+    "test_split",
+    "text",
+)
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,9 @@ class Request:
     seed: int
     env: Any  #: Mapping[str, str]
     download: Any  #: datasets.Downloader | None
+    #: A text recipe's vocabulary, as a build made it (eval, predict); None:
+    #: made from the training split.
+    vocabulary: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,12 @@ class Source:
     #: The `--data` argument the module's usage line shows, where the spec
     #: names no data.
     example: ClassVar[str] = "data.npz"
+    #: The dtype an app feeds the TFLite model (token ids: int32, as
+    #: MediaPipe's TextClassifier feeds them).
+    input_dtype: ClassVar[str] = "float32"
+    #: The data is text: its vocabulary (l2compile.text) sizes an embedding
+    #: that leaves out input_dim, and is saved beside the model.
+    vocabulary_size: ClassVar[bool] = False
 
     # --- what one spec says ------------------------------------------------------
     image_shape: tuple[int, ...] | None = None
@@ -163,6 +181,8 @@ class Source:
     #: csv: what missing values become, and the columns' declared types.
     missing: Missing = Missing()
     types: tuple[ColumnType, ...] = ()
+    #: A text recipe's tokenizer and vocabulary size (train.text).
+    text: TextSettings | None = None
 
     @property
     def template(self) -> str:
@@ -287,6 +307,11 @@ class Source:
         return None
 
     # --- the build ------------------------------------------------------------------
+
+    def files(self, dataset: Any) -> dict[str, str]:
+        """The files a build writes beside its model for this data (a text
+        recipe's vocabulary), by name: their text."""
+        return {}
 
     def holds(self, path: Path) -> bool:
         """Whether `path` holds this source's data, as found."""

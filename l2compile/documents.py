@@ -1,0 +1,159 @@
+"""The text_folder recipe's data: a folder of `.txt` documents, one subfolder
+per class, in the layouts `l2compile.folders` reads.
+
+Each document is read as UTF-8 (a byte-order mark dropped), tokenized as
+MediaPipe's TextClassifier tokenizes (`l2compile.text`), and becomes one row
+of token ids. The vocabulary comes from the training split only (its
+validation share included, which the build holds out later), or is the one a
+build made (eval, predict). The documents are read twice, once to count
+tokens and once to write ids, and never held: what is kept in memory is the
+ids, `max_len` int32 a document. A document over `MAX_DOCUMENT_BYTES`, or
+that is not UTF-8, stops the build with its path and the place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from l2compile import folders, text
+from l2compile.errors import BuildError
+from l2compile.files import open_binary, unreadable
+from l2compile.recipes import ModelInput
+from l2compile.sources.base import Source as Recipe
+
+if TYPE_CHECKING:
+    from l2compile.datasets import Dataset
+
+__all__ = ["EXTENSIONS", "MAX_DOCUMENT_BYTES", "new_documents", "read_folder"]
+
+#: The document files read, by extension (any case).
+EXTENSIONS = (".txt",)
+KIND = folders.Kind(EXTENSIONS, "documents", "text_folder")
+#: The largest document read: a longer one is most likely not one document
+#: (a log, a dump), and is read whole to be tokenized.
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+
+
+def read_document(path: str) -> str:
+    """A document's text: UTF-8, a leading byte-order mark dropped."""
+    try:
+        with open_binary(path) as f:  # never a FIFO's wait
+            data = f.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as exc:
+        raise BuildError(f"{path}: {unreadable(exc)}") from exc
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise BuildError(
+            f"{path}: over {MAX_DOCUMENT_BYTES // 2**20} MiB, more than l2compile "
+            "reads as one document; split it"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise BuildError(
+            f"{path}: line {line}: byte {exc.start} is not UTF-8 "
+            f"({data[exc.start : exc.start + 1]!r}); save the file as UTF-8"
+        ) from None
+
+
+def _texts(paths: Iterable[str]) -> Iterator[str]:
+    for path in paths:
+        yield read_document(path)
+
+
+def encode_all(
+    paths: np.ndarray, tokenizer: text.Tokenizer, ids: dict[str, int], max_len: int
+) -> np.ndarray:
+    """Each document's token ids, one row each (int32)."""
+    rows = np.zeros((len(paths), max_len), dtype=np.int32)
+    for i, document in enumerate(_texts(paths)):
+        rows[i] = text.encode(tokenizer.tokens(document), ids, max_len)
+    return rows
+
+
+def read_folder(
+    recipe: Recipe,
+    folder: Path,
+    *,
+    seed: int,
+    model_input: ModelInput,
+    vocabulary: tuple[str, ...] | None = None,
+) -> Dataset:
+    """List, check, tokenize and encode a text folder: x is each document's
+    token ids, y its class id."""
+    from l2compile.datasets import Dataset  # it imports this module
+
+    settings = recipe.text or text.TextSettings()
+    layout = folders.read_layout(
+        KIND, folder, recipe.test_split, seed=seed, model_input=model_input
+    )
+    tokenizer = text.Tokenizer(settings.regex, settings.lowercase)
+    if vocabulary is None:
+        counts = text.count(tokenizer, _texts(layout.x_train))
+        vocabulary = tuple(text.vocabulary(counts, settings.max_tokens))
+    if model_input.ids is not None and len(vocabulary) > model_input.ids:
+        raise BuildError(
+            f"{folder}: the vocabulary has {len(vocabulary):,} tokens (the "
+            f"specials included), but the embedding looks up {model_input.ids:,} "
+            "ids (input_dim); leave input_dim out to size it by the vocabulary, "
+            "or lower train.text.max_tokens"
+        )
+    ids = {token: i for i, token in enumerate(vocabulary)}
+    (max_len,) = model_input.shape
+    x_train = encode_all(layout.x_train, tokenizer, ids, max_len)
+    x_test = encode_all(layout.x_test, tokenizer, ids, max_len)
+    return Dataset(
+        x_train,
+        layout.y_train,
+        x_test,
+        layout.y_test,
+        str(folder),
+        classes=layout.classes,
+        train_ids=layout.relative(folder, test=False),
+        test_ids=layout.relative(folder, test=True),
+        vocabulary=vocabulary,
+        warnings=_unused(x_train, vocabulary),
+    )
+
+
+def _unused(x_train: np.ndarray, vocabulary: Sequence[str]) -> tuple[str, ...]:
+    """A warning where the training documents are mostly unknown tokens."""
+    tokens = x_train > text.SPECIAL.index(text.START)
+    unknown = x_train == text.SPECIAL.index(text.UNKNOWN)
+    if tokens.sum() and unknown.sum() / tokens.sum() > 0.5:
+        share = unknown.sum() / tokens.sum()
+        return (
+            f"{share:.0%} of the training documents' tokens are <UNKNOWN>: raise "
+            "train.text.max_tokens, or check train.text.regex",
+        )
+    return ()
+
+
+def new_documents(path: Path) -> tuple[list[str], list[str]]:
+    """The documents predict reads: `path` itself, or every .txt file under
+    the folder `path` (sorted, links to folders not followed), with each one's
+    key (its path relative to the folder, or its name)."""
+    if path.is_file():
+        return [str(path)], [path.name]
+    found, keys = [], []
+    try:
+        for root, names_of_folders, names in os.walk(path, onerror=_raise):
+            names_of_folders.sort()
+            for name in sorted(names):
+                if name.lower().endswith(EXTENSIONS):
+                    found.append(os.path.join(root, name))
+                    keys.append(Path(root, name).relative_to(path).as_posix())
+    except OSError as exc:
+        raise BuildError(f"{path}: cannot list: {exc.strerror or exc}") from exc
+    if not found:
+        raise BuildError(f"{path}: no documents ({', '.join(EXTENSIONS)})")
+    return found, keys
+
+
+def _raise(error: OSError) -> None:
+    raise error
