@@ -22,7 +22,7 @@ import numpy as np
 
 from l2compile import folders, text
 from l2compile.errors import BuildError
-from l2compile.files import open_binary, unreadable
+from l2compile.files import TooLarge, open_binary, read_bounded, unreadable
 from l2compile.recipes import ModelInput
 from l2compile.sources.base import Source as Recipe
 
@@ -157,3 +157,31 @@ def new_documents(path: Path) -> tuple[list[str], list[str]]:
 
 def _raise(error: OSError) -> None:
     raise error
+
+
+#: The most bytes of a build's vocabulary file read (a million tokens of up
+#: to about 60 bytes each).
+MAX_VOCABULARY_BYTES = 64 * 1024 * 1024
+
+
+def trained_vocabulary(artifact: Path) -> tuple[str, ...]:
+    """The vocabulary a text model was trained with: the build's vocab.txt
+    beside `artifact` (eval and predict tokenize new text by it, not by
+    their own data's)."""
+    found = Path(artifact).resolve().parent / text.VOCABULARY_FILE
+    try:
+        data = read_bounded(found, MAX_VOCABULARY_BYTES)
+    except FileNotFoundError:
+        raise BuildError(
+            f"{found}: not found; a text model's build writes it beside the "
+            "model, and new text is tokenized by the vocabulary it was trained "
+            "with"
+        ) from None
+    except OSError as exc:
+        raise BuildError(f"{found}: {unreadable(exc)}") from None
+    except TooLarge as exc:
+        raise BuildError(f"{found}: {exc}") from None
+    try:
+        return tuple(text.read_vocabulary(data.decode("utf-8")))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BuildError(f"{found}: not a vocabulary file: {exc}") from None

@@ -201,6 +201,11 @@ def evaluate_artifact(
     if plan.recipe.encodes:
         trained = trained_columns(path, log)
         plan = _read_by_name(plan, trained)
+    vocabulary = None
+    if plan.recipe.vocabulary_size:  # new text is read by the trained vocabulary
+        from l2compile import documents
+
+        vocabulary = documents.trained_vocabulary(path)
     dataset = load_dataset(
         plan.recipe,
         data,
@@ -208,6 +213,7 @@ def evaluate_artifact(
         model_input=plan.model_input,
         seed=plan.split_seed,
         test_path=plan.test_path,
+        vocabulary=vocabulary,
     )
     for warning in dataset.warnings:
         log(warning)

@@ -1,10 +1,11 @@
-"""`l2compile predict`: a build's model on new rows of a table, or new
-images, without labels.
+"""`l2compile predict`: a build's model on new rows of a table, new images
+or new documents, without labels.
 
 The new data is read with the build's own rules and encoders: a table by
 the columns its columns.json lists (vocabularies, date formats; missing
 values as NaN and slot 0, which the model fills), an image folder's files
-decoded as the build's generated module decodes them. Any of the build's
+decoded as the build's generated module decodes them, a document tokenized
+by the vocabulary the build wrote (vocab.txt). Any of the build's
 artifacts runs it, and the task turns its outputs into a table: the class
 predicted and each class's probability, or the targets' values.
 """
@@ -75,11 +76,13 @@ def predict_build(
         keys, x = _table(build, plan, data)
     elif plan.recipe.streamed:
         keys, x = _images(plan, compiled.code, data, log)
+    elif plan.recipe.vocabulary_size:
+        keys, x = _documents(plan, artifact, data)
     else:
         raise BuildError(
-            f"predict reads new rows of a table (recipe csv) or new images "
-            f"(recipe image_folder); {build} was built from recipe "
-            f"{plan.recipe.name!r}: use its generated module"
+            f"predict reads new rows of a table (recipe csv), new images "
+            f"(recipe image_folder) or new documents (recipe text_folder); {build} "
+            f"was built from recipe {plan.recipe.name!r}: use its generated module"
         )
     log(f"predicting {len(keys):,} samples with {artifact}")
     outputs = np.asarray(opened.predict(x))
@@ -159,6 +162,20 @@ def _images(
         )
         x, _ = generated.preprocess(found, np.zeros(len(found), np.int64))
     return keys, x
+
+
+def _documents(plan: ModelPlan, artifact: Path, data: Path) -> tuple[list[str], Any]:
+    """New documents (a .txt file, or a folder of them), tokenized by the
+    vocabulary the model was trained with."""
+    from l2compile import documents, text
+
+    vocabulary = documents.trained_vocabulary(artifact)
+    paths, keys = documents.new_documents(data)
+    settings = plan.recipe.text or text.TextSettings()
+    tokenizer = text.Tokenizer(settings.regex, settings.lowercase)
+    ids = {token: i for i, token in enumerate(vocabulary)}
+    (max_len,) = plan.input_shape
+    return keys, documents.encode_all(np.array(paths), tokenizer, ids, max_len)
 
 
 def _names(build: Path, plan: ModelPlan) -> Sequence[str]:

@@ -55,9 +55,9 @@ def run(*args: str) -> tuple[int, str, str]:
         (
             "recipe: mnist",
             "recipe: mnist\n  data: x.npz",
-            "spec.yaml:13:3: error: train: data is only for the npz, csv, parquet "
-            "and image_folder recipes; 'mnist' is found as docs/data.md says, or "
-            "with --data",
+            "spec.yaml:13:3: error: train: data is only for the npz, csv, parquet, "
+            "image_folder and text_folder recipes; 'mnist' is found as "
+            "docs/data.md says, or with --data",
         ),
         (
             "name: mnist_mlp",

@@ -87,6 +87,7 @@ def test_the_toy_source_is_in_the_schema_and_validates(
         "csv",
         "parquet",
         "image_folder",
+        "text_folder",
         "toy",
     ]
     spec = tmp_path / "blobs.yaml"
@@ -98,7 +99,7 @@ def test_the_toy_source_is_in_the_schema_and_validates(
     refused = CliRunner().invoke(main, ["validate", str(spec)])
     assert refused.exit_code == 2
     assert (
-        "data is only for the npz, csv, parquet and image_folder recipes; 'toy'"
+        "data is only for the npz, csv, parquet, image_folder and text_folder recipes; 'toy'"
         in refused.stderr
     )
 
