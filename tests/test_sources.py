@@ -99,8 +99,8 @@ def test_the_toy_source_is_in_the_schema_and_validates(
     refused = CliRunner().invoke(main, ["validate", str(spec)])
     assert refused.exit_code == 2
     assert (
-        "data is only for the npz, csv, parquet, image_folder and text_folder recipes; 'toy'"
-        in refused.stderr
+        "data is only for the npz, csv, parquet, image_folder and text_folder "
+        "recipes; 'toy'" in refused.stderr
     )
 
 

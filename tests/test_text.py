@@ -1,0 +1,164 @@
+"""The text recipe's tokenizer, vocabulary and spec fields, without Keras:
+MediaPipe's regex tokenizer as l2compile reads it (l2compile.text), and the
+errors a text spec gets. tests/test_text_classifier.py checks the same
+tokenizer against MediaPipe's own and builds real text classifiers."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from l2compile import text
+from l2compile.text import PAD, SPECIAL, START, UNKNOWN, Tokenizer
+
+from .conftest import compile_errors, plan_text
+
+SPEC = """\
+name: reviews
+input: {shape: [8]}
+l2: 0.001
+layers:
+  - {type: embedding, output_dim: 4}
+  - {type: global_average_pooling1d}
+  - {type: dense, units: 2, activation: softmax}
+train:
+  recipe: text_folder
+  data: docs
+  test_split: 0.25
+  epochs: 1
+  batch_size: 4
+"""
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("written", "tokens"),
+    [
+        ("Hello, world!", ["Hello", "world"]),
+        # Apostrophes and underscores stay inside a token; digits are words.
+        ("don't stop_me 42x", ["don't", "stop_me", "42x"]),
+        # RE2's \w is ASCII: every other character splits, as a space does.
+        ("héllo wörld", ["h", "llo", "w", "rld"]),
+        ("日本語 text😀more", ["text", "more"]),
+        ("e\u0301t\u00e9", ["e", "t"]),  # a combining mark splits too
+        # The text ends at its first NUL, as a C string does.
+        ("keep\x00dropped", ["keep"]),
+        ("  \t\n ", []),
+    ],
+)
+def test_the_tokenizer_splits_as_mediapipes_regex_tokenizer(
+    written: str, tokens: list[str]
+) -> None:
+    assert Tokenizer().tokens(written) == tokens
+
+
+@pytest.mark.unit
+def test_lowercase_changes_ascii_letters_only() -> None:
+    """MediaPipe does not lower-case; lowercase: true lower-cases what its
+    tokens can hold, ASCII letters, and nothing else: the Kelvin sign, which
+    str.lower turns into an ASCII k, stays a delimiter."""
+    assert Tokenizer(lowercase=True).tokens("GREAT Movie \u212aelvin") == [
+        "great",
+        "movie",
+        "elvin",
+    ]
+    assert Tokenizer().tokens("GREAT Movie") == ["GREAT", "Movie"]
+
+
+@pytest.mark.unit
+def test_the_vocabulary_is_the_specials_then_the_most_frequent_tokens() -> None:
+    counts = Counter(["b", "a", "a", "c", "b", "d", "with space", "<PAD>"])
+    counts.update(["with space"] * 5)
+    # Ties keep the order first seen; a token a vocabulary line cannot hold
+    # (a space) stays out, and so does one spelled like a special token.
+    assert text.vocabulary(counts, 2) == [*SPECIAL, "b", "a"]
+    assert text.vocabulary(counts, 10) == [*SPECIAL, "b", "a", "c", "d"]
+
+
+@pytest.mark.unit
+def test_ids_start_with_start_and_are_cut_and_padded_to_max_len() -> None:
+    ids = {token: i for i, token in enumerate([*SPECIAL, "a", "b"])}
+    assert text.encode(["a", "zz", "b"], ids, 6) == [1, 3, 2, 4, 0, 0]
+    assert text.encode(["a", "b", "a", "b"], ids, 3) == [1, 3, 4]
+    assert text.encode([], ids, 2) == [ids[START], ids[PAD]]
+    assert ids[UNKNOWN] == 2
+
+
+@pytest.mark.unit
+def test_a_vocabulary_file_reads_back_as_written() -> None:
+    tokens = [*SPECIAL, "it's", "naïve", "x"]
+    written = text.vocabulary_text(tokens)
+    assert written.splitlines()[:4] == ["<PAD> 0", "<START> 1", "<UNKNOWN> 2", "it's 3"]
+    assert text.read_vocabulary(written) == tokens
+    with pytest.raises(ValueError, match="not 'token id'"):
+        text.read_vocabulary("<PAD> zero\n")
+    with pytest.raises(ValueError, match="without gaps"):
+        text.read_vocabulary("<PAD> 0\n<START> 2\n")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("regex", "problem"),
+    [
+        (r"\s*", "matches the empty string"),
+        (r"(?=a)b", "lookahead"),
+        (r"(a)\1", "backreference"),
+        (r"[a-", "is not a regular expression"),
+        (r"[^\w']+", None),
+        (r"[\s,.;]+", None),
+    ],
+)
+def test_a_regex_mediapipe_cannot_split_by_is_refused(
+    regex: str, problem: str | None
+) -> None:
+    found = text.regex_problem(regex)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
+
+
+@pytest.mark.unit
+def test_a_text_spec_plans_an_embedding_sized_by_its_vocabulary(
+    tmp_path: Path,
+) -> None:
+    plan = plan_text(SPEC + "  text: {max_tokens: 500}\n", tmp_path)
+    embedding = plan.layers[0]
+    assert embedding.weights[0].shape == (503, 4)
+    assert plan.recipe.text == text.TextSettings(max_tokens=500)
+    assert plan_text(SPEC, tmp_path).layers[0].weights[0].shape == (10_003, 4)
+
+
+@pytest.mark.unit
+def test_text_spec_errors_are_placed(tmp_path: Path) -> None:
+    bad_regex = SPEC + "  text: {regex: '\\s*'}\n"
+    assert compile_errors(bad_regex, tmp_path) == [
+        "spec.yaml:14:17: error: train.text.regex: matches the "
+        "empty string, so it cannot split text (MediaPipe's tokenizer would "
+        "never finish)"
+    ]
+    npz = SPEC.replace("recipe: text_folder", "recipe: npz").replace(
+        "  test_split: 0.25\n", "  num_classes: 2\n"
+    )
+    assert compile_errors(npz + "  text: {max_tokens: 5}\n", tmp_path) == [
+        "spec.yaml:14:9: error: train.text: text is only for the text_folder recipe"
+    ]
+    assert compile_errors(npz, tmp_path) == [
+        "spec.yaml:5:5: error: layers[0]: input_dim: needed; only a text "
+        "recipe's vocabulary gives it (text_folder)"
+    ]
+    dense_first = SPEC.replace(
+        "  - {type: embedding, output_dim: 4}\n  - {type: global_average_pooling1d}\n",
+        "",
+    )
+    assert compile_errors(dense_first, tmp_path) == [
+        "spec.yaml:5:12: error: layers[0].type: the model's input is token ids, "
+        "so the layers reading it look them up: an embedding, not a dense"
+    ]
+    image_shape = SPEC.replace("shape: [8]", "shape: [8, 8]")
+    assert any(
+        "recipe 'text_folder' gives each document as [max_len] token ids" in error
+        for error in compile_errors(image_shape, tmp_path)
+    )
