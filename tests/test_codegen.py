@@ -107,8 +107,9 @@ def checked_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "mnist_mlp.py",
         "mnist_resnet.py",
         "phone_classifier.py",
+        "text_classifier.py",
     ]
-    assert stdout.count("wrote ") == 9
+    assert stdout.count("wrote ") == 10
     return out
 
 
@@ -116,7 +117,7 @@ def checked_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_check_passes_when_every_module_is_current(checked_in: Path) -> None:
     before = {p.name: p.stat().st_mtime_ns for p in checked_in.iterdir()}
     code, out, _ = run("generate", "--check", "specs", "-o", str(checked_in))
-    assert (code, out) == (EXIT_OK, "9 generated module(s) up to date\n")
+    assert (code, out) == (EXIT_OK, "10 generated module(s) up to date\n")
     assert {p.name: p.stat().st_mtime_ns for p in checked_in.iterdir()} == before
 
 
@@ -127,7 +128,7 @@ def test_check_reports_a_missing_module(checked_in: Path) -> None:
     assert code == EXIT_STALE
     assert out == f"missing {checked_in / 'mnist_cnn.py'}\n"
     assert err == (
-        "1 of 9 generated module(s) out of date; run the same command without "
+        "1 of 10 generated module(s) out of date; run the same command without "
         "--check to update them\n"
     )
     assert not (checked_in / "mnist_cnn.py").exists()

@@ -63,6 +63,7 @@ class OnnxJob:
 
     model_file: Path
     path: Path
+    dtype: str = "float32"  #: the input's (a text model's: int32 ids)
 
 
 def _route(layers: list[LayerPlan]) -> tuple[str | None, dict[str, LayerPlan]]:
@@ -85,17 +86,17 @@ def export_jax(job: OnnxJob, log: Any) -> None:
     jax2onnx."""
     import keras
 
-    _export(keras.saving.load_model(job.model_file), job.path)
+    _export(keras.saving.load_model(job.model_file), job.path, job.dtype)
 
 
-def _export(model: Any, path: Path) -> None:
-    """Keras' ONNX export, its one float32 input (a free batch) given: Keras
-    infers it only for a model it has called since it was loaded. Its
+def _export(model: Any, path: Path, dtype: str) -> None:
+    """Keras' ONNX export, its one input (a free batch, of `dtype`) given:
+    Keras infers it only for a model it has called since it was loaded. Its
     warnings about the exporters' own code are quiet."""
     import keras
 
     shape = (None, *model.input_shape[1:])
-    signature = [keras.InputSpec(shape=shape, dtype="float32", name="input")]
+    signature = [keras.InputSpec(shape=shape, dtype=dtype, name="input")]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -122,6 +123,10 @@ def _rename(path: Path, input_name: str, output_name: str) -> int:
     )
 
 
+#: ONNX Runtime's names of the input types l2compile's models take.
+_DTYPES = {"tensor(float)": "float32", "tensor(int32)": "int32"}
+
+
 def onnx_predict(
     path: Path, x: npt.NDArray[np.float32]
 ) -> tuple[npt.NDArray[np.float32], float]:
@@ -135,13 +140,14 @@ def onnx_predict(
     session = ort.InferenceSession(
         str(path), options, providers=["CPUExecutionProvider"]
     )
-    name = session.get_inputs()[0].name
+    (fed,) = session.get_inputs()
+    dtype = _DTYPES.get(fed.type, np.float32)
     outputs, seconds = [], 0.0
     for start in range(0, len(x), CHUNK):
         interrupts.check()
-        batch = np.ascontiguousarray(x[start : start + CHUNK], dtype=np.float32)
+        batch = np.ascontiguousarray(x[start : start + CHUNK], dtype=dtype)
         began = time.perf_counter()
-        (found,) = session.run(None, {name: batch})[:1]
+        (found,) = session.run(None, {fed.name: batch})[:1]
         seconds += time.perf_counter() - began
         outputs.append(np.asarray(found, dtype=np.float32))
     return np.concatenate(outputs), seconds
@@ -226,9 +232,10 @@ class OnnxFormat(ExportFormat):
         log(f"exporting {ONNX_FILE} (Keras, through {_TOOLS[route]})")
         try:
             if route == "jax":
-                processes.run("onnx", "jax", OnnxJob(job.model_file, path), log)
+                job_ = OnnxJob(job.model_file, path, plan.recipe.input_dtype)
+                processes.run("onnx", "jax", job_, log)
             else:
-                _export(model, path)
+                _export(model, path, plan.recipe.input_dtype)
             opset = _rename(path, deploy.INPUT_NAME, plan.task.output_name)
         except BuildError:
             raise
@@ -322,6 +329,6 @@ def _model_json(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
     return {
         "file": entry["file"],
         "opset": entry["opset"],
-        "runtime": "ONNX Runtime (onnxruntime), float32 in and out",
+        "runtime": "ONNX Runtime (onnxruntime), float32 out",
         **tensors,
     }

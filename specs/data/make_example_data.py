@@ -19,6 +19,12 @@ recipe (x_train, y_train, x_test, y_test), split 80/20 with a fixed seed
   UCI optical-recognition digits, 1,797 8x8 images (pixels 0 to 16), each
   with four labels of the digit drawn: even, prime, at least 5, and drawn
   with a closed loop (0, 6, 8, 9).
+
+It also writes tickets/ (specs/text_classifier.yaml, recipe text_folder):
+600 short customer-support messages, 200 in each of billing/, delivery/ and
+technical/, one .txt file each. They are made up, from phrases of each
+topic and phrases any message may have, seeded; a stand-in for your own
+folder of documents, not a benchmark (docs/text.md has one on real text).
 """
 
 from __future__ import annotations
@@ -89,6 +95,68 @@ def digit_attributes() -> dict[str, np.ndarray]:
     return split(data.data.astype(np.float32), labels, digit)
 
 
+#: Phrases of each topic of tickets/, and phrases any message may have.
+TICKET_TOPICS = {
+    "billing": [
+        "I was charged twice this month",
+        "my invoice shows the wrong amount",
+        "please refund the last payment",
+        "why did my card get billed again",
+        "the subscription price went up without notice",
+        "can I get a receipt for my order",
+        "cancel my plan and stop the charges",
+    ],
+    "delivery": [
+        "my parcel has not arrived yet",
+        "the tracking number does not work",
+        "the courier left the box at the wrong address",
+        "the package came damaged",
+        "when will my order be shipped",
+        "can I change the delivery date",
+        "the parcel is stuck at the depot",
+    ],
+    "technical": [
+        "the app crashes when I log in",
+        "I cannot reset my password",
+        "the page shows an error after the update",
+        "sync stopped working on my phone",
+        "the screen freezes when I upload a photo",
+        "notifications no longer show up",
+        "the website is very slow today",
+    ],
+}
+TICKET_COMMON = [
+    "Hello,",
+    "Hi team,",
+    "Thanks in advance.",
+    "This is urgent!",
+    "I've tried twice already.",
+    "Could you help me?",
+    "Order #4417.",
+    "Regards, Sam",
+    "It's the third time this week 😞",
+]
+TICKETS_PER_TOPIC = 200
+
+
+def tickets(folder: Path) -> int:
+    """Write tickets/<topic>/<n>.txt: each message two or three of its
+    topic's phrases among two or three common ones, in a seeded order."""
+    rng = np.random.default_rng(SEED)
+    count = 0
+    for topic, phrases in TICKET_TOPICS.items():
+        (folder / topic).mkdir(parents=True, exist_ok=True)
+        for i in range(TICKETS_PER_TOPIC):
+            own = rng.choice(phrases, size=rng.integers(1, 3), replace=False)
+            common = rng.choice(TICKET_COMMON, size=rng.integers(1, 4), replace=False)
+            parts = [*own, *common]
+            order = rng.permutation(len(parts))
+            text = " ".join(str(parts[j]) for j in order)
+            (folder / topic / f"{i:03d}.txt").write_text(text + "\n", encoding="utf-8")
+            count += 1
+    return count
+
+
 def main(folder: Path = HERE) -> None:
     try:
         import sklearn  # noqa: F401
@@ -110,6 +178,8 @@ def main(folder: Path = HERE) -> None:
             f"wrote {path} ({len(arrays['x_train'])} train, "
             f"{len(arrays['x_test'])} test samples)"
         )
+    count = tickets(folder / "tickets")
+    print(f"wrote {folder / 'tickets'} ({count} documents in 3 class folders)")
 
 
 if __name__ == "__main__":
