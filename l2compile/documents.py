@@ -70,10 +70,38 @@ def encode_all(
     paths: np.ndarray, tokenizer: text.Tokenizer, ids: dict[str, int], max_len: int
 ) -> np.ndarray:
     """Each document's token ids, one row each (int32)."""
-    rows = np.zeros((len(paths), max_len), dtype=np.int32)
-    for i, document in enumerate(_texts(paths)):
-        rows[i] = text.encode(tokenizer.tokens(document), ids, max_len)
-    return rows
+    return encode_texts(_texts(paths), tokenizer, ids, max_len, len(paths))
+
+
+def encode_texts(
+    texts: Iterable[str],
+    tokenizer: text.Tokenizer,
+    ids: dict[str, int],
+    max_len: int,
+    count: int | None = None,
+) -> np.ndarray:
+    """Each text's token ids, one row each (int32); `count`: how many texts
+    there are, where known (the rows are then filled in place)."""
+    if count is None:
+        rows = [text.encode(tokenizer.tokens(t), ids, max_len) for t in texts]
+        return np.array(rows, dtype=np.int32).reshape((-1, max_len))
+    found = np.zeros((count, max_len), dtype=np.int32)
+    for i, document in enumerate(texts):
+        found[i] = text.encode(tokenizer.tokens(document), ids, max_len)
+    return found
+
+
+def check_vocabulary(
+    where: Path, vocabulary: Sequence[str], model_input: ModelInput
+) -> None:
+    """The embedding must look up every id of the vocabulary."""
+    if model_input.ids is not None and len(vocabulary) > model_input.ids:
+        raise BuildError(
+            f"{where}: the vocabulary has {len(vocabulary):,} tokens (the "
+            f"specials included), but the embedding looks up {model_input.ids:,} "
+            "ids (input_dim); leave input_dim out to size it by the vocabulary, "
+            "or lower train.text.max_tokens"
+        )
 
 
 def read_folder(
@@ -96,13 +124,7 @@ def read_folder(
     if vocabulary is None:
         counts = text.count(tokenizer, _texts(layout.x_train))
         vocabulary = tuple(text.vocabulary(counts, settings.max_tokens))
-    if model_input.ids is not None and len(vocabulary) > model_input.ids:
-        raise BuildError(
-            f"{folder}: the vocabulary has {len(vocabulary):,} tokens (the "
-            f"specials included), but the embedding looks up {model_input.ids:,} "
-            "ids (input_dim); leave input_dim out to size it by the vocabulary, "
-            "or lower train.text.max_tokens"
-        )
+    check_vocabulary(folder, vocabulary, model_input)
     ids = {token: i for i, token in enumerate(vocabulary)}
     (max_len,) = model_input.shape
     x_train = encode_all(layout.x_train, tokenizer, ids, max_len)
@@ -117,18 +139,18 @@ def read_folder(
         train_ids=layout.relative(folder, test=False),
         test_ids=layout.relative(folder, test=True),
         vocabulary=vocabulary,
-        warnings=_unused(x_train, vocabulary),
+        warnings=unknown_warning(x_train),
     )
 
 
-def _unused(x_train: np.ndarray, vocabulary: Sequence[str]) -> tuple[str, ...]:
-    """A warning where the training documents are mostly unknown tokens."""
+def unknown_warning(x_train: np.ndarray) -> tuple[str, ...]:
+    """A warning where most of the training texts' tokens are unknown."""
     tokens = x_train > text.SPECIAL.index(text.START)
     unknown = x_train == text.SPECIAL.index(text.UNKNOWN)
     if tokens.sum() and unknown.sum() / tokens.sum() > 0.5:
         share = unknown.sum() / tokens.sum()
         return (
-            f"{share:.0%} of the training documents' tokens are <UNKNOWN>: raise "
+            f"{share:.0%} of the training texts' tokens are <UNKNOWN>: raise "
             "train.text.max_tokens, or check train.text.regex",
         )
     return ()

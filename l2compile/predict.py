@@ -32,6 +32,7 @@ from l2compile.generate import Compiled, compile_spec
 from l2compile.nodes import ModelPlan
 from l2compile.parquet import parquet_records
 from l2compile.sources.csv import Csv
+from l2compile.sources.text_input import ReadsText
 
 __all__ = ["MODELS", "Predictions", "predict_build"]
 
@@ -81,7 +82,8 @@ def predict_build(
     else:
         raise BuildError(
             f"predict reads new rows of a table (recipe csv), new images "
-            f"(recipe image_folder) or new documents (recipe text_folder); {build} "
+            f"(recipe image_folder) or new texts (text_folder, a csv's text column); "
+            f"{build} "
             f"was built from recipe {plan.recipe.name!r}: use its generated module"
         )
     log(f"predicting {len(keys):,} samples with {artifact}")
@@ -165,17 +167,19 @@ def _images(
 
 
 def _documents(plan: ModelPlan, artifact: Path, data: Path) -> tuple[list[str], Any]:
-    """New documents (a .txt file, or a folder of them), tokenized by the
-    vocabulary the model was trained with."""
+    """New texts (a text folder's .txt files, a csv's text column), tokenized
+    by the vocabulary the model was trained with."""
     from l2compile import documents, text
 
     vocabulary = documents.trained_vocabulary(artifact)
-    paths, keys = documents.new_documents(data)
-    settings = plan.recipe.text or text.TextSettings()
+    recipe = plan.recipe
+    assert isinstance(recipe, ReadsText), "a text model's recipe reads text"
+    keys, texts = recipe.new_texts(data)
+    settings = recipe.settings
     tokenizer = text.Tokenizer(settings.regex, settings.lowercase)
     ids = {token: i for i, token in enumerate(vocabulary)}
     (max_len,) = plan.input_shape
-    return keys, documents.encode_all(np.array(paths), tokenizer, ids, max_len)
+    return keys, documents.encode_texts(texts, tokenizer, ids, max_len, len(texts))
 
 
 def _names(build: Path, plan: ModelPlan) -> Sequence[str]:

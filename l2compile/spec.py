@@ -361,7 +361,7 @@ class MissingSpec(StrictModel):
     )
 
 
-ColumnKind = Literal["numeric", "categorical", "date", "ignore"]
+ColumnKind = Literal["numeric", "categorical", "date", "text", "ignore"]
 
 
 def _strptime_format(value: str) -> str:
@@ -773,6 +773,40 @@ class TrainSpec(StrictModel):
                 "column '{column}' is a feature and ignored (train.columns); "
                 "keep it in one of them",
                 {"column": ignored[0], "field": "features"},
+            )
+        return self._text_column()
+
+    def _text_column(self) -> TrainSpec:
+        """A csv's text column is the model's one input: MediaPipe's
+        TextClassifier feeds one tensor of token ids."""
+        texts = [name for name, kind in (self.columns or {}).items() if kind == "text"]
+        if texts and self.recipe != "csv":
+            raise PydanticCustomError(
+                "recipe_field",
+                "a text column is only for the csv recipe (a folder of documents: "
+                "recipe text_folder)",
+                {"field": "columns"},
+            )
+        if len(texts) > 1:
+            raise PydanticCustomError(
+                "recipe_field",
+                "columns '{first}' and '{second}' are both text; a text model "
+                "reads one text column (MediaPipe's TextClassifier feeds one)",
+                {"first": texts[0], "second": texts[1], "field": "columns"},
+            )
+        if texts and self.features is not None and self.features != texts:
+            raise PydanticCustomError(
+                "recipe_field",
+                "column '{column}' is text, so it is the model's only input: "
+                "features must be [{column}] alone, or left out",
+                {"column": texts[0], "field": "features"},
+            )
+        if self.recipe == "csv" and self.text is not None and not texts:
+            raise PydanticCustomError(
+                "recipe_field",
+                "text sets how a text column is tokenized, and no column is "
+                "text: give one the type text in train.columns",
+                {"field": "text"},
             )
         return self
 

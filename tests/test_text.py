@@ -143,7 +143,8 @@ def test_text_spec_errors_are_placed(tmp_path: Path) -> None:
         "  test_split: 0.25\n", "  num_classes: 2\n"
     )
     assert compile_errors(npz + "  text: {max_tokens: 5}\n", tmp_path) == [
-        "spec.yaml:14:9: error: train.text: text is only for the text_folder recipe"
+        "spec.yaml:14:9: error: train.text: text is only for the csv and "
+        "text_folder recipes"
     ]
     assert compile_errors(npz, tmp_path) == [
         "spec.yaml:5:5: error: layers[0]: input_dim: needed; only a text "
@@ -159,6 +160,80 @@ def test_text_spec_errors_are_placed(tmp_path: Path) -> None:
     ]
     image_shape = SPEC.replace("shape: [8]", "shape: [8, 8]")
     assert any(
-        "recipe 'text_folder' gives each document as [max_len] token ids" in error
+        "recipe 'text_folder' gives each text as [max_len] token ids" in error
         for error in compile_errors(image_shape, tmp_path)
     )
+
+
+CSV_SPEC = """\
+name: reviews
+input: {shape: [8]}
+l2: 0.001
+layers:
+  - {type: embedding, output_dim: 4}
+  - {type: global_average_pooling1d}
+  - {type: dense, units: 2, activation: softmax}
+train:
+  recipe: csv
+  data: reviews.csv
+  label: sentiment
+  columns: {review: text}
+  test_split: 0.25
+  epochs: 1
+  batch_size: 4
+"""
+
+
+@pytest.mark.unit
+def test_a_csv_text_column_plans_a_text_model(tmp_path: Path) -> None:
+    from l2compile.sources.csv_text import CsvText
+
+    plan = plan_text(CSV_SPEC, tmp_path)
+    assert isinstance(plan.recipe, CsvText)
+    assert plan.recipe.column == "review"
+    assert plan.recipe.input_dtype == "int32" and not plan.recipe.encodes
+    assert plan.layers[0].weights[0].shape == (10_003, 4)
+    plain = (
+        CSV_SPEC.replace("  columns: {review: text}\n", "")
+        .replace("  - {type: embedding, output_dim: 4}\n", "")
+        .replace("  - {type: global_average_pooling1d}\n", "")
+        .replace("input: {shape: [8]}\n", "")
+    )
+    assert not isinstance(plan_text(plain, tmp_path).recipe, CsvText)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ("columns: {review: text}", "columns: {review: text, title: text}"),
+            "spec.yaml:12:12: error: train.columns: columns 'review' and 'title' "
+            "are both text; a text model reads one text column (MediaPipe's "
+            "TextClassifier feeds one)",
+        ),
+        (
+            (
+                "columns: {review: text}",
+                "columns: {review: text}\n  features: [review, stars]",
+            ),
+            "spec.yaml:13:13: error: train.features: column 'review' is text, so it "
+            "is the model's only input: features must be [review] alone, or left out",
+        ),
+        (
+            ("columns: {review: text}", "text: {max_tokens: 50}"),
+            "spec.yaml:12:9: error: train.text: text sets how a text column is "
+            "tokenized, and no column is text: give one the type text in "
+            "train.columns",
+        ),
+        (
+            ("recipe: csv", "recipe: parquet"),
+            "spec.yaml:12:12: error: train.columns: a text column is only for the "
+            "csv recipe (a folder of documents: recipe text_folder)",
+        ),
+    ],
+)
+def test_csv_text_column_errors_are_placed(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    assert compile_errors(CSV_SPEC.replace(*change), tmp_path) == [message]

@@ -341,3 +341,160 @@ def test_the_generated_module_trains_and_predicts_beside_only_keras_jax_numpy(
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     assert predicted.stdout.strip().splitlines()[-1] == "[1, 0]"
     assert "tensorflow" not in (trained.stderr + predicted.stderr).lower()
+
+
+CSV_SPEC = """\
+name: reviews
+input: {shape: [24]}
+l2: 0.0001
+layers:
+  - {type: embedding, output_dim: 16}
+  - {type: global_average_pooling1d}
+  - {type: dense, units: 16, activation: relu}
+  - {type: dense, units: 3, activation: softmax}
+train:
+  recipe: csv
+  data: reviews.csv
+  label: topic
+  columns: {review: text, id: ignore}
+  test_split: 0.25
+  epochs: 12
+  batch_size: 16
+  optimizer: {learning_rate: 0.01}
+export: {formats: [keras, tflite], tflite: {quantize: [none, dynamic]}}
+"""
+
+
+def make_text_table(path: Path, rows: int = 240, seed: int = 1) -> None:
+    """A CSV of topics: an id, a text column with quoted commas and line
+    breaks, the topic (missing in a few rows), and a column no one reads."""
+    import csv
+
+    rng = random.Random(seed)
+    filler = FILLER.split(" ")
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "review", "topic", "stars"])
+        for i in range(rows):
+            topic = rng.choice(list(TOPICS))
+            words = TOPICS[topic].split(" ")
+            picked = [
+                rng.choice(words if rng.random() < 0.4 else filler)
+                for _ in range(rng.randint(3, 30))
+            ]
+            review = " ".join(picked) + (',\n"quoted", on two lines' if i % 7 else "")
+            writer.writerow([i, review, topic if i % 40 else " ", rng.randint(1, 5)])
+
+
+@pytest.fixture(scope="module")
+def built_csv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Path]:
+    folder = tmp_path_factory.mktemp("csv_text")
+    make_text_table(folder / "reviews.csv")
+    spec = folder / "spec.yaml"
+    spec.write_text(CSV_SPEC, encoding="utf-8")
+    compiled = compile_spec(spec)
+    assert not isinstance(compiled, list), [str(e) for e in compiled]
+    out = folder / "build"
+    said: list[str] = []
+    result = builder.build(compiled.plan, compiled.code, out, log=said.append)
+    assert any(
+        "column 'stars' is not read: a text model reads its text column 'review'"
+        in line
+        for line in said
+    ), said
+    assert any("dropped 6 rows without a label in 'topic'" in line for line in said)
+    return out, result.metrics, folder / "reviews.csv"
+
+
+@pytest.mark.build
+def test_a_csv_text_column_builds_a_text_classifier(
+    built_csv: tuple[Path, Any, Path], tmp_path: Path
+) -> None:
+    """The table's rules pick the rows and labels; the text column's cells
+    are the ids; the generated module reads the file the same way."""
+    import importlib.util
+    import json
+
+    from l2compile.datasets import load_dataset
+    from l2compile.generate import compile_spec
+
+    out, metrics, table = built_csv
+    assert metrics["test_accuracy"] >= 0.8
+    model_json = json.loads((out / "model.json").read_text())
+    assert model_json["files"]["none"]["input"] == {"dtype": "int32", "shape": [1, 24]}
+    assert (out / "labels.txt").read_text().split() == sorted(TOPICS)
+    compiled = compile_spec(table.parent / "spec.yaml")
+    assert not isinstance(compiled, list)
+    plan = compiled.plan
+    dataset = load_dataset(
+        plan.recipe,
+        table,
+        model_input=plan.model_input,
+        seed=plan.split_seed,
+    )
+    spec = importlib.util.spec_from_file_location("reviews_module", out / "reviews.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (x_train, y_train), (x_test, y_test), vocabulary = module.load_data(str(table))
+    assert vocabulary == list(dataset.vocabulary)
+    assert vocabulary == text.read_vocabulary((out / "vocab.txt").read_text())
+    np.testing.assert_array_equal(x_train, dataset.x_train)
+    np.testing.assert_array_equal(x_test, dataset.x_test)
+    np.testing.assert_array_equal(y_train, dataset.y_train)
+    np.testing.assert_array_equal(y_test, dataset.y_test)
+    # predict reads the text column of a new CSV, its other columns aside.
+    from click.testing import CliRunner
+
+    from l2compile.cli import main
+
+    new = tmp_path / "new.csv"
+    new.write_text('review,x\n"orbit, rocket and moon",1\n"flour oven bake",2\n')
+    predicted = CliRunner().invoke(main, ["predict", str(out), "--data", str(new)])
+    assert predicted.exit_code == 0, predicted.output
+    rows = [line.split(",")[:2] for line in predicted.stdout.splitlines()[1:]]
+    assert rows == [["2", "space"], ["3", "cooking"]]
+
+
+@pytest.mark.build
+def test_a_text_column_needs_a_classifier(tmp_path: Path) -> None:
+    """MediaPipe's TextClassifier runs a softmax over classes: a text column
+    under another task stops the build before training, saying so."""
+    from l2compile.errors import BuildError
+
+    make_text_table(tmp_path / "reviews.csv", rows=40)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        CSV_SPEC.replace("label: topic", "label: stars")
+        .replace("units: 3, activation: softmax", "units: 1")
+        .replace("name: reviews", "name: reviews\ntask: regression"),
+        encoding="utf-8",
+    )
+    compiled = compile_spec(spec)
+    assert not isinstance(compiled, list), [str(e) for e in compiled]
+    with pytest.raises(BuildError, match="column 'review' is text: its model is a"):
+        builder.build(compiled.plan, compiled.code, tmp_path / "out", log=print)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.external
+def test_mediapipe_runs_a_csv_text_models_files(
+    built_csv: tuple[Path, Any, Path], mediapipe_text: Any
+) -> None:
+    import csv
+
+    out, metrics, table = built_csv
+    with table.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for entry in metrics["tflite"]["files"].values():
+        with _classifier(mediapipe_text, out / entry["file"], 1) as classifier:
+            named = [
+                classifier.classify(row["review"]).classifications[0].categories[0]
+                for row in rows[:60]
+            ]
+        assert {top.category_name for top in named} <= set(TOPICS)
+        right = sum(
+            top.category_name == row["topic"]
+            for top, row in zip(named, rows, strict=False)
+        )
+        assert right >= 0.8 * 60, (entry["file"], right)

@@ -306,7 +306,10 @@ class GraphPlanner(Planner):
         """A text recipe's vocabulary size, which sizes embeddings that leave
         out input_dim (None: the recipe reads no text)."""
         train = self.spec.train
-        if not SOURCES[train.recipe].vocabulary_size:
+        kinds = [
+            kind for kind in (train.columns or {}).values() if isinstance(kind, str)
+        ]
+        if not SOURCES[train.recipe].reads_text(kinds):
             return None
         max_tokens = train.text.max_tokens if train.text else DEFAULT_MAX_TOKENS
         return TextSettings(max_tokens=max_tokens).capacity

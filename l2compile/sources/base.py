@@ -184,6 +184,18 @@ class Source:
     #: A text recipe's tokenizer and vocabulary size (train.text).
     text: TextSettings | None = None
 
+    @classmethod
+    def reads_text(cls, kinds: Sequence[str]) -> bool:
+        """Whether the source reads text, with columns of these declared
+        kinds (train.columns): its vocabulary then sizes embeddings."""
+        return cls.vocabulary_size
+
+    @classmethod
+    def configured(cls, **data: Any) -> Source:
+        """The source a spec's fields make of this kind: itself, or a variant
+        the fields pick (a csv with a text column reads text)."""
+        return cls(**data)
+
     @property
     def template(self) -> str:
         """Its fragment of the generated module's template."""
@@ -353,7 +365,7 @@ def source_for(name: str, num_classes: int | None = None, **data: Any) -> Source
     spec says, and `data` (Source's fields) locating the user's files."""
     if num_classes is not None:
         data["num_classes"] = num_classes
-    return SOURCES[name](**data)
+    return SOURCES[name].configured(**data)
 
 
 def taking(field: str) -> list[str]:

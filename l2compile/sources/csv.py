@@ -36,7 +36,7 @@ class Csv(Source):
     encodes: ClassVar[bool] = True
     wanted: ClassVar[str] = "a CSV file"
     fields: ClassVar[frozenset[str]] = frozenset(
-        {"data", "data_files", "num_classes", "labels", "columns", "test_split"}
+        {"data", "data_files", "num_classes", "labels", "columns", "test_split", "text"}
     )
     needs: ClassVar[frozenset[str]] = frozenset({"columns"})
     imports: ClassVar[tuple[str, ...]] = (
@@ -51,6 +51,19 @@ class Csv(Source):
     #: Read with Arrow first (l2compile.tables_arrow), which gives the Python
     #: reader's dataset or falls back to it.
     arrow: ClassVar[bool] = True
+
+    @classmethod
+    def reads_text(cls, kinds: Sequence[str]) -> bool:
+        """A csv with a text column reads text (l2compile.sources.csv_text)."""
+        return cls is Csv and "text" in kinds
+
+    @classmethod
+    def configured(cls, **data: Any) -> Source:
+        if cls.reads_text([t.kind for t in data.get("types", ())]):
+            from l2compile.sources.csv_text import CsvText
+
+            return CsvText(**data)
+        return cls(**data)
 
     def constants(self) -> list[tuple[str, str, str]]:
         found = super().constants()

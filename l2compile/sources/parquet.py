@@ -20,6 +20,8 @@ class Parquet(Csv):
     wanted: ClassVar[str] = "a Parquet file or a folder of them"
     example: ClassVar[str] = "data.parquet"
     arrow: ClassVar[bool] = False  #: its rows come from l2compile.parquet
+    #: A text column is the csv recipe's alone.
+    fields: ClassVar[frozenset[str]] = Csv.fields - {"text"}
     imports: ClassVar[tuple[str, ...]] = (
         *(line for line in Csv.imports if line != "import csv"),
         "from pathlib import Path",

@@ -100,7 +100,9 @@ EXTENSIONS = (".txt",)
 #: The delimiter, as MediaPipe's RE2 reads it: \w is ASCII only there.
 DELIMITER = re.compile(REGEX, re.ASCII)
 #: Lower-cases ASCII letters only (str.lower also changes others).
-ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+ASCII_LOWER = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz"
+)
 
 
 def tokenize(text: str) -> list[str]:
@@ -113,32 +115,13 @@ def tokenize(text: str) -> list[str]:
     return [piece for piece in DELIMITER.split(text) if piece]
 
 
-def read_text(path: str) -> str:
-    """A document's text: UTF-8, a leading byte-order mark dropped."""
-    with open(path, encoding="utf-8-sig") as f:
-        return f.read()
-
-
-def list_documents(folder: str) -> dict[str, list[str]]:
-    """Each class folder of `folder` (sorted by name), with its documents."""
-    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
-    return {
-        name: sorted(
-            os.path.join(folder, name, e.name)
-            for e in os.scandir(os.path.join(folder, name))
-            if e.is_file() and e.name.lower().endswith(EXTENSIONS)
-        )
-        for name in classes
-    }
-
-
-def build_vocabulary(paths: Iterable[str]) -> list[str]:
-    """SPECIAL, then the MAX_TOKENS most frequent tokens of the documents
-    (ties in the order first seen). A token with a space or a line break
-    cannot be a line of VOCABULARY_FILE, and stays out."""
+def build_vocabulary(texts: Iterable[str]) -> list[str]:
+    """SPECIAL, then the MAX_TOKENS most frequent tokens of the texts (ties
+    in the order first seen). A token with a space or a line break cannot be
+    a line of VOCABULARY_FILE, and stays out."""
     counts: Counter[str] = Counter()
-    for path in paths:
-        counts.update(tokenize(read_text(path)))
+    for text in texts:
+        counts.update(tokenize(text))
     kept = [
         token
         for token, _ in counts.most_common()
@@ -173,6 +156,34 @@ def encode(texts: Iterable[str], vocabulary: Sequence[str]) -> np.ndarray:
     return np.concatenate(rows).reshape((-1, *INPUT_SHAPE))
 
 
+def predict(
+    model: keras.Model, texts: Iterable[str], vocabulary: Sequence[str] | None = None
+) -> np.ndarray:
+    """The model's outputs for new texts. `vocabulary`: as load_data gives it,
+    or read_vocabulary()."""
+    vocabulary = read_vocabulary() if vocabulary is None else vocabulary
+    return np.asarray(model.predict(encode(texts, vocabulary), verbose=0))
+
+
+def read_text(path: str) -> str:
+    """A document's text: UTF-8, a leading byte-order mark dropped."""
+    with open(path, encoding="utf-8-sig") as f:
+        return f.read()
+
+
+def list_documents(folder: str) -> dict[str, list[str]]:
+    """Each class folder of `folder` (sorted by name), with its documents."""
+    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    return {
+        name: sorted(
+            os.path.join(folder, name, e.name)
+            for e in os.scandir(os.path.join(folder, name))
+            if e.is_file() and e.name.lower().endswith(EXTENSIONS)
+        )
+        for name in classes
+    }
+
+
 def load_data(
     path: str = DATA,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], list[str]]:
@@ -188,7 +199,7 @@ def load_data(
         for part, picked in (("test", order[:held]), ("train", order[held:])):
             paths[part] += [files[i] for i in np.sort(picked)]
             labels[part] += [label] * len(picked)
-    vocabulary = build_vocabulary(paths["train"])
+    vocabulary = build_vocabulary(map(read_text, paths["train"]))
     train, test = (
         (
             encode(map(read_text, paths[part]), vocabulary),
@@ -197,15 +208,6 @@ def load_data(
         for part in ("train", "test")
     )
     return train, test, vocabulary
-
-
-def predict(
-    model: keras.Model, texts: Iterable[str], vocabulary: Sequence[str] | None = None
-) -> np.ndarray:
-    """The model's outputs for new texts. `vocabulary`: as load_data gives it,
-    or read_vocabulary()."""
-    vocabulary = read_vocabulary() if vocabulary is None else vocabulary
-    return np.asarray(model.predict(encode(texts, vocabulary), verbose=0))
 
 
 def preprocess(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
