@@ -100,9 +100,7 @@ EXTENSIONS = (".txt",)
 #: The delimiter, as MediaPipe's RE2 reads it: \w is ASCII only there.
 DELIMITER = re.compile(REGEX, re.ASCII)
 #: Lower-cases ASCII letters only (str.lower also changes others).
-ASCII_LOWER = str.maketrans(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz"
-)
+ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def tokenize(text: str) -> list[str]:
