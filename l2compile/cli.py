@@ -302,7 +302,8 @@ def eval_(
     required=True,
     type=click.Path(path_type=Path),
     help="New rows (a CSV file with the columns the model reads, labels "
-    "optional) or images (a folder, searched through, or one file).",
+    "optional), images or .txt documents (a folder, searched through, or one "
+    "file).",
 )
 @click.option(
     "--model",
@@ -326,10 +327,10 @@ def predict(
     out: Path | None,
     verbose: bool,
 ) -> None:
-    """Predict with a build's model on new rows of a table or new images.
+    """Predict with a build's model on new rows of a table, images or texts.
 
-    Writes one row per input: its key (the line a row starts on, or an
-    image's path in the folder), the class predicted and each class's
+    Writes one row per input: its key (the line a row starts on, or a file's
+    path in the folder), the class predicted and each class's
     probability (probability_<class>), or one column per regression target.
     The data is read with the build's own rules and encoders."""
     if verbose:
