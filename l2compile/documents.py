@@ -13,7 +13,6 @@ that is not UTF-8, stops the build with its path and the place.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -157,28 +156,8 @@ def unknown_warning(x_train: np.ndarray) -> tuple[str, ...]:
 
 
 def new_documents(path: Path) -> tuple[list[str], list[str]]:
-    """The documents predict reads: `path` itself, or every .txt file under
-    the folder `path` (sorted, links to folders not followed), with each one's
-    key (its path relative to the folder, or its name)."""
-    if path.is_file():
-        return [str(path)], [path.name]
-    found, keys = [], []
-    try:
-        for root, names_of_folders, names in os.walk(path, onerror=_raise):
-            names_of_folders.sort()
-            for name in sorted(names):
-                if name.lower().endswith(EXTENSIONS):
-                    found.append(os.path.join(root, name))
-                    keys.append(Path(root, name).relative_to(path).as_posix())
-    except OSError as exc:
-        raise BuildError(f"{path}: cannot list: {exc.strerror or exc}") from exc
-    if not found:
-        raise BuildError(f"{path}: no documents ({', '.join(EXTENSIONS)})")
-    return found, keys
-
-
-def _raise(error: OSError) -> None:
-    raise error
+    """The documents predict reads (`folders.files_under`), with their keys."""
+    return folders.files_under(KIND, path)
 
 
 #: The most bytes of a build's vocabulary file read (a million tokens of up

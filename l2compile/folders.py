@@ -28,7 +28,15 @@ import numpy as np
 from l2compile.errors import BuildError, some_of
 from l2compile.recipes import ModelInput
 
-__all__ = ["Kind", "Layout", "class_files", "has_split", "read_layout", "split"]
+__all__ = [
+    "Kind",
+    "Layout",
+    "class_files",
+    "files_under",
+    "has_split",
+    "read_layout",
+    "split",
+]
 
 
 @dataclass(frozen=True)
@@ -211,3 +219,29 @@ def _check_count(
             f"{folder}: has {len(classes)} class folders ({some_of(list(classes))}), "
             f"but the last layer has {units} units, one per class"
         )
+
+
+def files_under(kind: Kind, path: Path) -> tuple[list[str], list[str]]:
+    """The files predict reads: `path` itself, or every file of the kind's
+    extensions under the folder `path` (sorted, links to folders not
+    followed); with each one's key (its path relative to the folder, or its
+    name)."""
+    if path.is_file():
+        return [str(path)], [path.name]
+    found, keys = [], []
+    try:
+        for root, names_of_folders, names in os.walk(path, onerror=_raise):
+            names_of_folders.sort()
+            for name in sorted(names):
+                if name.lower().endswith(kind.extensions):
+                    found.append(os.path.join(root, name))
+                    keys.append(Path(root, name).relative_to(path).as_posix())
+    except OSError as exc:
+        raise BuildError(f"{path}: cannot list: {exc.strerror or exc}") from exc
+    if not found:
+        raise BuildError(f"{path}: no {kind.noun} ({', '.join(kind.extensions)})")
+    return found, keys
+
+
+def _raise(error: OSError) -> None:
+    raise error

@@ -357,29 +357,8 @@ def check_decodable(paths: np.ndarray) -> None:
 
 
 def new_images(path: Path) -> tuple[list[str], list[str]]:
-    """The images predict reads: `path` itself, or every image file under the
-    folder `path` (sorted, links to folders not followed), each checked as a
-    build checks its images; with each one's key (its path relative to the
-    folder, or its name)."""
-    if path.is_file():
-        found = [str(path)]
-        keys = [path.name]
-    else:
-        found, keys = [], []
-        try:
-            for root, folders, names in os.walk(path, onerror=_raise):
-                folders.sort()
-                for name in sorted(names):
-                    if name.lower().endswith(EXTENSIONS):
-                        found.append(os.path.join(root, name))
-                        keys.append(Path(root, name).relative_to(path).as_posix())
-        except OSError as exc:
-            raise BuildError(f"{path}: cannot list: {exc.strerror or exc}") from exc
-    if not found:
-        raise BuildError(f"{path}: no images ({', '.join(EXTENSIONS)})")
+    """The images predict reads (`folders.files_under`), each checked as a
+    build checks its images, with each one's key."""
+    found, keys = folders.files_under(KIND, path)
     _check_headers(found)
     return found, keys
-
-
-def _raise(error: OSError) -> None:
-    raise error

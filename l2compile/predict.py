@@ -31,8 +31,8 @@ from l2compile.formats import FORMATS
 from l2compile.generate import Compiled, compile_spec
 from l2compile.nodes import ModelPlan
 from l2compile.parquet import parquet_records
+from l2compile.sources.base import ReadsText
 from l2compile.sources.csv import Csv
-from l2compile.sources.text_input import ReadsText
 
 __all__ = ["MODELS", "Predictions", "predict_build"]
 

@@ -774,40 +774,7 @@ class TrainSpec(StrictModel):
                 "keep it in one of them",
                 {"column": ignored[0], "field": "features"},
             )
-        return self._text_column()
-
-    def _text_column(self) -> TrainSpec:
-        """A csv's text column is the model's one input: MediaPipe's
-        TextClassifier feeds one tensor of token ids."""
-        texts = [name for name, kind in (self.columns or {}).items() if kind == "text"]
-        if texts and self.recipe != "csv":
-            raise PydanticCustomError(
-                "recipe_field",
-                "a text column is only for the csv recipe (a folder of documents: "
-                "recipe text_folder)",
-                {"field": "columns"},
-            )
-        if len(texts) > 1:
-            raise PydanticCustomError(
-                "recipe_field",
-                "columns '{first}' and '{second}' are both text; a text model "
-                "reads one text column (MediaPipe's TextClassifier feeds one)",
-                {"first": texts[0], "second": texts[1], "field": "columns"},
-            )
-        if texts and self.features is not None and self.features != texts:
-            raise PydanticCustomError(
-                "recipe_field",
-                "column '{column}' is text, so it is the model's only input: "
-                "features must be [{column}] alone, or left out",
-                {"column": texts[0], "field": "features"},
-            )
-        if self.recipe == "csv" and self.text is not None and not texts:
-            raise PydanticCustomError(
-                "recipe_field",
-                "text sets how a text column is tokenized, and no column is "
-                "text: give one the type text in train.columns",
-                {"field": "text"},
-            )
+        _check_text_column(self)
         return self
 
     @property
@@ -816,6 +783,46 @@ class TrainSpec(StrictModel):
         if self.label is None:
             return ()
         return (self.label,) if isinstance(self.label, str) else tuple(self.label)
+
+
+def _check_text_column(train: TrainSpec) -> None:
+    """A csv's text column is the model's one input: MediaPipe's
+    TextClassifier feeds one tensor of token ids."""
+    texts = [name for name, kind in (train.columns or {}).items() if kind == "text"]
+    source = SOURCES[train.recipe]
+    if texts and not source.reads_text(["text"]):
+        readers = [
+            name
+            for name, kind in SOURCES.items()
+            if "columns" in kind.fields and kind.reads_text(["text"])
+        ]
+        raise PydanticCustomError(
+            "recipe_field",
+            "a text column is only for the {recipes} recipe (a folder of "
+            "documents: recipe text_folder)",
+            {"recipes": spoken_list(readers), "field": "columns"},
+        )
+    if len(texts) > 1:
+        raise PydanticCustomError(
+            "recipe_field",
+            "columns '{first}' and '{second}' are both text; a text model "
+            "reads one text column (MediaPipe's TextClassifier feeds one)",
+            {"first": texts[0], "second": texts[1], "field": "columns"},
+        )
+    if texts and train.features is not None and train.features != texts:
+        raise PydanticCustomError(
+            "recipe_field",
+            "column '{column}' is text, so it is the model's only input: "
+            "features must be [{column}] alone, or left out",
+            {"column": texts[0], "field": "features"},
+        )
+    if train.text is not None and not texts and not source.reads_text([]):
+        raise PydanticCustomError(
+            "recipe_field",
+            "text sets how a text column is tokenized, and no column is "
+            "text: give one the type text in train.columns",
+            {"field": "text"},
+        )
 
 
 if TYPE_CHECKING:

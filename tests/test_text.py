@@ -186,7 +186,7 @@ train:
 
 @pytest.mark.unit
 def test_a_csv_text_column_plans_a_text_model(tmp_path: Path) -> None:
-    from l2compile.sources.csv_text import CsvText
+    from l2compile.sources.csv import CsvText
 
     plan = plan_text(CSV_SPEC, tmp_path)
     assert isinstance(plan.recipe, CsvText)

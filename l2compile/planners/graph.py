@@ -96,6 +96,17 @@ class _Place:
         self.planner.error(path, message)
 
 
+def _vocabulary(spec: Spec) -> int | None:
+    """A text recipe's vocabulary size, which sizes embeddings that leave
+    out input_dim (None: the recipe reads no text)."""
+    train = spec.train
+    kinds = [kind for kind in (train.columns or {}).values() if isinstance(kind, str)]
+    if not SOURCES[train.recipe].reads_text(kinds):
+        return None
+    max_tokens = train.text.max_tokens if train.text else DEFAULT_MAX_TOKENS
+    return TextSettings(max_tokens=max_tokens).capacity
+
+
 def _nth(i: int, automatic: list[str]) -> str:
     """`the 3rd conv2d` for the layer whose automatic name is conv2d_3."""
     kind, n = automatic[i].rsplit("_", 1)
@@ -301,19 +312,6 @@ class GraphPlanner(Planner):
             final_activation=layer.final_activation(),
         )
 
-    @property
-    def vocabulary(self) -> int | None:
-        """A text recipe's vocabulary size, which sizes embeddings that leave
-        out input_dim (None: the recipe reads no text)."""
-        train = self.spec.train
-        kinds = [
-            kind for kind in (train.columns or {}).values() if isinstance(kind, str)
-        ]
-        if not SOURCES[train.recipe].reads_text(kinds):
-            return None
-        max_tokens = train.text.max_tokens if train.text else DEFAULT_MAX_TOKENS
-        return TextSettings(max_tokens=max_tokens).capacity
-
     def layers(self) -> list[LayerPlan]:
         """Every layer planned, each from the shapes of its inputs; a layer
         whose input failed is left out (its error says why)."""
@@ -326,7 +324,7 @@ class GraphPlanner(Planner):
         ):
             if refs is None or any(ref not in shapes for ref in refs):
                 continue
-            sized = layer.sized(self.vocabulary)
+            sized = layer.sized(_vocabulary(self.spec))
             if isinstance(sized, str):
                 _Place(self, ("layers", i)).error(None, sized)
                 continue

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from l2compile.errors import BuildError
 from l2compile.layers.base import py_str
-from l2compile.sources.base import Request, register
-from l2compile.sources.text_input import ReadsText
+from l2compile.sources.base import ReadsText, Request, register
 
 if TYPE_CHECKING:
     from l2compile.datasets import Dataset
