@@ -216,8 +216,8 @@ def _type_name(tfl: Any, tensor_type: int) -> str:
 def _check_scores(tfl: Any, scores: Any, kind: str) -> None:
     if scores.Type() not in (tfl.TensorType.FLOAT32, tfl.TensorType.UINT8):
         raise ValueError(
-            f"MediaPipe's {kind} classifier gives float32 or uint8 scores; this "
-            f"model's output is {_type_name(tfl, scores.Type())}"
+            f"MediaPipe's {kind} classifier takes a float32 or uint8 output; this "
+            f"model's is {_type_name(tfl, scores.Type())}"
         )
 
 

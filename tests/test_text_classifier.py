@@ -134,7 +134,7 @@ def test_the_generated_module_makes_the_builds_vocabulary_and_ids(
     first = sorted((docs / "cooking").glob("*.txt"))
     assert len(x_test) == 45 and set(y_test.tolist()) == {0, 1, 2}
     written = first[0].read_text(encoding="utf-8")
-    assert module.encode([written], vocabulary)[0].tolist() == text.encode(
+    assert module.encode_texts([written], vocabulary)[0].tolist() == text.encode(
         tokenizer.tokens(written), ids, 24
     )
 

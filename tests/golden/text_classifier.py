@@ -141,7 +141,7 @@ def read_vocabulary(path: str = VOCABULARY_FILE) -> list[str]:
     return [token for token, _ in sorted(pairs, key=lambda pair: int(pair[1]))]
 
 
-def encode(texts: Iterable[str], vocabulary: Sequence[str]) -> np.ndarray:
+def encode_texts(texts: Iterable[str], vocabulary: Sequence[str]) -> np.ndarray:
     """Each text as the model reads it: <START>, its tokens' ids (<UNKNOWN>'s
     where the vocabulary lacks one), cut at INPUT_SHAPE[0], padded with <PAD>."""
     ids = {token: i for i, token in enumerate(vocabulary)}
@@ -160,7 +160,7 @@ def predict(
     """The model's outputs for new texts. `vocabulary`: as load_data gives it,
     or read_vocabulary()."""
     vocabulary = read_vocabulary() if vocabulary is None else vocabulary
-    return np.asarray(model.predict(encode(texts, vocabulary), verbose=0))
+    return np.asarray(model.predict(encode_texts(texts, vocabulary), verbose=0))
 
 
 def read_text(path: str) -> str:
@@ -200,7 +200,7 @@ def load_data(
     vocabulary = build_vocabulary(map(read_text, paths["train"]))
     train, test = (
         (
-            encode(map(read_text, paths[part]), vocabulary),
+            encode_texts(map(read_text, paths[part]), vocabulary),
             np.array(labels[part], dtype="int64"),
         )
         for part in ("train", "test")
