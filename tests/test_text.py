@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from l2compile import text
@@ -237,3 +238,100 @@ def test_csv_text_column_errors_are_placed(
     tmp_path: Path, change: tuple[str, str], message: str
 ) -> None:
     assert compile_errors(CSV_SPEC.replace(*change), tmp_path) == [message]
+
+
+def _folder_source(tmp_path: Path, **fields: object) -> tuple[object, object]:
+    from l2compile.recipes import ModelInput
+    from l2compile.sources import source_for
+
+    return (
+        source_for("text_folder", data="docs", test_split=0.5, **fields),
+        ModelInput((6,)),
+    )
+
+
+def _write(folder: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return folder
+
+
+@pytest.mark.unit
+def test_a_text_folder_reads_as_ids_by_its_training_vocabulary(tmp_path: Path) -> None:
+    from l2compile import documents
+
+    docs = _write(
+        tmp_path / "docs",
+        {
+            "neg/a.txt": b"\xef\xbb\xbfbad bad movie",  # a byte-order mark, dropped
+            "neg/b.txt": b"awful",
+            "pos/a.txt": "good caf\u00e9 movie".encode(),
+            "pos/b.txt": b"great",
+        },
+    )
+    recipe, model_input = _folder_source(tmp_path)
+    found = documents.read_folder(recipe, docs, seed=0, model_input=model_input)
+    assert found.classes == ("neg", "pos")
+    # Only the training split's tokens make the vocabulary; a test document's
+    # own tokens read as <UNKNOWN> (2).
+    tokenizer = text.Tokenizer()
+
+    def tokens(files: list[str]) -> set[str]:
+        return {
+            t
+            for f in files
+            for t in tokenizer.tokens((docs / f).read_text(encoding="utf-8-sig"))
+        }
+
+    trained = tokens(found.train_ids.tolist())
+    assert set(found.vocabulary[3:]) == trained
+    assert "caf" not in trained or "caf" in found.vocabulary  # é splits a word
+    only_tested = tokens(found.test_ids.tolist()) - trained
+    assert only_tested and all(2 in row for row in found.x_test)
+    tested = set(found.test_ids.tolist())
+    assert len(tested) == 2 and not tested & set(found.train_ids.tolist())
+    for row in found.x_train:
+        assert row[0] == 1 and row.dtype == np.int32
+
+
+@pytest.mark.unit
+def test_a_document_that_is_not_utf8_is_named_with_its_line(tmp_path: Path) -> None:
+    from l2compile import documents
+    from l2compile.errors import BuildError
+
+    docs = _write(
+        tmp_path / "docs",
+        {
+            "neg/a.txt": b"fine\nstill fine\nbad \xff byte",
+            "neg/b.txt": b"ok",
+            "pos/a.txt": b"ok",
+            "pos/b.txt": b"ok",
+        },
+    )
+    recipe, model_input = _folder_source(tmp_path)
+    with pytest.raises(BuildError) as error:
+        documents.read_folder(recipe, docs, seed=0, model_input=model_input)
+    assert str(error.value) == (
+        f"{docs / 'neg' / 'a.txt'}: line 3: byte 20 is not UTF-8 (b'\\xff'); "
+        "save the file as UTF-8"
+    )
+
+
+@pytest.mark.unit
+def test_an_embedding_smaller_than_the_vocabulary_stops_the_build(
+    tmp_path: Path,
+) -> None:
+    from l2compile import documents
+    from l2compile.errors import BuildError
+    from l2compile.recipes import ModelInput
+
+    docs = _write(
+        tmp_path / "docs",
+        {f"{c}/{i}.txt": f"{c} word{i} other{i}".encode() for c in "ab" for i in "12"},
+    )
+    recipe, _ = _folder_source(tmp_path)
+    with pytest.raises(
+        BuildError, match=r"the vocabulary has \d+ tokens .* looks up 5 ids"
+    ):
+        documents.read_folder(recipe, docs, seed=0, model_input=ModelInput((6,), ids=5))
