@@ -32,11 +32,12 @@ from l2compile import (
     manifest,
     pages,
     processes,
+    tracking,
     workfolder,
 )
 from l2compile import resume as resume_
 from l2compile.contract import import_generated
-from l2compile.datasets import Dataset, load_dataset
+from l2compile.datasets import Dataset, check_validation_share, load_dataset
 from l2compile.errors import BuildError
 from l2compile.formats.base import ExportJob
 from l2compile.generate import Compiled, derive_input
@@ -76,10 +77,7 @@ def build(
     """
     out = Path(os.path.normpath(out))  # build/x/ and build/./x are build/x
     workfolder.check_out_dir(out)
-    backends.check_installed(plan.backend)
-    for exported in formats.chosen(plan.export_formats):
-        if (needed := exported.missing()) is not None:
-            raise BuildError(needed)
+    _check_installed(plan)
     if resume and plan.distribute == "multi_worker":
         raise BuildError(
             "--resume is not available with train.distribute: multi_worker: its "
@@ -98,7 +96,7 @@ def build(
         plan, code = compiled.plan, compiled.code
     if plan.backend_reason:
         log(f"training on {plan.backend} (auto: {plan.backend_reason})")
-    _check_validation_share(plan, len(dataset.x_train))
+    check_validation_share(plan.validation, len(dataset.x_train), plan.source_file)
     epochs = plan.epochs if epochs is None else epochs
     if plan.warmup_epochs >= epochs:
         raise BuildError(
@@ -109,18 +107,34 @@ def build(
     work, lock = workfolder.open_work(out, log)
     try:
         saved = workfolder.take_over(work, out, plan, key, resume, log)
+        run = tracking.build_run(plan, work, resumed=saved is not None, log=log)
+        state = (saved, run)
         try:
             workfolder.check_free_space(work, plan)
             metrics = _build_into(
-                work, out, plan, code, dataset, epochs, key, saved, save_split, log
+                work, out, plan, code, dataset, epochs, key, state, save_split, log
             )
-            return _publish(work, out, metrics, log)
+            result = _publish(work, out, metrics, log)
         except BaseException as exc:
             with interrupts.deferred():  # a second Ctrl-C does not cut this short
+                tracking.end_build(run, None, failure=exc, log=log)
                 workfolder.keep_or_clean(work, out, key, exc, log)
             raise
+        with interrupts.deferred():
+            tracking.end_build(run, (out, result.metrics), log=log)
+        return result
     finally:
         os.close(lock)
+
+
+def _check_installed(plan: ModelPlan) -> None:
+    """What the build needs is installed, or it stops before reading data:
+    the backend, each format's packages and the tracking's."""
+    backends.check_installed(plan.backend)
+    needs = [f.missing() for f in formats.chosen(plan.export_formats)]
+    for needed in (*needs, tracking.missing(plan.tracking)):
+        if needed is not None:
+            raise BuildError(needed)
 
 
 def derived(compiled: Compiled, log: Log, *, version_header: bool = True) -> Compiled:
@@ -175,23 +189,6 @@ def _publish(work: Path, out: Path, metrics: dict[str, Any], log: Log) -> BuildR
         return BuildResult(out, metrics, tuple(artifacts))
 
 
-def _check_validation_share(plan: ModelPlan, samples: int) -> None:
-    """A held-out share must hold some samples and leave some to train on (the
-    generated validation_split holds out round(samples * share))."""
-    if plan.validation is None:
-        return
-    held = round(samples * plan.validation)
-    if 0 < held < samples:
-        return
-    raise BuildError(
-        f"train.validation (in {plan.source_file}): {plan.validation:g} of the "
-        f"{samples:,} training "
-        f"samples is {held:,}, which leaves "
-        + ("nothing to validate on" if held == 0 else "nothing to train on")
-        + "; use a larger share, more data, or validation: test"
-    )
-
-
 def _build_into(
     work: Path,
     out: Path,
@@ -200,12 +197,14 @@ def _build_into(
     dataset: Dataset,
     epochs: int,
     key: dict[str, Any],
-    saved: Saved | None,
+    resumed: tuple[Saved | None, tracking.Run | None],
     save_split: bool,
     log: Log,
 ) -> dict[str, Any]:
     """Write the module, train on the plan's backend, then export on
-    TensorFlow from the saved `.keras` file, into `work`'s artifacts."""
+    TensorFlow from the saved `.keras` file, into `work`'s artifacts (with
+    `resumed`: the saved epochs to go on from and the MLflow run to log to)."""
+    saved, run = resumed
     dest = work / workfolder.ARTIFACTS
     dest.mkdir()
     module = dest / f"{plan.name}.py"
@@ -234,6 +233,10 @@ def _build_into(
                 saved,
                 model_file,
                 save_split=save_split,
+                run=run,
+                events=work / tracking.TENSORBOARD
+                if plan.tracking.tensorboard
+                else None,
             ),
             log,
         )
@@ -251,6 +254,7 @@ def _build_into(
             exporter.stop()
     if not any(formats.HANDOFF in f.files(plan) for f in chosen):
         model_file.unlink()
+    tracking.publish_events(plan, work, dest)
     interrupts.phase("manifest")
     manifest.write_json(dest / manifest.METRICS, metrics)
     _write_report(dest, plan, metrics, log)

@@ -480,6 +480,14 @@ _BUILD_HELP = f"""Generate SPEC's module, train the model it builds, and export 
     is_flag=True,
     help="Also write split.json: the rows (or files) that train, validate and test.",
 )
+@click.option(
+    "--track",
+    multiple=True,
+    type=click.Choice(["mlflow", "tensorboard"]),
+    help="Also record the build as an MLflow run (to $MLFLOW_TRACKING_URI, else "
+    "mlflow.db here) or as TensorBoard logs in its folder, as train.tracking "
+    "does. Repeat for both.",
+)
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE", help=_SET_HELP)
 @_VERBOSE
 def build(
@@ -491,6 +499,7 @@ def build(
     backend: Choice | None,
     require_learning: bool,
     save_split: bool,
+    track: tuple[str, ...],
     sets: tuple[str, ...],
     verbose: bool,
 ) -> None:
@@ -504,6 +513,11 @@ def build(
     plan = compiled.plan
     if require_learning:
         plan = dataclasses.replace(plan, require_learning=True)
+    if track:
+        tracked = {kind: True for kind in track}
+        plan = dataclasses.replace(
+            plan, tracking=dataclasses.replace(plan.tracking, **tracked)
+        )
     processes.claim(plan.backend, tensorflow=plan.imports_tensorflow)  # it trains
     out = out or Path("build") / plan.name
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C (see __main__): the
@@ -631,6 +645,13 @@ def _interrupted(exc: Interrupted, out: Path) -> str:
     help="Each trial writes split.json (the samples it trains, validates and "
     "tests on: the same in every trial).",
 )
+@click.option(
+    "--track",
+    multiple=True,
+    type=click.Choice(["mlflow", "tensorboard"]),
+    help="Track each trial as build --track does; with mlflow, the sweep is a "
+    "run and each trial a run under it.",
+)
 def sweep(
     spec: Path,
     sets: tuple[str, ...],
@@ -643,6 +664,7 @@ def sweep(
     export: bool,
     choose: str | None,
     save_split: bool,
+    track: tuple[str, ...],
 ) -> None:
     """Build SPEC once per combination of the --set values, and compare the
     trials: results.csv, results.json, plots/ and report.html in the sweep
@@ -660,6 +682,7 @@ def sweep(
             export=export,
             choose=choose,
             save_split=save_split,
+            track=track,
         )
     except (overrides_.OverrideError, sweep_.SweepError) as exc:
         _fail(str(exc), EXIT_SPEC_ERROR)

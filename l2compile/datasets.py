@@ -754,3 +754,22 @@ def labels_task(recipe: Recipe, model_input: ModelInput | None) -> Task:
         outputs=recipe.num_classes,
         names=recipe.labels,
     )
+
+
+def check_validation_share(
+    validation: float | None, samples: int, source_file: str
+) -> None:
+    """A held-out share must hold some samples and leave some to train on (the
+    generated validation_split holds out round(samples * share))."""
+    if validation is None:
+        return
+    held = round(samples * validation)
+    if 0 < held < samples:
+        return
+    raise BuildError(
+        f"train.validation (in {source_file}): {validation:g} of the "
+        f"{samples:,} training "
+        f"samples is {held:,}, which leaves "
+        + ("nothing to validate on" if held == 0 else "nothing to train on")
+        + "; use a larger share, more data, or validation: test"
+    )

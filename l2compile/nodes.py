@@ -154,6 +154,22 @@ class Constant:
     comment: str = ""
 
 
+#: The kinds of tracking (train.tracking), and the package each needs.
+TRACKED = {"mlflow": "mlflow", "tensorboard": "tensorboard"}
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """What a build tracks (train.tracking, with build --track added)."""
+
+    mlflow: bool = False
+    tensorboard: bool = False
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(kind for kind in TRACKED if getattr(self, kind))
+
+
 @dataclass(frozen=True)
 class ModelPlan:
     """Everything needed to render and build one spec."""
@@ -226,6 +242,11 @@ class ModelPlan:
     schedule: SchedulePlan | None = None
     #: keras.callbacks.EarlyStopping's arguments, as source (None: none).
     early_stopping: tuple[str, ...] | None = None
+    #: What the build records besides its folder (train.tracking).
+    tracking: Tracking = field(default_factory=Tracking)
+    #: The spec's fields as validated (defaults included), as JSON values:
+    #: a tracked build's parameters.
+    spec_fields: dict[str, Any] = field(default_factory=dict)
 
     @property
     def warmup_epochs(self) -> int:

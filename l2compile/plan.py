@@ -49,6 +49,7 @@ from l2compile.nodes import (
     Constant,
     LayerPlan,
     ModelPlan,
+    Tracking,
 )
 from l2compile.planners.backbone import BackbonePlanner
 from l2compile.planners.constants import module_constants, task_constants
@@ -167,6 +168,11 @@ class _SpecPlanner:
             backbone=backbone,
             schedule=self.training.schedule(),
             early_stopping=self.training.early_stopping(),
+            tracking=Tracking(
+                mlflow=spec.train.tracking.mlflow,
+                tensorboard=spec.train.tracking.tensorboard,
+            ),
+            spec_fields=spec.model_dump(mode="json", warnings=False),
             warnings=tuple(self.context.warnings),
         )
 

@@ -437,6 +437,23 @@ class TextSpec(StrictModel):
     )
 
 
+class TrackingSpec(StrictModel):
+    """Where a build's runs are recorded besides its folder (docs/tracking.md)."""
+
+    mlflow: bool = Field(
+        default=False,
+        description="Log the build as an MLflow run: the spec's fields, each "
+        "epoch's metrics with the L2 penalty apart, the test scores and the "
+        "files. To MLFLOW_TRACKING_URI, else to mlflow.db in the working "
+        "folder. Needs l2compile[mlflow].",
+    )
+    tensorboard: bool = Field(
+        default=False,
+        description="Write each epoch's metrics as TensorBoard event files in "
+        "the build's tensorboard/ folder. Needs l2compile[tensorboard].",
+    )
+
+
 class SourceName(str):
     """train.recipe: the name of a registered data source (l2compile.sources).
 
@@ -551,6 +568,11 @@ class TrainSpec(StrictModel):
         default=None,
         description="text_folder recipe: the tokenizer and vocabulary "
         "(default: MediaPipe's regex tokenizer, 10,000 tokens).",
+    )
+    tracking: TrackingSpec = Field(
+        default=TrackingSpec(),
+        description="Record the build as an MLflow run and TensorBoard logs "
+        "(build --track adds to it).",
     )
     test_split: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] | None = Field(
         default=None,

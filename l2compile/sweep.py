@@ -22,14 +22,15 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from l2compile import manifest, workfolder
+from l2compile import manifest, tracking, workfolder
 from l2compile.errors import BuildError, FieldPath, SpecError, format_path
 from l2compile.files import NotJson, json_text, read_json, write_atomically
 from l2compile.generate import compile_spec
+from l2compile.nodes import Tracking
 from l2compile.overrides import (
     Override,
     OverrideError,
@@ -85,6 +86,9 @@ class SweepPlan:
     #: val_ and the task's first metric).
     choose: str = ""
     save_split: bool = False  #: each trial writes split.json
+    #: What the trials track (the spec's train.tracking and sweep --track);
+    #: with MLflow, the sweep is a run and each trial a run under it.
+    tracking: Tracking = field(default_factory=Tracking)
 
     def record(self) -> dict[str, Any]:
         """What --resume compares: the same spec, values, epochs and export."""
@@ -211,6 +215,7 @@ def plan_sweep(
     export: bool = False,
     choose: str | None = None,
     save_split: bool = False,
+    track: Sequence[str] = (),
 ) -> SweepPlan | list[SpecError]:
     """Every trial of the grid, each trial's spec compiled (all errors, each
     once, otherwise); `choose` is the validation score that picks the best."""
@@ -274,6 +279,7 @@ def plan_sweep(
         notes=tuple(notes),
         choose=choose,
         save_split=save_split,
+        tracking=replace(plan.tracking, **dict.fromkeys(track, True)),
     )
 
 
@@ -390,6 +396,8 @@ def build_command(
         command += ["--data", str(data.resolve())]
     if sweep.save_split:
         command.append("--save-split")
+    for kind in sweep.tracking.kinds:
+        command += ["--track", kind]
     if resume:
         command.append("--resume")  # a trial interrupted mid-way goes on
     return command
@@ -605,9 +613,13 @@ def run_sweep(
     from l2compile import engines
 
     engines.check(engine)  # before the folder is made
+    if (needed := tracking.missing(sweep.tracking)) is not None:
+        raise BuildError(needed)
     lock = lock_folder(out)
+    parent: tracking.Run | None = None
     try:
         todo = _wait_for_builds(out, open_folder(out, sweep, resume), log)
+        parent = _open_run(sweep, out, resume, log)
         for stale in (out / TRIALS).glob(f"{engines.PEAK_PREFIX}*"):
             stale.unlink(missing_ok=True)  # a killed sweep's: this one holds the lock
         rows = {
@@ -637,9 +649,74 @@ def run_sweep(
             run(runs, at_once, _on_done(sweep, out, rows, log))
         results = write_results(sweep, out, list(rows.values()))
         write_report(sweep, out, results)
+        if parent is not None:
+            _close_run(parent, out, results, None)
+            parent = None
         return results
+    except BaseException as exc:
+        if parent is not None:
+            _close_run(parent, out, None, exc)
+        raise
     finally:
+        os.environ.pop(tracking.PARENT_ENV, None)
         os.close(lock)  # after the stopped builds have ended
+
+
+def _open_run(
+    sweep: SweepPlan, out: Path, resume: bool, log: Log
+) -> tracking.Run | None:
+    """The sweep's MLflow run (None: it does not track with MLflow), which
+    each trial's run goes under: a resumed sweep's is the run it began. The
+    trials find it, and the store, in their environment (a Ray trial too)."""
+    if not sweep.tracking.mlflow:
+        return None
+    run = tracking.open_run(
+        compile_name(sweep),
+        {
+            "sweep.fields": list(sweep.fields),
+            "sweep.trials": len(sweep.trials),
+            "sweep.choose": sweep.choose,
+        },
+        (str(sweep.spec), sweep.spec_text),
+        out,
+        resumed=resume,
+        log=log,
+        run_name=f"{sweep.spec.stem} sweep",
+    )
+    os.environ[tracking.PARENT_ENV] = json.dumps(run.__dict__)
+    os.environ["MLFLOW_TRACKING_URI"] = run.uri
+    return run
+
+
+def compile_name(sweep: SweepPlan) -> str:
+    """The spec's name (its MLflow experiment), as its first trial's."""
+    found = compile_spec(sweep.spec)
+    return sweep.spec.stem if isinstance(found, list) else found.plan.name
+
+
+def _close_run(
+    run: tracking.Run,
+    out: Path,
+    results: dict[str, Any] | None,
+    exc: BaseException | None,
+) -> None:
+    """End the sweep's run: with the best trial's scores, results.csv and
+    the page where it finished; killed (or failed) otherwise."""
+    if results is None:
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        tracking.close_run(run, scores={}, files=[], status=status)
+        return
+    best_row = (r for r in results["trials"] if r["trial"] == results["best"])
+    chosen: dict[str, Any] = next(best_row, {})
+    scores = {
+        f"best.{key}": float(value)
+        for key, value in chosen.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    from l2compile import pages
+
+    files = [out / RESULTS_CSV, out / pages.NAME]
+    tracking.close_run(run, scores=scores, files=files, status="FINISHED")
 
 
 def _on_done(

@@ -20,7 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from l2compile import callbacks, images, interrupts, manifest, measure, processes
+from l2compile import (
+    callbacks,
+    images,
+    interrupts,
+    manifest,
+    measure,
+    processes,
+    tracking,
+)
 from l2compile import resume as resume_
 from l2compile.contract import GeneratedModule, import_generated
 from l2compile.datasets import Dataset
@@ -47,6 +55,8 @@ class TrainJob:
     model_file: Path  #: where the trained model is saved
     #: Write split.json (which samples train, validate and test) beside it.
     save_split: bool = False
+    run: tracking.Run | None = None  #: the MLflow run each epoch is logged to
+    events: Path | None = None  #: the folder of the TensorBoard event files
 
 
 def train(job: TrainJob, log: Log) -> dict[str, Any]:
@@ -337,6 +347,9 @@ def _train(
             )
         )
         resumable["initial_epoch"] = saved.epoch if saved is not None else 0
+    if job.run is not None or job.events is not None:
+        # After the saver: an epoch is logged once it is saved for --resume.
+        used.append(tracking.epoch_logger(keras, job.run, job.events, penalties))
     began = time.perf_counter()
     history = generated.train(
         model,
