@@ -569,6 +569,61 @@ def build(
         )
 
 
+def _search_runner() -> Any:
+    from l2compile import search as search_
+
+    return search_.run_search
+
+
+def _plan_grid(spec: Path, sets: tuple[str, ...], options: dict[str, Any]) -> Any:
+    """A grid sweep's plan; exit 2 with every error in it."""
+    from l2compile import search as search_
+    from l2compile import sweep as sweep_
+
+    for text in sets:
+        if search_.is_space(text):
+            _fail(
+                f"--set {text}: a space such as loguniform(...) or choice(...) "
+                "is searched: add --search random|tpe and --trials N",
+                EXIT_SPEC_ERROR,
+            )
+    overrides = _overrides(sets, several=True)
+    try:
+        planned = sweep_.plan_sweep(spec, overrides, **options)
+    except (overrides_.OverrideError, sweep_.SweepError) as exc:
+        _fail(str(exc), EXIT_SPEC_ERROR)
+    if isinstance(planned, list):
+        _report(planned)
+        sys.exit(EXIT_SPEC_ERROR)
+    return planned
+
+
+def _plan_search(
+    spec: Path,
+    sets: tuple[str, ...],
+    search: str,
+    trials: int | None,
+    prune: str | None,
+    options: dict[str, Any],
+) -> Any:
+    """A search's plan; exit 2 with every error in it."""
+    from l2compile import search as search_
+    from l2compile import sweep as sweep_
+
+    if trials is None:
+        _fail(f"--search {search} needs --trials N", EXIT_SPEC_ERROR)
+    try:
+        planned = search_.plan_search(
+            spec, sets, search=search, trials=trials, prune=prune, **options
+        )
+    except (overrides_.OverrideError, sweep_.SweepError) as exc:
+        _fail(str(exc), EXIT_SPEC_ERROR)
+    if isinstance(planned, list):
+        _report(planned)
+        sys.exit(EXIT_SPEC_ERROR)
+    return planned
+
+
 def _interrupted(exc: Interrupted, out: Path) -> str:
     """What an interrupted build says: nothing changed, which epochs are kept."""
     saved = (
@@ -652,6 +707,25 @@ def _interrupted(exc: Interrupted, out: Path) -> str:
     help="Track each trial as build --track does; with mlflow, the sweep is a "
     "run and each trial a run under it.",
 )
+@click.option(
+    "--search",
+    type=click.Choice(["random", "tpe"]),
+    help="Search instead of a grid (Optuna): each --set is a space, "
+    "loguniform(LOW,HIGH), uniform(LOW,HIGH), intuniform(LOW,HIGH) or "
+    "choice(A,B,...), and --trials trials are drawn from them.",
+)
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    help="With --search: how many trials (pruned and failed ones count).",
+)
+@click.option(
+    "--prune",
+    type=click.Choice(["median", "asha"]),
+    help="With --search: stop a trial whose validation score after an epoch "
+    "is below the median of the others' at that epoch (median), or as "
+    "successive halving does (asha).",
+)
 def sweep(
     spec: Path,
     sets: tuple[str, ...],
@@ -665,34 +739,34 @@ def sweep(
     choose: str | None,
     save_split: bool,
     track: tuple[str, ...],
+    search: str | None,
+    trials: int | None,
+    prune: str | None,
 ) -> None:
-    """Build SPEC once per combination of the --set values, and compare the
-    trials: results.csv, results.json, plots/ and report.html in the sweep
-    folder. The best trial is chosen by its validation score, never by its
-    test score."""
+    """Build SPEC once per combination of the --set values (or, with
+    --search, --trials times with values drawn from the --set spaces), and
+    compare the trials: results.csv, results.json, plots/ and report.html in
+    the sweep folder. The best trial is chosen by its validation score, never
+    by its test score."""
     from l2compile import sweep as sweep_
 
-    overrides = _overrides(sets, several=True)
+    options = dict(epochs=epochs, export=export, choose=choose, track=track)
+    options["save_split"] = save_split
+    if (trials is not None or prune is not None) and search is None:
+        _fail("--trials and --prune go with --search random|tpe", EXIT_SPEC_ERROR)
+    if search is not None:
+        planned: Any = _plan_search(spec, sets, search, trials, prune, options)
+    else:
+        planned = _plan_grid(spec, sets, options)
     try:
         sweep_.check_jobs(jobs, engine)
-        planned = sweep_.plan_sweep(
-            spec,
-            overrides,
-            epochs=epochs,
-            export=export,
-            choose=choose,
-            save_split=save_split,
-            track=track,
-        )
-    except (overrides_.OverrideError, sweep_.SweepError) as exc:
+    except sweep_.SweepError as exc:
         _fail(str(exc), EXIT_SPEC_ERROR)
-    if isinstance(planned, list):
-        _report(planned)
-        sys.exit(EXIT_SPEC_ERROR)
     name = _compile_or_exit(spec).plan.name  # and its warnings
     out = out or Path("build") / f"{name}-sweep"
+    run: Any = sweep_.run_sweep if search is None else _search_runner()
     try:
-        results = sweep_.run_sweep(
+        results = run(
             planned,
             out,
             jobs=jobs,
@@ -713,7 +787,8 @@ def sweep(
         )
     except BuildError as exc:
         _fail(str(exc))
-    failed = [r for r in results["trials"] if r["status"] != "ok"]
+    # A pruned trial was stopped on purpose: it did not fail.
+    failed = [r for r in results["trials"] if r["status"] not in ("ok", "pruned")]
     if results["best"] is not None:
         chosen = next(r for r in results["trials"] if r["trial"] == results["best"])
         key = results["chosen_by"]

@@ -89,6 +89,11 @@ class SweepPlan:
     #: What the trials track (the spec's train.tracking and sweep --track);
     #: with MLflow, the sweep is a run and each trial a run under it.
     tracking: Tracking = field(default_factory=Tracking)
+    base_seed: int = 0  #: the spec's train.seed
+    #: Each trial's seed is derived from base_seed (no --set gives it).
+    seeded: bool = True
+    #: What every trial sets besides its values (l2compile.sweep._extra).
+    extra: tuple[Override, ...] = ()
 
     def record(self) -> dict[str, Any]:
         """What --resume compares: the same spec, values, epochs and export."""
@@ -280,7 +285,36 @@ def plan_sweep(
         choose=choose,
         save_split=save_split,
         tracking=replace(plan.tracking, **dict.fromkeys(track, True)),
+        base_seed=plan.seed,
+        seeded=seeded,
+        extra=tuple(extra),
     )
+
+
+def make_trial(sweep: SweepPlan, id: str, values: tuple[Override, ...]) -> Trial:
+    """A trial of `values` (one each), seeded as a grid's trial is (a search
+    draws its trials as it runs)."""
+    seed = seed_of(sweep.base_seed, values)
+    seeds = (parse(f"train.seed={seed}"),) if sweep.seeded else ()
+    every = (*values, *seeds, *sweep.extra)
+    sets = tuple(o.text for o in every)
+    split = [o.values[0] for o in every if o.path == ("train", "split_seed")]
+    given = [o.values[0] for o in values if o.path == ("train", "seed")]
+    seed = seed if sweep.seeded or not given else int(given[0])
+    return Trial(id, values, seed, sets, int(split[0]) if split else seed)
+
+
+def trial_problem(sweep: SweepPlan, trial: Trial) -> str | None:
+    """Why the trial's spec cannot be built (its values drawn by a search),
+    or None."""
+    overrides = tuple(parse(text) for text in trial.sets)
+    base = compile_spec(sweep.spec)
+    if isinstance(base, list):
+        return "; ".join(str(e) for e in base)
+    found = _trial_errors(sweep.spec, base.plan, trial.values, overrides, sweep.choose)
+    if isinstance(found, list):
+        return "; ".join(str(e) for e in found)
+    return None
 
 
 class SweepError(ValueError):
@@ -344,6 +378,13 @@ def _trial_errors(
 
 def open_folder(out: Path, sweep: SweepPlan, resume: bool) -> list[Trial]:
     """Make (or, with `resume`, reopen) the sweep folder; the trials to run."""
+    open_record(out, sweep.record(), resume)
+    return [t for t in sweep.trials if not finished(out, t)]
+
+
+def open_record(out: Path, record: dict[str, Any], resume: bool) -> None:
+    """Make (or, with `resume`, reopen) the sweep folder of the sweep that
+    `record` describes, and its trials/ folder."""
     record_path = out / RECORD
     if record_path.is_file():
         if not resume:
@@ -355,7 +396,7 @@ def open_folder(out: Path, sweep: SweepPlan, resume: bool) -> list[Trial]:
             recorded = read_json(record_path, MAX_JSON_BYTES)
         except (OSError, NotJson) as exc:
             raise BuildError(f"cannot read {record_path}: {exc}") from None
-        if recorded != sweep.record():
+        if recorded != record:
             raise BuildError(
                 f"{out} holds another sweep (its spec, --set values, --epochs or "
                 "--export differ): --resume continues the same sweep; choose "
@@ -368,9 +409,8 @@ def open_folder(out: Path, sweep: SweepPlan, resume: bool) -> list[Trial]:
     else:
         # The record first: a folder stopped before it is still empty, and
         # one stopped after it is this sweep, for --resume.
-        write_atomically(record_path, json_text(sweep.record()))
+        write_atomically(record_path, json_text(record))
     (out / TRIALS).mkdir(exist_ok=True)
-    return [t for t in sweep.trials if not finished(out, t)]
 
 
 def trial_dir(out: Path, trial: Trial) -> Path:
@@ -417,6 +457,7 @@ def row(
     }
     found.update({o.field: o.values[0] for o in trial.values})
     found.update(status=run.get("status", "failed"), error=run.get("error", ""))
+    found.update(run.get("pruned") or {})  # a search's: its score when stopped
     path = trial_dir(out, trial) / manifest.METRICS
     if path.is_file() and (changed := _spec_changed(sweep, out, trial)):
         found.update(status="failed", error=changed)  # never compared
@@ -584,13 +625,13 @@ def _number(text: str) -> bool:
 # --- running ----------------------------------------------------------------------
 
 
-def _run_file(out: Path, trial: Trial) -> Path:
+def run_file(out: Path, trial: Trial) -> Path:
     return out / TRIALS / f"{trial.id}.run.json"
 
 
-def _read_run(out: Path, trial: Trial) -> dict[str, Any]:
+def read_run(out: Path, trial: Trial) -> dict[str, Any]:
     try:
-        found = read_json(_run_file(out, trial), MAX_JSON_BYTES)
+        found = read_json(run_file(out, trial), MAX_JSON_BYTES)
     except (OSError, NotJson):
         return {}
     return found if isinstance(found, dict) else {}
@@ -623,7 +664,7 @@ def run_sweep(
         for stale in (out / TRIALS).glob(f"{engines.PEAK_PREFIX}*"):
             stale.unlink(missing_ok=True)  # a killed sweep's: this one holds the lock
         rows = {
-            t.id: row(sweep, out, t, _read_run(out, t))
+            t.id: row(sweep, out, t, read_run(out, t))
             for t in sweep.trials
             if finished(out, t)
         }
@@ -727,7 +768,7 @@ def _on_done(
 
     def done(run: Any, report: dict[str, Any]) -> None:
         trial = by_id[run.id]
-        write_atomically(_run_file(out, trial), json_text(report))
+        write_atomically(run_file(out, trial), json_text(report))
         rows[trial.id] = row(sweep, out, trial, report)
         write_report(sweep, out, write_results(sweep, out, list(rows.values())))
         score = rows[trial.id].get(sweep.choose)
