@@ -24,6 +24,7 @@ from l2compile.errors import BuildError, Interrupted, SpecError
 from l2compile.files import write_atomically
 from l2compile.formats import FORMATS, artifacts
 from l2compile.generate import Compiled, compile_spec, display_path
+from l2compile.nodes import ModelPlan
 from l2compile.overrides import Override
 from l2compile.spec import json_schema
 from l2compile.tasks import METRIC_KINDS
@@ -488,6 +489,22 @@ _BUILD_HELP = f"""Generate SPEC's module, train the model it builds, and export 
     "mlflow.db here) or as TensorBoard logs in its folder, as train.tracking "
     "does. Repeat for both.",
 )
+@click.option(
+    "--coordinator",
+    metavar="HOST:PORT",
+    help="train.distribute: data_parallel on several processes (hosts): the "
+    "address of process 0, where the others join it.",
+)
+@click.option(
+    "--num-processes",
+    type=click.IntRange(min=1, max=4096),
+    help="With --coordinator: how many processes train together.",
+)
+@click.option(
+    "--process-id",
+    type=click.IntRange(min=0),
+    help="With --coordinator: this process's number, from 0 (0 publishes).",
+)
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE", help=_SET_HELP)
 @_VERBOSE
 def build(
@@ -500,6 +517,9 @@ def build(
     require_learning: bool,
     save_split: bool,
     track: tuple[str, ...],
+    coordinator: str | None,
+    num_processes: int | None,
+    process_id: int | None,
     sets: tuple[str, ...],
     verbose: bool,
 ) -> None:
@@ -510,14 +530,8 @@ def build(
     from l2compile import build as builder  # imports Keras when it trains
     from l2compile import processes
 
-    plan = compiled.plan
-    if require_learning:
-        plan = dataclasses.replace(plan, require_learning=True)
-    if track:
-        tracked = {kind: True for kind in track}
-        plan = dataclasses.replace(
-            plan, tracking=dataclasses.replace(plan.tracking, **tracked)
-        )
+    plan = _with_options(compiled.plan, require_learning, track)
+    _join(plan.distribute, coordinator, num_processes, process_id)
     processes.claim(plan.backend, tensorflow=plan.imports_tensorflow)  # it trains
     out = out or Path("build") / plan.name
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C (see __main__): the
@@ -622,6 +636,62 @@ def _plan_search(
         _report(planned)
         sys.exit(EXIT_SPEC_ERROR)
     return planned
+
+
+def _with_options(
+    plan: ModelPlan, require_learning: bool, track: tuple[str, ...]
+) -> ModelPlan:
+    """The plan with what build --require-learning and --track add."""
+    if require_learning:
+        plan = dataclasses.replace(plan, require_learning=True)
+    tracked = dataclasses.replace(plan.tracking, **dict.fromkeys(track, True))
+    return dataclasses.replace(plan, tracking=tracked)
+
+
+#: What build --coordinator, --num-processes and --process-id set, for the
+#: generated distribution() (keras.distribution.initialize reads them).
+JOIN_ENV = (
+    "KERAS_DISTRIBUTION_JOB_ADDRESSES",
+    "KERAS_DISTRIBUTION_NUM_PROCESSES",
+    "KERAS_DISTRIBUTION_PROCESS_ID",
+)
+
+
+def _join(
+    distribute: str,
+    coordinator: str | None,
+    num_processes: int | None,
+    process_id: int | None,
+) -> None:
+    """Set the variables that join data_parallel's processes; exit 2 where
+    the options do not go together."""
+    given = (coordinator, num_processes, process_id)
+    if all(value is None for value in given):
+        return
+    if any(value is None for value in given):
+        _fail(
+            "--coordinator, --num-processes and --process-id go together: each "
+            "process of a data_parallel build takes all three",
+            EXIT_SPEC_ERROR,
+        )
+    if distribute != "data_parallel":
+        _fail(
+            "--coordinator joins the processes of train.distribute: data_parallel; "
+            f"this spec's distribute is {distribute}",
+            EXIT_SPEC_ERROR,
+        )
+    assert coordinator is not None and num_processes is not None
+    host, sep, port = coordinator.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        _fail(f"--coordinator {coordinator}: expected HOST:PORT", EXIT_SPEC_ERROR)
+    if process_id is not None and process_id >= num_processes:
+        _fail(
+            f"--process-id {process_id}: the processes are numbered 0 to "
+            f"{num_processes - 1}",
+            EXIT_SPEC_ERROR,
+        )
+    for name, value in zip(JOIN_ENV, given, strict=True):
+        os.environ[name] = str(value)
 
 
 def _interrupted(exc: Interrupted, out: Path) -> str:

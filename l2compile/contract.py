@@ -59,6 +59,10 @@ class GeneratedModule(Protocol):
     def make_strategy(self) -> Any:
         """The tf.distribute.Strategy to build the model in (distribute only)."""
 
+    def distribution(self) -> Any:
+        """keras.distribution.DataParallel over every device of every process,
+        the processes joined first (data_parallel only)."""
+
     def train(
         self,
         model: Model,
@@ -102,7 +106,8 @@ class GeneratedModule(Protocol):
 #: Members that only some modules have, and the train.distribute that have them.
 ONLY_WITH = {
     "make_strategy": ("mirrored", "multi_worker"),
-    "Batches": ("none", "mirrored"),
+    "distribution": ("data_parallel",),
+    "Batches": ("none", "mirrored", "data_parallel"),
     "evaluate": ("multi_worker",),
 }
 #: Members that only some plans' modules have (ModelPlan.optional_members).

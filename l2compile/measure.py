@@ -14,7 +14,7 @@ import numpy as np
 
 from l2compile import scoring
 from l2compile.contract import GeneratedModule
-from l2compile.nodes import ModelPlan
+from l2compile.nodes import TF_DISTRIBUTE, ModelPlan
 from l2compile.tasks import METRIC_KINDS
 
 
@@ -23,7 +23,7 @@ def inference(plan: ModelPlan, model: Any) -> Callable[[Any], Any]:
     compiled predict step (an eager call dispatches every op on its own:
     10 s against 1 s for 64 images through a MobileNetV3Small on JAX); a
     strategy's model is called as it is."""
-    if plan.distribute != "none":
+    if plan.distribute in TF_DISTRIBUTE:
         return lambda x: model(x, training=False)
     return model.predict_on_batch  # type: ignore[no-any-return]
 

@@ -154,6 +154,9 @@ class Constant:
     comment: str = ""
 
 
+#: The train.distribute values that are tf.distribute strategies (TensorFlow
+#: only); data_parallel is Keras' own distribution, on JAX.
+TF_DISTRIBUTE = ("mirrored", "multi_worker")
 #: The kinds of tracking (train.tracking), and the package each needs.
 TRACKED = {"mlflow": "mlflow", "tensorboard": "tensorboard"}
 
@@ -256,7 +259,7 @@ class ModelPlan:
     @property
     def tensorflow_only(self) -> bool:
         """Whether the generated module needs Keras' TensorFlow backend."""
-        return self.distribute != "none" or self.deterministic_ops
+        return self.distribute in TF_DISTRIBUTE or self.deterministic_ops
 
     @property
     def imports_tensorflow(self) -> bool:

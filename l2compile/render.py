@@ -17,7 +17,13 @@ import jinja2
 
 from l2compile import __version__
 from l2compile.layers.base import INPUT, py_str, shape_text
-from l2compile.nodes import BackbonePlan, Constant, LayerPlan, ModelPlan
+from l2compile.nodes import (
+    TF_DISTRIBUTE,
+    BackbonePlan,
+    Constant,
+    LayerPlan,
+    ModelPlan,
+)
 from l2compile.sources import SOURCES
 
 #: The module template, and the width its lines are kept to (ruff's default).
@@ -227,6 +233,11 @@ def _module_docstring(plan: ModelPlan) -> str:
 
 def _backend_note(plan: ModelPlan) -> str:
     """Which Keras backends the module runs on."""
+    if plan.distribute == "data_parallel":
+        return (
+            "It trains with keras.distribution.DataParallel, which only Keras' jax\n"
+            "backend has, so it sets KERAS_BACKEND to jax unless it is set already."
+        )
     if not plan.tensorflow_only:
         backend = plan.module_backend
         others = [b for b in ("jax", "tensorflow", "torch") if b != backend]
@@ -246,7 +257,7 @@ def _backend_note(plan: ModelPlan) -> str:
     uses = " and ".join(
         what
         for what, used in (
-            ("tf.distribute", plan.distribute != "none"),
+            ("tf.distribute", plan.distribute in TF_DISTRIBUTE),
             ("TensorFlow's deterministic kernels", plan.deterministic_ops),
         )
         if used
@@ -327,9 +338,17 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "after_training_parts": ["parts/batchnorm.py.jinja"]
         if plan.batchnorm_statistics
         else [],
-        "after_training": ["recompute_batchnorm_statistics(model, x_train, y_train)"]
-        if plan.batchnorm_statistics
-        else [],
+        "after_training": [
+            *(_ONE_DEVICE if plan.distribute == "data_parallel" else ()),
+            *(
+                ["recompute_batchnorm_statistics(model, x_train, y_train)"]
+                if plan.batchnorm_statistics
+                else []
+            ),
+        ],
+        # What main() does first, and before it saves the model.
+        "setup": _JOIN if plan.distribute == "data_parallel" else (),
+        "before_save": _FIRST_SAVES if plan.distribute == "data_parallel" else (),
         "source_template": plan.recipe.template,
         "imports": _imports(plan),
         "tensorflow": plan.imports_tensorflow,
@@ -354,11 +373,29 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
     }
 
 
+#: main()'s lines for distribute: data_parallel: the processes join before
+#: anything runs on JAX; scoring and saving are on one device, by process 0.
+_JOIN = (
+    "# Before anything runs on JAX: the processes join, and BATCH_SIZE is the",
+    "# global batch, split between every device.",
+    "keras.distribution.set_distribution(distribution())",
+)
+_ONE_DEVICE = (
+    "# Score every test sample on one device (an even split would drop some);",
+    "# the processes part here, together (one that ended first would stop the",
+    "# others).",
+    "keras.distribution.set_distribution(None)",
+    "if jax.distributed.is_initialized():",
+    "    jax.distributed.shutdown()  # type: ignore[no-untyped-call]",
+)
+_FIRST_SAVES = ("if jax.process_index() != 0:", "    return  # the first process saves")
+
+
 def _imports(plan: ModelPlan) -> list[str]:
     """The module's standard-library imports, sorted as isort sorts them: the
     module's own, and its data source's."""
     lines = {"import argparse", "import os", *plan.recipe.imports}
-    if plan.distribute != "multi_worker" or plan.schedule:
+    if plan.distribute in ("none", "mirrored") or plan.schedule:
         lines.add("import math")  # Batches' length, the schedule's steps
     if plan.batchnorm_statistics:  # training_forward's annotations
         lines |= {"from collections.abc import Callable", "from typing import Any"}

@@ -674,11 +674,14 @@ class TrainSpec(StrictModel):
         description="Training steps per compiled call: the same math with less "
         "per-step overhead.",
     )
-    distribute: Literal["none", "mirrored", "multi_worker"] = Field(
+    distribute: Literal["none", "mirrored", "multi_worker", "data_parallel"] = Field(
         default="none",
         description="mirrored: one replica per local GPU (per logical CPU device "
         "where there is no GPU); multi_worker: MultiWorkerMirroredStrategy, "
-        "configured by TF_CONFIG. batch_size is the global batch.",
+        "configured by TF_CONFIG (both TensorFlow); data_parallel: Keras' "
+        "DataParallel on JAX over every device of every process (build "
+        "--coordinator/--num-processes/--process-id join processes). "
+        "batch_size is the global batch.",
     )
     jit_compile: Annotated[
         bool | Literal["auto"], BeforeValidator(_true_false_or_auto)

@@ -68,6 +68,8 @@ def train(job: TrainJob, log: Log) -> dict[str, Any]:
     generated = import_generated(
         job.module, plan.name, plan.distribute, plan.optional_members
     )
+    if plan.distribute == "data_parallel":  # before anything runs on JAX
+        _distribute(generated, plan, log)
     generated.set_seeds()
     data = job.dataset
     if plan.recipe.streamed:
@@ -287,11 +289,39 @@ def _make_model(
             best.extend(resume_.restore(model, job.work, saved))
         return model
 
+    if plan.distribute == "data_parallel":
+        import keras
+
+        return make(), len(keras.distribution.list_devices()), best
     if plan.distribute == "none":
         return make(), 1, best
     strategy = generated.make_strategy()
     with strategy.scope():
         return make(), int(strategy.num_replicas_in_sync), best
+
+
+def _distribute(generated: GeneratedModule, plan: ModelPlan, log: Log) -> None:
+    """Set the generated distribution (joining the other processes, where
+    there are), checking that each batch splits evenly between the devices."""
+    import keras
+
+    try:
+        keras.distribution.set_distribution(generated.distribution())
+    except ValueError as error:  # BATCH_SIZE against the devices
+        raise BuildError(
+            f"train.distribute: data_parallel: {error}; set train.batch_size "
+            "to a multiple of the number of devices"
+        ) from error
+    import jax
+
+    devices, processes = len(keras.distribution.list_devices()), jax.process_count()
+    log(
+        f"data_parallel: {devices} "
+        + ("device" if devices == 1 else "devices")
+        + f" in {processes} "
+        + ("process" if processes == 1 else "processes")
+        + f" (this is process {jax.process_index()})"
+    )
 
 
 def _build(plan: ModelPlan, generated: GeneratedModule, args: tuple[Any, ...]) -> Any:
@@ -360,6 +390,15 @@ def _train(
         callbacks=used,
         **resumable,
     )
+    if plan.distribute == "data_parallel":
+        # Scored, measured and saved on one device, every sample, as the
+        # generated main() does; the processes part here, together (one that
+        # ended first would stop the others).
+        keras.distribution.set_distribution(None)
+        import jax
+
+        if jax.distributed.is_initialized():
+            jax.distributed.shutdown()  # type: ignore[no-untyped-call]
     if divergence.found is not None:
         raise Diverged(divergence.message(plan, job.epochs))
     seconds = time.perf_counter() - began

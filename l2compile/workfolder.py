@@ -316,6 +316,9 @@ def _recover(work: Path, out: Path, log: Log) -> None:
 
 
 def _task_name() -> str:
+    process = os.environ.get(PROCESS_ID)
+    if process is not None:  # data_parallel's processes
+        return f"process{process}"
     task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task") or {}
     return f"{task.get('type', 'worker')}{task.get('index', 0)}"
 
@@ -394,9 +397,18 @@ def check_free_space(work: Path, plan: ModelPlan) -> None:
         )
 
 
+#: Which of data_parallel's processes this is (keras.distribution.initialize
+#: reads it too; build --process-id sets it).
+PROCESS_ID = "KERAS_DISTRIBUTION_PROCESS_ID"
+
+
 def is_chief() -> bool:
     """Whether this process publishes: always, unless TF_CONFIG names another
-    task as the chief (the 'chief' task, else worker 0)."""
+    task as the chief (the 'chief' task, else worker 0), or it is not the
+    first of data_parallel's processes."""
+    process = os.environ.get(PROCESS_ID)
+    if process is not None:
+        return process.strip() == "0"
     config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     task = config.get("task") or {}
     kind, index = task.get("type"), task.get("index", 0)

@@ -13,6 +13,7 @@ from l2compile.layers.base import (
     py_str,
 )
 from l2compile.nodes import (
+    TF_DISTRIBUTE,
     LayerPlan,
     SchedulePlan,
     scope_name,
@@ -96,7 +97,7 @@ class TrainingPlanner(Planner):
         loop fails ('You must feed a value for placeholder tensor',
         keras-team/keras issue 19246): there it is 1."""
         train = self.spec.train
-        if train.distribute == "none":
+        if train.distribute not in TF_DISTRIBUTE:
             return train.steps_per_execution
         if "steps_per_execution" in train.model_fields_set and (
             train.steps_per_execution > 1
@@ -122,13 +123,23 @@ class TrainingPlanner(Planner):
             (f"a {layer.type} layer" for layer in layers if layer.kind.convolves),
             None,
         )
-        if asked == "auto":
+        if asked == "auto" and train.distribute == "data_parallel" and not needs:
+            chosen = Pick("jax", "distribute: data_parallel, which needs JAX")
+        elif asked == "auto":
             chosen = backends.pick(convolves, needs, self.device)
         else:
             chosen = Pick(asked)
         module: Backend = "jax" if train.backend == "auto" else train.backend
         if chosen.backend != "tensorflow":
             self._refuse_tensorflow_only(asked)
+        if train.distribute == "data_parallel" and chosen.backend != "jax":
+            where = f"--backend {asked}" if self.backend_option else f"{asked}"
+            self.error(
+                ("train", "distribute"),
+                "data_parallel is Keras' JAX distribution (keras.distribution."
+                f"DataParallel), but the build trains on {where}: set "
+                "train.backend: jax, or use distribute: mirrored on TensorFlow",
+            )
         return chosen, "tensorflow" if needs else module
 
     def trains_batch_norm(self) -> bool:
@@ -141,7 +152,7 @@ class TrainingPlanner(Planner):
         train = self.spec.train
         if train.batchnorm_statistics == "keep" or not self.trains_batch_norm():
             return False
-        if train.distribute != "none":
+        if train.distribute in TF_DISTRIBUTE:
             self.warn(
                 ("train", "distribute"),
                 f"batch normalization keeps the statistics training left under "
@@ -154,7 +165,7 @@ class TrainingPlanner(Planner):
     def _tensorflow_only(self) -> str | None:
         """The first setting that only TensorFlow has, as the spec says it."""
         train = self.spec.train
-        if train.distribute != "none":
+        if train.distribute in TF_DISTRIBUTE:
             return f"distribute: {train.distribute}"
         if train.deterministic_ops:
             return "deterministic_ops: true"
@@ -169,7 +180,7 @@ class TrainingPlanner(Planner):
         else:
             asked = f"train.backend is {backend}"
         settings = []
-        if train.distribute != "none":
+        if train.distribute in TF_DISTRIBUTE:
             settings.append(("distribute", f"{train.distribute} is tf.distribute"))
         if train.deterministic_ops:
             settings.append(
