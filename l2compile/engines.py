@@ -204,7 +204,7 @@ def _ray_trial(config: dict[str, Any]) -> None:
     tune.report(run_trial(run, own_session=False))
 
 
-def _ray_settings(address: str) -> None:
+def ray_settings(address: str) -> None:
     """Ray and Tune as a sweep wants them, set before Ray is imported: quiet,
     no usage report, Ctrl-C raised out of Tuner.fit (Tune's own handler waits
     and then returns as if the trials had finished)."""
@@ -269,7 +269,7 @@ def run_ray(runs: Sequence[TrialRun], jobs: int, done: Done) -> None:
     `jobs` at a time, each on one CPU; `done` gets each as it finishes."""
     check("ray")
     address = os.environ["RAY_ADDRESS"]
-    _ray_settings(address)
+    ray_settings(address)
     import ray
     from ray import tune
 

@@ -162,6 +162,7 @@ class SearchPlan:
     trials: int
     prune: str | None
     seed: int  #: the sampler's (the spec's train.seed)
+    epochs: int  #: each trial's (--epochs, else the spec's)
     texts: tuple[str, ...] = field(default=())  #: the --set as given
 
     def record(self) -> dict[str, Any]:
@@ -226,8 +227,16 @@ def plan_search(
         trials=trials,
         prune=prune,
         seed=base.base_seed,
+        epochs=base.epochs or _spec_epochs(spec),
         texts=tuple(texts),
     )
+
+
+def _spec_epochs(spec: Path) -> int:
+    from l2compile.generate import compile_spec
+
+    found = compile_spec(spec)
+    return 1 if isinstance(found, list) else found.plan.epochs
 
 
 # --- running ----------------------------------------------------------------------
@@ -242,11 +251,7 @@ def check(search: str, engine: str) -> None:
             f"--search {search} runs on Optuna, which is not installed; install "
             "it with: pip install 'l2compile[search]'"
         )
-    if engine != "local":
-        raise BuildError(
-            f"--search {search} runs on the local engine only: a search on a Ray "
-            "cluster (--engine ray) is not available yet; run a grid there"
-        )
+    engines.check(engine)
 
 
 def _study(plan: SearchPlan, out: Path) -> Any:
@@ -290,7 +295,7 @@ class _Running:
     values: dict[str, Any] = field(default_factory=dict)
 
 
-def _trial(plan: SearchPlan, number: int, params: dict[str, Any]) -> sweep_.Trial:
+def make_trial(plan: SearchPlan, number: int, params: dict[str, Any]) -> sweep_.Trial:
     """The sweep trial of Optuna's trial `number` with the values `params`."""
     values = tuple(plan.fixed) + tuple(
         parse(f"{s.field}={json.dumps(params[s.field])}") for s in plan.spaces
@@ -298,7 +303,7 @@ def _trial(plan: SearchPlan, number: int, params: dict[str, Any]) -> sweep_.Tria
     return sweep_.make_trial(plan.sweep, f"{number:03d}", values)
 
 
-def _pruning_score(plan: SearchPlan, history: dict[str, list[float]]) -> list[float]:
+def pruning_score(plan: SearchPlan, history: dict[str, list[float]]) -> list[float]:
     """The validation score each epoch: the one that chooses, where the build
     logs it each epoch, else the validation loss."""
     chosen = plan.sweep.choose
@@ -322,6 +327,11 @@ def run_search(
     check(plan.search, engine)
     lock = sweep_.lock_folder(out)
     try:
+        if resume and engine == "ray" and (out / sweep_.RECORD).is_file():
+            raise BuildError(
+                "--resume continues a search on the local engine; a search on Ray "
+                "(--engine ray) starts over: choose another --out"
+            )
         sweep_.open_record(out, plan.record(), resume)
         study = _study(plan, out)
         rows = _rows(plan, out, study)
@@ -335,7 +345,10 @@ def run_search(
             + (f", pruning with {plan.prune}" if plan.prune else "")
             + f"; logs in {out / sweep_.TRIALS}/"
         )
-        _run_local(plan, out, study, todo, jobs, data, rows, log)
+        if engine == "ray":
+            _run_ray(plan, out, todo, jobs, data, rows, log)
+        else:
+            _run_local(plan, out, study, todo, jobs, data, rows, log)
         results = sweep_.write_results(plan.sweep, out, list(rows.values()))
         sweep_.write_report(plan.sweep, out, results)
         return results
@@ -353,7 +366,7 @@ def _rows(plan: SearchPlan, out: Path, study: Any) -> dict[str, dict[str, Any]]:
     rows = {}
     for finished in study.trials:
         if _counted(finished) and "trial" in finished.user_attrs:
-            trial = _trial(plan, finished.number, finished.params)
+            trial = make_trial(plan, finished.number, finished.params)
             trial = replace(trial, id=finished.user_attrs["trial"])
             rows[trial.id] = sweep_.row(
                 plan.sweep, out, trial, sweep_.read_run(out, trial)
@@ -373,6 +386,24 @@ def _rerun_stopped(plan: SearchPlan, study: Any, log: Log) -> None:
         Trial(study, stopped._trial_id).set_user_attr(RESTARTED, True)
         study.tell(stopped.number, state=TrialState.FAIL)
         log(f"trial {folder} was running when the search stopped: running it again")
+
+
+def _run_ray(
+    plan: SearchPlan,
+    out: Path,
+    todo: int,
+    jobs: int,
+    data: Path | None,
+    rows: dict[str, dict[str, Any]],
+    log: Log,
+) -> None:
+    """Run `todo` trials through Ray Tune (l2compile.search_ray)."""
+    from l2compile import search_ray
+
+    def done(trial: sweep_.Trial, report: dict[str, Any]) -> None:
+        _record(plan, out, trial, report, rows, log)
+
+    search_ray.run(plan, out, todo, jobs, data, done)
 
 
 def _run_local(
@@ -429,7 +460,7 @@ def _start(
     asked = study.ask({s.field: s.distribution() for s in plan.spaces})
     folder = asked.user_attrs.get("trial") or f"{asked.number:03d}"
     asked.set_user_attr("trial", folder)
-    trial = replace(_trial(plan, asked.number, asked.params), id=folder)
+    trial = replace(make_trial(plan, asked.number, asked.params), id=folder)
     problem = sweep_.trial_problem(plan.sweep, trial)
     if problem is not None:
         study.tell(asked, state=TrialState.FAIL)
@@ -465,7 +496,7 @@ def _report(plan: SearchPlan, out: Path, each: _Running) -> None:
         return  # being written: read at the next look
     if saved is None:
         return
-    scores = _pruning_score(plan, saved.history)
+    scores = pruning_score(plan, saved.history)
     for epoch in range(each.reported, len(scores)):
         each.asked.report(scores[epoch], epoch + 1)
         each.reported = epoch + 1
@@ -494,10 +525,6 @@ def _finish(
     if each.pruned is not None:
         report = {**report, "status": "pruned", "error": "", "pruned": each.pruned}
         study.tell(each.asked, state=TrialState.PRUNED)
-        # A pruned trial is never continued: its saved epochs go.
-        shutil.rmtree(
-            workfolder.work_folder(sweep_.trial_dir(out, trial)), ignore_errors=True
-        )
         _record(plan, out, trial, report, rows, log)
         return
     found = _record(plan, out, trial, report, rows, log)
@@ -517,6 +544,9 @@ def _record(
     log: Log,
 ) -> dict[str, Any]:
     """The trial's run record and row, then every results file whole."""
+    if report.get("status") == "pruned":  # never continued: its epochs go
+        work = workfolder.work_folder(sweep_.trial_dir(out, trial))
+        shutil.rmtree(work, ignore_errors=True)
     write_atomically(sweep_.run_file(out, trial), json_text(report))
     found = sweep_.row(plan.sweep, out, trial, report)
     rows[trial.id] = found

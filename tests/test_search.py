@@ -215,3 +215,53 @@ def test_ctrl_c_and_resume_finish_the_same_study(tmp_path: Path) -> None:
     }.items()
     states = _study_states(out)
     assert len(states) == 6 and all(s in ("COMPLETE", "PRUNED") for s in states)
+
+
+@pytest.mark.external
+def test_a_search_through_a_local_ray_head(tmp_path: Path) -> None:
+    """The Ray variant: Tune's OptunaSearch draws, ASHAScheduler prunes, each
+    trial one build on the head that the test starts on 127.0.0.1."""
+    import shutil
+    import tempfile
+
+    from tests.test_sweep import _ray_head
+
+    pytest.importorskip("ray", reason='the test extra installs "l2compile[ray]"')
+    ray = str(Path(sys.executable).parent / "ray")
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    }
+    temp = Path(tempfile.mkdtemp(prefix="rayh", dir="/tmp"))  # short: its sockets
+    head, address = _ray_head(ray, env, temp)
+    try:
+        data = make_mnist_npz(tmp_path / "mnist.npz", n_train=200, n_test=64)
+        command = [*(sys.executable, "-m", "l2compile", "sweep"), str(_spec(tmp_path))]
+        command += [*SPACES, "--search", "tpe", "--trials", "4", "--prune", "asha"]
+        command += ["--data", str(data), "--out", "out", "--engine", "ray"]
+        done = subprocess.run(
+            [*command, "--jobs", "2"],
+            cwd=tmp_path,
+            env={**env, "RAY_ADDRESS": address},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        head.terminate()
+        head.wait(timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out"
+    results = json.loads((out / "results.json").read_text())
+    rows = results["trials"]
+    assert sorted(r["trial"] for r in rows) == ["000", "001", "002", "003"]
+    assert {r["status"] for r in rows} <= {"ok", "pruned"}
+    assert all(1e-4 <= r["l2"] <= 30 and r["layers.1.units"] in (4, 16) for r in rows)
+    finished = [r for r in rows if r["status"] == "ok"]
+    assert finished and results["best"] in {r["trial"] for r in finished}
+    for r in finished:
+        assert (out / "trials" / r["trial"] / "metrics.json").is_file()
+    for r in rows:
+        assert not (out / "trials" / f".{r['trial']}.partial").exists()
