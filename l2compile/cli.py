@@ -591,11 +591,11 @@ def _search_runner() -> Any:
 
 def _plan_grid(spec: Path, sets: tuple[str, ...], options: dict[str, Any]) -> Any:
     """A grid sweep's plan; exit 2 with every error in it."""
-    from l2compile import search as search_
+    from l2compile import spaces
     from l2compile import sweep as sweep_
 
     for text in sets:
-        if search_.is_space(text):
+        if spaces.is_space(text):
             _fail(
                 f"--set {text}: a space such as loguniform(...) or choice(...) "
                 "is searched: add --search random|tpe and --trials N",
@@ -621,13 +621,13 @@ def _plan_search(
     options: dict[str, Any],
 ) -> Any:
     """A search's plan; exit 2 with every error in it."""
-    from l2compile import search as search_
+    from l2compile import spaces
     from l2compile import sweep as sweep_
 
     if trials is None:
         _fail(f"--search {search} needs --trials N", EXIT_SPEC_ERROR)
     try:
-        planned = search_.plan_search(
+        planned = spaces.plan_search(
             spec, sets, search=search, trials=trials, prune=prune, **options
         )
     except (overrides_.OverrideError, sweep_.SweepError) as exc:

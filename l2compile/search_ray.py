@@ -23,7 +23,10 @@ from typing import Any
 from l2compile import engines, workfolder
 from l2compile import resume as saved_state
 from l2compile import sweep as sweep_
-from l2compile.search import POLL_SECONDS, SearchPlan, make_trial, pruning_score
+from l2compile.spaces import SearchPlan, make_trial, pruning_score
+
+#: How often a trial looks at its build's saved epochs.
+POLL_SECONDS = 0.25
 
 Log = Callable[[str], None]
 #: What a trial reports each epoch, and the order Tune compares it in.

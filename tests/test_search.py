@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from l2compile import search
+from l2compile import search, spaces
 from l2compile.overrides import OverrideError
 from tests.conftest import SMALL_SPEC, make_mnist_npz
 
@@ -35,8 +35,8 @@ def _spec(tmp_path: Path) -> Path:
 
 @pytest.mark.unit
 def test_spaces_are_read_with_their_ends() -> None:
-    space = search.parse_space("l2=loguniform(1e-6, 1e-1)")
-    assert isinstance(space, search.Space)
+    space = spaces.parse_space("l2=loguniform(1e-6, 1e-1)")
+    assert isinstance(space, spaces.Space)
     assert (space.kind, space.field, space.override.values) == (
         "loguniform",
         "l2",
@@ -44,19 +44,19 @@ def test_spaces_are_read_with_their_ends() -> None:
     )
     distribution = space.distribution()
     assert (distribution.low, distribution.high, distribution.log) == (1e-6, 0.1, True)
-    units = search.parse_space("layers[1].units=intuniform(16,256)")
-    assert isinstance(units, search.Space)
+    units = spaces.parse_space("layers[1].units=intuniform(16,256)")
+    assert isinstance(units, spaces.Space)
     assert units.override.path == ("layers", 1, "units")
     assert (units.distribution().low, units.distribution().high) == (16, 256)
-    choice = search.parse_space("layers.1.units=choice(32,64,128)")
-    assert isinstance(choice, search.Space)
+    choice = spaces.parse_space("layers.1.units=choice(32,64,128)")
+    assert isinstance(choice, spaces.Space)
     assert choice.distribution().choices == (32, 64, 128)
     # Plain values: several are a choice, one is fixed for every trial.
-    plain = search.parse_space("train.optimizer.type=adam,sgd")
-    assert isinstance(plain, search.Space) and plain.kind == "choice"
-    fixed = search.parse_space("train.batch_size=64")
-    assert not isinstance(fixed, search.Space) and fixed.values == (64,)
-    assert search.is_space("l2=uniform(0,1)") and not search.is_space("l2=0,1")
+    plain = spaces.parse_space("train.optimizer.type=adam,sgd")
+    assert isinstance(plain, spaces.Space) and plain.kind == "choice"
+    fixed = spaces.parse_space("train.batch_size=64")
+    assert not isinstance(fixed, spaces.Space) and fixed.values == (64,)
+    assert spaces.is_space("l2=uniform(0,1)") and not spaces.is_space("l2=0,1")
 
 
 @pytest.mark.unit
@@ -77,7 +77,7 @@ def test_spaces_are_read_with_their_ends() -> None:
 )
 def test_a_bad_space_is_an_error_at_its_set(text: str, message: str) -> None:
     with pytest.raises(OverrideError) as error:
-        search.parse_space(text)
+        spaces.parse_space(text)
     assert str(error.value).startswith(f"--set {text}: ")
     assert message in str(error.value)
 
@@ -86,7 +86,7 @@ def test_a_bad_space_is_an_error_at_its_set(text: str, message: str) -> None:
 def test_a_space_whose_end_the_spec_refuses_is_reported_before_anything_runs(
     tmp_path: Path,
 ) -> None:
-    found = search.plan_search(
+    found = spaces.plan_search(
         _spec(tmp_path),
         ["layers.1.units=intuniform(0,8)", "l2=uniform(0.001,0.1)"],
         search="tpe",
