@@ -107,10 +107,11 @@ def build(
     work, lock = workfolder.open_work(out, log)
     try:
         saved = workfolder.take_over(work, out, plan, key, resume, log)
-        run = tracking.build_run(plan, work, resumed=saved is not None, log=log)
-        state = (saved, run)
+        run = None
         try:
+            run = tracking.build_run(plan, work, resumed=saved is not None, log=log)
             workfolder.check_free_space(work, plan)
+            state = (saved, run)
             metrics = _build_into(
                 work, out, plan, code, dataset, epochs, key, state, save_split, log
             )

@@ -20,7 +20,9 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from l2compile import interrupts, workfolder
+from l2compile.errors import BuildError
 from l2compile.nodes import TRACKED, ModelPlan, Tracking
 
 Log = Callable[[str], None]
@@ -44,6 +47,9 @@ TENSORBOARD = "tensorboard"
 ARTIFACT_SUFFIXES = (".html", ".json", ".py", ".yaml", ".yml", ".tflite", ".txt")
 #: A sweep's trials log under this run (its id, set by the sweep).
 PARENT_ENV = "L2COMPILE_MLFLOW_PARENT"
+#: What MLflow refuses in a parameter's or a metric's name, and its longest.
+_NOT_IN_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
+MAX_KEY = 250
 #: MLflow takes at most this many parameters and metrics in one call.
 _BATCH = 100
 
@@ -90,10 +96,17 @@ def parameters(fields: Mapping[str, Any]) -> dict[str, str]:
     Fields left empty (None) are left out."""
     flat: dict[str, str] = {}
     for path, value in _leaves(fields, ()):
-        flat[".".join(path)] = (
-            json.dumps(value) if not isinstance(value, str) else value
-        )
+        key = _key(".".join(path))
+        while key in flat:  # two names that only differed in what _key replaced
+            key += "_"
+        flat[key] = json.dumps(value) if not isinstance(value, str) else value
     return flat
+
+
+def _key(name: str) -> str:
+    """A name as MLflow takes it: letters, digits, `_ - . /` and spaces, at
+    most 250 characters (a CSV column's name may hold anything)."""
+    return _NOT_IN_KEY.sub("_", name)[:MAX_KEY]
 
 
 def _leaves(value: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -219,7 +232,14 @@ def build_run(plan: ModelPlan, work: Path, *, resumed: bool, log: Log) -> Run | 
     fields = dict(plan.spec_fields)  # with what build --track added
     fields["train"] = {**fields.get("train", {}), "tracking": vars(plan.tracking)}
     spec = (plan.source_file, plan.spec_text)
-    return open_run(plan.name, fields, spec, work, resumed=resumed, log=log)
+    try:
+        return open_run(plan.name, fields, spec, work, resumed=resumed, log=log)
+    except Exception as error:  # the store's: before any training
+        raise BuildError(
+            f"train.tracking.mlflow: cannot open a run in {_shown(store_uri())}: "
+            f"{type(error).__name__}: {error}. Nothing was trained; check "
+            "MLFLOW_TRACKING_URI, or build without MLflow tracking"
+        ) from error
 
 
 def end_build(
@@ -313,11 +333,22 @@ def epoch_logger(
         def __init__(self) -> None:
             super().__init__()
             self.writer = EventWriter(events) if events is not None else None
+            self.failed = False
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             values = epoch_values(logs or {}, penalties[-1] if penalties else 0.0)
-            if run is not None:
-                log_metrics(run, values, epoch + 1)
+            values = {_key(name): value for name, value in values.items()}
+            if run is not None and not self.failed:
+                try:
+                    log_metrics(run, values, epoch + 1)
+                except Exception as error:  # the store's: training goes on
+                    self.failed = True
+                    print(
+                        f"l2compile: warning: MLflow: epoch {epoch + 1} not logged "
+                        f"({type(error).__name__}: {error}); training goes on, "
+                        "and logs no more epochs to the run",
+                        file=sys.stderr,
+                    )
             if self.writer is not None:
                 self.writer.scalars(values, epoch + 1)
 

@@ -267,3 +267,36 @@ def test_a_tracked_sweep_is_a_run_with_a_run_per_trial_in_the_default_store(
     )
     artifacts = {a.path for a in _client(store).list_artifacts(parent.info.run_id)}
     assert {"results.csv", "report.html", "spec.yaml"} <= artifacts
+
+
+@pytest.mark.unit
+def test_a_column_name_mlflow_refuses_becomes_a_name_it_takes() -> None:
+    fields = {"train": {"columns": {"price ($)": "number", "price (€)": "number"}}}
+    assert tracking.parameters(fields) == {
+        "train.columns.price ___": "number",
+        "train.columns.price ____": "number",
+    }
+    long = tracking.parameters({"x" * 400: 1})
+    assert [len(key) for key in long] == [tracking.MAX_KEY]
+
+
+@pytest.mark.build
+def test_a_store_that_cannot_be_reached_stops_the_build_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that is not there (nothing listens on port 9), asked once.
+    port = 9
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    data = make_mnist_npz(tmp_path / "data" / "mnist.npz")
+    spec = compiled(tmp_path, TRACKED)
+    said: list[str] = []
+    with pytest.raises(BuildError, match="cannot open a run in") as error:
+        builder.build(
+            spec.plan, spec.code, tmp_path / "out", data=data, log=said.append
+        )
+    assert "Nothing was trained" in str(error.value)
+    assert not any("training small_mlp" in line for line in said)
+    # Nothing is left: no build folder, no work folder beside it.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "small.yaml"]
