@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -267,6 +267,40 @@ def _check_reachable(address: str) -> None:
 def run_ray(runs: Sequence[TrialRun], jobs: int, done: Done) -> None:
     """Run the trials as Ray Tune trials on the cluster at $RAY_ADDRESS,
     `jobs` at a time, each on one CPU; `done` gets each as it finishes."""
+    by_id = {run.id: run for run in runs}
+    reported: set[str] = set()
+    with ray_tune() as (tune, storage):
+        callback: Any = tune.Callback
+
+        class Reported(callback):  # type: ignore[misc]
+            def on_trial_result(
+                self, iteration: int, trials: Any, trial: Any, result: Any, **info: Any
+            ) -> None:
+                run = by_id[trial.config["run"]["id"]]
+                reported.add(run.id)
+                done(run, {k: result.get(k) for k in REPORTED})
+
+        tuner = tune.Tuner(
+            tune.with_resources(_ray_trial, {"cpu": 1}),
+            param_space={"run": tune.grid_search([asdict(r) for r in runs])},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=jobs,
+                trial_dirname_creator=lambda trial: trial.trial_id,
+            ),
+            run_config=run_config(tune, storage, Reported()),
+        )
+        grid = tuner.fit()
+        for result in (grid[i] for i in range(len(grid))):
+            run = by_id[(result.config or {})["run"]["id"]]
+            if run.id not in reported:  # the trial itself failed in Ray
+                done(run, {"status": "failed", "error": str(result.error)})
+
+
+@contextlib.contextmanager
+def ray_tune() -> Iterator[tuple[Any, str]]:
+    """Ray joined to the cluster at $RAY_ADDRESS as a sweep wants it (quiet,
+    the sweep's variables passed to the trials), and a temporary folder for
+    Tune's own files: Tune, and the folder."""
     check("ray")
     address = os.environ["RAY_ADDRESS"]
     ray_settings(address)
@@ -274,17 +308,6 @@ def run_ray(runs: Sequence[TrialRun], jobs: int, done: Done) -> None:
     from ray import tune
 
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)  # failures are rows
-    by_id = {run.id: run for run in runs}
-    reported: set[str] = set()
-
-    class Reported(tune.Callback):
-        def on_trial_result(
-            self, iteration: int, trials: Any, trial: Any, result: Any, **info: Any
-        ) -> None:
-            run = by_id[trial.config["run"]["id"]]
-            reported.add(run.id)
-            done(run, {k: result.get(k) for k in REPORTED})
-
     env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ON)}
     ray.init(
         address=address,
@@ -294,24 +317,17 @@ def run_ray(runs: Sequence[TrialRun], jobs: int, done: Done) -> None:
     )
     try:
         with tempfile.TemporaryDirectory(prefix="l2compile-ray-") as storage:
-            tuner = tune.Tuner(
-                tune.with_resources(_ray_trial, {"cpu": 1}),
-                param_space={"run": tune.grid_search([asdict(r) for r in runs])},
-                tune_config=tune.TuneConfig(
-                    max_concurrent_trials=jobs,
-                    trial_dirname_creator=lambda trial: trial.trial_id,
-                ),
-                run_config=tune.RunConfig(
-                    storage_path=storage,
-                    verbose=0,
-                    callbacks=[Reported()],
-                    failure_config=tune.FailureConfig(max_failures=0),
-                ),
-            )
-            grid = tuner.fit()
-            for result in (grid[i] for i in range(len(grid))):
-                run = by_id[(result.config or {})["run"]["id"]]
-                if run.id not in reported:  # the trial itself failed in Ray
-                    done(run, {"status": "failed", "error": str(result.error)})
+            yield tune, storage
     finally:
         ray.shutdown()
+
+
+def run_config(tune: Any, storage: str, callback: Any) -> Any:
+    """Tune's run settings for a sweep: its files in `storage`, silent, a
+    trial that fails is not retried, and `callback` hears each result."""
+    return tune.RunConfig(
+        storage_path=storage,
+        verbose=0,
+        callbacks=[callback],
+        failure_config=tune.FailureConfig(max_failures=0),
+    )

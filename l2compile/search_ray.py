@@ -12,9 +12,7 @@ local search's.
 
 from __future__ import annotations
 
-import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -45,68 +43,48 @@ def run(
     """Run `todo` trials on the cluster at $RAY_ADDRESS, `jobs` at a time;
     `done` gets each trial and how it ended (a pruned one with its last
     score)."""
-    engines.check("ray")
-    address = os.environ["RAY_ADDRESS"]
-    engines.ray_settings(address)
-    import ray
-    from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)  # failures are rows
     mode = "max" if plan.sweep.higher_is_better else "min"
-    searcher = OptunaSearch(
-        space={f"p{i}": s.distribution() for i, s in enumerate(plan.spaces)},
-        metric=SCORE,
-        mode=mode,
-        sampler=_sampler(plan),
-    )
     last: dict[str, dict[str, Any]] = {}
     ended: set[str] = set()
+    with engines.ray_tune() as (tune, storage):
+        callback: Any = tune.Callback
 
-    class Reported(tune.Callback):
-        def on_trial_result(
-            self, iteration: int, trials: Any, trial: Any, result: Any, **info: Any
-        ) -> None:
-            last[trial.trial_id] = dict(result)
-            if result.get("ended"):
-                ended.add(trial.trial_id)
-                done(_of(plan, result), dict(result["report"]))
+        class Reported(callback):  # type: ignore[misc]
+            def on_trial_result(
+                self, iteration: int, trials: Any, trial: Any, result: Any, **info: Any
+            ) -> None:
+                last[trial.trial_id] = dict(result)
+                if result.get("ended"):
+                    ended.add(trial.trial_id)
+                    done(_of(plan, result), dict(result["report"]))
 
-    env = {k: v for k, v in os.environ.items() if k.startswith(engines.PASSED_ON)}
-    ray.init(
-        address=address,
-        logging_level=logging.ERROR,
-        log_to_driver=False,
-        runtime_env={"env_vars": env},
-    )
-    try:
-        with tempfile.TemporaryDirectory(prefix="l2compile-ray-") as storage:
-            trainable = tune.with_parameters(
-                _trial, plan=plan, out=str(out.resolve()), data=data, cwd=os.getcwd()
-            )
-            tuner = tune.Tuner(
-                tune.with_resources(trainable, {"cpu": 1}),
-                tune_config=tune.TuneConfig(
-                    metric=SCORE,
-                    mode=mode,
-                    search_alg=searcher,
-                    scheduler=_scheduler(plan, tune),
-                    num_samples=todo,
-                    max_concurrent_trials=jobs,
-                    trial_dirname_creator=lambda trial: trial.trial_id,
-                ),
-                run_config=tune.RunConfig(
-                    storage_path=storage,
-                    verbose=0,
-                    callbacks=[Reported()],
-                    failure_config=tune.FailureConfig(max_failures=0),
-                ),
-            )
-            grid = tuner.fit()
-            for result in (grid[i] for i in range(len(grid))):
-                _unreported(plan, result, last, ended, done)
-    finally:
-        ray.shutdown()
+        searcher = OptunaSearch(
+            space={f"p{i}": s.distribution() for i, s in enumerate(plan.spaces)},
+            metric=SCORE,
+            mode=mode,
+            sampler=_sampler(plan),
+        )
+        trainable = tune.with_parameters(
+            _trial, plan=plan, out=str(out.resolve()), data=data, cwd=os.getcwd()
+        )
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": 1}),
+            tune_config=tune.TuneConfig(
+                metric=SCORE,
+                mode=mode,
+                search_alg=searcher,
+                scheduler=_scheduler(plan),
+                num_samples=todo,
+                max_concurrent_trials=jobs,
+                trial_dirname_creator=lambda trial: trial.trial_id,
+            ),
+            run_config=engines.run_config(tune, storage, Reported()),
+        )
+        grid = tuner.fit()
+        for result in (grid[i] for i in range(len(grid))):
+            _unreported(plan, result, last, ended, done)
 
 
 def _unreported(
@@ -151,7 +129,7 @@ def _sampler(plan: SearchPlan) -> Any:
     return optuna.samplers.RandomSampler(seed=plan.seed)
 
 
-def _scheduler(plan: SearchPlan, tune: Any) -> Any:
+def _scheduler(plan: SearchPlan) -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
     if plan.prune == "asha":

@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Callable, Generator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -220,6 +221,27 @@ train:
 # one epoch on 256 samples leaves a model too unsure for its int8 file to keep
 # parity on the other 90 %. The default (a held-out share) is built by
 # tests/test_task_builds.py, the MNIST training tests and test_resume.py.
+
+
+class StopAt:
+    """Stands in for the penalty recorder and interrupts the build at an epoch."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        from l2compile import callbacks
+
+        self.real = callbacks.penalty_recorder
+
+    def __call__(self, keras: Any, penalties: list[float]) -> Any:
+        recorder = self.real(keras, penalties)
+        stop = self.epoch
+
+        def on_epoch_begin(epoch: int, logs: Any = None) -> None:
+            if epoch == stop:
+                raise KeyboardInterrupt
+
+        recorder.on_epoch_begin = on_epoch_begin
+        return recorder
 
 
 def make_mnist_npz(

@@ -23,7 +23,7 @@ from l2compile.contract import GeneratedModule, import_generated
 from l2compile.errors import BuildError, Interrupted
 from l2compile.generate import Compiled
 
-from .conftest import GOLDEN, ROOT, SMALL_SPEC, compiled, make_mnist_npz
+from .conftest import GOLDEN, ROOT, SMALL_SPEC, StopAt, compiled, make_mnist_npz
 
 #: Enough epochs of enough data that a kill lands well inside training; it
 #: validates on a held-out share of the training data (the default), which a
@@ -174,25 +174,6 @@ def test_a_build_killed_mid_training_resumes_to_the_same_metrics(
     assert not any(a["path"].startswith("resume/") for a in manifest["artifacts"])
 
 
-class _StopAt:
-    """Stands in for the penalty recorder and interrupts the build at an epoch."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.real = callbacks.penalty_recorder
-
-    def __call__(self, keras: Any, penalties: list[float]) -> Any:
-        recorder = self.real(keras, penalties)
-        stop = self.epoch
-
-        def on_epoch_begin(epoch: int, logs: Any = None) -> None:
-            if epoch == stop:
-                raise KeyboardInterrupt
-
-        recorder.on_epoch_begin = on_epoch_begin
-        return recorder
-
-
 @pytest.mark.build
 def test_ctrl_c_keeps_the_finished_epochs_and_resume_ends_the_same(
     tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
@@ -202,7 +183,7 @@ def test_ctrl_c_keeps_the_finished_epochs_and_resume_ends_the_same(
 
     out = tmp_path / "out"
     with monkeypatch.context() as patch:
-        patch.setattr(callbacks, "penalty_recorder", _StopAt(2))
+        patch.setattr(callbacks, "penalty_recorder", StopAt(2))
         with pytest.raises(Interrupted) as stopped:
             _build(spec, out, tiny_mnist)
     work = tmp_path / ".out.partial"
@@ -237,7 +218,7 @@ def test_an_interrupt_before_the_first_epoch_ends_leaves_nothing(
     tmp_path: Path, tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = compiled(tmp_path)
-    monkeypatch.setattr(callbacks, "penalty_recorder", _StopAt(0))
+    monkeypatch.setattr(callbacks, "penalty_recorder", StopAt(0))
     with pytest.raises(KeyboardInterrupt) as stopped:
         _build(spec, tmp_path / "out", tiny_mnist)
     assert not isinstance(stopped.value, Interrupted)
@@ -256,7 +237,7 @@ def interrupted_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = make_mnist_npz(folder / "data" / "mnist.npz")
     spec = compiled(folder, THREE_EPOCHS)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(callbacks, "penalty_recorder", _StopAt(1))
+        patch.setattr(callbacks, "penalty_recorder", StopAt(1))
         with pytest.raises(Interrupted):
             _build(spec, folder / "out", data)
     return folder / ".out.partial"
@@ -306,7 +287,7 @@ def test_a_build_without_resume_replaces_saved_epochs_once_it_has_its_own(
     saved = _files(work)
     messages: list[str] = []
     with monkeypatch.context() as patch:
-        patch.setattr(callbacks, "penalty_recorder", _StopAt(0))
+        patch.setattr(callbacks, "penalty_recorder", StopAt(0))
         with pytest.raises(Interrupted) as stopped:
             _build(spec, tmp_path / "out", tiny_mnist, log=messages.append)
     assert notice in messages
@@ -593,7 +574,7 @@ def test_a_build_with_a_schedule_and_early_stopping_resumes_to_the_same_end(
     for stop in (2, trained - 1):  # early stopping's count begun, and nearly done
         out = tmp_path / f"out{stop}"
         with monkeypatch.context() as patch:
-            patch.setattr(callbacks, "penalty_recorder", _StopAt(stop))
+            patch.setattr(callbacks, "penalty_recorder", StopAt(stop))
             with pytest.raises(Interrupted):
                 run(out)
         again = run(out, resume=True)

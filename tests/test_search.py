@@ -221,21 +221,9 @@ def test_ctrl_c_and_resume_finish_the_same_study(tmp_path: Path) -> None:
 def test_a_search_through_a_local_ray_head(tmp_path: Path) -> None:
     """The Ray variant: Tune's OptunaSearch draws, ASHAScheduler prunes, each
     trial one build on the head that the test starts on 127.0.0.1."""
-    import shutil
-    import tempfile
+    from tests.test_sweep import local_ray_head
 
-    from tests.test_sweep import _ray_head
-
-    pytest.importorskip("ray", reason='the test extra installs "l2compile[ray]"')
-    ray = str(Path(sys.executable).parent / "ray")
-    env = {
-        **os.environ,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    }
-    temp = Path(tempfile.mkdtemp(prefix="rayh", dir="/tmp"))  # short: its sockets
-    head, address = _ray_head(ray, env, temp)
-    try:
+    with local_ray_head() as env:
         data = make_mnist_npz(tmp_path / "mnist.npz", n_train=200, n_test=64)
         command = [*(sys.executable, "-m", "l2compile", "sweep"), str(_spec(tmp_path))]
         command += [*SPACES, "--search", "tpe", "--trials", "4", "--prune", "asha"]
@@ -243,15 +231,11 @@ def test_a_search_through_a_local_ray_head(tmp_path: Path) -> None:
         done = subprocess.run(
             [*command, "--jobs", "2"],
             cwd=tmp_path,
-            env={**env, "RAY_ADDRESS": address},
+            env=env,
             capture_output=True,
             text=True,
             timeout=900,
         )
-    finally:
-        head.terminate()
-        head.wait(timeout=120)
-        shutil.rmtree(temp, ignore_errors=True)
     assert done.returncode == 0, done.stderr
     out = tmp_path / "out"
     results = json.loads((out / "results.json").read_text())

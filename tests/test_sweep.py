@@ -3,6 +3,7 @@ and plots, and real sweeps of tiny builds (two fields, Ctrl-C and --resume)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -11,6 +12,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -453,6 +455,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def local_ray_head() -> Iterator[dict[str, str]]:
+    """A Ray head on 127.0.0.1 for the test's time (no usage report); the
+    environment that reaches it (RAY_ADDRESS)."""
+    import shutil
+    import tempfile
+
+    pytest.importorskip("ray", reason='the test extra installs "l2compile[ray]"')
+    ray = str(Path(sys.executable).parent / "ray")
+    # Loopback only (README: On a Ray cluster), no usage report.
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    }
+    temp = Path(tempfile.mkdtemp(prefix="rayh", dir="/tmp"))  # short: its sockets
+    head, address = _ray_head(ray, env, temp)
+    try:
+        yield {**env, "RAY_ADDRESS": address}
+    finally:
+        head.terminate()
+        head.wait(timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 def _ray_head(ray: str, env: dict[str, str], temp: Path) -> tuple[Any, str]:
     """A Ray head on 127.0.0.1 only, in `temp`; the process and its address."""
     import threading
@@ -490,20 +517,7 @@ def _ray_head(ray: str, env: dict[str, str], temp: Path) -> tuple[Any, str]:
 
 @pytest.mark.external
 def test_a_sweep_through_a_local_ray_head(tmp_path: Path) -> None:
-    import shutil
-    import tempfile
-
-    pytest.importorskip("ray", reason='the test extra installs "l2compile[ray]"')
-    ray = str(Path(sys.executable).parent / "ray")
-    # Loopback only (README: On a Ray cluster), no usage report.
-    env = {
-        **os.environ,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    }
-    temp = Path(tempfile.mkdtemp(prefix="rayh", dir="/tmp"))  # short: its sockets
-    head, address = _ray_head(ray, env, temp)
-    try:
+    with local_ray_head() as env:
         data = make_mnist_npz(tmp_path / "mnist.npz", n_train=200, n_test=64)
         result = subprocess.run(
             [
@@ -513,15 +527,11 @@ def test_a_sweep_through_a_local_ray_head(tmp_path: Path) -> None:
                 *("--engine", "ray", "--jobs", "2"),
             ],
             cwd=tmp_path,
-            env={**env, "RAY_ADDRESS": address},
+            env=env,
             capture_output=True,
             text=True,
             timeout=600,
         )
-    finally:
-        head.terminate()
-        head.wait(timeout=120)
-        shutil.rmtree(temp, ignore_errors=True)
     assert result.returncode == 0, result.stderr
     assert "2 at a time on the ray engine" in result.stderr
     out = tmp_path / "out"

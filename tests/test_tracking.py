@@ -18,7 +18,7 @@ from l2compile import build as builder
 from l2compile import callbacks, tracking
 from l2compile.errors import BuildError, Interrupted
 
-from .conftest import SMALL_SPEC, compiled, make_mnist_npz
+from .conftest import SMALL_SPEC, StopAt, compiled, make_mnist_npz
 
 #: Four epochs, both kinds of tracking, the keras file and the float TFLite file.
 TRACKED = SMALL_SPEC.replace("epochs: 1", "epochs: 4").replace(
@@ -107,25 +107,6 @@ def _steps(store: str, run_id: str, key: str) -> list[int]:
     return [m.step for m in _client(store).get_metric_history(run_id, key)]
 
 
-class _StopAt:
-    """Stands in for the penalty recorder and interrupts the build at an epoch."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.real = callbacks.penalty_recorder
-
-    def __call__(self, keras: Any, penalties: list[float]) -> Any:
-        recorder = self.real(keras, penalties)
-        stop = self.epoch
-
-        def on_epoch_begin(epoch: int, logs: Any = None) -> None:
-            if epoch == stop:
-                raise KeyboardInterrupt
-
-        recorder.on_epoch_begin = on_epoch_begin
-        return recorder
-
-
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
@@ -194,7 +175,7 @@ def test_an_interrupted_and_resumed_build_is_one_run(
     spec = compiled(tmp_path, TRACKED)
     out = tmp_path / "out"
     with monkeypatch.context() as patch:
-        patch.setattr(callbacks, "penalty_recorder", _StopAt(2))
+        patch.setattr(callbacks, "penalty_recorder", StopAt(2))
         with pytest.raises(Interrupted):
             builder.build(spec.plan, spec.code, out, data=data, log=lambda m: None)
     (stopped,) = _runs(store, "small_mlp")
