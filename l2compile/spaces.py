@@ -22,7 +22,13 @@ from typing import Any
 
 from l2compile import sweep as sweep_
 from l2compile.errors import SpecError
-from l2compile.overrides import Override, OverrideError, parse, split_values
+from l2compile.overrides import (
+    Override,
+    OverrideError,
+    check_distinct,
+    parse,
+    split_values,
+)
 
 Log = Callable[[str], None]
 
@@ -170,6 +176,7 @@ def plan_search(
     if not 1 <= trials <= MAX_TRIALS:
         raise sweep_.SweepError(f"--trials {trials}: from 1 to {MAX_TRIALS:,}")
     parsed = [parse_space(text) for text in texts]
+    check_distinct([p.override if isinstance(p, Space) else p for p in parsed])
     spaces: tuple[Space, ...] = tuple(p for p in parsed if isinstance(p, Space))
     fixed = tuple(p for p in parsed if isinstance(p, Override))
     if not spaces:

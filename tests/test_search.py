@@ -99,6 +99,11 @@ def test_a_space_whose_end_the_spec_refuses_is_reported_before_anything_runs(
     assert not (tmp_path / "out").exists()
 
 
+#: The same field in two --set.
+TWICE = ["--set", "l2=uniform(0,1)", "--set", "l2=choice(0,1)", "--search", "tpe"]
+TWICE += ["--trials", "3"]
+
+
 @pytest.mark.unit
 def test_a_search_needs_a_space_and_the_cli_says_what_goes_with_what(
     tmp_path: Path,
@@ -114,6 +119,14 @@ def test_a_search_needs_a_space_and_the_cli_says_what_goes_with_what(
         (["--set", "l2=loguniform(1e-3,1)"], "add --search random|tpe"),
         (["--set", "l2=0,1", "--trials", "3"], "--trials and --prune go with --search"),
         (["--set", "l2=uniform(0,1)", "--search", "random"], "needs --trials N"),
+        (
+            TWICE,
+            "--set l2 and --set l2 set the same field",
+        ),
+        (
+            ["--set", "l2=uniform(0,1)", "--search", "tpe", "--trials", "2000"],
+            "--trials 2000: from 1 to 1,000",
+        ),
     ]
     for args, message in cases:
         result = runner.invoke(main, ["sweep", spec, *args, "--out", "o"])
