@@ -20,8 +20,7 @@ from l2compile.errors import Interrupted
 from l2compile.generate import Compiled
 from l2compile.sources import RECIPES
 
-from .conftest import compiled, make_mnist_npz
-from .test_resume import _StopAt
+from .conftest import StopAt, compiled, make_mnist_npz
 
 pytestmark = pytest.mark.build
 
@@ -185,7 +184,7 @@ def test_an_interrupted_graph_build_resumes_to_the_same_weights_and_metrics(
     spec = compiled(tmp_path, GRAPH_SPEC + "export: {formats: [keras]}\n")
     out = tmp_path / "out"
     with monkeypatch.context() as patch:
-        patch.setattr(callbacks, "penalty_recorder", _StopAt(1))
+        patch.setattr(callbacks, "penalty_recorder", StopAt(1))
         with pytest.raises(Interrupted) as stopped:
             _build(spec, out, data)
     assert (stopped.value.epoch, stopped.value.epochs) == (1, 2)

@@ -22,8 +22,7 @@ from l2compile.datasets import load_dataset
 from l2compile.errors import Interrupted
 from l2compile.generate import Compiled, compile_spec
 
-from .conftest import SHAPES, make_image_folder
-from .test_resume import _StopAt
+from .conftest import SHAPES, StopAt, make_image_folder
 
 pytestmark = pytest.mark.build
 
@@ -235,7 +234,7 @@ def test_an_image_folder_build_resumes_to_the_same_model(
 
     full = run(tmp_path / "full")
     with monkeypatch.context() as patch:
-        patch.setattr(callbacks, "penalty_recorder", _StopAt(2))
+        patch.setattr(callbacks, "penalty_recorder", StopAt(2))
         with pytest.raises(Interrupted):
             run(tmp_path / "out")
     again = run(tmp_path / "out", resume=True)
