@@ -24,7 +24,7 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from l2compile import resume as saved_state
 from l2compile import sweep as sweep_
 from l2compile.errors import BuildError
 from l2compile.files import json_text, write_atomically
-from l2compile.spaces import SearchPlan, make_trial, pruning_score
+from l2compile.spaces import SearchPlan, make_trial, pruning_score, sampler
 
 Log = Callable[[str], None]
 
@@ -66,13 +66,6 @@ def _study(plan: SearchPlan, out: Path) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = (
-        optuna.samplers.TPESampler(
-            seed=plan.seed, n_startup_trials=min(10, plan.trials // 2 or 1)
-        )
-        if plan.search == "tpe"
-        else optuna.samplers.RandomSampler(seed=plan.seed)
-    )
     pruner: Any = optuna.pruners.NopPruner()
     if plan.prune == "median":
         pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
@@ -81,7 +74,7 @@ def _study(plan: SearchPlan, out: Path) -> Any:
     return optuna.create_study(
         storage=f"sqlite:///{(out / STUDY).resolve()}",
         study_name=STUDY_NAME,
-        sampler=sampler,
+        sampler=sampler(plan),
         pruner=pruner,
         direction="maximize" if plan.sweep.higher_is_better else "minimize",
         load_if_exists=True,
@@ -99,7 +92,6 @@ class _Running:
     process: Any = None
     reported: int = 0
     pruned: dict[str, Any] | None = None
-    values: dict[str, Any] = field(default_factory=dict)
 
 
 def run_search(

@@ -21,7 +21,7 @@ from typing import Any
 from l2compile import engines, workfolder
 from l2compile import resume as saved_state
 from l2compile import sweep as sweep_
-from l2compile.spaces import SearchPlan, make_trial, pruning_score
+from l2compile.spaces import SearchPlan, make_trial, pruning_score, sampler
 
 #: How often a trial looks at its build's saved epochs.
 POLL_SECONDS = 0.25
@@ -64,7 +64,7 @@ def run(
             space={f"p{i}": s.distribution() for i, s in enumerate(plan.spaces)},
             metric=SCORE,
             mode=mode,
-            sampler=_sampler(plan),
+            sampler=sampler(plan),
         )
         trainable = tune.with_parameters(
             _trial, plan=plan, out=str(out.resolve()), data=data, cwd=os.getcwd()
@@ -117,16 +117,6 @@ def _unreported(
 def _of(plan: SearchPlan, result: dict[str, Any]) -> sweep_.Trial:
     """The sweep trial a Tune result reports on."""
     return make_trial(plan, int(result["trial"]), dict(result["params"]))
-
-
-def _sampler(plan: SearchPlan) -> Any:
-    import optuna
-
-    if plan.search == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=plan.seed, n_startup_trials=min(10, plan.trials // 2 or 1)
-        )
-    return optuna.samplers.RandomSampler(seed=plan.seed)
 
 
 def _scheduler(plan: SearchPlan) -> Any:

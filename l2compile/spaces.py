@@ -237,3 +237,16 @@ def pruning_score(plan: SearchPlan, history: dict[str, list[float]]) -> list[flo
     chosen = plan.sweep.choose
     key = chosen if chosen in history else "val_loss"
     return list(history.get(key, []))
+
+
+def sampler(plan: SearchPlan) -> Any:
+    """Optuna's sampler for the search, seeded by the spec's seed (the same
+    locally and through Ray Tune's OptunaSearch): TPE draws its first
+    min(10, trials / 2) trials at random."""
+    import optuna
+
+    if plan.search == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=plan.seed, n_startup_trials=min(10, plan.trials // 2 or 1)
+        )
+    return optuna.samplers.RandomSampler(seed=plan.seed)
