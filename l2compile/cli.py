@@ -426,6 +426,75 @@ def generate(
         click.echo(f"wrote {item.target}")
 
 
+@main.command("import", epilog=_EXIT_CODES)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="The spec file to write. Default: <name>.yaml in the working folder.",
+)
+@click.option(
+    "--name", help="The spec's name. Default: the model's, made a Python name."
+)
+@click.option(
+    "--l2",
+    type=click.FloatRange(min=0),
+    help="Put this L2 coefficient on every kernel, in place of the file's "
+    "regularizers.",
+)
+@click.option(
+    "--weights-from-model",
+    is_flag=True,
+    help="Also write the model's weights beside the spec (<spec>.weights.h5), "
+    "which the spec's train.initial_weights loads before training.",
+)
+def import_(
+    model: Path,
+    output: Path | None,
+    name: str | None,
+    l2: float | None,
+    weights_from_model: bool,
+) -> None:
+    """Write a spec for the Keras model in MODEL (.keras): its layers, wiring,
+    arguments and regularizers, checked to plan to the same model. Nothing is
+    written where any layer cannot be expressed; every such layer is listed."""
+    from l2compile import processes
+    from l2compile.import_check import import_model
+    from l2compile.importing import ImportFailed, module_name
+
+    if not model.is_file():
+        _fail(f"{model}: no such file", EXIT_SPEC_ERROR)
+    if name is not None and module_name(name) != name:
+        _fail(
+            f"--name {name!r}: a spec's name is a Python module name, e.g. "
+            f"{module_name(name)!r}",
+            EXIT_SPEC_ERROR,
+        )
+    out = output or Path(f"{name or module_name(model.stem)}.yaml")
+    if out.exists():
+        _fail(f"{out} exists: give another --output, or remove it", EXIT_SPEC_ERROR)
+    if not out.parent.is_dir():
+        _fail(f"{out.parent}: no such folder", EXIT_SPEC_ERROR)
+    processes.claim("jax")
+    processes.import_keras()
+    try:
+        done = import_model(
+            model, out, name=name, l2=l2, with_weights=weights_from_model
+        )
+    except ImportFailed as exc:
+        _fail(str(exc), EXIT_SPEC_ERROR)
+    plan = done.plan
+    regularized = sum(1 for lay in plan.layers for w in lay.weights if w.l2 > 0)
+    click.echo(
+        f"wrote {done.spec}: {len(plan.layers)} layers, {plan.params:,} parameters, "
+        f"L2 on {regularized} weights"
+    )
+    if done.weights is not None:
+        click.echo(f"wrote {done.weights}: the model's weights (train.initial_weights)")
+    click.echo(f"fill in its data part (train), then: l2compile build {done.spec}")
+
+
 #: build's help: what it writes, each export format's (l2compile.formats).
 _BUILD_HELP = f"""Generate SPEC's module, train the model it builds, and export it.
 

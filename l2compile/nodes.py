@@ -241,6 +241,8 @@ class ModelPlan:
     #: A csv's separate test file (data: {train: ..., test: ...}), resolved.
     test_path: SpecPath | None = None
     backbone: BackbonePlan | None = None
+    #: train.initial_weights: the weights file build_model() loads.
+    initial_weights: SpecPath | None = None
     #: The learning rate's schedule (None: the constant LEARNING_RATE).
     schedule: SchedulePlan | None = None
     #: keras.callbacks.EarlyStopping's arguments, as source (None: none).

@@ -114,10 +114,10 @@ class _SpecPlanner:
         self.training.check_schedule()
         self.training.check_early_stopping(task)
         backbone = self.backbones.backbone(layers, recipe)
+        initial_weights = self.training.initial_weights(layers)
         steps_per_execution = self.training.steps_per_execution()
         backend, module_backend = self.training.backend(layers)
-        if self.context.errors:
-            # In the order of the file, as a reader goes through it.
+        if self.context.errors:  # in the order of the file, as a reader reads it
             return sorted(
                 self.context.errors, key=lambda e: (e.line or 0, e.column or 0)
             )
@@ -166,6 +166,7 @@ class _SpecPlanner:
                 "train.data.test", split.test if split else None
             ),
             backbone=backbone,
+            initial_weights=initial_weights,
             schedule=self.training.schedule(),
             early_stopping=self.training.early_stopping(),
             tracking=Tracking(

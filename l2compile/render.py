@@ -361,6 +361,7 @@ def context(plan: ModelPlan, *, version_header: bool = True) -> dict[str, Any]:
         "channels": plan.input_shape[-1],
         "model_args": "columns" if plan.recipe.encodes else "",
         "model_params": _model_params(plan),
+        "initial_weights": plan.initial_weights is not None,
         "samples_type": "np.ndarray | Images" if plan.recipe.streamed else "np.ndarray",
         "table_labels": plan.task.table_labels,
         "data_title": plan.recipe.title,
@@ -406,11 +407,14 @@ def _imports(plan: ModelPlan) -> list[str]:
 
 def _model_params(plan: ModelPlan) -> str:
     """build_model()'s parameters, as its `def` line writes them."""
+    params = []
     if plan.recipe.encodes:
-        return "columns: list[dict[str, Any]]"
-    if plan.backbone is not None and plan.backbone.weights == "file":
-        return "backbone_weights: str = BACKBONE_WEIGHTS"
-    return ""
+        params.append("columns: list[dict[str, Any]]")
+    elif plan.backbone is not None and plan.backbone.weights == "file":
+        params.append("backbone_weights: str = BACKBONE_WEIGHTS")
+    if plan.initial_weights is not None:
+        params.append("initial_weights: str | None = INITIAL_WEIGHTS")
+    return ", ".join(params)
 
 
 _WEIGHTS_TEXT = {

@@ -636,6 +636,12 @@ class TrainSpec(StrictModel):
         description="Stop when the validation split's score stops improving.",
     )
     batch_size: Annotated[int, Field(gt=0, le=1_000_000)]
+    initial_weights: DataPath | None = Field(
+        default=None,
+        description="A weights file (.weights.h5) the model starts from, as "
+        "`l2compile import --weights-from-model` writes it: build_model() loads "
+        "it. It must hold a weight of each shape the plan has.",
+    )
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = Field(
         default=0,
         description="Seeds the initial weights, dropout and each epoch's data "

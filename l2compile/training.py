@@ -328,13 +328,16 @@ def _build(plan: ModelPlan, generated: GeneratedModule, args: tuple[Any, ...]) -
     """The generated module's model; a backbone's weights file is the one the
     spec names (the module's BACKBONE_WEIGHTS is as the spec writes it)."""
     backbone = plan.backbone
+    named: dict[str, str] = {}
+    if plan.initial_weights is not None:
+        named["initial_weights"] = str(plan.initial_weights.path.resolve())
     if backbone is None:
-        return generated.build_model(*args)
+        return generated.build_model(*args, **named)
     if backbone.weights_path is not None:
         weights = str(backbone.weights_path.path.resolve())
-        return generated.build_model(*args, backbone_weights=weights)
+        return generated.build_model(*args, backbone_weights=weights, **named)
     try:
-        return generated.build_model(*args)
+        return generated.build_model(*args, **named)
     except Exception as error:
         if backbone.weights != "imagenet":
             raise

@@ -27,6 +27,7 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -417,3 +418,79 @@ class BackboneLayer(WeightedSpec):
             )
             for index, path, size in table()[self.model]["weights"]
         ]
+
+
+def _entries(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    found = config.get("layers")
+    return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
+
+
+def _known(layers: list[dict[str, Any]]) -> str | None:
+    """The backbone whose layers these are, by name and place (None: none)."""
+    names = [str(entry.get("name")) for entry in layers]
+    for model in BACKBONES:
+        known = table()[model]
+        if len(names) == known["layers"] and all(
+            names[index] == path.rsplit("/", 1)[0]
+            for index, path, _ in known["weights"]
+        ):
+            return model
+    return None
+
+
+def _trained(
+    app: Mapping[str, Any], layers: list[dict[str, Any]]
+) -> dict[str, Any] | str:
+    """`trainable` or `fine_tune_from` as the application's layers say."""
+    flags = [
+        (i, bool(config["trainable"]))
+        for i, entry in enumerate(layers)
+        if "trainable" in (config := entry.get("config") or {})
+    ]
+    if app.get("trainable") is False or not any(on for _, on in flags):
+        return {}
+    first = next(i for i, on in flags if on)
+    if not all(on == (i >= first) for i, on in flags):
+        return (
+            "its trainable layers are not one run to the end: a backbone trains "
+            "from one layer on (fine_tune_from)"
+        )
+    return {"trainable": True} if first <= flags[0][0] else {"fine_tune_from": first}
+
+
+def read_application(config: Mapping[str, Any]) -> dict[str, Any] | str:
+    """A nested model's config (a keras.applications model without its top,
+    bare or behind l2compile's Rescaling) as a backbone layer's fields, or why
+    it is none that l2compile knows. Its layers are known by their names and
+    places (backbones.json), so nothing of the file is built or run."""
+    entries = [e for e in _entries(config) if e.get("class_name") != "InputLayer"]
+    app, rescaling = config, None
+    if len(entries) == 2 and entries[0].get("class_name") == "Rescaling":
+        rescaling, app = entries[0].get("config") or {}, entries[1].get("config") or {}
+    # Its layers as Keras numbers them (model.layers): the operations its
+    # config also lists (keras.ops calls, as its hard-swish) are none.
+    layers = [
+        e
+        for e in _entries(app)
+        if not str(e.get("module", "")).startswith("keras.src.ops")
+    ]
+    model = _known(layers)
+    if model is None:
+        return (
+            "a nested model that is none of the keras.applications models "
+            f"l2compile knows without their top ({', '.join(BACKBONES)})"
+        )
+    facts = BACKBONES[model]
+    if rescaling is not None and (
+        rescaling.get("scale") != facts.scale
+        or (rescaling.get("offset") or 0.0) != facts.offset
+    ):
+        return (
+            f"the Rescaling before {facts.keras_class} is not the one a backbone "
+            f"puts there (scale {py_float(facts.scale)}, offset "
+            f"{py_float(facts.offset)})"
+        )
+    trained = _trained(app, layers)
+    if isinstance(trained, str):
+        return trained
+    return {"model": model, "weights": "none", **trained}

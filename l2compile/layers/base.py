@@ -23,6 +23,8 @@ A kind states:
 - `augments`: it augments the training images, drawing random numbers from
   a `seed` argument that the planner adds (a kind does not know its place in
   the spec); it runs in the input pipeline, not in the model.
+- `from_keras(config)`: its fields read back from a Keras layer's config, for
+  `l2compile import` (by default each field Keras names the same way).
 
 A merge kind (a `MergeSpec`) takes two or more inputs, each named by the layer
 it comes from, and states `merged_shape(inputs, place)` instead of
@@ -32,7 +34,7 @@ it comes from, and states `merged_shape(inputs, place)` instead of
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, TypeVar, get_args
@@ -166,6 +168,9 @@ class LayerSpec(StrictModel):
     #: "tensorflow" (Keras' export through tf2onnx) and "jax" (through
     #: jax2onnx); l2compile.formats.onnx takes a route no layer refuses.
     onnx_refused: ClassVar[dict[str, str]] = {}
+    #: Its fields that Keras' config keeps as a tuple of one (`(3,)`), where
+    #: the spec writes the number (a 1-D kernel or pool size, its strides).
+    keras_one_d: ClassVar[tuple[str, ...]] = ()
     #: It convolves: on a CPU, `train.backend: auto` trains it on TensorFlow
     #: (l2compile.backends.pick).
     convolves: ClassVar[bool] = False
@@ -212,6 +217,24 @@ class LayerSpec(StrictModel):
         """What the module builds for it in a function of its own, where it is
         a pretrained model (None: a Keras layer)."""
         return None
+
+    @classmethod
+    def from_keras(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Its fields as a Keras layer's config (`get_config()`) gives them,
+        for `l2compile import`: by default, each field that Keras names the
+        same way. A value the spec cannot hold is left for validation to
+        refuse; an argument the spec lacks is found by comparing configs."""
+        own = set(cls.model_fields) - {"type", "name", "inputs", "l2"}
+        found = {
+            field: config[field]
+            for field in cls.model_fields
+            if field in own and field in config
+        }
+        for field in cls.keras_one_d:  # Keras keeps a 1-D size as (3,)
+            value = found.get(field)
+            if isinstance(value, list) and len(value) == 1:
+                found[field] = value[0]
+        return found
 
     def sized(self, vocabulary: int | None) -> LayerSpec | str:
         """The layer with the sizes it leaves to the data: `vocabulary` is a

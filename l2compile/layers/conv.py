@@ -49,6 +49,7 @@ class Conv1DLayer(_Convolution):
 
     keras_class: ClassVar[str] = "Conv1D"
     input_rank: ClassVar[int | None] = 2
+    keras_one_d: ClassVar[tuple[str, ...]] = ("kernel_size", "strides")
     type: Literal["conv1d"]
     filters: PositiveInt
     kernel_size: PositiveInt

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -18,7 +19,18 @@ from l2compile.layers.base import (
 )
 
 
-class _Pooling2D(LayerSpec):
+class _Pooling(LayerSpec):
+    """A pooling window's strides default to its size, as Keras' do."""
+
+    @classmethod
+    def from_keras(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        found = super().from_keras(config)
+        if found.get("strides") == found.get("pool_size"):
+            found.pop("strides", None)
+        return found
+
+
+class _Pooling2D(_Pooling):
     input_rank: ClassVar[int | None] = 3
     pool_size: Pair = (2, 2)
     strides: Pair | None = Field(default=None, description="Defaults to pool_size.")
@@ -94,11 +106,12 @@ class GlobalAveragePooling1DLayer(_GlobalPooling):
 
 
 @register
-class MaxPooling1DLayer(LayerSpec):
+class MaxPooling1DLayer(_Pooling):
     """The maximum over each window of pool_size steps."""
 
     keras_class: ClassVar[str] = "MaxPooling1D"
     input_rank: ClassVar[int | None] = 2
+    keras_one_d: ClassVar[tuple[str, ...]] = ("pool_size", "strides")
     type: Literal["max_pooling1d"]
     pool_size: PositiveInt = 2
     strides: PositiveInt | None = Field(

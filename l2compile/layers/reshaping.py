@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, ClassVar, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
@@ -108,6 +109,21 @@ class ZeroPadding2DLayer(LayerSpec):
 
     def arguments(self) -> list[str]:
         return [] if self.padding == (1, 1) else [pair_text(self.padding)]
+
+    @classmethod
+    def from_keras(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Keras keeps ((top, bottom), (left, right)); the spec pads evenly."""
+        found = super().from_keras(config)
+        margins = found.get("padding")
+        if (
+            isinstance(margins, list)
+            and len(margins) == 2
+            and all(isinstance(m, list) and len(m) == 2 for m in margins)
+            and margins[0][0] == margins[0][1]
+            and margins[1][0] == margins[1][1]
+        ):
+            found["padding"] = [margins[0][0], margins[1][0]]
+        return found
 
     def output_shape(self, shape: Shape, place: Place) -> Shape | None:
         rows, columns = self.padding

@@ -36,6 +36,17 @@ def module_constants(
         *(Constant(*constant) for constant in recipe.constants()),
         Constant("L2", py_float(spec.l2), _l2_comment(spec, layers)),
         *_backbone_constants(backbone),
+        *(
+            [
+                Constant(
+                    "INITIAL_WEIGHTS",
+                    py_str(spec.train.initial_weights),
+                    "the weights the model starts from",
+                )
+            ]
+            if spec.train.initial_weights
+            else []
+        ),
         *_rate_constants(opt.learning_rate),
     ]
     if opt.weight_decay > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from l2compile import backends
@@ -19,6 +20,7 @@ from l2compile.nodes import (
     scope_name,
 )
 from l2compile.planners.context import Planner
+from l2compile.recipes import SpecPath
 from l2compile.schedules import plan_schedule
 from l2compile.sources import source_for
 from l2compile.sources.base import ColumnType, Missing
@@ -26,6 +28,7 @@ from l2compile.sources.base import Source as Recipe
 from l2compile.spec import MissingSpec, ScheduleSpec, SplitFiles
 from l2compile.tasks import Task
 from l2compile.text import TextSettings
+from l2compile.weightfiles import check_weights
 
 _OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}
 
@@ -194,6 +197,20 @@ class TrainingPlanner(Planner):
                 ("train", name),
                 f"{what}, which only Keras' TensorFlow backend has, but {asked}: {fix}",
             )
+
+    def initial_weights(self, layers: list[LayerPlan]) -> SpecPath | None:
+        """train.initial_weights, resolved: a weights file holding a weight
+        of each shape the model has (an error where it does not)."""
+        path = self.context.spec_path(
+            "train.initial_weights", self.spec.train.initial_weights
+        )
+        if path is None:
+            return None
+        wanted = Counter(w.shape for lay in layers for w in lay.weights if w.shape)
+        problem = check_weights(path.path, wanted)
+        if problem is not None:
+            self.error(("train", "initial_weights"), problem)
+        return path
 
     def check_weight_decay(self, layers: list[LayerPlan]) -> None:
         opt = self.spec.train.optimizer

@@ -14,7 +14,14 @@ from l2compile.dates import DATE_FORMATS, DATE_PARTS
 from l2compile.errors import BuildError, some_of
 from l2compile.layers.base import PlannedLayer as Layer
 from l2compile.layers.base import py_str
-from l2compile.sources.base import ColumnType, ReadsText, Request, Source, register
+from l2compile.sources.base import (
+    ColumnType,
+    ReadsText,
+    Report,
+    Request,
+    Source,
+    register,
+)
 
 if TYPE_CHECKING:
     from l2compile.datasets import Dataset
@@ -25,6 +32,19 @@ _IDS = {
     "ids": "0 for a missing value or one not in vocabulary, else its place in "
     "vocabulary counted from 1"
 }
+
+
+def encodes_table(keras_class: str, module: str, name: str) -> bool:
+    """Whether a node of a saved model is part of the table encoding the
+    generated encode() puts before the spec's layers (templates/parts/
+    table.py.jinja): its keras.ops calls, its one-hot CategoryEncoding
+    layers (one_hot_<column>) and the Concatenate that joins them
+    (features). `l2compile import` reads them as a csv recipe's input."""
+    if module.startswith("keras.src.ops"):
+        return True
+    if keras_class == "CategoryEncoding":
+        return name.startswith("one_hot_")
+    return keras_class == "Concatenate" and name == "features"
 
 
 @register
@@ -41,6 +61,14 @@ class Csv(Source):
         {"data", "data_files", "num_classes", "labels", "columns", "test_split", "text"}
     )
     needs: ClassVar[frozenset[str]] = frozenset({"columns"})
+    #: The data part a spec written by `l2compile import` holds for a model
+    #: that encodes a table itself: a placeholder to fill in.
+    placeholder: ClassVar[dict[str, object]] = {
+        "recipe": "csv",
+        "data": "data.csv",
+        "label": "label",
+        "test_split": 0.2,
+    }
     imports: ClassVar[tuple[str, ...]] = (
         "import csv",
         "import datetime",
@@ -64,6 +92,17 @@ class Csv(Source):
         if cls.reads_text([t.kind for t in data.get("types", ())]):
             return CsvText(**data)
         return cls(**data)
+
+    def check_input(self, shape: Sequence[int], report: Report) -> None:
+        """A table needs test rows: a test file, or test_split of its one file."""
+        super().check_input(shape, report)
+        if self.test_data is None and self.test_split is None:
+            report(
+                ("train", "data"),
+                f"{self.data} is one file, and the model needs rows to test on: "
+                "add test_split (the share of its rows that tests, seeded), or "
+                "name a test file (data: {train: a.csv, test: b.csv})",
+            )
 
     def constants(self) -> list[tuple[str, str, str]]:
         found = super().constants()

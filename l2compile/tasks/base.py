@@ -561,6 +561,13 @@ class Task(Scored):
     def default_names(cls, outputs: int) -> tuple[str, ...]:
         return tuple(str(i) for i in range(outputs))
 
+    @classmethod
+    def spec_labels(cls, outputs: int) -> dict[str, Any]:
+        """What a spec written by `l2compile import` says of the labels of a
+        model with `outputs` outputs, beside its placeholder data (by
+        default nothing: the data names them)."""
+        return {}
+
     # --- what compile() gets ----------------------------------------------------
 
     @property

@@ -39,6 +39,12 @@ class Classification(Task):
     expects: ClassVar[str] = "class probabilities"
     output_name: ClassVar[str] = "probabilities"
     scores_classes: ClassVar[bool] = True
+
+    @classmethod
+    def spec_labels(cls, outputs: int) -> dict[str, Any]:
+        """An npz file's labels are class ids: num_classes says how many."""
+        return {"num_classes": outputs}
+
     reads_class_recipes: ClassVar[bool] = True
 
     @classmethod

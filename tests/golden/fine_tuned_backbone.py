@@ -161,11 +161,23 @@ def regularize(model: keras.Model, l2: float) -> None:
     A pretrained model's layers are built already: setting their
     kernel_regularizer now would change nothing (keras-team/keras issue 8413).
     Keras 3 reads a weight's penalty from its variable, so it is set there,
-    and adds it to the loss while the weight trains.
+    and adds it to the loss while the weight trains. It is set on the layer
+    too, whose config a saved model keeps: a model loaded from the file
+    builds the weight with its penalty again.
     """
-    for variable in model.weights:
-        if variable.name in REGULARIZED:
-            variable.regularizer = regularizers.L2(l2)
+    for layer in model.layers:
+        for variable in layer.weights:
+            if variable.name in REGULARIZED:
+                penalty = regularizers.L2(l2)
+                variable.regularizer = penalty
+                setattr(layer, _regularizer_of(layer, variable.name), penalty)
+
+
+def _regularizer_of(layer: keras.Layer, weight: str) -> str:
+    """The argument of `layer` that regularizes its weight `weight`."""
+    if weight == "kernel" and isinstance(layer, layers.DepthwiseConv2D):
+        return "depthwise_regularizer"
+    return f"{weight}_regularizer"
 
 
 def compile_model(model: keras.Model) -> keras.Model:
