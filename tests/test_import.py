@@ -8,15 +8,21 @@ or tests, and for random graphs.
 
 from __future__ import annotations
 
+import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 
+from l2compile.cli import main
 from l2compile.contract import import_generated
 from l2compile.import_check import import_model
+from l2compile.importing import MAX_CONFIG_BYTES, ImportFailed, read_model
 from l2compile.layers.base import INPUT
 from l2compile.nodes import ModelPlan
 from l2compile.overrides import parse
@@ -115,3 +121,379 @@ def test_random_graphs_round_trip(spec: dict[str, Any], tmp_path_factory: Any) -
     saved = _saved_model(plan, folder)
     again = _imported_plan(saved, folder / "imported.yaml")
     assert signature(again) == signature(plan)
+
+
+# --- a model from keras.applications with a new head ----------------------------
+
+
+def _penalties_are_l2_of_each_planned_weight(plan: ModelPlan, model: Any) -> None:
+    """One regularization loss per weight the plan regularizes (and no
+    other), summing to l2 * sum(w^2) over exactly those weights."""
+    from l2compile import report
+
+    variables = {v.path: v for v in model.weights}
+    # A Sequential model builds its layers under its name; loaded from a
+    # file, it does not.
+    variables |= {f"{plan.name}/{path}": v for path, v in variables.items()}
+    expected = [w for w in report.weights(plan) if w["l2"] > 0 and w["trainable"]]
+    assert len(model.losses) == len(expected) > 0
+    for record in expected:
+        regularizer = variables[record["path"]].regularizer
+        assert regularizer is not None, record["path"]
+        assert regularizer.l2 == pytest.approx(record["l2"]), record["path"]
+    penalty = sum(
+        record["l2"]
+        * float(np.sum(np.asarray(variables[record["path"]], dtype=np.float64) ** 2))
+        for record in expected
+    )
+    total = float(sum(float(loss) for loss in model.losses))
+    assert total == pytest.approx(penalty, rel=1e-4)
+
+
+@pytest.mark.build
+def test_a_mobilenet_with_a_dense_head_becomes_a_backbone_that_penalizes_every_kernel(
+    tmp_path: Path,
+) -> None:
+    import keras
+
+    base = keras.applications.MobileNetV3Small(include_top=False, weights=None)
+    model = keras.Sequential(
+        [
+            keras.Input((64, 64, 3)),
+            base,
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ],
+        name="flowers",
+    )
+    model.save(tmp_path / "flowers.keras")
+    done = import_model(tmp_path / "flowers.keras", tmp_path / "flowers.yaml", l2=1e-4)
+    spec = yaml.safe_load(done.spec.read_text())
+    assert spec["l2"] == 1e-4
+    backbone = spec["layers"][0]
+    assert (backbone["type"], backbone["model"], backbone["trainable"]) == (
+        "backbone",
+        "mobilenet_v3_small",
+        True,
+    )
+    plan = plan_file(done.spec)
+    kernels = [w for lay in plan.layers for w in lay.weights if w.role == "kernel"]
+    assert kernels and all(w.l2 == 1e-4 for w in kernels)  # every one of them
+    saved = _saved_model(plan, tmp_path)
+    built = keras.saving.load_model(saved)  # the build, saved and loaded again
+    module = import_generated(tmp_path / f"{plan.name}.py", "flowers_again")
+    _penalties_are_l2_of_each_planned_weight(plan, module.build_model())
+    _penalties_are_l2_of_each_planned_weight(plan, built)
+
+
+# --- what the spec cannot express ------------------------------------------------
+
+
+@pytest.mark.build
+def test_every_layer_the_spec_cannot_express_is_listed_once_and_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    import keras
+    from keras import layers
+
+    @keras.saving.register_keras_serializable(package="mine")
+    class Doubling(layers.Layer):
+        def call(self, x: Any) -> Any:
+            return x * 2
+
+    inputs = keras.Input((8,), name="input")
+    x = layers.Dense(4, kernel_initializer="he_normal", name="he")(inputs)
+    x = layers.Lambda(lambda t: t + 1, name="plus_one")(x)
+    x = Doubling(name="doubling")(x)
+    x = layers.Dense(4, activation="gelu", kernel_constraint="max_norm", name="kept")(x)
+    x = layers.Dense(4, kernel_regularizer=keras.regularizers.L1(0.1), name="l1")(x)
+    x = layers.Dense(2, activation="softmax", name="out")(x)
+    keras.Model(inputs, x).save(tmp_path / "odd.keras")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = CliRunner().invoke(
+        main, ["import", str(tmp_path / "odd.keras"), "-o", str(tmp_path / "odd.yaml")]
+    )
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("  - ")]
+    assert [line.split(" ")[3] for line in lines] == [
+        "he",
+        "plus_one",
+        "doubling",
+        "kept",
+        "l1",
+    ]
+    assert "kernel_initializer=HeNormal" in lines[0]
+    assert "Lambda" in lines[1] and "custom layer (mine>Doubling)" in lines[2]
+    assert "kernel_constraint=MaxNorm" in lines[3]
+    assert "L1 is not an L2 penalty" in lines[4]
+    assert "5 layers the spec cannot express, so nothing was written" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def _archive(path: Path, files: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return path
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("files", "said"),
+    [
+        ({"metadata.json": b"{}"}, "holds no config.json"),
+        ({"config.json": b"{not json"}, "its config.json is not JSON"),
+        ({"config.json": b"[1, 2]"}, "does not describe a model"),
+        (
+            {
+                "config.json": json.dumps(
+                    {"class_name": "MyModel", "config": {"layers": []}}
+                ).encode()
+            },
+            "a subclassed model",
+        ),
+        (
+            {
+                "config.json": json.dumps(
+                    {
+                        "class_name": "Sequential",
+                        "config": {"layers": [{"class_name": "Dense", "config": {}}]},
+                    }
+                ).encode()
+            },
+            "never built: no input shape",
+        ),
+        (
+            {
+                "config.json": json.dumps(
+                    {
+                        "class_name": "Functional",
+                        "config": {
+                            "layers": [
+                                {
+                                    "class_name": "InputLayer",
+                                    "name": "a",
+                                    "config": {"batch_shape": [None, 2]},
+                                },
+                                {
+                                    "class_name": "InputLayer",
+                                    "name": "b",
+                                    "config": {"batch_shape": [None, 2]},
+                                },
+                            ],
+                            "output_layers": [["a", 0, 0]],
+                        },
+                    }
+                ).encode()
+            },
+            "2 inputs: a spec's model reads one",
+        ),
+    ],
+)
+def test_a_file_that_is_no_model_the_spec_can_hold_says_why_in_one_line(
+    files: dict[str, bytes], said: str, tmp_path: Path
+) -> None:
+    path = _archive(tmp_path / "model.keras", files)
+    with pytest.raises(ImportFailed) as error:
+        read_model(path)
+    assert said in str(error.value)
+    assert str(error.value).startswith(f"{path}: ")
+
+
+@pytest.mark.unit
+def test_a_file_that_is_no_archive_and_an_oversized_config_are_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    legacy = tmp_path / "model.h5"
+    legacy.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    with pytest.raises(ImportFailed, match=r"legacy HDF5 model; load it with Keras"):
+        read_model(legacy)
+    big = _archive(tmp_path / "big.keras", {"config.json": b" " * 4096})
+    monkeypatch.setattr("l2compile.importing.MAX_CONFIG_BYTES", 1024)
+    with pytest.raises(ImportFailed, match=r"its config\.json is 4,096 bytes"):
+        read_model(big)
+    assert MAX_CONFIG_BYTES >= 64 * 1024 * 1024
+
+
+@pytest.mark.unit
+def test_the_cli_refuses_to_write_over_a_file_and_checks_its_name(
+    tmp_path: Path,
+) -> None:
+    model = _archive(tmp_path / "m.keras", {"config.json": b"{}"})
+    spec = tmp_path / "m.yaml"
+    spec.write_text("mine\n")
+    runner = CliRunner()
+    result = runner.invoke(main, ["import", str(model), "-o", str(spec)])
+    assert result.exit_code == 2 and "exists" in result.output
+    assert spec.read_text() == "mine\n"
+    result = runner.invoke(main, ["import", str(model), "--name", "Not A Name"])
+    assert result.exit_code == 2 and "'not_a_name'" in result.output
+    result = runner.invoke(main, ["import", str(tmp_path / "none.keras")])
+    assert result.exit_code == 2 and "no such file" in result.output
+
+
+# --- the model's weights: --weights-from-model and train.initial_weights --------
+
+SMALL_SPEC = """\
+name: small
+input: {shape: [6]}
+l2: 0.001
+layers:
+  - {type: dense, units: 5, activation: relu}
+  - {type: dense, units: 3, activation: softmax}
+train:
+  recipe: npz
+  data: data.npz
+  num_classes: 3
+  initial_weights: %s
+  epochs: 1
+  batch_size: 8
+"""
+
+
+def _small_model(path: Path) -> Any:
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(5, activation="relu", name="hidden"),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ],
+        name="small",
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy"
+    )
+    model.save(path)
+    return model
+
+
+@pytest.mark.build
+def test_weights_from_the_model_are_what_the_generated_build_model_starts_from(
+    tmp_path: Path,
+) -> None:
+    original = _small_model(tmp_path / "small.keras")
+    runner = CliRunner()
+    result = runner.invoke(
+        main,
+        [
+            "import",
+            str(tmp_path / "small.keras"),
+            "-o",
+            str(tmp_path / "small.yaml"),
+            "--weights-from-model",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "wrote " + str(tmp_path / "small.weights.h5") in result.output
+    spec = yaml.safe_load((tmp_path / "small.yaml").read_text())
+    assert spec["train"]["initial_weights"] == "small.weights.h5"
+    assert spec["train"]["optimizer"] == {"type": "adam", "learning_rate": 0.001}
+    assert spec["train"]["loss"] == "sparse_categorical_crossentropy"
+    plan = plan_file(tmp_path / "small.yaml")
+    module_path = tmp_path / "small.py"
+    module_path.write_text(render_module(plan))
+    module = import_generated(module_path, "small_weights")
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    rebuilt = module.build_model(str(tmp_path / "small.weights.h5"))
+    np.testing.assert_allclose(
+        rebuilt.predict(x, verbose=0), original.predict(x, verbose=0), rtol=1e-6
+    )
+    fresh = module.build_model(None)  # without them: Keras' initializers
+    assert not np.allclose(fresh.predict(x, verbose=0), original.predict(x, verbose=0))
+
+
+@pytest.mark.unit
+def test_initial_weights_of_another_model_a_missing_file_or_nan_are_located_errors(
+    tmp_path: Path,
+) -> None:
+    import h5py
+
+    def errors(name: str) -> list[str]:
+        (tmp_path / "spec.yaml").write_text(SMALL_SPEC % name)
+        loaded = load_spec(tmp_path / "spec.yaml")
+        assert not isinstance(loaded, list)
+        plan = plan_spec(loaded, tmp_path)
+        assert isinstance(plan, list)
+        return [f"{e.line}: {e.message}" for e in plan]
+
+    (found,) = errors("none.weights.h5")
+    assert found.startswith("11: ") and "is not a file" in found
+    (tmp_path / "small.h5").write_bytes(b"")
+    (found,) = errors("small.h5")
+    assert "is not named as a Keras weights file (.weights.h5" in found
+    with h5py.File(tmp_path / "other.weights.h5", "w") as file:
+        file["a"] = np.zeros((6, 4), "float32")
+        file["b"] = np.zeros((4,), "float32")
+    (found,) = errors("other.weights.h5")
+    assert "saved from another model: it holds 2 weights and the model has 4" in found
+    with h5py.File(tmp_path / "nan.weights.h5", "w") as file:
+        for i, shape in enumerate([(6, 5), (5,), (5, 3), (3,)]):
+            file[f"w{i}"] = np.full(shape, np.nan if i == 2 else 0.0, "float32")
+    (found,) = errors("nan.weights.h5")
+    assert "NaN or infinite values" in found
+    with h5py.File(tmp_path / "good.weights.h5", "w") as file:
+        for i, shape in enumerate([(6, 5), (5,), (5, 3), (3,)]):
+            file[f"w{i}"] = np.zeros(shape, "float32")
+    (tmp_path / "spec.yaml").write_text(SMALL_SPEC % "good.weights.h5")
+    loaded = load_spec(tmp_path / "spec.yaml")
+    assert not isinstance(loaded, list)
+    plan = plan_spec(loaded, tmp_path)
+    assert not isinstance(plan, list), plan
+    assert plan.initial_weights is not None
+
+
+@pytest.mark.training
+def test_a_build_starts_from_its_initial_weights(tmp_path: Path) -> None:
+    """Trained at a rate too small to move them, the built model is the
+    model whose weights the build started from."""
+    original = _small_model(tmp_path / "small.keras")
+    assert (
+        CliRunner()
+        .invoke(
+            main,
+            [
+                "import",
+                str(tmp_path / "small.keras"),
+                "-o",
+                str(tmp_path / "spec.yaml"),
+                "--weights-from-model",
+            ],
+        )
+        .exit_code
+        == 0
+    )
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = rng.integers(0, 3, size=64)
+    np.savez(
+        tmp_path / "data.npz",
+        x_train=x[:48],
+        y_train=y[:48],
+        x_test=x[48:],
+        y_test=y[48:],
+    )
+    spec = tmp_path / "spec.yaml"
+    result = CliRunner().invoke(
+        main,
+        [
+            "build",
+            str(spec),
+            "--out",
+            str(tmp_path / "out"),
+            "--set",
+            "train.optimizer.learning_rate=1e-12",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "l2=0",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    import keras
+
+    built = keras.saving.load_model(tmp_path / "out" / "model.keras")
+    np.testing.assert_allclose(
+        built.predict(x, verbose=0), original.predict(x, verbose=0), atol=1e-5
+    )
