@@ -432,7 +432,8 @@ def generate(
     "-o",
     "--output",
     type=click.Path(path_type=Path),
-    help="The spec file to write. Default: <name>.yaml in the working folder.",
+    help="The spec file to write. Default: MODEL's file name with .yaml, in the "
+    "working folder.",
 )
 @click.option(
     "--name", help="The spec's name. Default: the model's, made a Python name."

@@ -268,10 +268,11 @@ def _header(
     path: Path, graph: ModelGraph, plan: ModelPlan, l2: float | None
 ) -> list[str]:
     lines = [
-        f"Written by `l2compile import` from {quoted(path.name)}, whose model",
-        f"{quoted(graph.name, 60)} has {len(plan.layers)} layers and {plan.params:,} "
-        "parameters. It plans to",
-        "that model: the same layers, wiring, arguments and weights.",
+        f"Written by `l2compile import` from {quoted(path.name)} (its model "
+        f"{quoted(graph.name, 60)}:",
+        f"{len(plan.layers)} layers, {plan.params:,} parameters). It plans to that "
+        "model: the same",
+        "layers, wiring, arguments and weights (checked when it was written).",
     ]
     if l2 is not None:
         lines.append(

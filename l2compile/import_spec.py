@@ -110,6 +110,10 @@ class Draft:
             "  # The data: a placeholder to fill in, as the import cannot know"
         )
         lines.append("  # it (docs/data.md lists the recipes and their fields).")
+        if len(self.input_shape) == 3 and self.input_shape[-1] == 3:
+            lines.append(
+                "  # Photos, a folder per class: recipe: image_folder, data: photos/"
+            )
         for key, value in self.train.items():
             if key == "optimizer":
                 lines += [f"  # {note}" for note in self.train_notes]
