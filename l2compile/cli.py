@@ -481,7 +481,12 @@ def import_(
     processes.import_keras()
     try:
         done = import_model(
-            model, out, name=name, l2=l2, with_weights=weights_from_model
+            model,
+            out,
+            name=name,
+            l2=l2,
+            with_weights=weights_from_model,
+            log=lambda step: click.echo(f"l2compile: {step}", err=True),
         )
     except ImportFailed as exc:
         _fail(str(exc), EXIT_SPEC_ERROR)

@@ -46,6 +46,7 @@ from l2compile.importing import (
     read_model,
     spec_layers,
 )
+from l2compile.layers import KINDS
 from l2compile.nodes import ModelPlan
 from l2compile.sources.csv import Csv
 
@@ -107,8 +108,6 @@ def _reference(layer: Imported) -> Any:
     Keras names its arguments), regularized as the file's is."""
     import keras
 
-    from l2compile.layers import KINDS
-
     kind = KINDS[layer.fields["type"]]
     fields = {k: v for k, v in layer.fields.items() if k != "type"}
     regularizers = {
@@ -132,7 +131,7 @@ def argument_problems(layers: list[Imported]) -> list[Problem]:
     constraint, a data format, a frozen layer, ...)."""
     problems = []
     for layer in layers:
-        if layer.fields["type"] == "backbone":
+        if KINDS[layer.fields["type"]].keras_model:
             continue  # known by its layers' names and places (read_application)
         ours = _config(_reference(layer))
         theirs = dict(_cleaned(layer.node.config))
@@ -325,7 +324,7 @@ def _draft(
         says_labels=not graph.reads_table,
         loss=(graph.compile_config or {}).get("loss"),
         name=module_name(name or graph.name),
-        description=f"Imported from {path.name}"[:200],
+        description=f"Imported from {quoted(path.name, 160)}",
         input_shape=[int(d) for d in graph.input_shape if d is not None],
         layers=layer_entries(imported),
         l2=l2_,
@@ -371,10 +370,13 @@ def import_model(
     name: str | None = None,
     l2: float | None = None,
     with_weights: bool = False,
+    log: Callable[[str], None] = lambda _: None,
 ) -> Imported_:
     """Write the spec of the model in `path` to `out` (and, with_weights,
-    its weights beside it), or raise ImportFailed having written nothing."""
+    its weights beside it), or raise ImportFailed having written nothing.
+    `log` is told each step, as it begins."""
     graph, imported = read_layers(path)
+    log(f"read {len(imported)} layers from {path}; loading it (safe_mode)")
     theirs = _load(path)
     draft = _draft(path, graph, imported, name, l2)
     outputs = int(theirs.compute_output_shape((1, *graph.input_shape))[-1])
@@ -387,6 +389,7 @@ def import_model(
             return _plan_text(d.text([]), str(out), folder)
 
         result = _planned(path, draft, imported, outputs, plan, own_l2=l2 is not None)
+        log("building the spec's model to compare it with the file's")
         ours = _built(result, folder)
         names = {layer.name: layer.node.name for layer in imported}
         problems = compare(ours, theirs, result, names, own_l2=l2 is not None)

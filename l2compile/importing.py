@@ -33,7 +33,6 @@ from pydantic import ValidationError
 from l2compile.errors import BuildError, spoken_list
 from l2compile.fields import is_identifier
 from l2compile.layers import KINDS, LayerSpec
-from l2compile.layers.backbone import read_application
 from l2compile.layers.base import INPUT
 from l2compile.sources.csv import encodes_table
 
@@ -44,10 +43,12 @@ MAX_CONFIG_BYTES = 64 * 1024 * 1024
 _KERAS_LAYERS = "keras.layers"
 #: Each Keras class l2compile has a kind for, by its name.
 _KIND_OF = {
-    kind.keras_class: name for name, kind in KINDS.items() if name != "backbone"
+    kind.keras_class: name for name, kind in KINDS.items() if not kind.keras_model
 }
 #: The classes of a model inside the model (a keras.applications backbone).
 _MODELS = ("Functional", "Sequential", "Model")
+#: The kind a model inside the model is read as (a backbone).
+_NESTED = next(kind for kind in KINDS.values() if kind.keras_model)
 #: The regularizer arguments, by the role of the weight they regularize.
 KERNEL_REGULARIZERS = (
     "kernel_regularizer",
@@ -430,10 +431,11 @@ def spec_names(names: list[str]) -> dict[str, str]:
 
 def _imported(node: Node, names: Mapping[str, str]) -> Imported | Problem:
     if node.keras_class in _MODELS:
-        fields = read_application(node.config)
-        if isinstance(fields, str):
-            return Problem(node.name, node.keras_class, fields)
-        kind: type[LayerSpec] = KINDS["backbone"]
+        kind: type[LayerSpec] = _NESTED
+        try:
+            fields = kind.from_keras(node.config)
+        except ValueError as why:
+            return Problem(node.name, node.keras_class, str(why))
         coefficients = _nested_coefficients(node.config)
     else:
         kind = KINDS[_KIND_OF[node.keras_class]]

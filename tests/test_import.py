@@ -497,3 +497,33 @@ def test_a_build_starts_from_its_initial_weights(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         built.predict(x, verbose=0), original.predict(x, verbose=0), atol=1e-5
     )
+
+
+@pytest.mark.build
+def test_names_from_the_file_never_become_fields_or_lines_of_the_spec(
+    tmp_path: Path,
+) -> None:
+    """A model's and a layer's names are the file's text: in the spec they are
+    quoted ASCII in comments, or made spec names."""
+    import keras
+
+    hostile = "pets\nl2: 5\n# \u2028x: 1"
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(3, activation="softmax", name="Out Layer: {x}"),
+        ],
+        name=hostile,
+    )
+    model.save(tmp_path / "odd name\n.keras")
+    done = import_model(tmp_path / "odd name\n.keras", tmp_path / "odd.yaml")
+    text = done.spec.read_text()
+    assert text.isascii()
+    spec = yaml.safe_load(text)
+    assert spec["l2"] == 0.0 and "x" not in spec
+    assert spec["name"] == "pets_l2_5_x_1"
+    assert spec["description"] == 'Imported from "odd name\\n.keras"'
+    assert spec["layers"] == [
+        {"type": "dense", "name": "out_layer_x", "units": 3, "activation": "softmax"}
+    ]
+    assert '"pets\\nl2: 5\\n# \\u2028x: 1"' in text.splitlines()[0]

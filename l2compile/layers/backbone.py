@@ -281,6 +281,7 @@ class BackboneLayer(WeightedSpec):
     keras_class: ClassVar[str] = "Sequential"
     input_rank: ClassVar[int | None] = 3
     convolves: ClassVar[bool] = True
+    keras_model: ClassVar[bool] = True
     type: Literal["backbone"]
     model: BackboneName = Field(description="The keras.applications model.")
     # `weights` in a spec; the attribute would hide LayerSpec.weights().
@@ -305,6 +306,15 @@ class BackboneLayer(WeightedSpec):
         description="Train the backbone's layers from this index on (Keras' "
         "model.layers), keep the ones before it frozen.",
     )
+
+    @classmethod
+    def from_keras(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """A nested model's config as a backbone's fields (read_application),
+        or ValueError saying why it is no backbone l2compile knows."""
+        fields = read_application(config)
+        if isinstance(fields, str):
+            raise ValueError(fields)
+        return fields
 
     @property
     def facts(self) -> Backbone:

@@ -168,6 +168,10 @@ class LayerSpec(StrictModel):
     #: "tensorflow" (Keras' export through tf2onnx) and "jax" (through
     #: jax2onnx); l2compile.formats.onnx takes a route no layer refuses.
     onnx_refused: ClassVar[dict[str, str]] = {}
+    #: It is a whole Keras model inside the model (a keras.applications
+    #: backbone): `l2compile import` reads a nested model's config with its
+    #: from_keras, which raises ValueError saying why where it cannot.
+    keras_model: ClassVar[bool] = False
     #: Its fields that Keras' config keeps as a tuple of one (`(3,)`), where
     #: the spec writes the number (a 1-D kernel or pool size, its strides).
     keras_one_d: ClassVar[tuple[str, ...]] = ()
