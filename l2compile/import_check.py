@@ -56,7 +56,7 @@ _NOT_COMPARED = frozenset({"name", "seed", "shared_object_id"})
 
 
 @dataclass(frozen=True)
-class Imported_:
+class ImportResult:
     """What an import wrote."""
 
     spec: Path
@@ -371,7 +371,7 @@ def import_model(
     l2: float | None = None,
     with_weights: bool = False,
     log: Callable[[str], None] = lambda _: None,
-) -> Imported_:
+) -> ImportResult:
     """Write the spec of the model in `path` to `out` (and, with_weights,
     its weights beside it), or raise ImportFailed having written nothing.
     `log` is told each step, as it begins."""
@@ -408,7 +408,7 @@ def import_model(
         if weights is not None:
             shutil.move(folder / weights.name, weights)
         write_atomically(out, text)
-    return Imported_(out, weights, final)
+    return ImportResult(out, weights, final)
 
 
 def weights_beside(spec: Path) -> Path:
