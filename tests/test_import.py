@@ -527,3 +527,41 @@ def test_names_from_the_file_never_become_fields_or_lines_of_the_spec(
         {"type": "dense", "name": "out_layer_x", "units": 3, "activation": "softmax"}
     ]
     assert '"pets\\nl2: 5\\n# \\u2028x: 1"' in text.splitlines()[0]
+
+
+@pytest.mark.build
+def test_a_module_that_starts_from_weights_passes_ruff_and_mypy_strict(
+    tmp_path: Path,
+) -> None:
+    import h5py
+
+    from .test_codegen import tool
+
+    with h5py.File(tmp_path / "start.weights.h5", "w") as file:
+        for i, shape in enumerate([(6, 5), (5,), (5, 3), (3,)]):
+            file[f"w{i}"] = np.zeros(shape, "float32")
+    (tmp_path / "spec.yaml").write_text(SMALL_SPEC % "start.weights.h5")
+    loaded = load_spec(tmp_path / "spec.yaml", "spec.yaml")
+    assert not isinstance(loaded, list)
+    plan = plan_spec(loaded, tmp_path)
+    assert not isinstance(plan, list), plan
+    code = render_module(plan)
+    assert "def build_model(initial_weights: str | None = INITIAL_WEIGHTS)" in code
+    assert 'INITIAL_WEIGHTS = "start.weights.h5"' in code
+    module = tmp_path / "small.py"
+    module.write_text(code)
+    for check in (("ruff", "format", "--check"), ("ruff", "check")):
+        result = tool(*check, "--no-cache", str(module))
+        assert result.returncode == 0, result.stdout + result.stderr
+    (tmp_path / "none.ini").write_text("[mypy]\n")
+    result = tool(
+        "mypy",
+        "--strict",
+        "--ignore-missing-imports",
+        "--config-file",
+        str(tmp_path / "none.ini"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        str(module),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
