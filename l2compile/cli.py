@@ -461,20 +461,27 @@ def import_(
     arguments and regularizers, checked to plan to the same model. Nothing is
     written where any layer cannot be expressed; every such layer is listed."""
     from l2compile import processes
-    from l2compile.import_check import import_model
-    from l2compile.importing import ImportFailed, module_name
+    from l2compile.import_check import import_model, weights_beside
+    from l2compile.importing import ImportFailed, spec_name
+    from l2compile.spec import module_name_problem
 
-    if not model.is_file():
-        _fail(f"{model}: no such file", EXIT_SPEC_ERROR)
-    if name is not None and module_name(name) != name:
+    if model.is_dir():
         _fail(
-            f"--name {name!r}: a spec's name is a Python module name, e.g. "
-            f"{module_name(name)!r}",
+            f"{model} is a folder (a SavedModel?): import reads a .keras file, "
+            "as model.save('model.keras') writes it",
             EXIT_SPEC_ERROR,
         )
-    out = output or Path(f"{name or module_name(model.stem)}.yaml")
-    if out.exists():
-        _fail(f"{out} exists: give another --output, or remove it", EXIT_SPEC_ERROR)
+    if not model.is_file():
+        _fail(f"{model}: no such file", EXIT_SPEC_ERROR)
+    if name is not None and (problem := module_name_problem(name)) is not None:
+        _fail(f"--name {name!r}: {problem} (e.g. {spec_name(name)!r})", EXIT_SPEC_ERROR)
+    out = output or Path(f"{name or spec_name(model.stem)}.yaml")
+    taken = [out, *([weights_beside(out)] if weights_from_model else [])]
+    for path in taken:
+        if path.exists():
+            _fail(
+                f"{path} exists: give another --output, or remove it", EXIT_SPEC_ERROR
+            )
     if not out.parent.is_dir():
         _fail(f"{out.parent}: no such folder", EXIT_SPEC_ERROR)
     processes.claim("jax")

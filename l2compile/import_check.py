@@ -18,6 +18,7 @@ import contextlib
 import json
 import shutil
 import tempfile
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +43,9 @@ from l2compile.importing import (
     ImportFailed,
     ModelGraph,
     Problem,
-    module_name,
     read_model,
     spec_layers,
+    spec_name,
 )
 from l2compile.layers import KINDS
 from l2compile.nodes import ModelPlan
@@ -70,6 +71,10 @@ def _cleaned(value: Any) -> Any:
     if isinstance(value, dict):
         if value.get("class_name") == "DTypePolicy":
             return (value.get("config") or {}).get("name")
+        config = value.get("config") or {}
+        if value.get("class_name") == "L1L2" and not config.get("l1"):
+            # L1L2(l1=0) is an L2 penalty.
+            value = {**value, "class_name": "L2", "config": {"l2": config.get("l2")}}
         return {k: _cleaned(v) for k, v in value.items() if k not in _NOT_COMPARED}
     if isinstance(value, list | tuple):
         return [_cleaned(v) for v in value]
@@ -136,7 +141,9 @@ def argument_problems(layers: list[Imported]) -> list[Problem]:
         ours = _config(_reference(layer))
         theirs = dict(_cleaned(layer.node.config))
         for key in sorted(set(ours) | set(theirs)):
-            if ours.get(key) != theirs.get(key):
+            # Penalties are compared on the whole spec (compare), where the
+            # spec's l2 and each layer's own are known.
+            if key not in REGULARIZERS and ours.get(key) != theirs.get(key):
                 problems.append(
                     _differs(layer.node.name, layer.node.keras_class, key, ours, theirs)
                 )
@@ -153,13 +160,22 @@ def _differs(
             f"{key}={_shown(theirs.get(key))}, which the spec cannot give (its "
             f"layer has {_shown(ours.get(key))})"
         )
+    if key in REGULARIZERS:
+        why += (
+            "; the spec has one coefficient per layer for its kernels (and the "
+            "same for biases and normalization, or none): import --l2 VALUE "
+            "sets the file's penalties aside"
+        )
     return Problem(layer, cls, why)
 
 
 def _shown(value: Any) -> str:
-    """A config value in a message: a Keras object by its class name."""
+    """A config value in a message: a Keras object by its class name (a
+    penalty with its coefficient)."""
     if isinstance(value, dict) and "class_name" in value:
-        return str(value["class_name"])
+        coefficient = (value.get("config") or {}).get("l2")
+        shown = f"({coefficient:g})" if isinstance(coefficient, int | float) else ""
+        return f"{value['class_name']}{shown}"
     return json.dumps(value)
 
 
@@ -278,19 +294,18 @@ def _header(
             "l2 is import --l2's, on every layer: the file's regularizers are "
             "set aside."
         )
-    if any(layer.type == "backbone" for layer in plan.layers):
-        lines.append(
-            "The backbone reads images in [0, 1], as l2compile's image data gives them,"
-        )
-        lines.append("and scales them to the range its application reads.")
+    for note in graph.notes:
+        lines += textwrap.wrap(note, 76)
     return lines
 
 
-def read_layers(path: Path) -> tuple[ModelGraph, list[Imported]]:
+def read_layers(
+    path: Path, *, any_penalty: bool = False
+) -> tuple[ModelGraph, list[Imported]]:
     """The file's model and its layers as spec layers, or ImportFailed with
     every layer the spec cannot express, in the file's order."""
     graph = read_model(path)
-    found = spec_layers(graph)
+    found = spec_layers(graph, any_penalty=any_penalty)
     imported = [x for x in found if isinstance(x, Imported)]
     problems = [x for x in found if isinstance(x, Problem)]
     problems += argument_problems(imported)
@@ -323,7 +338,7 @@ def _draft(
         data_part=data_part,
         says_labels=not graph.reads_table,
         loss=(graph.compile_config or {}).get("loss"),
-        name=module_name(name or graph.name),
+        name=name or spec_name(graph.name),
         description=f"Imported from {quoted(path.name, 160)}",
         input_shape=[int(d) for d in graph.input_shape if d is not None],
         layers=layer_entries(imported),
@@ -375,7 +390,7 @@ def import_model(
     """Write the spec of the model in `path` to `out` (and, with_weights,
     its weights beside it), or raise ImportFailed having written nothing.
     `log` is told each step, as it begins."""
-    graph, imported = read_layers(path)
+    graph, imported = read_layers(path, any_penalty=l2 is not None)
     log(f"read {len(imported)} layers from {path}; loading it (safe_mode)")
     theirs = _load(path)
     draft = _draft(path, graph, imported, name, l2)

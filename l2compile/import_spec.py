@@ -227,6 +227,11 @@ def training(
             decay = config.get("weight_decay")
             if cls == "AdamW" and isinstance(decay, int | float) and decay > 0:
                 chosen["weight_decay"] = float(decay)
+                notes.append(
+                    "The file's AdamW decays every weight; the spec's weight_decay "
+                    "decays the"
+                )
+                notes.append("weights the l2 rules reach (docs/spec.md: weight decay).")
             train["optimizer"] = chosen
             notes += _optimizer_notes(cls, config, defaults(cls))
         else:
@@ -238,6 +243,8 @@ def training(
         train["loss"] = loss
     elif loss is not None:
         notes.append(f"The file's loss {quoted(loss, 60)} is not one the spec has.")
+    if "optimizer" not in train and not isinstance(optimizer, dict):
+        notes.append("The file was saved without compile(): the optimizer is a choice.")
     train.setdefault("optimizer", {"type": "adam"})
     train["epochs"] = PLACEHOLDER_EPOCHS
     train["batch_size"] = PLACEHOLDER_BATCH

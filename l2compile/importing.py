@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from l2compile.errors import BuildError, spoken_list
 from l2compile.fields import is_identifier
 from l2compile.layers import KINDS, LayerSpec
+from l2compile.layers.backbone import bare, scales_raw_pixels
 from l2compile.layers.base import INPUT
 from l2compile.sources.csv import encodes_table
 
@@ -117,6 +118,8 @@ class ModelGraph:
     nodes: list[Node]
     compile_config: dict[str, Any] | None
     problems: list[Problem] = field(default_factory=list)
+    #: What the spec does differently, for its comments.
+    notes: list[str] = field(default_factory=list)
     #: It encodes a table's columns itself, as a csv recipe's model does:
     #: its first nodes are that encoding, which the spec's recipe makes.
     reads_table: bool = False
@@ -162,6 +165,12 @@ def graph_of(path: Path, config: Any) -> ModelGraph:
     body = config["config"]
     compiled = config.get("compile_config")
     compiled = compiled if isinstance(compiled, dict) else None
+    if kind not in ("Sequential", "Functional", "Model"):
+        raise ImportFailed(
+            path,
+            f"its model is a {kind!s} (a subclassed model, whose call() is Python "
+            "code): only Sequential and functional models describe their layers",
+        )
     layers = body.get("layers")
     if not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
         raise ImportFailed(path, "its config.json lists no layers")
@@ -390,8 +399,11 @@ class Imported:
     inputs: list[str]
 
 
-def spec_layers(graph: ModelGraph) -> list[Imported | Problem]:
-    """Each node of the graph as a spec layer, and every problem."""
+def spec_layers(
+    graph: ModelGraph, *, any_penalty: bool = False
+) -> list[Imported | Problem]:
+    """Each node of the graph as a spec layer, and every problem
+    (any_penalty: the file's penalties are set aside, whatever they are)."""
     problems: list[Imported | Problem] = list(graph.problems)
     names = spec_names([node.name for node in graph.nodes])
     found: list[Imported | Problem] = []
@@ -402,12 +414,57 @@ def spec_layers(graph: ModelGraph) -> list[Imported | Problem]:
         if why is not None:
             problems.append(Problem(node.name, node.keras_class, why))
             continue
-        imported = _imported(node, names)
+        imported = _imported(node, names, any_penalty)
         if isinstance(imported, Problem):
             problems.append(imported)
         else:
             found.append(imported)
-    return problems + found
+    layers = [x for x in found if isinstance(x, Imported)]
+    graph.notes += _before_backbone(layers, problems)
+    return problems + [x for x in found if x in layers]
+
+
+def _before_backbone(layers: list[Imported], problems: list[Any]) -> list[str]:
+    """An application alone reads its own pixel range, and a spec's backbone
+    reads [0, 1] images (l2compile's) and scales them itself. So a layer
+    between the input and such an application is the file's preprocessing
+    for it: a Rescaling of [0, 255] pixels to its range is left out (with a
+    note), any other is refused. Notes on what changed."""
+    notes = []
+    for layer in layers:
+        if not (KINDS[layer.fields["type"]].keras_model and bare(layer.node.config)):
+            continue
+        model = str(layer.fields["model"])
+        source = next((x for x in layers if x.name in layer.inputs), None)
+        if source is None:
+            notes.append(
+                f"The file's {model} read images in its own range; the spec's "
+                "backbone reads [0, 1] (l2compile's image data) and scales them."
+            )
+            continue
+        if (
+            source.node.keras_class == "Rescaling"
+            and source.inputs == [INPUT]
+            and scales_raw_pixels(model, source.node.config)
+        ):
+            layers.remove(source)
+            layer.inputs = [INPUT]
+            notes.append(
+                f"The file's model read [0, 255] pixels and scaled them for {model} "
+                f"({quote(source.node.name)}); the spec's backbone reads [0, 1] "
+                "(l2compile's image data) and scales them itself."
+            )
+            continue
+        problems.append(
+            Problem(
+                source.node.name,
+                source.node.keras_class,
+                f"it prepares the input of {model}, which the spec's backbone "
+                "prepares itself from [0, 1] images: only a Rescaling of [0, 255] "
+                "pixels to its range can be left out; remove it from the model",
+            )
+        )
+    return notes
 
 
 def spec_names(names: list[str]) -> dict[str, str]:
@@ -429,7 +486,9 @@ def spec_names(names: list[str]) -> dict[str, str]:
     return found
 
 
-def _imported(node: Node, names: Mapping[str, str]) -> Imported | Problem:
+def _imported(
+    node: Node, names: Mapping[str, str], any_penalty: bool
+) -> Imported | Problem:
     if node.keras_class in _MODELS:
         kind: type[LayerSpec] = _NESTED
         try:
@@ -443,8 +502,15 @@ def _imported(node: Node, names: Mapping[str, str]) -> Imported | Problem:
         coefficients = {}
         for argument in REGULARIZERS:
             value = _coefficient(node.config.get(argument))
+            if isinstance(value, str) and any_penalty:
+                continue  # import --l2 puts its own in its place
             if isinstance(value, str):
-                return Problem(node.name, node.keras_class, f"{argument}: {value}")
+                return Problem(
+                    node.name,
+                    node.keras_class,
+                    f"{argument}: {value} (import --l2 VALUE sets the file's "
+                    "penalties aside)",
+                )
             if value:
                 coefficients[argument] = value
         if node.config.get("activity_regularizer") is not None:
@@ -513,9 +579,23 @@ _NAME = re.compile(r"[^a-z0-9_]+")
 
 
 def module_name(text: str) -> str:
-    """A spec name (a Python module name) from a model's name."""
+    """A name a spec can give, made from a model's or a layer's name."""
     name = _NAME.sub("_", text.lower()).strip("_")[:64] or "model"
     return name if name[0].isalpha() else f"model_{name}"[:64]
+
+
+def spec_name(text: str) -> str:
+    """A spec's name (a Python module name that shadows none) from a
+    model's name: `test` becomes `test_model`."""
+    from l2compile.spec import module_name_problem
+
+    name = module_name(text)
+    return name if module_name_problem(name) is None else f"{name[:58]}_model"
+
+
+def quote(text: str) -> str:
+    """A name from the file in a comment: one line of ASCII, quoted."""
+    return json.dumps(text[:80], ensure_ascii=True)
 
 
 def listed(problems: list[Problem]) -> str:

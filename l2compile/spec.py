@@ -35,6 +35,7 @@ from pydantic import (
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
     Tag,
+    TypeAdapter,
     ValidationError,
     create_model,
     model_validator,
@@ -187,6 +188,20 @@ def _check_module_name(value: str) -> str:
 
 
 ModuleName = Annotated[Identifier, AfterValidator(_check_module_name)]
+
+
+def module_name_problem(value: str) -> str | None:
+    """Why `value` cannot be a spec's name (None: it can)."""
+    try:
+        TypeAdapter(ModuleName).validate_python(value)
+    except ValidationError as error:
+        return "; ".join(
+            str(e["ctx"]["error"]) if "ctx" in e and "error" in e["ctx"] else e["msg"]
+            for e in error.errors()
+        )
+    return None
+
+
 #: Names written one a line into labels.txt and model.json.
 Names = list[
     Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_one_line)]

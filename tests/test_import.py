@@ -565,3 +565,114 @@ def test_a_module_that_starts_from_weights_passes_ruff_and_mypy_strict(
         str(module),
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.build
+def test_the_guides_rescaling_before_a_bare_application_is_left_out_and_said(
+    tmp_path: Path,
+) -> None:
+    """Keras' transfer-learning guide scales [0, 255] pixels to MobileNetV2's
+    [-1, 1] before it: the spec's backbone scales l2compile's [0, 1] images
+    itself, so that layer is left out (not applied twice), and the spec says
+    so. Any other layer before a bare application is refused."""
+    import keras
+    from keras import layers
+
+    base = keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    )
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Rescaling(1 / 127.5, offset=-1, name="to_unit")(inputs)
+    x = layers.GlobalAveragePooling2D()(base(x))
+    keras.Model(inputs, layers.Dense(2, activation="softmax")(x)).save(
+        tmp_path / "guide.keras"
+    )
+    done = import_model(tmp_path / "guide.keras", tmp_path / "guide.yaml")
+    spec = yaml.safe_load(done.spec.read_text())
+    assert [layer["type"] for layer in spec["layers"]] == [
+        "backbone",
+        "global_average_pooling2d",
+        "dense",
+    ]
+    assert "inputs" not in spec["layers"][0]
+    comments = [
+        line[2:] for line in done.spec.read_text().splitlines() if line[:2] == "# "
+    ]
+    assert 'scaled them for mobilenet_v2 ("to_unit")' in " ".join(comments)
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Rescaling(1 / 255, name="to_one")(inputs)  # not MobileNetV2's range
+    x = layers.GlobalAveragePooling2D()(base(x))
+    keras.Model(inputs, layers.Dense(2, activation="softmax")(x)).save(
+        tmp_path / "other.keras"
+    )
+    with pytest.raises(ImportFailed) as error:
+        import_model(tmp_path / "other.keras", tmp_path / "other.yaml")
+    assert "to_one (Rescaling): it prepares the input of mobilenet_v2" in str(
+        error.value
+    )
+    assert not (tmp_path / "other.yaml").exists()
+
+
+@pytest.mark.build
+def test_penalties_the_spec_lacks_are_explained_and_import_l2_sets_them_aside(
+    tmp_path: Path,
+) -> None:
+    import keras
+    from keras import layers, regularizers
+
+    def save(second: Any, name: str) -> Path:
+        keras.Sequential(
+            [
+                keras.Input((4,)),
+                layers.Dense(8, kernel_regularizer=regularizers.L1L2(l1=0.0, l2=1e-3)),
+                layers.Dense(8, kernel_regularizer=second),
+                layers.Dense(
+                    2,
+                    activation="softmax",
+                    kernel_regularizer=regularizers.L2(1e-3),
+                    bias_regularizer=regularizers.L2(1e-5),
+                ),
+            ],
+            name="test",  # shadows Python's own test package
+        ).save(tmp_path / name)
+        return tmp_path / name
+
+    with pytest.raises(ImportFailed) as error:
+        import_model(save(regularizers.L1(1e-3), "m.keras"), tmp_path / "m.yaml")
+    assert "kernel_regularizer: L1 is not an L2 penalty" in str(error.value)
+    with pytest.raises(ImportFailed) as error:
+        import_model(save(regularizers.L2(1e-3), "l2.keras"), tmp_path / "m.yaml")
+    said = str(error.value)
+    assert "bias_regularizer=L2(1e-05)" in said and "import --l2 VALUE" in said
+    assert "dense (Dense)" not in said  # L1L2(l1=0) is an L2 penalty
+    done = import_model(tmp_path / "m.keras", tmp_path / "m.yaml", l2=1e-4)
+    spec = yaml.safe_load(done.spec.read_text())
+    assert spec["name"] == "test_model" and spec["l2"] == 1e-4
+    assert "The file was saved without compile()" in done.spec.read_text()
+    result = CliRunner().invoke(
+        main,
+        [
+            "import",
+            str(tmp_path / "m.keras"),
+            "-o",
+            str(tmp_path / "m2.yaml"),
+            "--weights-from-model",
+            "--l2",
+            "1e-4",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    before = (tmp_path / "m2.weights.h5").read_bytes()
+    (tmp_path / "m2.yaml").unlink()
+    result = CliRunner().invoke(
+        main,
+        [
+            "import",
+            str(tmp_path / "m.keras"),
+            "-o",
+            str(tmp_path / "m2.yaml"),
+            "--weights-from-model",
+        ],
+    )
+    assert result.exit_code == 2 and "m2.weights.h5 exists" in result.output
+    assert (tmp_path / "m2.weights.h5").read_bytes() == before

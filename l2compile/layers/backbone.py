@@ -468,6 +468,26 @@ def _trained(
     return {"trainable": True} if first <= flags[0][0] else {"fine_tune_from": first}
 
 
+def bare(config: Mapping[str, Any]) -> bool:
+    """Whether a nested model's config is an application alone, not behind
+    the Rescaling a backbone puts before it (so it reads its own range)."""
+    entries = [e for e in _entries(config) if e.get("class_name") != "InputLayer"]
+    return not (len(entries) == 2 and entries[0].get("class_name") == "Rescaling")
+
+
+def scales_raw_pixels(model: str, config: Mapping[str, Any]) -> bool:
+    """Whether a Rescaling's config takes [0, 255] pixels to the range the
+    backbone reads (the Keras transfer-learning guide's preprocessing)."""
+    facts = BACKBONES[model]
+    scale, offset = config.get("scale"), config.get("offset") or 0.0
+    return (
+        isinstance(scale, int | float)
+        and isinstance(offset, int | float)
+        and math.isclose(scale * 255, facts.scale, rel_tol=1e-5)
+        and math.isclose(offset, facts.offset, rel_tol=1e-5, abs_tol=1e-7)
+    )
+
+
 def read_application(config: Mapping[str, Any]) -> dict[str, Any] | str:
     """A nested model's config (a keras.applications model without its top,
     bare or behind l2compile's Rescaling) as a backbone layer's fields, or why

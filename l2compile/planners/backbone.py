@@ -65,7 +65,11 @@ class BackbonePlanner(Planner):
             if source == INPUT
             else next(lay.output_shape for lay in layers if lay.name == source)
         )
-        if pretrained.weights == "none" and pretrained.trained_from is None:
+        if (
+            pretrained.weights == "none"
+            and pretrained.trained_from is None
+            and self.spec.train.initial_weights is None
+        ):
             self.warn(
                 ("layers", i, "weights"),
                 "a frozen backbone with weights: none stays random: only the "
