@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from l2compile import interrupts
 from l2compile.errors import SpecError
 from l2compile.files import write_atomically
 from l2compile.import_spec import (
@@ -32,7 +33,6 @@ from l2compile.import_spec import (
     first_planned,
     layer_entries,
     overrides,
-    quoted,
     regularization,
     task_candidates,
     training,
@@ -43,6 +43,7 @@ from l2compile.importing import (
     ImportFailed,
     ModelGraph,
     Problem,
+    quoted,
     read_model,
     spec_layers,
     spec_name,
@@ -420,9 +421,10 @@ def import_model(
         final = _plan_text(text, str(out), folder)
         if isinstance(final, list):
             raise _refused(path, final)
-        if weights is not None:
-            shutil.move(folder / weights.name, weights)
-        write_atomically(out, text)
+        with interrupts.deferred():  # the spec and its weights, or neither
+            if weights is not None:
+                shutil.move(folder / weights.name, weights)
+            write_atomically(out, text)
     return ImportResult(out, weights, final)
 
 

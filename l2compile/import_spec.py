@@ -24,6 +24,7 @@ from l2compile.importing import (
     NORM_REGULARIZERS,
     Imported,
     ModelGraph,
+    quoted,
 )
 from l2compile.layers import KINDS
 from l2compile.layers.base import INPUT
@@ -39,13 +40,6 @@ PLACEHOLDER_BATCH = 32
 _OPTIMIZERS = {"Adam": "adam", "AdamW": "adam", "SGD": "sgd", "RMSprop": "rmsprop"}
 #: The task a spec has unless it names one.
 _DEFAULT_TASK = Spec.model_fields["task"].default
-
-
-def quoted(text: object, limit: int = 120) -> str:
-    """Text from the file as a comment may hold it: one line of ASCII,
-    quoted (json escapes every control and non-ASCII character)."""
-    shown = json.dumps(str(text)[:limit], ensure_ascii=True)
-    return shown
 
 
 def _flow(value: Any) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from l2compile.errors import BuildError, spoken_list
+from l2compile.errors import BuildError
 from l2compile.fields import is_identifier
 from l2compile.layers import KINDS, LayerSpec
 from l2compile.layers.backbone import bare, scales_raw_pixels
@@ -451,7 +451,7 @@ def _before_backbone(layers: list[Imported], problems: list[Any]) -> list[str]:
             layer.inputs = [INPUT]
             notes.append(
                 f"The file's model read [0, 255] pixels and scaled them for {model} "
-                f"({quote(source.node.name)}); the spec's backbone reads [0, 1] "
+                f"({quoted(source.node.name, 80)}); the spec's backbone reads [0, 1] "
                 "(l2compile's image data) and scales them itself."
             )
             continue
@@ -593,10 +593,7 @@ def spec_name(text: str) -> str:
     return name if module_name_problem(name) is None else f"{name[:58]}_model"
 
 
-def quote(text: str) -> str:
-    """A name from the file in a comment: one line of ASCII, quoted."""
-    return json.dumps(text[:80], ensure_ascii=True)
-
-
-def listed(problems: list[Problem]) -> str:
-    return spoken_list([p.layer for p in problems])
+def quoted(text: object, limit: int = 120) -> str:
+    """Text from the file as a comment may hold it: one line of ASCII,
+    quoted (json escapes every control and non-ASCII character)."""
+    return json.dumps(str(text)[:limit], ensure_ascii=True)

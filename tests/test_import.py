@@ -535,7 +535,7 @@ def test_a_module_that_starts_from_weights_passes_ruff_and_mypy_strict(
 ) -> None:
     import h5py
 
-    from .test_codegen import tool
+    from .test_codegen import mypy_strict, tool
 
     with h5py.File(tmp_path / "start.weights.h5", "w") as file:
         for i, shape in enumerate([(6, 5), (5,), (5, 3), (3,)]):
@@ -553,17 +553,7 @@ def test_a_module_that_starts_from_weights_passes_ruff_and_mypy_strict(
     for check in (("ruff", "format", "--check"), ("ruff", "check")):
         result = tool(*check, "--no-cache", str(module))
         assert result.returncode == 0, result.stdout + result.stderr
-    (tmp_path / "none.ini").write_text("[mypy]\n")
-    result = tool(
-        "mypy",
-        "--strict",
-        "--ignore-missing-imports",
-        "--config-file",
-        str(tmp_path / "none.ini"),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        str(module),
-    )
+    result = mypy_strict(tmp_path, str(module))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
